@@ -1,0 +1,99 @@
+// libminicriu: checkpoint/restore of Linux process trees.
+//
+// Every entry point returns a Result: a value, or an Error with one clear line
+// (what failed, on which pid/fd/path, what to do) and the errno behind it.
+// Nothing here calls exit() or throws across the boundary; two dumps may run at
+// once in one program, as long as they target different trees.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <expected>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace minicriu {
+
+class [[nodiscard]] Error {
+ public:
+  Error() = default;
+  Error(std::string message, int err = 0) : message_(std::move(message)), errno_(err) {}
+
+  const std::string& message() const { return message_; }
+  int err() const { return errno_; }
+
+  // Prefixes context as the error travels up: "pid 12" + "fd 3: ...".
+  Error& context(const std::string& what) {
+    message_ = what + ": " + message_;
+    return *this;
+  }
+
+  // The one line a user sees: the message and, if any, the errno's text.
+  std::string what() const;
+
+ private:
+  std::string message_;
+  int errno_ = 0;
+};
+
+template <typename T>
+using Result = std::expected<T, Error>;
+using Status = std::expected<void, Error>;
+
+enum class LogLevel { error = 0, warn = 1, info = 2, debug = 3 };
+
+// Receives every log line at or below the chosen level, already formatted with a
+// timestamp. Default: stderr.
+using LogSink = std::function<void(LogLevel, std::string_view line)>;
+
+struct LogOptions {
+  LogLevel level = LogLevel::warn;
+  LogSink sink;             // empty: stderr
+  bool progress = false;    // a progress line for long page dumps (terminals)
+};
+
+struct DumpOptions {
+  pid_t pid = 0;                 // root of the tree to dump
+  std::string images_dir;        // must exist and be writable
+  bool leave_running = false;    // cure and detach instead of killing the tree
+  LogOptions log;
+};
+
+struct DumpStats {
+  unsigned processes = 0;
+  unsigned threads = 0;
+  uint64_t vmas = 0;
+  uint64_t pages_dumped = 0;     // 4 KiB pages written to the page images
+  uint64_t page_bytes = 0;
+  uint64_t frozen_ns = 0;        // from the first seize to the last release
+  uint64_t total_ns = 0;
+};
+
+[[nodiscard]] Result<DumpStats> dump(const DumpOptions& options);
+
+struct RestoreOptions {
+  std::string images_dir;
+  bool detach = false;           // return after the tree runs; else wait for the root
+  LogOptions log;
+};
+
+struct RestoreResult {
+  pid_t root_pid = 0;
+  int exit_status = -1;          // wait status of the root, when not detached
+};
+
+[[nodiscard]] Result<RestoreResult> restore(const RestoreOptions& options);
+
+struct ShowOptions {
+  std::string images_dir;
+  bool json = false;
+};
+
+// Decodes every image of a checkpoint for people (text) or scripts (JSON).
+[[nodiscard]] Result<std::string> show(const ShowOptions& options);
+
+}  // namespace minicriu

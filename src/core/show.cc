@@ -1,0 +1,123 @@
+// `minicriu show`: every image of a checkpoint, decoded for people or as JSON.
+#include <google/protobuf/util/json_util.h>
+#include <sys/stat.h>
+
+#include "core/error.hpp"
+#include "images/image_dir.hpp"
+#include "images/image_io.hpp"
+#include "minicriu.pb.h"
+
+namespace minicriu {
+
+namespace {
+
+std::string hex(uint64_t v) { return fmt::format("{:#x}", v); }
+
+const char* vma_kind_name(img::VmaKind k) {
+  switch (k) {
+    case img::VMA_ANON_PRIVATE: return "anon-private";
+    case img::VMA_ANON_SHARED: return "anon-shared";
+    case img::VMA_FILE_PRIVATE: return "file-private";
+    case img::VMA_FILE_SHARED: return "file-shared";
+    case img::VMA_VDSO: return "vdso";
+    case img::VMA_VVAR: return "vvar";
+    case img::VMA_VVAR_VCLOCK: return "vvar_vclock";
+    case img::VMA_VSYSCALL: return "vsyscall";
+    default: return "?";
+  }
+}
+
+std::string prot_string(uint32_t prot) {
+  return fmt::format("{}{}{}", prot & 1 ? 'r' : '-', prot & 2 ? 'w' : '-', prot & 4 ? 'x' : '-');
+}
+
+Result<img::CheckpointView> load(const ImageDir& dir) {
+  img::CheckpointView c;
+  ASSIGN_OR_RETURN(*c.mutable_inventory(),
+                   read_single_image<img::Inventory>(dir.inventory(), ImageKind::inventory));
+  ASSIGN_OR_RETURN(auto pstree, read_all_images<img::ProcessEntry>(dir.pstree(), ImageKind::pstree));
+  ASSIGN_OR_RETURN(auto files, read_all_images<img::FileEntry>(dir.files(), ImageKind::files));
+  for (auto& f : files) *c.add_files() = std::move(f);
+  for (auto& p : pstree) {
+    pid_t pid = static_cast<pid_t>(p.pid());
+    img::ProcessView* proc = c.add_processes();
+    *proc->mutable_pstree() = p;
+    ASSIGN_OR_RETURN(*proc->mutable_core(), read_single_image<img::ProcessCore>(dir.core(pid), ImageKind::core));
+    ASSIGN_OR_RETURN(*proc->mutable_mm(), read_single_image<img::MmCore>(dir.mm(pid), ImageKind::mm));
+    ASSIGN_OR_RETURN(auto pagemap, read_all_images<img::PagemapEntry>(dir.pagemap(pid), ImageKind::pagemap));
+    for (auto& e : pagemap) *proc->add_pagemap() = e;
+    ASSIGN_OR_RETURN(auto fds, read_all_images<img::FdEntry>(dir.fdinfo(pid), ImageKind::fdinfo));
+    for (auto& e : fds) *proc->add_fds() = e;
+    struct stat st;
+    if (::stat(dir.pages(pid).c_str(), &st) != 0)
+      return failf_errno("cannot stat page image {}", dir.pages(pid));
+    proc->set_pages_file_size(static_cast<uint64_t>(st.st_size));
+  }
+  return c;
+}
+
+std::string file_summary(const google::protobuf::RepeatedPtrField<img::FileEntry>& files, uint32_t id) {
+  for (auto& f : files) {
+    if (f.id() != id) continue;
+    if (f.has_reg())
+      return fmt::format("{} (flags {:#o}, pos {})", f.reg().path(), f.reg().flags(), f.reg().pos());
+    return fmt::format("file {}", id);
+  }
+  return fmt::format("missing file {}", id);
+}
+
+std::string text(const img::CheckpointView& c) {
+  std::string out;
+  auto& inv = c.inventory();
+  out += fmt::format("checkpoint: root pid {}, {} process(es), kernel {}, minicriu {}, xsave {} bytes\n",
+                     inv.root_pid(), c.processes_size(), inv.kernel(), inv.tool_version(), inv.xsave_size());
+  for (auto& p : c.processes()) {
+    auto& e = p.pstree();
+    uint64_t pages = 0;
+    for (auto& pm : p.pagemap()) pages += pm.nr_pages();
+    out += fmt::format("\nprocess {} ({}): ppid {}, pgid {}, sid {}, {} thread(s)\n", e.pid(),
+                       p.core().comm(), e.ppid(), e.pgid(), e.sid(), e.tids_size());
+    for (auto& t : p.core().threads())
+      out += fmt::format("  thread {} ({}): rip {} rsp {} fs_base {}, xsave {} bytes, sigmask {:#x}{}\n",
+                         t.tid(), t.comm(), hex(t.regs().rip()), hex(t.regs().rsp()),
+                         hex(t.regs().fs_base()), t.xsave().size(), t.sigmask(),
+                         t.restart() == img::RESTART_REISSUE ? ", restarts its syscall"
+                         : t.restart() == img::RESTART_EINTR ? ", syscall returns EINTR" : "");
+    out += fmt::format("  memory: {} vma(s), {} page(s) = {} KiB in the page image ({} bytes)\n",
+                       p.mm().vmas_size(), pages, pages * 4, p.pages_file_size());
+    for (auto& v : p.mm().vmas())
+      out += fmt::format("    {:>12x}-{:<12x} {} {:<12} {}{}\n", v.start(), v.end(), prot_string(v.prot()),
+                         vma_kind_name(v.kind()), v.path(), v.has_pages() ? " [pages]" : "");
+    out += fmt::format("  fds: {}\n", p.fds_size());
+    for (auto& f : p.fds())
+      out += fmt::format("    {}: {}{}\n", f.fd(), file_summary(c.files(), f.file_id()),
+                         f.cloexec() ? " cloexec" : "");
+    out += fmt::format("  cwd: {}\n", file_summary(c.files(), p.core().cwd_file_id()));
+    out += fmt::format("  sigactions: {}, itimers: {}, umask {:03o}, pending signals: {}\n",
+                       p.core().sigactions_size(), p.core().itimers_size(), p.core().umask(),
+                       p.core().shared_pending_size());
+  }
+  return out;
+}
+
+Result<std::string> json(const img::CheckpointView& c) {
+  google::protobuf::util::JsonPrintOptions opts;
+  opts.add_whitespace = true;
+  opts.preserve_proto_field_names = true;
+  std::string out;
+  auto st = google::protobuf::util::MessageToJsonString(c, &out, opts);
+  if (!st.ok()) return failf("JSON encoding failed: {}", st.ToString());
+  return out;
+}
+
+}  // namespace
+
+Result<std::string> show(const ShowOptions& options) {
+  ImageDir dir(options.images_dir);
+  auto c = load(dir);
+  if (!c) return std::unexpected(c.error().context(fmt::format("{} is not a readable checkpoint", dir.path())));
+  if (options.json) return json(*c);
+  return text(*c);
+}
+
+}  // namespace minicriu

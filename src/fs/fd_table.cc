@@ -1,0 +1,86 @@
+#include "fs/fd_table.hpp"
+
+#include <fcntl.h>
+#include <linux/kcmp.h>
+#include <sys/stat.h>
+
+#include "core/syscalls.hpp"
+#include "parasite/parasite_session.hpp"
+
+namespace minicriu {
+
+Result<uint32_t> FileRegistry::add(const FdDumpInfo& fd) {
+  for (auto& s : seen_) {
+    if (s.dev != fd.st.st_dev || s.ino != fd.st.st_ino) continue;
+    if (sys::kcmp(s.pid, fd.pid, KCMP_FILE, static_cast<unsigned long>(s.fd),
+                  static_cast<unsigned long>(fd.fd)) == 0)
+      return s.id;
+  }
+  ASSIGN_OR_RETURN(const FileKind* kind, file_kind_for(fd));
+  img::FileEntry entry;
+  entry.set_id(static_cast<uint32_t>(entries_.size() + 1));
+  TRY(kind->dump(fd, entry));
+  seen_.push_back({fd.pid, fd.fd, fd.st.st_dev, fd.st.st_ino, entry.id()});
+  entries_.push_back(std::move(entry));
+  return entries_.back().id();
+}
+
+Result<uint32_t> FileRegistry::add_link(pid_t pid, const std::string& link_name) {
+  std::string path = proc::pid_path(pid, link_name);
+  ASSIGN_OR_RETURN(auto link, proc::read_link(path));
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return failf_errno("pid {}: cannot stat {}", pid, link_name);
+  if (link.size() > 10 && link.compare(link.size() - 10, 10, " (deleted)") == 0)
+    return failf("pid {}: {} is a deleted file or directory ({}); not supported yet", pid,
+                 link_name, link);
+  FdDumpInfo info;
+  info.pid = pid;
+  info.link = link;
+  info.st = st;
+  info.fdinfo.flags = S_ISDIR(st.st_mode) ? (O_RDONLY | O_DIRECTORY) : O_RDONLY;
+  ASSIGN_OR_RETURN(const FileKind* kind, file_kind_for(info));
+  img::FileEntry entry;
+  entry.set_id(static_cast<uint32_t>(entries_.size() + 1));
+  TRY(with_context(kind->dump(info, entry), fmt::format("pid {}: {}", pid, link_name)));
+  entries_.push_back(std::move(entry));
+  return entries_.back().id();
+}
+
+Result<std::vector<FdListing>> list_fds(pid_t pid) {
+  ASSIGN_OR_RETURN(auto fds, proc::list_numeric_dir(proc::pid_path(pid, "fd")));
+  std::vector<FdListing> out;
+  for (int fd : fds) {
+    FdListing l{fd, {}, {}};
+    ASSIGN_OR_RETURN(l.link, proc::read_link(proc::pid_path(pid, fmt::format("fd/{}", fd))));
+    ASSIGN_OR_RETURN(auto text, proc::read_file(proc::pid_path(pid, fmt::format("fdinfo/{}", fd))));
+    ASSIGN_OR_RETURN(l.fdinfo, with_context(proc::parse_fdinfo(text), fmt::format("pid {}: fd {}", pid, fd)));
+    out.push_back(std::move(l));
+  }
+  return out;
+}
+
+Result<std::vector<img::FdEntry>> dump_fd_table(pid_t pid, const std::vector<FdListing>& fds,
+                                                ParasiteSession& parasite, FileRegistry& registry) {
+  std::vector<int32_t> numbers;
+  for (auto& f : fds) numbers.push_back(f.fd);
+  ASSIGN_OR_RETURN(auto local, parasite.fetch_fds(numbers));
+  std::vector<img::FdEntry> out;
+  for (size_t i = 0; i < fds.size(); i++) {
+    FdDumpInfo info;
+    info.pid = pid;
+    info.fd = fds[i].fd;
+    info.link = fds[i].link;
+    info.fdinfo = fds[i].fdinfo;
+    info.local_fd = local[i].get();
+    if (::fstat(info.local_fd, &info.st) != 0) return failf_errno("pid {}: fd {}: fstat", pid, info.fd);
+    ASSIGN_OR_RETURN(uint32_t id, registry.add(info));
+    img::FdEntry e;
+    e.set_fd(info.fd);
+    e.set_file_id(id);
+    e.set_cloexec((info.fdinfo.flags & O_CLOEXEC) != 0);
+    out.push_back(e);
+  }
+  return out;
+}
+
+}  // namespace minicriu

@@ -1,0 +1,53 @@
+// The fd tables of a tree: which open file each fd holds. Files are recorded
+// once per open file description (kcmp), so dup'd and inherited fds keep
+// sharing one offset after restore.
+#pragma once
+
+#include <sys/types.h>
+
+#include <vector>
+
+#include "core/error.hpp"
+#include "fs/file_kind.hpp"
+#include "minicriu.pb.h"
+
+namespace minicriu {
+
+class ParasiteSession;
+
+// files.img being built for a whole tree.
+class FileRegistry {
+ public:
+  // The id of the file behind fd, dumping it the first time it is seen.
+  [[nodiscard]] Result<uint32_t> add(const FdDumpInfo& fd);
+  // A file reached by a /proc link without an fd (cwd, root, exe).
+  [[nodiscard]] Result<uint32_t> add_link(pid_t pid, const std::string& link_name);
+  const std::vector<img::FileEntry>& entries() const { return entries_; }
+
+ private:
+  struct Seen {
+    pid_t pid;
+    int fd;
+    dev_t dev;
+    ino_t ino;
+    uint32_t id;
+  };
+  std::vector<Seen> seen_;
+  std::vector<img::FileEntry> entries_;
+};
+
+// What /proc tells of one process's fds, read before the parasite opens its own.
+struct FdListing {
+  int fd;
+  std::string link;
+  proc::FdInfo fdinfo;
+};
+[[nodiscard]] Result<std::vector<FdListing>> list_fds(pid_t pid);
+
+// Fetches the fds through the parasite and records each in the registry.
+[[nodiscard]] Result<std::vector<img::FdEntry>> dump_fd_table(pid_t pid,
+                                                              const std::vector<FdListing>& fds,
+                                                              ParasiteSession& parasite,
+                                                              FileRegistry& registry);
+
+}  // namespace minicriu

@@ -1,0 +1,39 @@
+#include "fs/file_kind.hpp"
+
+namespace minicriu {
+
+const std::vector<const FileKind*>& file_kinds() {
+  static const std::vector<const FileKind*> kinds = {&regular_file_kind()};
+  return kinds;
+}
+
+namespace {
+
+// What an fd we cannot take is, in words a user knows.
+std::string describe_unsupported(const FdDumpInfo& fd) {
+  const std::string& l = fd.link;
+  if (l.rfind("pipe:", 0) == 0) return "a pipe";
+  if (l.rfind("socket:", 0) == 0) return "a socket";
+  if (l.rfind("anon_inode:", 0) == 0) return "an anonymous-inode file (" + l.substr(11) + ")";
+  if (l.rfind("/memfd:", 0) == 0) return "a memfd";
+  if (l.size() > 10 && l.compare(l.size() - 10, 10, " (deleted)") == 0)
+    return "a deleted file (a ghost file)";
+  return "a file of a kind this version does not support";
+}
+
+}  // namespace
+
+Result<const FileKind*> file_kind_for(const FdDumpInfo& fd) {
+  for (const FileKind* k : file_kinds())
+    if (k->matches(fd)) return k;
+  return failf("pid {}: fd {} is {} ({}), which minicriu cannot checkpoint yet; close it in the "
+               "application before the dump", fd.pid, fd.fd, describe_unsupported(fd), fd.link);
+}
+
+Result<const FileKind*> file_kind_for(const img::FileEntry& entry) {
+  for (const FileKind* k : file_kinds())
+    if (k->restores(entry)) return k;
+  return failf("file {}: no kind of this version restores it", entry.id());
+}
+
+}  // namespace minicriu

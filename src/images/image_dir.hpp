@@ -1,0 +1,39 @@
+// The names of the files in one checkpoint directory.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+
+#include "core/error.hpp"
+
+namespace minicriu {
+
+class ImageDir {
+ public:
+  explicit ImageDir(std::string path) : path_(std::move(path)) {}
+
+  const std::string& path() const { return path_; }
+  std::string inventory() const { return path_ + "/inventory.img"; }
+  std::string pstree() const { return path_ + "/pstree.img"; }
+  std::string files() const { return path_ + "/files.img"; }
+  std::string core(pid_t pid) const { return per_pid("core", pid); }
+  std::string mm(pid_t pid) const { return per_pid("mm", pid); }
+  std::string pagemap(pid_t pid) const { return per_pid("pagemap", pid); }
+  std::string pages(pid_t pid) const { return per_pid("pages", pid); }
+  std::string fdinfo(pid_t pid) const { return per_pid("fdinfo", pid); }
+
+  // The directory exists, is a directory, and a file can be created in it.
+  [[nodiscard]] Status check_writable() const;
+  // Removes a previous checkpoint's inventory first, so that a dump that fails
+  // midway never leaves a directory that looks complete.
+  [[nodiscard]] Status invalidate() const;
+
+ private:
+  std::string per_pid(const char* kind, pid_t pid) const {
+    return path_ + "/" + kind + "-" + std::to_string(pid) + ".img";
+  }
+  std::string path_;
+};
+
+}  // namespace minicriu

@@ -1,0 +1,113 @@
+// Image files: a 16-byte head (magic, kind, format version, reserved), then a
+// stream of protobuf messages, each behind a little-endian u32 length. Readers
+// check the head, every length against what is left of the file, and decode
+// with protobuf, so a truncated or foreign file is an error, never a crash.
+#pragma once
+
+#include <google/protobuf/message_lite.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/error.hpp"
+#include "core/unique_fd.hpp"
+
+namespace minicriu {
+
+inline constexpr uint32_t kImageMagic = 0x4952434d;  // "MCRI"
+inline constexpr uint32_t kImageFormatVersion = 1;
+inline constexpr uint32_t kMaxMessageSize = 64u << 20;
+
+enum class ImageKind : uint32_t {
+  inventory = 1,
+  pstree = 2,
+  core = 3,
+  mm = 4,
+  pagemap = 5,
+  files = 6,
+  fdinfo = 7,
+};
+
+const char* image_kind_name(ImageKind kind);
+
+// Writes one image file. Nothing is visible under the final name until commit(),
+// which fsyncs and renames: a failed dump leaves no half-written image behind.
+class ImageWriter {
+ public:
+  ImageWriter(ImageWriter&&) = default;
+  ImageWriter& operator=(ImageWriter&&) = default;
+  ~ImageWriter();
+  [[nodiscard]] static Result<ImageWriter> create(const std::string& path, ImageKind kind);
+  [[nodiscard]] Status write(const google::protobuf::MessageLite& msg);
+  [[nodiscard]] Status commit();
+
+ private:
+  ImageWriter(std::string path, UniqueFd fd) : path_(std::move(path)), fd_(std::move(fd)) {}
+  [[nodiscard]] Status write_all(const void* data, size_t size);
+
+  std::string path_;
+  UniqueFd fd_;
+  std::string buffer_;
+};
+
+// A raw file of the image set (pages), written through its fd, made visible
+// under its final name by commit() like an ImageWriter.
+class RawImageFile {
+ public:
+  [[nodiscard]] static Result<RawImageFile> create(const std::string& path);
+  RawImageFile(RawImageFile&&) = default;
+  RawImageFile& operator=(RawImageFile&&) = default;
+  ~RawImageFile();
+  int fd() const { return fd_.get(); }
+  [[nodiscard]] Status commit();
+
+ private:
+  RawImageFile(std::string path, UniqueFd fd) : path_(std::move(path)), fd_(std::move(fd)) {}
+  std::string path_;
+  UniqueFd fd_;
+};
+
+// Reads one image file whole and hands out its messages in order.
+class ImageReader {
+ public:
+  [[nodiscard]] static Result<ImageReader> open(const std::string& path, ImageKind kind);
+  // Reads the next message into msg; false at a clean end of file.
+  [[nodiscard]] Result<bool> next(google::protobuf::MessageLite& msg);
+  const std::string& path() const { return path_; }
+
+ private:
+  ImageReader(std::string path, std::string data) : path_(std::move(path)), data_(std::move(data)) {}
+  std::string path_;
+  std::string data_;
+  size_t pos_ = 16;
+};
+
+// Reads an image that must hold exactly one message.
+template <typename M>
+Result<M> read_single_image(const std::string& path, ImageKind kind) {
+  ASSIGN_OR_RETURN(auto reader, ImageReader::open(path, kind));
+  M msg;
+  ASSIGN_OR_RETURN(bool got, reader.next(msg));
+  if (!got) return failf("{}: image is empty", path);
+  M extra;
+  ASSIGN_OR_RETURN(bool more, reader.next(extra));
+  if (more) return failf("{}: more than one message in a single-message image", path);
+  return msg;
+}
+
+// Reads every message of a stream image.
+template <typename M>
+Result<std::vector<M>> read_all_images(const std::string& path, ImageKind kind) {
+  ASSIGN_OR_RETURN(auto reader, ImageReader::open(path, kind));
+  std::vector<M> out;
+  for (;;) {
+    M msg;
+    ASSIGN_OR_RETURN(bool got, reader.next(msg));
+    if (!got) break;
+    out.push_back(std::move(msg));
+  }
+  return out;
+}
+
+}  // namespace minicriu

@@ -1,0 +1,158 @@
+#include "mem/page_dump.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "core/unique_fd.hpp"
+
+namespace minicriu {
+
+namespace {
+
+constexpr uint64_t kPage = 4096;
+constexpr uint64_t kPmPresent = 1ull << 63;
+constexpr uint64_t kPmSwapped = 1ull << 62;
+constexpr uint64_t kPmFileOrSharedAnon = 1ull << 61;
+
+// Collects runs of pages and hands them to the parasite in batches.
+class PageBatcher {
+ public:
+  PageBatcher(ParasiteSession& session, int out_fd, PageDumpResult& result, uint64_t total_bytes,
+              const Logger& log)
+      : session_(session), out_fd_(out_fd), result_(result), total_(total_bytes), log_(log) {}
+
+  [[nodiscard]] Status add(uint64_t addr, uint64_t pages) {
+    if (!iovs_.empty() && iovs_.back().base + iovs_.back().len == addr) {
+      iovs_.back().len += pages * kPage;
+    } else {
+      if (iovs_.size() == ParasiteSession::kMaxIovs) TRY(flush());
+      iovs_.push_back({addr, pages * kPage});
+    }
+    pending_bytes_ += pages * kPage;
+    // Bounded batches keep the progress line moving.
+    if (pending_bytes_ >= (256ull << 20)) TRY(flush());
+    return {};
+  }
+
+  [[nodiscard]] Status flush() {
+    if (iovs_.empty()) return {};
+    TRY(session_.drain_pages(iovs_, out_fd_));
+    for (auto& v : iovs_) append_entry(v.base, v.len / kPage);
+    done_ += pending_bytes_;
+    log_.progress(fmt::format("pages: {} / {} MiB", done_ >> 20, total_ >> 20));
+    iovs_.clear();
+    pending_bytes_ = 0;
+    return {};
+  }
+
+  void append_entry(uint64_t addr, uint64_t pages) {
+    auto& e = result_.entries;
+    if (!e.empty() && e.back().vaddr() + e.back().nr_pages() * kPage == addr &&
+        e.back().nr_pages() + pages < (1ull << 31)) {
+      e.back().set_nr_pages(static_cast<uint32_t>(e.back().nr_pages() + pages));
+    } else {
+      img::PagemapEntry entry;
+      entry.set_vaddr(addr);
+      entry.set_nr_pages(static_cast<uint32_t>(pages));
+      e.push_back(entry);
+    }
+    result_.pages += pages;
+  }
+
+ private:
+  ParasiteSession& session_;
+  int out_fd_;
+  PageDumpResult& result_;
+  uint64_t total_;
+  const Logger& log_;
+  std::vector<ParasiteIovec> iovs_;
+  uint64_t pending_bytes_ = 0;
+  uint64_t done_ = 0;
+};
+
+// Pages the parasite cannot vmsplice (no PROT_READ: get_user_pages refuses
+// them) are read through /proc/PID/mem, which may, and written directly.
+Status copy_unreadable(const TraceeMemory& memory, uint64_t addr, uint64_t pages, int out_fd) {
+  std::vector<char> buf(pages * kPage);
+  TRY(memory.read(RemotePtr<>(addr), buf.data(), buf.size()));
+  size_t off = 0;
+  while (off < buf.size()) {
+    ssize_t n = ::write(out_fd, buf.data() + off, buf.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return fail_errno("writing pages to the image");
+    off += static_cast<size_t>(n);
+  }
+  return {};
+}
+
+}  // namespace
+
+bool vma_dumps_pages(const img::Vma& vma) {
+  switch (vma.kind()) {
+    case img::VMA_ANON_PRIVATE:
+    case img::VMA_ANON_SHARED:
+    case img::VMA_FILE_PRIVATE:
+      return true;
+    default:
+      return false;  // shared file data lives in the file; kernel mappings are remade
+  }
+}
+
+Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas, ParasiteSession& session,
+                                  const TraceeMemory& memory, int pages_fd, const Logger& log) {
+  PageDumpResult result;
+  std::string pm_path = fmt::format("/proc/{}/pagemap", pid);
+  UniqueFd pagemap(::open(pm_path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!pagemap) return failf_errno("pid {}: cannot open pagemap", pid);
+
+  uint64_t total = 0;
+  for (auto& v : vmas)
+    if (vma_dumps_pages(v.vma)) total += (v.maps.rss_kb + v.maps.swap_kb) << 10;
+  PageBatcher batcher(session, pages_fd, result, total, log);
+
+  std::vector<uint64_t> pm(16384);
+  for (auto& info : vmas) {
+    img::Vma& vma = info.vma;
+    if (!vma_dumps_pages(vma)) continue;
+    if (info.maps.rss_kb == 0 && info.maps.swap_kb == 0) continue;  // nothing there
+    bool file_private = vma.kind() == img::VMA_FILE_PRIVATE;
+    bool readable = info.maps.read;
+    uint64_t vma_pages = 0;
+    for (uint64_t addr = vma.start(); addr < vma.end();) {
+      uint64_t n = std::min<uint64_t>(pm.size(), (vma.end() - addr) / kPage);
+      ssize_t got = ::pread(pagemap.get(), pm.data(), n * 8, static_cast<off_t>(addr / kPage * 8));
+      if (got != static_cast<ssize_t>(n * 8))
+        return failf_errno("pid {}: cannot read pagemap at {:#x}", pid, addr);
+      for (uint64_t i = 0; i < n;) {
+        auto wanted = [&](uint64_t e) {
+          if (!(e & (kPmPresent | kPmSwapped))) return false;
+          return !file_private || !(e & kPmFileOrSharedAnon);
+        };
+        if (!wanted(pm[i])) {
+          i++;
+          continue;
+        }
+        uint64_t j = i + 1;
+        while (j < n && wanted(pm[j])) j++;
+        uint64_t run_addr = addr + i * kPage;
+        if (readable) {
+          TRY(batcher.add(run_addr, j - i));
+        } else {
+          TRY(batcher.flush());
+          TRY(copy_unreadable(memory, run_addr, j - i, pages_fd));
+          batcher.append_entry(run_addr, j - i);
+        }
+        vma_pages += j - i;
+        i = j;
+      }
+      addr += n * kPage;
+    }
+    if (vma_pages) vma.set_has_pages(true);
+    log.debug("pid {}: vma {:x}-{:x} {}: {} page(s)", pid, vma.start(), vma.end(), vma.path(), vma_pages);
+  }
+  TRY(batcher.flush());
+  log.progress_done();
+  return result;
+}
+
+}  // namespace minicriu

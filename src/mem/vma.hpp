@@ -1,0 +1,29 @@
+// VMAs: from /proc/PID/smaps to image entries, and which of them we can take.
+#pragma once
+
+#include <sys/types.h>
+
+#include <vector>
+
+#include "core/error.hpp"
+#include "minicriu.pb.h"
+#include "proc/proc_parse.hpp"
+
+namespace minicriu {
+
+struct VmaInfo {
+  img::Vma vma;
+  proc::MapsEntry maps;
+};
+
+// Classifies every mapping of pid; refuses, with one line naming the process,
+// the address range and what to do, mappings this version cannot restore.
+[[nodiscard]] Result<std::vector<VmaInfo>> collect_vmas(pid_t pid);
+
+// Where remote syscalls may write "syscall; int3" for a moment: the start of an
+// executable mapping (never [vsyscall], which cannot be written).
+[[nodiscard]] Result<uint64_t> find_syscall_site(const std::vector<VmaInfo>& vmas);
+
+bool vma_is_kernel_special(const img::Vma& vma);  // vdso, vvar, vsyscall
+
+}  // namespace minicriu

@@ -1,0 +1,200 @@
+// The parasite: runs inside a stopped target process, on its own stack in a
+// shared memfd mapping, for one dump. It serves the dumper's commands over a
+// unix socket and traps back (int3) when told to finish. Freestanding: no libc,
+// no globals that need relocation, no vector registers (-mgeneral-regs-only),
+// so the target's FPU/AVX state is never touched.
+#include "common/blob/syscall.h"
+#include "parasite/parasite_protocol.h"
+
+extern "C" {
+// gcc may emit calls to these even in freestanding code.
+__attribute__((used)) void* memcpy(void* d, const void* s, unsigned long n) { return mc_memcpy(d, s, n); }
+__attribute__((used)) void* memset(void* d, int c, unsigned long n) { return mc_memset(d, c, n); }
+}
+
+namespace {
+
+constexpr long kSolSocket = 1;
+constexpr long kScmRights = 1;
+constexpr long kAfUnix = 1;
+constexpr long kSockSeqpacket = 5;
+constexpr long kSockCloexec = 02000000;
+constexpr long kEintr = 4;
+constexpr long kEagain = 11;
+
+struct Iovec { void* base; unsigned long len; };
+struct MsgHdr {
+  void* name; int namelen; int pad0;
+  Iovec* iov; unsigned long iovlen;
+  void* control; unsigned long controllen;
+  int flags; int pad1;
+};
+struct CmsgHdr { unsigned long len; int level; int type; };
+struct SockaddrUn { unsigned short family; char path[108]; };
+
+constexpr unsigned long kCmsgSpace = sizeof(CmsgHdr) + MC_PARASITE_MAX_FDS * sizeof(int);
+
+long send_msg(int sock, ParasiteMsg* msg, const int* fds, int nfds) {
+  Iovec iov{msg, sizeof(*msg)};
+  alignas(8) unsigned char control[kCmsgSpace];
+  MsgHdr hdr{};
+  hdr.iov = &iov;
+  hdr.iovlen = 1;
+  if (nfds > 0) {
+    CmsgHdr* c = reinterpret_cast<CmsgHdr*>(control);
+    c->len = sizeof(CmsgHdr) + nfds * sizeof(int);
+    c->level = kSolSocket;
+    c->type = kScmRights;
+    mc_memcpy(control + sizeof(CmsgHdr), fds, nfds * sizeof(int));
+    hdr.control = control;
+    hdr.controllen = (c->len + 7) & ~7ul;
+  }
+  long r;
+  do r = mc_syscall3(MC_NR_sendmsg, sock, (long)&hdr, 0); while (r == -kEintr);
+  return r;
+}
+
+// Receives a command and at most one fd with it.
+long recv_msg(int sock, ParasiteMsg* msg, int* fd) {
+  Iovec iov{msg, sizeof(*msg)};
+  alignas(8) unsigned char control[kCmsgSpace];
+  MsgHdr hdr{};
+  hdr.iov = &iov;
+  hdr.iovlen = 1;
+  hdr.control = control;
+  hdr.controllen = sizeof(control);
+  long r;
+  // MSG_CMSG_CLOEXEC: an fd we receive must not leak into an exec of the target.
+  do r = mc_syscall3(MC_NR_recvmsg, sock, (long)&hdr, 0x40000000);
+  while (r == -kEintr);
+  *fd = -1;
+  if (r > 0 && hdr.controllen >= sizeof(CmsgHdr)) {
+    CmsgHdr* c = reinterpret_cast<CmsgHdr*>(control);
+    if (c->level == kSolSocket && c->type == kScmRights && c->len >= sizeof(CmsgHdr) + sizeof(int))
+      mc_memcpy(fd, control + sizeof(CmsgHdr), sizeof(int));
+  }
+  return r;
+}
+
+// vmsplice every iovec whole; the dumper drains the pipe meanwhile, so a full
+// pipe only blocks us until it reads.
+long dump_pages(int pipe_fd, ParasiteIovec* iovs, unsigned long n) {
+  constexpr unsigned long kMaxIov = 512;  // well under UIO_MAXIOV
+  unsigned long i = 0;
+  while (i < n) {
+    unsigned long batch = n - i < kMaxIov ? n - i : kMaxIov;
+    long r = mc_syscall4(MC_NR_vmsplice, pipe_fd, (long)&iovs[i], batch, 0);
+    if (r == -kEintr || r == -kEagain) continue;
+    if (r < 0) return r;
+    // Skip what went in; a partial iovec is shortened in place.
+    unsigned long done = (unsigned long)r;
+    while (done > 0 && i < n) {
+      if (done >= iovs[i].len) {
+        done -= iovs[i].len;
+        i++;
+      } else {
+        iovs[i].base += done;
+        iovs[i].len -= done;
+        done = 0;
+      }
+    }
+  }
+  return 0;
+}
+
+long send_fds(int sock, const int32_t* fds, unsigned long n) {
+  for (unsigned long i = 0; i < n; i += MC_PARASITE_MAX_FDS) {
+    int batch = (int)(n - i < MC_PARASITE_MAX_FDS ? n - i : MC_PARASITE_MAX_FDS);
+    ParasiteMsg m{PARASITE_CMD_SEND_FDS, 0, (uint64_t)batch, i};
+    long r = send_msg(sock, &m, fds + i, batch);
+    if (r < 0) return r;
+  }
+  return 0;
+}
+
+void get_misc(ParasiteMisc* misc) {
+  for (int sig = 1; sig <= 64; sig++) {
+    misc->sigaction_status[sig - 1] =
+        (int32_t)mc_syscall4(MC_NR_rt_sigaction, sig, 0, (long)&misc->sigactions[sig - 1], 8);
+  }
+  for (int which = 0; which < 3; which++)
+    mc_syscall2(MC_NR_getitimer, which, (long)&misc->itimers[which]);
+  misc->brk = (uint64_t)mc_syscall1(MC_NR_brk, 0);
+  long old = mc_syscall1(MC_NR_umask, 0);
+  mc_syscall1(MC_NR_umask, old);
+  misc->umask = (uint32_t)old;
+  misc->personality = (uint32_t)mc_syscall1(MC_NR_personality, 0xffffffff);
+}
+
+}  // namespace
+
+extern "C" __attribute__((used, visibility("hidden"))) long parasite_main(ParasiteCtl* ctl) {
+  if (ctl->magic != MC_PARASITE_CTL_MAGIC) return -22;
+  long sock = mc_syscall3(MC_NR_socket, kAfUnix, kSockSeqpacket | kSockCloexec, 0);
+  if (sock < 0) return sock;
+  SockaddrUn addr{};
+  addr.family = kAfUnix;
+  mc_memcpy(addr.path, ctl->sun_path, sizeof(addr.path));
+  long r = mc_syscall3(MC_NR_connect, sock, (long)&addr, ctl->addr_len);
+  if (r < 0) {
+    mc_syscall1(MC_NR_close, sock);
+    return r;
+  }
+  ctl->sock_fd = (int32_t)sock;
+  ctl->pipe_fd = -1;
+  char* args = reinterpret_cast<char*>(ctl->args);
+  for (;;) {
+    ParasiteMsg msg{};
+    int fd = -1;
+    r = recv_msg((int)sock, &msg, &fd);
+    if (r <= 0) break;  // the dumper went away: finish
+    ParasiteMsg reply{msg.cmd, 0, 0, 0};
+    switch (msg.cmd) {
+      case PARASITE_CMD_SET_PIPE:
+        if (ctl->pipe_fd >= 0) mc_syscall1(MC_NR_close, ctl->pipe_fd);
+        ctl->pipe_fd = fd;
+        reply.status = fd >= 0 ? 0 : -22;
+        break;
+      case PARASITE_CMD_DUMP_PAGES:
+        reply.status = ctl->pipe_fd < 0
+                           ? -9
+                           : (int32_t)dump_pages(ctl->pipe_fd,
+                                                 reinterpret_cast<ParasiteIovec*>(args), msg.arg);
+        break;
+      case PARASITE_CMD_SEND_FDS:
+        reply.status = (int32_t)send_fds((int)sock, reinterpret_cast<int32_t*>(args), msg.arg);
+        break;
+      case PARASITE_CMD_GET_MISC:
+        get_misc(reinterpret_cast<ParasiteMisc*>(args));
+        break;
+      case PARASITE_CMD_FINI:
+        break;
+      default:
+        reply.status = -22;
+    }
+    if (fd >= 0 && msg.cmd != PARASITE_CMD_SET_PIPE) mc_syscall1(MC_NR_close, fd);
+    send_msg((int)sock, &reply, 0, 0);
+    if (msg.cmd == PARASITE_CMD_FINI) break;
+  }
+  if (ctl->pipe_fd >= 0) mc_syscall1(MC_NR_close, ctl->pipe_fd);
+  mc_syscall1(MC_NR_close, sock);
+  return 0;
+}
+
+// The dumper sets rsp to the top of our stack (16-byte aligned) and rdi to the
+// control block, then lets us run; int3 hands control back with rax = result.
+// parasite_syscall is a syscall;int3 gadget for the dumper's remote syscalls.
+asm(R"(
+  .section .text.entry,"ax"
+  .globl parasite_entry
+  .hidden parasite_entry
+parasite_entry:
+  call parasite_main
+  int3
+  .globl parasite_syscall
+  .hidden parasite_syscall
+parasite_syscall:
+  syscall
+  int3
+  .text
+)");

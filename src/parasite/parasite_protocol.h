@@ -1,0 +1,79 @@
+// The command protocol between the dumper (host) and the parasite blob. Shared
+// by both sides; only fixed-size types, checked by static_asserts.
+//
+// The parasite's memory is one shared memfd mapped in the target and in the
+// dumper: [blob code/data][ParasiteCtl][args area][stack]. Commands and replies
+// travel as ParasiteMsg over a SOCK_SEQPACKET unix socket that the parasite
+// connects to the dumper's abstract address; fds ride on them with SCM_RIGHTS.
+// Bulk arguments (iovecs, fd numbers) and results (sigactions) sit in the args
+// area.
+#pragma once
+
+#ifdef __cplusplus
+#include <cstdint>
+#define MC_STATIC_ASSERT static_assert
+#else
+#include <stdint.h>
+#define MC_STATIC_ASSERT _Static_assert
+#endif
+
+#define MC_PARASITE_ARGS_SIZE (1u << 20)
+#define MC_PARASITE_STACK_SIZE (64u << 10)
+#define MC_PARASITE_MAX_FDS 16  // fds per SCM_RIGHTS message
+
+enum ParasiteCommand : uint32_t {
+  PARASITE_CMD_SET_PIPE = 1,   // take the pipe write end sent with the message
+  PARASITE_CMD_DUMP_PAGES = 2, // vmsplice args.iov[0..arg) into the pipe
+  PARASITE_CMD_SEND_FDS = 3,   // send fds args.fds[0..arg) back, 16 per message
+  PARASITE_CMD_GET_MISC = 4,   // fill args.misc
+  PARASITE_CMD_FINI = 5,       // close everything and trap back to the dumper
+};
+
+struct ParasiteMsg {
+  uint32_t cmd;
+  int32_t status;  // in replies: 0 or a negative errno
+  uint64_t arg;
+  uint64_t result;
+};
+MC_STATIC_ASSERT(sizeof(struct ParasiteMsg) == 24, "ParasiteMsg layout");
+
+struct ParasiteIovec {
+  uint64_t base;
+  uint64_t len;
+};
+MC_STATIC_ASSERT(sizeof(struct ParasiteIovec) == 16, "iovec layout");
+
+// struct sigaction as the kernel's rt_sigaction takes it on x86_64.
+struct ParasiteSigaction {
+  uint64_t handler;
+  uint64_t flags;
+  uint64_t restorer;
+  uint64_t mask;
+};
+MC_STATIC_ASSERT(sizeof(struct ParasiteSigaction) == 32, "kernel sigaction layout");
+
+struct ParasiteITimer {
+  int64_t interval_sec, interval_usec, value_sec, value_usec;
+};
+
+struct ParasiteMisc {
+  struct ParasiteSigaction sigactions[64];  // index signo-1
+  int32_t sigaction_status[64];
+  struct ParasiteITimer itimers[3];
+  uint64_t brk;
+  uint32_t umask;
+  uint32_t personality;
+};
+
+// The control block at a fixed offset of the shared area.
+struct ParasiteCtl {
+  uint32_t magic;
+  uint32_t addr_len;           // of the socket address below
+  char sun_path[108];          // abstract: starts with '\0'
+  uint32_t pad;
+  uint64_t args;               // remote address of the args area
+  int32_t pipe_fd;             // set by SET_PIPE
+  int32_t sock_fd;
+};
+
+#define MC_PARASITE_CTL_MAGIC 0x50415243u  // "PARC"

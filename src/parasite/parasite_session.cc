@@ -1,0 +1,346 @@
+#include "parasite/parasite_session.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+
+#include "parasite_blob.h"
+#include "ptrace/remote_syscalls.hpp"
+
+namespace minicriu {
+
+namespace blob = blobs::parasite;
+
+namespace {
+constexpr size_t kPage = 4096;
+size_t page_align(size_t v) { return (v + kPage - 1) & ~(kPage - 1); }
+// A dump waits this long for the parasite to make progress before giving up.
+constexpr auto kStallTimeout = std::chrono::seconds(30);
+}  // namespace
+
+ParasiteSession::ParasiteSession(FrozenProcess& process, const TraceeMemory& memory,
+                                 RemotePtr<> site, const Logger& log)
+    : process_(process), memory_(memory), site_(site), log_(log) {}
+
+ParasiteSession::~ParasiteSession() {
+  if (auto st = cure(); !st) log_.error("pid {}: cure failed: {}", process_.pid, st.error().what());
+}
+
+Status ParasiteSession::infect() {
+  ctl_off_ = page_align(blob::kSize);
+  scratch_off_ = ctl_off_ + 1024;
+  args_off_ = ctl_off_ + kPage;
+  size_t stack_off = args_off_ + MC_PARASITE_ARGS_SIZE;
+  stack_top_off_ = stack_off + MC_PARASITE_STACK_SIZE - 64;
+  size_ = stack_off + MC_PARASITE_STACK_SIZE;
+
+  Tracee& leader = process_.leader();
+  {
+    RemoteSyscalls rs(leader, memory_, site_, 32);
+    TRY(rs.enter());
+    static const char kName[32] = "minicriu-parasite";
+    TRY(rs.write_scratch(kName, sizeof(kName)));
+    ASSIGN_OR_RETURN(long memfd, rs.syscall(SYS_memfd_create, static_cast<long>(rs.scratch().addr()),
+                                            MFD_CLOEXEC));
+    if (memfd < 0) return std::unexpected(Error("memfd_create in the target", static_cast<int>(-memfd)));
+    std::string path = fmt::format("/proc/{}/fd/{}", process_.pid, memfd);
+    memfd_.reset(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+    int open_errno = errno;
+    if (memfd_ && ::ftruncate(memfd_.get(), static_cast<off_t>(size_)) != 0) {
+      open_errno = errno;
+      memfd_.reset();
+    }
+    long addr = -EBADF;
+    if (memfd_) {
+      ASSIGN_OR_RETURN(addr, rs.syscall(SYS_mmap, 0, static_cast<long>(size_),
+                                        PROT_READ | PROT_WRITE | PROT_EXEC, MAP_SHARED, memfd, 0));
+    }
+    ASSIGN_OR_RETURN(long closed, rs.syscall(SYS_close, memfd));
+    (void)closed;
+    if (!memfd_) return std::unexpected(Error("cannot open the parasite memfd", open_errno));
+    if (addr < 0 && addr > -4096)
+      return std::unexpected(Error("mmap of the parasite in the target", static_cast<int>(-addr)));
+    remote_ = RemotePtr<>(static_cast<uint64_t>(addr));
+  }
+  ASSIGN_OR_RETURN(local_, Mapping::map(nullptr, size_, PROT_READ | PROT_WRITE, MAP_SHARED,
+                                        memfd_.get(), 0));
+  std::memcpy(local(0), blob::kBytes, blob::kSize);
+  log_.debug("pid {}: parasite mapped at {:#x} ({} KiB)", process_.pid, remote_.addr(), size_ >> 10);
+  return {};
+}
+
+Result<ThreadSelfState> ParasiteSession::thread_self_state(Tracee& thread) {
+  RemoteSyscalls rs(thread, remote_ + blob::k_parasite_syscall);
+  TRY(rs.enter());
+  RemotePtr<> scratch = remote_ + scratch_off_;
+  ThreadSelfState st;
+  ASSIGN_OR_RETURN(long r, rs.syscall(SYS_sigaltstack, 0, static_cast<long>(scratch.addr())));
+  if (r < 0) return std::unexpected(Error(fmt::format("thread {}: sigaltstack", thread.tid()), -r));
+  struct { uint64_t sp; int32_t flags; int32_t pad; uint64_t size; } ss;
+  std::memcpy(&ss, local(scratch_off_), sizeof(ss));
+  st.altstack_sp = ss.sp;
+  st.altstack_flags = static_cast<uint32_t>(ss.flags);
+  st.altstack_size = ss.size;
+  ASSIGN_OR_RETURN(r, rs.syscall(SYS_prctl, PR_GET_TID_ADDRESS, static_cast<long>(scratch.addr())));
+  if (r < 0) return std::unexpected(Error(fmt::format("thread {}: PR_GET_TID_ADDRESS", thread.tid()), -r));
+  std::memcpy(&st.clear_child_tid, local(scratch_off_), sizeof(uint64_t));
+  return st;
+}
+
+Status ParasiteSession::start() {
+  Tracee& leader = process_.leader();
+  UniqueFd listener(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+  if (!listener) return fail_errno("parasite socket");
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  // Abstract names live in the network namespace: the target must share ours.
+  std::string name = fmt::format("minicriu-parasite-{}-{}-{:x}", ::getpid(), process_.pid,
+                                 std::chrono::steady_clock::now().time_since_epoch().count());
+  std::memcpy(addr.sun_path + 1, name.data(), name.size());
+  socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+  if (::bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), len) != 0)
+    return fail_errno("bind of the parasite socket");
+  if (::listen(listener.get(), 1) != 0) return fail_errno("listen on the parasite socket");
+
+  auto* ctl = reinterpret_cast<ParasiteCtl*>(local(ctl_off_));
+  std::memset(ctl, 0, sizeof(*ctl));
+  ctl->magic = MC_PARASITE_CTL_MAGIC;
+  ctl->addr_len = len;
+  std::memcpy(ctl->sun_path, addr.sun_path, sizeof(ctl->sun_path));
+  ctl->args = (remote_ + args_off_).addr();
+
+  ASSIGN_OR_RETURN(leader_regs_, leader.get_regs());
+  ASSIGN_OR_RETURN(leader_sigmask_, leader.get_sigmask());
+  TRY(leader.set_sigmask(~0ull));
+  arch::Regs regs = leader_regs_;
+  arch::set_syscall(regs, 0, static_cast<long>((remote_ + ctl_off_).addr()), 0, 0, 0, 0, 0);
+  regs.rip = (remote_ + blob::k_parasite_entry).addr();
+  regs.rsp = (remote_ + stack_top_off_).addr() & ~0xfull;
+  started_ = true;  // from here on, cure() must put the leader back
+  TRY(leader.set_regs(regs));
+  TRY(leader.resume());
+
+  auto deadline = std::chrono::steady_clock::now() + kStallTimeout;
+  for (;;) {
+    pollfd pfd{listener.get(), POLLIN, 0};
+    int n = ::poll(&pfd, 1, 100);
+    if (n > 0) break;
+    if (n < 0 && errno != EINTR) return fail_errno("poll for the parasite");
+    TRY(check_alive());
+    if (std::chrono::steady_clock::now() > deadline) return fail("the parasite did not connect");
+  }
+  sock_.reset(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  if (!sock_) return fail_errno("accept of the parasite connection");
+  log_.debug("pid {}: parasite running", process_.pid);
+  return {};
+}
+
+Status ParasiteSession::check_alive() {
+  ASSIGN_OR_RETURN(bool trapped, process_.leader().poll_trap());
+  if (trapped) {
+    auto regs = process_.leader().get_regs();
+    long rc = regs ? static_cast<long>(regs->rax) : 0;
+    started_ = true;
+    return std::unexpected(Error("the parasite exited early", rc < 0 ? static_cast<int>(-rc) : 0));
+  }
+  return {};
+}
+
+Status ParasiteSession::send(uint32_t cmd, uint64_t arg, int fd) {
+  ParasiteMsg msg{cmd, 0, arg, 0};
+  iovec iov{&msg, sizeof(msg)};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+  msghdr hdr{};
+  hdr.msg_iov = &iov;
+  hdr.msg_iovlen = 1;
+  if (fd >= 0) {
+    hdr.msg_control = control;
+    hdr.msg_controllen = sizeof(control);
+    cmsghdr* c = CMSG_FIRSTHDR(&hdr);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
+  }
+  if (::sendmsg(sock_.get(), &hdr, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof(msg)))
+    return failf_errno("sending parasite command {}", cmd);
+  return {};
+}
+
+Result<ParasiteMsg> ParasiteSession::receive(std::vector<UniqueFd>* fds) {
+  auto deadline = std::chrono::steady_clock::now() + kStallTimeout;
+  for (;;) {
+    pollfd pfd{sock_.get(), POLLIN, 0};
+    int n = ::poll(&pfd, 1, 100);
+    if (n < 0 && errno != EINTR) return fail_errno("poll on the parasite socket");
+    if (n > 0) break;
+    TRY(check_alive());
+    if (std::chrono::steady_clock::now() > deadline) return fail("the parasite stopped answering");
+  }
+  ParasiteMsg msg{};
+  iovec iov{&msg, sizeof(msg)};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * MC_PARASITE_MAX_FDS)];
+  msghdr hdr{};
+  hdr.msg_iov = &iov;
+  hdr.msg_iovlen = 1;
+  hdr.msg_control = control;
+  hdr.msg_controllen = sizeof(control);
+  ssize_t n = ::recvmsg(sock_.get(), &hdr, MSG_CMSG_CLOEXEC);
+  if (n < 0) return fail_errno("receiving from the parasite");
+  if (n != sizeof(msg)) return fail("the parasite closed its connection");
+  for (cmsghdr* c = CMSG_FIRSTHDR(&hdr); c; c = CMSG_NXTHDR(&hdr, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < count; i++) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+      if (fds) fds->emplace_back(fd);
+      else ::close(fd);
+    }
+  }
+  if (hdr.msg_flags & MSG_CTRUNC) return fail("fds from the parasite were truncated");
+  return msg;
+}
+
+Status ParasiteSession::drain_pages(std::span<const ParasiteIovec> iovs, int out_fd) {
+  if (iovs.size() > kMaxIovs) return fail("too many iovecs for one page drain");
+  if (!pipe_sent_) {
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) != 0) return fail_errno("pipe for pages");
+    pipe_rd_.reset(p[0]);
+    pipe_wr_.reset(p[1]);
+    // As large as an unprivileged pipe may be (fs.pipe-max-size); fewer wakeups.
+    long max = 1 << 20;
+    if (auto t = ::fopen("/proc/sys/fs/pipe-max-size", "r")) {
+      if (fscanf(t, "%ld", &max) != 1) max = 1 << 20;
+      fclose(t);
+    }
+    ::fcntl(pipe_wr_.get(), F_SETPIPE_SZ, static_cast<int>(max));
+    TRY(send(PARASITE_CMD_SET_PIPE, 0, pipe_wr_.get()));
+    ASSIGN_OR_RETURN(auto reply, receive());
+    if (reply.status < 0) return std::unexpected(Error("parasite: set pipe", -reply.status));
+    pipe_sent_ = true;
+  }
+  uint64_t total = 0;
+  for (auto& v : iovs) total += v.len;
+  std::memcpy(local(args_off_), iovs.data(), iovs.size_bytes());
+  TRY(send(PARASITE_CMD_DUMP_PAGES, iovs.size()));
+
+  // Splice out while the parasite splices in; the reply comes when it is done,
+  // or early with an error (then fewer bytes than asked will ever arrive).
+  uint64_t moved = 0;
+  auto deadline = std::chrono::steady_clock::now() + kStallTimeout;
+  while (moved < total) {
+    pollfd pfds[2] = {{pipe_rd_.get(), POLLIN, 0}, {sock_.get(), POLLIN, 0}};
+    int n = ::poll(pfds, 2, 100);
+    if (n < 0 && errno != EINTR) return fail_errno("poll on the page pipe");
+    if (n <= 0) {
+      TRY(check_alive());
+      if (std::chrono::steady_clock::now() > deadline) return fail("page drain stalled");
+      continue;
+    }
+    if (pfds[0].revents & POLLIN) {
+      ssize_t s = ::splice(pipe_rd_.get(), nullptr, out_fd, nullptr, total - moved,
+                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      if (s < 0 && errno != EAGAIN && errno != EINTR) return fail_errno("splice of pages into the image");
+      if (s > 0) {
+        moved += static_cast<uint64_t>(s);
+        deadline = std::chrono::steady_clock::now() + kStallTimeout;
+      }
+      continue;
+    }
+    if (pfds[1].revents) break;  // an early reply: an error
+  }
+  ASSIGN_OR_RETURN(auto reply, receive());
+  if (reply.status < 0)
+    return std::unexpected(Error("parasite: vmsplice of pages", -reply.status));
+  if (moved != total) return failf("page drain moved {} of {} bytes", moved, total);
+  return {};
+}
+
+Result<std::vector<UniqueFd>> ParasiteSession::fetch_fds(std::span<const int32_t> fds) {
+  std::vector<UniqueFd> out;
+  if (fds.empty()) return out;
+  if (fds.size_bytes() > MC_PARASITE_ARGS_SIZE) return fail("too many fds to fetch at once");
+  std::memcpy(local(args_off_), fds.data(), fds.size_bytes());
+  TRY(send(PARASITE_CMD_SEND_FDS, fds.size()));
+  size_t batches = (fds.size() + MC_PARASITE_MAX_FDS - 1) / MC_PARASITE_MAX_FDS;
+  for (size_t i = 0; i < batches; i++) {
+    size_t before = out.size();
+    ASSIGN_OR_RETURN(auto msg, receive(&out));
+    if (msg.cmd != PARASITE_CMD_SEND_FDS || out.size() - before != msg.arg)
+      return fail("the parasite sent a malformed fd batch");
+  }
+  ASSIGN_OR_RETURN(auto reply, receive());
+  if (reply.status < 0) return std::unexpected(Error("parasite: sending fds", -reply.status));
+  if (out.size() != fds.size()) return failf("got {} of {} fds from the parasite", out.size(), fds.size());
+  return out;
+}
+
+Result<ParasiteMisc> ParasiteSession::get_misc() {
+  TRY(send(PARASITE_CMD_GET_MISC, 0));
+  ASSIGN_OR_RETURN(auto reply, receive());
+  if (reply.status < 0) return std::unexpected(Error("parasite: misc state", -reply.status));
+  ParasiteMisc misc;
+  std::memcpy(&misc, local(args_off_), sizeof(misc));
+  return misc;
+}
+
+Status ParasiteSession::unmap_remote() {
+  Tracee& leader = process_.leader();
+  RemoteSyscalls rs(leader, memory_, site_, 0);
+  TRY(rs.enter());
+  ASSIGN_OR_RETURN(long r, rs.syscall(SYS_munmap, static_cast<long>(remote_.addr()),
+                                      static_cast<long>(size_)));
+  if (r < 0) return std::unexpected(Error("munmap of the parasite", static_cast<int>(-r)));
+  return {};
+}
+
+Status ParasiteSession::cure() {
+  Tracee& leader = process_.leader();
+  Status result;
+  if (started_) {
+    started_ = false;
+    bool trapped = false;
+    if (sock_) {
+      if (send(PARASITE_CMD_FINI, 0)) (void)receive();
+      sock_.reset();
+      // It returns from its main loop and hits int3 right after.
+      auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+      while (std::chrono::steady_clock::now() < deadline) {
+        auto t = leader.poll_trap();
+        if (!t) break;
+        if (*t) {
+          trapped = true;
+          break;
+        }
+        ::usleep(1000);
+      }
+    } else {
+      auto t = leader.poll_trap();
+      trapped = t && *t;
+    }
+    if (!trapped) leader.interrupt_and_wait();
+    if (auto st = leader.set_regs(leader_regs_); !st) result = st;
+    if (auto st = leader.set_sigmask(leader_sigmask_); !st && result) result = st;
+  }
+  if (!remote_.null()) {
+    if (auto st = unmap_remote(); !st && result) result = st;
+    remote_ = RemotePtr<>();
+  }
+  local_.reset();
+  memfd_.reset();
+  pipe_rd_.reset();
+  pipe_wr_.reset();
+  return result;
+}
+
+}  // namespace minicriu

@@ -1,0 +1,86 @@
+// One parasite in one frozen process (as compel's prepare/infect/rpc/cure):
+// maps the blob into the target through remote syscalls, runs it on the leader
+// thread, serves page draining, fd passing and state queries, and cures the
+// target on every path, putting back registers, signal mask and memory.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "core/error.hpp"
+#include "core/log.hpp"
+#include "core/mapping.hpp"
+#include "core/remote_ptr.hpp"
+#include "core/unique_fd.hpp"
+#include "parasite/parasite_protocol.h"
+#include "ptrace/task_tree.hpp"
+#include "ptrace/tracee_memory.hpp"
+
+namespace minicriu {
+
+// Per-thread state only the thread itself can tell.
+struct ThreadSelfState {
+  uint64_t altstack_sp = 0;
+  uint32_t altstack_flags = 0;
+  uint64_t altstack_size = 0;
+  uint64_t clear_child_tid = 0;
+};
+
+class ParasiteSession {
+ public:
+  // site: an executable address of the target where "syscall; int3" may be
+  // written for a moment (its bytes are put back).
+  ParasiteSession(FrozenProcess& process, const TraceeMemory& memory, RemotePtr<> site,
+                  const Logger& log);
+  ParasiteSession(const ParasiteSession&) = delete;
+  ParasiteSession& operator=(const ParasiteSession&) = delete;
+  static void* operator new(size_t) = delete;
+  ~ParasiteSession();
+
+  // Maps the blob (memfd shared with us) into the target.
+  [[nodiscard]] Status infect();
+  // Runs remote syscalls in one thread (blob mapped, daemon not yet started).
+  [[nodiscard]] Result<ThreadSelfState> thread_self_state(Tracee& thread);
+  // Starts the blob on the leader and waits for it to connect.
+  [[nodiscard]] Status start();
+
+  // vmsplice the iovecs into our pipe, splicing them into out_fd as they come.
+  [[nodiscard]] Status drain_pages(std::span<const ParasiteIovec> iovs, int out_fd);
+  // The target's fds, as fds of ours (same open file descriptions).
+  [[nodiscard]] Result<std::vector<UniqueFd>> fetch_fds(std::span<const int32_t> fds);
+  [[nodiscard]] Result<ParasiteMisc> get_misc();
+
+  // Stops the blob, unmaps it, puts registers and mask back. Idempotent.
+  [[nodiscard]] Status cure();
+
+  // The largest number of iovecs drain_pages takes at once.
+  static constexpr size_t kMaxIovs = MC_PARASITE_ARGS_SIZE / sizeof(ParasiteIovec);
+
+ private:
+  [[nodiscard]] Status send(uint32_t cmd, uint64_t arg, int fd = -1);
+  [[nodiscard]] Result<ParasiteMsg> receive(std::vector<UniqueFd>* fds = nullptr);
+  [[nodiscard]] Status check_alive();
+  [[nodiscard]] Status unmap_remote();
+  char* local(size_t offset) const { return local_.get<char>() + offset; }
+
+  FrozenProcess& process_;
+  const TraceeMemory& memory_;
+  RemotePtr<> site_;
+  const Logger& log_;
+
+  UniqueFd memfd_;
+  Mapping local_;
+  RemotePtr<> remote_;
+  size_t size_ = 0;
+  size_t ctl_off_ = 0, args_off_ = 0, scratch_off_ = 0, stack_top_off_ = 0;
+
+  arch::Regs leader_regs_{};
+  uint64_t leader_sigmask_ = 0;
+  bool started_ = false;
+  UniqueFd sock_;
+  UniqueFd pipe_rd_, pipe_wr_;
+  bool pipe_sent_ = false;
+};
+
+}  // namespace minicriu

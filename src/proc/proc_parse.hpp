@@ -1,0 +1,70 @@
+// Parsers for /proc files. Each takes the text, so unit tests feed recorded
+// samples; read_* helpers fetch the text of a live process.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/error.hpp"
+
+namespace minicriu::proc {
+
+[[nodiscard]] Result<std::string> read_file(const std::string& path);
+[[nodiscard]] Result<std::string> read_link(const std::string& path);
+std::string pid_path(pid_t pid, const std::string& rest);
+
+// /proc/PID/stat, the fields we use (man 5 proc numbers them from 1).
+struct Stat {
+  pid_t pid = 0;
+  std::string comm;
+  char state = '?';
+  pid_t ppid = 0, pgrp = 0, session = 0;
+  uint64_t start_code = 0, end_code = 0, start_stack = 0;
+  uint32_t exit_signal = 0;
+  uint64_t start_data = 0, end_data = 0, start_brk = 0;
+  uint64_t arg_start = 0, arg_end = 0, env_start = 0, env_end = 0;
+};
+[[nodiscard]] Result<Stat> parse_stat(const std::string& text);
+
+// One line of /proc/PID/maps, plus its VmFlags from smaps.
+struct MapsEntry {
+  uint64_t start = 0, end = 0, offset = 0;
+  bool read = false, write = false, exec = false, shared = false;
+  uint32_t dev_major = 0, dev_minor = 0;
+  uint64_t inode = 0;
+  std::string path;                 // may be empty, [heap], "... (deleted)"
+  std::vector<std::string> vm_flags;
+  uint64_t rss_kb = 0, swap_kb = 0;  // from smaps; both 0: no page to look for
+  bool has_flag(const char* f) const;
+};
+[[nodiscard]] Result<std::vector<MapsEntry>> parse_maps(const std::string& text);
+// smaps: maps lines followed by "Key: value" lines, among them VmFlags.
+[[nodiscard]] Result<std::vector<MapsEntry>> parse_smaps(const std::string& text);
+
+struct Limit {
+  uint32_t resource = 0;
+  uint64_t cur = 0, max = 0;  // ~0 for unlimited
+};
+[[nodiscard]] Result<std::vector<Limit>> parse_limits(const std::string& text);
+
+struct FdInfo {
+  uint64_t pos = 0;
+  uint32_t flags = 0;
+  uint32_t mnt_id = 0;
+  uint64_t ino = 0;
+};
+[[nodiscard]] Result<FdInfo> parse_fdinfo(const std::string& text);
+
+// Whitespace-separated pids in a file (task/TID/children).
+std::vector<pid_t> parse_pid_list(const std::string& text);
+// The numeric entries of a /proc directory (task/, fd/), sorted.
+[[nodiscard]] Result<std::vector<int>> list_numeric_dir(const std::string& path);
+
+// A "Key:\tvalue" line of /proc/PID/status.
+std::optional<std::string> status_field(const std::string& status_text, const std::string& key);
+
+}  // namespace minicriu::proc

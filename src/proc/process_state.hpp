@@ -1,0 +1,21 @@
+// Process-wide state from /proc and from the parasite's misc query: mm fields,
+// auxv, rlimits, sigactions, itimers, umask, personality.
+#pragma once
+
+#include <sys/types.h>
+
+#include "core/error.hpp"
+#include "minicriu.pb.h"
+#include "parasite/parasite_protocol.h"
+#include "proc/proc_parse.hpp"
+
+namespace minicriu {
+
+// From /proc/PID/{stat,limits,auxv}.
+[[nodiscard]] Status dump_proc_state(pid_t pid, const proc::Stat& stat, img::ProcessCore& core,
+                                     img::MmCore& mm);
+
+// From the parasite: what only the process itself can report.
+void apply_parasite_misc(const ParasiteMisc& misc, img::ProcessCore& core, img::MmCore& mm);
+
+}  // namespace minicriu

@@ -1,0 +1,98 @@
+#include "ptrace/task_tree.hpp"
+
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <set>
+
+#include "proc/proc_parse.hpp"
+
+namespace minicriu {
+
+TaskTree::~TaskTree() { release(); }
+
+unsigned TaskTree::thread_count() const {
+  unsigned n = 0;
+  for (auto& p : processes_) n += static_cast<unsigned>(p.threads.size());
+  return n;
+}
+
+Status TaskTree::seize_threads(FrozenProcess& proc, const Logger& log) {
+  std::set<pid_t> seized;
+  // A thread may create threads until it is stopped: list again until a pass
+  // finds nothing new.
+  for (bool grew = true; grew;) {
+    grew = false;
+    ASSIGN_OR_RETURN(auto tids, proc::list_numeric_dir(proc::pid_path(proc.pid, "task")));
+    // The leader first, so that threads.front() is the thread group leader.
+    std::stable_partition(tids.begin(), tids.end(), [&](int t) { return t == proc.pid; });
+    for (pid_t tid : tids) {
+      if (seized.count(tid)) continue;
+      auto t = Tracee::seize(proc.pid, tid);
+      if (!t) {
+        if (t.error().err() == ESRCH && tid != proc.pid) continue;  // exited meanwhile
+        return std::unexpected(t.error());
+      }
+      log.debug("pid {}: seized thread {}", proc.pid, tid);
+      proc.threads.push_back(std::move(*t));
+      seized.insert(tid);
+      grew = true;
+    }
+  }
+  return {};
+}
+
+Result<std::unique_ptr<TaskTree>> TaskTree::freeze(pid_t root, const Logger& log) {
+  if (root <= 0) return failf("invalid pid {}", root);
+  if (::kill(root, 0) != 0 && errno == ESRCH)
+    return std::unexpected(Error(fmt::format("pid {}: no such process", root), ESRCH));
+  std::unique_ptr<TaskTree> tree(new TaskTree());
+  std::vector<pid_t> queue{root};
+  std::vector<pid_t> parents{0};
+  for (size_t i = 0; i < queue.size(); i++) {
+    FrozenProcess proc;
+    proc.pid = queue[i];
+    proc.ppid = parents[i];
+    tree->processes_.push_back(std::move(proc));
+    FrozenProcess& p = tree->processes_.back();
+    if (auto st = tree->seize_threads(p, log); !st) {
+      if (st.error().err() == ESRCH && i > 0) {  // a child exited before we got it
+        tree->processes_.pop_back();
+        continue;
+      }
+      return std::unexpected(st.error().context(fmt::format("pid {}", p.pid)));
+    }
+    // Every thread of p is stopped now, so its set of children is final.
+    for (auto& t : p.threads) {
+      auto text = proc::read_file(proc::pid_path(p.pid, fmt::format("task/{}/children", t.tid())));
+      if (!text) continue;
+      for (pid_t child : proc::parse_pid_list(*text)) {
+        queue.push_back(child);
+        parents.push_back(p.pid);
+      }
+    }
+  }
+  log.info("froze {} process(es), {} thread(s)", tree->processes_.size(), tree->thread_count());
+  return tree;
+}
+
+void TaskTree::kill() {
+  for (auto& p : processes_) ::kill(p.pid, SIGKILL);
+  for (auto& p : processes_) {
+    // Collect the exit of each thread we trace, so no ptrace link outlives us.
+    for (auto& t : p.threads) {
+      int status;
+      while (::waitpid(t.tid(), &status, __WALL) < 0 && errno == EINTR) {
+      }
+      t.forget();
+    }
+  }
+}
+
+void TaskTree::release() {
+  for (auto p = processes_.rbegin(); p != processes_.rend(); ++p)
+    for (auto t = p->threads.rbegin(); t != p->threads.rend(); ++t) t->detach();
+}
+
+}  // namespace minicriu

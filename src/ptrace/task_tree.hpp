@@ -1,0 +1,50 @@
+// The frozen tree: every process below a root, every thread of each, seized.
+// Destroying the tree releases every thread (detach, resuming it), in reverse
+// order of seizing, unless kill() took them first.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <vector>
+
+#include "core/error.hpp"
+#include "core/log.hpp"
+#include "ptrace/tracee.hpp"
+
+namespace minicriu {
+
+struct FrozenProcess {
+  pid_t pid = 0;
+  pid_t ppid = 0;              // 0 for the root of the tree
+  std::vector<Tracee> threads; // the leader first
+  Tracee& leader() { return threads.front(); }
+};
+
+class TaskTree {
+ public:
+  // Seizes root and everything below it; on failure every thread already seized
+  // is released before the error returns.
+  [[nodiscard]] static Result<std::unique_ptr<TaskTree>> freeze(pid_t root, const Logger& log);
+
+  TaskTree(const TaskTree&) = delete;
+  TaskTree& operator=(const TaskTree&) = delete;
+  ~TaskTree();
+
+  std::vector<FrozenProcess>& processes() { return processes_; }
+  pid_t root() const { return processes_.front().pid; }
+  unsigned thread_count() const;
+
+  // SIGKILL every process (after a complete dump), then forget the attachments.
+  void kill();
+  // Detach every thread now (also what the destructor does).
+  void release();
+
+ private:
+  TaskTree() = default;
+  [[nodiscard]] Status seize_threads(FrozenProcess& proc, const Logger& log);
+
+  std::vector<FrozenProcess> processes_;  // parents before children
+};
+
+}  // namespace minicriu

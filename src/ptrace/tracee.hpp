@@ -1,0 +1,71 @@
+// One seized thread. A Tracee is the ptrace attachment itself: while it lives
+// the thread is ours and stopped (or running code we put there); when it goes,
+// it is detached (or left dead, after a kill) by every path.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "arch/x86_64/regs.hpp"
+#include "core/error.hpp"
+#include "core/remote_ptr.hpp"
+
+namespace minicriu {
+
+class Tracee {
+ public:
+  // PTRACE_SEIZE + PTRACE_INTERRUPT and wait for the stop. Signals that arrive
+  // on the way are delivered (as the task would have) before it stops.
+  [[nodiscard]] static Result<Tracee> seize(pid_t pid, pid_t tid);
+
+  Tracee(const Tracee&) = delete;
+  Tracee& operator=(const Tracee&) = delete;
+  Tracee(Tracee&& o) noexcept;
+  Tracee& operator=(Tracee&&) = delete;
+  ~Tracee();
+
+  pid_t pid() const { return pid_; }
+  pid_t tid() const { return tid_; }
+  // The thread was in a group stop (SIGSTOP) when seized.
+  bool group_stopped() const { return group_stopped_; }
+
+  [[nodiscard]] Result<arch::Regs> get_regs() const;
+  [[nodiscard]] Status set_regs(const arch::Regs& regs) const;
+  // The whole NT_X86_XSTATE area, as large as this CPU makes it.
+  [[nodiscard]] Result<std::vector<uint8_t>> get_xsave() const;
+  [[nodiscard]] Status set_xsave(const std::vector<uint8_t>& xsave) const;
+  [[nodiscard]] Result<uint64_t> get_sigmask() const;
+  [[nodiscard]] Status set_sigmask(uint64_t mask) const;
+
+  // Runs the thread until it stops with SIGTRAP (an int3 of ours). Signals
+  // other than SIGTRAP that stop it meanwhile are an error: callers block all
+  // signals first.
+  [[nodiscard]] Status run_to_trap();
+  // Lets the thread run (parasite code); wait_trap() later collects the stop.
+  [[nodiscard]] Status resume();
+  // Non-blocking: true once the thread stopped at a trap; an error if it stopped
+  // otherwise (a crash in our code) or died.
+  [[nodiscard]] Result<bool> poll_trap();
+  // Stops a thread we let run, so that it can be detached.
+  void interrupt_and_wait();
+
+  // Detach now, resuming the thread with the registers it has.
+  void detach();
+  // The thread was killed: there is nothing to detach.
+  void forget() { attached_ = false; }
+
+ private:
+  Tracee(pid_t pid, pid_t tid) : pid_(pid), tid_(tid) {}
+  [[nodiscard]] Status wait_seize_stop();
+  [[nodiscard]] Result<bool> check_trap_status(int status);
+
+  pid_t pid_ = 0;
+  pid_t tid_ = 0;
+  bool attached_ = false;
+  bool running_ = false;
+  bool group_stopped_ = false;
+};
+
+}  // namespace minicriu

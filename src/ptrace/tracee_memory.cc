@@ -1,0 +1,41 @@
+#include "ptrace/tracee_memory.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <string>
+
+namespace minicriu {
+
+Result<TraceeMemory> TraceeMemory::open(pid_t pid) {
+  std::string path = "/proc/" + std::to_string(pid) + "/mem";
+  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+  if (!fd) return failf_errno("pid {}: cannot open {}", pid, path);
+  return TraceeMemory(pid, std::move(fd));
+}
+
+Status TraceeMemory::read(RemotePtr<> addr, void* buf, size_t size) const {
+  char* p = static_cast<char*>(buf);
+  size_t done = 0;
+  while (done < size) {
+    ssize_t n = ::pread(fd_.get(), p + done, size - done, static_cast<off_t>(addr.addr() + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return failf_errno("pid {}: cannot read {} bytes at {:#x}", pid_, size, addr.addr());
+    done += static_cast<size_t>(n);
+  }
+  return {};
+}
+
+Status TraceeMemory::write(RemotePtr<> addr, const void* buf, size_t size) const {
+  const char* p = static_cast<const char*>(buf);
+  size_t done = 0;
+  while (done < size) {
+    ssize_t n = ::pwrite(fd_.get(), p + done, size - done, static_cast<off_t>(addr.addr() + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return failf_errno("pid {}: cannot write {} bytes at {:#x}", pid_, size, addr.addr());
+    done += static_cast<size_t>(n);
+  }
+  return {};
+}
+
+}  // namespace minicriu

@@ -1,0 +1,93 @@
+// The minicriu command line: a thin client of libminicriu.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <string>
+
+#include "core/version.hpp"
+#include "minicriu/minicriu.hpp"
+
+namespace {
+
+minicriu::LogOptions log_options(int verbosity) {
+  minicriu::LogOptions log;
+  log.level = verbosity <= 0   ? minicriu::LogLevel::warn
+              : verbosity == 1 ? minicriu::LogLevel::info
+                               : minicriu::LogLevel::debug;
+  log.progress = ::isatty(STDERR_FILENO) != 0;
+  return log;
+}
+
+int report(const minicriu::Error& e) {
+  std::fprintf(stderr, "minicriu: error: %s\n", e.what().c_str());
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"minicriu: checkpoint and restore Linux process trees"};
+  app.set_version_flag("--version", minicriu::kVersion);
+  app.require_subcommand(1);
+  int verbosity = 0;
+  app.add_flag("-v,--verbose", verbosity,
+               "More log lines on stderr: -v one line per step (info), -vv details (debug)");
+
+  minicriu::DumpOptions dump;
+  auto* dump_cmd = app.add_subcommand("dump", "Checkpoint the tree rooted at a process into a directory");
+  dump_cmd->add_option("-t,--tree", dump.pid, "PID of the root of the tree to dump")->required();
+  dump_cmd->add_option("-D,--images-dir", dump.images_dir,
+                       "Directory to write the images to (must exist)")->required();
+  dump_cmd->add_flag("-R,--leave-running", dump.leave_running,
+                     "Leave the tree running after the dump (default: kill it once the "
+                     "images are complete)");
+  dump_cmd->add_flag("-v,--verbose", verbosity, "Same as the global -v");
+
+  minicriu::RestoreOptions restore;
+  auto* restore_cmd = app.add_subcommand("restore", "Restore a tree from a directory of images");
+  restore_cmd->add_option("-D,--images-dir", restore.images_dir, "Directory of the images")->required();
+  restore_cmd->add_flag("-d,--detach", restore.detach,
+                        "Print the root PID and return once the tree runs (default: wait for "
+                        "the restored root and exit with its status)");
+  restore_cmd->add_flag("-v,--verbose", verbosity, "Same as the global -v");
+
+  minicriu::ShowOptions show;
+  auto* show_cmd = app.add_subcommand("show", "Decode the images of a checkpoint");
+  show_cmd->add_option("-D,--images-dir", show.images_dir, "Directory of the images")->required();
+  show_cmd->add_flag("--json", show.json, "Print JSON for scripts instead of text");
+
+  CLI11_PARSE(app, argc, argv);
+
+  if (dump_cmd->parsed()) {
+    dump.log = log_options(verbosity);
+    auto r = minicriu::dump(dump);
+    if (!r) return report(r.error());
+    if (verbosity > 0)
+      std::fprintf(stderr, "dumped %u process(es), %u thread(s), %.1f MiB of pages; frozen %.3f s\n",
+                   r->processes, r->threads, static_cast<double>(r->page_bytes) / (1 << 20),
+                   static_cast<double>(r->frozen_ns) / 1e9);
+    return 0;
+  }
+  if (restore_cmd->parsed()) {
+    restore.log = log_options(verbosity);
+    auto r = minicriu::restore(restore);
+    if (!r) return report(r.error());
+    if (restore.detach) {
+      std::printf("%d\n", r->root_pid);
+      return 0;
+    }
+    int st = r->exit_status;
+    if (WIFEXITED(st)) return WEXITSTATUS(st);
+    if (WIFSIGNALED(st)) return 128 + WTERMSIG(st);
+    return 1;
+  }
+  if (show_cmd->parsed()) {
+    auto r = minicriu::show(show);
+    if (!r) return report(r.error());
+    std::fwrite(r->data(), 1, r->size(), stdout);
+    return 0;
+  }
+  return 0;
+}
