@@ -98,7 +98,9 @@ Status Dumper::run_parasite(FrozenProcess& proc, std::vector<VmaInfo>& vmas,
   ASSIGN_OR_RETURN(auto pages, RawImageFile::create(dir_.pages(proc.pid)));
   out.pages = std::make_unique<RawImageFile>(std::move(pages));
   auto t0 = Clock::now();
-  ASSIGN_OR_RETURN(auto result, dump_pages(proc.pid, vmas, parasite, memory, out.pages->fd(), log_));
+  ASSIGN_OR_RETURN(auto result,
+                   with_context(dump_pages(proc.pid, vmas, parasite, memory, out.pages->fd(), log_),
+                                fmt::format("pid {}: dumping pages into {}", proc.pid, dir_.path())));
   double secs = static_cast<double>(ns_since(t0)) / 1e9;
   log_.info("pid {}: {} page(s) ({} MiB) in {:.3f} s", proc.pid, result.pages,
             (result.pages * 4096) >> 20, secs);

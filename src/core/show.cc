@@ -80,7 +80,7 @@ std::string text(const img::CheckpointView& c) {
     for (auto& t : p.core().threads())
       out += fmt::format("  thread {} ({}): rip {} rsp {} fs_base {}, xsave {} bytes, sigmask {:#x}{}\n",
                          t.tid(), t.comm(), hex(t.regs().rip()), hex(t.regs().rsp()),
-                         hex(t.regs().fs_base()), t.xsave().size(), t.sigmask(),
+                         hex(t.regs().fs_base()), t.xsave().size(), t.blocked_signals(),
                          t.restart() == img::RESTART_REISSUE ? ", restarts its syscall"
                          : t.restart() == img::RESTART_EINTR ? ", syscall returns EINTR" : "");
     out += fmt::format("  memory: {} vma(s), {} page(s) = {} KiB in the page image ({} bytes)\n",

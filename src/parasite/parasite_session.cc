@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <optional>
 
 #include "parasite_blob.h"
 #include "ptrace/remote_syscalls.hpp"
@@ -22,8 +23,6 @@ namespace blob = blobs::parasite;
 namespace {
 constexpr size_t kPage = 4096;
 size_t page_align(size_t v) { return (v + kPage - 1) & ~(kPage - 1); }
-// A dump waits this long for the parasite to make progress before giving up.
-constexpr auto kStallTimeout = std::chrono::seconds(30);
 }  // namespace
 
 ParasiteSession::ParasiteSession(FrozenProcess& process, const TraceeMemory& memory,
@@ -175,8 +174,9 @@ Status ParasiteSession::send(uint32_t cmd, uint64_t arg, int fd) {
   return {};
 }
 
-Result<ParasiteMsg> ParasiteSession::receive(std::vector<UniqueFd>* fds) {
-  auto deadline = std::chrono::steady_clock::now() + kStallTimeout;
+Result<ParasiteMsg> ParasiteSession::receive(std::vector<UniqueFd>* fds,
+                                             std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
     pollfd pfd{sock_.get(), POLLIN, 0};
     int n = ::poll(&pfd, 1, 100);
@@ -235,8 +235,13 @@ Status ParasiteSession::drain_pages(std::span<const ParasiteIovec> iovs, int out
   TRY(send(PARASITE_CMD_DUMP_PAGES, iovs.size()));
 
   // Splice out while the parasite splices in; the reply comes when it is done,
-  // or early with an error (then fewer bytes than asked will ever arrive).
+  // or early with an error (then fewer bytes than asked will ever arrive). If
+  // the image cannot take more (ENOSPC), keep emptying the pipe into nothing
+  // until the parasite is through: closing the pipe instead would leave a
+  // SIGPIPE pending in the target, fatal once its signal mask is put back.
   uint64_t moved = 0;
+  std::optional<Error> sink_error;
+  UniqueFd devnull;
   auto deadline = std::chrono::steady_clock::now() + kStallTimeout;
   while (moved < total) {
     pollfd pfds[2] = {{pipe_rd_.get(), POLLIN, 0}, {sock_.get(), POLLIN, 0}};
@@ -248,9 +253,15 @@ Status ParasiteSession::drain_pages(std::span<const ParasiteIovec> iovs, int out
       continue;
     }
     if (pfds[0].revents & POLLIN) {
-      ssize_t s = ::splice(pipe_rd_.get(), nullptr, out_fd, nullptr, total - moved,
-                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-      if (s < 0 && errno != EAGAIN && errno != EINTR) return fail_errno("splice of pages into the image");
+      ssize_t s = ::splice(pipe_rd_.get(), nullptr, sink_error ? devnull.get() : out_fd, nullptr,
+                           total - moved, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      if (s < 0 && errno != EAGAIN && errno != EINTR) {
+        if (sink_error) return std::unexpected(*sink_error);
+        sink_error = Error("splice of pages into the image", errno);
+        devnull.reset(::open("/dev/null", O_WRONLY | O_CLOEXEC));
+        if (!devnull) return std::unexpected(*sink_error);
+        continue;
+      }
       if (s > 0) {
         moved += static_cast<uint64_t>(s);
         deadline = std::chrono::steady_clock::now() + kStallTimeout;
@@ -260,6 +271,7 @@ Status ParasiteSession::drain_pages(std::span<const ParasiteIovec> iovs, int out
     if (pfds[1].revents) break;  // an early reply: an error
   }
   ASSIGN_OR_RETURN(auto reply, receive());
+  if (sink_error) return std::unexpected(*sink_error);
   if (reply.status < 0)
     return std::unexpected(Error("parasite: vmsplice of pages", -reply.status));
   if (moved != total) return failf("page drain moved {} of {} bytes", moved, total);
@@ -311,7 +323,13 @@ Status ParasiteSession::cure() {
     started_ = false;
     bool trapped = false;
     if (sock_) {
-      if (send(PARASITE_CMD_FINI, 0)) (void)receive();
+      if (send(PARASITE_CMD_FINI, 0)) {
+        // Replies to a failed command may still be queued before FINI's own.
+        for (int i = 0; i < 4; i++) {
+          auto reply = receive(nullptr, std::chrono::milliseconds(2000));
+          if (!reply || reply->cmd == PARASITE_CMD_FINI) break;
+        }
+      }
       sock_.reset();
       // It returns from its main loop and hits int3 right after.
       auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);

@@ -4,6 +4,7 @@
 // target on every path, putting back registers, signal mask and memory.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -54,12 +55,15 @@ class ParasiteSession {
   // Stops the blob, unmaps it, puts registers and mask back. Idempotent.
   [[nodiscard]] Status cure();
 
+  // A dump waits this long for the parasite to make progress before giving up.
+  static constexpr std::chrono::milliseconds kStallTimeout{30000};
   // The largest number of iovecs drain_pages takes at once.
   static constexpr size_t kMaxIovs = MC_PARASITE_ARGS_SIZE / sizeof(ParasiteIovec);
 
  private:
   [[nodiscard]] Status send(uint32_t cmd, uint64_t arg, int fd = -1);
-  [[nodiscard]] Result<ParasiteMsg> receive(std::vector<UniqueFd>* fds = nullptr);
+  [[nodiscard]] Result<ParasiteMsg> receive(std::vector<UniqueFd>* fds = nullptr,
+                                            std::chrono::milliseconds timeout = kStallTimeout);
   [[nodiscard]] Status check_alive();
   [[nodiscard]] Status unmap_remote();
   char* local(size_t offset) const { return local_.get<char>() + offset; }

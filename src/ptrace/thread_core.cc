@@ -57,7 +57,7 @@ Result<img::ThreadCore> dump_thread_core(const Tracee& t) {
   ASSIGN_OR_RETURN(auto xsave, t.get_xsave());
   core.set_xsave(std::string(xsave.begin(), xsave.end()));
   ASSIGN_OR_RETURN(uint64_t mask, t.get_sigmask());
-  core.set_sigmask(mask);
+  core.set_blocked_signals(mask);
 
   void* head = nullptr;
   size_t len = 0;

@@ -49,8 +49,11 @@ long send_msg(int sock, ParasiteMsg* msg, const int* fds, int nfds) {
     hdr.control = control;
     hdr.controllen = (c->len + 7) & ~7ul;
   }
+  // MSG_NOSIGNAL: a SIGPIPE raised here would stay pending in the target and
+  // kill it once its signal mask is put back.
+  constexpr long kMsgNoSignal = 0x4000;
   long r;
-  do r = mc_syscall3(MC_NR_sendmsg, sock, (long)&hdr, 0); while (r == -kEintr);
+  do r = mc_syscall3(MC_NR_sendmsg, sock, (long)&hdr, kMsgNoSignal); while (r == -kEintr);
   return r;
 }
 

@@ -1,0 +1,204 @@
+// Dump on real processes: the image set is complete and decodes, the target is
+// left running (--leave-running) or killed, and every refused dump leaves the
+// target running and intact, which the target then proves by checking itself.
+#include <google/protobuf/util/json_util.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/ptrace.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "e2e_util.hpp"
+#include "minicriu.pb.h"
+
+using namespace e2e;
+
+namespace {
+
+// One line, no stray output: what a user or a runtime parses.
+void expect_one_line_error(const CommandResult& r, const std::string& needle) {
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("minicriu: error: "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(needle), std::string::npos) << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+}
+
+// The target survived the failed dump: still running, and its own checks pass.
+void expect_intact(Program& p) {
+  ASSERT_TRUE(p.alive()) << "the target died after a failed dump";
+  p.signal(SIGUSR1);
+  auto st = p.wait_exit();
+  ASSERT_TRUE(st.has_value()) << "the target did not exit after SIGUSR1";
+  EXPECT_EQ(*st, 0) << p.log();
+}
+
+bool no_partial_images(const std::string& dir) {
+  for (auto& e : std::filesystem::directory_iterator(dir))
+    if (e.path().extension() == ".img" || e.path().extension() == ".part") return false;
+  return true;
+}
+
+}  // namespace
+
+TEST(Dump, ProgramVerifiesItselfWithoutCheckpoint) {
+  TempDir dir;
+  Program p("basic", dir);
+  ASSERT_TRUE(p.wait_ready());
+  p.signal(SIGUSR1);
+  EXPECT_EQ(p.wait_exit().value_or(-1), 0) << p.log();
+}
+
+TEST(Dump, LeaveRunningKeepsTargetIntactAndImagesDecode) {
+  TempDir dir;
+  std::string images = dir / "images";
+  std::filesystem::create_directory(images);
+  Program p("basic", dir);
+  ASSERT_TRUE(p.wait_ready());
+  auto r = run_minicriu({"-v", "dump", "-t", std::to_string(p.pid()), "-D", images, "--leave-running"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(std::filesystem::exists(images + "/inventory.img"));
+
+  auto shown = run_minicriu({"show", "-D", images});
+  ASSERT_EQ(shown.status, 0) << shown.output;
+  EXPECT_NE(shown.output.find("process " + std::to_string(p.pid())), std::string::npos) << shown.output;
+  EXPECT_NE(shown.output.find("basic.data (flags"), std::string::npos) << shown.output;
+
+  auto json = run_minicriu({"show", "--json", "-D", images});
+  ASSERT_EQ(json.status, 0) << json.output;
+  minicriu::img::CheckpointView view;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(json.output, &view).ok()) << json.output;
+  ASSERT_EQ(view.processes_size(), 1);
+  const auto& proc = view.processes(0);
+  EXPECT_EQ(proc.pstree().pid(), static_cast<uint32_t>(p.pid()));
+  ASSERT_EQ(proc.core().threads_size(), 1);
+  EXPECT_GE(proc.core().threads(0).xsave().size(), 576u);  // legacy area + header at least
+  uint64_t pages = 0;
+  for (auto& e : proc.pagemap()) pages += e.nr_pages();
+  EXPECT_GE(pages, (32u << 20) / 4096) << "the 32 MiB pattern was not dumped";
+  EXPECT_EQ(proc.pages_file_size(), pages * 4096);
+  // fd and its dup share one open file description: one file entry, offset 777.
+  int data_fds = 0;
+  uint32_t id = 0;
+  for (auto& fd : proc.fds())
+    for (auto& f : view.files())
+      if (f.id() == fd.file_id() && f.has_reg() && f.reg().path().ends_with("basic.data")) {
+        data_fds++;
+        EXPECT_EQ(f.reg().pos(), 777u);
+        if (id) {
+          EXPECT_EQ(id, f.id());
+        }
+        id = f.id();
+      }
+  EXPECT_EQ(data_fds, 2);
+  expect_intact(p);
+}
+
+TEST(Dump, WithoutLeaveRunningKillsTheTreeAfterACompleteDump) {
+  TempDir dir;
+  std::string images = dir / "images";
+  std::filesystem::create_directory(images);
+  Program p("basic", dir);
+  ASSERT_TRUE(p.wait_ready());
+  auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", images});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(std::filesystem::exists(images + "/inventory.img"));
+  EXPECT_EQ(p.wait_exit().value_or(-1), 128 + SIGKILL);
+  EXPECT_EQ(run_minicriu({"show", "-D", images}).status, 0);
+}
+
+TEST(DumpFails, NonExistentPid) {
+  TempDir dir;
+  // A pid above pid_max's default range that nothing holds.
+  pid_t pid = 4000000;
+  while (pid_exists(pid)) pid++;
+  expect_one_line_error(run_minicriu({"dump", "-t", std::to_string(pid), "-D", dir.path()}),
+                        "no such process");
+}
+
+TEST(DumpFails, PidAlreadyTracedIsRefusedAndLeftIntact) {
+  TempDir dir;
+  Program p("basic", dir);
+  ASSERT_TRUE(p.wait_ready());
+  // We trace it, as a debugger would.
+  ASSERT_EQ(::ptrace(PTRACE_SEIZE, p.pid(), nullptr, nullptr), 0);
+  expect_one_line_error(run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", dir.path()}),
+                        "already traced by pid " + std::to_string(::getpid()));
+  ASSERT_EQ(::ptrace(PTRACE_INTERRUPT, p.pid(), nullptr, nullptr), 0);
+  int status;
+  ASSERT_EQ(::waitpid(p.pid(), &status, __WALL), p.pid());
+  ASSERT_EQ(::ptrace(PTRACE_DETACH, p.pid(), nullptr, nullptr), 0);
+  EXPECT_TRUE(no_partial_images(dir.path()));
+  expect_intact(p);
+}
+
+TEST(DumpFails, ImageDirMissing) {
+  TempDir dir;
+  Program p("basic", dir);
+  ASSERT_TRUE(p.wait_ready());
+  expect_one_line_error(run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", dir / "nope"}),
+                        "is not usable");
+  expect_intact(p);
+}
+
+// A mount of our own for the image directory, undone at the end.
+class TmpfsMount {
+ public:
+  TmpfsMount(const std::string& where, const std::string& opts) : where_(where) {
+    std::filesystem::create_directory(where);
+    ok_ = ::mount("minicriu-test", where.c_str(), "tmpfs", 0, opts.c_str()) == 0;
+  }
+  ~TmpfsMount() {
+    if (ok_) ::umount2(where_.c_str(), MNT_DETACH);
+  }
+  bool ok() const { return ok_; }
+
+ private:
+  std::string where_;
+  bool ok_ = false;
+};
+
+TEST(DumpFails, ImageDirReadOnly) {
+  TempDir dir;
+  TmpfsMount ro(dir / "ro", "size=1m");
+  if (!ro.ok()) GTEST_SKIP() << "cannot mount tmpfs here (needs root)";
+  ASSERT_EQ(::mount(nullptr, (dir / "ro").c_str(), nullptr, MS_REMOUNT | MS_RDONLY, nullptr), 0);
+  Program p("basic", dir);
+  ASSERT_TRUE(p.wait_ready());
+  expect_one_line_error(run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", dir / "ro"}),
+                        "is not writable");
+  expect_intact(p);
+}
+
+TEST(DumpFails, DiskFullMidDumpLeavesTargetIntactAndNoImages) {
+  TempDir dir;
+  TmpfsMount small(dir / "small", "size=2m");
+  if (!small.ok()) GTEST_SKIP() << "cannot mount tmpfs here (needs root)";
+  Program p("basic", dir);
+  ASSERT_TRUE(p.wait_ready());
+  // 32 MiB of pattern cannot fit in 2 MiB: the page splice fails with ENOSPC
+  // while the target is frozen with the parasite inside.
+  expect_one_line_error(run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", dir / "small"}),
+                        "No space left on device");
+  EXPECT_TRUE(no_partial_images(dir / "small"));
+  expect_intact(p);
+}
+
+TEST(DumpFails, UnsupportedFdIsNamedAndTargetLeftIntact) {
+  TempDir dir;
+  Program p("basic", dir, {"pipe"});
+  ASSERT_TRUE(p.wait_ready());
+  auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", dir.path()});
+  expect_one_line_error(r, "pid " + std::to_string(p.pid()) + ": fd ");
+  EXPECT_NE(r.output.find("is a pipe (pipe:["), std::string::npos) << r.output;
+  EXPECT_TRUE(no_partial_images(dir.path()));
+  expect_intact(p);
+}
+
+TEST(DumpFails, BadArgumentsAreOneLine) {
+  auto r = run_minicriu({"dump", "-t", "notapid", "-D", "/tmp"});
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("--tree"), std::string::npos) << r.output;
+}

@@ -1,0 +1,189 @@
+#include "e2e_util.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+namespace e2e {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Subreaper {
+  Subreaper() { ::prctl(PR_SET_CHILD_SUBREAPER, 1); }
+} subreaper;
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+int decode(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return -1;
+}
+
+[[noreturn]] void exec_child(const std::vector<std::string>& argv, const std::string& out) {
+  int in = ::open("/dev/null", O_RDONLY);
+  int o = ::open(out.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  ::dup2(in, 0);
+  ::dup2(o, 1);
+  ::dup2(o, 2);
+  ::close_range(3, ~0u, 0);
+  ::setpgid(0, 0);
+  std::vector<char*> args;
+  for (auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  ::execv(args[0], args.data());
+  ::_exit(127);
+}
+
+}  // namespace
+
+std::string minicriu_bin() { return MINICRIU_BIN; }
+std::string program(const std::string& name) { return std::string(PROGRAMS_DIR) + "/" + name; }
+
+TempDir::TempDir() {
+  char tmpl[] = "/tmp/minicriu-e2e-XXXXXX";
+  path_ = ::mkdtemp(tmpl);
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+CommandResult run(const std::vector<std::string>& argv) {
+  char tmpl[] = "/tmp/minicriu-out-XXXXXX";
+  int fd = ::mkstemp(tmpl);
+  ::close(fd);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    // Keep our process group: the command may restore a tree into it.
+    int in = ::open("/dev/null", O_RDONLY);
+    int o = ::open(tmpl, O_WRONLY | O_APPEND);
+    ::dup2(in, 0);
+    ::dup2(o, 1);
+    ::dup2(o, 2);
+    ::close_range(3, ~0u, 0);
+    std::vector<char*> args;
+    for (auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execv(args[0], args.data());
+    ::_exit(127);
+  }
+  CommandResult r;
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  r.status = decode(status);
+  r.output = slurp(tmpl);
+  ::unlink(tmpl);
+  return r;
+}
+
+CommandResult run_minicriu(const std::vector<std::string>& args) {
+  std::vector<std::string> argv{minicriu_bin()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run(argv);
+}
+
+Program::Program(const std::string& name, const TempDir& dir, std::vector<std::string> extra_args) {
+  ready_file_ = dir / (name + ".ready");
+  log_file_ = dir / (name + ".log");
+  std::vector<std::string> argv{program(name), ready_file_, dir.path()};
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  pid_ = ::fork();
+  if (pid_ == 0) exec_child(argv, log_file_);
+}
+
+Program::~Program() {
+  if (pid_ > 0 && pid_exists(pid_)) {
+    ::kill(pid_, SIGKILL);
+    wait_pid(pid_, 5000);
+  }
+}
+
+bool Program::wait_ready(int timeout_ms) {
+  auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (Clock::now() < deadline) {
+    if (::access(ready_file_.c_str(), F_OK) == 0) return true;
+    int status;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return false;
+}
+
+bool Program::alive() const {
+  if (pid_ <= 0) return false;
+  // A zombie is not alive.
+  std::ifstream in("/proc/" + std::to_string(pid_) + "/stat");
+  std::string s;
+  std::getline(in, s);
+  auto close = s.rfind(')');
+  return close != std::string::npos && close + 2 < s.size() && s[close + 2] != 'Z';
+}
+
+void Program::signal(int sig) const {
+  if (pid_ > 0) ::kill(pid_, sig);
+}
+
+std::optional<int> Program::wait_exit(int timeout_ms) {
+  auto r = wait_pid(pid_, timeout_ms);
+  if (r) pid_ = -1;
+  return r;
+}
+
+std::string Program::log() const { return slurp(log_file_); }
+
+std::optional<int> wait_pid(pid_t pid, int timeout_ms) {
+  auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (Clock::now() < deadline) {
+    int status;
+    pid_t r = ::waitpid(pid, &status, WNOHANG);
+    if (r == pid) return decode(status);
+    if (r < 0 && errno == ECHILD) return std::nullopt;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return std::nullopt;
+}
+
+bool pid_exists(pid_t pid) { return ::kill(pid, 0) == 0 || errno != ESRCH; }
+
+bool wait_gone(pid_t pid, int timeout_ms) {
+  auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (Clock::now() < deadline) {
+    int status;
+    ::waitpid(pid, &status, WNOHANG);  // reaps it if it is our child
+    if (!pid_exists(pid)) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return false;
+}
+
+void reap_zombies() {
+  int status;
+  while (::waitpid(-1, &status, WNOHANG) > 0) {
+  }
+}
+
+}  // namespace e2e

@@ -1,0 +1,68 @@
+// Helpers for end-to-end tests: start a test program, wait until it is ready,
+// run the minicriu CLI, signal and reap. The test binary makes itself a child
+// subreaper, so that restored trees are reaped here and their PIDs freed.
+#pragma once
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace e2e {
+
+std::string minicriu_bin();
+std::string program(const std::string& name);
+
+// A fresh directory under /tmp, removed at destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+struct CommandResult {
+  int status = -1;       // exit code, or 128+signal
+  std::string output;    // stdout and stderr
+};
+// Runs a command with no stdin, capturing its output.
+CommandResult run(const std::vector<std::string>& argv);
+CommandResult run_minicriu(const std::vector<std::string>& args);
+
+// A test program started as our child: stdio to a log file in dir, no other fd
+// inherited; ready once it wrote its ready file.
+class Program {
+ public:
+  Program(const std::string& name, const TempDir& dir, std::vector<std::string> extra_args = {});
+  ~Program();
+  pid_t pid() const { return pid_; }
+  bool wait_ready(int timeout_ms = 10000);
+  bool alive() const;
+  void signal(int sig) const;
+  // Waits for the exit (reaping it) and returns the exit code or 128+signal.
+  std::optional<int> wait_exit(int timeout_ms = 20000);
+  std::string log() const;
+  // Forget the pid (it was killed by a dump and is reaped elsewhere).
+  void forget() { pid_ = -1; }
+
+ private:
+  pid_t pid_ = -1;
+  std::string ready_file_;
+  std::string log_file_;
+};
+
+// Waits for any child with this pid (restored processes are our children, or
+// reparented to us as subreaper) and returns its exit code or 128+signal.
+std::optional<int> wait_pid(pid_t pid, int timeout_ms = 20000);
+// Waits until no process has this pid (a killed target is gone and reaped).
+bool wait_gone(pid_t pid, int timeout_ms = 10000);
+// Reaps any exited children (e.g. a killed target) without blocking.
+void reap_zombies();
+bool pid_exists(pid_t pid);
+
+}  // namespace e2e

@@ -1,0 +1,64 @@
+/* Shared by the e2e test programs: readiness, the wait for SIGUSR1, and checks
+ * that report what failed. Every program: builds its state, writes READY_FILE
+ * (argv[1]) with its pid, waits for SIGUSR1 (sent after the dump, or after the
+ * restore), verifies everything itself and exits 0 only if all of it held. */
+#ifndef PROG_COMMON_H
+#define PROG_COMMON_H
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t prog_usr1;
+static void prog_on_usr1(int sig) { (void)sig; prog_usr1 = 1; }
+
+static int prog_failures;
+#define CHECK(cond, ...)                                              \
+  do {                                                                \
+    if (!(cond)) {                                                    \
+      fprintf(stderr, "CHECK FAILED %s:%d: %s: ", __FILE__, __LINE__, #cond); \
+      fprintf(stderr, __VA_ARGS__);                                   \
+      fprintf(stderr, "\n");                                          \
+      prog_failures++;                                                \
+    }                                                                 \
+  } while (0)
+
+static void prog_install_usr1(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = prog_on_usr1;
+  sigaction(SIGUSR1, &sa, NULL);
+}
+
+/* Written atomically: the driver polls for the file. */
+static void prog_ready(const char* path) {
+  char tmp[4096];
+  snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+  FILE* f = fopen(tmp, "w");
+  if (!f) { perror("ready file"); exit(100); }
+  fprintf(f, "%d\n", (int)getpid());
+  fclose(f);
+  if (rename(tmp, path) != 0) { perror("rename ready"); exit(100); }
+}
+
+static uint64_t prog_hash(uint64_t x) {
+  x ^= x >> 33; x *= 0xff51afd7ed558ccdull; x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ull; x ^= x >> 33;
+  return x;
+}
+
+static int prog_finish(void) {
+  if (prog_failures) fprintf(stderr, "%d check(s) failed\n", prog_failures);
+  else fprintf(stderr, "all checks passed\n");
+  return prog_failures ? 1 : 0;
+}
+
+#endif
