@@ -1,0 +1,106 @@
+// The C ABI over the C++ API: opaque option handles, int results, and the last
+// error kept per thread (like errno), the only state at this boundary.
+#include "minicriu/minicriu.h"
+
+#include <string>
+
+#include "minicriu/minicriu.hpp"
+
+struct minicriu_dump_opts {
+  minicriu::DumpOptions options;
+};
+struct minicriu_restore_opts {
+  minicriu::RestoreOptions options;
+};
+
+namespace {
+
+thread_local std::string last_error;
+thread_local int last_errno = 0;
+
+int failed(const minicriu::Error& e) {
+  last_error = e.what();
+  last_errno = e.err();
+  return -1;
+}
+
+int bad_argument(const char* what) {
+  last_error = std::string("invalid argument: ") + what;
+  last_errno = EINVAL;
+  return -1;
+}
+
+minicriu::LogOptions log_options(int level, minicriu_log_fn fn, void* arg) {
+  minicriu::LogOptions log;
+  log.level = static_cast<minicriu::LogLevel>(level < 0 ? 0 : level > 3 ? 3 : level);
+  if (fn)
+    log.sink = [fn, arg](minicriu::LogLevel l, std::string_view line) {
+      std::string s(line);
+      fn(static_cast<int>(l), s.c_str(), arg);
+    };
+  return log;
+}
+
+}  // namespace
+
+extern "C" {
+
+minicriu_dump_opts* minicriu_dump_opts_new(void) { return new (std::nothrow) minicriu_dump_opts(); }
+void minicriu_dump_opts_free(minicriu_dump_opts* opts) { delete opts; }
+
+int minicriu_dump_opts_set_pid(minicriu_dump_opts* opts, pid_t pid) {
+  if (!opts || pid <= 0) return bad_argument("pid");
+  opts->options.pid = pid;
+  return 0;
+}
+int minicriu_dump_opts_set_images_dir(minicriu_dump_opts* opts, const char* dir) {
+  if (!opts || !dir) return bad_argument("images dir");
+  opts->options.images_dir = dir;
+  return 0;
+}
+int minicriu_dump_opts_set_leave_running(minicriu_dump_opts* opts, int leave_running) {
+  if (!opts) return bad_argument("opts");
+  opts->options.leave_running = leave_running != 0;
+  return 0;
+}
+int minicriu_dump_opts_set_log(minicriu_dump_opts* opts, int level, minicriu_log_fn fn, void* arg) {
+  if (!opts) return bad_argument("opts");
+  opts->options.log = log_options(level, fn, arg);
+  return 0;
+}
+int minicriu_dump(const minicriu_dump_opts* opts) {
+  if (!opts) return bad_argument("opts");
+  auto r = minicriu::dump(opts->options);
+  return r ? 0 : failed(r.error());
+}
+
+minicriu_restore_opts* minicriu_restore_opts_new(void) { return new (std::nothrow) minicriu_restore_opts(); }
+void minicriu_restore_opts_free(minicriu_restore_opts* opts) { delete opts; }
+int minicriu_restore_opts_set_images_dir(minicriu_restore_opts* opts, const char* dir) {
+  if (!opts || !dir) return bad_argument("images dir");
+  opts->options.images_dir = dir;
+  return 0;
+}
+int minicriu_restore_opts_set_detach(minicriu_restore_opts* opts, int detach) {
+  if (!opts) return bad_argument("opts");
+  opts->options.detach = detach != 0;
+  return 0;
+}
+int minicriu_restore_opts_set_log(minicriu_restore_opts* opts, int level, minicriu_log_fn fn, void* arg) {
+  if (!opts) return bad_argument("opts");
+  opts->options.log = log_options(level, fn, arg);
+  return 0;
+}
+int minicriu_restore(const minicriu_restore_opts* opts, pid_t* root_pid, int* wait_status) {
+  if (!opts) return bad_argument("opts");
+  auto r = minicriu::restore(opts->options);
+  if (!r) return failed(r.error());
+  if (root_pid) *root_pid = r->root_pid;
+  if (wait_status) *wait_status = r->exit_status;
+  return 0;
+}
+
+const char* minicriu_last_error(void) { return last_error.c_str(); }
+int minicriu_last_errno(void) { return last_errno; }
+
+}  // extern "C"
