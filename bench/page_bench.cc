@@ -47,9 +47,9 @@ pid_t start_target(size_t bytes) {
     int devnull = open("/dev/null", O_RDWR);
     dup2(devnull, 0);
     dup2(devnull, 1);
-    close_range(3, ~0u, 0);
-    // Only now tell the parent: the pipe is gone from our fd table.
     dup2(devnull, 2);
+    // Closing the pipe (with everything else) tells the parent we are ready.
+    close_range(3, ~0u, 0);
     for (;;) pause();
   }
   close(p[1]);

@@ -202,3 +202,38 @@ TEST(DumpFails, BadArgumentsAreOneLine) {
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.output.find("--tree"), std::string::npos) << r.output;
 }
+
+TEST(Dump, EightThreadsInBlockingCallsCarryOnAfterLeaveRunning) {
+  TempDir dir;
+  Program p("threads", dir);
+  ASSERT_TRUE(p.wait_ready());
+  for (int round = 0; round < 3; round++) {
+    std::string images = dir / ("images" + std::to_string(round));
+    std::filesystem::create_directory(images);
+    auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", images, "-R"});
+    ASSERT_EQ(r.status, 0) << r.output;
+    auto json = run_minicriu({"show", "--json", "-D", images});
+    minicriu::img::CheckpointView view;
+    ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(json.output, &view).ok());
+    ASSERT_EQ(view.processes(0).core().threads_size(), 9);
+    EXPECT_EQ(view.processes(0).pstree().tids(0), static_cast<uint32_t>(p.pid()));
+    ::usleep(20 * 1000);
+  }
+  expect_intact(p);
+}
+
+TEST(Dump, TheCApiAsARuntimeUsesIt) {
+  TempDir dir;
+  std::string images = dir / "images";
+  std::filesystem::create_directory(images);
+  Program p("basic", dir);
+  ASSERT_TRUE(p.wait_ready());
+  auto r = run({RUNTIME_CHECKPOINT_BIN, std::to_string(p.pid()), images});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("[minicriu]"), std::string::npos) << "log callback not called: " << r.output;
+  EXPECT_TRUE(std::filesystem::exists(images + "/inventory.img"));
+  auto bad = run({RUNTIME_CHECKPOINT_BIN, "4000000", images});
+  EXPECT_EQ(bad.status, 1);
+  EXPECT_NE(bad.output.find("checkpoint failed: pid 4000000: no such process"), std::string::npos) << bad.output;
+  expect_intact(p);
+}
