@@ -237,3 +237,50 @@ TEST(Dump, TheCApiAsARuntimeUsesIt) {
   EXPECT_NE(bad.output.find("checkpoint failed: pid 4000000: no such process"), std::string::npos) << bad.output;
   expect_intact(p);
 }
+
+TEST(Dump, ThreeLevelTreeIsDumpedWholeAndLeftRunning) {
+  TempDir dir;
+  std::string images = dir / "images";
+  std::filesystem::create_directory(images);
+  Program p("tree", dir);
+  ASSERT_TRUE(p.wait_ready());
+  auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", images, "--leave-running"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto json = run_minicriu({"show", "--json", "-D", images});
+  minicriu::img::CheckpointView view;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(json.output, &view).ok());
+  ASSERT_EQ(view.processes_size(), 4);
+  EXPECT_EQ(view.processes(0).pstree().pid(), static_cast<uint32_t>(p.pid()));
+  EXPECT_EQ(view.processes(0).pstree().ppid(), 0u);
+  // Parents come before their children.
+  for (int i = 1; i < 4; i++) {
+    bool parent_before = false;
+    for (int j = 0; j < i; j++)
+      parent_before |= view.processes(j).pstree().pid() == view.processes(i).pstree().ppid();
+    EXPECT_TRUE(parent_before) << "process " << i;
+  }
+  expect_intact(p);
+}
+
+TEST(Dump, KillingATreeKillsEveryProcessOfIt) {
+  TempDir dir;
+  std::string images = dir / "images";
+  std::filesystem::create_directory(images);
+  Program p("tree", dir);
+  ASSERT_TRUE(p.wait_ready());
+  auto json_pids = [&] {
+    auto json = run_minicriu({"show", "--json", "-D", images});
+    minicriu::img::CheckpointView view;
+    EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(json.output, &view).ok());
+    std::vector<pid_t> pids;
+    for (auto& proc : view.processes()) pids.push_back(static_cast<pid_t>(proc.pstree().pid()));
+    return pids;
+  };
+  auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", images});
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto pids = json_pids();
+  ASSERT_EQ(pids.size(), 4u);
+  EXPECT_EQ(p.wait_exit().value_or(-1), 128 + SIGKILL);
+  // The descendants were reparented to us (subreaper) and must be dead too.
+  for (pid_t pid : pids) EXPECT_TRUE(wait_gone(pid)) << "pid " << pid << " survived";
+}

@@ -1,0 +1,44 @@
+#include <gtest/gtest.h>
+
+#include <cerrno>
+
+#include "arch/x86_64/regs.hpp"
+
+using namespace minicriu::arch;
+
+namespace {
+Regs in_syscall(long nr, long ret) {
+  Regs r{};
+  r.orig_rax = static_cast<uint64_t>(nr);
+  r.rax = static_cast<uint64_t>(ret);
+  r.rip = 0x1002;
+  return r;
+}
+}  // namespace
+
+TEST(SyscallRestart, RestartCodesReissueTheCall) {
+  for (long code : {kERestartSys, kERestartNoIntr, kERestartNoHand}) {
+    Regs r = in_syscall(0 /* read */, -code);
+    EXPECT_EQ(apply_syscall_restart(r), Restart::reissue);
+    EXPECT_EQ(r.rax, 0u);
+    EXPECT_EQ(r.rip, 0x1000u);
+  }
+}
+
+TEST(SyscallRestart, RestartBlockBecomesEintr) {
+  Regs r = in_syscall(35 /* nanosleep */, -kERestartRestartBlock);
+  EXPECT_EQ(apply_syscall_restart(r), Restart::eintr);
+  EXPECT_EQ(static_cast<long>(r.rax), -EINTR);
+  EXPECT_EQ(r.rip, 0x1002u);
+}
+
+TEST(SyscallRestart, CompletedOrUserModeIsLeftAlone) {
+  Regs done = in_syscall(0, 42);
+  EXPECT_EQ(apply_syscall_restart(done), Restart::none);
+  EXPECT_EQ(done.rax, 42u);
+  Regs user{};
+  user.orig_rax = static_cast<uint64_t>(-1);
+  user.rax = static_cast<uint64_t>(-kERestartSys);
+  EXPECT_EQ(apply_syscall_restart(user), Restart::none);
+  EXPECT_EQ(user.rip, 0u);
+}
