@@ -96,4 +96,14 @@ struct ShowOptions {
 // Decodes every image of a checkpoint for people (text) or scripts (JSON).
 [[nodiscard]] Result<std::string> show(const ShowOptions& options);
 
+// What this kernel and this process's privileges support, item by item.
+struct CheckItem {
+  std::string name;
+  bool ok = false;
+  bool required = false;   // a dump or restore cannot work without it
+  std::string detail;
+};
+
+[[nodiscard]] Result<std::vector<CheckItem>> check();
+
 }  // namespace minicriu

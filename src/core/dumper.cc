@@ -203,9 +203,16 @@ Result<DumpStats> Dumper::run() {
   auto frozen_at = Clock::now();
   std::vector<ProcessImages> images(tree->processes().size());
   Status st;
-  for (size_t i = 0; i < images.size() && st; i++) {
-    FrozenProcess& proc = tree->processes()[i];
-    st = dump_process(proc, images[i]);
+  for (size_t i = 0; i < images.size() && st; i++) st = dump_process(tree->processes()[i], images[i]);
+  stats_.processes = static_cast<unsigned>(tree->processes().size());
+  stats_.threads = tree->thread_count();
+  stats_.page_bytes = stats_.pages_dumped * 4096;
+  // Every page is in the page images now (splice copied it into the page
+  // cache), so a tree that stays may run again before the images are synced.
+  if (st && options_.leave_running) {
+    tree->release();
+    stats_.frozen_ns = ns_since(frozen_at);
+    log_.info("tree released, left running");
   }
   if (st) st = write_images(images, tree->root());
   if (!st) {
@@ -215,17 +222,12 @@ Result<DumpStats> Dumper::run() {
     log_.info("dump failed; the tree was released and keeps running");
     return std::unexpected(st.error());
   }
-  stats_.processes = static_cast<unsigned>(tree->processes().size());
-  stats_.threads = tree->thread_count();
-  stats_.page_bytes = stats_.pages_dumped * 4096;
-  if (options_.leave_running) {
-    tree->release();
-    log_.info("tree released, left running");
-  } else {
+  if (!options_.leave_running) {
+    // Only a complete, synced image set may cost the tree its life.
     tree->kill();
+    stats_.frozen_ns = ns_since(frozen_at);
     log_.info("tree killed after a complete dump");
   }
-  stats_.frozen_ns = ns_since(frozen_at);
   stats_.total_ns = ns_since(start);
   return stats_;
 }

@@ -284,3 +284,11 @@ TEST(Dump, KillingATreeKillsEveryProcessOfIt) {
   // The descendants were reparented to us (subreaper) and must be dead too.
   for (pid_t pid : pids) EXPECT_TRUE(wait_gone(pid)) << "pid " << pid << " survived";
 }
+
+TEST(Check, ThisMachineHasWhatDumpAndRestoreNeed) {
+  auto r = run_minicriu({"check"});
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("ok   ptrace seize"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("ok   clone3 with set_tid"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("FAIL"), std::string::npos) << r.output;
+}

@@ -58,6 +58,10 @@ int main(int argc, char** argv) {
   show_cmd->add_option("-D,--images-dir", show.images_dir, "Directory of the images")->required();
   show_cmd->add_flag("--json", show.json, "Print JSON for scripts instead of text");
 
+  auto* check_cmd = app.add_subcommand(
+      "check", "Probe what this kernel and these privileges support; exit 1 if a required "
+               "feature is missing");
+
   CLI11_PARSE(app, argc, argv);
 
   if (dump_cmd->parsed()) {
@@ -82,6 +86,17 @@ int main(int argc, char** argv) {
     if (WIFEXITED(st)) return WEXITSTATUS(st);
     if (WIFSIGNALED(st)) return 128 + WTERMSIG(st);
     return 1;
+  }
+  if (check_cmd->parsed()) {
+    auto r = minicriu::check();
+    if (!r) return report(r.error());
+    bool ok = true;
+    for (auto& item : *r) {
+      std::printf("%-4s %s: %s\n", item.ok ? "ok" : (item.required ? "FAIL" : "no"),
+                  item.name.c_str(), item.detail.c_str());
+      ok &= item.ok || !item.required;
+    }
+    return ok ? 0 : 1;
   }
   if (show_cmd->parsed()) {
     auto r = minicriu::show(show);

@@ -1,0 +1,172 @@
+// `minicriu check`: probes what dump and restore rely on, on this kernel and
+// with this process's capabilities, by trying each thing on a child of ours.
+#include <linux/sched.h>
+#include <signal.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fcntl.h>
+#include <linux/kcmp.h>
+
+#include <cstring>
+#include <sstream>
+
+#include "core/error.hpp"
+#include "core/syscalls.hpp"
+#include "proc/proc_parse.hpp"
+#include "ptrace/tracee.hpp"
+
+namespace minicriu {
+
+namespace {
+
+// A child that only waits to be killed.
+pid_t spawn_sleeper() {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    for (;;) ::pause();
+  }
+  return pid;
+}
+
+void reap(pid_t pid) {
+  ::kill(pid, SIGKILL);
+  int st;
+  ::waitpid(pid, &st, __WALL);
+}
+
+CheckItem check_ptrace() {
+  CheckItem item{"ptrace seize, interrupt, registers, xsave", false, true, {}};
+  pid_t pid = spawn_sleeper();
+  if (pid < 0) {
+    item.detail = "fork failed";
+    return item;
+  }
+  {
+    auto t = Tracee::seize(pid, pid);
+    if (!t) {
+      item.detail = t.error().what();
+    } else if (auto regs = t->get_regs(); !regs) {
+      item.detail = regs.error().what();
+    } else if (auto xs = t->get_xsave(); !xs) {
+      item.detail = xs.error().what();
+    } else {
+      item.ok = true;
+      item.detail = fmt::format("xsave area {} bytes", xs->size());
+    }
+  }
+  reap(pid);
+  return item;
+}
+
+CheckItem check_clone3_set_tid() {
+  CheckItem item{"clone3 with set_tid (restore with the same PIDs)", false, true, {}};
+  // A pid nobody holds, well past the last one handed out.
+  pid_t want = 0;
+  auto last = proc::read_file("/proc/sys/kernel/ns_last_pid");
+  pid_t start = last ? static_cast<pid_t>(std::atoi(last->c_str())) + 5000 : 20000;
+  for (pid_t p = start; p < start + 1000; p++)
+    if (::kill(p, 0) != 0 && errno == ESRCH) {
+      want = p;
+      break;
+    }
+  clone_args args{};
+  args.exit_signal = SIGCHLD;
+  pid_t tid = want;
+  args.set_tid = reinterpret_cast<uint64_t>(&tid);
+  args.set_tid_size = 1;
+  long pid = sys::clone3(&args, sizeof(args));
+  if (pid == 0) ::_exit(0);
+  if (pid < 0) {
+    item.detail = fmt::format("clone3: {}", std::strerror(errno));
+    return item;
+  }
+  int st;
+  ::waitpid(static_cast<pid_t>(pid), &st, 0);
+  item.ok = pid == want;
+  item.detail = fmt::format("asked for pid {}, got {}", want, pid);
+  return item;
+}
+
+CheckItem check_kcmp() {
+  CheckItem item{"kcmp (shared open files)", false, true, {}};
+  int r = sys::kcmp(::getpid(), ::getpid(), KCMP_FILE, 0, 0);
+  item.ok = r == 0;
+  item.detail = item.ok ? "available" : std::strerror(errno);
+  return item;
+}
+
+CheckItem check_vdso() {
+  CheckItem item{"vdso and vvar layout", false, true, {}};
+  auto text = proc::read_file("/proc/self/maps");
+  if (!text) {
+    item.detail = text.error().what();
+    return item;
+  }
+  auto maps = proc::parse_maps(*text);
+  if (!maps) {
+    item.detail = maps.error().what();
+    return item;
+  }
+  std::string found;
+  for (auto& m : *maps)
+    if (m.path == "[vdso]" || m.path == "[vvar]" || m.path == "[vvar_vclock]")
+      found += fmt::format("{}{} {} KiB", found.empty() ? "" : ", ", m.path, (m.end - m.start) >> 10);
+  item.ok = found.find("[vdso]") != std::string::npos;
+  item.detail = found.empty() ? "no vdso" : found;
+  return item;
+}
+
+CheckItem check_userfaultfd() {
+  CheckItem item{"userfaultfd (lazy restore, dirty tracking)", false, false, {}};
+  constexpr int kUffdUserModeOnly = 1;
+  int fd = static_cast<int>(::syscall(SYS_userfaultfd, O_CLOEXEC | kUffdUserModeOnly));
+  item.ok = fd >= 0;
+  item.detail = item.ok ? "available" : std::strerror(errno);
+  if (fd >= 0) ::close(fd);
+  return item;
+}
+
+CheckItem check_capabilities() {
+  CheckItem item{"capabilities", false, true, {}};
+  auto status = proc::read_file("/proc/self/status");
+  if (!status) {
+    item.detail = status.error().what();
+    return item;
+  }
+  auto eff = proc::status_field(*status, "CapEff");
+  uint64_t caps = eff ? std::strtoull(eff->c_str(), nullptr, 16) : 0;
+  auto has = [&](int cap) { return (caps >> cap) & 1; };
+  constexpr int kSysPtrace = 19, kSysAdmin = 21, kSysResource = 24, kCheckpointRestore = 40;
+  item.ok = has(kSysPtrace) && (has(kSysAdmin) || has(kCheckpointRestore));
+  item.detail = fmt::format("CAP_SYS_PTRACE {}, CAP_SYS_ADMIN {}, CAP_CHECKPOINT_RESTORE {}, "
+                            "CAP_SYS_RESOURCE {} (without it: rlimits above the hard limit are "
+                            "not raised, pipes stay at fs.pipe-max-size)",
+                            has(kSysPtrace) ? "yes" : "no", has(kSysAdmin) ? "yes" : "no",
+                            has(kCheckpointRestore) ? "yes" : "no", has(kSysResource) ? "yes" : "no");
+  return item;
+}
+
+}  // namespace
+
+Result<std::vector<CheckItem>> check() {
+  std::vector<CheckItem> items;
+  utsname u;
+  ::uname(&u);
+  items.push_back({"kernel", true, false, fmt::format("{} {}", u.sysname, u.release)});
+  items.push_back(check_capabilities());
+  items.push_back(check_ptrace());
+  items.push_back(check_clone3_set_tid());
+  items.push_back(check_kcmp());
+  items.push_back(check_vdso());
+  items.push_back(check_userfaultfd());
+  auto pipe_max = proc::read_file("/proc/sys/fs/pipe-max-size");
+  items.push_back({"pipe size for the page path", pipe_max.has_value(), false,
+                   pipe_max ? fmt::format("fs.pipe-max-size {}", std::atol(pipe_max->c_str())) : "unknown"});
+  return items;
+}
+
+}  // namespace minicriu
