@@ -60,6 +60,12 @@ struct DumpOptions {
   pid_t pid = 0;                 // root of the tree to dump
   std::string images_dir;        // must exist and be writable
   bool leave_running = false;    // cure and detach instead of killing the tree
+  // Ghost files (open, no name left): how much allocated data one may carry,
+  // "64M", "2G"...; empty for the default (1 GiB).
+  std::string ghost_limit;
+  // Rules by path that win over the limit, first match first:
+  // "/tmp/ompi-*:copy", "/scratch/*:fail".
+  std::vector<std::string> ghost_policy;
   LogOptions log;
 };
 
@@ -77,6 +83,8 @@ struct DumpStats {
 
 struct RestoreOptions {
   std::string images_dir;
+  // Where to recreate a ghost file whose directory no longer exists.
+  std::string ghost_dir;
   bool detach = false;           // return after the tree runs; else wait for the root
   LogOptions log;
 };

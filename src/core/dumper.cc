@@ -12,6 +12,7 @@
 #include "core/log.hpp"
 #include "core/version.hpp"
 #include "fs/fd_table.hpp"
+#include "fs/ghost_file.hpp"
 #include "images/image_dir.hpp"
 #include "images/image_io.hpp"
 #include "mem/page_dump.hpp"
@@ -50,7 +51,9 @@ struct ProcessImages {
 
 class Dumper {
  public:
-  explicit Dumper(const DumpOptions& options) : options_(options), log_(options.log), dir_(options.images_dir) {}
+  Dumper(const DumpOptions& options, GhostPolicy policy)
+      : options_(options), log_(options.log), dir_(options.images_dir),
+        ghosts_(dir_, std::move(policy), log_), files_(FileDumpContext{ghosts_}) {}
 
   Result<DumpStats> run();
 
@@ -66,6 +69,7 @@ class Dumper {
   const DumpOptions& options_;
   Logger log_;
   ImageDir dir_;
+  GhostStore ghosts_;
   FileRegistry files_;
   DumpStats stats_;
   std::vector<std::string> written_;
@@ -94,6 +98,14 @@ Status Dumper::run_parasite(FrozenProcess& proc, std::vector<VmaInfo>& vmas,
 
   ASSIGN_OR_RETURN(out.fds, dump_fd_table(proc.pid, fds, parasite, files_));
   log_.info("pid {}: {} fd(s)", proc.pid, out.fds.size());
+  // After the fds: a ghost file held by an fd is named by its fd in messages.
+  for (auto& v : vmas) {
+    if (!v.deleted) continue;
+    bool writable_shared = v.maps.shared && v.maps.write;
+    ASSIGN_OR_RETURN(uint32_t id, files_.add_deleted_mapping(proc.pid, v.vma.start(), v.vma.end(),
+                                                             writable_shared));
+    v.vma.set_file_id(id);
+  }
 
   ASSIGN_OR_RETURN(auto pages, RawImageFile::create(dir_.pages(proc.pid)));
   out.pages = std::make_unique<RawImageFile>(std::move(pages));
@@ -170,6 +182,9 @@ Status Dumper::write_images(std::vector<ProcessImages>& images, pid_t root) {
   }
   TRY(write_stream(dir_.pstree(), ImageKind::pstree, pstree));
   TRY(write_stream(dir_.files(), ImageKind::files, files_.entries()));
+  TRY(ghosts_.commit());
+  for (auto& g : ghosts_.entries()) written_.push_back(dir_.ghost_data(g.id()));
+  TRY(write_stream(dir_.ghosts(), ImageKind::ghosts, ghosts_.entries()));
 
   img::Inventory inv;
   inv.set_format_version(kImageFormatVersion);
@@ -235,7 +250,9 @@ Result<DumpStats> Dumper::run() {
 }  // namespace
 
 Result<DumpStats> dump(const DumpOptions& options) {
-  Dumper d(options);
+  // Bad options are refused before anything is touched.
+  ASSIGN_OR_RETURN(auto policy, GhostPolicy::from_options(options.ghost_limit, options.ghost_policy));
+  Dumper d(options, std::move(policy));
   return d.run();
 }
 

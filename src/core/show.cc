@@ -38,6 +38,8 @@ Result<img::CheckpointView> load(const ImageDir& dir) {
   ASSIGN_OR_RETURN(auto pstree, read_all_images<img::ProcessEntry>(dir.pstree(), ImageKind::pstree));
   ASSIGN_OR_RETURN(auto files, read_all_images<img::FileEntry>(dir.files(), ImageKind::files));
   for (auto& f : files) *c.add_files() = std::move(f);
+  ASSIGN_OR_RETURN(auto ghosts, read_all_images<img::GhostFile>(dir.ghosts(), ImageKind::ghosts));
+  for (auto& g : ghosts) *c.add_ghosts() = std::move(g);
   for (auto& p : pstree) {
     pid_t pid = static_cast<pid_t>(p.pid());
     img::ProcessView* proc = c.add_processes();
@@ -60,7 +62,8 @@ std::string file_summary(const google::protobuf::RepeatedPtrField<img::FileEntry
   for (auto& f : files) {
     if (f.id() != id) continue;
     if (f.has_reg())
-      return fmt::format("{} (flags {:#o}, pos {})", f.reg().path(), f.reg().flags(), f.reg().pos());
+      return fmt::format("{} (flags {:#o}, pos {}{})", f.reg().path(), f.reg().flags(), f.reg().pos(),
+                         f.reg().ghost_id() ? fmt::format(", ghost {}", f.reg().ghost_id()) : "");
     return fmt::format("file {}", id);
   }
   return fmt::format("missing file {}", id);
@@ -71,6 +74,9 @@ std::string text(const img::CheckpointView& c) {
   auto& inv = c.inventory();
   out += fmt::format("checkpoint: root pid {}, {} process(es), kernel {}, minicriu {}, xsave {} bytes\n",
                      inv.root_pid(), c.processes_size(), inv.kernel(), inv.tool_version(), inv.xsave_size());
+  for (auto& g : c.ghosts())
+    out += fmt::format("ghost {}: {} ({} bytes, {} bytes of data in {} extent(s))\n", g.id(), g.path(),
+                       g.size(), g.allocated(), g.extents_size());
   for (auto& p : c.processes()) {
     auto& e = p.pstree();
     uint64_t pages = 0;
@@ -86,8 +92,9 @@ std::string text(const img::CheckpointView& c) {
     out += fmt::format("  memory: {} vma(s), {} page(s) = {} KiB in the page image ({} bytes)\n",
                        p.mm().vmas_size(), pages, pages * 4, p.pages_file_size());
     for (auto& v : p.mm().vmas())
-      out += fmt::format("    {:>12x}-{:<12x} {} {:<12} {}{}\n", v.start(), v.end(), prot_string(v.prot()),
-                         vma_kind_name(v.kind()), v.path(), v.has_pages() ? " [pages]" : "");
+      out += fmt::format("    {:>12x}-{:<12x} {} {:<12} {}{}{}\n", v.start(), v.end(), prot_string(v.prot()),
+                         vma_kind_name(v.kind()), v.path(), v.has_pages() ? " [pages]" : "",
+                         v.file_id() ? fmt::format(" [file {}]", v.file_id()) : "");
     out += fmt::format("  fds: {}\n", p.fds_size());
     for (auto& f : p.fds())
       out += fmt::format("    {}: {}{}\n", f.fd(), file_summary(c.files(), f.file_id()),

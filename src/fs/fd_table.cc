@@ -5,9 +5,19 @@
 #include <sys/stat.h>
 
 #include "core/syscalls.hpp"
+#include "core/unique_fd.hpp"
 #include "parasite/parasite_session.hpp"
 
 namespace minicriu {
+
+Result<uint32_t> FileRegistry::add_entry(const FdDumpInfo& info) {
+  ASSIGN_OR_RETURN(const FileKind* kind, file_kind_for(info));
+  img::FileEntry entry;
+  entry.set_id(static_cast<uint32_t>(entries_.size() + 1));
+  TRY(kind->dump(info, entry, ctx_));
+  entries_.push_back(std::move(entry));
+  return entries_.back().id();
+}
 
 Result<uint32_t> FileRegistry::add(const FdDumpInfo& fd) {
   for (auto& s : seen_) {
@@ -16,34 +26,50 @@ Result<uint32_t> FileRegistry::add(const FdDumpInfo& fd) {
                   static_cast<unsigned long>(fd.fd)) == 0)
       return s.id;
   }
-  ASSIGN_OR_RETURN(const FileKind* kind, file_kind_for(fd));
-  img::FileEntry entry;
-  entry.set_id(static_cast<uint32_t>(entries_.size() + 1));
-  TRY(kind->dump(fd, entry));
-  seen_.push_back({fd.pid, fd.fd, fd.st.st_dev, fd.st.st_ino, entry.id()});
-  entries_.push_back(std::move(entry));
-  return entries_.back().id();
+  ASSIGN_OR_RETURN(uint32_t id, add_entry(fd));
+  seen_.push_back({fd.pid, fd.fd, fd.st.st_dev, fd.st.st_ino, id});
+  return id;
 }
 
 Result<uint32_t> FileRegistry::add_link(pid_t pid, const std::string& link_name) {
   std::string path = proc::pid_path(pid, link_name);
   ASSIGN_OR_RETURN(auto link, proc::read_link(path));
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0) return failf_errno("pid {}: cannot stat {}", pid, link_name);
-  if (link.size() > 10 && link.compare(link.size() - 10, 10, " (deleted)") == 0)
-    return failf("pid {}: {} is a deleted file or directory ({}); not supported yet", pid,
-                 link_name, link);
+  // Our own description of it (the magic link reaches deleted files too).
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return failf_errno("pid {}: cannot open {}", pid, link_name);
   FdDumpInfo info;
   info.pid = pid;
+  info.what = fmt::format("pid {}: {}", pid, link_name);
   info.link = link;
-  info.st = st;
-  info.fdinfo.flags = S_ISDIR(st.st_mode) ? (O_RDONLY | O_DIRECTORY) : O_RDONLY;
-  ASSIGN_OR_RETURN(const FileKind* kind, file_kind_for(info));
-  img::FileEntry entry;
-  entry.set_id(static_cast<uint32_t>(entries_.size() + 1));
-  TRY(with_context(kind->dump(info, entry), fmt::format("pid {}: {}", pid, link_name)));
-  entries_.push_back(std::move(entry));
-  return entries_.back().id();
+  info.local_fd = fd.get();
+  if (::fstat(fd.get(), &info.st) != 0) return failf_errno("pid {}: cannot stat {}", pid, link_name);
+  if (S_ISDIR(info.st.st_mode) && info.st.st_nlink == 0)
+    return failf("pid {}: {} is a deleted directory ({}); that cannot be restored: move the "
+                 "process to a directory that exists before the dump", pid, link_name, link);
+  info.fdinfo.flags = S_ISDIR(info.st.st_mode) ? (O_RDONLY | O_DIRECTORY) : O_RDONLY;
+  return add_entry(info);
+}
+
+Result<uint32_t> FileRegistry::add_deleted_mapping(pid_t pid, uint64_t start, uint64_t end,
+                                                   bool writable_shared) {
+  std::string path = proc::pid_path(pid, fmt::format("map_files/{:x}-{:x}", start, end));
+  std::string what = fmt::format("pid {}: mapping {:x}-{:x}", pid, start, end);
+  ASSIGN_OR_RETURN(auto link, proc::read_link(path));
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return failf_errno("{}: cannot open {}", what, path);
+  FdDumpInfo info;
+  info.pid = pid;
+  info.what = what;
+  info.link = link;
+  info.local_fd = fd.get();
+  if (::fstat(fd.get(), &info.st) != 0) return failf_errno("{}: fstat", what);
+  info.fdinfo.flags = writable_shared ? O_RDWR : O_RDONLY;
+  uint32_t flags = info.fdinfo.flags;
+  for (auto& e : entries_)
+    if (e.has_reg() && e.reg().ghost_id() && e.reg().ino() == info.st.st_ino &&
+        e.reg().dev() == info.st.st_dev && e.reg().flags() == flags && e.reg().pos() == 0)
+      return e.id();
+  return add_entry(info);
 }
 
 Result<std::vector<FdListing>> list_fds(pid_t pid) {
@@ -69,6 +95,7 @@ Result<std::vector<img::FdEntry>> dump_fd_table(pid_t pid, const std::vector<FdL
     FdDumpInfo info;
     info.pid = pid;
     info.fd = fds[i].fd;
+    info.what = fmt::format("pid {}: fd {}", pid, info.fd);
     info.link = fds[i].link;
     info.fdinfo = fds[i].fdinfo;
     info.local_fd = local[i].get();

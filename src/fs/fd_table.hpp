@@ -18,10 +18,15 @@ class ParasiteSession;
 // files.img being built for a whole tree.
 class FileRegistry {
  public:
+  explicit FileRegistry(FileDumpContext ctx) : ctx_(ctx) {}
   // The id of the file behind fd, dumping it the first time it is seen.
   [[nodiscard]] Result<uint32_t> add(const FdDumpInfo& fd);
   // A file reached by a /proc link without an fd (cwd, root, exe).
   [[nodiscard]] Result<uint32_t> add_link(pid_t pid, const std::string& link_name);
+  // The file behind a mapping whose file has no name left (a ghost), opened
+  // through /proc/PID/map_files: read-write if the mapping may write it.
+  [[nodiscard]] Result<uint32_t> add_deleted_mapping(pid_t pid, uint64_t start, uint64_t end,
+                                                     bool writable_shared);
   const std::vector<img::FileEntry>& entries() const { return entries_; }
 
  private:
@@ -32,6 +37,9 @@ class FileRegistry {
     ino_t ino;
     uint32_t id;
   };
+  [[nodiscard]] Result<uint32_t> add_entry(const FdDumpInfo& info);
+
+  FileDumpContext ctx_;
   std::vector<Seen> seen_;
   std::vector<img::FileEntry> entries_;
 };

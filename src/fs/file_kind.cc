@@ -3,7 +3,7 @@
 namespace minicriu {
 
 const std::vector<const FileKind*>& file_kinds() {
-  static const std::vector<const FileKind*> kinds = {&regular_file_kind()};
+  static const std::vector<const FileKind*> kinds = {&regular_file_kind(), &ghost_file_kind()};
   return kinds;
 }
 
@@ -17,7 +17,7 @@ std::string describe_unsupported(const FdDumpInfo& fd) {
   if (l.rfind("anon_inode:", 0) == 0) return "an anonymous-inode file (" + l.substr(11) + ")";
   if (l.rfind("/memfd:", 0) == 0) return "a memfd";
   if (l.size() > 10 && l.compare(l.size() - 10, 10, " (deleted)") == 0)
-    return "a deleted file (a ghost file)";
+    return fd.st.st_nlink > 0 ? "a deleted file that still has another name" : "a deleted file";
   return "a file of a kind this version does not support";
 }
 
@@ -26,8 +26,8 @@ std::string describe_unsupported(const FdDumpInfo& fd) {
 Result<const FileKind*> file_kind_for(const FdDumpInfo& fd) {
   for (const FileKind* k : file_kinds())
     if (k->matches(fd)) return k;
-  return failf("pid {}: fd {} is {} ({}), which minicriu cannot checkpoint yet; close it in the "
-               "application before the dump", fd.pid, fd.fd, describe_unsupported(fd), fd.link);
+  return failf("{} is {} ({}), which minicriu cannot checkpoint yet; close it in the "
+               "application before the dump", fd.what, describe_unsupported(fd), fd.link);
 }
 
 Result<const FileKind*> file_kind_for(const img::FileEntry& entry) {

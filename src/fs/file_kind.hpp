@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -19,11 +20,24 @@ namespace minicriu {
 // What the dumper knows of one fd of one process.
 struct FdDumpInfo {
   pid_t pid = 0;
-  int fd = -1;
+  int fd = -1;             // -1 for files without an fd (cwd, exe, a mapping's file)
+  std::string what;        // who holds it, for messages: "pid 12: fd 5", "pid 12: exe"
   std::string link;        // readlink of /proc/PID/fd/N
   proc::FdInfo fdinfo;
   struct stat st {};       // fstat of the fd itself (from the parasite)
   int local_fd = -1;       // our copy of it (same open file description)
+};
+
+class GhostStore;
+
+// What kinds may use while dumping: the stores of data shared by many fds.
+struct FileDumpContext {
+  GhostStore& ghosts;
+};
+
+// What kinds may use while opening files again in a restored process.
+struct FileRestoreContext {
+  const std::map<uint32_t, std::string>* ghost_paths = nullptr;  // recreated ghosts by id
 };
 
 class FileKind {
@@ -33,11 +47,13 @@ class FileKind {
   // This kind handles the fd.
   virtual bool matches(const FdDumpInfo& fd) const = 0;
   // Fills the kind's part of entry (its id is set by the caller).
-  [[nodiscard]] virtual Status dump(const FdDumpInfo& fd, img::FileEntry& entry) const = 0;
+  [[nodiscard]] virtual Status dump(const FdDumpInfo& fd, img::FileEntry& entry,
+                                    FileDumpContext& ctx) const = 0;
   // This kind restores the entry.
   virtual bool restores(const img::FileEntry& entry) const = 0;
   // Opens the file again as it was at the dump (flags, offset).
-  [[nodiscard]] virtual Result<UniqueFd> open(const img::FileEntry& entry) const = 0;
+  [[nodiscard]] virtual Result<UniqueFd> open(const img::FileEntry& entry,
+                                              const FileRestoreContext& ctx) const = 0;
 };
 
 // Every kind this build knows, in the order they are asked.
@@ -49,5 +65,10 @@ const std::vector<const FileKind*>& file_kinds();
 
 // Defined by each kind's file.
 const FileKind& regular_file_kind();
+const FileKind& ghost_file_kind();
+
+// Reopens a file by path with its dumped flags and offset (regular and ghost
+// files both end here).
+[[nodiscard]] Result<UniqueFd> reopen_reg_file(const std::string& path, const img::RegFile& reg);
 
 }  // namespace minicriu

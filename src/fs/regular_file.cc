@@ -27,13 +27,12 @@ class RegularFileKind final : public FileKind {
            S_ISBLK(fd.st.st_mode);
   }
 
-  Status dump(const FdDumpInfo& fd, img::FileEntry& entry) const override {
+  Status dump(const FdDumpInfo& fd, img::FileEntry& entry, FileDumpContext&) const override {
     // The name must still reach the same file, or restore would open another.
     struct stat by_path;
     if (::stat(fd.link.c_str(), &by_path) != 0 || by_path.st_ino != fd.st.st_ino ||
         by_path.st_dev != fd.st.st_dev)
-      return failf("pid {}: fd {}: {} now names another file than the open one", fd.pid, fd.fd,
-                   fd.link);
+      return failf("{}: {} now names another file than the open one", fd.what, fd.link);
     img::RegFile* reg = entry.mutable_reg();
     reg->set_path(fd.link);
     reg->set_flags(fd.fdinfo.flags);
@@ -45,27 +44,32 @@ class RegularFileKind final : public FileKind {
     return {};
   }
 
-  bool restores(const img::FileEntry& entry) const override { return entry.has_reg(); }
+  bool restores(const img::FileEntry& entry) const override {
+    return entry.has_reg() && entry.reg().ghost_id() == 0;
+  }
 
-  Result<UniqueFd> open(const img::FileEntry& entry) const override {
-    const img::RegFile& reg = entry.reg();
-    // Creation flags did their work when the file was first opened.
-    int flags = static_cast<int>(reg.flags()) & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY);
-    UniqueFd fd(::open(reg.path().c_str(), flags | O_NOCTTY));
-    if (!fd) return failf_errno("cannot reopen {}", reg.path());
-    struct stat st;
-    if (::fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode) &&
-        static_cast<uint64_t>(st.st_size) < reg.size())
-      return failf("{} shrank since the dump ({} bytes, was {})", reg.path(), st.st_size, reg.size());
-    if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) {
-      if (::lseek(fd.get(), static_cast<off_t>(reg.pos()), SEEK_SET) < 0)
-        return failf_errno("cannot seek {} to {}", reg.path(), reg.pos());
-    }
-    return fd;
+  Result<UniqueFd> open(const img::FileEntry& entry, const FileRestoreContext&) const override {
+    return reopen_reg_file(entry.reg().path(), entry.reg());
   }
 };
 
 }  // namespace
+
+Result<UniqueFd> reopen_reg_file(const std::string& path, const img::RegFile& reg) {
+  // Creation flags did their work when the file was first opened.
+  int flags = static_cast<int>(reg.flags()) & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY);
+  UniqueFd fd(::open(path.c_str(), flags | O_NOCTTY));
+  if (!fd) return failf_errno("cannot reopen {}", reg.path());
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) return failf_errno("cannot stat {}", reg.path());
+  if (S_ISREG(st.st_mode) && static_cast<uint64_t>(st.st_size) < reg.size())
+    return failf("{} shrank since the dump ({} bytes, was {})", reg.path(), st.st_size, reg.size());
+  if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) {
+    if (::lseek(fd.get(), static_cast<off_t>(reg.pos()), SEEK_SET) < 0)
+      return failf_errno("cannot seek {} to {}", reg.path(), reg.pos());
+  }
+  return fd;
+}
 
 const FileKind& regular_file_kind() {
   static const RegularFileKind kind;

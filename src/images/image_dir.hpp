@@ -3,6 +3,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <string>
 
 #include "core/error.hpp"
@@ -17,6 +18,8 @@ class ImageDir {
   std::string inventory() const { return path_ + "/inventory.img"; }
   std::string pstree() const { return path_ + "/pstree.img"; }
   std::string files() const { return path_ + "/files.img"; }
+  std::string ghosts() const { return path_ + "/ghosts.img"; }
+  std::string ghost_data(uint32_t id) const { return path_ + "/ghost-" + std::to_string(id) + ".data"; }
   std::string core(pid_t pid) const { return per_pid("core", pid); }
   std::string mm(pid_t pid) const { return per_pid("mm", pid); }
   std::string pagemap(pid_t pid) const { return per_pid("pagemap", pid); }

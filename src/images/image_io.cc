@@ -27,6 +27,7 @@ const char* image_kind_name(ImageKind kind) {
     case ImageKind::pagemap: return "pagemap";
     case ImageKind::files: return "files";
     case ImageKind::fdinfo: return "fdinfo";
+    case ImageKind::ghosts: return "ghosts";
   }
   return "unknown";
 }

@@ -27,6 +27,7 @@ enum class ImageKind : uint32_t {
   pagemap = 5,
   files = 6,
   fdinfo = 7,
+  ghosts = 8,
 };
 
 const char* image_kind_name(ImageKind kind);

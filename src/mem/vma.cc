@@ -28,9 +28,8 @@ Result<img::VmaKind> classify(pid_t pid, const proc::MapsEntry& m) {
     return failf("{}: System V shared memory is not supported yet", where);
   if (starts_with(m.path, "/memfd:"))
     return failf("{}: memfd mappings are not supported yet", where);
-  if (ends_with(m.path, " (deleted)"))
-    return failf("{}: the mapped file was deleted (a ghost file); ghost files are not "
-                 "supported yet", where);
+  // A deleted file is reached through /proc/PID/map_files by the dumper.
+  if (ends_with(m.path, " (deleted)")) return m.shared ? img::VMA_FILE_SHARED : img::VMA_FILE_PRIVATE;
   if (m.path.empty() || m.path[0] != '/')
     return failf("{}: mapping of an unnamed file is not supported", where);
   // The file must still be the one mapped: restore maps it by path.
@@ -67,7 +66,9 @@ Result<std::vector<VmaInfo>> collect_vmas(pid_t pid) {
     v.set_path(m.path);
     v.set_dev(makedev(m.dev_major, m.dev_minor));
     v.set_ino(m.inode);
-    out.push_back({std::move(v), std::move(m)});
+    bool deleted = ends_with(m.path, " (deleted)") &&
+                   (kind == img::VMA_FILE_SHARED || kind == img::VMA_FILE_PRIVATE);
+    out.push_back({std::move(v), std::move(m), deleted});
   }
   return out;
 }

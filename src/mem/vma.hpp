@@ -14,6 +14,7 @@ namespace minicriu {
 struct VmaInfo {
   img::Vma vma;
   proc::MapsEntry maps;
+  bool deleted = false;  // its file has no name any more: reached by map_files
 };
 
 // Classifies every mapping of pid; refuses, with one line naming the process,

@@ -43,6 +43,13 @@ int main(int argc, char** argv) {
   dump_cmd->add_flag("-R,--leave-running", dump.leave_running,
                      "Leave the tree running after the dump (default: kill it once the "
                      "images are complete)");
+  dump_cmd->add_option("--ghost-limit", dump.ghost_limit,
+                       "Largest ghost file (open, no name left) whose data a dump carries, "
+                       "counting allocated data only, e.g. 64M, 2G (default 1G)");
+  dump_cmd->add_option("--ghost-policy", dump.ghost_policy,
+                       "PATTERN:copy or PATTERN:fail for ghost files whose last path matches "
+                       "the glob PATTERN, regardless of --ghost-limit; repeatable, first match "
+                       "wins (e.g. '/tmp/ompi-*:copy')");
   dump_cmd->add_flag("-v,--verbose", verbosity, "Same as the global -v");
 
   minicriu::RestoreOptions restore;
@@ -51,6 +58,9 @@ int main(int argc, char** argv) {
   restore_cmd->add_flag("-d,--detach", restore.detach,
                         "Print the root PID and return once the tree runs (default: wait for "
                         "the restored root and exit with its status)");
+  restore_cmd->add_option("--ghost-dir", restore.ghost_dir,
+                          "Directory to recreate ghost files in when the directory they "
+                          "were in is gone (they are unlinked again once restored)");
   restore_cmd->add_flag("-v,--verbose", verbosity, "Same as the global -v");
 
   minicriu::ShowOptions show;

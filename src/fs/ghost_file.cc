@@ -1,0 +1,205 @@
+#include "fs/ghost_file.hpp"
+
+#include <fcntl.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+
+#include "core/unique_fd.hpp"
+#include "fs/file_kind.hpp"
+
+namespace minicriu {
+
+namespace {
+
+constexpr const char kDeleted[] = " (deleted)";
+constexpr size_t kDeletedLen = sizeof(kDeleted) - 1;
+
+// Moves len bytes from in (at *in_off) to out (at its position) in the kernel.
+Status copy_range(int out, int in, off_t* in_off, uint64_t len, const std::string& what) {
+  while (len > 0) {
+    ssize_t n = ::sendfile(out, in, in_off, len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return failf_errno("{}: copying data", what);
+    if (n == 0) return failf("{}: data ends early", what);
+    len -= static_cast<uint64_t>(n);
+  }
+  return {};
+}
+
+// Data runs of a file, by SEEK_DATA/SEEK_HOLE on our own description of it.
+Result<std::vector<img::GhostExtent>> data_extents(int fd, uint64_t size, const std::string& what) {
+  std::vector<img::GhostExtent> out;
+  off_t pos = 0;
+  while (static_cast<uint64_t>(pos) < size) {
+    off_t data = ::lseek(fd, pos, SEEK_DATA);
+    if (data < 0 && errno == ENXIO) break;  // only a hole is left
+    if (data < 0) return failf_errno("{}: SEEK_DATA", what);
+    off_t hole = ::lseek(fd, data, SEEK_HOLE);
+    if (hole < 0) return failf_errno("{}: SEEK_HOLE", what);
+    img::GhostExtent e;
+    e.set_offset(static_cast<uint64_t>(data));
+    e.set_length(static_cast<uint64_t>(hole - data));
+    out.push_back(e);
+    pos = hole;
+  }
+  return out;
+}
+
+}  // namespace
+
+bool has_deleted_suffix(const std::string& link) {
+  return link.size() > kDeletedLen && link.compare(link.size() - kDeletedLen, kDeletedLen, kDeleted) == 0;
+}
+
+std::string strip_deleted_suffix(const std::string& link) {
+  return has_deleted_suffix(link) ? link.substr(0, link.size() - kDeletedLen) : link;
+}
+
+Result<uint32_t> GhostStore::add(const std::string& who, int fd, const std::string& link,
+                                 const struct stat& st) {
+  for (auto& g : entries_)
+    if (g.dev() == st.st_dev && g.ino() == st.st_ino) return g.id();
+  std::string path = strip_deleted_suffix(link);
+  std::string what = fmt::format("{}: ghost file {}", who, path);
+  // A description of our own: SEEK_DATA on the target's would move its offset.
+  UniqueFd own(::open(fmt::format("/proc/self/fd/{}", fd).c_str(), O_RDONLY | O_CLOEXEC));
+  if (!own) return failf_errno("{}: cannot reopen it", what);
+  ASSIGN_OR_RETURN(auto extents, data_extents(own.get(), static_cast<uint64_t>(st.st_size), what));
+  uint64_t allocated = 0;
+  for (auto& e : extents) allocated += e.length();
+  if (auto ok = policy_.decide(path, allocated); !ok)
+    return std::unexpected(ok.error().context(what));
+
+  img::GhostFile g;
+  g.set_id(static_cast<uint32_t>(entries_.size() + 1));
+  g.set_path(path);
+  g.set_size(static_cast<uint64_t>(st.st_size));
+  g.set_allocated(allocated);
+  g.set_mode(st.st_mode);
+  g.set_uid(st.st_uid);
+  g.set_gid(st.st_gid);
+  g.set_mtime_ns(static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec);
+  g.set_dev(st.st_dev);
+  g.set_ino(st.st_ino);
+  ASSIGN_OR_RETURN(auto data, RawImageFile::create(dir_.ghost_data(g.id())));
+  for (auto& e : extents) {
+    off_t off = static_cast<off_t>(e.offset());
+    TRY(copy_range(data.fd(), own.get(), &off, e.length(), what));
+    *g.add_extents() = e;
+  }
+  log_.info("{}: {} of data in {} extent(s), {} apparent", what, format_size(allocated),
+            extents.size(), format_size(g.size()));
+  data_.push_back(std::make_unique<RawImageFile>(std::move(data)));
+  entries_.push_back(std::move(g));
+  return entries_.back().id();
+}
+
+Status GhostStore::commit() {
+  for (auto& d : data_) TRY(d->commit());
+  data_.clear();
+  return {};
+}
+
+Result<RecreatedGhosts> RecreatedGhosts::recreate(const ImageDir& dir,
+                                                  const std::vector<img::GhostFile>& ghosts,
+                                                  const std::string& fallback_dir) {
+  RecreatedGhosts out;
+  for (auto& g : ghosts) {
+    std::string parent = std::filesystem::path(g.path()).parent_path();
+    if (parent.empty() || !std::filesystem::is_directory(parent)) {
+      if (fallback_dir.empty())
+        return failf("ghost file {}: its directory {} is gone; give another with --ghost-dir DIR",
+                     g.path(), parent);
+      parent = fallback_dir;
+    }
+    auto stamp = std::chrono::steady_clock::now().time_since_epoch().count();
+    std::string tmp = fmt::format("{}/.minicriu-ghost-{}-{}-{:x}", parent, g.id(), ::getpid(), stamp);
+    UniqueFd fd(::open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    if (!fd) return failf_errno("ghost file {}: cannot recreate it as {}", g.path(), tmp);
+    out.paths_[g.id()] = tmp;
+    // The size first: what no extent fills stays a hole.
+    if (::ftruncate(fd.get(), static_cast<off_t>(g.size())) != 0)
+      return failf_errno("ghost file {}: ftruncate to {}", g.path(), g.size());
+    UniqueFd data(::open(dir.ghost_data(g.id()).c_str(), O_RDONLY | O_CLOEXEC));
+    if (!data) return failf_errno("ghost file {}: cannot open {}", g.path(), dir.ghost_data(g.id()));
+    struct stat st;
+    if (::fstat(data.get(), &st) != 0 || static_cast<uint64_t>(st.st_size) != g.allocated())
+      return failf("ghost file {}: {} does not hold its {} bytes of data", g.path(),
+                   dir.ghost_data(g.id()), g.allocated());
+    off_t in = 0;
+    for (auto& e : g.extents()) {
+      if (::lseek(fd.get(), static_cast<off_t>(e.offset()), SEEK_SET) < 0)
+        return failf_errno("ghost file {}: seek", g.path());
+      TRY(copy_range(fd.get(), data.get(), &in, e.length(), "ghost file " + g.path()));
+    }
+    ::fchown(fd.get(), g.uid(), g.gid());
+    ::fchmod(fd.get(), g.mode() & 07777);
+    timespec times[2];
+    times[0].tv_nsec = UTIME_OMIT;
+    times[1].tv_sec = g.mtime_ns() / 1000000000;
+    times[1].tv_nsec = g.mtime_ns() % 1000000000;
+    ::futimens(fd.get(), times);
+  }
+  return out;
+}
+
+void RecreatedGhosts::unlink_all() {
+  for (auto& [id, path] : paths_) ::unlink(path.c_str());
+  paths_.clear();
+}
+
+}  // namespace minicriu
+
+// The ghost file kind: an fd on a regular file with no name left.
+namespace minicriu {
+
+namespace {
+
+class GhostFileKind final : public FileKind {
+ public:
+  const char* name() const override { return "ghost file"; }
+
+  bool matches(const FdDumpInfo& fd) const override {
+    return S_ISREG(fd.st.st_mode) && fd.st.st_nlink == 0 && has_deleted_suffix(fd.link) &&
+           fd.link.rfind("/memfd:", 0) != 0;
+  }
+
+  Status dump(const FdDumpInfo& fd, img::FileEntry& entry, FileDumpContext& ctx) const override {
+    ASSIGN_OR_RETURN(uint32_t ghost,
+                     ctx.ghosts.add(fd.what, fd.local_fd, fd.link, fd.st));
+    img::RegFile* reg = entry.mutable_reg();
+    reg->set_path(strip_deleted_suffix(fd.link));
+    reg->set_flags(fd.fdinfo.flags);
+    reg->set_pos(fd.fdinfo.pos);
+    reg->set_size(static_cast<uint64_t>(fd.st.st_size));
+    reg->set_mode(fd.st.st_mode);
+    reg->set_ino(fd.st.st_ino);
+    reg->set_dev(fd.st.st_dev);
+    reg->set_ghost_id(ghost);
+    return {};
+  }
+
+  bool restores(const img::FileEntry& entry) const override {
+    return entry.has_reg() && entry.reg().ghost_id() != 0;
+  }
+
+  Result<UniqueFd> open(const img::FileEntry& entry, const FileRestoreContext& ctx) const override {
+    const img::RegFile& reg = entry.reg();
+    if (!ctx.ghost_paths || !ctx.ghost_paths->count(reg.ghost_id()))
+      return failf("ghost file {} (ghost {}) was not recreated", reg.path(), reg.ghost_id());
+    return reopen_reg_file(ctx.ghost_paths->at(reg.ghost_id()), reg);
+  }
+};
+
+}  // namespace
+
+const FileKind& ghost_file_kind() {
+  static const GhostFileKind kind;
+  return kind;
+}
+
+}  // namespace minicriu

@@ -1,0 +1,74 @@
+// Ghost files: open files whose last name was removed (nlink 0). Their
+// contents live only in the kernel, so the dump carries them, sparse (only the
+// allocated data), once per inode, within the GhostPolicy; the restore
+// recreates each beside its old path under a temporary name, lets every holder
+// open and map it, then unlinks it again.
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/error.hpp"
+#include "core/log.hpp"
+#include "fs/ghost_policy.hpp"
+#include "images/image_dir.hpp"
+#include "images/image_io.hpp"
+#include "minicriu.pb.h"
+
+namespace minicriu {
+
+// " (deleted)" is what the kernel appends to the name of an unlinked file.
+bool has_deleted_suffix(const std::string& link);
+std::string strip_deleted_suffix(const std::string& link);
+
+// Dump side: the ghosts of one dump, their data files written as they come.
+class GhostStore {
+ public:
+  GhostStore(const ImageDir& dir, GhostPolicy policy, const Logger& log)
+      : dir_(dir), policy_(std::move(policy)), log_(log) {}
+
+  // The ghost behind an open file (fd is any open description of it; ours is
+  // reopened so the target's offset never moves). `who` names the holder for
+  // the refusal line ("pid 12: fd 5").
+  [[nodiscard]] Result<uint32_t> add(const std::string& who, int fd, const std::string& link,
+                                     const struct stat& st);
+  const std::vector<img::GhostFile>& entries() const { return entries_; }
+  // fsync and make the data files visible (see RawImageFile).
+  [[nodiscard]] Status commit();
+
+ private:
+  const ImageDir& dir_;
+  GhostPolicy policy_;
+  const Logger& log_;
+  std::vector<img::GhostFile> entries_;
+  std::vector<std::unique_ptr<RawImageFile>> data_;
+};
+
+// Restore side: every ghost recreated; unlinked again when this goes, which the
+// restore does once every process has opened and mapped what it needs.
+class RecreatedGhosts {
+ public:
+  RecreatedGhosts() = default;
+  RecreatedGhosts(const RecreatedGhosts&) = delete;
+  RecreatedGhosts& operator=(const RecreatedGhosts&) = delete;
+  RecreatedGhosts(RecreatedGhosts&&) = default;
+  RecreatedGhosts& operator=(RecreatedGhosts&&) = default;
+  ~RecreatedGhosts() { unlink_all(); }
+
+  // fallback_dir: where to recreate a ghost whose old directory is gone.
+  [[nodiscard]] static Result<RecreatedGhosts> recreate(const ImageDir& dir,
+                                                        const std::vector<img::GhostFile>& ghosts,
+                                                        const std::string& fallback_dir);
+  const std::map<uint32_t, std::string>& paths() const { return paths_; }
+  void unlink_all();
+
+ private:
+  std::map<uint32_t, std::string> paths_;
+};
+
+}  // namespace minicriu

@@ -1,0 +1,121 @@
+// Ghost files at dump: carried within the size policy, sparse, once per inode,
+// and refused in one line, target intact, when over the limit or a rule.
+#include <google/protobuf/util/json_util.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <filesystem>
+
+#include "e2e_util.hpp"
+#include "minicriu.pb.h"
+
+using namespace e2e;
+
+namespace {
+
+minicriu::img::CheckpointView show_json(const std::string& images) {
+  auto json = run_minicriu({"show", "--json", "-D", images});
+  minicriu::img::CheckpointView view;
+  EXPECT_EQ(json.status, 0) << json.output;
+  EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(json.output, &view).ok()) << json.output;
+  return view;
+}
+
+void expect_intact(Program& p) {
+  ASSERT_TRUE(p.alive());
+  p.signal(SIGUSR1);
+  EXPECT_EQ(p.wait_exit().value_or(-1), 0) << p.log();
+}
+
+}  // namespace
+
+TEST(GhostDump, SharedPoolOfTwoProcessesIsCarriedOnceByDefault) {
+  TempDir dir;
+  std::string images = dir / "images";
+  std::filesystem::create_directory(images);
+  Program p("ghost", dir, {"shared"});
+  ASSERT_TRUE(p.wait_ready());
+  auto r = run_minicriu({"-v", "dump", "-t", std::to_string(p.pid()), "-D", images, "--leave-running"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto view = show_json(images);
+  ASSERT_EQ(view.processes_size(), 2);
+  ASSERT_EQ(view.ghosts_size(), 1) << "one inode, one ghost";
+  const auto& g = view.ghosts(0);
+  EXPECT_EQ(g.path(), dir / "pool");
+  EXPECT_EQ(g.size(), 64u << 20);
+  EXPECT_EQ(g.allocated(), 64u << 20);
+  EXPECT_EQ(std::filesystem::file_size(images + "/ghost-1.data"), 64u << 20);
+  // The pool's data is in the ghost alone, not again as memory of either process.
+  for (auto& proc : view.processes()) {
+    uint64_t pages = 0;
+    for (auto& e : proc.pagemap()) pages += e.nr_pages();
+    EXPECT_LT(pages * 4096, 8u << 20) << "pid " << proc.pstree().pid();
+    bool mapped = false;
+    for (auto& v : proc.mm().vmas())
+      if (v.file_id() && v.kind() == minicriu::img::VMA_FILE_SHARED) mapped = true;
+    EXPECT_TRUE(mapped) << "the pool mapping does not point at the ghost";
+  }
+  expect_intact(p);
+}
+
+TEST(GhostDump, SparseGigabyteCarriesOnlyItsData) {
+  TempDir dir;
+  std::string images = dir / "images";
+  std::filesystem::create_directory(images);
+  Program p("ghost", dir, {"sparse"});
+  ASSERT_TRUE(p.wait_ready());
+  auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", images, "--leave-running"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto view = show_json(images);
+  ASSERT_EQ(view.ghosts_size(), 1);
+  EXPECT_EQ(view.ghosts(0).size(), 1ull << 30);
+  EXPECT_LE(view.ghosts(0).allocated(), (1u << 20) + 8192);
+  EXPECT_GE(view.ghosts(0).allocated(), (1u << 20) + 4);
+  EXPECT_EQ(view.ghosts(0).extents_size(), 2);
+  EXPECT_LE(std::filesystem::file_size(images + "/ghost-1.data"), (1u << 20) + 8192);
+  expect_intact(p);
+}
+
+TEST(GhostDump, OverTheLimitIsRefusedInOneLineAndTheTreeRuns) {
+  TempDir dir;
+  Program p("ghost", dir, {"shared"});
+  ASSERT_TRUE(p.wait_ready());
+  auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", dir.path(), "--ghost-limit", "1M"});
+  EXPECT_EQ(r.status, 1);
+  // The pool is held by fd 3 and a mapping: the fd is named.
+  std::string expected = "minicriu: error: pid " + std::to_string(p.pid()) + ": fd 3: ghost file ";
+  EXPECT_EQ(r.output.rfind(expected, 0), 0u) << r.output;
+  EXPECT_EQ(r.output.find("pid", 20), std::string::npos) << "the pid is named twice: " << r.output;
+  EXPECT_NE(r.output.find(": ghost file " + (dir / "pool") +
+                          ": 64 MiB of data, over the ghost file limit of 1 MiB; raise it with "
+                          "--ghost-limit SIZE or let this path through with --ghost-policy "
+                          "'PATTERN:copy'\n"),
+            std::string::npos)
+      << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1);
+  EXPECT_FALSE(std::filesystem::exists(dir / "ghost-1.data"));
+  EXPECT_FALSE(std::filesystem::exists(dir / "ghost-1.data.part"));
+  expect_intact(p);
+}
+
+TEST(GhostDump, PolicyRulesWinOverTheLimit) {
+  TempDir dir;
+  std::string images = dir / "images";
+  std::filesystem::create_directory(images);
+  Program p("ghost", dir, {"shared"});
+  ASSERT_TRUE(p.wait_ready());
+  std::string pid = std::to_string(p.pid());
+  auto refused = run_minicriu({"dump", "-t", pid, "-D", images, "--ghost-policy", dir.path() + "/*:fail"});
+  EXPECT_EQ(refused.status, 1);
+  EXPECT_NE(refused.output.find("refused by --ghost-policy '" + dir.path() + "/*:fail'"), std::string::npos)
+      << refused.output;
+  ASSERT_TRUE(p.alive());
+  auto allowed = run_minicriu({"dump", "-t", pid, "-D", images, "-R", "--ghost-limit", "4K",
+                               "--ghost-policy", dir.path() + "/po*:copy"});
+  EXPECT_EQ(allowed.status, 0) << allowed.output;
+  auto bad = run_minicriu({"dump", "-t", pid, "-D", images, "--ghost-limit", "lots"});
+  EXPECT_EQ(bad.status, 1);
+  EXPECT_NE(bad.output.find("--ghost-limit: size 'lots' does not start with a number"), std::string::npos)
+      << bad.output;
+  expect_intact(p);
+}
