@@ -53,7 +53,7 @@ class Dumper {
  public:
   Dumper(const DumpOptions& options, GhostPolicy policy)
       : options_(options), log_(options.log), dir_(options.images_dir),
-        ghosts_(dir_, std::move(policy), log_), files_(FileDumpContext{ghosts_}) {}
+        ghosts_(dir_, std::move(policy), log_), files_(FileDumpContext{ghosts_, created_links_}) {}
 
   Result<DumpStats> run();
 
@@ -69,6 +69,7 @@ class Dumper {
   const DumpOptions& options_;
   Logger log_;
   ImageDir dir_;
+  std::vector<std::string> created_links_;
   GhostStore ghosts_;
   FileRegistry files_;
   DumpStats stats_;
@@ -206,6 +207,8 @@ Status Dumper::write_images(std::vector<ProcessImages>& images, pid_t root) {
 void Dumper::remove_written() {
   for (auto& p : written_) ::unlink(p.c_str());
   written_.clear();
+  for (auto& p : created_links_) ::unlink(p.c_str());
+  created_links_.clear();
 }
 
 Result<DumpStats> Dumper::run() {

@@ -63,7 +63,9 @@ std::string file_summary(const google::protobuf::RepeatedPtrField<img::FileEntry
     if (f.id() != id) continue;
     if (f.has_reg())
       return fmt::format("{} (flags {:#o}, pos {}{})", f.reg().path(), f.reg().flags(), f.reg().pos(),
-                         f.reg().ghost_id() ? fmt::format(", ghost {}", f.reg().ghost_id()) : "");
+                         f.reg().ghost_id() ? fmt::format(", ghost {}", f.reg().ghost_id())
+                         : f.reg().remove_after_restore() ? ", link remap"
+                                                          : "");
     return fmt::format("file {}", id);
   }
   return fmt::format("missing file {}", id);

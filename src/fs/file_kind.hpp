@@ -33,6 +33,9 @@ class GhostStore;
 // What kinds may use while dumping: the stores of data shared by many fds.
 struct FileDumpContext {
   GhostStore& ghosts;
+  // Names the dump made in the file system (link remaps): removed again if the
+  // dump fails.
+  std::vector<std::string>& created_links;
 };
 
 // What kinds may use while opening files again in a restored process.

@@ -1,19 +1,54 @@
-// Regular files, directories and device nodes that are reached by a path that
-// still names them: reopened by path with the same flags and offset.
+// Regular files, directories and device nodes reached by a path that names
+// them: reopened by path with the same flags and offset. A file whose name was
+// unlinked while another name survives is reached through that other name.
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <filesystem>
+
+#include "core/unique_fd.hpp"
 #include "fs/file_kind.hpp"
+#include "fs/ghost_file.hpp"
 
 namespace minicriu {
 
 namespace {
 
-bool ends_with_deleted(const std::string& s) {
-  static const std::string kDeleted = " (deleted)";
-  return s.size() >= kDeleted.size() &&
-         s.compare(s.size() - kDeleted.size(), kDeleted.size(), kDeleted) == 0;
+bool ends_with_deleted(const std::string& s) { return has_deleted_suffix(s); }
+
+// A name of the open file other than its unlinked one: another entry of the
+// same directory if there is one, else a new link made beside the old name
+// (linkat through /proc/self/fd; nlink > 0 allows it), which the restore
+// removes again. The bool says which.
+Result<std::pair<std::string, bool>> surviving_name(const FdDumpInfo& fd,
+                                                    std::vector<std::string>& created) {
+  std::filesystem::path old = strip_deleted_suffix(fd.link);
+  std::string dir = old.parent_path();
+  if (DIR* d = ::opendir(dir.c_str())) {
+    std::string found;
+    while (dirent* e = ::readdir(d)) {
+      struct stat st;
+      if (::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+          st.st_ino == fd.st.st_ino && st.st_dev == fd.st.st_dev) {
+        found = dir + "/" + e->d_name;
+        break;
+      }
+    }
+    ::closedir(d);
+    if (!found.empty()) return std::pair{found, false};
+  } else {
+    return failf("{}: {} was unlinked and its directory is gone; cannot reach the file again",
+                 fd.what, old.string());
+  }
+  std::string remap = fmt::format("{}/.minicriu-link-{:x}-{}", dir, fd.st.st_dev, fd.st.st_ino);
+  std::string src = fmt::format("/proc/self/fd/{}", fd.local_fd);
+  if (::linkat(AT_FDCWD, src.c_str(), AT_FDCWD, remap.c_str(), AT_SYMLINK_FOLLOW) == 0)
+    created.push_back(remap);
+  else if (errno != EEXIST)  // EEXIST: an earlier checkpoint made it, for the same file
+    return failf_errno("{}: cannot link the unlinked file {} as {}", fd.what, old.string(), remap);
+  return std::pair{remap, true};
 }
 
 class RegularFileKind final : public FileKind {
@@ -21,20 +56,27 @@ class RegularFileKind final : public FileKind {
   const char* name() const override { return "regular file"; }
 
   bool matches(const FdDumpInfo& fd) const override {
-    if (fd.link.empty() || fd.link[0] != '/' || ends_with_deleted(fd.link)) return false;
-    if (fd.link.rfind("/memfd:", 0) == 0) return false;
+    if (fd.link.empty() || fd.link[0] != '/' || fd.link.rfind("/memfd:", 0) == 0) return false;
+    // An unlinked name: ours only while another name survives (nlink > 0).
+    if (ends_with_deleted(fd.link) && (fd.st.st_nlink == 0 || fd.local_fd < 0)) return false;
     return S_ISREG(fd.st.st_mode) || S_ISDIR(fd.st.st_mode) || S_ISCHR(fd.st.st_mode) ||
            S_ISBLK(fd.st.st_mode);
   }
 
-  Status dump(const FdDumpInfo& fd, img::FileEntry& entry, FileDumpContext&) const override {
+  Status dump(const FdDumpInfo& fd, img::FileEntry& entry, FileDumpContext& ctx) const override {
+    std::string path = fd.link;
+    bool remap = false;
+    if (ends_with_deleted(fd.link)) {
+      ASSIGN_OR_RETURN(std::tie(path, remap), surviving_name(fd, ctx.created_links));
+    }
     // The name must still reach the same file, or restore would open another.
     struct stat by_path;
-    if (::stat(fd.link.c_str(), &by_path) != 0 || by_path.st_ino != fd.st.st_ino ||
+    if (::stat(path.c_str(), &by_path) != 0 || by_path.st_ino != fd.st.st_ino ||
         by_path.st_dev != fd.st.st_dev)
-      return failf("{}: {} now names another file than the open one", fd.what, fd.link);
+      return failf("{}: {} now names another file than the open one", fd.what, path);
     img::RegFile* reg = entry.mutable_reg();
-    reg->set_path(fd.link);
+    reg->set_path(path);
+    reg->set_remove_after_restore(remap);
     reg->set_flags(fd.fdinfo.flags);
     reg->set_pos(fd.fdinfo.pos);
     reg->set_size(static_cast<uint64_t>(fd.st.st_size));

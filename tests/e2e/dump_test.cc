@@ -143,23 +143,6 @@ TEST(DumpFails, ImageDirMissing) {
   expect_intact(p);
 }
 
-// A mount of our own for the image directory, undone at the end.
-class TmpfsMount {
- public:
-  TmpfsMount(const std::string& where, const std::string& opts) : where_(where) {
-    std::filesystem::create_directory(where);
-    ok_ = ::mount("minicriu-test", where.c_str(), "tmpfs", 0, opts.c_str()) == 0;
-  }
-  ~TmpfsMount() {
-    if (ok_) ::umount2(where_.c_str(), MNT_DETACH);
-  }
-  bool ok() const { return ok_; }
-
- private:
-  std::string where_;
-  bool ok_ = false;
-};
-
 TEST(DumpFails, ImageDirReadOnly) {
   TempDir dir;
   TmpfsMount ro(dir / "ro", "size=1m");

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -154,6 +155,15 @@ std::optional<int> Program::wait_exit(int timeout_ms) {
 }
 
 std::string Program::log() const { return slurp(log_file_); }
+
+TmpfsMount::TmpfsMount(const std::string& where, const std::string& options) : where_(where) {
+  std::filesystem::create_directories(where);
+  ok_ = ::mount("minicriu-test", where.c_str(), "tmpfs", 0, options.c_str()) == 0;
+}
+
+TmpfsMount::~TmpfsMount() {
+  if (ok_) ::umount2(where_.c_str(), MNT_DETACH);
+}
 
 std::optional<int> wait_pid(pid_t pid, int timeout_ms) {
   auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);

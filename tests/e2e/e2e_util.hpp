@@ -56,6 +56,21 @@ class Program {
   std::string log_file_;
 };
 
+// A tmpfs mounted for one test (a tiny disk, a read-only directory), unmounted
+// at the end. ok() is false where mounting is not permitted.
+class TmpfsMount {
+ public:
+  TmpfsMount(const std::string& where, const std::string& options);
+  ~TmpfsMount();
+  TmpfsMount(const TmpfsMount&) = delete;
+  TmpfsMount& operator=(const TmpfsMount&) = delete;
+  bool ok() const { return ok_; }
+
+ private:
+  std::string where_;
+  bool ok_ = false;
+};
+
 // Waits for any child with this pid (restored processes are our children, or
 // reparented to us as subreaper) and returns its exit code or 128+signal.
 std::optional<int> wait_pid(pid_t pid, int timeout_ms = 20000);

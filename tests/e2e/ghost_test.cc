@@ -119,3 +119,58 @@ TEST(GhostDump, PolicyRulesWinOverTheLimit) {
       << bad.output;
   expect_intact(p);
 }
+
+TEST(GhostDump, UnlinkedNameWithASurvivingNameIsReopenedThroughIt) {
+  TempDir dir;
+  std::string images = dir / "images";
+  std::filesystem::create_directory(images);
+  Program p("ghost", dir, {"linked-same"});
+  ASSERT_TRUE(p.wait_ready());
+  auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", images, "--leave-running"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto view = show_json(images);
+  EXPECT_EQ(view.ghosts_size(), 0) << "a file with a name is not a ghost";
+  bool found = false;
+  for (auto& f : view.files())
+    if (f.has_reg() && f.reg().path() == dir / "second") {
+      found = true;
+      EXPECT_FALSE(f.reg().remove_after_restore());
+      EXPECT_EQ(f.reg().pos(), 3u);
+    }
+  EXPECT_TRUE(found) << "the surviving name was not used";
+  expect_intact(p);
+}
+
+TEST(GhostDump, SurvivingNameElsewhereGetsALinkRemapBesideTheOldName) {
+  TempDir dir;
+  std::string images = dir / "images";
+  std::filesystem::create_directory(images);
+  Program p("ghost", dir, {"linked-other"});
+  ASSERT_TRUE(p.wait_ready());
+  auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", images, "--leave-running"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto view = show_json(images);
+  std::string remap;
+  for (auto& f : view.files())
+    if (f.has_reg() && f.reg().remove_after_restore()) remap = f.reg().path();
+  ASSERT_FALSE(remap.empty());
+  EXPECT_EQ(std::filesystem::path(remap).parent_path(), dir.path());
+  EXPECT_TRUE(std::filesystem::exists(remap));
+  expect_intact(p);
+}
+
+TEST(GhostDump, AFailedDumpRemovesTheLinkRemapItMade) {
+  TempDir dir;
+  Program p("ghost", dir, {"linked-other"});
+  ASSERT_TRUE(p.wait_ready());
+  // A disk too small fails the dump at its pages, after the fds made the link.
+  TmpfsMount small(dir / "small", "size=64k");
+  if (!small.ok()) GTEST_SKIP() << "cannot mount tmpfs here (needs root)";
+  auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", dir / "small"});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("No space left on device"), std::string::npos) << r.output;
+  for (auto& e : std::filesystem::directory_iterator(dir.path()))
+    EXPECT_EQ(e.path().filename().string().rfind(".minicriu-link", 0), std::string::npos)
+        << "left behind: " << e.path();
+  expect_intact(p);
+}

@@ -97,10 +97,37 @@ static int sparse_mode(const char* ready, const char* dir) {
   return prog_finish();
 }
 
+/* linked: a file whose name was unlinked while another survives, in the same
+ * directory (same) or elsewhere (other). */
+static int linked_mode(const char* ready, const char* dir, int elsewhere) {
+  char path[4096], other[4096];
+  snprintf(path, sizeof(path), "%s/first", dir);
+  snprintf(other, sizeof(other), elsewhere ? "%s/sub/second" : "%s/second", dir);
+  if (elsewhere) {
+    char sub[4096];
+    snprintf(sub, sizeof(sub), "%s/sub", dir);
+    mkdir(sub, 0700);
+  }
+  int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+  if (fd < 0 || write(fd, "0123456789", 10) != 10 || link(path, other) != 0) return 2;
+  unlink(path);
+  lseek(fd, 3, SEEK_SET);
+  prog_ready(ready);
+  while (!prog_usr1) pause();
+  char c;
+  CHECK(read(fd, &c, 1) == 1 && c == '3', "offset or contents");
+  struct stat st, by_name;
+  CHECK(fstat(fd, &st) == 0 && stat(other, &by_name) == 0 && st.st_ino == by_name.st_ino,
+        "not the file the surviving name names");
+  return prog_finish();
+}
+
 int main(int argc, char** argv) {
   if (argc < 4) { fprintf(stderr, "usage: ghost READY DIR shared|sparse\n"); return 2; }
   prog_install_usr1();
   if (strcmp(argv[3], "shared") == 0) return shared_mode(argv[1], argv[2]);
   if (strcmp(argv[3], "sparse") == 0) return sparse_mode(argv[1], argv[2]);
+  if (strcmp(argv[3], "linked-same") == 0) return linked_mode(argv[1], argv[2], 0);
+  if (strcmp(argv[3], "linked-other") == 0) return linked_mode(argv[1], argv[2], 1);
   return 2;
 }
