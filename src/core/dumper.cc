@@ -7,12 +7,14 @@
 
 #include <chrono>
 #include <memory>
+#include <set>
 
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "core/version.hpp"
 #include "fs/fd_table.hpp"
 #include "fs/ghost_file.hpp"
+#include "fs/pipe.hpp"
 #include "images/image_dir.hpp"
 #include "images/image_io.hpp"
 #include "mem/page_dump.hpp"
@@ -53,7 +55,8 @@ class Dumper {
  public:
   Dumper(const DumpOptions& options, GhostPolicy policy)
       : options_(options), log_(options.log), dir_(options.images_dir),
-        ghosts_(dir_, std::move(policy), log_), files_(FileDumpContext{ghosts_, created_links_}) {}
+        ghosts_(dir_, std::move(policy), log_), pipes_(dir_),
+        files_(FileDumpContext{ghosts_, pipes_, created_links_}) {}
 
   Result<DumpStats> run();
 
@@ -62,6 +65,7 @@ class Dumper {
   [[nodiscard]] Status run_parasite(FrozenProcess& proc, std::vector<VmaInfo>& vmas,
                                     const std::vector<FdListing>& fds, ProcessImages& out);
   [[nodiscard]] Status write_images(std::vector<ProcessImages>& images, pid_t root);
+  [[nodiscard]] Status check_external_pipes(TaskTree& tree);
   template <typename M>
   [[nodiscard]] Status write_stream(const std::string& path, ImageKind kind, const std::vector<M>& msgs);
   void remove_written();
@@ -71,6 +75,7 @@ class Dumper {
   ImageDir dir_;
   std::vector<std::string> created_links_;
   GhostStore ghosts_;
+  PipeStore pipes_;
   FileRegistry files_;
   DumpStats stats_;
   std::vector<std::string> written_;
@@ -183,6 +188,9 @@ Status Dumper::write_images(std::vector<ProcessImages>& images, pid_t root) {
   }
   TRY(write_stream(dir_.pstree(), ImageKind::pstree, pstree));
   TRY(write_stream(dir_.files(), ImageKind::files, files_.entries()));
+  TRY(pipes_.commit());
+  if (!pipes_.entries().empty()) written_.push_back(dir_.pipes_data());
+  TRY(write_stream(dir_.pipes(), ImageKind::pipes, pipes_.entries()));
   TRY(ghosts_.commit());
   for (auto& g : ghosts_.entries()) written_.push_back(dir_.ghost_data(g.id()));
   TRY(write_stream(dir_.ghosts(), ImageKind::ghosts, ghosts_.entries()));
@@ -204,6 +212,16 @@ Status Dumper::write_images(std::vector<ProcessImages>& images, pid_t root) {
   return write_stream(dir_.inventory(), ImageKind::inventory, std::vector<img::Inventory>{inv});
 }
 
+// A pipe whose other end lives outside the tree would come back connected to
+// nothing: refuse it until the user brings that process into the dump.
+Status Dumper::check_external_pipes(TaskTree& tree) {
+  std::set<pid_t> pids;
+  for (auto& p : tree.processes()) pids.insert(p.pid);
+  ASSIGN_OR_RETURN(std::string holder, pipes_.find_external_holder(pids));
+  if (holder.empty()) return {};
+  return failf("{}; dump the tree that holds both ends, or close the pipe there before the dump", holder);
+}
+
 void Dumper::remove_written() {
   for (auto& p : written_) ::unlink(p.c_str());
   written_.clear();
@@ -222,6 +240,7 @@ Result<DumpStats> Dumper::run() {
   std::vector<ProcessImages> images(tree->processes().size());
   Status st;
   for (size_t i = 0; i < images.size() && st; i++) st = dump_process(tree->processes()[i], images[i]);
+  if (st) st = check_external_pipes(*tree);
   stats_.processes = static_cast<unsigned>(tree->processes().size());
   stats_.threads = tree->thread_count();
   stats_.page_bytes = stats_.pages_dumped * 4096;

@@ -38,6 +38,8 @@ Result<img::CheckpointView> load(const ImageDir& dir) {
   ASSIGN_OR_RETURN(auto pstree, read_all_images<img::ProcessEntry>(dir.pstree(), ImageKind::pstree));
   ASSIGN_OR_RETURN(auto files, read_all_images<img::FileEntry>(dir.files(), ImageKind::files));
   for (auto& f : files) *c.add_files() = std::move(f);
+  ASSIGN_OR_RETURN(auto pipes, read_all_images<img::PipeData>(dir.pipes(), ImageKind::pipes));
+  for (auto& p : pipes) *c.add_pipes() = std::move(p);
   ASSIGN_OR_RETURN(auto ghosts, read_all_images<img::GhostFile>(dir.ghosts(), ImageKind::ghosts));
   for (auto& g : ghosts) *c.add_ghosts() = std::move(g);
   for (auto& p : pstree) {
@@ -66,6 +68,10 @@ std::string file_summary(const google::protobuf::RepeatedPtrField<img::FileEntry
                          f.reg().ghost_id() ? fmt::format(", ghost {}", f.reg().ghost_id())
                          : f.reg().remove_after_restore() ? ", link remap"
                                                           : "");
+    if (f.has_pipe())
+      return fmt::format("pipe:[{}] {} end{}", f.pipe().pipe_ino(),
+                         (f.pipe().flags() & 3) == 0 ? "read" : "write",
+                         (f.pipe().flags() & 04000) ? ", non-blocking" : "");
     return fmt::format("file {}", id);
   }
   return fmt::format("missing file {}", id);
@@ -79,6 +85,8 @@ std::string text(const img::CheckpointView& c) {
   for (auto& g : c.ghosts())
     out += fmt::format("ghost {}: {} ({} bytes, {} bytes of data in {} extent(s))\n", g.id(), g.path(),
                        g.size(), g.allocated(), g.extents_size());
+  for (auto& p : c.pipes())
+    out += fmt::format("pipe:[{}]: {} bytes queued, capacity {}\n", p.pipe_ino(), p.bytes(), p.capacity());
   for (auto& p : c.processes()) {
     auto& e = p.pstree();
     uint64_t pages = 0;

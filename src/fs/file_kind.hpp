@@ -29,10 +29,13 @@ struct FdDumpInfo {
 };
 
 class GhostStore;
+class PipeStore;
+class PipeRestorer;
 
 // What kinds may use while dumping: the stores of data shared by many fds.
 struct FileDumpContext {
   GhostStore& ghosts;
+  PipeStore& pipes;
   // Names the dump made in the file system (link remaps): removed again if the
   // dump fails.
   std::vector<std::string>& created_links;
@@ -41,6 +44,7 @@ struct FileDumpContext {
 // What kinds may use while opening files again in a restored process.
 struct FileRestoreContext {
   const std::map<uint32_t, std::string>* ghost_paths = nullptr;  // recreated ghosts by id
+  PipeRestorer* pipes = nullptr;                                 // pipes created once each
 };
 
 class FileKind {
@@ -69,6 +73,7 @@ const std::vector<const FileKind*>& file_kinds();
 // Defined by each kind's file.
 const FileKind& regular_file_kind();
 const FileKind& ghost_file_kind();
+const FileKind& pipe_kind();
 
 // Reopens a file by path with its dumped flags and offset (regular and ghost
 // files both end here).

@@ -18,6 +18,8 @@ class ImageDir {
   std::string inventory() const { return path_ + "/inventory.img"; }
   std::string pstree() const { return path_ + "/pstree.img"; }
   std::string files() const { return path_ + "/files.img"; }
+  std::string pipes() const { return path_ + "/pipes.img"; }
+  std::string pipes_data() const { return path_ + "/pipes-data.img"; }
   std::string ghosts() const { return path_ + "/ghosts.img"; }
   std::string ghost_data(uint32_t id) const { return path_ + "/ghost-" + std::to_string(id) + ".data"; }
   std::string core(pid_t pid) const { return per_pid("core", pid); }

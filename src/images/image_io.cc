@@ -28,6 +28,7 @@ const char* image_kind_name(ImageKind kind) {
     case ImageKind::files: return "files";
     case ImageKind::fdinfo: return "fdinfo";
     case ImageKind::ghosts: return "ghosts";
+    case ImageKind::pipes: return "pipes";
   }
   return "unknown";
 }

@@ -28,6 +28,7 @@ enum class ImageKind : uint32_t {
   files = 6,
   fdinfo = 7,
   ghosts = 8,
+  pipes = 9,
 };
 
 const char* image_kind_name(ImageKind kind);

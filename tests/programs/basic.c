@@ -2,6 +2,7 @@
  * anonymous mapping), a file open at an offset, a read-only mapping of that
  * file, and a counter that keeps running. After SIGUSR1 it checks all of it. */
 #include <sys/mman.h>
+#include <sys/socket.h>
 
 #include "prog_common.h"
 
@@ -33,9 +34,9 @@ int main(int argc, char** argv) {
   mprotect(guarded, 4096, PROT_NONE);
   const char* fmap = mmap(NULL, 1000, PROT_READ, MAP_SHARED, fd, 0);
 
-  /* "pipe": hold a pipe, which the dump must refuse. */
-  int pfd[2] = {-1, -1};
-  if (argc > 3 && strcmp(argv[3], "pipe") == 0 && pipe(pfd) != 0) return 2;
+  /* "socket": hold a socket pair, which the dump must refuse (not supported yet). */
+  int sfd[2] = {-1, -1};
+  if (argc > 3 && strcmp(argv[3], "socket") == 0 && socketpair(AF_UNIX, SOCK_STREAM, 0, sfd) != 0) return 2;
 
   volatile uint64_t counter = 0;
   prog_ready(argv[1]);

@@ -1,0 +1,65 @@
+// Pipes: every end an open file description (PipeFile), every pipe's queued
+// bytes once (PipeData), read at dump without consuming them (tee), written
+// back at restore before anyone can read.
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <memory>
+#include <set>
+#include <vector>
+
+#include "core/error.hpp"
+#include "core/unique_fd.hpp"
+#include "images/image_dir.hpp"
+#include "images/image_io.hpp"
+#include "minicriu.pb.h"
+
+namespace minicriu {
+
+// Dump side: the pipes of one dump and their queued bytes.
+class PipeStore {
+ public:
+  explicit PipeStore(const ImageDir& dir) : dir_(dir) {}
+  // Records the pipe behind local_fd (either end) once, with its bytes.
+  [[nodiscard]] Status add(const std::string& what, int local_fd, uint64_t pipe_ino);
+  const std::vector<img::PipeData>& entries() const { return entries_; }
+  // Pipes that processes outside the tree hold too: what holds them, for a
+  // refusal. Scans /proc/*/fd of every process not in `tree`.
+  [[nodiscard]] Result<std::string> find_external_holder(const std::set<pid_t>& tree) const;
+  [[nodiscard]] Status commit();
+
+ private:
+  const ImageDir& dir_;
+  std::vector<img::PipeData> entries_;
+  std::map<uint64_t, std::string> first_holder_;  // for messages
+  std::unique_ptr<RawImageFile> data_;
+};
+
+// Restore side: each pipe created once, its bytes written back, its ends
+// handed out as the fds that held them ask. Ends nobody asked for are closed
+// with this object, so a reader still sees EOF when the last writer goes.
+class PipeRestorer {
+ public:
+  PipeRestorer() = default;
+  PipeRestorer(const PipeRestorer&) = delete;
+  PipeRestorer& operator=(const PipeRestorer&) = delete;
+  [[nodiscard]] static Result<std::unique_ptr<PipeRestorer>> load(const ImageDir& dir);
+  // A new open file description of the given end of the pipe.
+  [[nodiscard]] Result<UniqueFd> open_end(const img::PipeFile& end);
+
+ private:
+  struct Pipe {
+    UniqueFd read_end, write_end;
+    bool read_given = false, write_given = false;
+  };
+  [[nodiscard]] Result<Pipe*> create(uint64_t ino);
+
+  std::string data_path_;
+  std::map<uint64_t, img::PipeData> data_;
+  std::map<uint64_t, uint64_t> data_offset_;
+  std::map<uint64_t, Pipe> pipes_;
+};
+
+}  // namespace minicriu
