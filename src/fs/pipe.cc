@@ -64,7 +64,8 @@ Result<std::string> PipeStore::find_external_holder(const std::set<pid_t>& tree)
   for (auto& p : entries_) links[pipe_link(p.pipe_ino())] = p.pipe_ino();
   ASSIGN_OR_RETURN(auto pids, proc::list_numeric_dir("/proc"));
   for (pid_t pid : pids) {
-    if (tree.count(pid) || pid == ::getpid()) continue;
+    // Ourselves included: a runtime linking us may hold the other end.
+    if (tree.count(pid)) continue;
     auto fds = proc::list_numeric_dir(proc::pid_path(pid, "fd"));
     if (!fds) continue;  // gone, or a kernel thread
     for (int fd : *fds) {
