@@ -137,6 +137,12 @@ Status Dumper::dump_process(FrozenProcess& proc, ProcessImages& out) {
   out.entry.set_ppid(static_cast<uint32_t>(proc.ppid));
   out.entry.set_pgid(static_cast<uint32_t>(stat.pgrp));
   out.entry.set_sid(static_cast<uint32_t>(stat.session));
+  if (proc.zombie) {
+    out.entry.set_zombie(true);
+    out.entry.set_exit_status(static_cast<uint32_t>(proc.exit_status));
+    out.entry.add_tids(static_cast<uint32_t>(pid));
+    return {};
+  }
   for (auto& t : proc.threads) out.entry.add_tids(static_cast<uint32_t>(t.tid()));
 
   ASSIGN_OR_RETURN(auto vmas, collect_vmas(pid));
@@ -179,6 +185,7 @@ Status Dumper::write_images(std::vector<ProcessImages>& images, pid_t root) {
   for (auto& p : images) {
     pid_t pid = static_cast<pid_t>(p.entry.pid());
     pstree.push_back(p.entry);
+    if (p.entry.zombie()) continue;
     TRY(write_stream(dir_.core(pid), ImageKind::core, std::vector<img::ProcessCore>{p.core}));
     TRY(write_stream(dir_.mm(pid), ImageKind::mm, std::vector<img::MmCore>{p.mm}));
     TRY(write_stream(dir_.pagemap(pid), ImageKind::pagemap, p.pagemap));

@@ -46,6 +46,7 @@ Result<img::CheckpointView> load(const ImageDir& dir) {
     pid_t pid = static_cast<pid_t>(p.pid());
     img::ProcessView* proc = c.add_processes();
     *proc->mutable_pstree() = p;
+    if (p.zombie()) continue;
     ASSIGN_OR_RETURN(*proc->mutable_core(), read_single_image<img::ProcessCore>(dir.core(pid), ImageKind::core));
     ASSIGN_OR_RETURN(*proc->mutable_mm(), read_single_image<img::MmCore>(dir.mm(pid), ImageKind::mm));
     ASSIGN_OR_RETURN(auto pagemap, read_all_images<img::PagemapEntry>(dir.pagemap(pid), ImageKind::pagemap));
@@ -89,6 +90,11 @@ std::string text(const img::CheckpointView& c) {
     out += fmt::format("pipe:[{}]: {} bytes queued, capacity {}\n", p.pipe_ino(), p.bytes(), p.capacity());
   for (auto& p : c.processes()) {
     auto& e = p.pstree();
+    if (e.zombie()) {
+      out += fmt::format("\nprocess {}: zombie of ppid {}, wait status {:#x}\n", e.pid(), e.ppid(),
+                         e.exit_status());
+      continue;
+    }
     uint64_t pages = 0;
     for (auto& pm : p.pagemap()) pages += pm.nr_pages();
     out += fmt::format("\nprocess {} ({}): ppid {}, pgid {}, sid {}, {} thread(s)\n", e.pid(),

@@ -63,6 +63,12 @@ struct ParasiteMisc {
   uint64_t brk;
   uint32_t umask;
   uint32_t personality;
+  int32_t pdeathsig;
+  int32_t dumpable;
+  int32_t child_subreaper;
+  int32_t securebits;
+  int32_t no_new_privs;
+  int32_t thp_disable;
 };
 
 // The control block at a fixed offset of the shared area.

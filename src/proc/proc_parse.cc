@@ -52,6 +52,9 @@ Result<Stat> parse_stat(const std::string& text) {
   std::vector<std::string> f;  // f[0] is field 3 (state)
   for (std::string w; in >> w;) f.push_back(w);
   if (f.size() < 50) return failf("malformed /proc/PID/stat: {} fields", f.size() + 2);
+  auto field_or_zero = [&](int field) -> uint64_t {
+    return static_cast<size_t>(field - 3) < f.size() ? std::strtoull(f[field - 3].c_str(), nullptr, 10) : 0;
+  };
   auto u = [&](int field) { return std::strtoull(f[field - 3].c_str(), nullptr, 10); };
   s.state = f[0][0];
   s.ppid = static_cast<pid_t>(u(4));
@@ -68,6 +71,7 @@ Result<Stat> parse_stat(const std::string& text) {
   s.arg_end = u(49);
   s.env_start = u(50);
   s.env_end = u(51);
+  s.exit_code = static_cast<int>(field_or_zero(52));
   return s;
 }
 

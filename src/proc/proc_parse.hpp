@@ -27,6 +27,7 @@ struct Stat {
   uint32_t exit_signal = 0;
   uint64_t start_data = 0, end_data = 0, start_brk = 0;
   uint64_t arg_start = 0, arg_end = 0, env_start = 0, env_end = 0;
+  int exit_code = 0;  // field 52: a zombie's wait status
 };
 [[nodiscard]] Result<Stat> parse_stat(const std::string& text);
 

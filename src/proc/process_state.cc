@@ -31,6 +31,41 @@ Status dump_proc_state(pid_t pid, const proc::Stat& stat, img::ProcessCore& core
   }
   ASSIGN_OR_RETURN(auto auxv, proc::read_file(proc::pid_path(pid, "auxv")));
   mm.set_auxv(auxv);
+  return dump_creds(pid, *core.mutable_creds());
+}
+
+Status dump_creds(pid_t pid, img::Creds& creds) {
+  ASSIGN_OR_RETURN(auto status, proc::read_file(proc::pid_path(pid, "status")));
+  auto field = [&](const char* key) -> Result<std::string> {
+    auto v = proc::status_field(status, key);
+    if (!v) return failf("pid {}: /proc/PID/status has no {}", pid, key);
+    return *v;
+  };
+  auto numbers = [](const std::string& text) { return proc::parse_pid_list(text); };
+  ASSIGN_OR_RETURN(auto uids, field("Uid"));
+  ASSIGN_OR_RETURN(auto gids, field("Gid"));
+  ASSIGN_OR_RETURN(auto groups, field("Groups"));
+  for (auto v : numbers(uids)) creds.add_uids(static_cast<uint32_t>(v));
+  for (auto v : numbers(gids)) creds.add_gids(static_cast<uint32_t>(v));
+  for (auto v : numbers(groups)) creds.add_groups(static_cast<uint32_t>(v));
+  if (creds.uids_size() != 4 || creds.gids_size() != 4) return failf("pid {}: malformed Uid/Gid", pid);
+  auto hex = [&](const char* key) -> Result<uint64_t> {
+    ASSIGN_OR_RETURN(auto v, field(key));
+    return std::strtoull(v.c_str(), nullptr, 16);
+  };
+  ASSIGN_OR_RETURN(uint64_t inh, hex("CapInh"));
+  ASSIGN_OR_RETURN(uint64_t prm, hex("CapPrm"));
+  ASSIGN_OR_RETURN(uint64_t eff, hex("CapEff"));
+  ASSIGN_OR_RETURN(uint64_t bnd, hex("CapBnd"));
+  ASSIGN_OR_RETURN(uint64_t amb, hex("CapAmb"));
+  creds.set_cap_inh(inh);
+  creds.set_cap_prm(prm);
+  creds.set_cap_eff(eff);
+  creds.set_cap_bnd(bnd);
+  creds.set_cap_amb(amb);
+  // A seccomp filter cannot be read back by us and restored: refuse it.
+  if (auto seccomp = proc::status_field(status, "Seccomp"); seccomp && *seccomp == "2")
+    return failf("pid {}: has a seccomp filter, which minicriu cannot checkpoint", pid);
   return {};
 }
 
@@ -57,6 +92,13 @@ void apply_parasite_misc(const ParasiteMisc& misc, img::ProcessCore& core, img::
   }
   core.set_umask(misc.umask);
   core.set_personality(misc.personality);
+  core.mutable_creds()->set_securebits(static_cast<uint32_t>(misc.securebits));
+  core.mutable_creds()->set_no_new_privs(misc.no_new_privs == 1);
+  img::ProcessPrctl* prctl = core.mutable_prctl();
+  prctl->set_pdeathsig(static_cast<uint32_t>(misc.pdeathsig));
+  prctl->set_dumpable(static_cast<uint32_t>(misc.dumpable));
+  prctl->set_child_subreaper(misc.child_subreaper != 0);
+  prctl->set_thp_disable(misc.thp_disable == 1);
   mm.set_brk(misc.brk);
 }
 

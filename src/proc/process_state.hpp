@@ -15,6 +15,9 @@ namespace minicriu {
 [[nodiscard]] Status dump_proc_state(pid_t pid, const proc::Stat& stat, img::ProcessCore& core,
                                      img::MmCore& mm);
 
+// Uids, gids, groups and capability sets from /proc/PID/status.
+[[nodiscard]] Status dump_creds(pid_t pid, img::Creds& creds);
+
 // From the parasite: what only the process itself can report.
 void apply_parasite_misc(const ParasiteMisc& misc, img::ProcessCore& core, img::MmCore& mm);
 

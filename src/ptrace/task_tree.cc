@@ -56,6 +56,17 @@ Result<std::unique_ptr<TaskTree>> TaskTree::freeze(pid_t root, const Logger& log
     proc.ppid = parents[i];
     tree->processes_.push_back(std::move(proc));
     FrozenProcess& p = tree->processes_.back();
+    // A zombie cannot be seized and has nothing left but its exit status.
+    if (auto stat = proc::read_file(proc::pid_path(p.pid, "stat"))) {
+      auto parsed = proc::parse_stat(*stat);
+      if (parsed && parsed->state == 'Z') {
+        if (i == 0) return failf("pid {} is a zombie: there is nothing to dump", p.pid);
+        p.zombie = true;
+        p.exit_status = parsed->exit_code;
+        log.debug("pid {}: zombie, exit status {:#x}", p.pid, p.exit_status);
+        continue;
+      }
+    }
     if (auto st = tree->seize_threads(p, log); !st) {
       if (st.error().err() == ESRCH && i > 0) {  // a child exited before we got it
         tree->processes_.pop_back();
@@ -78,7 +89,8 @@ Result<std::unique_ptr<TaskTree>> TaskTree::freeze(pid_t root, const Logger& log
 }
 
 void TaskTree::kill() {
-  for (auto& p : processes_) ::kill(p.pid, SIGKILL);
+  for (auto& p : processes_)
+    if (!p.zombie) ::kill(p.pid, SIGKILL);
   for (auto& p : processes_) {
     // Collect the exit of each thread we trace, so no ptrace link outlives us.
     for (auto& t : p.threads) {

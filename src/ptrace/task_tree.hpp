@@ -17,7 +17,9 @@ namespace minicriu {
 struct FrozenProcess {
   pid_t pid = 0;
   pid_t ppid = 0;              // 0 for the root of the tree
-  std::vector<Tracee> threads; // the leader first
+  bool zombie = false;         // dead, unreaped: nothing to seize
+  int exit_status = 0;         // a zombie's wait status
+  std::vector<Tracee> threads; // the leader first; empty for a zombie
   Tracee& leader() { return threads.front(); }
 };
 

@@ -275,3 +275,38 @@ TEST(Check, ThisMachineHasWhatDumpAndRestoreNeed) {
   EXPECT_NE(r.output.find("ok   clone3 with set_tid"), std::string::npos) << r.output;
   EXPECT_EQ(r.output.find("FAIL"), std::string::npos) << r.output;
 }
+
+TEST(Dump, ZombiesCredsAndPrctlStateAreRecorded) {
+  TempDir dir;
+  std::string images = dir / "images";
+  std::filesystem::create_directory(images);
+  Program p("tree", dir, {"extras"});
+  ASSERT_TRUE(p.wait_ready());
+  auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", images, "--leave-running"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto json = run_minicriu({"show", "--json", "-D", images});
+  minicriu::img::CheckpointView view;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(json.output, &view).ok()) << json.output;
+  ASSERT_EQ(view.processes_size(), 5);
+  int zombies = 0;
+  for (auto& proc : view.processes()) {
+    if (!proc.pstree().zombie()) continue;
+    zombies++;
+    EXPECT_EQ(proc.pstree().ppid(), static_cast<uint32_t>(p.pid()));
+    EXPECT_EQ(proc.pstree().exit_status(), 7u << 8);
+  }
+  EXPECT_EQ(zombies, 1);
+  const auto& root = view.processes(0).core();
+  EXPECT_TRUE(root.prctl().child_subreaper());
+  EXPECT_EQ(root.prctl().pdeathsig(), static_cast<uint32_t>(SIGUSR2));
+  EXPECT_EQ(root.umask(), 027u);
+  ASSERT_EQ(root.creds().uids_size(), 4);
+  EXPECT_EQ(root.creds().uids(1), ::geteuid());
+  EXPECT_NE(root.creds().cap_bnd(), 0u);
+  auto shown = run_minicriu({"show", "-D", images});
+  EXPECT_NE(shown.output.find("zombie of ppid " + std::to_string(p.pid()) + ", wait status 0x700"),
+            std::string::npos) << shown.output;
+  ASSERT_TRUE(p.alive());
+  p.signal(SIGUSR1);
+  EXPECT_EQ(p.wait_exit().value_or(-1), 0) << p.log();
+}

@@ -3,6 +3,8 @@
  * is passed down; each process checks its pattern, waits for its children and
  * exits 0 only if it and all below it passed. */
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include "prog_common.h"
@@ -47,6 +49,27 @@ int main(int argc, char** argv) {
   prog_install_usr1();
   ready_file = argv[1];
   ready_count = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  /* "extras": a zombie child not reaped until the end, and prctl state. */
+  pid_t zombie = -1;
+  int extras = argc > 3 && strcmp(argv[3], "extras") == 0;
+  if (extras) {
+    zombie = fork();
+    if (zombie == 0) _exit(7);
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    prctl(PR_SET_PDEATHSIG, SIGUSR2);
+    umask(027);
+  }
   int rc = run_node(0, 2, 1);
+  if (extras) {
+    int status = 0;
+    CHECK(waitpid(zombie, &status, 0) == zombie, "the zombie is gone");
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 7, "zombie status %#x", status);
+    int v = 0;
+    prctl(PR_GET_CHILD_SUBREAPER, &v);
+    CHECK(v == 1, "child subreaper lost");
+    prctl(PR_GET_PDEATHSIG, &v);
+    CHECK(v == SIGUSR2, "pdeathsig lost");
+    CHECK(umask(0) == 027, "umask lost");
+  }
   return rc ? rc : prog_finish();
 }

@@ -127,6 +127,15 @@ void get_misc(ParasiteMisc* misc) {
   mc_syscall1(MC_NR_umask, old);
   misc->umask = (uint32_t)old;
   misc->personality = (uint32_t)mc_syscall1(MC_NR_personality, 0xffffffff);
+  // prctl numbers from include/uapi/linux/prctl.h.
+  constexpr long kGetPdeathsig = 2, kGetDumpable = 3, kGetSecurebits = 27,
+                 kGetChildSubreaper = 37, kGetNoNewPrivs = 39, kGetThpDisable = 42;
+  mc_syscall2(MC_NR_prctl, kGetPdeathsig, (long)&misc->pdeathsig);
+  misc->dumpable = (int32_t)mc_syscall1(MC_NR_prctl, kGetDumpable);
+  mc_syscall2(MC_NR_prctl, kGetChildSubreaper, (long)&misc->child_subreaper);
+  misc->securebits = (int32_t)mc_syscall1(MC_NR_prctl, kGetSecurebits);
+  misc->no_new_privs = (int32_t)mc_syscall1(MC_NR_prctl, kGetNoNewPrivs);
+  misc->thp_disable = (int32_t)mc_syscall1(MC_NR_prctl, kGetThpDisable);
 }
 
 }  // namespace
