@@ -1,7 +1,6 @@
 #include "fs/ghost_file.hpp"
 
 #include <fcntl.h>
-#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -10,6 +9,7 @@
 
 #include "core/unique_fd.hpp"
 #include "fs/file_kind.hpp"
+#include "fs/sparse_data.hpp"
 
 namespace minicriu {
 
@@ -17,37 +17,6 @@ namespace {
 
 constexpr const char kDeleted[] = " (deleted)";
 constexpr size_t kDeletedLen = sizeof(kDeleted) - 1;
-
-// Moves len bytes from in (at *in_off) to out (at its position) in the kernel.
-Status copy_range(int out, int in, off_t* in_off, uint64_t len, const std::string& what) {
-  while (len > 0) {
-    ssize_t n = ::sendfile(out, in, in_off, len);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return failf_errno("{}: copying data", what);
-    if (n == 0) return failf("{}: data ends early", what);
-    len -= static_cast<uint64_t>(n);
-  }
-  return {};
-}
-
-// Data runs of a file, by SEEK_DATA/SEEK_HOLE on our own description of it.
-Result<std::vector<img::GhostExtent>> data_extents(int fd, uint64_t size, const std::string& what) {
-  std::vector<img::GhostExtent> out;
-  off_t pos = 0;
-  while (static_cast<uint64_t>(pos) < size) {
-    off_t data = ::lseek(fd, pos, SEEK_DATA);
-    if (data < 0 && errno == ENXIO) break;  // only a hole is left
-    if (data < 0) return failf_errno("{}: SEEK_DATA", what);
-    off_t hole = ::lseek(fd, data, SEEK_HOLE);
-    if (hole < 0) return failf_errno("{}: SEEK_HOLE", what);
-    img::GhostExtent e;
-    e.set_offset(static_cast<uint64_t>(data));
-    e.set_length(static_cast<uint64_t>(hole - data));
-    out.push_back(e);
-    pos = hole;
-  }
-  return out;
-}
 
 }  // namespace
 
@@ -86,11 +55,8 @@ Result<uint32_t> GhostStore::add(const std::string& who, int fd, const std::stri
   g.set_dev(st.st_dev);
   g.set_ino(st.st_ino);
   ASSIGN_OR_RETURN(auto data, RawImageFile::create(dir_.ghost_data(g.id())));
-  for (auto& e : extents) {
-    off_t off = static_cast<off_t>(e.offset());
-    TRY(copy_range(data.fd(), own.get(), &off, e.length(), what));
-    *g.add_extents() = e;
-  }
+  TRY(copy_extents_out(data.fd(), own.get(), extents, what));
+  for (auto& e : extents) *g.add_extents() = e;
   log_.info("{}: {} of data in {} extent(s), {} apparent", what, format_size(allocated),
             extents.size(), format_size(g.size()));
   data_.push_back(std::make_unique<RawImageFile>(std::move(data)));
@@ -130,12 +96,7 @@ Result<RecreatedGhosts> RecreatedGhosts::recreate(const ImageDir& dir,
     if (::fstat(data.get(), &st) != 0 || static_cast<uint64_t>(st.st_size) != g.allocated())
       return failf("ghost file {}: {} does not hold its {} bytes of data", g.path(),
                    dir.ghost_data(g.id()), g.allocated());
-    off_t in = 0;
-    for (auto& e : g.extents()) {
-      if (::lseek(fd.get(), static_cast<off_t>(e.offset()), SEEK_SET) < 0)
-        return failf_errno("ghost file {}: seek", g.path());
-      TRY(copy_range(fd.get(), data.get(), &in, e.length(), "ghost file " + g.path()));
-    }
+    TRY(copy_extents_in(fd.get(), data.get(), g.extents(), "ghost file " + g.path()));
     ::fchown(fd.get(), g.uid(), g.gid());
     ::fchmod(fd.get(), g.mode() & 07777);
     timespec times[2];
