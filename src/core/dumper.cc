@@ -15,6 +15,7 @@
 #include "fs/fd_table.hpp"
 #include "fs/ghost_file.hpp"
 #include "fs/pipe.hpp"
+#include "mem/shmem.hpp"
 #include "images/image_dir.hpp"
 #include "images/image_io.hpp"
 #include "mem/page_dump.hpp"
@@ -55,8 +56,8 @@ class Dumper {
  public:
   Dumper(const DumpOptions& options, GhostPolicy policy)
       : options_(options), log_(options.log), dir_(options.images_dir),
-        ghosts_(dir_, std::move(policy), log_), pipes_(dir_),
-        files_(FileDumpContext{ghosts_, pipes_, created_links_}) {}
+        ghosts_(dir_, std::move(policy), log_), pipes_(dir_), shmem_(dir_, log_),
+        files_(FileDumpContext{ghosts_, pipes_, shmem_, created_links_}) {}
 
   Result<DumpStats> run();
 
@@ -76,6 +77,7 @@ class Dumper {
   std::vector<std::string> created_links_;
   GhostStore ghosts_;
   PipeStore pipes_;
+  ShmemStore shmem_;
   FileRegistry files_;
   DumpStats stats_;
   std::vector<std::string> written_;
@@ -106,6 +108,10 @@ Status Dumper::run_parasite(FrozenProcess& proc, std::vector<VmaInfo>& vmas,
   log_.info("pid {}: {} fd(s)", proc.pid, out.fds.size());
   // After the fds: a ghost file held by an fd is named by its fd in messages.
   for (auto& v : vmas) {
+    if (v.shmem) {
+      ASSIGN_OR_RETURN(uint32_t id, shmem_.add_mapping(proc.pid, v.vma.start(), v.vma.end(), v.maps.path));
+      v.vma.set_shmem_id(id);
+    }
     if (!v.deleted) continue;
     bool writable_shared = v.maps.shared && v.maps.write;
     ASSIGN_OR_RETURN(uint32_t id, files_.add_deleted_mapping(proc.pid, v.vma.start(), v.vma.end(),
@@ -195,6 +201,9 @@ Status Dumper::write_images(std::vector<ProcessImages>& images, pid_t root) {
   }
   TRY(write_stream(dir_.pstree(), ImageKind::pstree, pstree));
   TRY(write_stream(dir_.files(), ImageKind::files, files_.entries()));
+  TRY(shmem_.commit());
+  for (auto& o : shmem_.entries()) written_.push_back(dir_.shmem_data(o.id()));
+  TRY(write_stream(dir_.shmem(), ImageKind::shmem, shmem_.entries()));
   TRY(pipes_.commit());
   if (!pipes_.entries().empty()) written_.push_back(dir_.pipes_data());
   TRY(write_stream(dir_.pipes(), ImageKind::pipes, pipes_.entries()));

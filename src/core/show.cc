@@ -38,6 +38,8 @@ Result<img::CheckpointView> load(const ImageDir& dir) {
   ASSIGN_OR_RETURN(auto pstree, read_all_images<img::ProcessEntry>(dir.pstree(), ImageKind::pstree));
   ASSIGN_OR_RETURN(auto files, read_all_images<img::FileEntry>(dir.files(), ImageKind::files));
   for (auto& f : files) *c.add_files() = std::move(f);
+  ASSIGN_OR_RETURN(auto shmem, read_all_images<img::ShmemObject>(dir.shmem(), ImageKind::shmem));
+  for (auto& o : shmem) *c.add_shmem() = std::move(o);
   ASSIGN_OR_RETURN(auto pipes, read_all_images<img::PipeData>(dir.pipes(), ImageKind::pipes));
   for (auto& p : pipes) *c.add_pipes() = std::move(p);
   ASSIGN_OR_RETURN(auto ghosts, read_all_images<img::GhostFile>(dir.ghosts(), ImageKind::ghosts));
@@ -69,6 +71,9 @@ std::string file_summary(const google::protobuf::RepeatedPtrField<img::FileEntry
                          f.reg().ghost_id() ? fmt::format(", ghost {}", f.reg().ghost_id())
                          : f.reg().remove_after_restore() ? ", link remap"
                                                           : "");
+    if (f.has_memfd())
+      return fmt::format("memfd (shmem {}, flags {:#o}, pos {})", f.memfd().shmem_id(), f.memfd().flags(),
+                         f.memfd().pos());
     if (f.has_pipe())
       return fmt::format("pipe:[{}] {} end{}", f.pipe().pipe_ino(),
                          (f.pipe().flags() & 3) == 0 ? "read" : "write",
@@ -86,6 +91,10 @@ std::string text(const img::CheckpointView& c) {
   for (auto& g : c.ghosts())
     out += fmt::format("ghost {}: {} ({} bytes, {} bytes of data in {} extent(s))\n", g.id(), g.path(),
                        g.size(), g.allocated(), g.extents_size());
+  for (auto& o : c.shmem())
+    out += fmt::format("shmem {}: {} ({} bytes, {} bytes of data){}\n", o.id(),
+                       o.memfd() ? "memfd:" + o.name() : "shared anonymous memory", o.size(),
+                       o.allocated(), o.seals() ? fmt::format(", seals {:#x}", o.seals()) : "");
   for (auto& p : c.pipes())
     out += fmt::format("pipe:[{}]: {} bytes queued, capacity {}\n", p.pipe_ino(), p.bytes(), p.capacity());
   for (auto& p : c.processes()) {
@@ -110,7 +119,9 @@ std::string text(const img::CheckpointView& c) {
     for (auto& v : p.mm().vmas())
       out += fmt::format("    {:>12x}-{:<12x} {} {:<12} {}{}{}\n", v.start(), v.end(), prot_string(v.prot()),
                          vma_kind_name(v.kind()), v.path(), v.has_pages() ? " [pages]" : "",
-                         v.file_id() ? fmt::format(" [file {}]", v.file_id()) : "");
+                         v.file_id() ? fmt::format(" [file {}]", v.file_id())
+                         : v.shmem_id() ? fmt::format(" [shmem {}]", v.shmem_id())
+                                        : "");
     out += fmt::format("  fds: {}\n", p.fds_size());
     for (auto& f : p.fds())
       out += fmt::format("    {}: {}{}\n", f.fd(), file_summary(c.files(), f.file_id()),

@@ -3,7 +3,7 @@
 namespace minicriu {
 
 const std::vector<const FileKind*>& file_kinds() {
-  static const std::vector<const FileKind*> kinds = {&regular_file_kind(), &ghost_file_kind(), &pipe_kind()};
+  static const std::vector<const FileKind*> kinds = {&regular_file_kind(), &ghost_file_kind(), &pipe_kind(), &memfd_kind()};
   return kinds;
 }
 

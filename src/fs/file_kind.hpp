@@ -31,11 +31,14 @@ struct FdDumpInfo {
 class GhostStore;
 class PipeStore;
 class PipeRestorer;
+class ShmemStore;
+class ShmemRestorer;
 
 // What kinds may use while dumping: the stores of data shared by many fds.
 struct FileDumpContext {
   GhostStore& ghosts;
   PipeStore& pipes;
+  ShmemStore& shmem;
   // Names the dump made in the file system (link remaps): removed again if the
   // dump fails.
   std::vector<std::string>& created_links;
@@ -45,6 +48,7 @@ struct FileDumpContext {
 struct FileRestoreContext {
   const std::map<uint32_t, std::string>* ghost_paths = nullptr;  // recreated ghosts by id
   PipeRestorer* pipes = nullptr;                                 // pipes created once each
+  ShmemRestorer* shmem = nullptr;                                // memfds, shared memory
 };
 
 class FileKind {
@@ -74,6 +78,7 @@ const std::vector<const FileKind*>& file_kinds();
 const FileKind& regular_file_kind();
 const FileKind& ghost_file_kind();
 const FileKind& pipe_kind();
+const FileKind& memfd_kind();
 
 // Reopens a file by path with its dumped flags and offset (regular and ghost
 // files both end here).

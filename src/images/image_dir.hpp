@@ -20,6 +20,8 @@ class ImageDir {
   std::string files() const { return path_ + "/files.img"; }
   std::string pipes() const { return path_ + "/pipes.img"; }
   std::string pipes_data() const { return path_ + "/pipes-data.img"; }
+  std::string shmem() const { return path_ + "/shmem.img"; }
+  std::string shmem_data(uint32_t id) const { return path_ + "/shmem-" + std::to_string(id) + ".data"; }
   std::string ghosts() const { return path_ + "/ghosts.img"; }
   std::string ghost_data(uint32_t id) const { return path_ + "/ghost-" + std::to_string(id) + ".data"; }
   std::string core(pid_t pid) const { return per_pid("core", pid); }

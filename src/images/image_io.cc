@@ -29,6 +29,7 @@ const char* image_kind_name(ImageKind kind) {
     case ImageKind::fdinfo: return "fdinfo";
     case ImageKind::ghosts: return "ghosts";
     case ImageKind::pipes: return "pipes";
+    case ImageKind::shmem: return "shmem";
   }
   return "unknown";
 }

@@ -29,6 +29,7 @@ enum class ImageKind : uint32_t {
   fdinfo = 7,
   ghosts = 8,
   pipes = 9,
+  shmem = 10,
 };
 
 const char* image_kind_name(ImageKind kind);

@@ -90,11 +90,12 @@ Status copy_unreadable(const TraceeMemory& memory, uint64_t addr, uint64_t pages
 bool vma_dumps_pages(const img::Vma& vma) {
   switch (vma.kind()) {
     case img::VMA_ANON_PRIVATE:
-    case img::VMA_ANON_SHARED:
     case img::VMA_FILE_PRIVATE:
       return true;
     default:
-      return false;  // shared file data lives in the file; kernel mappings are remade
+      // Shared data lives in its file or shmem object (stored once, not per
+      // process); kernel mappings are remade.
+      return false;
   }
 }
 

@@ -26,8 +26,8 @@ Result<img::VmaKind> classify(pid_t pid, const proc::MapsEntry& m) {
   if (m.shared && starts_with(m.path, "/dev/zero")) return img::VMA_ANON_SHARED;
   if (starts_with(m.path, "/SYSV"))
     return failf("{}: System V shared memory is not supported yet", where);
-  if (starts_with(m.path, "/memfd:"))
-    return failf("{}: memfd mappings are not supported yet", where);
+  // A memfd is a shmem object: dumped once as such, whoever maps it.
+  if (starts_with(m.path, "/memfd:")) return m.shared ? img::VMA_FILE_SHARED : img::VMA_FILE_PRIVATE;
   // A deleted file is reached through /proc/PID/map_files by the dumper.
   if (ends_with(m.path, " (deleted)")) return m.shared ? img::VMA_FILE_SHARED : img::VMA_FILE_PRIVATE;
   if (m.path.empty() || m.path[0] != '/')
@@ -66,9 +66,10 @@ Result<std::vector<VmaInfo>> collect_vmas(pid_t pid) {
     v.set_path(m.path);
     v.set_dev(makedev(m.dev_major, m.dev_minor));
     v.set_ino(m.inode);
-    bool deleted = ends_with(m.path, " (deleted)") &&
+    bool deleted = ends_with(m.path, " (deleted)") && !starts_with(m.path, "/memfd:") &&
                    (kind == img::VMA_FILE_SHARED || kind == img::VMA_FILE_PRIVATE);
-    out.push_back({std::move(v), std::move(m), deleted});
+    bool shmem = kind == img::VMA_ANON_SHARED || starts_with(m.path, "/memfd:");
+    out.push_back({std::move(v), std::move(m), deleted, shmem});
   }
   return out;
 }

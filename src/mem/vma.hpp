@@ -15,6 +15,7 @@ struct VmaInfo {
   img::Vma vma;
   proc::MapsEntry maps;
   bool deleted = false;  // its file has no name any more: reached by map_files
+  bool shmem = false;    // maps a shared memory object (anonymous shared, memfd)
 };
 
 // Classifies every mapping of pid; refuses, with one line naming the process,

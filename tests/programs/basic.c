@@ -1,10 +1,10 @@
 /* A single-threaded process with a known memory pattern (heap and a large
  * anonymous mapping), a file open at an offset, a read-only mapping of that
  * file, and a counter that keeps running. After SIGUSR1 it checks all of it. */
+#include "prog_common.h"
+
 #include <sys/mman.h>
 #include <sys/socket.h>
-
-#include "prog_common.h"
 
 #define BIG (32u << 20)
 

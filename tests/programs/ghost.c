@@ -6,11 +6,11 @@
  *                             unlinked, held by an fd.
  * After SIGUSR1 each process checks the contents, that writes still cross
  * between the two processes, that the file is still unlinked, and the offset. */
+#include "prog_common.h"
+
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-
-#include "prog_common.h"
 
 #define POOL (64u << 20)
 #define SPARSE (1ull << 30)

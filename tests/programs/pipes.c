@@ -3,9 +3,9 @@
  * is filled to capacity (its write end non-blocking); the child writes back
  * into a third pipe read by the parent. Nothing may be lost, duplicated or
  * reordered by a dump. */
-#include <sys/wait.h>
-
 #include "prog_common.h"
+
+#include <sys/wait.h>
 
 #define HALF 30000
 

@@ -3,10 +3,10 @@
  * and spinning in user space; each with its own memory pattern and counter.
  * After SIGUSR1 (to the main thread, blocked in pause()) every thread is
  * stopped and joined, and each checks its pattern and that it kept running. */
+#include "prog_common.h"
+
 #include <poll.h>
 #include <pthread.h>
-
-#include "prog_common.h"
 
 #define NTHREADS 8
 #define WORDS (1u << 18) /* 2 MiB per thread */

@@ -2,12 +2,12 @@
  * pattern. Readiness is counted in a shared anonymous page. SIGUSR1 to the root
  * is passed down; each process checks its pattern, waits for its children and
  * exits 0 only if it and all below it passed. */
+#include "prog_common.h"
+
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-
-#include "prog_common.h"
 
 static volatile int* ready_count;
 static const char* ready_file;

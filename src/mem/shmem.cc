@@ -1,0 +1,171 @@
+#include "mem/shmem.hpp"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "fs/file_kind.hpp"
+#include "fs/sparse_data.hpp"
+
+namespace minicriu {
+
+std::string memfd_name(const std::string& link) {
+  static const std::string kPrefix = "/memfd:";
+  static const std::string kDeleted = " (deleted)";
+  if (link.rfind(kPrefix, 0) != 0) return {};
+  std::string name = link.substr(kPrefix.size());
+  if (name.size() >= kDeleted.size() && name.compare(name.size() - kDeleted.size(), kDeleted.size(), kDeleted) == 0)
+    name.resize(name.size() - kDeleted.size());
+  return name;
+}
+
+Result<uint32_t> ShmemStore::add(const std::string& what, int fd, const struct stat& st, bool memfd,
+                                 const std::string& name) {
+  for (auto& o : entries_)
+    if (o.dev() == st.st_dev && o.ino() == st.st_ino) return o.id();
+  std::string desc = fmt::format("{}: {}", what, memfd ? "memfd:" + name : "shared anonymous memory");
+  // Our own description: SEEK_DATA must not move the target's offset.
+  UniqueFd own(::open(fmt::format("/proc/self/fd/{}", fd).c_str(), O_RDONLY | O_CLOEXEC));
+  if (!own) return failf_errno("{}: cannot reopen it", desc);
+  img::ShmemObject o;
+  o.set_id(static_cast<uint32_t>(entries_.size() + 1));
+  o.set_memfd(memfd);
+  o.set_name(name);
+  o.set_size(static_cast<uint64_t>(st.st_size));
+  o.set_dev(st.st_dev);
+  o.set_ino(st.st_ino);
+  if (memfd) {
+    int seals = ::fcntl(own.get(), F_GET_SEALS);
+    o.set_seals(seals > 0 ? static_cast<uint32_t>(seals) : 0);
+  }
+  ASSIGN_OR_RETURN(auto extents, data_extents(own.get(), o.size(), desc));
+  ASSIGN_OR_RETURN(auto data, RawImageFile::create(dir_.shmem_data(o.id())));
+  TRY(copy_extents_out(data.fd(), own.get(), extents, desc));
+  uint64_t allocated = 0;
+  for (auto& e : extents) {
+    allocated += e.length();
+    *o.add_extents() = e;
+  }
+  o.set_allocated(allocated);
+  log_.info("{}: {} KiB of {} KiB stored", desc, allocated >> 10, o.size() >> 10);
+  data_.push_back(std::make_unique<RawImageFile>(std::move(data)));
+  entries_.push_back(std::move(o));
+  return entries_.back().id();
+}
+
+Result<uint32_t> ShmemStore::add_mapping(pid_t pid, uint64_t start, uint64_t end, const std::string& path) {
+  std::string what = fmt::format("pid {}: mapping {:x}-{:x}", pid, start, end);
+  std::string map_file = fmt::format("/proc/{}/map_files/{:x}-{:x}", pid, start, end);
+  UniqueFd fd(::open(map_file.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return failf_errno("{}: cannot open {}", what, map_file);
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) return failf_errno("{}: fstat", what);
+  std::string name = memfd_name(path);
+  return add(what, fd.get(), st, !name.empty(), name);
+}
+
+Status ShmemStore::commit() {
+  for (auto& d : data_) TRY(d->commit());
+  data_.clear();
+  return {};
+}
+
+Result<std::unique_ptr<ShmemRestorer>> ShmemRestorer::load(const ImageDir& dir) {
+  auto r = std::make_unique<ShmemRestorer>(dir);
+  ASSIGN_OR_RETURN(auto objects, read_all_images<img::ShmemObject>(dir.shmem(), ImageKind::shmem));
+  for (auto& o : objects) {
+    uint64_t allocated = 0;
+    for (auto& e : o.extents()) {
+      if (e.offset() + e.length() > o.size() || e.offset() + e.length() < e.offset())
+        return failf("{}: object {} has an extent beyond its size", dir.shmem(), o.id());
+      allocated += e.length();
+    }
+    struct stat st;
+    if (allocated != o.allocated() || ::stat(dir.shmem_data(o.id()).c_str(), &st) != 0 ||
+        static_cast<uint64_t>(st.st_size) != allocated)
+      return failf("{} does not hold the {} bytes of shared memory object {}", dir.shmem_data(o.id()),
+                   o.allocated(), o.id());
+    r->objects_[o.id()] = std::move(o);
+  }
+  return r;
+}
+
+Result<int> ShmemRestorer::object_fd(uint32_t id) {
+  if (auto it = fds_.find(id); it != fds_.end()) return it->second.get();
+  auto o = objects_.find(id);
+  if (o == objects_.end()) return failf("shared memory object {} is not in shmem.img", id);
+  const img::ShmemObject& obj = o->second;
+  UniqueFd fd;
+  if (obj.memfd()) {
+    fd.reset(::memfd_create(obj.name().c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING));
+    if (!fd) return failf_errno("memfd_create({})", obj.name());
+  } else {
+    // Anonymous shared memory is shmem made by mmap; map_files gives us an fd
+    // on that very object, which every process then maps ("/dev/zero").
+    size_t len = obj.size() ? obj.size() : 4096;
+    void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return failf_errno("shared anonymous memory of {} bytes", obj.size());
+    auto start = reinterpret_cast<uint64_t>(p);
+    fd.reset(::open(fmt::format("/proc/self/map_files/{:x}-{:x}", start, start + len).c_str(),
+                    O_RDWR | O_CLOEXEC));
+    int e = errno;
+    ::munmap(p, len);
+    if (!fd) return std::unexpected(Error("cannot open the shared anonymous memory object", e));
+  }
+  if (::ftruncate(fd.get(), static_cast<off_t>(obj.size())) != 0)
+    return failf_errno("shared memory object {}: ftruncate to {}", id, obj.size());
+  UniqueFd data(::open(dir_.shmem_data(id).c_str(), O_RDONLY | O_CLOEXEC));
+  if (!data) return failf_errno("cannot open {}", dir_.shmem_data(id));
+  TRY(copy_extents_in(fd.get(), data.get(), obj.extents(), fmt::format("shared memory object {}", id)));
+  int raw = fd.get();
+  fds_.emplace(id, std::move(fd));
+  return raw;
+}
+
+Status ShmemRestorer::seal_all() {
+  for (auto& [id, fd] : fds_) {
+    const auto& obj = objects_.at(id);
+    if (obj.memfd() && obj.seals() && ::fcntl(fd.get(), F_ADD_SEALS, obj.seals()) != 0)
+      return failf_errno("memfd:{}: F_ADD_SEALS {:#x}", obj.name(), obj.seals());
+  }
+  return {};
+}
+
+namespace {
+
+class MemfdKind final : public FileKind {
+ public:
+  const char* name() const override { return "memfd"; }
+  bool matches(const FdDumpInfo& fd) const override {
+    return S_ISREG(fd.st.st_mode) && !memfd_name(fd.link).empty() && fd.fd >= 0;
+  }
+  Status dump(const FdDumpInfo& fd, img::FileEntry& entry, FileDumpContext& ctx) const override {
+    ASSIGN_OR_RETURN(uint32_t id, ctx.shmem.add(fd.what, fd.local_fd, fd.st, true, memfd_name(fd.link)));
+    img::MemfdFile* m = entry.mutable_memfd();
+    m->set_shmem_id(id);
+    m->set_flags(fd.fdinfo.flags);
+    m->set_pos(fd.fdinfo.pos);
+    return {};
+  }
+  bool restores(const img::FileEntry& entry) const override { return entry.has_memfd(); }
+  Result<UniqueFd> open(const img::FileEntry& entry, const FileRestoreContext& ctx) const override {
+    if (!ctx.shmem) return fail("shared memory was not loaded for this restore");
+    ASSIGN_OR_RETURN(int object, ctx.shmem->object_fd(entry.memfd().shmem_id()));
+    // A description of its own, with the flags and offset it had.
+    int flags = static_cast<int>(entry.memfd().flags()) & (O_ACCMODE | O_APPEND | O_NONBLOCK);
+    UniqueFd fd(::open(fmt::format("/proc/self/fd/{}", object).c_str(), flags | O_CLOEXEC));
+    if (!fd) return failf_errno("cannot reopen memfd object {}", entry.memfd().shmem_id());
+    if (::lseek(fd.get(), static_cast<off_t>(entry.memfd().pos()), SEEK_SET) < 0)
+      return failf_errno("memfd object {}: seek", entry.memfd().shmem_id());
+    return fd;
+  }
+};
+
+}  // namespace
+
+const FileKind& memfd_kind() {
+  static const MemfdKind kind;
+  return kind;
+}
+
+}  // namespace minicriu

@@ -1,0 +1,64 @@
+// Shared memory objects: anonymous shared mappings (MAP_SHARED|MAP_ANONYMOUS,
+// shmem behind "/dev/zero (deleted)") and memfds. Each object is dumped once,
+// from the object itself (its pages, sparse), however many processes map it,
+// and created once at restore, so that after restore a write by one process is
+// seen by the others again.
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "core/error.hpp"
+#include "core/log.hpp"
+#include "core/unique_fd.hpp"
+#include "images/image_dir.hpp"
+#include "images/image_io.hpp"
+#include "minicriu.pb.h"
+
+namespace minicriu {
+
+class ShmemStore {
+ public:
+  ShmemStore(const ImageDir& dir, const Logger& log) : dir_(dir), log_(log) {}
+  // The object behind fd (a memfd fd, or a mapping opened through map_files),
+  // dumped the first time its inode is seen.
+  [[nodiscard]] Result<uint32_t> add(const std::string& what, int fd, const struct stat& st,
+                                     bool memfd, const std::string& name);
+  // The object a shared anonymous or memfd mapping maps (by map_files).
+  [[nodiscard]] Result<uint32_t> add_mapping(pid_t pid, uint64_t start, uint64_t end,
+                                             const std::string& path);
+  const std::vector<img::ShmemObject>& entries() const { return entries_; }
+  [[nodiscard]] Status commit();
+
+ private:
+  const ImageDir& dir_;
+  const Logger& log_;
+  std::vector<img::ShmemObject> entries_;
+  std::vector<std::unique_ptr<RawImageFile>> data_;
+};
+
+// "/memfd:NAME (deleted)" -> NAME; empty if the text is not a memfd's.
+std::string memfd_name(const std::string& link);
+
+class ShmemRestorer {
+ public:
+  explicit ShmemRestorer(const ImageDir& dir) : dir_(dir.path()) {}
+  ShmemRestorer(const ShmemRestorer&) = delete;
+  ShmemRestorer& operator=(const ShmemRestorer&) = delete;
+  [[nodiscard]] static Result<std::unique_ptr<ShmemRestorer>> load(const ImageDir& dir);
+  // An fd on the object, created and filled on first use; owned by us.
+  [[nodiscard]] Result<int> object_fd(uint32_t id);
+  // Seals go on last: F_SEAL_WRITE forbids the writable mappings made before.
+  [[nodiscard]] Status seal_all();
+
+ private:
+  ImageDir dir_;
+  std::map<uint32_t, img::ShmemObject> objects_;
+  std::map<uint32_t, UniqueFd> fds_;
+};
+
+}  // namespace minicriu
