@@ -22,6 +22,7 @@
 #include "mem/vma.hpp"
 #include "minicriu.pb.h"
 #include "parasite/parasite_session.hpp"
+#include "proc/posix_timers.hpp"
 #include "proc/process_state.hpp"
 #include "ptrace/task_tree.hpp"
 #include "ptrace/thread_core.hpp"
@@ -103,6 +104,7 @@ Status Dumper::run_parasite(FrozenProcess& proc, std::vector<VmaInfo>& vmas,
 
   ASSIGN_OR_RETURN(auto misc, parasite.get_misc());
   apply_parasite_misc(misc, out.core, out.mm);
+  TRY(dump_posix_timers(proc.pid, parasite, out.core));
 
   ASSIGN_OR_RETURN(out.fds, dump_fd_table(proc.pid, fds, parasite, files_));
   log_.info("pid {}: {} fd(s)", proc.pid, out.fds.size());

@@ -27,6 +27,7 @@ enum ParasiteCommand : uint32_t {
   PARASITE_CMD_SEND_FDS = 3,   // send fds args.fds[0..arg) back, 16 per message
   PARASITE_CMD_GET_MISC = 4,   // fill args.misc
   PARASITE_CMD_FINI = 5,       // close everything and trap back to the dumper
+  PARASITE_CMD_GET_TIMERS = 6, // timer_gettime/getoverrun for args.timers[0..arg)
 };
 
 struct ParasiteMsg {
@@ -70,6 +71,16 @@ struct ParasiteMisc {
   int32_t no_new_privs;
   int32_t thp_disable;
 };
+
+// One POSIX timer: the dumper fills id, the parasite the rest.
+struct ParasiteTimer {
+  int32_t id;
+  int32_t status;        // 0 or a negative errno of timer_gettime
+  int32_t overrun;
+  int32_t pad;
+  int64_t interval_sec, interval_nsec, value_sec, value_nsec;
+};
+MC_STATIC_ASSERT(sizeof(struct ParasiteTimer) == 48, "ParasiteTimer layout");
 
 // The control block at a fixed offset of the shared area.
 struct ParasiteCtl {

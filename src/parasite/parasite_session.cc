@@ -306,6 +306,19 @@ Result<ParasiteMisc> ParasiteSession::get_misc() {
   return misc;
 }
 
+Result<std::vector<ParasiteTimer>> ParasiteSession::get_timers(std::span<const int32_t> ids) {
+  std::vector<ParasiteTimer> timers(ids.size());
+  if (ids.empty()) return timers;
+  if (timers.size() * sizeof(ParasiteTimer) > MC_PARASITE_ARGS_SIZE) return fail("too many POSIX timers");
+  for (size_t i = 0; i < ids.size(); i++) timers[i].id = ids[i];
+  std::memcpy(local(args_off_), timers.data(), timers.size() * sizeof(ParasiteTimer));
+  TRY(send(PARASITE_CMD_GET_TIMERS, ids.size()));
+  ASSIGN_OR_RETURN(auto reply, receive());
+  if (reply.status < 0) return std::unexpected(Error("parasite: POSIX timers", -reply.status));
+  std::memcpy(timers.data(), local(args_off_), timers.size() * sizeof(ParasiteTimer));
+  return timers;
+}
+
 Status ParasiteSession::unmap_remote() {
   Tracee& leader = process_.leader();
   RemoteSyscalls rs(leader, memory_, site_, 0);

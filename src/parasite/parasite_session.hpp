@@ -51,6 +51,8 @@ class ParasiteSession {
   // The target's fds, as fds of ours (same open file descriptions).
   [[nodiscard]] Result<std::vector<UniqueFd>> fetch_fds(std::span<const int32_t> fds);
   [[nodiscard]] Result<ParasiteMisc> get_misc();
+  // Remaining time, interval and overrun of the POSIX timers with these ids.
+  [[nodiscard]] Result<std::vector<ParasiteTimer>> get_timers(std::span<const int32_t> ids);
 
   // Stops the blob, unmaps it, puts registers and mask back. Idempotent.
   [[nodiscard]] Status cure();

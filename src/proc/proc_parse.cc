@@ -239,3 +239,42 @@ std::optional<std::string> status_field(const std::string& status_text, const st
 }
 
 }  // namespace minicriu::proc
+
+namespace minicriu::proc {
+
+Result<std::vector<TimerEntry>> parse_timers(const std::string& text) {
+  std::vector<TimerEntry> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("ID:", 0) == 0) {
+      out.emplace_back();
+      out.back().id = std::atoi(line.c_str() + 3);
+      continue;
+    }
+    if (out.empty()) return failf("malformed timers: {} before an ID", line);
+    TimerEntry& t = out.back();
+    if (line.rfind("signal:", 0) == 0) {
+      // "signal: 14/00000000deadbeef"
+      const char* v = line.c_str() + 7;
+      char* end;
+      t.signo = static_cast<int>(std::strtol(v, &end, 10));
+      if (*end != '/') return failf("malformed timers line: {}", line);
+      t.sigev_value = std::strtoull(end + 1, nullptr, 16);
+    } else if (line.rfind("notify:", 0) == 0) {
+      // "notify: signal/pid.123" or "notify: thread/tid.124"
+      std::string v = line.substr(7);
+      while (!v.empty() && v[0] == ' ') v.erase(0, 1);
+      auto slash = v.find('/');
+      auto dot = v.find('.', slash);
+      if (slash == std::string::npos || dot == std::string::npos) return failf("malformed timers line: {}", line);
+      t.notify = v.substr(0, slash);
+      t.to_thread = v.compare(slash + 1, 3, "tid") == 0;
+      t.notify_pid = static_cast<pid_t>(std::atoi(v.c_str() + dot + 1));
+    } else if (line.rfind("ClockID:", 0) == 0) {
+      t.clock_id = std::atoi(line.c_str() + 8);
+    }
+  }
+  return out;
+}
+
+}  // namespace minicriu::proc

@@ -69,3 +69,19 @@ std::vector<pid_t> parse_pid_list(const std::string& text);
 std::optional<std::string> status_field(const std::string& status_text, const std::string& key);
 
 }  // namespace minicriu::proc
+
+namespace minicriu::proc {
+
+// One entry of /proc/PID/timers (fs/proc/base.c show_timer).
+struct TimerEntry {
+  int id = 0;
+  int signo = 0;
+  uint64_t sigev_value = 0;
+  std::string notify;     // "signal", "none", "thread"
+  bool to_thread = false; // notify ".../tid.N" (SIGEV_THREAD_ID)
+  pid_t notify_pid = 0;
+  int clock_id = 0;
+};
+[[nodiscard]] Result<std::vector<TimerEntry>> parse_timers(const std::string& text);
+
+}  // namespace minicriu::proc

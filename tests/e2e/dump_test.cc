@@ -310,3 +310,28 @@ TEST(Dump, ZombiesCredsAndPrctlStateAreRecorded) {
   p.signal(SIGUSR1);
   EXPECT_EQ(p.wait_exit().value_or(-1), 0) << p.log();
 }
+
+TEST(Dump, PosixTimersAndItimersAreRecordedAndKeepTicking) {
+  TempDir dir;
+  std::string images = dir / "images";
+  std::filesystem::create_directory(images);
+  Program p("timers", dir);
+  ASSERT_TRUE(p.wait_ready());
+  auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", images, "--leave-running"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto json = run_minicriu({"show", "--json", "-D", images});
+  minicriu::img::CheckpointView view;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(json.output, &view).ok()) << json.output;
+  const auto& core = view.processes(0).core();
+  ASSERT_EQ(core.posix_timers_size(), 1);
+  EXPECT_EQ(core.posix_timers(0).interval_ns(), 50000000u);
+  EXPECT_GT(core.posix_timers(0).value_ns(), 0u);
+  EXPECT_LE(core.posix_timers(0).value_ns(), 50000000u);
+  EXPECT_EQ(core.posix_timers(0).sigev_value(), 0x5eedu);
+  EXPECT_EQ(core.posix_timers(0).signo(), static_cast<int>(SIGRTMIN));
+  ASSERT_EQ(core.itimers_size(), 1);
+  EXPECT_EQ(core.itimers(0).interval_us(), 100000u);
+  ASSERT_TRUE(p.alive());
+  p.signal(SIGUSR1);
+  EXPECT_EQ(p.wait_exit().value_or(-1), 0) << p.log();
+}

@@ -31,7 +31,7 @@ static int prog_failures;
     }                                                                 \
   } while (0)
 
-static void prog_install_usr1(void) {
+static inline void prog_install_usr1(void) {
   struct sigaction sa;
   memset(&sa, 0, sizeof(sa));
   sa.sa_handler = prog_on_usr1;
@@ -39,7 +39,7 @@ static void prog_install_usr1(void) {
 }
 
 /* Written atomically: the driver polls for the file. */
-static void prog_ready(const char* path) {
+static inline void prog_ready(const char* path) {
   char tmp[4096];
   snprintf(tmp, sizeof(tmp), "%s.tmp", path);
   FILE* f = fopen(tmp, "w");
@@ -49,13 +49,13 @@ static void prog_ready(const char* path) {
   if (rename(tmp, path) != 0) { perror("rename ready"); exit(100); }
 }
 
-static uint64_t prog_hash(uint64_t x) {
+static inline uint64_t prog_hash(uint64_t x) {
   x ^= x >> 33; x *= 0xff51afd7ed558ccdull; x ^= x >> 33;
   x *= 0xc4ceb9fe1a85ec53ull; x ^= x >> 33;
   return x;
 }
 
-static int prog_finish(void) {
+static inline int prog_finish(void) {
   if (prog_failures) fprintf(stderr, "%d check(s) failed\n", prog_failures);
   else fprintf(stderr, "all checks passed\n");
   return prog_failures ? 1 : 0;

@@ -120,3 +120,24 @@ TEST(ProcParse, PidList) {
   ASSERT_EQ(v.size(), 3u);
   EXPECT_EQ(v[2], 400);
 }
+
+TEST(ProcParse, Timers) {
+  std::string text =
+      "ID: 0\nsignal: 14/00000000deadbeef\nnotify: signal/pid.1234\nClockID: 1\n"
+      "ID: 3\nsignal: 34/0000000000000000\nnotify: thread/tid.1240\nClockID: 0\n"
+      "ID: 4\nsignal: 0/0000000000000000\nnotify: none/pid.1234\nClockID: 7\n";
+  auto t = proc::parse_timers(text);
+  ASSERT_TRUE(t) << t.error().what();
+  ASSERT_EQ(t->size(), 3u);
+  EXPECT_EQ((*t)[0].id, 0);
+  EXPECT_EQ((*t)[0].signo, 14);
+  EXPECT_EQ((*t)[0].sigev_value, 0xdeadbeefu);
+  EXPECT_EQ((*t)[0].notify, "signal");
+  EXPECT_FALSE((*t)[0].to_thread);
+  EXPECT_EQ((*t)[0].notify_pid, 1234);
+  EXPECT_EQ((*t)[0].clock_id, 1);
+  EXPECT_TRUE((*t)[1].to_thread);
+  EXPECT_EQ((*t)[1].notify_pid, 1240);
+  EXPECT_EQ((*t)[2].notify, "none");
+  EXPECT_FALSE(proc::parse_timers("signal: 1/0\n"));
+}

@@ -76,6 +76,7 @@ enum {
   MC_NR_timer_create = 222,
   MC_NR_timer_settime = 223,
   MC_NR_timer_gettime = 224,
+  MC_NR_timer_getoverrun = 225,
   MC_NR_rseq = 334,
   MC_NR_clone3 = 435,
 };

@@ -138,6 +138,14 @@ void get_misc(ParasiteMisc* misc) {
   misc->thp_disable = (int32_t)mc_syscall1(MC_NR_prctl, kGetThpDisable);
 }
 
+void get_timers(ParasiteTimer* timers, unsigned long n) {
+  for (unsigned long i = 0; i < n; i++) {
+    ParasiteTimer* t = &timers[i];
+    t->status = (int32_t)mc_syscall2(MC_NR_timer_gettime, t->id, (long)&t->interval_sec);
+    t->overrun = (int32_t)mc_syscall1(MC_NR_timer_getoverrun, t->id);
+  }
+}
+
 }  // namespace
 
 extern "C" __attribute__((used, visibility("hidden"))) long parasite_main(ParasiteCtl* ctl) {
@@ -178,6 +186,9 @@ extern "C" __attribute__((used, visibility("hidden"))) long parasite_main(Parasi
         break;
       case PARASITE_CMD_GET_MISC:
         get_misc(reinterpret_cast<ParasiteMisc*>(args));
+        break;
+      case PARASITE_CMD_GET_TIMERS:
+        get_timers(reinterpret_cast<ParasiteTimer*>(args), msg.arg);
         break;
       case PARASITE_CMD_FINI:
         break;
