@@ -64,15 +64,16 @@ CheckItem check_ptrace() {
 
 CheckItem check_clone3_set_tid() {
   CheckItem item{"clone3 with set_tid (restore with the same PIDs)", false, true, {}};
-  // A pid nobody holds, well past the last one handed out.
+  // A pid nobody holds, away from the last one handed out, below pid_max.
   pid_t want = 0;
   auto last = proc::read_file("/proc/sys/kernel/ns_last_pid");
-  pid_t start = last ? static_cast<pid_t>(std::atoi(last->c_str())) + 5000 : 20000;
-  for (pid_t p = start; p < start + 1000; p++)
-    if (::kill(p, 0) != 0 && errno == ESRCH) {
-      want = p;
-      break;
-    }
+  auto max = proc::read_file("/proc/sys/kernel/pid_max");
+  pid_t pid_max = max ? static_cast<pid_t>(std::atoi(max->c_str())) : 32768;
+  pid_t start = last ? static_cast<pid_t>(std::atoi(last->c_str())) + 1000 : 1000;
+  for (pid_t i = 0; i < pid_max && !want; i++) {
+    pid_t p = 300 + (start - 300 + i) % (pid_max - 300);
+    if (::kill(p, 0) != 0 && errno == ESRCH) want = p;
+  }
   clone_args args{};
   args.exit_signal = SIGCHLD;
   pid_t tid = want;
