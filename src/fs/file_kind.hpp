@@ -80,6 +80,9 @@ const FileKind& ghost_file_kind();
 const FileKind& pipe_kind();
 const FileKind& memfd_kind();
 
+// The RegFile of an fd reached by path (regular and ghost files both).
+void describe_reg_file(const FdDumpInfo& fd, const std::string& path, img::RegFile& reg);
+
 // Reopens a file by path with its dumped flags and offset (regular and ghost
 // files both end here).
 [[nodiscard]] Result<UniqueFd> reopen_reg_file(const std::string& path, const img::RegFile& reg);

@@ -130,16 +130,9 @@ class GhostFileKind final : public FileKind {
   }
 
   Status dump(const FdDumpInfo& fd, img::FileEntry& entry, FileDumpContext& ctx) const override {
-    ASSIGN_OR_RETURN(uint32_t ghost,
-                     ctx.ghosts.add(fd.what, fd.local_fd, fd.link, fd.st));
+    ASSIGN_OR_RETURN(uint32_t ghost, ctx.ghosts.add(fd.what, fd.local_fd, fd.link, fd.st));
     img::RegFile* reg = entry.mutable_reg();
-    reg->set_path(strip_deleted_suffix(fd.link));
-    reg->set_flags(fd.fdinfo.flags);
-    reg->set_pos(fd.fdinfo.pos);
-    reg->set_size(static_cast<uint64_t>(fd.st.st_size));
-    reg->set_mode(fd.st.st_mode);
-    reg->set_ino(fd.st.st_ino);
-    reg->set_dev(fd.st.st_dev);
+    describe_reg_file(fd, strip_deleted_suffix(fd.link), *reg);
     reg->set_ghost_id(ghost);
     return {};
   }

@@ -75,14 +75,8 @@ class RegularFileKind final : public FileKind {
         by_path.st_dev != fd.st.st_dev)
       return failf("{}: {} now names another file than the open one", fd.what, path);
     img::RegFile* reg = entry.mutable_reg();
-    reg->set_path(path);
+    describe_reg_file(fd, path, *reg);
     reg->set_remove_after_restore(remap);
-    reg->set_flags(fd.fdinfo.flags);
-    reg->set_pos(fd.fdinfo.pos);
-    reg->set_size(static_cast<uint64_t>(fd.st.st_size));
-    reg->set_mode(fd.st.st_mode);
-    reg->set_ino(fd.st.st_ino);
-    reg->set_dev(fd.st.st_dev);
     return {};
   }
 
@@ -96,6 +90,16 @@ class RegularFileKind final : public FileKind {
 };
 
 }  // namespace
+
+void describe_reg_file(const FdDumpInfo& fd, const std::string& path, img::RegFile& reg) {
+  reg.set_path(path);
+  reg.set_flags(fd.fdinfo.flags);
+  reg.set_pos(fd.fdinfo.pos);
+  reg.set_size(static_cast<uint64_t>(fd.st.st_size));
+  reg.set_mode(fd.st.st_mode);
+  reg.set_ino(fd.st.st_ino);
+  reg.set_dev(fd.st.st_dev);
+}
 
 Result<UniqueFd> reopen_reg_file(const std::string& path, const img::RegFile& reg) {
   // Creation flags did their work when the file was first opened.

@@ -1,7 +1,6 @@
 // Dump on real processes: the image set is complete and decodes, the target is
 // left running (--leave-running) or killed, and every refused dump leaves the
 // target running and intact, which the target then proves by checking itself.
-#include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -26,15 +25,6 @@ void expect_one_line_error(const CommandResult& r, const std::string& needle) {
   EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
 }
 
-// The target survived the failed dump: still running, and its own checks pass.
-void expect_intact(Program& p) {
-  ASSERT_TRUE(p.alive()) << "the target died after a failed dump";
-  p.signal(SIGUSR1);
-  auto st = p.wait_exit();
-  ASSERT_TRUE(st.has_value()) << "the target did not exit after SIGUSR1";
-  EXPECT_EQ(*st, 0) << p.log();
-}
-
 bool no_partial_images(const std::string& dir) {
   for (auto& e : std::filesystem::directory_iterator(dir))
     if (e.path().extension() == ".img" || e.path().extension() == ".part") return false;
@@ -53,12 +43,10 @@ TEST(Dump, ProgramVerifiesItselfWithoutCheckpoint) {
 
 TEST(Dump, LeaveRunningKeepsTargetIntactAndImagesDecode) {
   TempDir dir;
-  std::string images = dir / "images";
-  std::filesystem::create_directory(images);
+  std::string images = images_dir(dir);
   Program p("basic", dir);
   ASSERT_TRUE(p.wait_ready());
-  auto r = run_minicriu({"-v", "dump", "-t", std::to_string(p.pid()), "-D", images, "--leave-running"});
-  ASSERT_EQ(r.status, 0) << r.output;
+  ASSERT_NO_FATAL_FAILURE(dump_leave_running(p, images));
   EXPECT_TRUE(std::filesystem::exists(images + "/inventory.img"));
 
   auto shown = run_minicriu({"show", "-D", images});
@@ -66,17 +54,13 @@ TEST(Dump, LeaveRunningKeepsTargetIntactAndImagesDecode) {
   EXPECT_NE(shown.output.find("process " + std::to_string(p.pid())), std::string::npos) << shown.output;
   EXPECT_NE(shown.output.find("basic.data (flags"), std::string::npos) << shown.output;
 
-  auto json = run_minicriu({"show", "--json", "-D", images});
-  ASSERT_EQ(json.status, 0) << json.output;
-  minicriu::img::CheckpointView view;
-  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(json.output, &view).ok()) << json.output;
+  auto view = show_json(images);
   ASSERT_EQ(view.processes_size(), 1);
   const auto& proc = view.processes(0);
   EXPECT_EQ(proc.pstree().pid(), static_cast<uint32_t>(p.pid()));
   ASSERT_EQ(proc.core().threads_size(), 1);
   EXPECT_GE(proc.core().threads(0).xsave().size(), 576u);  // legacy area + header at least
-  uint64_t pages = 0;
-  for (auto& e : proc.pagemap()) pages += e.nr_pages();
+  uint64_t pages = dumped_pages(proc);
   EXPECT_GE(pages, (32u << 20) / 4096) << "the 32 MiB pattern was not dumped";
   EXPECT_EQ(proc.pages_file_size(), pages * 4096);
   // fd and its dup share one open file description: one file entry, offset 777.
@@ -98,8 +82,7 @@ TEST(Dump, LeaveRunningKeepsTargetIntactAndImagesDecode) {
 
 TEST(Dump, WithoutLeaveRunningKillsTheTreeAfterACompleteDump) {
   TempDir dir;
-  std::string images = dir / "images";
-  std::filesystem::create_directory(images);
+  std::string images = images_dir(dir);
   Program p("basic", dir);
   ASSERT_TRUE(p.wait_ready());
   auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", images});
@@ -195,9 +178,7 @@ TEST(Dump, EightThreadsInBlockingCallsCarryOnAfterLeaveRunning) {
     std::filesystem::create_directory(images);
     auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", images, "-R"});
     ASSERT_EQ(r.status, 0) << r.output;
-    auto json = run_minicriu({"show", "--json", "-D", images});
-    minicriu::img::CheckpointView view;
-    ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(json.output, &view).ok());
+    auto view = show_json(images);
     ASSERT_EQ(view.processes(0).core().threads_size(), 9);
     EXPECT_EQ(view.processes(0).pstree().tids(0), static_cast<uint32_t>(p.pid()));
     ::usleep(20 * 1000);
@@ -207,8 +188,7 @@ TEST(Dump, EightThreadsInBlockingCallsCarryOnAfterLeaveRunning) {
 
 TEST(Dump, TheCApiAsARuntimeUsesIt) {
   TempDir dir;
-  std::string images = dir / "images";
-  std::filesystem::create_directory(images);
+  std::string images = images_dir(dir);
   Program p("basic", dir);
   ASSERT_TRUE(p.wait_ready());
   auto r = run({RUNTIME_CHECKPOINT_BIN, std::to_string(p.pid()), images});
@@ -223,15 +203,11 @@ TEST(Dump, TheCApiAsARuntimeUsesIt) {
 
 TEST(Dump, ThreeLevelTreeIsDumpedWholeAndLeftRunning) {
   TempDir dir;
-  std::string images = dir / "images";
-  std::filesystem::create_directory(images);
+  std::string images = images_dir(dir);
   Program p("tree", dir);
   ASSERT_TRUE(p.wait_ready());
-  auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", images, "--leave-running"});
-  ASSERT_EQ(r.status, 0) << r.output;
-  auto json = run_minicriu({"show", "--json", "-D", images});
-  minicriu::img::CheckpointView view;
-  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(json.output, &view).ok());
+  ASSERT_NO_FATAL_FAILURE(dump_leave_running(p, images));
+  auto view = show_json(images);
   ASSERT_EQ(view.processes_size(), 4);
   EXPECT_EQ(view.processes(0).pstree().pid(), static_cast<uint32_t>(p.pid()));
   EXPECT_EQ(view.processes(0).pstree().ppid(), 0u);
@@ -247,14 +223,11 @@ TEST(Dump, ThreeLevelTreeIsDumpedWholeAndLeftRunning) {
 
 TEST(Dump, KillingATreeKillsEveryProcessOfIt) {
   TempDir dir;
-  std::string images = dir / "images";
-  std::filesystem::create_directory(images);
+  std::string images = images_dir(dir);
   Program p("tree", dir);
   ASSERT_TRUE(p.wait_ready());
   auto json_pids = [&] {
-    auto json = run_minicriu({"show", "--json", "-D", images});
-    minicriu::img::CheckpointView view;
-    EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(json.output, &view).ok());
+    auto view = show_json(images);
     std::vector<pid_t> pids;
     for (auto& proc : view.processes()) pids.push_back(static_cast<pid_t>(proc.pstree().pid()));
     return pids;
@@ -278,15 +251,11 @@ TEST(Check, ThisMachineHasWhatDumpAndRestoreNeed) {
 
 TEST(Dump, ZombiesCredsAndPrctlStateAreRecorded) {
   TempDir dir;
-  std::string images = dir / "images";
-  std::filesystem::create_directory(images);
+  std::string images = images_dir(dir);
   Program p("tree", dir, {"extras"});
   ASSERT_TRUE(p.wait_ready());
-  auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", images, "--leave-running"});
-  ASSERT_EQ(r.status, 0) << r.output;
-  auto json = run_minicriu({"show", "--json", "-D", images});
-  minicriu::img::CheckpointView view;
-  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(json.output, &view).ok()) << json.output;
+  ASSERT_NO_FATAL_FAILURE(dump_leave_running(p, images));
+  auto view = show_json(images);
   ASSERT_EQ(view.processes_size(), 5);
   int zombies = 0;
   for (auto& proc : view.processes()) {
@@ -306,22 +275,16 @@ TEST(Dump, ZombiesCredsAndPrctlStateAreRecorded) {
   auto shown = run_minicriu({"show", "-D", images});
   EXPECT_NE(shown.output.find("zombie of ppid " + std::to_string(p.pid()) + ", wait status 0x700"),
             std::string::npos) << shown.output;
-  ASSERT_TRUE(p.alive());
-  p.signal(SIGUSR1);
-  EXPECT_EQ(p.wait_exit().value_or(-1), 0) << p.log();
+  expect_intact(p);
 }
 
 TEST(Dump, PosixTimersAndItimersAreRecordedAndKeepTicking) {
   TempDir dir;
-  std::string images = dir / "images";
-  std::filesystem::create_directory(images);
+  std::string images = images_dir(dir);
   Program p("timers", dir);
   ASSERT_TRUE(p.wait_ready());
-  auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", images, "--leave-running"});
-  ASSERT_EQ(r.status, 0) << r.output;
-  auto json = run_minicriu({"show", "--json", "-D", images});
-  minicriu::img::CheckpointView view;
-  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(json.output, &view).ok()) << json.output;
+  ASSERT_NO_FATAL_FAILURE(dump_leave_running(p, images));
+  auto view = show_json(images);
   const auto& core = view.processes(0).core();
   ASSERT_EQ(core.posix_timers_size(), 1);
   EXPECT_EQ(core.posix_timers(0).interval_ns(), 50000000u);
@@ -331,7 +294,5 @@ TEST(Dump, PosixTimersAndItimersAreRecordedAndKeepTicking) {
   EXPECT_EQ(core.posix_timers(0).signo(), static_cast<int>(SIGRTMIN));
   ASSERT_EQ(core.itimers_size(), 1);
   EXPECT_EQ(core.itimers(0).interval_us(), 100000u);
-  ASSERT_TRUE(p.alive());
-  p.signal(SIGUSR1);
-  EXPECT_EQ(p.wait_exit().value_or(-1), 0) << p.log();
+  expect_intact(p);
 }

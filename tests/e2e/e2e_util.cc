@@ -1,5 +1,8 @@
 #include "e2e_util.hpp"
 
+#include <google/protobuf/util/json_util.h>
+#include <gtest/gtest.h>
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -194,6 +197,39 @@ void reap_zombies() {
   int status;
   while (::waitpid(-1, &status, WNOHANG) > 0) {
   }
+}
+
+minicriu::img::CheckpointView show_json(const std::string& images) {
+  auto json = run_minicriu({"show", "--json", "-D", images});
+  minicriu::img::CheckpointView view;
+  EXPECT_EQ(json.status, 0) << json.output;
+  EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(json.output, &view).ok()) << json.output;
+  return view;
+}
+
+std::string images_dir(const TempDir& dir, const std::string& name) {
+  std::string path = dir / name;
+  std::filesystem::create_directory(path);
+  return path;
+}
+
+void dump_leave_running(const Program& p, const std::string& images) {
+  auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", images, "--leave-running"});
+  ASSERT_EQ(r.status, 0) << r.output;
+}
+
+void expect_intact(Program& p) {
+  ASSERT_TRUE(p.alive()) << "the target is not running";
+  p.signal(SIGUSR1);
+  auto st = p.wait_exit();
+  ASSERT_TRUE(st.has_value()) << "the target did not exit after SIGUSR1";
+  EXPECT_EQ(*st, 0) << p.log();
+}
+
+uint64_t dumped_pages(const minicriu::img::ProcessView& proc) {
+  uint64_t pages = 0;
+  for (auto& e : proc.pagemap()) pages += e.nr_pages();
+  return pages;
 }
 
 }  // namespace e2e

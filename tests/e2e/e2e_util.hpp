@@ -6,6 +6,8 @@
 #include <sys/types.h>
 
 #include <optional>
+
+#include "minicriu.pb.h"
 #include <string>
 #include <vector>
 
@@ -79,5 +81,20 @@ bool wait_gone(pid_t pid, int timeout_ms = 10000);
 // Reaps any exited children (e.g. a killed target) without blocking.
 void reap_zombies();
 bool pid_exists(pid_t pid);
+
+// `minicriu show --json -D images`, decoded (a test failure if it does not).
+minicriu::img::CheckpointView show_json(const std::string& images);
+
+// A directory "images" inside dir, created.
+std::string images_dir(const TempDir& dir, const std::string& name = "images");
+
+// `minicriu dump -t PID -D images --leave-running`, expected to succeed.
+void dump_leave_running(const Program& p, const std::string& images);
+
+// The program is still running and, told to check itself, passes.
+void expect_intact(Program& p);
+
+// Pages of one process in its page image.
+uint64_t dumped_pages(const minicriu::img::ProcessView& proc);
 
 }  // namespace e2e

@@ -1,6 +1,5 @@
 // Ghost files at dump: carried within the size policy, sparse, once per inode,
 // and refused in one line, target intact, when over the limit or a rule.
-#include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -11,32 +10,13 @@
 
 using namespace e2e;
 
-namespace {
-
-minicriu::img::CheckpointView show_json(const std::string& images) {
-  auto json = run_minicriu({"show", "--json", "-D", images});
-  minicriu::img::CheckpointView view;
-  EXPECT_EQ(json.status, 0) << json.output;
-  EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(json.output, &view).ok()) << json.output;
-  return view;
-}
-
-void expect_intact(Program& p) {
-  ASSERT_TRUE(p.alive());
-  p.signal(SIGUSR1);
-  EXPECT_EQ(p.wait_exit().value_or(-1), 0) << p.log();
-}
-
-}  // namespace
 
 TEST(GhostDump, SharedPoolOfTwoProcessesIsCarriedOnceByDefault) {
   TempDir dir;
-  std::string images = dir / "images";
-  std::filesystem::create_directory(images);
+  std::string images = images_dir(dir);
   Program p("ghost", dir, {"shared"});
   ASSERT_TRUE(p.wait_ready());
-  auto r = run_minicriu({"-v", "dump", "-t", std::to_string(p.pid()), "-D", images, "--leave-running"});
-  ASSERT_EQ(r.status, 0) << r.output;
+  ASSERT_NO_FATAL_FAILURE(dump_leave_running(p, images));
   auto view = show_json(images);
   ASSERT_EQ(view.processes_size(), 2);
   ASSERT_EQ(view.ghosts_size(), 1) << "one inode, one ghost";
@@ -47,9 +27,7 @@ TEST(GhostDump, SharedPoolOfTwoProcessesIsCarriedOnceByDefault) {
   EXPECT_EQ(std::filesystem::file_size(images + "/ghost-1.data"), 64u << 20);
   // The pool's data is in the ghost alone, not again as memory of either process.
   for (auto& proc : view.processes()) {
-    uint64_t pages = 0;
-    for (auto& e : proc.pagemap()) pages += e.nr_pages();
-    EXPECT_LT(pages * 4096, 8u << 20) << "pid " << proc.pstree().pid();
+    EXPECT_LT(dumped_pages(proc) * 4096, 8u << 20) << "pid " << proc.pstree().pid();
     bool mapped = false;
     for (auto& v : proc.mm().vmas())
       if (v.file_id() && v.kind() == minicriu::img::VMA_FILE_SHARED) mapped = true;
@@ -60,12 +38,10 @@ TEST(GhostDump, SharedPoolOfTwoProcessesIsCarriedOnceByDefault) {
 
 TEST(GhostDump, SparseGigabyteCarriesOnlyItsData) {
   TempDir dir;
-  std::string images = dir / "images";
-  std::filesystem::create_directory(images);
+  std::string images = images_dir(dir);
   Program p("ghost", dir, {"sparse"});
   ASSERT_TRUE(p.wait_ready());
-  auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", images, "--leave-running"});
-  ASSERT_EQ(r.status, 0) << r.output;
+  ASSERT_NO_FATAL_FAILURE(dump_leave_running(p, images));
   auto view = show_json(images);
   ASSERT_EQ(view.ghosts_size(), 1);
   EXPECT_EQ(view.ghosts(0).size(), 1ull << 30);
@@ -100,8 +76,7 @@ TEST(GhostDump, OverTheLimitIsRefusedInOneLineAndTheTreeRuns) {
 
 TEST(GhostDump, PolicyRulesWinOverTheLimit) {
   TempDir dir;
-  std::string images = dir / "images";
-  std::filesystem::create_directory(images);
+  std::string images = images_dir(dir);
   Program p("ghost", dir, {"shared"});
   ASSERT_TRUE(p.wait_ready());
   std::string pid = std::to_string(p.pid());
@@ -122,12 +97,10 @@ TEST(GhostDump, PolicyRulesWinOverTheLimit) {
 
 TEST(GhostDump, UnlinkedNameWithASurvivingNameIsReopenedThroughIt) {
   TempDir dir;
-  std::string images = dir / "images";
-  std::filesystem::create_directory(images);
+  std::string images = images_dir(dir);
   Program p("ghost", dir, {"linked-same"});
   ASSERT_TRUE(p.wait_ready());
-  auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", images, "--leave-running"});
-  ASSERT_EQ(r.status, 0) << r.output;
+  ASSERT_NO_FATAL_FAILURE(dump_leave_running(p, images));
   auto view = show_json(images);
   EXPECT_EQ(view.ghosts_size(), 0) << "a file with a name is not a ghost";
   bool found = false;
@@ -143,12 +116,10 @@ TEST(GhostDump, UnlinkedNameWithASurvivingNameIsReopenedThroughIt) {
 
 TEST(GhostDump, SurvivingNameElsewhereGetsALinkRemapBesideTheOldName) {
   TempDir dir;
-  std::string images = dir / "images";
-  std::filesystem::create_directory(images);
+  std::string images = images_dir(dir);
   Program p("ghost", dir, {"linked-other"});
   ASSERT_TRUE(p.wait_ready());
-  auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", images, "--leave-running"});
-  ASSERT_EQ(r.status, 0) << r.output;
+  ASSERT_NO_FATAL_FAILURE(dump_leave_running(p, images));
   auto view = show_json(images);
   std::string remap;
   for (auto& f : view.files())

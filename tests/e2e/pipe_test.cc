@@ -1,6 +1,5 @@
 // Pipes at dump: every end recorded, queued bytes carried without consuming
 // them, and a pipe shared with a process outside the tree refused.
-#include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
@@ -14,15 +13,11 @@ using namespace e2e;
 
 TEST(PipeDump, DataInFlightIsCarriedAndNotConsumed) {
   TempDir dir;
-  std::string images = dir / "images";
-  std::filesystem::create_directory(images);
+  std::string images = images_dir(dir);
   Program p("pipes", dir);
   ASSERT_TRUE(p.wait_ready());
-  auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", images, "--leave-running"});
-  ASSERT_EQ(r.status, 0) << r.output;
-  auto json = run_minicriu({"show", "--json", "-D", images});
-  minicriu::img::CheckpointView view;
-  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(json.output, &view).ok()) << json.output;
+  ASSERT_NO_FATAL_FAILURE(dump_leave_running(p, images));
+  auto view = show_json(images);
   ASSERT_EQ(view.pipes_size(), 3);
   std::multiset<uint64_t> queued;
   for (auto& pd : view.pipes()) queued.insert(pd.bytes());
@@ -31,9 +26,7 @@ TEST(PipeDump, DataInFlightIsCarriedAndNotConsumed) {
   int ends = 0;
   for (auto& f : view.files()) ends += f.has_pipe();
   EXPECT_EQ(ends, 6) << "three pipes, two ends each";
-  ASSERT_TRUE(p.alive());
-  p.signal(SIGUSR1);
-  EXPECT_EQ(p.wait_exit().value_or(-1), 0) << p.log();
+  expect_intact(p);
 }
 
 TEST(PipeDump, APipeSharedWithAProcessOutsideTheTreeIsRefused) {
