@@ -152,6 +152,7 @@ Status Dumper::dump_process(FrozenProcess& proc, ProcessImages& out) {
     return {};
   }
   for (auto& t : proc.threads) out.entry.add_tids(static_cast<uint32_t>(t.tid()));
+  out.entry.set_stopped(proc.leader().group_stopped());
 
   ASSIGN_OR_RETURN(auto vmas, collect_vmas(pid));
   log_.info("pid {}: {} vma(s)", pid, vmas.size());

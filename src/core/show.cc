@@ -106,8 +106,9 @@ std::string text(const img::CheckpointView& c) {
     }
     uint64_t pages = 0;
     for (auto& pm : p.pagemap()) pages += pm.nr_pages();
-    out += fmt::format("\nprocess {} ({}): ppid {}, pgid {}, sid {}, {} thread(s)\n", e.pid(),
-                       p.core().comm(), e.ppid(), e.pgid(), e.sid(), e.tids_size());
+    out += fmt::format("\nprocess {} ({}): ppid {}, pgid {}, sid {}, {} thread(s){}\n", e.pid(),
+                       p.core().comm(), e.ppid(), e.pgid(), e.sid(), e.tids_size(),
+                       e.stopped() ? ", stopped" : "");
     for (auto& t : p.core().threads())
       out += fmt::format("  thread {} ({}): rip {} rsp {} fs_base {}, xsave {} bytes, sigmask {:#x}{}\n",
                          t.tid(), t.comm(), hex(t.regs().rip()), hex(t.regs().rsp()),

@@ -296,3 +296,22 @@ TEST(Dump, PosixTimersAndItimersAreRecordedAndKeepTicking) {
   EXPECT_EQ(core.itimers(0).interval_us(), 100000u);
   expect_intact(p);
 }
+
+TEST(Dump, AStoppedProcessStaysStoppedAndIsRecordedSo) {
+  TempDir dir;
+  std::string images = images_dir(dir);
+  Program p("basic", dir);
+  ASSERT_TRUE(p.wait_ready());
+  p.signal(SIGSTOP);
+  auto state = [&] {
+    std::string s = run({"/bin/sh", "-c", "grep State /proc/" + std::to_string(p.pid()) + "/status"}).output;
+    return s;
+  };
+  for (int i = 0; i < 200 && state().find("T (stopped)") == std::string::npos; i++) ::usleep(5000);
+  ASSERT_NO_FATAL_FAILURE(dump_leave_running(p, images));
+  EXPECT_TRUE(show_json(images).processes(0).pstree().stopped());
+  ::usleep(100 * 1000);
+  EXPECT_NE(state().find("T (stopped)"), std::string::npos) << "a stopped target was resumed by the dump";
+  p.signal(SIGCONT);
+  expect_intact(p);
+}
