@@ -71,6 +71,9 @@ std::string file_summary(const google::protobuf::RepeatedPtrField<img::FileEntry
                          f.reg().ghost_id() ? fmt::format(", ghost {}", f.reg().ghost_id())
                          : f.reg().remove_after_restore() ? ", link remap"
                                                           : "");
+    if (f.has_fifo())
+      return fmt::format("fifo {} {} end{}", f.fifo().path(), (f.fifo().flags() & 3) == 0 ? "read" : "write",
+                         (f.fifo().flags() & 04000) ? ", non-blocking" : "");
     if (f.has_memfd())
       return fmt::format("memfd (shmem {}, flags {:#o}, pos {})", f.memfd().shmem_id(), f.memfd().flags(),
                          f.memfd().pos());

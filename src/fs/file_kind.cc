@@ -3,7 +3,7 @@
 namespace minicriu {
 
 const std::vector<const FileKind*>& file_kinds() {
-  static const std::vector<const FileKind*> kinds = {&regular_file_kind(), &ghost_file_kind(), &pipe_kind(), &memfd_kind()};
+  static const std::vector<const FileKind*> kinds = {&regular_file_kind(), &ghost_file_kind(), &pipe_kind(), &memfd_kind(), &fifo_kind()};
   return kinds;
 }
 
@@ -13,6 +13,7 @@ namespace {
 std::string describe_unsupported(const FdDumpInfo& fd) {
   const std::string& l = fd.link;
   if (l.rfind("pipe:", 0) == 0) return "a pipe";
+  if (S_ISFIFO(fd.st.st_mode)) return "a fifo";
   if (l.rfind("socket:", 0) == 0) return "a socket";
   if (l.rfind("anon_inode:", 0) == 0) return "an anonymous-inode file (" + l.substr(11) + ")";
   if (l.rfind("/memfd:", 0) == 0) return "a memfd";

@@ -79,6 +79,7 @@ const FileKind& regular_file_kind();
 const FileKind& ghost_file_kind();
 const FileKind& pipe_kind();
 const FileKind& memfd_kind();
+const FileKind& fifo_kind();
 
 // The RegFile of an fd reached by path (regular and ghost files both).
 void describe_reg_file(const FdDumpInfo& fd, const std::string& path, img::RegFile& reg);

@@ -119,18 +119,48 @@ Result<PipeRestorer::Pipe*> PipeRestorer::create(uint64_t ino) {
   pipe.write_end.reset(p[1]);
   if (::fcntl(p[1], F_SETPIPE_SZ, d->second.capacity()) < static_cast<int>(d->second.capacity()))
     return failf_errno("pipe {}: cannot give it its capacity of {} bytes", ino, d->second.capacity());
-  if (d->second.bytes()) {
-    UniqueFd data(::open(data_path_.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!data) return failf_errno("cannot open {}", data_path_);
-    // The bytes fit: they were in a pipe of this capacity.
-    std::vector<char> buf(d->second.bytes());
-    if (::pread(data.get(), buf.data(), buf.size(), static_cast<off_t>(data_offset_[ino])) !=
-        static_cast<ssize_t>(buf.size()))
-      return failf_errno("short read of pipe {}'s data", ino);
-    if (::write(p[1], buf.data(), buf.size()) != static_cast<ssize_t>(buf.size()))
-      return failf_errno("writing pipe {}'s data back", ino);
-  }
+  TRY(write_data(ino, p[1]));
   return &pipes_.emplace(ino, std::move(pipe)).first->second;
+}
+
+Status PipeRestorer::write_data(uint64_t ino, int write_end) {
+  const img::PipeData& d = data_.at(ino);
+  if (!d.bytes()) return {};
+  UniqueFd data(::open(data_path_.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!data) return failf_errno("cannot open {}", data_path_);
+  // The bytes fit: they were in a pipe of this capacity.
+  std::vector<char> buf(d.bytes());
+  if (::pread(data.get(), buf.data(), buf.size(), static_cast<off_t>(data_offset_[ino])) !=
+      static_cast<ssize_t>(buf.size()))
+    return failf_errno("short read of pipe {}'s data", ino);
+  if (::write(write_end, buf.data(), buf.size()) != static_cast<ssize_t>(buf.size()))
+    return failf_errno("writing pipe {}'s data back", ino);
+  return {};
+}
+
+Result<UniqueFd> PipeRestorer::open_fifo(const img::FifoFile& fifo) {
+  uint64_t ino = fifo.pipe_ino();
+  if (!data_.count(ino)) return failf("fifo {} has no entry in pipes.img", fifo.path());
+  if (!fifo_anchors_.count(ino)) {
+    UniqueFd anchor(::open(fifo.path().c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC));
+    if (!anchor) return failf_errno("cannot open the fifo {}", fifo.path());
+    struct stat st;
+    if (::fstat(anchor.get(), &st) != 0 || !S_ISFIFO(st.st_mode))
+      return failf("{} is no longer a fifo", fifo.path());
+    const img::PipeData& d = data_.at(ino);
+    if (::fcntl(anchor.get(), F_SETPIPE_SZ, d.capacity()) < static_cast<int>(d.capacity()))
+      return failf_errno("fifo {}: cannot give it its capacity of {} bytes", fifo.path(), d.capacity());
+    TRY(write_data(ino, anchor.get()));
+    fifo_anchors_.emplace(ino, std::move(anchor));
+  }
+  // Non-blocking to open (the anchor is both a reader and a writer), then the
+  // flags it had.
+  int flags = static_cast<int>(fifo.flags()) & (O_ACCMODE | O_NONBLOCK | O_DIRECT);
+  UniqueFd fd(::open(fifo.path().c_str(), flags | O_NONBLOCK | O_CLOEXEC));
+  if (!fd) return failf_errno("cannot reopen the fifo {}", fifo.path());
+  if (!(flags & O_NONBLOCK) && ::fcntl(fd.get(), F_SETFL, flags & ~O_ACCMODE) != 0)
+    return failf_errno("fifo {}: F_SETFL", fifo.path());
+  return fd;
 }
 
 Result<UniqueFd> PipeRestorer::open_end(const img::PipeFile& end) {

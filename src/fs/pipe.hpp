@@ -48,6 +48,8 @@ class PipeRestorer {
   [[nodiscard]] static Result<std::unique_ptr<PipeRestorer>> load(const ImageDir& dir);
   // A new open file description of the given end of the pipe.
   [[nodiscard]] Result<UniqueFd> open_end(const img::PipeFile& end);
+  // A named pipe opened by its path with its flags, its bytes put back first.
+  [[nodiscard]] Result<UniqueFd> open_fifo(const img::FifoFile& fifo);
 
  private:
   struct Pipe {
@@ -55,11 +57,15 @@ class PipeRestorer {
     bool read_given = false, write_given = false;
   };
   [[nodiscard]] Result<Pipe*> create(uint64_t ino);
+  [[nodiscard]] Status write_data(uint64_t ino, int write_end);
 
   std::string data_path_;
   std::map<uint64_t, img::PipeData> data_;
   std::map<uint64_t, uint64_t> data_offset_;
   std::map<uint64_t, Pipe> pipes_;
+  // One O_RDWR description per fifo: keeps both sides open until every holder
+  // has its own, so opening never blocks and the bytes are not lost.
+  std::map<uint64_t, UniqueFd> fifo_anchors_;
 };
 
 }  // namespace minicriu

@@ -1,6 +1,7 @@
 // PipeStore and PipeRestorer on real pipes: queued bytes read without being
 // consumed, written back into a new pipe of the same capacity.
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -62,4 +63,40 @@ TEST(Pipe, BytesRoundTripWithoutBeingConsumed) {
   std::filesystem::remove_all(root);
   close(p[0]);
   close(p[1]);
+}
+
+TEST(Pipe, FifoBytesComeBackBeforeAnyHolderOpensIt) {
+  char tmpl[] = "/tmp/minicriu-fifo-XXXXXX";
+  std::string root = mkdtemp(tmpl);
+  std::string path = root + "/fifo";
+  ASSERT_EQ(mkfifo(path.c_str(), 0600), 0);
+  int rw = open(path.c_str(), O_RDWR);
+  ASSERT_EQ(write(rw, "queued", 6), 6);
+  struct stat st;
+  fstat(rw, &st);
+  ImageDir dir(root);
+  {
+    PipeStore store(dir);
+    ASSERT_TRUE(store.add("test: fd 3", rw, st.st_ino));
+    ASSERT_TRUE(store.commit());
+    auto w = ImageWriter::create(dir.pipes(), ImageKind::pipes);
+    ASSERT_TRUE(w->write(store.entries()[0]));
+    ASSERT_TRUE(w->commit());
+  }
+  close(rw);  // the queued bytes go with the last holder
+  auto restorer = PipeRestorer::load(dir);
+  ASSERT_TRUE(restorer) << restorer.error().what();
+  img::FifoFile end;
+  end.set_path(path);
+  end.set_pipe_ino(st.st_ino);
+  end.set_flags(O_RDONLY);
+  auto fd = (*restorer)->open_fifo(end);
+  ASSERT_TRUE(fd) << fd.error().what();
+  EXPECT_FALSE(fcntl(fd->get(), F_GETFL) & O_NONBLOCK);
+  char buf[16] = {};
+  ASSERT_EQ(read(fd->get(), buf, sizeof(buf)), 6);
+  EXPECT_STREQ(buf, "queued");
+  fd->reset();
+  restorer->reset();
+  std::filesystem::remove_all(root);
 }
