@@ -1,5 +1,6 @@
 #pragma once
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <utility>
@@ -32,5 +33,15 @@ class UniqueFd {
  private:
   int fd_ = -1;
 };
+
+// The fd moved to the lowest free number at or above floor (close-on-exec), or
+// left where it is if floor is 0 or the move fails. A restore keeps its own
+// fds above the numbers the restored process will use.
+inline UniqueFd move_fd_above(UniqueFd fd, int floor) {
+  if (!fd || floor <= 0 || fd.get() >= floor) return fd;
+  int moved = ::fcntl(fd.get(), F_DUPFD_CLOEXEC, floor);
+  if (moved < 0) return fd;
+  return UniqueFd(moved);
+}
 
 }  // namespace minicriu

@@ -49,6 +49,9 @@ struct FileRestoreContext {
   const std::map<uint32_t, std::string>* ghost_paths = nullptr;  // recreated ghosts by id
   PipeRestorer* pipes = nullptr;                                 // pipes created once each
   ShmemRestorer* shmem = nullptr;                                // memfds, shared memory
+  // Fds the restore keeps for itself (pipe ends, shmem objects) stay at or
+  // above this number, clear of the fds being installed below it.
+  int fd_floor = 0;
 };
 
 class FileKind {

@@ -115,11 +115,12 @@ Result<PipeRestorer::Pipe*> PipeRestorer::create(uint64_t ino) {
   int p[2];
   if (::pipe2(p, O_CLOEXEC) != 0) return fail_errno("pipe2");
   Pipe pipe;
-  pipe.read_end.reset(p[0]);
-  pipe.write_end.reset(p[1]);
-  if (::fcntl(p[1], F_SETPIPE_SZ, d->second.capacity()) < static_cast<int>(d->second.capacity()))
+  pipe.read_end = move_fd_above(UniqueFd(p[0]), fd_floor_);
+  pipe.write_end = move_fd_above(UniqueFd(p[1]), fd_floor_);
+  int wr = pipe.write_end.get();
+  if (::fcntl(wr, F_SETPIPE_SZ, d->second.capacity()) < static_cast<int>(d->second.capacity()))
     return failf_errno("pipe {}: cannot give it its capacity of {} bytes", ino, d->second.capacity());
-  TRY(write_data(ino, p[1]));
+  TRY(write_data(ino, wr));
   return &pipes_.emplace(ino, std::move(pipe)).first->second;
 }
 
@@ -151,7 +152,7 @@ Result<UniqueFd> PipeRestorer::open_fifo(const img::FifoFile& fifo) {
     if (::fcntl(anchor.get(), F_SETPIPE_SZ, d.capacity()) < static_cast<int>(d.capacity()))
       return failf_errno("fifo {}: cannot give it its capacity of {} bytes", fifo.path(), d.capacity());
     TRY(write_data(ino, anchor.get()));
-    fifo_anchors_.emplace(ino, std::move(anchor));
+    fifo_anchors_.emplace(ino, move_fd_above(std::move(anchor), fd_floor_));
   }
   // Non-blocking to open (the anchor is both a reader and a writer), then the
   // flags it had.

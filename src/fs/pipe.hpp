@@ -50,6 +50,8 @@ class PipeRestorer {
   [[nodiscard]] Result<UniqueFd> open_end(const img::PipeFile& end);
   // A named pipe opened by its path with its flags, its bytes put back first.
   [[nodiscard]] Result<UniqueFd> open_fifo(const img::FifoFile& fifo);
+  // Where the fds kept here go (see FileRestoreContext::fd_floor).
+  void set_fd_floor(int floor) { fd_floor_ = floor; }
 
  private:
   struct Pipe {
@@ -66,6 +68,7 @@ class PipeRestorer {
   // One O_RDWR description per fifo: keeps both sides open until every holder
   // has its own, so opening never blocks and the bytes are not lost.
   std::map<uint64_t, UniqueFd> fifo_anchors_;
+  int fd_floor_ = 0;
 };
 
 }  // namespace minicriu

@@ -117,6 +117,7 @@ Result<int> ShmemRestorer::object_fd(uint32_t id) {
   UniqueFd data(::open(dir_.shmem_data(id).c_str(), O_RDONLY | O_CLOEXEC));
   if (!data) return failf_errno("cannot open {}", dir_.shmem_data(id));
   TRY(copy_extents_in(fd.get(), data.get(), obj.extents(), fmt::format("shared memory object {}", id)));
+  fd = move_fd_above(std::move(fd), fd_floor_);
   int raw = fd.get();
   fds_.emplace(id, std::move(fd));
   return raw;

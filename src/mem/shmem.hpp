@@ -54,11 +54,14 @@ class ShmemRestorer {
   [[nodiscard]] Result<int> object_fd(uint32_t id);
   // Seals go on last: F_SEAL_WRITE forbids the writable mappings made before.
   [[nodiscard]] Status seal_all();
+  // Where the fds kept here go (see FileRestoreContext::fd_floor).
+  void set_fd_floor(int floor) { fd_floor_ = floor; }
 
  private:
   ImageDir dir_;
   std::map<uint32_t, img::ShmemObject> objects_;
   std::map<uint32_t, UniqueFd> fds_;
+  int fd_floor_ = 0;
 };
 
 }  // namespace minicriu
