@@ -51,3 +51,16 @@ struct FdListing {
                                                               FileRegistry& registry);
 
 }  // namespace minicriu
+
+namespace minicriu {
+
+// Restore side, run by the task being restored: installs the dumped fd table.
+// Each file is opened once (by its kind) and dup'd to every fd that held it,
+// so dup'd fds share one open file description again. Every other fd is
+// closed, except `keep` (minicriu's own: the restore channel...), which are
+// first moved above the dumped fds; returns their new numbers, in order.
+[[nodiscard]] Result<std::vector<int>> restore_fd_table(const std::vector<img::FdEntry>& fds,
+                                                        const std::vector<img::FileEntry>& files,
+                                                        const std::vector<int>& keep);
+
+}  // namespace minicriu

@@ -1,0 +1,91 @@
+/* restore_single: one thread with state restore must keep. Writes its pid to
+ * argv[1] when ready, waits (in pause()) for SIGUSR1, then checks everything and
+ * exits 0, or the code of the first check that failed:
+ *   10 pid   11 memory pattern (64 MiB)   12 file offset   13 SIGUSR2 handler
+ *   14 SIGUSR2 no longer pending   15 zmm0-31   16 k0-7   17 SIGUSR2 not delivered
+ *   18 sigmask   19 brk/heap   20 file content
+ * Build: gcc -O2 -mavx512f restore_single.c -o restore_single */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "restore_avx512.h"
+
+#define PATTERN_WORDS ((64u << 20) / 8)
+
+static volatile int got_usr1, got_usr2;
+static void on_usr1(int sig) { (void)sig; got_usr1 = 1; }
+static void on_usr2(int sig) { (void)sig; got_usr2 = 1; }
+
+static uint64_t word(size_t i) { return i * 0x9e3779b97f4a7c15ull + 0x5555; }
+
+int main(int argc, char** argv) {
+  if (argc < 3) {
+    fprintf(stderr, "usage: %s READY_FILE DATA_FILE\n", argv[0]);
+    return 2;
+  }
+  /* Only the fds a checkpoint can take: the rest was inherited. */
+  for (int fd = 3; fd < 1024; fd++) close(fd);
+  pid_t pid = getpid();
+
+  uint64_t* pattern = malloc(PATTERN_WORDS * 8);
+  for (size_t i = 0; i < PATTERN_WORDS; i++) pattern[i] = word(i);
+  char* heap = malloc(100);  /* small: from brk */
+  strcpy(heap, "heap survives");
+
+  int data = open(argv[2], O_RDWR | O_CREAT | O_TRUNC, 0600);
+  for (int i = 0; i < 4096; i++) {
+    char c = (char)('a' + i % 26);
+    if (write(data, &c, 1) != 1) return 3;
+  }
+  lseek(data, 1234, SEEK_SET);
+
+  struct sigaction sa = {0};
+  sa.sa_handler = on_usr1;
+  sigaction(SIGUSR1, &sa, NULL);
+  sa.sa_handler = on_usr2;
+  sigaction(SIGUSR2, &sa, NULL);
+  sigset_t block;
+  sigemptyset(&block);
+  sigaddset(&block, SIGUSR2);
+  sigprocmask(SIG_BLOCK, &block, NULL);
+  raise(SIGUSR2);
+
+  static struct avx512_state in, out;
+  avx512_fill(&in, 1);
+
+  char tmp[4096];
+  snprintf(tmp, sizeof(tmp), "%s.tmp", argv[1]);
+  FILE* f = fopen(tmp, "w");
+  fprintf(f, "%d\n", pid);
+  fclose(f);
+  rename(tmp, argv[1]);
+
+  avx512_hold(&in, &out, &got_usr1, SYS_pause, 0, 0);
+
+  if (syscall(SYS_getpid) != pid) return 10;
+  for (size_t i = 0; i < PATTERN_WORDS; i++)
+    if (pattern[i] != word(i)) return 11;
+  if (lseek(data, 0, SEEK_CUR) != 1234) return 12;
+  char c;
+  if (read(data, &c, 1) != 1 || c != (char)('a' + 1234 % 26)) return 20;
+  struct sigaction now;
+  sigaction(SIGUSR2, NULL, &now);
+  if (now.sa_handler != on_usr2) return 13;
+  sigset_t pending, mask;
+  sigpending(&pending);
+  if (!sigismember(&pending, SIGUSR2)) return 14;
+  sigprocmask(SIG_SETMASK, NULL, &mask);
+  if (!sigismember(&mask, SIGUSR2) || sigismember(&mask, SIGUSR1)) return 18;
+  if (memcmp(in.zmm, out.zmm, sizeof(in.zmm)) != 0) return 15;
+  if (memcmp(in.k, out.k, sizeof(in.k)) != 0) return 16;
+  if (strcmp(heap, "heap survives") != 0) return 19;
+  sigprocmask(SIG_UNBLOCK, &block, NULL);
+  if (!got_usr2) return 17;
+  return 0;
+}
