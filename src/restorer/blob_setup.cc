@@ -199,7 +199,7 @@ Result<BlobJump> install_blob(const BlobInputs& in) {
   a->premap_start = plan.base;
   a->premap_end = plan.slots_end;
   a->blob_start = plan.blob;
-  a->blob_size = sizes.blob;
+  a->blob_size = plan.tail - plan.blob;  // with the guard page before the tail
   a->tail = plan.tail;
   std::memcpy(reinterpret_cast<void*>(plan.tail), blob::kBytes + blob::k_restorer_tail,
               blob::k_restorer_tail_end - blob::k_restorer_tail);

@@ -91,4 +91,23 @@ static inline void avx512_hold(const struct avx512_state* in, struct avx512_stat
                : "rax", "rcx", "rdx", "rdi", "rsi", "r10", "r11", "memory", AVX512_CLOBBERS);
 }
 
+/* The same, blocked in futex(flag, FUTEX_WAIT_PRIVATE, 0) until *flag != 0. */
+static inline void avx512_hold_futex(const struct avx512_state* in, struct avx512_state* out,
+                                     volatile int* flag) {
+  asm volatile(AVX512_LOAD("%[in]")
+               "1:\n"
+               "mov $202, %%eax\n"
+               "mov %[flag], %%rdi\n"
+               "mov $128, %%esi\n"
+               "xor %%edx, %%edx\n"
+               "xor %%r10d, %%r10d\n"
+               "syscall\n"
+               "cmpl $0, (%[flag])\n"
+               "je 1b\n"
+               AVX512_STORE("%[out]")
+               :
+               : [in] "r"(in), [out] "r"(out), [flag] "r"(flag)
+               : "rax", "rcx", "rdx", "rdi", "rsi", "r10", "r11", "memory", AVX512_CLOBBERS);
+}
+
 #endif
