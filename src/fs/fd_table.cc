@@ -94,9 +94,8 @@ Result<std::vector<img::FdEntry>> dump_fd_table(pid_t pid, const std::vector<FdL
 
 namespace minicriu {
 
-Result<std::vector<int>> restore_fd_table(const std::vector<img::FdEntry>& fds,
-                                          const std::vector<img::FileEntry>& files,
-                                          const std::vector<int>& keep) {
+Status restore_fd_table(const std::vector<img::FdEntry>& fds,
+                        const std::vector<img::FileEntry>& files, std::vector<int>& keep) {
   int hi = 0;
   for (auto& f : fds) hi = std::max(hi, f.fd() + 1);
   // Our own fds go above the dumped ones; the soft limit may be below them.
@@ -111,10 +110,9 @@ Result<std::vector<int>> restore_fd_table(const std::vector<img::FdEntry>& fds,
     ::close(fd);
     return n;
   };
-  std::vector<int> kept;
-  for (int fd : keep) {
+  for (int& fd : keep) {
     ASSIGN_OR_RETURN(int n, move_up(fd));
-    kept.push_back(n);
+    fd = n;
   }
   std::map<uint32_t, UniqueFd> opened;
   for (auto& f : fds) {
@@ -139,10 +137,10 @@ Result<std::vector<int>> restore_fd_table(const std::vector<img::FdEntry>& fds,
   opened.clear();
   // Whatever else minicriu had open above hi goes too.
   ASSIGN_OR_RETURN(auto open_now, proc::list_numeric_dir("/proc/self/fd"));
-  std::set<int> wanted(kept.begin(), kept.end());
+  std::set<int> wanted(keep.begin(), keep.end());
   for (int fd : open_now)
     if (fd >= hi && !wanted.count(fd)) ::close(fd);
-  return kept;
+  return {};
 }
 
 }  // namespace minicriu

@@ -58,9 +58,10 @@ namespace minicriu {
 // Each file is opened once (by its kind) and dup'd to every fd that held it,
 // so dup'd fds share one open file description again. Every other fd is
 // closed, except `keep` (minicriu's own: the restore channel...), which are
-// first moved above the dumped fds; returns their new numbers, in order.
-[[nodiscard]] Result<std::vector<int>> restore_fd_table(const std::vector<img::FdEntry>& fds,
-                                                        const std::vector<img::FileEntry>& files,
-                                                        const std::vector<int>& keep);
+// first moved above the dumped fds; `keep` is updated to their new numbers as
+// soon as they move, so the caller can still use them if a later step fails.
+[[nodiscard]] Status restore_fd_table(const std::vector<img::FdEntry>& fds,
+                                      const std::vector<img::FileEntry>& files,
+                                      std::vector<int>& keep);
 
 }  // namespace minicriu

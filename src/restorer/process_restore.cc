@@ -74,9 +74,10 @@ Result<BlobJump> prepare(const Checkpoint& c, const ProcessImages& p, int& chann
   ASSIGN_OR_RETURN(UniqueFd exe, open_exe(c, p));
   std::vector<int> keep{channel};
   if (exe) keep.push_back(exe.release());
-  ASSIGN_OR_RETURN(auto kept, restore_fd_table(p.fds, c.files, keep));
-  channel = kept[0];
-  int exe_fd = kept.size() > 1 ? kept[1] : -1;
+  Status fds = restore_fd_table(p.fds, c.files, keep);
+  channel = keep[0];
+  if (!fds) return std::unexpected(fds.error());
+  int exe_fd = keep.size() > 1 ? keep[1] : -1;
 
   const img::FileEntry* cwd = c.file(p.core.cwd_file_id());
   if (::chdir(cwd->reg().path().c_str()) != 0)
