@@ -3,7 +3,8 @@
  * exits 0, or the code of the first check that failed:
  *   10 pid   11 memory pattern (64 MiB)   12 file offset   13 SIGUSR2 handler
  *   14 SIGUSR2 no longer pending   15 zmm0-31   16 k0-7   17 SIGUSR2 not delivered
- *   18 sigmask   19 brk/heap   20 file content
+ *   18 sigmask   19 brk/heap   20 file content   21 [vdso] not where the auxv says
+ *   22 clock_gettime (vDSO) failed or went backwards   23 /proc/self/exe   24 cmdline
  * Build: gcc -O2 -mavx512f restore_single.c -o restore_single */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -11,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "restore_avx512.h"
@@ -21,6 +24,17 @@
 static volatile int got_usr1, got_usr2;
 static void on_usr1(int sig) { (void)sig; got_usr1 = 1; }
 static void on_usr2(int sig) { (void)sig; got_usr2 = 1; }
+
+/* The [vdso] line of /proc/self/maps must start where AT_SYSINFO_EHDR says. */
+static int vdso_in_place(void) {
+  FILE* f = fopen("/proc/self/maps", "r");
+  char line[512];
+  unsigned long start = 0;
+  while (f && fgets(line, sizeof(line), f))
+    if (strstr(line, "[vdso]")) sscanf(line, "%lx", &start);
+  if (f) fclose(f);
+  return start && start == getauxval(AT_SYSINFO_EHDR);
+}
 
 static uint64_t word(size_t i) { return i * 0x9e3779b97f4a7c15ull + 0x5555; }
 
@@ -56,6 +70,10 @@ int main(int argc, char** argv) {
   sigprocmask(SIG_BLOCK, &block, NULL);
   raise(SIGUSR2);
 
+  struct timespec before;
+  clock_gettime(CLOCK_MONOTONIC, &before);
+  char exe_before[4096] = {0};
+  if (readlink("/proc/self/exe", exe_before, sizeof(exe_before) - 1) < 0) return 4;
   static struct avx512_state in, out;
   avx512_fill(&in, 1);
 
@@ -87,5 +105,17 @@ int main(int argc, char** argv) {
   if (strcmp(heap, "heap survives") != 0) return 19;
   sigprocmask(SIG_UNBLOCK, &block, NULL);
   if (!got_usr2) return 17;
+  if (!vdso_in_place()) return 21;
+  struct timespec after;
+  if (clock_gettime(CLOCK_MONOTONIC, &after) != 0 || after.tv_sec < before.tv_sec) return 22;
+  char exe_after[4096] = {0};
+  if (readlink("/proc/self/exe", exe_after, sizeof(exe_after) - 1) < 0 ||
+      strcmp(exe_before, exe_after) != 0)
+    return 23;
+  char cmdline[4096] = {0};
+  FILE* cf = fopen("/proc/self/cmdline", "r");
+  size_t n = cf ? fread(cmdline, 1, sizeof(cmdline) - 1, cf) : 0;
+  if (cf) fclose(cf);
+  if (n == 0 || strcmp(cmdline, argv[0]) != 0) return 24;
   return 0;
 }
