@@ -5,6 +5,9 @@
  *   14 SIGUSR2 no longer pending   15 zmm0-31   16 k0-7   17 SIGUSR2 not delivered
  *   18 sigmask   19 brk/heap   20 file content   21 [vdso] not where the auxv says
  *   22 clock_gettime (vDSO) failed or went backwards   23 /proc/self/exe   24 cmdline
+ *   25 umask   26 rlimits   27 ITIMER_REAL   28 sigaltstack   29 a queued SIGRTMIN
+ *   (shared, with its payload)   30 rseq no longer registered; killed by SIGSEGV:
+ *   the stack cannot grow below its dumped VMA
  * Build: gcc -O2 -mavx512f restore_single.c -o restore_single */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -12,7 +15,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
 #include <sys/auxv.h>
+#include <sys/resource.h>
+#include <sys/rseq.h>
+#include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -34,6 +42,13 @@ static int vdso_in_place(void) {
     if (strstr(line, "[vdso]")) sscanf(line, "%lx", &start);
   if (f) fclose(f);
   return start && start == getauxval(AT_SYSINFO_EHDR);
+}
+
+/* Uses about 1 MiB of stack, far below the dumped [stack] VMA. */
+static __attribute__((noinline)) int deep(int n) {
+  volatile char frame[1024];
+  frame[0] = (char)n;
+  return n == 0 ? frame[0] : deep(n - 1) + frame[0];
 }
 
 static uint64_t word(size_t i) { return i * 0x9e3779b97f4a7c15ull + 0x5555; }
@@ -69,6 +84,26 @@ int main(int argc, char** argv) {
   sigaddset(&block, SIGUSR2);
   sigprocmask(SIG_BLOCK, &block, NULL);
   raise(SIGUSR2);
+
+  umask(027);
+  struct rlimit nofile = {200, 300}, core = {0, 0};
+  setrlimit(RLIMIT_NOFILE, &nofile);
+  setrlimit(RLIMIT_CORE, &core);
+  struct itimerval timer = {{0, 0}, {1000, 0}};
+  signal(SIGALRM, SIG_IGN);
+  setitimer(ITIMER_REAL, &timer, NULL);
+  static char altstack[64 << 10];
+  stack_t ss = {.ss_sp = altstack, .ss_size = sizeof(altstack), .ss_flags = 0};
+  sigaltstack(&ss, NULL);
+  /* A real-time signal with a payload, blocked and queued for the process
+   * (shared pending), twice. */
+  sigset_t rt;
+  sigemptyset(&rt);
+  sigaddset(&rt, SIGRTMIN);
+  sigprocmask(SIG_BLOCK, &rt, NULL);
+  union sigval v1 = {.sival_int = 4242}, v2 = {.sival_int = 4343};
+  sigqueue(pid, SIGRTMIN, v1);
+  sigqueue(pid, SIGRTMIN, v2);
 
   struct timespec before;
   clock_gettime(CLOCK_MONOTONIC, &before);
@@ -117,5 +152,29 @@ int main(int argc, char** argv) {
   size_t n = cf ? fread(cmdline, 1, sizeof(cmdline) - 1, cf) : 0;
   if (cf) fclose(cf);
   if (n == 0 || strcmp(cmdline, argv[0]) != 0) return 24;
+  mode_t m = umask(0);
+  if (m != 027) return 25;
+  struct rlimit r;
+  getrlimit(RLIMIT_NOFILE, &r);
+  if (r.rlim_cur != 200 || r.rlim_max != 300) return 26;
+  getrlimit(RLIMIT_CORE, &r);
+  if (r.rlim_cur != 0 || r.rlim_max != 0) return 26;
+  struct itimerval left;
+  getitimer(ITIMER_REAL, &left);
+  if (left.it_value.tv_sec <= 0 || left.it_value.tv_sec > 1000) return 27;
+  stack_t now_ss;
+  sigaltstack(NULL, &now_ss);
+  if (now_ss.ss_sp != altstack || now_ss.ss_size != sizeof(altstack) || now_ss.ss_flags != 0) return 28;
+  siginfo_t si;
+  struct timespec zero = {0, 0};
+  if (sigtimedwait(&rt, &si, &zero) != SIGRTMIN || si.si_value.sival_int != 4242 ||
+      si.si_code != SI_QUEUE || si.si_pid != pid)
+    return 29;
+  if (sigtimedwait(&rt, &si, &zero) != SIGRTMIN || si.si_value.sival_int != 4343) return 29;
+  volatile int deep_result = deep(1000);  /* a SIGSEGV here: the stack cannot grow */
+  (void)deep_result;
+  /* Registering again must fail with EBUSY: the restorer registered it. */
+  void* area = (char*)__builtin_thread_pointer() + __rseq_offset;
+  if (__rseq_size && (syscall(SYS_rseq, area, 32, 0, RSEQ_SIG) != -1 || errno != EBUSY)) return 30;
   return 0;
 }
