@@ -5,6 +5,7 @@
 // process is ever left running.
 
 #include <chrono>
+#include <memory>
 #include <vector>
 
 #include "core/error.hpp"
@@ -15,6 +16,7 @@
 #include "restorer/pid_check.hpp"
 #include "restorer/process_restore.hpp"
 #include "restorer/restore_channel.hpp"
+#include "restorer/tail_unmap.hpp"
 #include "restorer/task_builder.hpp"
 #include "restorer/validate.hpp"
 
@@ -26,7 +28,7 @@ namespace minicriu {
 namespace {
 
 // Relays a task's warnings until it is ready; its error becomes ours.
-Status wait_ready(RestoringTask& task, const Logger& log) {
+Result<rst::Msg> wait_ready(RestoringTask& task, const Logger& log) {
   for (;;) {
     ASSIGN_OR_RETURN(rst::Msg m, with_context(receive(task.channel()), fmt::format("pid {}", task.pid())));
     switch (m.type) {
@@ -36,7 +38,7 @@ Status wait_ready(RestoringTask& task, const Logger& log) {
       case rst::MSG_ERROR:
         return std::unexpected(Error(m.text, m.err));
       case rst::MSG_READY:
-        return {};
+        return m;
       default:
         return failf("pid {}: unknown message {} on the restore channel", task.pid(), m.type);
     }
@@ -66,9 +68,21 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
     log.info("pid {}: created", task.pid());
     tasks.push_back(std::move(task));
   }
-  for (auto& t : tasks) TRY(wait_ready(t, log));
+  std::vector<std::unique_ptr<TailUnmapper>> tails;
+  for (size_t i = 0; i < tasks.size(); i++) {
+    ASSIGN_OR_RETURN(rst::Msg ready, wait_ready(tasks[i], log));
+    std::vector<pid_t> tids(ckpt.processes[i].entry.tids().begin(), ckpt.processes[i].entry.tids().end());
+    auto tail = TailUnmapper::attach(tasks[i].pid(), tids, ready);
+    if (!tail) log.warn("the restorer tail will stay mapped: {}", tail.error().what());
+    tails.push_back(tail ? std::move(*tail) : nullptr);
+  }
   log.info("every process is ready; resuming");
   for (auto& t : tasks) TRY(send_go(t.channel()));
+  for (auto& tail : tails) {
+    if (!tail) continue;
+    if (auto st = tail->finish(); !st) log.warn("the restorer tail stays mapped: {}", st.error().what());
+    tail.reset();
+  }
   for (auto& t : tasks) {
     TRY(wait_closed(t.channel()));
     t.close_channel();

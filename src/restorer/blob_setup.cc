@@ -201,6 +201,8 @@ Result<BlobJump> install_blob(const BlobInputs& in) {
   a->blob_start = plan.blob;
   a->blob_size = plan.tail - plan.blob;  // with the guard page before the tail
   a->tail = plan.tail;
+  a->tail_size = sizes.tail;
+  a->tail_syscall = plan.tail + (blob::k_restorer_tail_syscall - blob::k_restorer_tail);
   std::memcpy(reinterpret_cast<void*>(plan.tail), blob::kBytes + blob::k_restorer_tail,
               blob::k_restorer_tail_end - blob::k_restorer_tail);
 

@@ -30,7 +30,12 @@ enum MsgType : uint32_t {
 struct Msg {
   uint32_t type;
   int32_t err;        // errno behind an error, 0 if none
-  char text[1016];    // NUL-terminated
+  // MSG_READY: where the tail is, so the parent can unmap it once every
+  // thread has left it (tail_unmap.hpp).
+  uint64_t tail;
+  uint64_t tail_size;
+  uint64_t tail_syscall;  // a `syscall` instruction in the tail
+  char text[992];     // NUL-terminated
 };
 static_assert(sizeof(Msg) == 1024);
 
@@ -146,6 +151,8 @@ struct Args {
   uint64_t blob_start;     // code, args and stacks: unmapped by the last thread
   uint64_t blob_size;
   uint64_t tail;           // tail code: counts threads out, unmaps the blob, sigreturns
+  uint64_t tail_size;      // tail code and sigframes
+  uint64_t tail_syscall;   // the tail's rt_sigreturn `syscall` instruction
   // Synchronisation between the blob's threads (futex words).
   int32_t ready;           // threads other than the leader that are ready
   int32_t go;              // set by the leader once the parent says go

@@ -246,6 +246,9 @@ extern "C" __attribute__((used)) void restorer_main(Args* a) {
 
   Msg m{};
   m.type = MSG_READY;
+  m.tail = a->tail;
+  m.tail_size = a->tail_size;
+  m.tail_syscall = a->tail_syscall;
   mc_syscall3(MC_NR_write, a->sock_fd, reinterpret_cast<long>(&m), sizeof(m));
   long n = mc_syscall3(MC_NR_read, a->sock_fd, reinterpret_cast<long>(&m), sizeof(m));
   if (n <= 0 || m.type != MSG_GO) mc_syscall1(MC_NR_exit_group, 1);  // the parent gave up
@@ -270,7 +273,9 @@ extern "C" __attribute__((used)) void restorer_main(Args* a) {
 // which holds the sigframes and outlives the blob. Entered with rdi = frame
 // rsp, rsi = &in_blob, rdx/r10 = the blob's range: the thread leaves the blob's
 // stack, counts itself out, and the last one out unmaps the blob (no thread
-// runs its code any more), then each rt_sigreturns.
+// runs its code any more), then each rt_sigreturns. The tail cannot unmap
+// itself (munmap would return into nothing): the parent does it through ptrace
+// from restorer_tail_syscall once every thread has left (tail_unmap.hpp).
 asm(R"(
   .section .text.entry,"ax"
   .globl restorer_entry
@@ -318,6 +323,9 @@ restorer_tail:
   syscall
 2:
   mov $15, %eax
+  .globl restorer_tail_syscall
+  .hidden restorer_tail_syscall
+restorer_tail_syscall:
   syscall
   ud2
   .globl restorer_tail_end
