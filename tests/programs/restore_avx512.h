@@ -9,6 +9,11 @@
 #include <stdint.h>
 #include <string.h>
 
+/* The programs are built with the project's flags (no -mavx512f): the asm that
+ * names zmm16-31 and k0-7 needs the target enabled where it is compiled. */
+#pragma GCC push_options
+#pragma GCC target("avx512f")
+
 struct avx512_state {
   uint64_t zmm[32][8] __attribute__((aligned(64)));
   uint64_t k[8];
@@ -109,5 +114,7 @@ static inline void avx512_hold_futex(const struct avx512_state* in, struct avx51
                : [in] "r"(in), [out] "r"(out), [flag] "r"(flag)
                : "rax", "rcx", "rdx", "rdi", "rsi", "r10", "r11", "memory", AVX512_CLOBBERS);
 }
+
+#pragma GCC pop_options
 
 #endif

@@ -8,7 +8,8 @@
  *   25 umask   26 rlimits   27 ITIMER_REAL   28 sigaltstack   29 a queued SIGRTMIN
  *   (shared, with its payload)   30 rseq no longer registered; killed by SIGSEGV:
  *   the stack cannot grow below its dumped VMA
- * Build: gcc -O2 -mavx512f restore_single.c -o restore_single */
+ * The file it opens is DATA_FILE (argv[2]), else READY_FILE.data.
+ * Usage: restore_single READY_FILE [DATA_FILE] */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <signal.h>
@@ -54,10 +55,12 @@ static __attribute__((noinline)) int deep(int n) {
 static uint64_t word(size_t i) { return i * 0x9e3779b97f4a7c15ull + 0x5555; }
 
 int main(int argc, char** argv) {
-  if (argc < 3) {
-    fprintf(stderr, "usage: %s READY_FILE DATA_FILE\n", argv[0]);
+  if (argc < 2) {
+    fprintf(stderr, "usage: %s READY_FILE [DATA_FILE]\n", argv[0]);
     return 2;
   }
+  char data_path[4096];
+  snprintf(data_path, sizeof(data_path), "%s%s", argc > 2 ? argv[2] : argv[1], argc > 2 ? "" : ".data");
   /* Only the fds a checkpoint can take: the rest was inherited. */
   for (int fd = 3; fd < 1024; fd++) close(fd);
   pid_t pid = getpid();
@@ -67,7 +70,7 @@ int main(int argc, char** argv) {
   char* heap = malloc(100);  /* small: from brk */
   strcpy(heap, "heap survives");
 
-  int data = open(argv[2], O_RDWR | O_CREAT | O_TRUNC, 0600);
+  int data = open(data_path, O_RDWR | O_CREAT | O_TRUNC, 0600);
   for (int i = 0; i < 4096; i++) {
     char c = (char)('a' + i % 26);
     if (write(data, &c, 1) != 1) return 3;

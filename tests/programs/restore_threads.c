@@ -5,7 +5,7 @@
  * then each thread checks its state (tid, pattern, zmm0-31, k0-7, sigmask, a
  * TLS variable). Exits 0; 10 if the pid changed; 20 + N if thread N failed a
  * check (stderr says which).
- * Build: gcc -O2 -mavx512f -pthread restore_threads.c -o restore_threads */
+ * Usage: restore_threads READY_FILE */
 #define _GNU_SOURCE
 #include <linux/futex.h>
 #include <pthread.h>
