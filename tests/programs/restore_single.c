@@ -8,8 +8,9 @@
  *   25 umask   26 rlimits   27 ITIMER_REAL   28 sigaltstack   29 a queued SIGRTMIN
  *   (shared, with its payload)   30 rseq no longer registered; killed by SIGSEGV:
  *   the stack cannot grow below its dumped VMA
- * The file it opens is DATA_FILE (argv[2]), else READY_FILE.data.
- * Usage: restore_single READY_FILE [DATA_FILE] */
+ * The file it opens is DATA_FILE (argv[2]; in it if it is a directory, as the
+ * e2e driver passes its work directory), else READY_FILE.data.
+ * Usage: restore_single READY_FILE [DATA_FILE|DIR] */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <signal.h>
@@ -60,7 +61,13 @@ int main(int argc, char** argv) {
     return 2;
   }
   char data_path[4096];
-  snprintf(data_path, sizeof(data_path), "%s%s", argc > 2 ? argv[2] : argv[1], argc > 2 ? "" : ".data");
+  struct stat st;
+  if (argc > 2 && stat(argv[2], &st) == 0 && S_ISDIR(st.st_mode))
+    snprintf(data_path, sizeof(data_path), "%s/restore_single.data", argv[2]);
+  else if (argc > 2)
+    snprintf(data_path, sizeof(data_path), "%s", argv[2]);
+  else
+    snprintf(data_path, sizeof(data_path), "%s.data", argv[1]);
   /* Only the fds a checkpoint can take: the rest was inherited. */
   for (int fd = 3; fd < 1024; fd++) close(fd);
   pid_t pid = getpid();
