@@ -10,6 +10,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cstdlib>
+
 #include "core/unique_fd.hpp"
 #include "fs/fd_table.hpp"
 #include "restorer/blob_setup.hpp"
@@ -50,7 +52,7 @@ RlimitPlan plan_limits(const ProcessImages& p) {
   bool can_raise = false;
   if (auto s = proc::read_file("/proc/self/status")) {
     auto eff = proc::status_field(*s, "CapEff");
-    if (eff) can_raise = (std::stoull(*eff, nullptr, 16) >> CAP_SYS_RESOURCE) & 1;
+    if (eff) can_raise = (std::strtoull(eff->c_str(), nullptr, 16) >> CAP_SYS_RESOURCE) & 1;
   }
   return plan_rlimits(p.core.rlimits(), now, can_raise);
 }

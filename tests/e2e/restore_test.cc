@@ -128,7 +128,7 @@ TEST(Restore, WithoutDetachExitsWithTheRestoredStatus) {
   std::string images = make_images(dir, "images");
   dump_and_reap(pid, images, &p);
   std::thread poke([pid] {
-    if (wait_in_syscall(pid, 34 /* pause */)) ::kill(pid, SIGUSR1);
+    if (wait_in_syscall(pid, 271 /* ppoll */)) ::kill(pid, SIGUSR1);
   });
   auto r = run_minicriu({"restore", "-D", images});
   poke.join();

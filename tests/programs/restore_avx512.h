@@ -75,16 +75,19 @@ static inline void avx512_fill(struct avx512_state* s, uint64_t seed) {
       "xmm20", "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27", "xmm28",      \
       "xmm29", "xmm30", "xmm31", "k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7"
 
-/* Loads `in`, then runs the syscall `nr` (args a1, a2: pause, nanosleep, futex
- * wait...) again and again until *flag != 0, then stores into `out`. */
+/* Loads `in`, then runs the syscall `nr` (args a1-a3: ppoll, nanosleep...)
+ * again and again until *flag != 0, then stores into `out`. Use a call with a
+ * timeout: a signal handled just before the call is entered (after a restore
+ * the thread resumes right at a re-issued `syscall`) must not leave it waiting
+ * forever. */
 static inline void avx512_hold(const struct avx512_state* in, struct avx512_state* out,
-                               volatile int* flag, long nr, long a1, long a2) {
+                               volatile int* flag, long nr, long a1, long a2, long a3) {
   asm volatile(AVX512_LOAD("%[in]")
                "1:\n"
                "mov %[nr], %%rax\n"
                "mov %[a1], %%rdi\n"
                "mov %[a2], %%rsi\n"
-               "xor %%edx, %%edx\n"
+               "mov %[a3], %%rdx\n"
                "xor %%r10d, %%r10d\n"
                "syscall\n"
                "cmpl $0, (%[flag])\n"
@@ -92,7 +95,7 @@ static inline void avx512_hold(const struct avx512_state* in, struct avx512_stat
                AVX512_STORE("%[out]")
                :
                : [in] "r"(in), [out] "r"(out), [flag] "r"(flag), [nr] "m"(nr), [a1] "m"(a1),
-                 [a2] "m"(a2)
+                 [a2] "m"(a2), [a3] "m"(a3)
                : "rax", "rcx", "rdx", "rdi", "rsi", "r10", "r11", "memory", AVX512_CLOBBERS);
 }
 

@@ -1,5 +1,5 @@
 /* restore_single: one thread with state restore must keep. Writes its pid to
- * argv[1] when ready, waits (in pause()) for SIGUSR1, then checks everything and
+ * argv[1] when ready, waits (in ppoll() with a timeout) for SIGUSR1, then checks everything and
  * exits 0, or the code of the first check that failed:
  *   10 pid   11 memory pattern (64 MiB)   12 file offset   13 SIGUSR2 handler
  *   14 SIGUSR2 no longer pending   15 zmm0-31   16 k0-7   17 SIGUSR2 not delivered
@@ -129,7 +129,8 @@ int main(int argc, char** argv) {
   fclose(f);
   rename(tmp, argv[1]);
 
-  avx512_hold(&in, &out, &got_usr1, SYS_pause, 0, 0);
+  static const struct timespec tick = {0, 20 * 1000 * 1000};
+  avx512_hold(&in, &out, &got_usr1, SYS_ppoll, 0, 0, (long)&tick);
 
   if (syscall(SYS_getpid) != pid) return 10;
   for (size_t i = 0; i < PATTERN_WORDS; i++)

@@ -1,6 +1,6 @@
 /* restore_threads: the main thread and 7 more, each with its own memory
  * pattern (8 MiB) and AVX-512 registers, blocked in different syscalls:
- * threads 1-6 in futex wait, thread 7 in nanosleep, the main thread in pause().
+ * threads 1-6 in futex wait, thread 7 in nanosleep, the main thread in ppoll().
  * Writes its pid to argv[1] when every thread is in place, waits for SIGUSR1,
  * then each thread checks its state (tid, pattern, zmm0-31, k0-7, sigmask, a
  * TLS variable). Exits 0; 10 if the pid changed; 20 + N if thread N failed a
@@ -68,7 +68,7 @@ static void* thread_main(void* arg) {
   __atomic_add_fetch(&in_place, 1, __ATOMIC_SEQ_CST);
   if (t->index == NTHREADS - 1) {
     static const struct timespec nap = {0, 50 * 1000 * 1000};
-    avx512_hold(&t->in, &t->out, &go, SYS_nanosleep, (long)&nap, 0);
+    avx512_hold(&t->in, &t->out, &go, SYS_nanosleep, (long)&nap, 0, 0);
   } else {
     /* futex(&go, FUTEX_WAIT_PRIVATE, 0): returns at once once go != 0. */
     avx512_hold_futex(&t->in, &t->out, &go);
@@ -109,7 +109,8 @@ int main(int argc, char** argv) {
   fclose(f);
   rename(tmp, argv[1]);
 
-  avx512_hold(&threads[0].in, &threads[0].out, &got_usr1, SYS_pause, 0, 0);
+  static const struct timespec tick = {0, 20 * 1000 * 1000};
+  avx512_hold(&threads[0].in, &threads[0].out, &got_usr1, SYS_ppoll, 0, 0, (long)&tick);
   threads[0].result = check(&threads[0]);
   if (getpid() != pid) return 10;
   __atomic_store_n(&go, 1, __ATOMIC_SEQ_CST);

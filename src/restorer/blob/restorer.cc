@@ -154,6 +154,11 @@ void restore_process_state(Args* a) {
     check(a, mc_syscall3(MC_NR_setitimer, timers[i].which,
                          reinterpret_cast<long>(&timers[i].interval_sec), 0),
           "setitimer", timers[i].which);
+}
+
+// Last of the process-wide state: lowered limits (RLIMIT_NPROC, RLIMIT_AS...)
+// must not get in the way of creating the threads.
+void restore_rlimits(Args* a) {
   const RLimit* limits = reinterpret_cast<const RLimit*>(a->rlimits);
   for (uint32_t i = 0; i < a->n_rlimits; i++)
     check(a, mc_syscall4(MC_NR_prlimit64, 0, limits[i].resource,
@@ -232,6 +237,7 @@ extern "C" __attribute__((used)) void restorer_main(Args* a) {
   restore_memory(a);
   restore_process_state(a);
   create_threads(a);
+  restore_rlimits(a);
   const Thread* leader = reinterpret_cast<const Thread*>(a->threads);
   restore_thread_state(a, leader);
   const SigInfo* shared = reinterpret_cast<const SigInfo*>(a->shared_pending);
