@@ -78,22 +78,22 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   }
   log.info("every process is ready; resuming");
   for (auto& t : tasks) TRY(send_go(t.channel()));
+  // From here the tree runs on its own: nothing below may kill it.
+  for (auto& t : tasks) t.release();
   for (auto& tail : tails) {
     if (!tail) continue;
     if (auto st = tail->finish(); !st) log.warn("the restorer tail stays mapped: {}", st.error().what());
     tail.reset();
   }
   for (auto& t : tasks) {
-    TRY(wait_closed(t.channel()));
+    if (auto closed = wait_closed(t.channel()); !closed) log.warn("{}", closed.error().what());
     t.close_channel();
   }
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                 std::chrono::steady_clock::now() - start).count();
-  log.info("restored pid {} in {} ms", tasks.front().pid(), ms);
-
   RestoreResult result;
-  result.root_pid = tasks.front().pid();
-  for (auto& t : tasks) t.release();
+  result.root_pid = static_cast<pid_t>(ckpt.inventory.root_pid());
+  log.info("restored pid {} in {} ms", result.root_pid, ms);
   if (options.detach) return result;
   int status = 0;
   while (::waitpid(result.root_pid, &status, 0) < 0) {
