@@ -40,6 +40,9 @@ uint64_t frame_size(const ProcessImages& p) {
 }
 
 // Hands out pieces of the args page(s), which sit at their final address.
+// args_size() sizes them for exactly these allocations; should it ever fall
+// short (a bug), the writes land in the stacks that follow (mapped, unused
+// yet) and overflowed() stops the restore before the blob runs.
 class Arena {
  public:
   Arena(uint64_t base, uint64_t size) : next_(base), end_(base + size) {}
@@ -47,9 +50,9 @@ class Arena {
   T* alloc(size_t n) {
     uint64_t at = next_;
     next_ = align16(next_ + n * sizeof(T));
-    if (next_ > end_) return nullptr;  // args_size() is wrong: a bug, caught below
     return reinterpret_cast<T*>(at);
   }
+  bool overflowed() const { return next_ > end_; }
 
  private:
   uint64_t next_, end_;
@@ -157,7 +160,6 @@ Result<BlobJump> install_blob(const BlobInputs& in) {
 
   // Threads: stacks after the args, frames in the tail after its code.
   auto* threads = arena.alloc<rst::Thread>(p.core.threads_size());
-  if (!threads) return fail("restorer args overflow their area (a bug in args_size)");
   uint64_t stacks = args_at + args_size(p);
   uint64_t frames = plan.tail + tail_code_size();
   for (int i = 0; i < p.core.threads_size(); i++) {
@@ -193,6 +195,7 @@ Result<BlobJump> install_blob(const BlobInputs& in) {
     for (auto& s : tc.pending()) std::memcpy(pending[t.n_pending++].raw, s.raw().data(), sizeof(rst::SigInfo));
     t.pending = addr(pending);
   }
+  if (arena.overflowed()) return fail("restorer args overflow their area (a bug in args_size)");
   a->threads = addr(threads);
   a->n_threads = static_cast<uint32_t>(p.core.threads_size());
   a->in_blob = static_cast<int32_t>(a->n_threads);
