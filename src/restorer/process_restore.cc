@@ -27,12 +27,21 @@ namespace minicriu {
 
 namespace {
 
-Status enter_session(const ProcessImages& p) {
+// A process that led its session or group leads it again. One that belonged
+// to a session or group led from outside the checkpoint joins minicriu's: that
+// leader is not ours to recreate (the tree builder handles leaders inside).
+Status enter_session(const ProcessImages& p, int channel) {
   if (p.entry.sid() == p.entry.pid()) {
     if (::setsid() < 0) return fail_errno("setsid");
-  } else if (p.entry.pgid() == p.entry.pid()) {
+    return {};
+  }
+  if (p.entry.pgid() == p.entry.pid()) {
     if (::setpgid(0, 0) < 0) return fail_errno("setpgid");
   }
+  if (::getsid(0) != static_cast<pid_t>(p.entry.sid()))
+    send_warn(channel, fmt::format("pid {}: its session {} was led from outside the checkpoint; "
+                                   "it joins the session of minicriu ({})",
+                                   p.entry.pid(), p.entry.sid(), ::getsid(0)));
   return {};
 }
 
@@ -69,7 +78,7 @@ void unregister_glibc_rseq() {
 }
 
 Result<BlobJump> prepare(const Checkpoint& c, const ProcessImages& p, int& channel) {
-  TRY(enter_session(p));
+  TRY(enter_session(p, channel));
   ::personality(p.core.personality());
   if (p.mm.thp_disabled()) ::prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
 

@@ -78,10 +78,17 @@ pid_t start_exe(const std::string& exe, const TempDir& dir, const std::string& r
   return pid;
 }
 
+// restore -d prints the pid as its last line (warnings may come first).
 pid_t restore_detached(const std::string& images) {
   auto r = run_minicriu({"restore", "-d", "-D", images});
   EXPECT_EQ(r.status, 0) << r.output;
-  return r.status == 0 ? static_cast<pid_t>(std::stol(r.output)) : -1;
+  std::string out = r.output;
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  auto nl = out.rfind('\n');
+  std::string last = nl == std::string::npos ? out : out.substr(nl + 1);
+  return r.status == 0 && !last.empty() && std::isdigit(static_cast<unsigned char>(last[0]))
+             ? static_cast<pid_t>(std::stol(last))
+             : -1;
 }
 
 void expect_one_line_error(const CommandResult& r, const std::string& needle) {
