@@ -44,7 +44,8 @@ class RestoringTask {
 // restorer blob or reports an error on `channel` and exits.
 using TaskBody = std::function<void(int channel)>;
 
-// clone3 with set_tid: a fork-like child whose PID is the dumped one.
+// A child of ours whose PID is the dumped one (clone3 with set_tid, from a
+// forked helper with CLONE_PARENT: see task_builder.cc), running body.
 [[nodiscard]] Result<RestoringTask> create_task(const ProcessImages& p, const TaskBody& body);
 
 }  // namespace minicriu
