@@ -115,9 +115,13 @@ Result<BlobJump> install_blob(const BlobInputs& in) {
 
   auto* vmas = arena.alloc<rst::Vma>(p.mm.vmas_size());
   for (int i = 0; i < p.mm.vmas_size(); i++) {
-    if (!plan.slot[i]) continue;
     const img::Vma& v = p.mm.vmas(i);
-    vmas[a->n_vmas++] = rst::Vma{plan.slot[i], v.start(), v.end() - v.start(), v.prot(), 0};
+    if (plan.slot[i]) {
+      vmas[a->n_vmas++] = rst::Vma{plan.slot[i], v.start(), v.end() - v.start(), v.prot(), 0};
+    } else if (v.kind() == img::VMA_ANON_PRIVATE) {  // no pages: mapped fresh by the blob
+      uint32_t flags = MAP_PRIVATE | MAP_ANONYMOUS | (v.flags() & MAP_GROWSDOWN);
+      vmas[a->n_vmas++] = rst::Vma{0, v.start(), v.end() - v.start(), v.prot(), flags};
+    }
   }
   a->vmas = addr(vmas);
 

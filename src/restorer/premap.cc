@@ -49,6 +49,11 @@ Result<uint64_t> find_hole(std::vector<AddrRange> busy, uint64_t size) {
 
 }  // namespace
 
+bool needs_slot(const img::Vma& v) {
+  if (is_special(v.kind())) return false;
+  return !(v.kind() == img::VMA_ANON_PRIVATE && !v.has_pages());
+}
+
 Result<PremapPlan> plan_premap(const img::MmCore& mm, const std::vector<AddrRange>& busy_here,
                                const PremapSizes& sizes) {
   PremapPlan plan;
@@ -56,7 +61,7 @@ Result<PremapPlan> plan_premap(const img::MmCore& mm, const std::vector<AddrRang
   uint64_t total = 0;
   for (auto& v : mm.vmas()) {
     if (v.kind() != img::VMA_VSYSCALL) busy.push_back({v.start(), v.end()});
-    if (!is_special(v.kind())) total += v.end() - v.start() + kGap;
+    if (needs_slot(v)) total += v.end() - v.start() + kGap;
   }
   for (uint64_t s : sizes.specials) total += s ? s + kGap : 0;
   total += page_up(sizes.blob) + kGap + page_up(sizes.tail);
@@ -65,7 +70,7 @@ Result<PremapPlan> plan_premap(const img::MmCore& mm, const std::vector<AddrRang
 
   uint64_t at = plan.base;
   for (auto& v : mm.vmas()) {
-    if (is_special(v.kind())) {
+    if (!needs_slot(v)) {
       plan.slot.push_back(0);
       continue;
     }

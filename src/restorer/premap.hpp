@@ -31,12 +31,18 @@ struct PremapSizes {
 
 struct PremapPlan {
   uint64_t base = 0, end = 0;         // the whole reservation
-  std::vector<uint64_t> slot;         // per mm.vmas(i); 0 for the kernel's own mappings
+  std::vector<uint64_t> slot;         // per mm.vmas(i); 0: not premapped (needs_slot)
   uint64_t special_scratch[3] = {};
   uint64_t slots_end = 0;             // [base, slots_end) is empty once everything moved
   uint64_t blob = 0;
   uint64_t tail = 0;
 };
+
+// Whether a VMA waits in the premap area. Not the kernel's own mappings (moved,
+// not premapped), nor anonymous private memory without pages in the image: the
+// blob maps that directly at its address, so large reservations (sanitizer
+// shadows, language runtimes' heaps) cost no premap room.
+bool needs_slot(const img::Vma& v);
 
 // Where everything goes. busy: every mapping of the restoring program.
 // Pure, for unit tests.

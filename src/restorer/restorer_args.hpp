@@ -39,13 +39,15 @@ struct Msg {
 };
 static_assert(sizeof(Msg) == 1024);
 
-// One premapped VMA: where it waits, where it goes, its final protection.
+// One VMA: where it waits (premap), where it goes, its final protection. A
+// VMA without premap (0) is anonymous memory with no page in the image: the
+// blob maps it fresh at its address, with these mmap flags.
 struct Vma {
   uint64_t premap;
   uint64_t start;
   uint64_t size;
   uint32_t prot;
-  uint32_t pad;
+  uint32_t flags;
 };
 static_assert(sizeof(Vma) == 32);
 

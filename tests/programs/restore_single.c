@@ -6,7 +6,8 @@
  *   18 sigmask   19 brk/heap   20 file content   21 [vdso] not where the auxv says
  *   22 clock_gettime (vDSO) failed or went backwards   23 /proc/self/exe   24 cmdline
  *   25 umask   26 rlimits   27 ITIMER_REAL   28 sigaltstack   29 a queued SIGRTMIN
- *   (shared, with its payload)   30 rseq no longer registered; killed by SIGSEGV:
+ *   (shared, with its payload)   30 rseq no longer registered   32 the untouched area or the
+ *   64 GiB PROT_NONE reservation is not usable; killed by SIGSEGV:
  *   the stack cannot grow below its dumped VMA
  * The file it opens is DATA_FILE (argv[2]; in it if it is a directory, as the
  * e2e driver passes its work directory), else READY_FILE.data.
@@ -19,6 +20,7 @@
 #include <string.h>
 #include <errno.h>
 #include <sys/auxv.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/rseq.h>
 #include <sys/stat.h>
@@ -72,6 +74,12 @@ int main(int argc, char** argv) {
   for (int fd = 3; fd < 1024; fd++) close(fd);
   pid_t pid = getpid();
 
+  /* A runtime-style reservation and an untouched writable area: no pages in
+   * the image, yet both must be back at their addresses (checked through the
+   * last write below and, by the e2e driver, in /proc/PID/maps). */
+  char* reservation = mmap(NULL, 64ull << 30, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  char* untouched = mmap(NULL, 16 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (reservation == MAP_FAILED || untouched == MAP_FAILED) return 5;
   uint64_t* pattern = malloc(PATTERN_WORDS * 8);
   for (size_t i = 0; i < PATTERN_WORDS; i++) pattern[i] = word(i);
   char* heap = malloc(100);  /* small: from brk */
@@ -182,6 +190,10 @@ int main(int argc, char** argv) {
       si.si_code != SI_QUEUE || si.si_pid != pid)
     return 29;
   if (sigtimedwait(&rt, &si, &zero) != SIGRTMIN || si.si_value.sival_int != 4343) return 29;
+  if (untouched[12345] != 0) return 32;
+  untouched[12345] = 1;
+  if (mprotect(reservation + (1 << 20), 4096, PROT_READ | PROT_WRITE) != 0) return 32;
+  reservation[(1 << 20) + 7] = 1;
   volatile int deep_result = deep(1000);  /* a SIGSEGV here: the stack cannot grow */
   (void)deep_result;
   /* Registering again must fail with EBUSY: the restorer registered it. */

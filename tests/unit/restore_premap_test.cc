@@ -12,13 +12,16 @@ bool overlaps(uint64_t a0, uint64_t a1, uint64_t b0, uint64_t b1) { return a0 < 
 
 img::MmCore dumped() {
   img::MmCore mm;
-  auto add = [&](uint64_t s, uint64_t e, img::VmaKind k) {
+  auto add = [&](uint64_t s, uint64_t e, img::VmaKind k, bool pages = true) {
     img::Vma* v = mm.add_vmas();
     v->set_start(s);
     v->set_end(e);
     v->set_kind(k);
+    v->set_has_pages(pages && k != img::VMA_VVAR && k != img::VMA_VDSO && k != img::VMA_VSYSCALL);
   };
   add(0x555555554000, 0x555555556000, img::VMA_FILE_PRIVATE);
+  // A 64 GiB reservation with no page: mapped directly, no premap room.
+  add(0x7fe000000000, 0x7ff000000000, img::VMA_ANON_PRIVATE, false);
   add(0x7ffff7d00000, 0x7ffff7f00000, img::VMA_ANON_PRIVATE);
   add(0x7ffff7fc0000, 0x7ffff7fc4000, img::VMA_VVAR);
   add(0x7ffff7fc4000, 0x7ffff7fc6000, img::VMA_VDSO);
@@ -44,8 +47,7 @@ TEST(RestorePremap, AvoidsBothLayouts) {
   uint64_t prev_end = plan->base;
   for (int i = 0; i < mm.vmas_size(); i++) {
     const img::Vma& v = mm.vmas(i);
-    bool special = v.kind() == img::VMA_VVAR || v.kind() == img::VMA_VDSO || v.kind() == img::VMA_VSYSCALL;
-    if (special) {
+    if (!needs_slot(v)) {
       EXPECT_EQ(plan->slot[i], 0u);
       continue;
     }
@@ -58,6 +60,8 @@ TEST(RestorePremap, AvoidsBothLayouts) {
   EXPECT_GE(plan->blob, plan->slots_end);
   EXPECT_GE(plan->tail, plan->blob + sizes.blob);
   EXPECT_LE(plan->tail + sizes.tail, plan->end);
+  EXPECT_EQ(plan->slot[1], 0u);                    // the reservation
+  EXPECT_LT(plan->end - plan->base, 64ull << 20);  // ... took no room
 }
 
 TEST(RestorePremap, FailsWhenNothingIsFree) {

@@ -27,6 +27,7 @@ namespace {
 
 constexpr unsigned long kTaskSize = 0x7ffffffff000ul;
 constexpr long kMremapMaymove = 1, kMremapFixed = 2;
+constexpr long kMapFixed = 0x10;
 constexpr long kFutexWait = 0, kFutexWake = 1;
 constexpr long kPrSetName = 15, kPrSetPdeathsig = 1, kPrSetMm = 35, kPrSetMmMap = 14;
 constexpr long kArchSetGs = 0x1001, kArchSetFs = 0x1002;
@@ -123,6 +124,11 @@ void restore_memory(Args* a) {
   const Vma* vmas = reinterpret_cast<const Vma*>(a->vmas);
   for (uint32_t i = 0; i < a->n_vmas; i++) {
     const Vma& v = vmas[i];
+    if (!v.premap) {
+      long r = mc_syscall6(MC_NR_mmap, v.start, v.size, v.prot, v.flags | kMapFixed, -1, 0);
+      check(a, r < 0 ? r : (static_cast<uint64_t>(r) == v.start ? 0 : -14), "mmap of VMA at", v.start);
+      continue;
+    }
     check(a, move(v.premap, v.size, v.start), "mremap of a premapped VMA to", v.start);
     check(a, mc_syscall3(MC_NR_mprotect, v.start, v.size, v.prot), "mprotect of VMA", v.start);
   }
