@@ -37,6 +37,11 @@ class Mapping {
   template <typename T = void>
   T* get() const { return static_cast<T*>(addr_); }
   size_t size() const { return size_; }
+  // Hands the range over to someone who unmaps it otherwise (the restorer blob).
+  void* release() {
+    size_ = 0;
+    return std::exchange(addr_, nullptr);
+  }
   void reset() {
     if (addr_) ::munmap(addr_, size_);
     addr_ = nullptr;

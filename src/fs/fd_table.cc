@@ -111,3 +111,63 @@ Result<std::vector<img::FdEntry>> dump_fd_table(pid_t pid, const std::vector<FdL
 }
 
 }  // namespace minicriu
+
+// ---- restore ----------------------------------------------------------------
+
+#include <sys/resource.h>
+
+#include <map>
+#include <set>
+
+namespace minicriu {
+
+Status restore_fd_table(const std::vector<img::FdEntry>& fds,
+                        const std::vector<img::FileEntry>& files, std::vector<int>& keep) {
+  int hi = 0;
+  for (auto& f : fds) hi = std::max(hi, f.fd() + 1);
+  // Our own fds go above the dumped ones; the soft limit may be below them.
+  rlimit nofile;
+  if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    (void)::setrlimit(RLIMIT_NOFILE, &nofile);
+  }
+  auto move_up = [hi](int fd) -> Result<int> {
+    int n = ::fcntl(fd, F_DUPFD_CLOEXEC, hi);
+    if (n < 0) return failf_errno("cannot move fd {} above {}", fd, hi);
+    ::close(fd);
+    return n;
+  };
+  for (int& fd : keep) {
+    ASSIGN_OR_RETURN(int n, move_up(fd));
+    fd = n;
+  }
+  std::map<uint32_t, UniqueFd> opened;
+  for (auto& f : fds) {
+    if (opened.count(f.file_id())) continue;
+    const img::FileEntry* entry = nullptr;
+    for (auto& e : files)
+      if (e.id() == f.file_id()) entry = &e;
+    if (!entry) return failf("fd {}: file {} is not in files.img", f.fd(), f.file_id());
+    ASSIGN_OR_RETURN(const FileKind* kind, file_kind_for(*entry));
+    ASSIGN_OR_RETURN(UniqueFd fd, with_context(kind->open(*entry), fmt::format("fd {}", f.fd())));
+    ASSIGN_OR_RETURN(int n, move_up(fd.release()));
+    opened[f.file_id()].reset(n);
+  }
+  // Everything below hi is minicriu's (its stdio...) or in the way: the
+  // restored process sees exactly its dumped fds there.
+  if (hi > 0 && ::close_range(0, static_cast<unsigned>(hi - 1), 0) != 0)
+    return fail_errno("close_range below the dumped fds");
+  for (auto& f : fds) {
+    if (::dup3(opened[f.file_id()].get(), f.fd(), f.cloexec() ? O_CLOEXEC : 0) < 0)
+      return failf_errno("cannot install fd {}", f.fd());
+  }
+  opened.clear();
+  // Whatever else minicriu had open above hi goes too.
+  ASSIGN_OR_RETURN(auto open_now, proc::list_numeric_dir("/proc/self/fd"));
+  std::set<int> wanted(keep.begin(), keep.end());
+  for (int fd : open_now)
+    if (fd >= hi && !wanted.count(fd)) ::close(fd);
+  return {};
+}
+
+}  // namespace minicriu

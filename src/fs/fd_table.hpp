@@ -59,3 +59,17 @@ struct FdListing {
                                                               FileRegistry& registry);
 
 }  // namespace minicriu
+
+namespace minicriu {
+
+// Restore side, run by the task being restored: installs the dumped fd table.
+// Each file is opened once (by its kind) and dup'd to every fd that held it,
+// so dup'd fds share one open file description again. Every other fd is
+// closed, except `keep` (minicriu's own: the restore channel...), which are
+// first moved above the dumped fds; `keep` is updated to their new numbers as
+// soon as they move, so the caller can still use them if a later step fails.
+[[nodiscard]] Status restore_fd_table(const std::vector<img::FdEntry>& fds,
+                                      const std::vector<img::FileEntry>& files,
+                                      std::vector<int>& keep);
+
+}  // namespace minicriu

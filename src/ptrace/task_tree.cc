@@ -93,7 +93,10 @@ void TaskTree::kill() {
     if (!p.zombie) ::kill(p.pid, SIGKILL);
   for (auto& p : processes_) {
     // Collect the exit of each thread we trace, so no ptrace link outlives us.
-    for (auto& t : p.threads) {
+    // The leader last: its exit is not reported while other threads of its
+    // group are left, and those (traced) stay zombies until we wait for them.
+    for (auto it = p.threads.rbegin(); it != p.threads.rend(); ++it) {
+      auto& t = *it;
       int status;
       while (::waitpid(t.tid(), &status, __WALL) < 0 && errno == EINTR) {
       }

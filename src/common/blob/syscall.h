@@ -79,6 +79,9 @@ enum {
   MC_NR_timer_getoverrun = 225,
   MC_NR_rseq = 334,
   MC_NR_clone3 = 435,
+  MC_NR_rt_sigqueueinfo = 129,
+  MC_NR_rt_tgsigqueueinfo = 297,
+  MC_NR_prlimit64 = 302,
 };
 
 static inline void* mc_memcpy(void* dst, const void* src, unsigned long n) {

@@ -1,16 +1,347 @@
-// The restorer blob: placeholder until restore lands (issue 3).
+// The restorer blob: the last stage of restoring one process, run by the task
+// being restored once minicriu has opened its files and premapped its memory.
+// It removes minicriu from the address space, moves the premapped VMAs and the
+// kernel's vDSO to their dumped addresses, sets the mm fields, sigactions,
+// timers and limits, creates the threads with their TIDs, and every thread
+// rt_sigreturns into its dumped registers and xsave state.
+//
+// Freestanding: no libc, no relocations, no vector registers (the xsave state
+// the frames carry must be the only FPU state that counts). Everything it needs
+// is in rst::Args (restorer_args.hpp), written by the host at absolute addresses.
 #include "common/blob/syscall.h"
+#include "restorer/restorer_args.hpp"
 
-extern "C" __attribute__((used)) long restorer_main(void*) { return -38; }
+using namespace minicriu::rst;
 
+extern "C" {
+// gcc may emit calls to these even in freestanding code.
+__attribute__((used)) void* memcpy(void* d, const void* s, unsigned long n) { return mc_memcpy(d, s, n); }
+__attribute__((used)) void* memset(void* d, int c, unsigned long n) { return mc_memset(d, c, n); }
+long mc_clone3_thread(void* args, unsigned long size, void (*fn)(Args*, unsigned long), Args* a,
+                      unsigned long index);
+[[noreturn]] void mc_jump_tail(uint64_t tail, uint64_t sigreturn_sp, int32_t* in_blob,
+                               uint64_t blob_start, uint64_t blob_size);
+}
+
+namespace {
+
+constexpr unsigned long kTaskSize = 0x7ffffffff000ul;
+constexpr long kMremapMaymove = 1, kMremapFixed = 2;
+constexpr long kMapFixed = 0x10;
+constexpr long kFutexWait = 0, kFutexWake = 1;
+constexpr long kPrSetName = 15, kPrSetPdeathsig = 1, kPrSetMm = 35, kPrSetMmMap = 14;
+constexpr long kArchSetGs = 0x1001, kArchSetFs = 0x1002;
+constexpr unsigned long kCloneThreadFlags = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000;
+// CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM
+
+struct CloneArgs {
+  uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls;
+  uint64_t set_tid, set_tid_size, cgroup;
+};
+
+// --- error text: literal words and numbers, first error wins -----------------
+
+struct Text {
+  char* p;
+  char* end;
+  void str(const char* s) {
+    while (*s && p < end) *p++ = *s++;
+  }
+  void hex(uint64_t v) {
+    str("0x");
+    char buf[16];
+    int n = 0;
+    do buf[n++] = "0123456789abcdef"[v & 15], v >>= 4; while (v);
+    while (n && p < end) *p++ = buf[--n];
+  }
+  void dec(uint64_t v) {
+    char buf[20];
+    int n = 0;
+    do buf[n++] = static_cast<char>('0' + v % 10), v /= 10; while (v);
+    while (n && p < end) *p++ = buf[--n];
+  }
+};
+
+// Records "what <value>" with the errno of ret (a negative syscall result).
+void set_error(Args* a, const char* what, uint64_t value, long ret, bool hex = true) {
+  if (__atomic_exchange_n(&a->failed, 1, __ATOMIC_SEQ_CST)) return;
+  Text t{a->error.text, a->error.text + sizeof(a->error.text) - 1};
+  t.str("pid ");
+  t.dec(a->pid);
+  t.str(": restorer: ");
+  t.str(what);
+  t.str(" ");
+  if (hex) t.hex(value); else t.dec(value);
+  *t.p = 0;
+  a->error.type = MSG_ERROR;
+  a->error.err = ret < 0 ? static_cast<int32_t>(-ret) : 0;
+}
+
+[[noreturn]] void die(Args* a) {
+  mc_syscall3(MC_NR_write, a->sock_fd, reinterpret_cast<long>(&a->error), sizeof(a->error));
+  for (;;) mc_syscall1(MC_NR_exit_group, 1);
+}
+
+// The leader's checks: report and stop on the first failure.
+void check(Args* a, long ret, const char* what, uint64_t value) {
+  if (ret < 0) {
+    set_error(a, what, value, ret);
+    die(a);
+  }
+}
+
+void futex_wait(int32_t* word, int32_t val) {
+  mc_syscall6(MC_NR_futex, reinterpret_cast<long>(word), kFutexWait, val, 0, 0, 0);
+}
+void futex_wake(int32_t* word) {
+  mc_syscall6(MC_NR_futex, reinterpret_cast<long>(word), kFutexWake, 0x7fffffff, 0, 0, 0);
+}
+
+// --- the process: memory, mm, signals, timers, limits --------------------------
+
+void unmap_restoring_program(Args* a) {
+  const Range* keep = reinterpret_cast<const Range*>(a->keep);
+  uint64_t from = 0;
+  for (uint32_t i = 0; i < a->n_keep; i++) {
+    if (keep[i].start > from) check(a, mc_syscall2(MC_NR_munmap, from, keep[i].start - from), "munmap at", from);
+    if (keep[i].end > from) from = keep[i].end;
+  }
+  if (from < kTaskSize) check(a, mc_syscall2(MC_NR_munmap, from, kTaskSize - from), "munmap at", from);
+}
+
+long move(uint64_t from, uint64_t size, uint64_t to) {
+  long r = mc_syscall5(MC_NR_mremap, from, size, size, kMremapMaymove | kMremapFixed, to);
+  return r < 0 ? r : (static_cast<uint64_t>(r) == to ? 0 : -14);
+}
+
+void restore_memory(Args* a) {
+  unmap_restoring_program(a);
+  // The kernel's mappings may sit where a dumped VMA goes: out of the way first.
+  for (uint32_t i = 0; i < a->n_specials; i++) {
+    Special& s = a->specials[i];
+    check(a, move(s.cur, s.size, s.scratch), "mremap of a vdso/vvar mapping to", s.scratch);
+  }
+  const Vma* vmas = reinterpret_cast<const Vma*>(a->vmas);
+  for (uint32_t i = 0; i < a->n_vmas; i++) {
+    const Vma& v = vmas[i];
+    if (!v.premap) {
+      long r = mc_syscall6(MC_NR_mmap, v.start, v.size, v.prot, v.flags | kMapFixed, -1, 0);
+      check(a, r < 0 ? r : (static_cast<uint64_t>(r) == v.start ? 0 : -14), "mmap of VMA at", v.start);
+      continue;
+    }
+    check(a, move(v.premap, v.size, v.start), "mremap of a premapped VMA to", v.start);
+    check(a, mc_syscall3(MC_NR_mprotect, v.start, v.size, v.prot), "mprotect of VMA", v.start);
+  }
+  for (uint32_t i = 0; i < a->n_specials; i++) {
+    Special& s = a->specials[i];
+    check(a, move(s.scratch, s.size, s.dest), "mremap of a vdso/vvar mapping to", s.dest);
+  }
+  check(a, mc_syscall2(MC_NR_munmap, a->premap_start, a->premap_end - a->premap_start),
+        "munmap of the premap area at", a->premap_start);
+}
+
+void restore_process_state(Args* a) {
+  // Needs no CAP_SYS_RESOURCE; the exe link needs CAP_CHECKPOINT_RESTORE, and
+  // the kernel only lets it change once no mapping of the old exe is left.
+  check(a, mc_syscall5(MC_NR_prctl, kPrSetMm, kPrSetMmMap, reinterpret_cast<long>(&a->mm),
+                       sizeof(a->mm), 0),
+        "prctl(PR_SET_MM_MAP) with start_code", a->mm.start_code);
+  if (a->exe_fd >= 0) mc_syscall1(MC_NR_close, a->exe_fd);
+  for (uint32_t sig = 1; sig <= kMaxSignal; sig++) {
+    if (sig == 9 || sig == 19) continue;  // SIGKILL, SIGSTOP
+    long r = mc_syscall4(MC_NR_rt_sigaction, sig, reinterpret_cast<long>(&a->sigactions[sig - 1]), 0, 8);
+    if (r < 0) {
+      set_error(a, "rt_sigaction of signal", sig, r, false);
+      die(a);
+    }
+  }
+  const ITimer* timers = reinterpret_cast<const ITimer*>(a->itimers);
+  for (uint32_t i = 0; i < a->n_itimers; i++)
+    check(a, mc_syscall3(MC_NR_setitimer, timers[i].which,
+                         reinterpret_cast<long>(&timers[i].interval_sec), 0),
+          "setitimer", timers[i].which);
+}
+
+// Last of the process-wide state: lowered limits (RLIMIT_NPROC, RLIMIT_AS...)
+// must not get in the way of creating the threads.
+void restore_rlimits(Args* a) {
+  const RLimit* limits = reinterpret_cast<const RLimit*>(a->rlimits);
+  for (uint32_t i = 0; i < a->n_rlimits; i++)
+    check(a, mc_syscall4(MC_NR_prlimit64, 0, limits[i].resource,
+                         reinterpret_cast<long>(&limits[i].cur), 0),
+          "prlimit of resource", limits[i].resource);
+}
+
+// --- each thread ---------------------------------------------------------------
+
+// Per-thread kernel state; errors are recorded, the leader reports them.
+void restore_thread_state(Args* a, const Thread* t) {
+  long r;
+  mc_syscall1(MC_NR_set_tid_address, t->clear_child_tid);
+  if (t->robust_list &&
+      (r = mc_syscall2(MC_NR_set_robust_list, t->robust_list, t->robust_list_len)) < 0)
+    set_error(a, "set_robust_list of thread", t->tid, r, false);
+  if ((r = mc_syscall2(MC_NR_arch_prctl, kArchSetFs, t->fs_base)) < 0)
+    set_error(a, "ARCH_SET_FS of thread", t->tid, r, false);
+  if (t->gs_base && (r = mc_syscall2(MC_NR_arch_prctl, kArchSetGs, t->gs_base)) < 0)
+    set_error(a, "ARCH_SET_GS of thread", t->tid, r, false);
+  mc_syscall2(MC_NR_prctl, kPrSetName, reinterpret_cast<long>(t->comm));
+  if (t->rseq_addr &&
+      (r = mc_syscall4(MC_NR_rseq, t->rseq_addr, t->rseq_len, 0, t->rseq_sig)) < 0)
+    set_error(a, "rseq registration of thread", t->tid, r, false);
+  // Every signal is blocked until rt_sigreturn sets the dumped mask, so these
+  // stay queued, as they were at the dump.
+  const SigInfo* pending = reinterpret_cast<const SigInfo*>(t->pending);
+  for (uint32_t i = 0; i < t->n_pending; i++) {
+    int32_t signo;
+    mc_memcpy(&signo, pending[i].raw, sizeof(signo));
+    r = mc_syscall4(MC_NR_rt_tgsigqueueinfo, a->pid, t->tid, signo, reinterpret_cast<long>(pending[i].raw));
+    if (r < 0) set_error(a, "re-queueing a pending signal of thread", t->tid, r, false);
+  }
+}
+
+[[noreturn]] void resume(Args* a, const Thread* t) {
+  mc_jump_tail(a->tail, t->sigreturn_sp, &a->in_blob, a->blob_start, a->blob_size);
+}
+
+extern "C" __attribute__((used)) void restorer_thread_main(Args* a, unsigned long index) {
+  const Thread* t = &reinterpret_cast<const Thread*>(a->threads)[index];
+  restore_thread_state(a, t);
+  __atomic_add_fetch(&a->ready, 1, __ATOMIC_SEQ_CST);
+  futex_wake(&a->ready);
+  while (!__atomic_load_n(&a->go, __ATOMIC_SEQ_CST)) futex_wait(&a->go, 0);
+  resume(a, t);
+}
+
+void create_threads(Args* a) {
+  const Thread* threads = reinterpret_cast<const Thread*>(a->threads);
+  for (uint32_t i = 1; i < a->n_threads; i++) {
+    uint64_t tid = threads[i].tid;
+    CloneArgs c{};
+    c.flags = kCloneThreadFlags;
+    c.stack = threads[i].stack_top - kBlobStackSize;
+    c.stack_size = kBlobStackSize;
+    c.set_tid = reinterpret_cast<uint64_t>(&tid);
+    c.set_tid_size = 1;
+    long r = mc_clone3_thread(&c, sizeof(c), restorer_thread_main, a, i);
+    if (r < 0) {
+      set_error(a, "clone3 of thread", tid, r, false);
+      die(a);
+    }
+  }
+}
+
+void wait_threads_ready(Args* a) {
+  int32_t want = static_cast<int32_t>(a->n_threads) - 1;
+  for (int32_t v; (v = __atomic_load_n(&a->ready, __ATOMIC_SEQ_CST)) != want;) futex_wait(&a->ready, v);
+}
+
+}  // namespace
+
+extern "C" __attribute__((used)) void restorer_main(Args* a) {
+  if (a->magic != kArgsMagic || a->version != kArgsVersion) mc_syscall1(MC_NR_exit_group, 2);
+  restore_memory(a);
+  restore_process_state(a);
+  create_threads(a);
+  restore_rlimits(a);
+  const Thread* leader = reinterpret_cast<const Thread*>(a->threads);
+  restore_thread_state(a, leader);
+  const SigInfo* shared = reinterpret_cast<const SigInfo*>(a->shared_pending);
+  for (uint32_t i = 0; i < a->n_shared_pending; i++) {
+    int32_t signo;
+    mc_memcpy(&signo, shared[i].raw, sizeof(signo));
+    long r = mc_syscall3(MC_NR_rt_sigqueueinfo, a->pid, signo, reinterpret_cast<long>(shared[i].raw));
+    if (r < 0) set_error(a, "re-queueing a shared pending signal", static_cast<uint64_t>(signo), r, false);
+  }
+  wait_threads_ready(a);
+  if (a->failed) die(a);
+
+  Msg m{};
+  m.type = MSG_READY;
+  m.tail = a->tail;
+  m.tail_size = a->tail_size;
+  m.tail_syscall = a->tail_syscall;
+  mc_syscall3(MC_NR_write, a->sock_fd, reinterpret_cast<long>(&m), sizeof(m));
+  long n = mc_syscall3(MC_NR_read, a->sock_fd, reinterpret_cast<long>(&m), sizeof(m));
+  if (n <= 0 || m.type != MSG_GO) mc_syscall1(MC_NR_exit_group, 1);  // the parent gave up
+  // Set by minicriu so that a restore whose parent dies takes this task along.
+  // Cleared before closing the channel: the parent may exit as soon as it sees
+  // the channel close (restore -d).
+  mc_syscall2(MC_NR_prctl, kPrSetPdeathsig, 0);
+  mc_syscall1(MC_NR_close, a->sock_fd);
+  __atomic_store_n(&a->go, 1, __ATOMIC_SEQ_CST);
+  futex_wake(&a->go);
+  resume(a, leader);
+}
+
+// restorer_entry: the host switches to the leader's blob stack (16-byte
+// aligned) with rdi = args and jumps here.
+//
+// mc_clone3_thread(args, size, fn, a, index): clone3 that runs fn(a, index) on
+// the new thread's stack. syscall clobbers rcx and r11, so the arguments wait
+// in rdx, r10 and r8, which it keeps (a clone child starts with a copy of them).
+//
+// restorer_tail..restorer_tail_end: copied by the host into the tail mapping,
+// which holds the sigframes and outlives the blob. Entered with rdi = frame
+// rsp, rsi = &in_blob, rdx/r10 = the blob's range: the thread leaves the blob's
+// stack, counts itself out, and the last one out unmaps the blob (no thread
+// runs its code any more), then each rt_sigreturns. The tail cannot unmap
+// itself (munmap would return into nothing): the parent does it through ptrace
+// from restorer_tail_syscall once every thread has left (tail_unmap.hpp).
 asm(R"(
   .section .text.entry,"ax"
   .globl restorer_entry
+  .hidden restorer_entry
 restorer_entry:
   call restorer_main
-  int3
-  .globl restorer_thread_entry
-restorer_thread_entry:
-  int3
+  ud2
+
+  .globl mc_clone3_thread
+  .hidden mc_clone3_thread
+mc_clone3_thread:
+  mov %rcx, %r10
+  mov $435, %eax
+  syscall
+  test %rax, %rax
+  jz 1f
+  ret
+1:
+  xor %ebp, %ebp
+  mov %r10, %rdi
+  mov %r8, %rsi
+  call *%rdx
+  ud2
+
+  .globl mc_jump_tail
+  .hidden mc_jump_tail
+mc_jump_tail:
+  mov %rdi, %rax
+  mov %rsi, %rdi
+  mov %rdx, %rsi
+  mov %rcx, %rdx
+  mov %r8, %r10
+  jmp *%rax
+
+  .globl restorer_tail
+  .hidden restorer_tail
+  .p2align 4
+restorer_tail:
+  mov %rdi, %rsp
+  lock decl (%rsi)
+  jnz 2f
+  mov %rdx, %rdi
+  mov %r10, %rsi
+  mov $11, %eax
+  syscall
+2:
+  mov $15, %eax
+  .globl restorer_tail_syscall
+  .hidden restorer_tail_syscall
+restorer_tail_syscall:
+  syscall
+  ud2
+  .globl restorer_tail_end
+  .hidden restorer_tail_end
+restorer_tail_end:
   .text
 )");

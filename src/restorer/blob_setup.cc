@@ -1,0 +1,235 @@
+#include "restorer/blob_setup.hpp"
+
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "arch/x86_64/sigframe.hpp"
+#include "ptrace/thread_core.hpp"
+#include "restorer_blob.h"
+
+namespace minicriu {
+
+namespace blob = blobs::restorer;
+
+namespace {
+
+constexpr uint64_t kPage = 4096;
+uint64_t page_up(uint64_t v) { return (v + kPage - 1) & ~(kPage - 1); }
+uint64_t align16(uint64_t v) { return (v + 15) & ~uint64_t{15}; }
+
+uint64_t code_size() { return page_up(blob::kSize); }
+uint64_t tail_code_size() { return page_up(blob::k_restorer_tail_end - blob::k_restorer_tail); }
+
+uint64_t args_size(const ProcessImages& p) {
+  uint64_t n = align16(sizeof(rst::Args));
+  n += align16(p.mm.vmas_size() * sizeof(rst::Vma));
+  n += align16(p.core.threads_size() * sizeof(rst::Thread));
+  for (auto& t : p.core.threads()) n += align16(t.pending_size() * sizeof(rst::SigInfo));
+  n += align16(p.core.shared_pending_size() * sizeof(rst::SigInfo));
+  n += align16(p.core.rlimits_size() * sizeof(rst::RLimit));
+  n += align16(p.core.itimers_size() * sizeof(rst::ITimer));
+  n += align16(4 * sizeof(rst::Range));
+  n += align16(p.mm.auxv().size());
+  return page_up(n);
+}
+
+uint64_t frame_size(const ProcessImages& p) {
+  return arch::rt_sigframe_size(p.core.threads(0).xsave().size());
+}
+
+// Hands out pieces of the args page(s), which sit at their final address.
+// args_size() sizes them for exactly these allocations; should it ever fall
+// short (a bug), the writes land in the stacks that follow (mapped, unused
+// yet) and overflowed() stops the restore before the blob runs.
+class Arena {
+ public:
+  Arena(uint64_t base, uint64_t size) : next_(base), end_(base + size) {}
+  template <typename T>
+  T* alloc(size_t n) {
+    uint64_t at = next_;
+    next_ = align16(next_ + n * sizeof(T));
+    return reinterpret_cast<T*>(at);
+  }
+  bool overflowed() const { return next_ > end_; }
+
+ private:
+  uint64_t next_, end_;
+};
+
+uint64_t addr(const void* p) { return reinterpret_cast<uint64_t>(p); }
+
+Status map_fixed(uint64_t at, uint64_t size) {
+  void* p = ::mmap(reinterpret_cast<void*>(at), size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+  if (p == MAP_FAILED) return failf_errno("cannot map the restorer at {:#x}", at);
+  return {};
+}
+
+void fill_specials(const BlobInputs& in, rst::Args& a) {
+  const PremapPlan& plan = *in.plan;
+  const proc::MapsEntry* here[3] = {in.here.has_vdso ? &in.here.vdso : nullptr,
+                                    in.here.has_vvar ? &in.here.vvar : nullptr,
+                                    in.here.has_vvar_vclock ? &in.here.vvar_vclock : nullptr};
+  const img::VmaKind kinds[3] = {img::VMA_VDSO, img::VMA_VVAR, img::VMA_VVAR_VCLOCK};
+  for (int i = 0; i < 3; i++) {
+    if (!here[i]) continue;
+    for (auto& v : in.process->mm.vmas()) {
+      if (v.kind() != kinds[i]) continue;
+      rst::Special& s = a.specials[a.n_specials++];
+      s.cur = here[i]->start;
+      s.size = here[i]->end - here[i]->start;
+      s.scratch = plan.special_scratch[i];
+      s.dest = v.start();
+    }
+  }
+}
+
+}  // namespace
+
+BlobSizes blob_sizes(const ProcessImages& p) {
+  BlobSizes s;
+  s.blob = code_size() + args_size(p) + p.core.threads_size() * rst::kBlobStackSize;
+  s.tail = page_up(tail_code_size() + p.core.threads_size() * frame_size(p));
+  return s;
+}
+
+Result<BlobJump> install_blob(const BlobInputs& in) {
+  const ProcessImages& p = *in.process;
+  const PremapPlan& plan = *in.plan;
+  BlobSizes sizes = blob_sizes(p);
+  TRY(map_fixed(plan.blob, sizes.blob));
+  TRY(map_fixed(plan.tail, sizes.tail));
+  std::memcpy(reinterpret_cast<void*>(plan.blob), blob::kBytes, blob::kSize);
+
+  uint64_t args_at = plan.blob + code_size();
+  Arena arena(args_at, args_size(p));
+  auto* a = arena.alloc<rst::Args>(1);
+  std::memset(a, 0, sizeof(*a));
+  a->magic = rst::kArgsMagic;
+  a->version = rst::kArgsVersion;
+  a->sock_fd = in.channel_fd;
+  a->exe_fd = in.exe_fd;
+  a->pid = p.entry.pid();
+
+  auto* vmas = arena.alloc<rst::Vma>(p.mm.vmas_size());
+  for (int i = 0; i < p.mm.vmas_size(); i++) {
+    const img::Vma& v = p.mm.vmas(i);
+    if (plan.slot[i]) {
+      vmas[a->n_vmas++] = rst::Vma{plan.slot[i], v.start(), v.end() - v.start(), v.prot(), 0};
+    } else if (v.kind() == img::VMA_ANON_PRIVATE) {  // no pages: mapped fresh by the blob
+      uint32_t flags = MAP_PRIVATE | MAP_ANONYMOUS | (v.flags() & MAP_GROWSDOWN);
+      vmas[a->n_vmas++] = rst::Vma{0, v.start(), v.end() - v.start(), v.prot(), flags};
+    }
+  }
+  a->vmas = addr(vmas);
+
+  fill_specials(in, *a);
+  auto* keep = arena.alloc<rst::Range>(4);
+  keep[a->n_keep++] = {plan.base, plan.end};
+  for (uint32_t i = 0; i < a->n_specials; i++)
+    keep[a->n_keep++] = {a->specials[i].cur, a->specials[i].cur + a->specials[i].size};
+  std::sort(keep, keep + a->n_keep, [](auto& x, auto& y) { return x.start < y.start; });
+  a->keep = addr(keep);
+
+  for (auto& s : p.core.sigactions())
+    a->sigactions[s.signo() - 1] = {s.handler(), s.flags(), s.restorer(), s.mask()};
+  auto* timers = arena.alloc<rst::ITimer>(p.core.itimers_size());
+  for (auto& t : p.core.itimers()) {
+    timers[a->n_itimers++] = {t.which(), 0, static_cast<int64_t>(t.interval_us() / 1000000),
+                              static_cast<int64_t>(t.interval_us() % 1000000),
+                              static_cast<int64_t>(t.value_us() / 1000000),
+                              static_cast<int64_t>(t.value_us() % 1000000)};
+  }
+  a->itimers = addr(timers);
+  auto* limits = arena.alloc<rst::RLimit>(in.rlimits.size());
+  for (auto& l : in.rlimits) limits[a->n_rlimits++] = l;
+  a->rlimits = addr(limits);
+  auto* shared = arena.alloc<rst::SigInfo>(p.core.shared_pending_size());
+  for (auto& s : p.core.shared_pending())
+    std::memcpy(shared[a->n_shared_pending++].raw, s.raw().data(), sizeof(rst::SigInfo));
+  a->shared_pending = addr(shared);
+
+  const img::MmCore& mm = p.mm;
+  a->mm = {mm.start_code(), mm.end_code(), mm.start_data(), mm.end_data(), mm.start_brk(), mm.brk(),
+           mm.start_stack(), mm.arg_start(), mm.arg_end(), mm.env_start(), mm.env_end(), 0, 0,
+           static_cast<uint32_t>(in.exe_fd)};
+  if (!mm.auxv().empty()) {
+    auto* auxv = arena.alloc<uint8_t>(mm.auxv().size());
+    std::memcpy(auxv, mm.auxv().data(), mm.auxv().size());
+    a->mm.auxv = addr(auxv);
+    a->mm.auxv_size = static_cast<uint32_t>(mm.auxv().size());
+  }
+
+  // Threads: stacks after the args, frames in the tail after its code.
+  auto* threads = arena.alloc<rst::Thread>(p.core.threads_size());
+  uint64_t stacks = args_at + args_size(p);
+  uint64_t frames = plan.tail + tail_code_size();
+  for (int i = 0; i < p.core.threads_size(); i++) {
+    const img::ThreadCore& tc = p.core.threads(i);
+    rst::Thread& t = threads[i];
+    std::memset(&t, 0, sizeof(t));
+    t.tid = tc.tid();
+    t.stack_top = stacks + (i + 1) * rst::kBlobStackSize;
+    arch::SigframeInput fin;
+    fin.regs = regs_from_image(tc.regs());
+    fin.sigmask = tc.sigmask();
+    fin.altstack_sp = tc.sigaltstack().sp();
+    fin.altstack_flags = tc.sigaltstack().flags();
+    fin.altstack_size = tc.sigaltstack().size();
+    fin.xsave = std::span(reinterpret_cast<const uint8_t*>(tc.xsave().data()), tc.xsave().size());
+    uint64_t at = frames + i * frame_size(p);
+    ASSIGN_OR_RETURN(auto frame, with_context(arch::build_rt_sigframe(fin, at),
+                                              fmt::format("thread {}", tc.tid())));
+    std::memcpy(reinterpret_cast<void*>(at), frame.bytes.data(), frame.bytes.size());
+    t.sigreturn_sp = frame.sigreturn_sp;
+    t.fs_base = tc.regs().fs_base();
+    t.gs_base = tc.regs().gs_base();
+    t.clear_child_tid = tc.clear_child_tid();
+    t.robust_list = tc.robust_list();
+    t.robust_list_len = tc.robust_list_len();
+    if (tc.has_rseq()) {
+      t.rseq_addr = tc.rseq().addr();
+      t.rseq_len = tc.rseq().len();
+      t.rseq_sig = tc.rseq().signature();
+    }
+    std::strncpy(t.comm, tc.comm().c_str(), sizeof(t.comm) - 1);
+    auto* pending = arena.alloc<rst::SigInfo>(tc.pending_size());
+    for (auto& s : tc.pending()) std::memcpy(pending[t.n_pending++].raw, s.raw().data(), sizeof(rst::SigInfo));
+    t.pending = addr(pending);
+  }
+  if (arena.overflowed()) return fail("restorer args overflow their area (a bug in args_size)");
+  a->threads = addr(threads);
+  a->n_threads = static_cast<uint32_t>(p.core.threads_size());
+  a->in_blob = static_cast<int32_t>(a->n_threads);
+  a->premap_start = plan.base;
+  a->premap_end = plan.slots_end;
+  a->blob_start = plan.blob;
+  a->blob_size = plan.tail - plan.blob;  // with the guard page before the tail
+  a->tail = plan.tail;
+  a->tail_size = sizes.tail;
+  a->tail_syscall = plan.tail + (blob::k_restorer_tail_syscall - blob::k_restorer_tail);
+  std::memcpy(reinterpret_cast<void*>(plan.tail), blob::kBytes + blob::k_restorer_tail,
+              blob::k_restorer_tail_end - blob::k_restorer_tail);
+
+  // The tail is only executed and read (rt_sigreturn reads the frames).
+  if (::mprotect(reinterpret_cast<void*>(plan.tail), sizes.tail, PROT_READ | PROT_EXEC) != 0)
+    return fail_errno("mprotect of the restorer tail");
+  if (::mprotect(reinterpret_cast<void*>(plan.blob), code_size(), PROT_READ | PROT_EXEC) != 0)
+    return fail_errno("mprotect of the restorer code");
+  return BlobJump{plan.blob + blob::k_restorer_entry, stacks + rst::kBlobStackSize, args_at};
+}
+
+void jump_to_blob(const BlobJump& j) {
+  asm volatile(
+      "mov %0, %%rsp\n\t"
+      "xor %%ebp, %%ebp\n\t"
+      "jmp *%1\n\t"
+      :
+      : "r"(j.stack_top), "r"(j.entry), "D"(j.args)
+      : "memory");
+  __builtin_unreachable();
+}
+
+}  // namespace minicriu

@@ -1,0 +1,57 @@
+#include "restorer/checkpoint.hpp"
+
+#include <sys/stat.h>
+
+#include "images/image_io.hpp"
+
+namespace minicriu {
+
+const img::FileEntry* Checkpoint::file(uint32_t id) const {
+  for (auto& f : files)
+    if (f.id() == id) return &f;
+  return nullptr;
+}
+
+const ProcessImages* Checkpoint::process(pid_t pid) const {
+  for (auto& p : processes)
+    if (static_cast<pid_t>(p.entry.pid()) == pid) return &p;
+  return nullptr;
+}
+
+namespace {
+
+Status load_process(const ImageDir& dir, ProcessImages& p) {
+  pid_t pid = static_cast<pid_t>(p.entry.pid());
+  ASSIGN_OR_RETURN(p.core, read_single_image<img::ProcessCore>(dir.core(pid), ImageKind::core));
+  ASSIGN_OR_RETURN(p.mm, read_single_image<img::MmCore>(dir.mm(pid), ImageKind::mm));
+  ASSIGN_OR_RETURN(p.pagemap,
+                   read_all_images<img::PagemapEntry>(dir.pagemap(pid), ImageKind::pagemap));
+  ASSIGN_OR_RETURN(p.fds, read_all_images<img::FdEntry>(dir.fdinfo(pid), ImageKind::fdinfo));
+  p.pages_path = dir.pages(pid);
+  struct stat st;
+  if (::stat(p.pages_path.c_str(), &st) != 0)
+    return failf_errno("cannot stat the page image {}", p.pages_path);
+  if (!S_ISREG(st.st_mode)) return failf("page image {} is not a regular file", p.pages_path);
+  p.pages_file_size = static_cast<uint64_t>(st.st_size);
+  return {};
+}
+
+}  // namespace
+
+Result<Checkpoint> load_checkpoint(const ImageDir& dir) {
+  Checkpoint c;
+  ASSIGN_OR_RETURN(c.inventory,
+                   with_context(read_single_image<img::Inventory>(dir.inventory(), ImageKind::inventory),
+                                fmt::format("{} is not a complete checkpoint", dir.path())));
+  ASSIGN_OR_RETURN(auto pstree, read_all_images<img::ProcessEntry>(dir.pstree(), ImageKind::pstree));
+  ASSIGN_OR_RETURN(c.files, read_all_images<img::FileEntry>(dir.files(), ImageKind::files));
+  for (auto& e : pstree) {
+    ProcessImages p;
+    p.entry = std::move(e);
+    TRY(with_context(load_process(dir, p), fmt::format("pid {}", p.entry.pid())));
+    c.processes.push_back(std::move(p));
+  }
+  return c;
+}
+
+}  // namespace minicriu

@@ -1,0 +1,42 @@
+// A checkpoint directory read whole into memory: what restore works from, so
+// that nothing on the system is touched before every image has been read and
+// validated (validate.hpp).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/error.hpp"
+#include "images/image_dir.hpp"
+#include "minicriu.pb.h"
+
+namespace minicriu {
+
+struct ProcessImages {
+  img::ProcessEntry entry;
+  img::ProcessCore core;
+  img::MmCore mm;
+  std::vector<img::PagemapEntry> pagemap;
+  std::vector<img::FdEntry> fds;
+  std::string pages_path;
+  uint64_t pages_file_size = 0;
+};
+
+struct Checkpoint {
+  img::Inventory inventory;
+  std::vector<img::FileEntry> files;
+  std::vector<ProcessImages> processes;  // pstree order: parents first
+
+  const img::FileEntry* file(uint32_t id) const;
+  const ProcessImages* process(pid_t pid) const;
+};
+
+// Reads every image of the directory; a missing, truncated or foreign image is
+// an error naming it.
+[[nodiscard]] Result<Checkpoint> load_checkpoint(const ImageDir& dir);
+
+}  // namespace minicriu

@@ -1,0 +1,12 @@
+// Restore gives every task its dumped PID/TID (clone3 set_tid): each must be
+// free in our PID namespace, or restore stops before creating anything.
+#pragma once
+
+#include "core/error.hpp"
+#include "restorer/checkpoint.hpp"
+
+namespace minicriu {
+
+[[nodiscard]] Status check_ids_free(const Checkpoint& c);
+
+}  // namespace minicriu

@@ -1,0 +1,200 @@
+#include "restorer/premap.hpp"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+
+#include <algorithm>
+
+#include "core/unique_fd.hpp"
+
+namespace minicriu {
+
+namespace {
+
+constexpr uint64_t kPage = 4096;
+constexpr uint64_t kGap = kPage;            // keeps neighbouring slots from merging
+constexpr uint64_t kMargin = 16ull << 20;   // room around others' mappings (stack guard gaps)
+constexpr uint64_t kLowest = 1ull << 32;    // stay clear of low, non-PIE layouts
+constexpr uint64_t kHighest = 0x7ffffffff000ull - kMargin;
+
+bool is_special(img::VmaKind k) {
+  return k == img::VMA_VDSO || k == img::VMA_VVAR || k == img::VMA_VVAR_VCLOCK ||
+         k == img::VMA_VSYSCALL;
+}
+
+uint64_t page_up(uint64_t v) { return (v + kPage - 1) & ~(kPage - 1); }
+
+// The highest address at which `size` bytes fit between the busy ranges.
+Result<uint64_t> find_hole(std::vector<AddrRange> busy, uint64_t size) {
+  for (auto& r : busy) {
+    r.start = r.start > kMargin ? r.start - kMargin : 0;
+    r.end = r.end + kMargin;
+  }
+  std::sort(busy.begin(), busy.end(), [](auto& a, auto& b) { return a.start < b.start; });
+  std::vector<AddrRange> holes;
+  uint64_t cur = kLowest;
+  for (auto& r : busy) {
+    if (cur >= kHighest) break;
+    if (r.start > cur) holes.push_back({cur, std::min(r.start, kHighest)});
+    cur = std::max(cur, r.end);
+  }
+  if (cur < kHighest) holes.push_back({cur, kHighest});
+  for (auto h = holes.rbegin(); h != holes.rend(); ++h)
+    if (h->end - h->start >= size) return (h->end - size) & ~(kPage - 1);
+  return failf("no hole of {} MiB is free both in this program and in the dumped layout",
+               size >> 20);
+}
+
+}  // namespace
+
+bool needs_slot(const img::Vma& v) {
+  if (is_special(v.kind())) return false;
+  return !(v.kind() == img::VMA_ANON_PRIVATE && !v.has_pages());
+}
+
+Result<PremapPlan> plan_premap(const img::MmCore& mm, const std::vector<AddrRange>& busy_here,
+                               const PremapSizes& sizes) {
+  PremapPlan plan;
+  std::vector<AddrRange> busy = busy_here;
+  uint64_t total = 0;
+  for (auto& v : mm.vmas()) {
+    if (v.kind() != img::VMA_VSYSCALL) busy.push_back({v.start(), v.end()});
+    if (needs_slot(v)) total += v.end() - v.start() + kGap;
+  }
+  for (uint64_t s : sizes.specials) total += s ? s + kGap : 0;
+  total += page_up(sizes.blob) + kGap + page_up(sizes.tail);
+  ASSIGN_OR_RETURN(plan.base, find_hole(std::move(busy), total));
+  plan.end = plan.base + total;
+
+  uint64_t at = plan.base;
+  for (auto& v : mm.vmas()) {
+    if (!needs_slot(v)) {
+      plan.slot.push_back(0);
+      continue;
+    }
+    plan.slot.push_back(at);
+    at += v.end() - v.start() + kGap;
+  }
+  for (int i = 0; i < 3; i++) {
+    if (!sizes.specials[i]) continue;
+    plan.special_scratch[i] = at;
+    at += sizes.specials[i] + kGap;
+  }
+  plan.slots_end = at;
+  plan.blob = at;
+  at += page_up(sizes.blob) + kGap;
+  plan.tail = at;
+  return plan;
+}
+
+namespace {
+
+Status map_slot(const img::Vma& v, uint64_t slot) {
+  uint64_t size = v.end() - v.start();
+  int growsdown = (v.flags() & MAP_GROWSDOWN) ? MAP_GROWSDOWN : 0;
+  void* want = reinterpret_cast<void*>(slot);
+  void* got = MAP_FAILED;
+  switch (v.kind()) {
+    case img::VMA_ANON_PRIVATE:
+      got = ::mmap(want, size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | growsdown, -1, 0);
+      break;
+    case img::VMA_ANON_SHARED:
+      got = ::mmap(want, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+      break;
+    case img::VMA_FILE_PRIVATE:
+    case img::VMA_FILE_SHARED: {
+      bool shared = v.kind() == img::VMA_FILE_SHARED;
+      bool writes = shared && (v.prot() & PROT_WRITE);
+      UniqueFd fd(::open(v.path().c_str(), (writes ? O_RDWR : O_RDONLY) | O_CLOEXEC));
+      if (!fd) return failf_errno("cannot open {}", v.path());
+      struct stat st;
+      if (::fstat(fd.get(), &st) != 0) return failf_errno("cannot stat {}", v.path());
+      if (v.ino() && st.st_ino != v.ino())
+        return failf("{} is another file than the one mapped at the dump (inode {}, was {})",
+                     v.path(), st.st_ino, v.ino());
+      // Private slots are written by fill_pages (copy-on-write over the file);
+      // shared ones get their final protection now: their data is the file's.
+      int prot = shared ? static_cast<int>(v.prot()) : PROT_READ | PROT_WRITE;
+      got = ::mmap(want, size, prot, (shared ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED, fd.get(),
+                   static_cast<off_t>(v.pgoff()));
+      break;
+    }
+    default:
+      return failf("vma kind {} cannot be premapped", static_cast<int>(v.kind()));
+  }
+  if (got == MAP_FAILED) return failf_errno("cannot premap {} bytes", size);
+  return {};
+}
+
+}  // namespace
+
+Result<Mapping> premap_vmas(const ProcessImages& p, const PremapPlan& plan) {
+  void* base = ::mmap(reinterpret_cast<void*>(plan.base), plan.end - plan.base, PROT_NONE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+  if (base == MAP_FAILED)
+    return failf_errno("cannot reserve the premap area {:#x}-{:#x}", plan.base, plan.end);
+  Mapping area(base, plan.end - plan.base);
+  for (int i = 0; i < p.mm.vmas_size(); i++) {
+    const img::Vma& v = p.mm.vmas(i);
+    if (!plan.slot[i]) continue;
+    TRY(with_context(map_slot(v, plan.slot[i]),
+                     fmt::format("vma {:x}-{:x} ({})", v.start(), v.end(), v.path())));
+  }
+  return area;
+}
+
+Status fill_pages(const ProcessImages& p, const PremapPlan& plan) {
+  UniqueFd fd(::open(p.pages_path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return failf_errno("cannot open {}", p.pages_path);
+  const auto& vmas = p.mm.vmas();
+  std::vector<iovec> iov;
+  iov.reserve(IOV_MAX);
+  off_t off = 0;
+  // One preadv per IOV_MAX runs; a short read (the kernel caps one call near
+  // 2 GiB) resumes where it stopped.
+  auto flush = [&]() -> Status {
+    size_t first = 0;
+    while (first < iov.size()) {
+      ssize_t n = ::preadv(fd.get(), &iov[first], static_cast<int>(iov.size() - first), off);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return failf_errno("cannot read {} at offset {}", p.pages_path, off);
+      if (n == 0) return failf("{} ends early at offset {}", p.pages_path, off);
+      off += n;
+      auto done = static_cast<size_t>(n);
+      while (first < iov.size() && done >= iov[first].iov_len) done -= iov[first++].iov_len;
+      if (done) {
+        iov[first].iov_base = static_cast<char*>(iov[first].iov_base) + done;
+        iov[first].iov_len -= done;
+      }
+    }
+    iov.clear();
+    return {};
+  };
+  auto add = [&](uint64_t dst, size_t len) -> Status {
+    if (!iov.empty() && static_cast<char*>(iov.back().iov_base) + iov.back().iov_len ==
+                            reinterpret_cast<char*>(dst))
+      iov.back().iov_len += len;
+    else
+      iov.push_back({reinterpret_cast<void*>(dst), len});
+    if (iov.size() == IOV_MAX) TRY(flush());
+    return {};
+  };
+  for (auto& e : p.pagemap) {
+    // A run may span back-to-back VMAs (validated); their slots are apart.
+    auto it = std::upper_bound(vmas.begin(), vmas.end(), e.vaddr(),
+                               [](uint64_t a, const img::Vma& v) { return a < v.end(); });
+    uint64_t end = e.vaddr() + uint64_t{e.nr_pages()} * kPage;
+    for (uint64_t at = e.vaddr(); at < end; ++it) {
+      auto idx = static_cast<size_t>(it - vmas.begin());
+      uint64_t piece_end = std::min(end, it->end());
+      TRY(add(plan.slot[idx] + (at - it->start()), piece_end - at));
+      at = piece_end;
+    }
+  }
+  return flush();
+}
+
+}  // namespace minicriu

@@ -1,0 +1,62 @@
+// The premap area: one reservation, free both in the restoring program and in
+// the dumped layout, that holds every dumped VMA (filled with its pages) until
+// the restorer blob moves each to its address, plus the blob itself.
+//
+// Because the area overlaps no dumped VMA, every mremap to a final address
+// moves out of the area into a hole left by unmapping the restoring program:
+// no ordering between VMAs is needed and no move can clobber another's source.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/error.hpp"
+#include "core/mapping.hpp"
+#include "minicriu.pb.h"
+#include "proc/proc_parse.hpp"
+#include "restorer/checkpoint.hpp"
+
+namespace minicriu {
+
+struct AddrRange {
+  uint64_t start = 0;
+  uint64_t end = 0;
+};
+
+struct PremapSizes {
+  uint64_t specials[3] = {};  // this kernel's [vdso], [vvar], [vvar_vclock] (0: none)
+  uint64_t blob = 0;          // blob code, args and stacks
+  uint64_t tail = 0;          // tail code and sigframes
+};
+
+struct PremapPlan {
+  uint64_t base = 0, end = 0;         // the whole reservation
+  std::vector<uint64_t> slot;         // per mm.vmas(i); 0: not premapped (needs_slot)
+  uint64_t special_scratch[3] = {};
+  uint64_t slots_end = 0;             // [base, slots_end) is empty once everything moved
+  uint64_t blob = 0;
+  uint64_t tail = 0;
+};
+
+// Whether a VMA waits in the premap area. Not the kernel's own mappings (moved,
+// not premapped), nor anonymous private memory without pages in the image: the
+// blob maps that directly at its address, so large reservations (sanitizer
+// shadows, language runtimes' heaps) cost no premap room.
+bool needs_slot(const img::Vma& v);
+
+// Where everything goes. busy: every mapping of the restoring program.
+// Pure, for unit tests.
+[[nodiscard]] Result<PremapPlan> plan_premap(const img::MmCore& mm,
+                                             const std::vector<AddrRange>& busy,
+                                             const PremapSizes& sizes);
+
+// Reserves the area (PROT_NONE) and maps every dumped VMA into its slot: anonymous
+// ones anonymous, file ones from their files. Private and anonymous slots are
+// writable until the blob sets the final protections, so pages can be read in.
+[[nodiscard]] Result<Mapping> premap_vmas(const ProcessImages& p, const PremapPlan& plan);
+
+// Reads pages-PID.img into the slots with large preadv() calls: the page data
+// goes from the page cache straight into the premapped memory.
+[[nodiscard]] Status fill_pages(const ProcessImages& p, const PremapPlan& plan);
+
+}  // namespace minicriu

@@ -1,0 +1,150 @@
+#include "restorer/process_restore.hpp"
+
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <sys/personality.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/rseq.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
+#include "core/unique_fd.hpp"
+#include "fs/fd_table.hpp"
+#include "restorer/blob_setup.hpp"
+#include "restorer/machine.hpp"
+#include "restorer/premap.hpp"
+#include "restorer/restore_channel.hpp"
+#include "restorer/rlimit_plan.hpp"
+
+// After the images' headers: <signal.h> defines a sigmask() macro.
+#include <signal.h>
+
+namespace minicriu {
+
+namespace {
+
+// A process that led its session or group leads it again. One that belonged
+// to a session or group led from outside the checkpoint joins minicriu's: that
+// leader is not ours to recreate (the tree builder handles leaders inside).
+Status enter_session(const ProcessImages& p, int channel) {
+  if (p.entry.sid() == p.entry.pid()) {
+    if (::setsid() < 0) return fail_errno("setsid");
+    return {};
+  }
+  if (p.entry.pgid() == p.entry.pid()) {
+    if (::setpgid(0, 0) < 0) return fail_errno("setpgid");
+  }
+  if (::getsid(0) != static_cast<pid_t>(p.entry.sid()))
+    send_warn(channel, fmt::format("pid {}: its session {} was led from outside the checkpoint; "
+                                   "it joins the session of minicriu ({})",
+                                   p.entry.pid(), p.entry.sid(), ::getsid(0)));
+  return {};
+}
+
+Result<UniqueFd> open_exe(const Checkpoint& c, const ProcessImages& p) {
+  const img::FileEntry* exe = c.file(p.mm.exe_file_id());
+  if (!exe || !exe->has_reg()) return UniqueFd();
+  // Not O_PATH: PR_SET_MM_MAP's exe_fd must be a file opened for real.
+  UniqueFd fd(::open(exe->reg().path().c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return failf_errno("cannot open the executable {}", exe->reg().path());
+  return fd;
+}
+
+RlimitPlan plan_limits(const ProcessImages& p) {
+  std::vector<rlimit> now(RLIM_NLIMITS);
+  for (int r = 0; r < RLIM_NLIMITS; r++) ::getrlimit(static_cast<__rlimit_resource>(r), &now[r]);
+  // CAP_SYS_RESOURCE lets a hard limit rise again; without it, keep ours.
+  bool can_raise = false;
+  if (auto s = proc::read_file("/proc/self/status")) {
+    auto eff = proc::status_field(*s, "CapEff");
+    if (eff) can_raise = (std::strtoull(eff->c_str(), nullptr, 16) >> CAP_SYS_RESOURCE) & 1;
+  }
+  return plan_rlimits(p.core.rlimits(), now, can_raise);
+}
+
+// glibc registered rseq for minicriu's thread and the registration survives
+// clone3 without CLONE_VM. It points into memory the blob unmaps, and the
+// kernel writes to it on every return to user space: drop it first.
+void unregister_glibc_rseq() {
+  if (__rseq_size == 0) return;
+  void* area = static_cast<char*>(__builtin_thread_pointer()) + __rseq_offset;
+  // glibc 2.35+ registers 32 bytes; later versions report a smaller feature size.
+  for (unsigned len : {32u, __rseq_size})
+    if (::syscall(SYS_rseq, area, len, RSEQ_FLAG_UNREGISTER, RSEQ_SIG) == 0) return;
+}
+
+Result<BlobJump> prepare(const Checkpoint& c, const ProcessImages& p, int& channel) {
+  TRY(enter_session(p, channel));
+  ::personality(p.core.personality());
+  if (p.mm.thp_disabled()) ::prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
+
+  ASSIGN_OR_RETURN(UniqueFd exe, open_exe(c, p));
+  std::vector<int> keep{channel};
+  if (exe) keep.push_back(exe.release());
+  Status fds = restore_fd_table(p.fds, c.files, keep);
+  channel = keep[0];
+  if (!fds) return std::unexpected(fds.error());
+  int exe_fd = keep.size() > 1 ? keep[1] : -1;
+
+  const img::FileEntry* cwd = c.file(p.core.cwd_file_id());
+  if (::chdir(cwd->reg().path().c_str()) != 0)
+    return failf_errno("cannot change to the working directory {}", cwd->reg().path());
+  ::umask(p.core.umask());
+  RlimitPlan limits = plan_limits(p);
+  for (auto& w : limits.warnings) send_warn(channel, fmt::format("pid {}: {}", p.entry.pid(), w));
+
+  ASSIGN_OR_RETURN(auto maps_text, proc::read_file("/proc/self/maps"));
+  ASSIGN_OR_RETURN(auto maps, proc::parse_maps(maps_text));
+  std::vector<AddrRange> busy;
+  for (auto& m : maps) busy.push_back({m.start, m.end});
+  SpecialMappings here = find_special_mappings(maps);
+  BlobSizes blob = blob_sizes(p);
+  PremapSizes sizes;
+  sizes.specials[0] = here.has_vdso ? here.vdso.end - here.vdso.start : 0;
+  sizes.specials[1] = here.has_vvar ? here.vvar.end - here.vvar.start : 0;
+  sizes.specials[2] = here.has_vvar_vclock ? here.vvar_vclock.end - here.vvar_vclock.start : 0;
+  sizes.blob = blob.blob;
+  sizes.tail = blob.tail;
+  ASSIGN_OR_RETURN(auto plan, plan_premap(p.mm, busy, sizes));
+  ASSIGN_OR_RETURN(Mapping area, premap_vmas(p, plan));
+  TRY(fill_pages(p, plan));
+
+  BlobInputs in;
+  in.process = &p;
+  in.plan = &plan;
+  in.here = here;
+  in.rlimits = limits.limits;
+  in.channel_fd = channel;
+  in.exe_fd = exe_fd;
+  ASSIGN_OR_RETURN(auto jump, install_blob(in));
+  // From here the area belongs to the blob, which unmaps what it no longer needs.
+  area.release();
+  return jump;
+}
+
+}  // namespace
+
+void restore_process(const Checkpoint& c, const ProcessImages& p, int channel) {
+  // Signals wait until each thread's rt_sigreturn sets its dumped mask.
+  sigset_t all;
+  sigfillset(&all);
+  ::sigprocmask(SIG_SETMASK, &all, nullptr);
+  // If minicriu dies mid-restore, this half-made process must not live on;
+  // the blob clears it once the parent said go.
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+  auto jump = prepare(c, p, channel);
+  if (!jump) {
+    Error e = jump.error();
+    e.context(fmt::format("pid {}", p.entry.pid()));
+    send_error(channel, e);
+    ::_exit(1);
+  }
+  unregister_glibc_rseq();
+  jump_to_blob(*jump);
+}
+
+}  // namespace minicriu

@@ -1,0 +1,169 @@
+// What the host side of a restore hands to the restorer blob, and the messages
+// both send to the restoring parent. Shared by the host (C++23) and the
+// freestanding blob (C++20, no libc): fixed-width types only, every size pinned
+// by a static_assert so the two sides cannot drift apart.
+//
+// Every pointer field is an absolute address in the restored process: the host
+// writes these structures straight into the blob's memory in the process that
+// is being restored (itself, after clone3), at the place the blob will find them.
+#pragma once
+
+#include <stdint.h>
+
+namespace minicriu::rst {
+
+inline constexpr uint32_t kArgsMagic = 0x4d435253;  // "SRCM"
+inline constexpr uint32_t kArgsVersion = 1;
+inline constexpr uint32_t kMaxSignal = 64;
+// Each thread's stack while it runs blob code (the leader's too).
+inline constexpr uint64_t kBlobStackSize = 64 << 10;
+
+// Messages on the SOCK_SEQPACKET socket between a restoring process and the
+// parent: one record each way per message, read()/write() keep boundaries.
+enum MsgType : uint32_t {
+  MSG_READY = 1,  // child -> parent: every thread is ready to resume
+  MSG_ERROR = 2,  // child -> parent: restore failed; text says why
+  MSG_WARN = 3,   // child -> parent: something was restored differently
+  MSG_GO = 4,     // parent -> child: resume now
+};
+
+struct Msg {
+  uint32_t type;
+  int32_t err;        // errno behind an error, 0 if none
+  // MSG_READY: where the tail is, so the parent can unmap it once every
+  // thread has left it (tail_unmap.hpp).
+  uint64_t tail;
+  uint64_t tail_size;
+  uint64_t tail_syscall;  // a `syscall` instruction in the tail
+  char text[992];     // NUL-terminated
+};
+static_assert(sizeof(Msg) == 1024);
+
+// One VMA: where it waits (premap), where it goes, its final protection. A
+// VMA without premap (0) is anonymous memory with no page in the image: the
+// blob maps it fresh at its address, with these mmap flags.
+struct Vma {
+  uint64_t premap;
+  uint64_t start;
+  uint64_t size;
+  uint32_t prot;
+  uint32_t flags;
+};
+static_assert(sizeof(Vma) == 32);
+
+// [vdso], [vvar], [vvar_vclock]: moved twice, first out of the way of the
+// dumped layout (to scratch, inside the premap area), then to their dumped place.
+struct Special {
+  uint64_t cur;
+  uint64_t scratch;
+  uint64_t dest;
+  uint64_t size;
+};
+static_assert(sizeof(Special) == 32);
+
+struct Range {
+  uint64_t start;
+  uint64_t end;
+};
+static_assert(sizeof(Range) == 16);
+
+// The kernel's struct sigaction for rt_sigaction (not glibc's).
+struct KSigaction {
+  uint64_t handler;
+  uint64_t flags;
+  uint64_t restorer;
+  uint64_t mask;
+};
+static_assert(sizeof(KSigaction) == 32);
+
+struct ITimer {
+  uint32_t which;
+  uint32_t pad;
+  int64_t interval_sec, interval_usec, value_sec, value_usec;  // struct itimerval
+};
+static_assert(sizeof(ITimer) == 40);
+
+struct RLimit {
+  uint32_t resource;
+  uint32_t pad;
+  uint64_t cur;
+  uint64_t max;
+};
+static_assert(sizeof(RLimit) == 24);
+
+struct SigInfo {
+  uint8_t raw[128];
+};
+static_assert(sizeof(SigInfo) == 128);
+
+// The kernel's struct prctl_mm_map (include/uapi/linux/prctl.h).
+struct PrctlMmMap {
+  uint64_t start_code, end_code, start_data, end_data, start_brk, brk, start_stack;
+  uint64_t arg_start, arg_end, env_start, env_end;
+  uint64_t auxv;
+  uint32_t auxv_size;
+  uint32_t exe_fd;
+};
+static_assert(sizeof(PrctlMmMap) == 104);
+
+struct Thread {
+  uint32_t tid;
+  uint32_t n_pending;
+  uint64_t stack_top;      // its stack in the blob, 16-byte aligned
+  uint64_t sigreturn_sp;   // rsp for rt_sigreturn: its frame in the tail
+  uint64_t fs_base;
+  uint64_t gs_base;
+  uint64_t clear_child_tid;
+  uint64_t robust_list;
+  uint64_t robust_list_len;
+  uint64_t rseq_addr;
+  uint32_t rseq_len;
+  uint32_t rseq_sig;
+  uint64_t pending;        // SigInfo[n_pending], thread-private
+  char comm[16];
+};
+static_assert(sizeof(Thread) == 104);
+
+struct Args {
+  uint32_t magic;
+  uint32_t version;
+  int32_t sock_fd;         // to the parent; closed before resuming
+  int32_t exe_fd;          // for PR_SET_MM_MAP; closed after it, -1 if none
+  uint32_t pid;
+  uint32_t n_vmas;
+  uint32_t n_threads;      // the leader is threads[0]
+  uint32_t n_keep;
+  uint32_t n_rlimits;
+  uint32_t n_itimers;
+  uint32_t n_shared_pending;
+  uint32_t n_specials;
+  uint64_t vmas;           // Vma[n_vmas]
+  uint64_t threads;        // Thread[n_threads]
+  uint64_t keep;           // Range[n_keep], sorted: all that survives the first unmap
+  uint64_t rlimits;        // RLimit[n_rlimits]
+  uint64_t itimers;        // ITimer[n_itimers]
+  uint64_t shared_pending; // SigInfo[n_shared_pending]
+  Special specials[3];
+  KSigaction sigactions[kMaxSignal];  // index signo-1; SIG_DFL where none was dumped
+  PrctlMmMap mm;
+  uint32_t pad0;
+  uint32_t pad1;
+  uint64_t premap_start;   // the premap slots: unmapped once every VMA has moved out
+  uint64_t premap_end;
+  uint64_t blob_start;     // code, args and stacks: unmapped by the last thread
+  uint64_t blob_size;
+  uint64_t tail;           // tail code: counts threads out, unmaps the blob, sigreturns
+  uint64_t tail_size;      // tail code and sigframes
+  uint64_t tail_syscall;   // the tail's rt_sigreturn `syscall` instruction
+  // Synchronisation between the blob's threads (futex words).
+  int32_t ready;           // threads other than the leader that are ready
+  int32_t go;              // set by the leader once the parent says go
+  int32_t in_blob;         // threads still running blob code (tail counts them out)
+  int32_t failed;          // first error wins; it is in `error`
+  Msg error;
+};
+static_assert(sizeof(Args) % 8 == 0);
+static_assert(__builtin_offsetof(Args, sigactions) % 8 == 0);
+static_assert(__builtin_offsetof(Args, mm) % 8 == 0);
+
+}  // namespace minicriu::rst

@@ -1,0 +1,69 @@
+#include "restorer/task_builder.hpp"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "core/syscalls.hpp"
+#include "restorer/restore_channel.hpp"
+
+namespace minicriu {
+
+RestoringTask::~RestoringTask() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGKILL);
+  int st;
+  while (::waitpid(pid_, &st, 0) < 0 && errno == EINTR) {
+  }
+}
+
+namespace {
+
+Error clone_error(pid_t pid, int e) {
+  if (e == EEXIST) return Error(fmt::format("pid {} was taken by another process while restoring", pid));
+  if (e == EPERM)
+    return Error(fmt::format("clone3 with pid {} (set_tid needs CAP_CHECKPOINT_RESTORE or "
+                             "CAP_SYS_ADMIN)", pid), e);
+  if (e == EINVAL)
+    return Error(fmt::format("clone3 with pid {} (is it above /proc/sys/kernel/pid_max?)", pid), e);
+  return Error(fmt::format("clone3 with pid {}", pid), e);
+}
+
+}  // namespace
+
+Result<RestoringTask> create_task(const ProcessImages& p, const TaskBody& body) {
+  pid_t pid = static_cast<pid_t>(p.entry.pid());
+  ASSIGN_OR_RETURN(auto ch, make_channel());
+  // The new task runs minicriu code (malloc included) before it jumps into
+  // the blob. A raw clone3 of a caller with other threads (an MPI runtime) could
+  // copy a lock another thread holds; glibc's fork() makes a consistent copy.
+  // So a forked helper, single-threaded, does the clone3: with CLONE_PARENT the
+  // task is still our child, and the helper reports clone3's errno as its exit.
+  pid_t helper = ::fork();
+  if (helper < 0) return fail_errno("fork of the restore helper");
+  if (helper == 0) {
+    clone_args args{};
+    args.flags = CLONE_PARENT;  // exit_signal must be 0: the task gets ours (SIGCHLD)
+    pid_t want = pid;
+    args.set_tid = reinterpret_cast<uint64_t>(&want);
+    args.set_tid_size = 1;
+    long r = sys::clone3(&args, sizeof(args));
+    if (r == 0) {
+      // The task: a copy of minicriu that becomes the restored process.
+      ch.parent.reset();
+      body(ch.child.get());
+      send_error(ch.child.get(), Error("restore body returned"));
+      ::_exit(127);
+    }
+    ::_exit(r < 0 ? (errno & 0xff) : 0);
+  }
+  int status = 0;
+  while (::waitpid(helper, &status, 0) < 0) {
+    if (errno != EINTR) return fail_errno("waiting for the restore helper");
+  }
+  if (!WIFEXITED(status)) return fail("the restore helper died");
+  if (WEXITSTATUS(status) != 0) return std::unexpected(clone_error(pid, WEXITSTATUS(status)));
+  return RestoringTask(pid, std::move(ch.parent));
+}
+
+}  // namespace minicriu

@@ -1,0 +1,51 @@
+// Creating the tasks of a checkpoint with their dumped PIDs. This is the tree
+// builder: it decides which task is created by whom and with which PID; what
+// happens inside a new task (files, memory, the blob) is process_restore's.
+//
+// For now every process is created by minicriu itself (single-process trees);
+// a later issue creates children from inside their restored parents, in an
+// order that makes setsid()/setpgid() legal.
+#pragma once
+
+#include <sys/types.h>
+
+#include <functional>
+
+#include "core/error.hpp"
+#include "core/unique_fd.hpp"
+#include "restorer/checkpoint.hpp"
+
+namespace minicriu {
+
+// A task being restored: SIGKILLed and reaped when it goes out of scope, unless
+// released, so no half-restored process outlives a failed restore.
+class RestoringTask {
+ public:
+  RestoringTask(pid_t pid, UniqueFd channel) : pid_(pid), channel_(std::move(channel)) {}
+  RestoringTask(RestoringTask&& o) noexcept : pid_(std::exchange(o.pid_, 0)), channel_(std::move(o.channel_)) {}
+  RestoringTask(const RestoringTask&) = delete;
+  RestoringTask& operator=(const RestoringTask&) = delete;
+  RestoringTask& operator=(RestoringTask&&) = delete;
+  void* operator new(size_t) = delete;
+  ~RestoringTask();
+
+  pid_t pid() const { return pid_; }
+  int channel() const { return channel_.get(); }
+  void close_channel() { channel_.reset(); }
+  // The task runs on its own now: it is no longer killed by this guard.
+  pid_t release() { return std::exchange(pid_, 0); }
+
+ private:
+  pid_t pid_;
+  UniqueFd channel_;
+};
+
+// The body runs in the new task and must not return: it jumps into the
+// restorer blob or reports an error on `channel` and exits.
+using TaskBody = std::function<void(int channel)>;
+
+// A child of ours whose PID is the dumped one (clone3 with set_tid, from a
+// forked helper with CLONE_PARENT: see task_builder.cc), running body.
+[[nodiscard]] Result<RestoringTask> create_task(const ProcessImages& p, const TaskBody& body);
+
+}  // namespace minicriu

@@ -1,0 +1,15 @@
+// Everything restore checks before it touches the system: the images agree with
+// each other (pids, threads, VMAs, page runs, files) and with this machine
+// (page size, xsave layout, vDSO). Pure: unit tests feed it checkpoints built
+// in memory.
+#pragma once
+
+#include "core/error.hpp"
+#include "restorer/checkpoint.hpp"
+#include "restorer/machine.hpp"
+
+namespace minicriu {
+
+[[nodiscard]] Status validate_checkpoint(const Checkpoint& c, const MachineInfo& machine);
+
+}  // namespace minicriu

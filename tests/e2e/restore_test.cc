@@ -1,0 +1,210 @@
+// Restore on real processes: a program builds its state, is dumped (and killed),
+// restored with its PID and TIDs, and checks every piece of its state itself
+// after SIGUSR1 (tests/programs/restore_*.c). Failed restores are one line and
+// leave no process behind.
+//
+// Uses the e2e helpers of tests/e2e (e2e_util.hpp): this file builds once the
+// restore branch has main's e2e driver merged in.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "e2e_util.hpp"
+
+using namespace e2e;
+
+namespace {
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// The restored process waits in its own code (not in the restorer) once its
+// main thread is blocked in the syscall it was dumped in.
+bool wait_in_syscall(pid_t pid, long nr, int timeout_ms = 10000) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::string s = read_text("/proc/" + std::to_string(pid) + "/syscall");
+    // "running", or the number of the syscall it is blocked in.
+    if (!s.empty() && std::isdigit(static_cast<unsigned char>(s[0])) && std::stol(s) == nr) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return false;
+}
+
+std::string make_images(const TempDir& dir, const std::string& name) {
+  std::string images = dir / name;
+  std::filesystem::create_directory(images);
+  return images;
+}
+
+// Dumps pid (killing it) and waits until the pid is free again; p is the
+// Program that started it, if it is still its own child.
+void dump_and_reap(pid_t pid, const std::string& images, Program* p) {
+  auto r = run_minicriu({"dump", "-t", std::to_string(pid), "-D", images});
+  ASSERT_EQ(r.status, 0) << r.output;
+  if (p) {
+    EXPECT_EQ(p->wait_exit().value_or(-1), 128 + SIGKILL);
+    p->forget();
+  } else {
+    EXPECT_EQ(wait_pid(pid).value_or(-1), 128 + SIGKILL);
+  }
+  ASSERT_TRUE(wait_gone(pid));
+}
+
+// Starts an executable that is not in the programs directory, as Program does.
+pid_t start_exe(const std::string& exe, const TempDir& dir, const std::string& ready) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    int log = ::open((dir / "exe.log").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int null = ::open("/dev/null", O_RDONLY);
+    ::dup2(null, 0);
+    ::dup2(log, 1);
+    ::dup2(log, 2);
+    ::close_range(3, ~0u, 0);
+    ::execl(exe.c_str(), exe.c_str(), ready.c_str(), dir.path().c_str(), nullptr);
+    ::_exit(127);
+  }
+  for (int i = 0; i < 2000 && ::access(ready.c_str(), F_OK) != 0; i++)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  return pid;
+}
+
+// restore -d prints the pid as its last line (warnings may come first).
+pid_t restore_detached(const std::string& images) {
+  auto r = run_minicriu({"restore", "-d", "-D", images});
+  EXPECT_EQ(r.status, 0) << r.output;
+  std::string out = r.output;
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  auto nl = out.rfind('\n');
+  std::string last = nl == std::string::npos ? out : out.substr(nl + 1);
+  return r.status == 0 && !last.empty() && std::isdigit(static_cast<unsigned char>(last[0]))
+             ? static_cast<pid_t>(std::stol(last))
+             : -1;
+}
+
+void expect_one_line_error(const CommandResult& r, const std::string& needle) {
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("minicriu: error: "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(needle), std::string::npos) << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+}
+
+// Dump -> restore -d, `cycles` times, then the program checks itself.
+void cycle(const std::string& program, int cycles) {
+  TempDir dir;
+  Program p(program, dir);
+  ASSERT_TRUE(p.wait_ready());
+  pid_t pid = p.pid();
+  std::string maps = read_text("/proc/" + std::to_string(pid) + "/maps");
+  for (int i = 0; i < cycles; i++) {
+    std::string images = make_images(dir, "images" + std::to_string(i));
+    dump_and_reap(pid, images, i == 0 ? &p : nullptr);
+    ASSERT_EQ(restore_detached(images), pid);
+    // Every VMA where it was, nothing of minicriu left behind.
+    EXPECT_EQ(read_text("/proc/" + std::to_string(pid) + "/maps"), maps);
+  }
+  ::kill(pid, SIGUSR1);
+  EXPECT_EQ(wait_pid(pid).value_or(-1), 0) << read_text(dir / (program + ".log"));
+}
+
+}  // namespace
+
+TEST(Restore, SingleThreadKeepsMemoryFilesSignalsLimitsAndAvx512) { cycle("restore_single", 1); }
+
+TEST(Restore, EightThreadsKeepTidsRegistersAndBlockingCalls) { cycle("restore_threads", 1); }
+
+TEST(Restore, DumpRestoreDumpRestore) {
+  cycle("restore_single", 2);
+  cycle("restore_threads", 2);
+}
+
+TEST(Restore, WithoutDetachExitsWithTheRestoredStatus) {
+  TempDir dir;
+  Program p("restore_single", dir);
+  ASSERT_TRUE(p.wait_ready());
+  pid_t pid = p.pid();
+  std::string images = make_images(dir, "images");
+  dump_and_reap(pid, images, &p);
+  std::thread poke([pid] {
+    if (wait_in_syscall(pid, 271 /* ppoll */)) ::kill(pid, SIGUSR1);
+  });
+  auto r = run_minicriu({"restore", "-D", images});
+  poke.join();
+  EXPECT_EQ(r.status, 0) << r.output << read_text(dir / "restore_single.log");
+}
+
+TEST(RestoreFails, PidInUseIsOneLineAndTheHolderIsUntouched) {
+  TempDir dir;
+  Program p("restore_single", dir);
+  ASSERT_TRUE(p.wait_ready());
+  std::string images = make_images(dir, "images");
+  ASSERT_EQ(run_minicriu({"dump", "--leave-running", "-t", std::to_string(p.pid()), "-D", images}).status, 0);
+  expect_one_line_error(run_minicriu({"restore", "-D", images}),
+                        "pid " + std::to_string(p.pid()) + " is in use by another process");
+  p.signal(SIGUSR1);
+  EXPECT_EQ(p.wait_exit().value_or(-1), 0) << p.log();
+}
+
+TEST(RestoreFails, DamagedImagesCreateNothing) {
+  TempDir dir;
+  Program p("restore_single", dir);
+  ASSERT_TRUE(p.wait_ready());
+  pid_t pid = p.pid();
+  std::string images = make_images(dir, "images");
+  dump_and_reap(pid, images, &p);
+  auto damaged = [&](const std::string& name, auto damage, const std::string& needle) {
+    std::string copy = dir / name;
+    std::filesystem::copy(images, copy);
+    damage(copy);
+    expect_one_line_error(run_minicriu({"restore", "-D", copy}), needle);
+    EXPECT_TRUE(wait_gone(pid, 100)) << name << ": a process was left behind";
+  };
+  std::string p_s = std::to_string(pid);
+  damaged("truncated_pages", [&](const std::string& d) {
+    auto f = d + "/pages-" + p_s + ".img";
+    std::filesystem::resize_file(f, std::filesystem::file_size(f) - 4096);
+  }, "truncated or mismatched page image");
+  damaged("truncated_core", [&](const std::string& d) {
+    auto f = d + "/core-" + p_s + ".img";
+    std::filesystem::resize_file(f, std::filesystem::file_size(f) - 10);
+  }, "truncated or corrupt");
+  damaged("no_inventory", [&](const std::string& d) {
+    std::filesystem::remove(d + "/inventory.img");
+  }, "is not a complete checkpoint");
+  damaged("foreign_mm", [&](const std::string& d) {
+    std::filesystem::copy_file("/etc/hostname", d + "/mm-" + p_s + ".img",
+                               std::filesystem::copy_options::overwrite_existing);
+  }, "mm-" + p_s + ".img");
+  // The undamaged images still restore.
+  ASSERT_EQ(restore_detached(images), pid);
+  ::kill(pid, SIGUSR1);
+  EXPECT_EQ(wait_pid(pid).value_or(-1), 0) << read_text(dir / "restore_single.log");
+}
+
+TEST(RestoreFails, FailureInsideTheRestorerKillsTheHalfRestoredProcess) {
+  // PR_SET_MM_MAP refuses an exe_fd without execute permission: the restorer
+  // blob fails after minicriu's memory is gone, and must still report it.
+  TempDir dir;
+  std::string exe = dir / "restore_threads";
+  std::filesystem::copy_file(program("restore_threads"), exe);
+  pid_t pid = start_exe(exe, dir, dir / "exe.ready");
+  ASSERT_GT(pid, 0);
+  std::string images = make_images(dir, "images");
+  dump_and_reap(pid, images, nullptr);
+  std::filesystem::permissions(exe, std::filesystem::perms::owner_read);
+  expect_one_line_error(run_minicriu({"restore", "-D", images}), "PR_SET_MM_MAP");
+  EXPECT_TRUE(wait_gone(pid, 1000));
+  std::filesystem::permissions(exe, std::filesystem::perms::owner_all);
+  ASSERT_EQ(restore_detached(images), pid);
+  ::kill(pid, SIGUSR1);
+  EXPECT_EQ(wait_pid(pid).value_or(-1), 0) << read_text(dir / "exe.log");
+}
