@@ -10,7 +10,10 @@
 
 #include "core/error.hpp"
 #include "core/log.hpp"
+#include "fs/ghost_file.hpp"
+#include "fs/pipe.hpp"
 #include "images/image_dir.hpp"
+#include "mem/shmem.hpp"
 #include "restorer/checkpoint.hpp"
 #include "restorer/machine.hpp"
 #include "restorer/pid_check.hpp"
@@ -60,11 +63,24 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   if (ckpt.processes.size() != 1)
     return failf("{} holds a tree of {} processes; this version restores single processes "
                  "(with any number of threads) only", dir.path(), ckpt.processes.size());
+  // Shared objects of the tree: their images are read and checked now, the
+  // objects made when a process first needs them.
+  ASSIGN_OR_RETURN(auto pipes, PipeRestorer::load(dir));
+  ASSIGN_OR_RETURN(auto shmem, ShmemRestorer::load(dir));
   TRY(check_ids_free(ckpt));
+
+  // Ghost files come back under temporary names until every holder has them.
+  ASSIGN_OR_RETURN(auto ghosts, RecreatedGhosts::recreate(dir, ckpt.ghosts, options.ghost_dir));
+  FileRestoreContext files;
+  files.ghost_paths = &ghosts.paths();
+  files.pipes = pipes.get();
+  files.shmem = shmem.get();
 
   std::vector<RestoringTask> tasks;
   for (const ProcessImages& p : ckpt.processes) {
-    ASSIGN_OR_RETURN(auto task, create_task(p, [&](int channel) { restore_process(ckpt, p, channel); }));
+    ASSIGN_OR_RETURN(auto task, create_task(p, [&](int channel) {
+      restore_process(ckpt, p, channel, files);
+    }));
     log.info("pid {}: created", task.pid());
     tasks.push_back(std::move(task));
   }
@@ -77,6 +93,10 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
     tails.push_back(tail ? std::move(*tail) : nullptr);
   }
   log.info("every process is ready; resuming");
+  // Every holder has its files: ghosts become ghosts again, link remaps go.
+  ghosts.unlink_all();
+  for (auto& f : ckpt.files)
+    if (f.has_reg() && f.reg().remove_after_restore()) ::unlink(f.reg().path().c_str());
   for (auto& t : tasks) TRY(send_go(t.channel()));
   // From here the tree runs on its own: nothing below may kill it.
   for (auto& t : tasks) t.release();
@@ -85,6 +105,10 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
     if (auto st = tail->finish(); !st) log.warn("the restorer tail stays mapped: {}", st.error().what());
     tail.reset();
   }
+  // A process stopped at the dump is stopped again (after the tails: they
+  // are finished under ptrace).
+  for (size_t i = 0; i < tasks.size(); i++)
+    if (ckpt.processes[i].entry.stopped()) ::kill(tasks[i].pid(), SIGSTOP);
   for (auto& t : tasks) {
     if (auto closed = wait_closed(t.channel()); !closed) log.warn("{}", closed.error().what());
     t.close_channel();

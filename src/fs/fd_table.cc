@@ -119,12 +119,20 @@ Result<std::vector<img::FdEntry>> dump_fd_table(pid_t pid, const std::vector<FdL
 #include <map>
 #include <set>
 
+#include "fs/pipe.hpp"
+#include "mem/shmem.hpp"
+
 namespace minicriu {
 
 Status restore_fd_table(const std::vector<img::FdEntry>& fds,
-                        const std::vector<img::FileEntry>& files, std::vector<int>& keep) {
+                        const std::vector<img::FileEntry>& files, std::vector<int>& keep,
+                        FileRestoreContext& ctx) {
   int hi = 0;
   for (auto& f : fds) hi = std::max(hi, f.fd() + 1);
+  // What kinds keep open for later (pipe ends, shmem objects) stays up there too.
+  ctx.fd_floor = hi;
+  if (ctx.pipes) ctx.pipes->set_fd_floor(hi);
+  if (ctx.shmem) ctx.shmem->set_fd_floor(hi);
   // Our own fds go above the dumped ones; the soft limit may be below them.
   rlimit nofile;
   if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
@@ -149,7 +157,7 @@ Status restore_fd_table(const std::vector<img::FdEntry>& fds,
       if (e.id() == f.file_id()) entry = &e;
     if (!entry) return failf("fd {}: file {} is not in files.img", f.fd(), f.file_id());
     ASSIGN_OR_RETURN(const FileKind* kind, file_kind_for(*entry));
-    ASSIGN_OR_RETURN(UniqueFd fd, with_context(kind->open(*entry), fmt::format("fd {}", f.fd())));
+    ASSIGN_OR_RETURN(UniqueFd fd, with_context(kind->open(*entry, ctx), fmt::format("fd {}", f.fd())));
     ASSIGN_OR_RETURN(int n, move_up(fd.release()));
     opened[f.file_id()].reset(n);
   }
@@ -161,12 +169,14 @@ Status restore_fd_table(const std::vector<img::FdEntry>& fds,
     if (::dup3(opened[f.file_id()].get(), f.fd(), f.cloexec() ? O_CLOEXEC : 0) < 0)
       return failf_errno("cannot install fd {}", f.fd());
   }
-  opened.clear();
-  // Whatever else minicriu had open above hi goes too.
+  return {};
+}
+
+Status close_fds_above(int floor, const std::vector<int>& keep) {
   ASSIGN_OR_RETURN(auto open_now, proc::list_numeric_dir("/proc/self/fd"));
   std::set<int> wanted(keep.begin(), keep.end());
   for (int fd : open_now)
-    if (fd >= hi && !wanted.count(fd)) ::close(fd);
+    if (fd >= floor && !wanted.count(fd)) ::close(fd);
   return {};
 }
 

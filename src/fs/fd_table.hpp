@@ -63,13 +63,18 @@ struct FdListing {
 namespace minicriu {
 
 // Restore side, run by the task being restored: installs the dumped fd table.
-// Each file is opened once (by its kind) and dup'd to every fd that held it,
-// so dup'd fds share one open file description again. Every other fd is
-// closed, except `keep` (minicriu's own: the restore channel...), which are
-// first moved above the dumped fds; `keep` is updated to their new numbers as
-// soon as they move, so the caller can still use them if a later step fails.
+// Each file is opened once (by its kind, with ctx) and dup'd to every fd that
+// held it, so dup'd fds share one open file description again. Every other fd
+// below the highest dumped one is closed; `keep` (minicriu's own: the restore
+// channel...) are first moved above the dumped fds, and updated to their new
+// numbers as soon as they move, so the caller can still use them if a later
+// step fails. ctx.fd_floor is set to the first number above the dumped fds.
 [[nodiscard]] Status restore_fd_table(const std::vector<img::FdEntry>& fds,
                                       const std::vector<img::FileEntry>& files,
-                                      std::vector<int>& keep);
+                                      std::vector<int>& keep, FileRestoreContext& ctx);
+
+// Closes every fd at or above floor but those in keep: what the restore opened
+// for itself, once nothing needs it any more.
+[[nodiscard]] Status close_fds_above(int floor, const std::vector<int>& keep);
 
 }  // namespace minicriu

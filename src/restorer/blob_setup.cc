@@ -174,7 +174,7 @@ Result<BlobJump> install_blob(const BlobInputs& in) {
     t.stack_top = stacks + (i + 1) * rst::kBlobStackSize;
     arch::SigframeInput fin;
     fin.regs = regs_from_image(tc.regs());
-    fin.sigmask = tc.sigmask();
+    fin.sigmask = tc.blocked_signals();
     fin.altstack_sp = tc.sigaltstack().sp();
     fin.altstack_flags = tc.sigaltstack().flags();
     fin.altstack_size = tc.sigaltstack().size();

@@ -45,10 +45,12 @@ Result<Checkpoint> load_checkpoint(const ImageDir& dir) {
                                 fmt::format("{} is not a complete checkpoint", dir.path())));
   ASSIGN_OR_RETURN(auto pstree, read_all_images<img::ProcessEntry>(dir.pstree(), ImageKind::pstree));
   ASSIGN_OR_RETURN(c.files, read_all_images<img::FileEntry>(dir.files(), ImageKind::files));
+  ASSIGN_OR_RETURN(c.ghosts, read_all_images<img::GhostFile>(dir.ghosts(), ImageKind::ghosts));
   for (auto& e : pstree) {
     ProcessImages p;
     p.entry = std::move(e);
-    TRY(with_context(load_process(dir, p), fmt::format("pid {}", p.entry.pid())));
+    // A zombie is its pstree entry alone.
+    if (!p.entry.zombie()) TRY(with_context(load_process(dir, p), fmt::format("pid {}", p.entry.pid())));
     c.processes.push_back(std::move(p));
   }
   return c;

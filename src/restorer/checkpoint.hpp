@@ -29,6 +29,7 @@ struct ProcessImages {
 struct Checkpoint {
   img::Inventory inventory;
   std::vector<img::FileEntry> files;
+  std::vector<img::GhostFile> ghosts;
   std::vector<ProcessImages> processes;  // pstree order: parents first
 
   const img::FileEntry* file(uint32_t id) const;

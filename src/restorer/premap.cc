@@ -8,6 +8,7 @@
 #include <algorithm>
 
 #include "core/unique_fd.hpp"
+#include "mem/shmem.hpp"
 
 namespace minicriu {
 
@@ -91,7 +92,33 @@ Result<PremapPlan> plan_premap(const img::MmCore& mm, const std::vector<AddrRang
 
 namespace {
 
-Status map_slot(const img::Vma& v, uint64_t slot) {
+// The file a mapping maps: its shmem object, its (ghost) file entry, or its path.
+Result<UniqueFd> open_mapped_file(const Checkpoint& c, const img::Vma& v, bool writes,
+                                  const FileRestoreContext& ctx) {
+  if (v.shmem_id()) {
+    if (!ctx.shmem) return fail("shared memory was not loaded for this restore");
+    ASSIGN_OR_RETURN(int object, ctx.shmem->object_fd(v.shmem_id()));
+    UniqueFd fd(::fcntl(object, F_DUPFD_CLOEXEC, ctx.fd_floor));
+    if (!fd) return failf_errno("dup of shared memory object {}", v.shmem_id());
+    return fd;
+  }
+  if (v.file_id()) {
+    const img::FileEntry* entry = c.file(v.file_id());
+    if (!entry) return failf("file {} is not in files.img", v.file_id());
+    ASSIGN_OR_RETURN(const FileKind* kind, file_kind_for(*entry));
+    return kind->open(*entry, ctx);
+  }
+  UniqueFd fd(::open(v.path().c_str(), (writes ? O_RDWR : O_RDONLY) | O_CLOEXEC));
+  if (!fd) return failf_errno("cannot open {}", v.path());
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) return failf_errno("cannot stat {}", v.path());
+  if (v.ino() && st.st_ino != v.ino())
+    return failf("{} is another file than the one mapped at the dump (inode {}, was {})",
+                 v.path(), st.st_ino, v.ino());
+  return fd;
+}
+
+Status map_slot(const Checkpoint& c, const img::Vma& v, uint64_t slot, const FileRestoreContext& ctx) {
   uint64_t size = v.end() - v.start();
   int growsdown = (v.flags() & MAP_GROWSDOWN) ? MAP_GROWSDOWN : 0;
   void* want = reinterpret_cast<void*>(slot);
@@ -102,19 +129,12 @@ Status map_slot(const img::Vma& v, uint64_t slot) {
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | growsdown, -1, 0);
       break;
     case img::VMA_ANON_SHARED:
-      got = ::mmap(want, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
-      break;
     case img::VMA_FILE_PRIVATE:
     case img::VMA_FILE_SHARED: {
-      bool shared = v.kind() == img::VMA_FILE_SHARED;
+      // Shared anonymous memory is its shmem object, mapped shared.
+      bool shared = v.kind() != img::VMA_FILE_PRIVATE;
       bool writes = shared && (v.prot() & PROT_WRITE);
-      UniqueFd fd(::open(v.path().c_str(), (writes ? O_RDWR : O_RDONLY) | O_CLOEXEC));
-      if (!fd) return failf_errno("cannot open {}", v.path());
-      struct stat st;
-      if (::fstat(fd.get(), &st) != 0) return failf_errno("cannot stat {}", v.path());
-      if (v.ino() && st.st_ino != v.ino())
-        return failf("{} is another file than the one mapped at the dump (inode {}, was {})",
-                     v.path(), st.st_ino, v.ino());
+      ASSIGN_OR_RETURN(UniqueFd fd, open_mapped_file(c, v, writes, ctx));
       // Private slots are written by fill_pages (copy-on-write over the file);
       // shared ones get their final protection now: their data is the file's.
       int prot = shared ? static_cast<int>(v.prot()) : PROT_READ | PROT_WRITE;
@@ -131,7 +151,8 @@ Status map_slot(const img::Vma& v, uint64_t slot) {
 
 }  // namespace
 
-Result<Mapping> premap_vmas(const ProcessImages& p, const PremapPlan& plan) {
+Result<Mapping> premap_vmas(const Checkpoint& c, const ProcessImages& p, const PremapPlan& plan,
+                            const FileRestoreContext& ctx) {
   void* base = ::mmap(reinterpret_cast<void*>(plan.base), plan.end - plan.base, PROT_NONE,
                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
   if (base == MAP_FAILED)
@@ -140,7 +161,7 @@ Result<Mapping> premap_vmas(const ProcessImages& p, const PremapPlan& plan) {
   for (int i = 0; i < p.mm.vmas_size(); i++) {
     const img::Vma& v = p.mm.vmas(i);
     if (!plan.slot[i]) continue;
-    TRY(with_context(map_slot(v, plan.slot[i]),
+    TRY(with_context(map_slot(c, v, plan.slot[i], ctx),
                      fmt::format("vma {:x}-{:x} ({})", v.start(), v.end(), v.path())));
   }
   return area;

@@ -14,6 +14,7 @@
 #include "core/mapping.hpp"
 #include "minicriu.pb.h"
 #include "proc/proc_parse.hpp"
+#include "fs/file_kind.hpp"
 #include "restorer/checkpoint.hpp"
 
 namespace minicriu {
@@ -53,7 +54,9 @@ bool needs_slot(const img::Vma& v);
 // Reserves the area (PROT_NONE) and maps every dumped VMA into its slot: anonymous
 // ones anonymous, file ones from their files. Private and anonymous slots are
 // writable until the blob sets the final protections, so pages can be read in.
-[[nodiscard]] Result<Mapping> premap_vmas(const ProcessImages& p, const PremapPlan& plan);
+// Ghost files and shared memory objects are reached through ctx.
+[[nodiscard]] Result<Mapping> premap_vmas(const Checkpoint& c, const ProcessImages& p,
+                                          const PremapPlan& plan, const FileRestoreContext& ctx);
 
 // Reads pages-PID.img into the slots with large preadv() calls: the page data
 // goes from the page cache straight into the premapped memory.

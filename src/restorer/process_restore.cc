@@ -14,6 +14,8 @@
 
 #include "core/unique_fd.hpp"
 #include "fs/fd_table.hpp"
+#include "mem/shmem.hpp"
+#include "proc/posix_timers.hpp"
 #include "restorer/blob_setup.hpp"
 #include "restorer/machine.hpp"
 #include "restorer/premap.hpp"
@@ -77,7 +79,8 @@ void unregister_glibc_rseq() {
     if (::syscall(SYS_rseq, area, len, RSEQ_FLAG_UNREGISTER, RSEQ_SIG) == 0) return;
 }
 
-Result<BlobJump> prepare(const Checkpoint& c, const ProcessImages& p, int& channel) {
+Result<BlobJump> prepare(const Checkpoint& c, const ProcessImages& p, int& channel,
+                         FileRestoreContext& ctx) {
   TRY(enter_session(p, channel));
   ::personality(p.core.personality());
   if (p.mm.thp_disabled()) ::prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
@@ -85,7 +88,7 @@ Result<BlobJump> prepare(const Checkpoint& c, const ProcessImages& p, int& chann
   ASSIGN_OR_RETURN(UniqueFd exe, open_exe(c, p));
   std::vector<int> keep{channel};
   if (exe) keep.push_back(exe.release());
-  Status fds = restore_fd_table(p.fds, c.files, keep);
+  Status fds = restore_fd_table(p.fds, c.files, keep, ctx);
   channel = keep[0];
   if (!fds) return std::unexpected(fds.error());
   int exe_fd = keep.size() > 1 ? keep[1] : -1;
@@ -110,8 +113,13 @@ Result<BlobJump> prepare(const Checkpoint& c, const ProcessImages& p, int& chann
   sizes.blob = blob.blob;
   sizes.tail = blob.tail;
   ASSIGN_OR_RETURN(auto plan, plan_premap(p.mm, busy, sizes));
-  ASSIGN_OR_RETURN(Mapping area, premap_vmas(p, plan));
+  ASSIGN_OR_RETURN(Mapping area, premap_vmas(c, p, plan, ctx));
   TRY(fill_pages(p, plan));
+  // Seals last: F_SEAL_WRITE would forbid the shared writable mappings above.
+  if (ctx.shmem) TRY(ctx.shmem->seal_all());
+  TRY(restore_posix_timers(p.core));
+  // What the restore opened for itself (pipe ends, shmem objects) goes now.
+  TRY(close_fds_above(ctx.fd_floor, keep));
 
   BlobInputs in;
   in.process = &p;
@@ -128,7 +136,7 @@ Result<BlobJump> prepare(const Checkpoint& c, const ProcessImages& p, int& chann
 
 }  // namespace
 
-void restore_process(const Checkpoint& c, const ProcessImages& p, int channel) {
+void restore_process(const Checkpoint& c, const ProcessImages& p, int channel, FileRestoreContext ctx) {
   // Signals wait until each thread's rt_sigreturn sets its dumped mask.
   sigset_t all;
   sigfillset(&all);
@@ -136,7 +144,7 @@ void restore_process(const Checkpoint& c, const ProcessImages& p, int channel) {
   // If minicriu dies mid-restore, this half-made process must not live on;
   // the blob clears it once the parent said go.
   ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-  auto jump = prepare(c, p, channel);
+  auto jump = prepare(c, p, channel, ctx);
   if (!jump) {
     Error e = jump.error();
     e.context(fmt::format("pid {}", p.entry.pid()));

@@ -8,6 +8,7 @@
 
 #include "arch/x86_64/sigframe.hpp"
 #include "fs/file_kind.hpp"
+#include "mem/page_dump.hpp"
 
 namespace minicriu {
 
@@ -22,9 +23,6 @@ bool is_special(img::VmaKind k) {
          k == img::VMA_VSYSCALL;
 }
 
-bool dumps_pages(img::VmaKind k) {
-  return k == img::VMA_ANON_PRIVATE || k == img::VMA_ANON_SHARED || k == img::VMA_FILE_PRIVATE;
-}
 
 Status check_inventory(const Checkpoint& c, const MachineInfo& m) {
   const img::Inventory& inv = c.inventory;
@@ -127,8 +125,11 @@ Status check_vmas(const Checkpoint& c, const ProcessImages& p, const MachineInfo
       (v.kind() == img::VMA_VDSO ? vdso : v.kind() == img::VMA_VVAR ? vvar : vclock) = true;
       continue;
     }
-    if (v.has_pages() && !dumps_pages(v.kind()))
+    if (v.has_pages() && !vma_dumps_pages(v))
       return failf("{}: has pages, but its kind has none in the page image", where);
+    if (v.file_id() && !c.file(v.file_id())) return failf("{}: file {} is not in files.img", where, v.file_id());
+    if (v.kind() == img::VMA_ANON_SHARED && !v.shmem_id())
+      return failf("{}: shared anonymous memory without its object", where);
     if (v.kind() == img::VMA_FILE_PRIVATE || v.kind() == img::VMA_FILE_SHARED) {
       if (v.path().empty() || v.path()[0] != '/') return failf("{}: file mapping without a path", where);
       if (v.pgoff() % kPage) return failf("{}: file offset {} is not page-aligned", where, v.pgoff());
