@@ -226,6 +226,50 @@ void expect_intact(Program& p) {
   EXPECT_EQ(*st, 0) << p.log();
 }
 
+std::string read_text(const std::string& path) { return slurp(path); }
+
+void dump_and_reap(pid_t pid, const std::string& images, Program* p) {
+  auto r = run_minicriu({"dump", "-t", std::to_string(pid), "-D", images});
+  ASSERT_EQ(r.status, 0) << r.output;
+  if (p) {
+    EXPECT_EQ(p->wait_exit().value_or(-1), 128 + SIGKILL);
+    p->forget();
+  } else {
+    EXPECT_EQ(wait_pid(pid).value_or(-1), 128 + SIGKILL);
+  }
+  ASSERT_TRUE(wait_gone(pid));
+}
+
+pid_t restore_detached(const std::string& images) {
+  auto r = run_minicriu({"restore", "-d", "-D", images});
+  EXPECT_EQ(r.status, 0) << r.output;
+  // The pid is the last line (warnings may come first).
+  std::string out = r.output;
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  auto nl = out.rfind('\n');
+  std::string last = nl == std::string::npos ? out : out.substr(nl + 1);
+  return r.status == 0 && !last.empty() && std::isdigit(static_cast<unsigned char>(last[0]))
+             ? static_cast<pid_t>(std::stol(last))
+             : -1;
+}
+
+void cycle(const std::string& program, int cycles, std::vector<std::string> args, bool same_maps) {
+  TempDir dir;
+  Program p(program, dir, std::move(args));
+  ASSERT_TRUE(p.wait_ready());
+  pid_t pid = p.pid();
+  std::string maps = read_text("/proc/" + std::to_string(pid) + "/maps");
+  for (int i = 0; i < cycles; i++) {
+    std::string images = images_dir(dir, "images" + std::to_string(i));
+    ASSERT_NO_FATAL_FAILURE(dump_and_reap(pid, images, i == 0 ? &p : nullptr));
+    ASSERT_EQ(restore_detached(images), pid);
+    // Every VMA where it was, nothing of minicriu left behind.
+    if (same_maps) EXPECT_EQ(read_text("/proc/" + std::to_string(pid) + "/maps"), maps);
+  }
+  ::kill(pid, SIGUSR1);
+  EXPECT_EQ(wait_pid(pid).value_or(-1), 0) << read_text(dir / (program + ".log"));
+}
+
 uint64_t dumped_pages(const minicriu::img::ProcessView& proc) {
   uint64_t pages = 0;
   for (auto& e : proc.pagemap()) pages += e.nr_pages();

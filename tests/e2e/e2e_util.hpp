@@ -94,6 +94,22 @@ void dump_leave_running(const Program& p, const std::string& images);
 // The program is still running and, told to check itself, passes.
 void expect_intact(Program& p);
 
+// The whole text of a file ("" if it cannot be read).
+std::string read_text(const std::string& path);
+
+// Dumps pid (killing it) and waits until the pid is free again; p is the
+// Program that started it, if it is still our child.
+void dump_and_reap(pid_t pid, const std::string& images, Program* p);
+
+// `minicriu restore -d`: the restored root's pid (-1 on failure).
+pid_t restore_detached(const std::string& images);
+
+// Dump (killing) -> restore -d, `cycles` times; then the program checks
+// itself. same_maps: /proc/PID/maps must come back identical (not where files
+// are recreated under other names or inodes: ghosts, memfds).
+void cycle(const std::string& program, int cycles, std::vector<std::string> args = {},
+           bool same_maps = true);
+
 // Pages of one process in its page image.
 uint64_t dumped_pages(const minicriu::img::ProcessView& proc);
 

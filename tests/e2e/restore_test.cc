@@ -22,10 +22,6 @@ using namespace e2e;
 
 namespace {
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 // The restored process waits in its own code (not in the restorer) once its
 // main thread is blocked in the syscall it was dumped in.
@@ -38,26 +34,6 @@ bool wait_in_syscall(pid_t pid, long nr, int timeout_ms = 10000) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   return false;
-}
-
-std::string make_images(const TempDir& dir, const std::string& name) {
-  std::string images = dir / name;
-  std::filesystem::create_directory(images);
-  return images;
-}
-
-// Dumps pid (killing it) and waits until the pid is free again; p is the
-// Program that started it, if it is still its own child.
-void dump_and_reap(pid_t pid, const std::string& images, Program* p) {
-  auto r = run_minicriu({"dump", "-t", std::to_string(pid), "-D", images});
-  ASSERT_EQ(r.status, 0) << r.output;
-  if (p) {
-    EXPECT_EQ(p->wait_exit().value_or(-1), 128 + SIGKILL);
-    p->forget();
-  } else {
-    EXPECT_EQ(wait_pid(pid).value_or(-1), 128 + SIGKILL);
-  }
-  ASSERT_TRUE(wait_gone(pid));
 }
 
 // Starts an executable that is not in the programs directory, as Program does.
@@ -78,42 +54,11 @@ pid_t start_exe(const std::string& exe, const TempDir& dir, const std::string& r
   return pid;
 }
 
-// restore -d prints the pid as its last line (warnings may come first).
-pid_t restore_detached(const std::string& images) {
-  auto r = run_minicriu({"restore", "-d", "-D", images});
-  EXPECT_EQ(r.status, 0) << r.output;
-  std::string out = r.output;
-  while (!out.empty() && out.back() == '\n') out.pop_back();
-  auto nl = out.rfind('\n');
-  std::string last = nl == std::string::npos ? out : out.substr(nl + 1);
-  return r.status == 0 && !last.empty() && std::isdigit(static_cast<unsigned char>(last[0]))
-             ? static_cast<pid_t>(std::stol(last))
-             : -1;
-}
-
 void expect_one_line_error(const CommandResult& r, const std::string& needle) {
   EXPECT_EQ(r.status, 1) << r.output;
   EXPECT_NE(r.output.find("minicriu: error: "), std::string::npos) << r.output;
   EXPECT_NE(r.output.find(needle), std::string::npos) << r.output;
   EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
-}
-
-// Dump -> restore -d, `cycles` times, then the program checks itself.
-void cycle(const std::string& program, int cycles) {
-  TempDir dir;
-  Program p(program, dir);
-  ASSERT_TRUE(p.wait_ready());
-  pid_t pid = p.pid();
-  std::string maps = read_text("/proc/" + std::to_string(pid) + "/maps");
-  for (int i = 0; i < cycles; i++) {
-    std::string images = make_images(dir, "images" + std::to_string(i));
-    dump_and_reap(pid, images, i == 0 ? &p : nullptr);
-    ASSERT_EQ(restore_detached(images), pid);
-    // Every VMA where it was, nothing of minicriu left behind.
-    EXPECT_EQ(read_text("/proc/" + std::to_string(pid) + "/maps"), maps);
-  }
-  ::kill(pid, SIGUSR1);
-  EXPECT_EQ(wait_pid(pid).value_or(-1), 0) << read_text(dir / (program + ".log"));
 }
 
 }  // namespace
@@ -132,7 +77,7 @@ TEST(Restore, WithoutDetachExitsWithTheRestoredStatus) {
   Program p("restore_single", dir);
   ASSERT_TRUE(p.wait_ready());
   pid_t pid = p.pid();
-  std::string images = make_images(dir, "images");
+  std::string images = images_dir(dir, "images");
   dump_and_reap(pid, images, &p);
   std::thread poke([pid] {
     if (wait_in_syscall(pid, 271 /* ppoll */)) ::kill(pid, SIGUSR1);
@@ -146,7 +91,7 @@ TEST(RestoreFails, PidInUseIsOneLineAndTheHolderIsUntouched) {
   TempDir dir;
   Program p("restore_single", dir);
   ASSERT_TRUE(p.wait_ready());
-  std::string images = make_images(dir, "images");
+  std::string images = images_dir(dir, "images");
   ASSERT_EQ(run_minicriu({"dump", "--leave-running", "-t", std::to_string(p.pid()), "-D", images}).status, 0);
   expect_one_line_error(run_minicriu({"restore", "-D", images}),
                         "pid " + std::to_string(p.pid()) + " is in use by another process");
@@ -159,7 +104,7 @@ TEST(RestoreFails, DamagedImagesCreateNothing) {
   Program p("restore_single", dir);
   ASSERT_TRUE(p.wait_ready());
   pid_t pid = p.pid();
-  std::string images = make_images(dir, "images");
+  std::string images = images_dir(dir, "images");
   dump_and_reap(pid, images, &p);
   auto damaged = [&](const std::string& name, auto damage, const std::string& needle) {
     std::string copy = dir / name;
@@ -198,7 +143,7 @@ TEST(RestoreFails, FailureInsideTheRestorerKillsTheHalfRestoredProcess) {
   std::filesystem::copy_file(program("restore_threads"), exe);
   pid_t pid = start_exe(exe, dir, dir / "exe.ready");
   ASSERT_GT(pid, 0);
-  std::string images = make_images(dir, "images");
+  std::string images = images_dir(dir, "images");
   dump_and_reap(pid, images, nullptr);
   std::filesystem::permissions(exe, std::filesystem::perms::owner_read);
   expect_one_line_error(run_minicriu({"restore", "-D", images}), "PR_SET_MM_MAP");
@@ -207,4 +152,15 @@ TEST(RestoreFails, FailureInsideTheRestorerKillsTheHalfRestoredProcess) {
   ASSERT_EQ(restore_detached(images), pid);
   ::kill(pid, SIGUSR1);
   EXPECT_EQ(wait_pid(pid).value_or(-1), 0) << read_text(dir / "exe.log");
+}
+
+TEST(Restore, BasicProgramTwiceWithFilesDupsUnreadablePagesAndFileMappings) { cycle("basic", 2); }
+
+TEST(Restore, EightThreadsInBlockingCallsOfTheDumpTests) { cycle("threads", 1); }
+
+TEST(Restore, PosixTimersAndItimersKeepTicking) { cycle("timers", 1); }
+
+TEST(Restore, PipesFifosMemfdsSharedMemoryAndGhostsOfOneProcess) {
+  // Recreated objects get new inodes and the ghost a new name: maps differ there.
+  cycle("kinds", 2, {}, false);
 }

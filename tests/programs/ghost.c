@@ -31,7 +31,7 @@ static int shared_mode(const char* ready, const char* dir) {
   if (child == 0) {
     for (size_t i = 8; i < half; i++) pool[half + i] = prog_hash(i + 777);
     __atomic_store_n(&flags[0], 1, __ATOMIC_SEQ_CST);
-    while (!prog_usr1) pause();
+    prog_wait_usr1();
     size_t bad = 0;
     for (size_t i = 8; i < half; i++) bad += pool[i] != prog_hash(i);
     CHECK(bad == 0, "child: %zu words of the parent's half differ", bad);
@@ -45,7 +45,7 @@ static int shared_mode(const char* ready, const char* dir) {
   while (!__atomic_load_n(&flags[0], __ATOMIC_SEQ_CST)) usleep(1000);
   unlink(path);
   prog_ready(ready);
-  while (!prog_usr1) pause();
+  prog_wait_usr1();
   kill(child, SIGUSR1);
   size_t bad = 0;
   for (size_t i = 8; i < half; i++) bad += pool[half + i] != prog_hash(i + 777);
@@ -79,7 +79,7 @@ static int sparse_mode(const char* ready, const char* dir) {
   fstat(fd, &before);
   lseek(fd, 4, SEEK_SET);
   prog_ready(ready);
-  while (!prog_usr1) pause();
+  prog_wait_usr1();
   struct stat st;
   CHECK(fstat(fd, &st) == 0 && st.st_nlink == 0, "the sparse file has a name again");
   CHECK(st.st_size == (off_t)SPARSE, "size %ld", (long)st.st_size);
@@ -113,7 +113,7 @@ static int linked_mode(const char* ready, const char* dir, int elsewhere) {
   unlink(path);
   lseek(fd, 3, SEEK_SET);
   prog_ready(ready);
-  while (!prog_usr1) pause();
+  prog_wait_usr1();
   char c;
   CHECK(read(fd, &c, 1) == 1 && c == '3', "offset or contents");
   struct stat st, by_name;

@@ -25,7 +25,7 @@ int main(int argc, char** argv) {
     unsigned char c = 0;
     /* The child announces it is set up through the up pipe. */
     if (write(up[1], "R", 1) != 1) return 2;
-    while (!prog_usr1) pause();
+    prog_wait_usr1();
     size_t bad = 0, got = 0;
     unsigned char buf[4096];
     for (;;) {
@@ -57,7 +57,7 @@ int main(int argc, char** argv) {
   char r;
   if (read(up[0], &r, 1) != 1 || r != 'R') return 2;
   prog_ready(argv[1]);
-  while (!prog_usr1) pause();
+  prog_wait_usr1();
   kill(child, SIGUSR1);
   /* The rest of the stream goes after what was in flight. */
   CHECK(write(down[1], data + HALF, 100) == 100, "write after restore");

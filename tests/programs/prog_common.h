@@ -55,6 +55,17 @@ static inline uint64_t prog_hash(uint64_t x) {
   return x;
 }
 
+/* Waits for SIGUSR1 in short sleeps, not pause(): a restored thread re-issues
+ * the call it was dumped in, and a signal handled just before it gets there
+ * would leave a re-issued pause() waiting forever (the kernel would have
+ * returned EINTR). See the note in src/arch/x86_64/regs.hpp. */
+static inline void prog_wait_usr1(void) {
+  while (!prog_usr1) {
+    struct timespec ts = {0, 10 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+}
+
 static inline int prog_finish(void) {
   if (prog_failures) fprintf(stderr, "%d check(s) failed\n", prog_failures);
   else fprintf(stderr, "all checks passed\n");

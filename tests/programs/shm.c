@@ -41,7 +41,7 @@ int main(int argc, char** argv) {
     fill_half(anon, ANON, 1, 11);
     fill_half(mem, MEMFD, 1, 22);
     fl->child_ready = 1;
-    while (!prog_usr1) pause();
+    prog_wait_usr1();
     CHECK(check_half(anon, ANON, 0, 33) == 0, "child: parent's anon half");
     CHECK(check_half(mem, MEMFD, 0, 44) == 0, "child: parent's memfd half");
     for (int i = 0; i < 5000 && fl->parent_token != 42; i++) usleep(1000);
@@ -53,7 +53,7 @@ int main(int argc, char** argv) {
   fill_half(mem, MEMFD, 0, 44);
   while (!fl->child_ready) usleep(1000);
   prog_ready(argv[1]);
-  while (!prog_usr1) pause();
+  prog_wait_usr1();
   kill(child, SIGUSR1);
   CHECK(check_half(anon, ANON, 1, 11) == 0, "parent: child's anon half");
   CHECK(check_half(mem, MEMFD, 1, 22) == 0, "parent: child's memfd half");

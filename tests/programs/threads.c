@@ -1,7 +1,7 @@
 /* Eight threads in different states when the dump comes: sleeping in
  * nanosleep, waiting on a condition variable (futex), polling with a timeout,
  * and spinning in user space; each with its own memory pattern and counter.
- * After SIGUSR1 (to the main thread, blocked in pause()) every thread is
+ * After SIGUSR1 (to the main thread, waiting in nanosleep) every thread is
  * stopped and joined, and each checks its pattern and that it kept running. */
 #include "prog_common.h"
 
@@ -73,7 +73,7 @@ int main(int argc, char** argv) {
   }
   while (__atomic_load_n(&started, __ATOMIC_SEQ_CST) < NTHREADS) usleep(1000);
   prog_ready(argv[1]);
-  while (!prog_usr1) pause();
+  prog_wait_usr1();
 
   uint64_t at_signal[NTHREADS];
   for (int i = 0; i < NTHREADS; i++) at_signal[i] = workers[i].progress;

@@ -37,7 +37,7 @@ int main(int argc, char** argv) {
   setitimer(ITIMER_REAL, &itv, NULL);
   while (rt_ticks < 2 || alrm_ticks < 1) pause();
   prog_ready(argv[1]);
-  while (!prog_usr1) pause();
+  prog_wait_usr1();
   int rt0 = rt_ticks, al0 = alrm_ticks;
   struct timespec ts = {0, 500 * 1000 * 1000};
   while (nanosleep(&ts, &ts) != 0) {

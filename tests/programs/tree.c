@@ -31,7 +31,7 @@ static int run_node(int id, int nchildren_to_make, int grandchildren) {
     while (__atomic_load_n(ready_count, __ATOMIC_SEQ_CST) < 4) usleep(1000);
     prog_ready(ready_file);
   }
-  while (!prog_usr1) pause();
+  prog_wait_usr1();
   for (int i = 0; i < nkids; i++) kill(kids[i], SIGUSR1);
   size_t bad = 0;
   for (size_t i = 0; i < words; i++) bad += mem[i] != prog_hash(i + (uint64_t)id * 1000003);

@@ -38,6 +38,13 @@ enum class Restart { none, reissue, eintr };
 // would after a signal: re-issue the call (rax = nr, rip back over `syscall`),
 // or, for calls whose restart state lives in the kernel (restart_block:
 // nanosleep, poll with timeout, futex wait with timeout), return -EINTR.
+//
+// Known gap: the choice is made at dump time. The kernel makes it when the
+// thread returns to user space, and returns -EINTR instead of restarting when
+// a handler runs (-ERESTARTNOHAND, -ERESTARTSYS without SA_RESTART). A signal
+// handled after the restore but before the thread re-enters the call therefore
+// restarts it (pause() waits on). Emulating the kernel needs the original
+// code kept in the image and the choice made under ptrace at restore.
 Restart apply_syscall_restart(Regs& r);
 
 }  // namespace minicriu::arch
