@@ -66,6 +66,9 @@ std::string file_summary(const google::protobuf::RepeatedPtrField<img::FileEntry
                          f.reg().ghost_id() ? fmt::format(", ghost {}", f.reg().ghost_id())
                          : f.reg().remove_after_restore() ? ", link remap"
                                                           : "");
+    if (f.has_eventfd())
+      return fmt::format("eventfd (count {}{}, flags {:#o})", f.eventfd().count(),
+                         f.eventfd().semaphore() ? ", semaphore" : "", f.eventfd().flags());
     return fmt::format("file {}", id);
   }
   return fmt::format("missing file {}", id);

@@ -3,7 +3,8 @@
 namespace minicriu {
 
 const std::vector<const FileKind*>& file_kinds() {
-  static const std::vector<const FileKind*> kinds = {&regular_file_kind(), &ghost_file_kind()};
+  static const std::vector<const FileKind*> kinds = {
+      &regular_file_kind(), &ghost_file_kind(), &eventfd_kind()};
   return kinds;
 }
 

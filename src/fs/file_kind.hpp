@@ -93,6 +93,7 @@ const std::vector<const FileKind*>& file_kinds();
 // Defined by each kind's file.
 const FileKind& regular_file_kind();
 const FileKind& ghost_file_kind();
+const FileKind& eventfd_kind();
 
 // Reopens a file by path with its dumped flags and offset (regular and ghost
 // files both end here).
