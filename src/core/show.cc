@@ -1,6 +1,7 @@
 // `minicriu show`: every image of a checkpoint, decoded for people or as JSON.
 #include <google/protobuf/util/json_util.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 
 #include "core/error.hpp"
 #include "images/image_dir.hpp"
@@ -69,6 +70,12 @@ std::string file_summary(const google::protobuf::RepeatedPtrField<img::FileEntry
     if (f.has_eventfd())
       return fmt::format("eventfd (count {}{}, flags {:#o})", f.eventfd().count(),
                          f.eventfd().semaphore() ? ", semaphore" : "", f.eventfd().flags());
+    if (f.has_timerfd()) {
+      auto& t = f.timerfd();
+      return fmt::format("timerfd (clock {}, {}, left {} ns, interval {} ns, {} unread tick(s), flags {:#o})",
+                         t.clockid(), t.settime_flags() & TFD_TIMER_ABSTIME ? "absolute" : "relative", t.remaining_ns(),
+                         t.interval_ns(), t.ticks(), t.flags());
+    }
     return fmt::format("file {}", id);
   }
   return fmt::format("missing file {}", id);

@@ -94,6 +94,7 @@ const std::vector<const FileKind*>& file_kinds();
 const FileKind& regular_file_kind();
 const FileKind& ghost_file_kind();
 const FileKind& eventfd_kind();
+const FileKind& timerfd_kind();
 
 // Reopens a file by path with its dumped flags and offset (regular and ghost
 // files both end here).
