@@ -76,6 +76,8 @@ std::string file_summary(const google::protobuf::RepeatedPtrField<img::FileEntry
                          t.clockid(), t.settime_flags() & TFD_TIMER_ABSTIME ? "absolute" : "relative", t.remaining_ns(),
                          t.interval_ns(), t.ticks(), t.flags());
     }
+    if (f.has_signalfd())
+      return fmt::format("signalfd (mask {:#x}, flags {:#o})", f.signalfd().mask(), f.signalfd().flags());
     return fmt::format("file {}", id);
   }
   return fmt::format("missing file {}", id);

@@ -95,6 +95,7 @@ const FileKind& regular_file_kind();
 const FileKind& ghost_file_kind();
 const FileKind& eventfd_kind();
 const FileKind& timerfd_kind();
+const FileKind& signalfd_kind();
 
 // Reopens a file by path with its dumped flags and offset (regular and ghost
 // files both end here).
