@@ -78,6 +78,14 @@ std::string file_summary(const google::protobuf::RepeatedPtrField<img::FileEntry
     }
     if (f.has_signalfd())
       return fmt::format("signalfd (mask {:#x}, flags {:#o})", f.signalfd().mask(), f.signalfd().flags());
+    if (f.has_epoll()) {
+      std::string targets;
+      for (auto& t : f.epoll().targets())
+        targets += fmt::format("{}fd {} events {:#x} data {:#x}", targets.empty() ? "" : "; ", t.fd(),
+                               t.events(), t.data());
+      return fmt::format("epoll ({} target(s){}{})", f.epoll().targets_size(), targets.empty() ? "" : ": ",
+                         targets);
+    }
     return fmt::format("file {}", id);
   }
   return fmt::format("missing file {}", id);

@@ -96,6 +96,7 @@ const FileKind& ghost_file_kind();
 const FileKind& eventfd_kind();
 const FileKind& timerfd_kind();
 const FileKind& signalfd_kind();
+const FileKind& epoll_kind();
 
 // Reopens a file by path with its dumped flags and offset (regular and ghost
 // files both end here).
