@@ -86,6 +86,8 @@ std::string file_summary(const google::protobuf::RepeatedPtrField<img::FileEntry
       return fmt::format("epoll ({} target(s){}{})", f.epoll().targets_size(), targets.empty() ? "" : ": ",
                          targets);
     }
+    if (f.has_pidfd())
+      return fmt::format("pidfd (pid {}, flags {:#o})", f.pidfd().pid(), f.pidfd().flags());
     return fmt::format("file {}", id);
   }
   return fmt::format("missing file {}", id);

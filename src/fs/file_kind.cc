@@ -5,7 +5,7 @@ namespace minicriu {
 const std::vector<const FileKind*>& file_kinds() {
   static const std::vector<const FileKind*> kinds = {
       &regular_file_kind(), &ghost_file_kind(), &eventfd_kind(), &timerfd_kind(),
-      &signalfd_kind(), &epoll_kind()};
+      &signalfd_kind(), &epoll_kind(), &pidfd_kind()};
   return kinds;
 }
 
