@@ -16,6 +16,7 @@ std::string describe_unsupported(const FdDumpInfo& fd) {
   const std::string& l = fd.link;
   if (l.rfind("pipe:", 0) == 0) return "a pipe";
   if (l.rfind("socket:", 0) == 0) return "a socket";
+  if (l == "anon_inode:inotify") return "an inotify instance";
   if (l.rfind("anon_inode:", 0) == 0) return "an anonymous-inode file (" + l.substr(11) + ")";
   if (l.rfind("/memfd:", 0) == 0) return "a memfd";
   if (l.size() > 10 && l.compare(l.size() - 10, 10, " (deleted)") == 0)
