@@ -88,6 +88,13 @@ std::string file_summary(const google::protobuf::RepeatedPtrField<img::FileEntry
     }
     if (f.has_pidfd())
       return fmt::format("pidfd (pid {}, flags {:#o})", f.pidfd().pid(), f.pidfd().flags());
+    if (f.has_inotify()) {
+      std::string watches;
+      for (auto& w : f.inotify().watches())
+        watches += fmt::format("{}wd {} {} mask {:#x}", watches.empty() ? "" : "; ", w.wd(), w.path(), w.mask());
+      return fmt::format("inotify ({} watch(es){}{})", f.inotify().watches_size(), watches.empty() ? "" : ": ",
+                         watches);
+    }
     return fmt::format("file {}", id);
   }
   return fmt::format("missing file {}", id);

@@ -5,7 +5,7 @@ namespace minicriu {
 const std::vector<const FileKind*>& file_kinds() {
   static const std::vector<const FileKind*> kinds = {
       &regular_file_kind(), &ghost_file_kind(), &eventfd_kind(), &timerfd_kind(),
-      &signalfd_kind(), &epoll_kind(), &pidfd_kind()};
+      &signalfd_kind(), &epoll_kind(), &pidfd_kind(), &inotify_kind()};
   return kinds;
 }
 
@@ -16,7 +16,6 @@ std::string describe_unsupported(const FdDumpInfo& fd) {
   const std::string& l = fd.link;
   if (l.rfind("pipe:", 0) == 0) return "a pipe";
   if (l.rfind("socket:", 0) == 0) return "a socket";
-  if (l == "anon_inode:inotify") return "an inotify instance";
   if (l.rfind("anon_inode:", 0) == 0) return "an anonymous-inode file (" + l.substr(11) + ")";
   if (l.rfind("/memfd:", 0) == 0) return "a memfd";
   if (l.size() > 10 && l.compare(l.size() - 10, 10, " (deleted)") == 0)

@@ -98,6 +98,7 @@ const FileKind& timerfd_kind();
 const FileKind& signalfd_kind();
 const FileKind& epoll_kind();
 const FileKind& pidfd_kind();
+const FileKind& inotify_kind();
 
 // Reopens a file by path with its dumped flags and offset (regular and ghost
 // files both end here).

@@ -1,5 +1,5 @@
 // Anonymous-inode fds on a real process: eventfd, timerfd, signalfd, an epoll
-// over two of them and a pidfd into the tree are dumped with their state (as
+// over two of them, a pidfd into the tree and an inotify are dumped with their state (as
 // `show --json` decodes it), and the process, left running, finds every object
 // as it left it. A pidfd to a process outside the tree is refused in one line.
 #include <google/protobuf/util/json_util.h>
@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/inotify.h>
 
 #include <filesystem>
 #include <map>
@@ -73,7 +74,7 @@ TEST(AnonFds, LeaveRunningDumpRecordsEachObjectAndChangesNone) {
     fd_of[f->kind_case()] = fd.fd();
   }
   for (auto kind : {img::FileEntry::kEventfd, img::FileEntry::kTimerfd, img::FileEntry::kSignalfd,
-                    img::FileEntry::kEpoll, img::FileEntry::kPidfd})
+                    img::FileEntry::kEpoll, img::FileEntry::kPidfd, img::FileEntry::kInotify})
     ASSERT_TRUE(fd_of.count(kind)) << "no fd of kind " << kind << " in\n" << json.output;
 
   const auto& e = by_fd[fd_of[img::FileEntry::kEventfd]]->eventfd();
@@ -92,6 +93,12 @@ TEST(AnonFds, LeaveRunningDumpRecordsEachObjectAndChangesNone) {
   EXPECT_EQ(by_fd[fd_of[img::FileEntry::kSignalfd]]->signalfd().mask(), 1ull << (SIGUSR2 - 1));
   EXPECT_EQ(by_fd[fd_of[img::FileEntry::kPidfd]]->pidfd().pid(), static_cast<uint32_t>(child));
 
+  const auto& in = by_fd[fd_of[img::FileEntry::kInotify]]->inotify();
+  ASSERT_EQ(in.watches_size(), 1);
+  EXPECT_EQ(in.watches(0).wd(), 2);
+  EXPECT_EQ(in.watches(0).path(), dir.path());
+  EXPECT_EQ(in.watches(0).mask(), static_cast<uint32_t>(IN_CREATE));
+
   const auto& ep = by_fd[fd_of[img::FileEntry::kEpoll]]->epoll();
   ASSERT_EQ(ep.targets_size(), 2);
   std::map<img::FileEntry::KindCase, const img::EpollTarget*> target_of;
@@ -107,7 +114,7 @@ TEST(AnonFds, LeaveRunningDumpRecordsEachObjectAndChangesNone) {
   auto shown = run_minicriu({"show", "-D", images});
   ASSERT_EQ(shown.status, 0) << shown.output;
   for (const char* line : {"eventfd (count 5", "timerfd (clock 1, relative", "signalfd (mask 0x800",
-                           "epoll (2 target(s): fd ", "pidfd (pid "})
+                           "epoll (2 target(s): fd ", "pidfd (pid ", "inotify (1 watch(es): wd 2 "})
     EXPECT_NE(shown.output.find(line), std::string::npos) << line << " not in\n" << shown.output;
 
   // The dump read fdinfo only: the count, the queued signal and the timer are

@@ -1,6 +1,7 @@
 /* Anonymous-inode fds: an eventfd holding 5, a periodic timerfd (100 ms), a
  * signalfd for SIGUSR2 with one SIGUSR2 queued, an epoll over the eventfd and
- * the timerfd, and a pidfd to a child of its own (so inside the dumped tree).
+ * the timerfd, a pidfd to a child of its own (so inside the dumped tree), and
+ * an inotify watching WORK_DIR for IN_CREATE as its watch 2.
  * After SIGUSR1 it checks that each object is as it left it: a dump that read
  * the eventfd or the signalfd to learn their state would have emptied them.
  *
@@ -9,6 +10,7 @@
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/inotify.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/timerfd.h>
@@ -59,6 +61,14 @@ int main(int argc, char** argv) {
   ev.data.u64 = TFD_DATA;
   if (epoll_ctl(ep, EPOLL_CTL_ADD, tfd, &ev) != 0) { perror("epoll timerfd"); return 2; }
 
+  /* Watch 1 comes and goes: the watch kept is number 2. */
+  const char* work = argc > 2 ? argv[2] : "/tmp";
+  int in = inotify_init1(IN_NONBLOCK);
+  if (in < 0 || inotify_rm_watch(in, inotify_add_watch(in, work, IN_CREATE)) != 0 ||
+      inotify_add_watch(in, work, IN_CREATE) != 2) { perror("inotify"); return 2; }
+  char evbuf[4096] __attribute__((aligned(8)));
+  while (read(in, evbuf, sizeof(evbuf)) > 0) {} /* the IN_IGNORED of watch 1 */
+
   prog_ready(argv[1]);
   while (!prog_usr1) pause();
 
@@ -101,6 +111,21 @@ int main(int argc, char** argv) {
   CHECK(read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si) && si.ssi_signo == SIGUSR2 && si.ssi_int == 77,
         "signalfd: signal %u value %d, wanted SIGUSR2 with 77", si.ssi_signo, si.ssi_int);
   CHECK(read(sfd, &si, sizeof(si)) < 0 && errno == EAGAIN, "signalfd not empty or blocking");
+
+  /* The inotify reports a new file in WORK_DIR under watch 2. What came before
+   * (the ready file, the driver's image directory) is drained first. */
+  while (read(in, evbuf, sizeof(evbuf)) > 0) {}
+  char created[4096];
+  snprintf(created, sizeof(created), "%s/anonfds.created", work);
+  int cfd = open(created, O_CREAT | O_WRONLY, 0644);
+  CHECK(cfd >= 0, "create %s: %s", created, strerror(errno));
+  close(cfd);
+  unlink(created);
+  ssize_t got_in = read(in, evbuf, sizeof(evbuf));
+  struct inotify_event* iev = (struct inotify_event*)evbuf;
+  CHECK(got_in > 0 && iev->wd == 2 && (iev->mask & IN_CREATE) && strcmp(iev->name, "anonfds.created") == 0,
+        "inotify: %zd bytes, wd %d mask %#x name %s", got_in, got_in > 0 ? iev->wd : -1,
+        got_in > 0 ? iev->mask : 0, got_in > 0 && iev->len ? iev->name : "");
 
   if (!outside) {
     /* The pidfd still names the child: killing through it ends the child. */
