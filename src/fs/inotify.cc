@@ -45,7 +45,9 @@ bool unhex(const std::string& hex, std::string& out) {
 
 // A mount of the file system whose kernel dev_t is sdev (major << 20 | minor),
 // from our /proc/self/mountinfo, preferring one that shows the whole file
-// system (root "/"), so that every inode of it has a name under it.
+// system (root "/"), so that every inode of it has a name under it. Ours, not
+// the target's: the names are taken in our mount namespace, which is the
+// target's as long as minicriu does not handle mount namespaces.
 Result<UniqueFd> open_mount_of(uint32_t sdev, const std::string& what) {
   ASSIGN_OR_RETURN(auto text, proc::read_file("/proc/self/mountinfo"));
   std::string want = fmt::format("{}:{}", sdev >> 20, sdev & 0xfffff);
