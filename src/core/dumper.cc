@@ -58,7 +58,7 @@ class Dumper {
   Dumper(const DumpOptions& options, GhostPolicy policy)
       : options_(options), log_(options.log), dir_(options.images_dir),
         ghosts_(dir_, std::move(policy), log_), pipes_(dir_), shmem_(dir_, log_),
-        files_(FileDumpContext{ghosts_, pipes_, shmem_, created_links_}) {}
+        files_(FileDumpContext{ghosts_, pipes_, shmem_, created_links_, &tree_tids_}) {}
 
   Result<DumpStats> run();
 
@@ -76,6 +76,7 @@ class Dumper {
   Logger log_;
   ImageDir dir_;
   std::vector<std::string> created_links_;
+  std::vector<pid_t> tree_tids_;  // filled once the tree is frozen
   GhostStore ghosts_;
   PipeStore pipes_;
   ShmemStore shmem_;
@@ -256,6 +257,8 @@ Result<DumpStats> Dumper::run() {
 
   ASSIGN_OR_RETURN(auto tree, TaskTree::freeze(options_.pid, log_));
   auto frozen_at = Clock::now();
+  for (auto& p : tree->processes())
+    for (auto& t : p.threads) tree_tids_.push_back(t.tid());
   std::vector<ProcessImages> images(tree->processes().size());
   Status st;
   for (size_t i = 0; i < images.size() && st; i++) st = dump_process(tree->processes()[i], images[i]);

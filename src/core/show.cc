@@ -1,6 +1,7 @@
 // `minicriu show`: every image of a checkpoint, decoded for people or as JSON.
 #include <google/protobuf/util/json_util.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 
 #include "core/error.hpp"
 #include "images/image_dir.hpp"
@@ -81,6 +82,34 @@ std::string file_summary(const google::protobuf::RepeatedPtrField<img::FileEntry
       return fmt::format("pipe:[{}] {} end{}", f.pipe().pipe_ino(),
                          (f.pipe().flags() & 3) == 0 ? "read" : "write",
                          (f.pipe().flags() & 04000) ? ", non-blocking" : "");
+    if (f.has_eventfd())
+      return fmt::format("eventfd (count {}{}, flags {:#o})", f.eventfd().count(),
+                         f.eventfd().semaphore() ? ", semaphore" : "", f.eventfd().flags());
+    if (f.has_timerfd()) {
+      auto& t = f.timerfd();
+      return fmt::format("timerfd (clock {}, {}, left {} ns, interval {} ns, {} unread tick(s), flags {:#o})",
+                         t.clockid(), t.settime_flags() & TFD_TIMER_ABSTIME ? "absolute" : "relative", t.remaining_ns(),
+                         t.interval_ns(), t.ticks(), t.flags());
+    }
+    if (f.has_signalfd())
+      return fmt::format("signalfd (mask {:#x}, flags {:#o})", f.signalfd().mask(), f.signalfd().flags());
+    if (f.has_epoll()) {
+      std::string targets;
+      for (auto& t : f.epoll().targets())
+        targets += fmt::format("{}fd {} events {:#x} data {:#x}", targets.empty() ? "" : "; ", t.fd(),
+                               t.events(), t.data());
+      return fmt::format("epoll ({} target(s){}{})", f.epoll().targets_size(), targets.empty() ? "" : ": ",
+                         targets);
+    }
+    if (f.has_pidfd())
+      return fmt::format("pidfd (pid {}, flags {:#o})", f.pidfd().pid(), f.pidfd().flags());
+    if (f.has_inotify()) {
+      std::string watches;
+      for (auto& w : f.inotify().watches())
+        watches += fmt::format("{}wd {} {} mask {:#x}", watches.empty() ? "" : "; ", w.wd(), w.path(), w.mask());
+      return fmt::format("inotify ({} watch(es){}{})", f.inotify().watches_size(), watches.empty() ? "" : ": ",
+                         watches);
+    }
     return fmt::format("file {}", id);
   }
   return fmt::format("missing file {}", id);

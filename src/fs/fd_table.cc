@@ -165,9 +165,23 @@ Status restore_fd_table(const std::vector<img::FdEntry>& fds,
   // restored process sees exactly its dumped fds there.
   if (hi > 0 && ::close_range(0, static_cast<unsigned>(hi - 1), 0) != 0)
     return fail_errno("close_range below the dumped fds");
+  std::map<uint32_t, int> installed;  // file id -> one dumped fd number holding it
+  std::set<int> numbers;
   for (auto& f : fds) {
     if (::dup3(opened[f.file_id()].get(), f.fd(), f.cloexec() ? O_CLOEXEC : 0) < 0)
       return failf_errno("cannot install fd {}", f.fd());
+    installed.emplace(f.file_id(), f.fd());
+    numbers.insert(f.fd());
+  }
+  // Second pass: files that name other fds (epoll), now that all are in place
+  // under their dumped numbers.
+  FdLookup lookup = [&numbers](int dumped) { return numbers.count(dumped) ? dumped : -1; };
+  for (auto& [id, fd] : installed) {
+    const img::FileEntry* entry = nullptr;
+    for (auto& e : files)
+      if (e.id() == id) entry = &e;
+    ASSIGN_OR_RETURN(const FileKind* kind, file_kind_for(*entry));
+    TRY(with_context(kind->restore_after(*entry, fd, lookup), fmt::format("fd {}", fd)));
   }
   return {};
 }

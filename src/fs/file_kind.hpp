@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -42,7 +43,18 @@ struct FileDumpContext {
   // Names the dump made in the file system (link remaps): removed again if the
   // dump fails.
   std::vector<std::string>& created_links;
+  // Every thread of the dumped tree (a process's pid is its leader's tid); they
+  // come back with the same numbers. A pidfd may only point inside it. Null:
+  // the tree is unknown, and every pidfd is refused.
+  const std::vector<pid_t>* tree_tids = nullptr;
 };
+
+// The fd that stands, in the restoring process, for fd number dumped_fd of the
+// process being restored; -1 if that process had no such fd. Give the fd under
+// its dumped number (the table already in place) where the kernel remembers
+// the number: an epoll entry keeps the fd it was added with, and the
+// application's later EPOLL_CTL_MOD/DEL name it by that number.
+using FdLookup = std::function<int(int dumped_fd)>;
 
 // What kinds may use while opening files again in a restored process.
 struct FileRestoreContext {
@@ -68,6 +80,18 @@ class FileKind {
   // Opens the file again as it was at the dump (flags, offset).
   [[nodiscard]] virtual Result<UniqueFd> open(const img::FileEntry& entry,
                                               const FileRestoreContext& ctx) const = 0;
+  // Second pass, for files that refer to other fds of their process (an
+  // epoll's interest list names target fds). open() creates such a file
+  // without its references, since the fds they name may not exist yet; once
+  // every fd of a process that holds the file is in place, the restore calls
+  // restore_after() once per file entry, with the fd the file is open on and
+  // a lookup of that process's fds. Kinds without references keep the
+  // default, which does nothing, so the restore may call it for every entry.
+  [[nodiscard]] virtual Status restore_after(const img::FileEntry& entry, int fd,
+                                             const FdLookup& lookup) const {
+    (void)entry, (void)fd, (void)lookup;
+    return {};
+  }
 };
 
 // Every kind this build knows, in the order they are asked.
@@ -83,6 +107,13 @@ const FileKind& ghost_file_kind();
 const FileKind& pipe_kind();
 const FileKind& memfd_kind();
 const FileKind& fifo_kind();
+
+const FileKind& eventfd_kind();
+const FileKind& timerfd_kind();
+const FileKind& signalfd_kind();
+const FileKind& epoll_kind();
+const FileKind& pidfd_kind();
+const FileKind& inotify_kind();
 
 // The RegFile of an fd reached by path (regular and ghost files both).
 void describe_reg_file(const FdDumpInfo& fd, const std::string& path, img::RegFile& reg);

@@ -202,6 +202,7 @@ Result<FdInfo> parse_fdinfo(const std::string& text) {
     }
   }
   if (!have_pos || !have_flags) return fail("malformed fdinfo: no pos or flags");
+  info.text = text;
   return info;
 }
 
@@ -236,6 +237,11 @@ std::optional<std::string> status_field(const std::string& status_text, const st
     }
   }
   return std::nullopt;
+}
+
+// Same "Key:<blanks>value" shape as status lines.
+std::optional<std::string> fdinfo_field(const std::string& fdinfo_text, const std::string& key) {
+  return status_field(fdinfo_text, key);
 }
 
 }  // namespace minicriu::proc

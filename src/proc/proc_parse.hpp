@@ -57,8 +57,14 @@ struct FdInfo {
   uint32_t flags = 0;
   uint32_t mnt_id = 0;
   uint64_t ino = 0;
+  // The whole text: anonymous-inode kinds (eventfd, timerfd, epoll...) add
+  // lines of their own, which only the kind that owns them reads.
+  std::string text;
 };
 [[nodiscard]] Result<FdInfo> parse_fdinfo(const std::string& text);
+// The value of the first "key: value" line of an fdinfo text ("eventfd-count",
+// "sigmask", "Pid"), without the blanks after the colon.
+std::optional<std::string> fdinfo_field(const std::string& fdinfo_text, const std::string& key);
 
 // Whitespace-separated pids in a file (task/TID/children).
 std::vector<pid_t> parse_pid_list(const std::string& text);

@@ -108,6 +108,18 @@ TEST(ProcParse, FdInfo) {
   EXPECT_FALSE(proc::parse_fdinfo("mnt_id: 3\n"));
 }
 
+TEST(ProcParse, FdInfoKeepsTheLinesOfAnonymousInodeKinds) {
+  // An eventfd's fdinfo on Linux 6.18: the count is hexadecimal, padded.
+  std::string text = "pos:\t0\nflags:\t04002\nmnt_id:\t17\nino:\t1038\n"
+                     "eventfd-count:                a\neventfd-id: 1\neventfd-semaphore: 0\n";
+  auto f = proc::parse_fdinfo(text);
+  ASSERT_TRUE(f) << f.error().what();
+  EXPECT_EQ(f->text, text);
+  EXPECT_EQ(proc::fdinfo_field(f->text, "eventfd-count").value(), "a");
+  EXPECT_EQ(proc::fdinfo_field(f->text, "eventfd-semaphore").value(), "0");
+  EXPECT_FALSE(proc::fdinfo_field(f->text, "eventfd"));
+}
+
 TEST(ProcParse, StatusField) {
   std::string s = "Name:\tcat\nTgid:\t12\nTracerPid:\t0\n";
   EXPECT_EQ(proc::status_field(s, "Tgid").value(), "12");
