@@ -4,7 +4,12 @@
 // go, a failure kills what was created (RestoringTask), so no half-restored
 // process is ever left running.
 
+#include <sys/resource.h>
+
+#include <algorithm>
 #include <chrono>
+#include <map>
+#include <set>
 #include <memory>
 #include <vector>
 
@@ -29,6 +34,48 @@
 namespace minicriu {
 
 namespace {
+
+// The first fd number above every dumped one (and the soft RLIMIT_NOFILE up to
+// the hard one, so that the fds kept there fit).
+Result<int> raise_fd_floor(const Checkpoint& c) {
+  int floor = 3;
+  for (auto& p : c.processes)
+    for (auto& f : p.fds) floor = std::max(floor, f.fd() + 1);
+  rlimit nofile;
+  if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    (void)::setrlimit(RLIMIT_NOFILE, &nofile);
+  }
+  return floor;
+}
+
+struct SharedFiles {
+  std::map<uint32_t, UniqueFd> fds;
+  std::map<uint32_t, int> numbers;
+};
+
+// Files that several processes hold (inherited or passed fds) are opened once,
+// here, so that they share one open file description after restore too.
+Result<SharedFiles> open_shared_files(const Checkpoint& c, const FileRestoreContext& ctx) {
+  std::map<uint32_t, int> holders;
+  for (auto& p : c.processes) {
+    std::set<uint32_t> mine;
+    for (auto& f : p.fds) mine.insert(f.file_id());
+    for (uint32_t id : mine) holders[id]++;
+  }
+  SharedFiles out;
+  for (auto& [id, n] : holders) {
+    if (n < 2) continue;
+    const img::FileEntry* entry = c.file(id);
+    if (!entry) return failf("file {} is not in files.img", id);
+    ASSIGN_OR_RETURN(const FileKind* kind, file_kind_for(*entry));
+    ASSIGN_OR_RETURN(UniqueFd fd, with_context(kind->open(*entry, ctx), fmt::format("file {}", id)));
+    fd = move_fd_above(std::move(fd), ctx.fd_floor);
+    out.numbers[id] = fd.get();
+    out.fds.emplace(id, std::move(fd));
+  }
+  return out;
+}
 
 // Relays a task's warnings until it is ready; its error becomes ours.
 Result<rst::Msg> wait_ready(RestoringTask& task, const Logger& log) {
@@ -60,41 +107,73 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   TRY(with_context(validate_checkpoint(ckpt, machine),
                    fmt::format("{} cannot be restored here", dir.path())));
   log.info("images of {} process(es) read and valid", ckpt.processes.size());
-  if (ckpt.processes.size() != 1)
-    return failf("{} holds a tree of {} processes; this version restores single processes "
-                 "(with any number of threads) only", dir.path(), ckpt.processes.size());
-  // Shared objects of the tree: their images are read and checked now, the
-  // objects made when a process first needs them.
+  // Shared objects of the tree: their images are read and checked now.
   ASSIGN_OR_RETURN(auto pipes, PipeRestorer::load(dir));
   ASSIGN_OR_RETURN(auto shmem, ShmemRestorer::load(dir));
   TRY(check_ids_free(ckpt));
 
   // Ghost files come back under temporary names until every holder has them.
   ASSIGN_OR_RETURN(auto ghosts, RecreatedGhosts::recreate(dir, ckpt.ghosts, options.ghost_dir));
-  FileRestoreContext files;
-  files.ghost_paths = &ghosts.paths();
-  files.pipes = pipes.get();
-  files.shmem = shmem.get();
-
-  std::vector<RestoringTask> tasks;
+  TreeRestore tree;
+  tree.checkpoint = &ckpt;
+  tree.files.ghost_paths = &ghosts.paths();
+  tree.files.pipes = pipes.get();
+  tree.files.shmem = shmem.get();
+  // What the whole tree shares is made here, before its first process, above
+  // every fd number any of them uses: each process inherits it all.
+  ASSIGN_OR_RETURN(int floor, raise_fd_floor(ckpt));
+  tree.files.fd_floor = floor;
+  pipes->set_fd_floor(floor);
+  shmem->set_fd_floor(floor);
+  TRY(pipes->create_all());
+  TRY(shmem->create_all());
+  ASSIGN_OR_RETURN(auto shared, open_shared_files(ckpt, tree.files));
+  tree.files.shared_files = &shared.numbers;
+  std::map<pid_t, ChannelPair> channels;
   for (const ProcessImages& p : ckpt.processes) {
-    ASSIGN_OR_RETURN(auto task, create_task(p, [&](int channel) {
-      restore_process(ckpt, p, channel, files);
-    }));
-    log.info("pid {}: created", task.pid());
-    tasks.push_back(std::move(task));
+    if (p.entry.zombie()) continue;
+    ASSIGN_OR_RETURN(auto ch, make_channel());
+    ch.child = move_fd_above(std::move(ch.child), floor);
+    tree.channels[static_cast<pid_t>(p.entry.pid())] = ch.child.get();
+    channels.emplace(static_cast<pid_t>(p.entry.pid()), std::move(ch));
   }
+
+  // The root; every other process is created by its restored parent.
+  const ProcessImages& root = ckpt.processes.front();
+  pid_t root_pid = static_cast<pid_t>(root.entry.pid());
+  std::vector<RestoringTask> tasks;
+  std::vector<const ProcessImages*> restored;
+  {
+    ASSIGN_OR_RETURN(auto task, create_task(root, std::move(channels.at(root_pid)),
+                                            [&](int) { restore_task(tree, root); }));
+    tasks.push_back(std::move(task));
+    restored.push_back(&root);
+  }
+  for (const ProcessImages& p : ckpt.processes) {
+    pid_t pid = static_cast<pid_t>(p.entry.pid());
+    if (p.entry.zombie() || pid == root_pid) continue;
+    ChannelPair& ch = channels.at(pid);
+    ch.child.reset();  // the tree holds it now
+    tasks.emplace_back(pid, std::move(ch.parent));
+    restored.push_back(&p);
+  }
+  log.info("{} process(es) being restored", tasks.size());
+
   std::vector<std::unique_ptr<TailUnmapper>> tails;
   for (size_t i = 0; i < tasks.size(); i++) {
     ASSIGN_OR_RETURN(rst::Msg ready, wait_ready(tasks[i], log));
-    std::vector<pid_t> tids(ckpt.processes[i].entry.tids().begin(), ckpt.processes[i].entry.tids().end());
+    std::vector<pid_t> tids(restored[i]->entry.tids().begin(), restored[i]->entry.tids().end());
     auto tail = TailUnmapper::attach(tasks[i].pid(), tids, ready);
     if (!tail) log.warn("the restorer tail will stay mapped: {}", tail.error().what());
     tails.push_back(tail ? std::move(*tail) : nullptr);
   }
   log.info("every process is ready; resuming");
-  // Every holder has its files: ghosts become ghosts again, link remaps go.
+  // Every holder has its files: ghosts become ghosts again, link remaps go,
+  // and our own ends of pipes and shared files must not keep them open.
   ghosts.unlink_all();
+  shared.fds.clear();
+  pipes.reset();
+  shmem.reset();
   for (auto& f : ckpt.files)
     if (f.has_reg() && f.reg().remove_after_restore()) ::unlink(f.reg().path().c_str());
   for (auto& t : tasks) TRY(send_go(t.channel()));
@@ -108,7 +187,7 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   // A process stopped at the dump is stopped again (after the tails: they
   // are finished under ptrace).
   for (size_t i = 0; i < tasks.size(); i++)
-    if (ckpt.processes[i].entry.stopped()) ::kill(tasks[i].pid(), SIGSTOP);
+    if (restored[i]->entry.stopped()) ::kill(tasks[i].pid(), SIGSTOP);
   for (auto& t : tasks) {
     if (auto closed = wait_closed(t.channel()); !closed) log.warn("{}", closed.error().what());
     t.close_channel();

@@ -156,6 +156,12 @@ Status restore_fd_table(const std::vector<img::FdEntry>& fds,
     for (auto& e : files)
       if (e.id() == f.file_id()) entry = &e;
     if (!entry) return failf("fd {}: file {} is not in files.img", f.fd(), f.file_id());
+    if (ctx.shared_files && ctx.shared_files->count(f.file_id())) {
+      int n = ::fcntl(ctx.shared_files->at(f.file_id()), F_DUPFD_CLOEXEC, hi);
+      if (n < 0) return failf_errno("fd {}: dup of the shared file {}", f.fd(), f.file_id());
+      opened[f.file_id()].reset(n);
+      continue;
+    }
     ASSIGN_OR_RETURN(const FileKind* kind, file_kind_for(*entry));
     ASSIGN_OR_RETURN(UniqueFd fd, with_context(kind->open(*entry, ctx), fmt::format("fd {}", f.fd())));
     ASSIGN_OR_RETURN(int n, move_up(fd.release()));

@@ -61,6 +61,10 @@ struct FileRestoreContext {
   const std::map<uint32_t, std::string>* ghost_paths = nullptr;  // recreated ghosts by id
   PipeRestorer* pipes = nullptr;                                 // pipes created once each
   ShmemRestorer* shmem = nullptr;                                // memfds, shared memory
+  // Files held by several processes of the tree, opened once before any of
+  // them was created (file id -> an inherited fd): dup'd, never opened again,
+  // so the processes share one open file description (one offset) as before.
+  const std::map<uint32_t, int>* shared_files = nullptr;
   // Fds the restore keeps for itself (pipe ends, shmem objects) stay at or
   // above this number, clear of the fds being installed below it.
   int fd_floor = 0;

@@ -124,6 +124,14 @@ Result<PipeRestorer::Pipe*> PipeRestorer::create(uint64_t ino) {
   return &pipes_.emplace(ino, std::move(pipe)).first->second;
 }
 
+Status PipeRestorer::create_all() {
+  for (auto& [ino, d] : data_) {
+    (void)d;
+    TRY(create(ino));
+  }
+  return {};
+}
+
 Status PipeRestorer::write_data(uint64_t ino, int write_end) {
   const img::PipeData& d = data_.at(ino);
   if (!d.bytes()) return {};

@@ -52,6 +52,9 @@ class PipeRestorer {
   [[nodiscard]] Result<UniqueFd> open_fifo(const img::FifoFile& fifo);
   // Where the fds kept here go (see FileRestoreContext::fd_floor).
   void set_fd_floor(int floor) { fd_floor_ = floor; }
+  // Every pipe now, with its bytes: before the processes of a tree are
+  // created, so that all of them inherit the same pipes.
+  [[nodiscard]] Status create_all();
 
  private:
   struct Pipe {

@@ -123,6 +123,14 @@ Result<int> ShmemRestorer::object_fd(uint32_t id) {
   return raw;
 }
 
+Status ShmemRestorer::create_all() {
+  for (auto& [id, obj] : objects_) {
+    (void)obj;
+    TRY(object_fd(id));
+  }
+  return {};
+}
+
 Status ShmemRestorer::seal_all() {
   for (auto& [id, fd] : fds_) {
     const auto& obj = objects_.at(id);

@@ -56,6 +56,9 @@ class ShmemRestorer {
   [[nodiscard]] Status seal_all();
   // Where the fds kept here go (see FileRestoreContext::fd_floor).
   void set_fd_floor(int floor) { fd_floor_ = floor; }
+  // Every object now: before the processes of a tree are created, so that
+  // all of them inherit the same objects.
+  [[nodiscard]] Status create_all();
 
  private:
   ImageDir dir_;

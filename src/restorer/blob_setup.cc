@@ -112,6 +112,10 @@ Result<BlobJump> install_blob(const BlobInputs& in) {
   a->sock_fd = in.channel_fd;
   a->exe_fd = in.exe_fd;
   a->pid = p.entry.pid();
+  // The root's parent is minicriu, not the one it had: a death signal of its
+  // would fire when minicriu exits (restore -d), so only the processes whose
+  // parents come back with them get theirs.
+  a->pdeathsig = in.root ? 0 : static_cast<int32_t>(p.core.prctl().pdeathsig());
 
   auto* vmas = arena.alloc<rst::Vma>(p.mm.vmas_size());
   for (int i = 0; i < p.mm.vmas_size(); i++) {

@@ -21,6 +21,7 @@
 #include "restorer/premap.hpp"
 #include "restorer/restore_channel.hpp"
 #include "restorer/rlimit_plan.hpp"
+#include "restorer/task_builder.hpp"
 
 // After the images' headers: <signal.h> defines a sigmask() macro.
 #include <signal.h>
@@ -32,18 +33,26 @@ namespace {
 // A process that led its session or group leads it again. One that belonged
 // to a session or group led from outside the checkpoint joins minicriu's: that
 // leader is not ours to recreate (the tree builder handles leaders inside).
-Status enter_session(const ProcessImages& p, int channel) {
-  if (p.entry.sid() == p.entry.pid()) {
+// A child of a restored process inherits its session and group; it only has
+// to lead its own, or join a group of its session that exists already
+// (created earlier: parents before children, siblings in pstree order).
+Status enter_session(const ProcessImages& p, int channel, bool root) {
+  pid_t pid = static_cast<pid_t>(p.entry.pid());
+  pid_t sid = static_cast<pid_t>(p.entry.sid());
+  pid_t pgid = static_cast<pid_t>(p.entry.pgid());
+  if (sid == pid) {
     if (::setsid() < 0) return fail_errno("setsid");
+  } else if (::getsid(0) != sid) {
+    if (!root)
+      return failf("its session {} is neither its own nor its parent's; restoring a session "
+                   "left by its leader is not supported", sid);
+    send_warn(channel, fmt::format("pid {}: its session {} was led from outside the checkpoint; "
+                                   "it joins the session of minicriu ({})", pid, sid, ::getsid(0)));
+    if (pgid == pid && ::setpgid(0, 0) < 0) return fail_errno("setpgid");
     return {};
   }
-  if (p.entry.pgid() == p.entry.pid()) {
-    if (::setpgid(0, 0) < 0) return fail_errno("setpgid");
-  }
-  if (::getsid(0) != static_cast<pid_t>(p.entry.sid()))
-    send_warn(channel, fmt::format("pid {}: its session {} was led from outside the checkpoint; "
-                                   "it joins the session of minicriu ({})",
-                                   p.entry.pid(), p.entry.sid(), ::getsid(0)));
+  if (::getpgid(0) != pgid && ::setpgid(0, pgid == pid ? 0 : pgid) < 0)
+    return failf_errno("cannot join process group {}", pgid);
   return {};
 }
 
@@ -80,9 +89,16 @@ void unregister_glibc_rseq() {
 }
 
 Result<BlobJump> prepare(const Checkpoint& c, const ProcessImages& p, int& channel,
-                         FileRestoreContext& ctx) {
-  TRY(enter_session(p, channel));
+                         FileRestoreContext& ctx, bool root) {
   ::personality(p.core.personality());
+  // prctl state; pdeathsig waits for the blob (SIGKILL until the parent says go).
+  const img::ProcessPrctl& pr = p.core.prctl();
+  if (pr.child_subreaper() && ::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0)
+    return fail_errno("PR_SET_CHILD_SUBREAPER");
+  if (p.core.has_prctl() && ::prctl(PR_SET_DUMPABLE, pr.dumpable(), 0, 0, 0) != 0)
+    return failf_errno("PR_SET_DUMPABLE {}", pr.dumpable());
+  if (p.core.creds().no_new_privs() && ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+    return fail_errno("PR_SET_NO_NEW_PRIVS");
   if (p.mm.thp_disabled()) ::prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
 
   ASSIGN_OR_RETURN(UniqueFd exe, open_exe(c, p));
@@ -128,6 +144,10 @@ Result<BlobJump> prepare(const Checkpoint& c, const ProcessImages& p, int& chann
   in.rlimits = limits.limits;
   in.channel_fd = channel;
   in.exe_fd = exe_fd;
+  in.root = root;
+  if (root && p.core.prctl().pdeathsig())
+    send_warn(channel, fmt::format("pid {}: its parent death signal {} is not restored: its parent "
+                                   "was outside the checkpoint", p.entry.pid(), p.core.prctl().pdeathsig()));
   ASSIGN_OR_RETURN(auto jump, install_blob(in));
   // From here the area belongs to the blob, which unmaps what it no longer needs.
   area.release();
@@ -136,21 +156,34 @@ Result<BlobJump> prepare(const Checkpoint& c, const ProcessImages& p, int& chann
 
 }  // namespace
 
-void restore_process(const Checkpoint& c, const ProcessImages& p, int channel, FileRestoreContext ctx) {
+void restore_task(const TreeRestore& tree, const ProcessImages& p) {
+  const Checkpoint& c = *tree.checkpoint;
+  int channel = tree.channels.at(static_cast<pid_t>(p.entry.pid()));
   // Signals wait until each thread's rt_sigreturn sets its dumped mask.
   sigset_t all;
   sigfillset(&all);
   ::sigprocmask(SIG_SETMASK, &all, nullptr);
-  // If minicriu dies mid-restore, this half-made process must not live on;
-  // the blob clears it once the parent said go.
+  // If minicriu (or, below the root, the restored parent) dies mid-restore,
+  // this half-made process must not live on; the blob sets the dumped
+  // pdeathsig once the parent said go.
   ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-  auto jump = prepare(c, p, channel, ctx);
-  if (!jump) {
-    Error e = jump.error();
+  auto fail_task = [&](Error e) {
     e.context(fmt::format("pid {}", p.entry.pid()));
     send_error(channel, e);
     ::_exit(1);
+  };
+  bool root = p.entry.ppid() == 0 || !c.process(static_cast<pid_t>(p.entry.ppid()));
+  if (auto st = enter_session(p, channel, root); !st) fail_task(st.error());
+  // Children now, while this task is minicriu code and single-threaded: they
+  // inherit its session and group, and every shared object opened before.
+  for (const ProcessImages& child : c.processes) {
+    if (child.entry.ppid() != p.entry.pid()) continue;
+    if (auto st = create_child_task(child, [&] { restore_task(tree, child); }); !st)
+      fail_task(st.error());
   }
+  FileRestoreContext ctx = tree.files;
+  auto jump = prepare(c, p, channel, ctx, root);
+  if (!jump) fail_task(jump.error());
   unregister_glibc_rseq();
   jump_to_blob(*jump);
 }

@@ -5,16 +5,30 @@
 // caller of the library.
 #pragma once
 
+#include <sys/types.h>
+
+#include <map>
+
 #include "fs/file_kind.hpp"
 #include "restorer/checkpoint.hpp"
 
 namespace minicriu {
 
-// Never returns: jumps into the blob, or reports the error on `channel` and
-// exits the new task (which dies here, not the program that restores). ctx
-// reaches what is shared by the files of the tree (recreated ghost files, the
-// pipe and shared memory restorers), as this task's copy of the caller's.
-[[noreturn]] void restore_process(const Checkpoint& c, const ProcessImages& p, int channel,
-                                  FileRestoreContext ctx);
+// What every task of one restore works from; each task has its own copy (a
+// clone of its parent's memory), and inherits the fds behind it.
+struct TreeRestore {
+  const Checkpoint* checkpoint = nullptr;
+  // Recreated ghosts, the pipe and shared memory restorers (every object
+  // created before the root, so the whole tree shares it), and files held by
+  // several processes, opened once.
+  FileRestoreContext files;
+  std::map<pid_t, int> channels;  // each task's end of its channel to minicriu
+};
+
+// The body of a task: takes its session and group, creates its children (each
+// runs restore_task too), then becomes its dumped process. Never returns: it
+// jumps into the blob, or reports the error on its channel and exits (the task
+// dies here, never the program that restores).
+[[noreturn]] void restore_task(const TreeRestore& tree, const ProcessImages& p);
 
 }  // namespace minicriu

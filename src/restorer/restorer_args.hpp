@@ -146,7 +146,7 @@ struct Args {
   Special specials[3];
   KSigaction sigactions[kMaxSignal];  // index signo-1; SIG_DFL where none was dumped
   PrctlMmMap mm;
-  uint32_t pad0;
+  int32_t pdeathsig;       // set once the parent said go (until then SIGKILL)
   uint32_t pad1;
   uint64_t premap_start;   // the premap slots: unmapped once every VMA has moved out
   uint64_t premap_end;

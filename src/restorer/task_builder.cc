@@ -1,6 +1,7 @@
 #include "restorer/task_builder.hpp"
 
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -31,9 +32,8 @@ Error clone_error(pid_t pid, int e) {
 
 }  // namespace
 
-Result<RestoringTask> create_task(const ProcessImages& p, const TaskBody& body) {
+Result<RestoringTask> create_task(const ProcessImages& p, ChannelPair ch, const TaskBody& body) {
   pid_t pid = static_cast<pid_t>(p.entry.pid());
-  ASSIGN_OR_RETURN(auto ch, make_channel());
   // The new task runs minicriu code (malloc included) before it jumps into
   // the blob. A raw clone3 of a caller with other threads (an MPI runtime) could
   // copy a lock another thread holds; glibc's fork() makes a consistent copy.
@@ -64,6 +64,36 @@ Result<RestoringTask> create_task(const ProcessImages& p, const TaskBody& body) 
   if (!WIFEXITED(status)) return fail("the restore helper died");
   if (WEXITSTATUS(status) != 0) return std::unexpected(clone_error(pid, WEXITSTATUS(status)));
   return RestoringTask(pid, std::move(ch.parent));
+}
+
+Status create_child_task(const ProcessImages& child, const std::function<void()>& body) {
+  pid_t pid = static_cast<pid_t>(child.entry.pid());
+  clone_args args{};
+  // A zombie has no core image: its parent was told of it with SIGCHLD.
+  int exit_signal = child.entry.zombie() ? SIGCHLD : static_cast<int>(child.core.exit_signal());
+  args.exit_signal = static_cast<uint64_t>(exit_signal ? exit_signal : SIGCHLD);
+  pid_t want = pid;
+  args.set_tid = reinterpret_cast<uint64_t>(&want);
+  args.set_tid_size = 1;
+  long r = sys::clone3(&args, sizeof(args));
+  if (r < 0) return std::unexpected(clone_error(pid, errno));
+  if (r > 0) return {};
+  if (child.entry.zombie()) {
+    // Dead again, the way it died: its parent reaps the same status.
+    int status = static_cast<int>(child.entry.exit_status());
+    if (WIFSIGNALED(status)) {
+      ::signal(WTERMSIG(status), SIG_DFL);
+      sigset_t set;
+      sigemptyset(&set);
+      sigaddset(&set, WTERMSIG(status));
+      ::sigprocmask(SIG_UNBLOCK, &set, nullptr);
+      ::prctl(PR_SET_DUMPABLE, 0);  // no core file for a death that already happened
+      ::kill(::getpid(), WTERMSIG(status));
+    }
+    ::_exit(WEXITSTATUS(status));
+  }
+  body();
+  ::_exit(127);
 }
 
 }  // namespace minicriu

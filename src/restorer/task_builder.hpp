@@ -2,9 +2,10 @@
 // builder: it decides which task is created by whom and with which PID; what
 // happens inside a new task (files, memory, the blob) is process_restore's.
 //
-// For now every process is created by minicriu itself (single-process trees);
-// a later issue creates children from inside their restored parents, in an
-// order that makes setsid()/setpgid() legal.
+// minicriu creates the root (create_task); every other process is created by
+// its restored parent while that parent still runs minicriu code
+// (create_child_task), after the parent took its session and group, so that
+// children inherit them and setsid()/setpgid() stay legal.
 #pragma once
 
 #include <sys/types.h>
@@ -14,6 +15,7 @@
 #include "core/error.hpp"
 #include "core/unique_fd.hpp"
 #include "restorer/checkpoint.hpp"
+#include "restorer/restore_channel.hpp"
 
 namespace minicriu {
 
@@ -45,7 +47,14 @@ class RestoringTask {
 using TaskBody = std::function<void(int channel)>;
 
 // A child of ours whose PID is the dumped one (clone3 with set_tid, from a
-// forked helper with CLONE_PARENT: see task_builder.cc), running body.
-[[nodiscard]] Result<RestoringTask> create_task(const ProcessImages& p, const TaskBody& body);
+// forked helper with CLONE_PARENT: see task_builder.cc), running body, talking
+// to us over `channel` (make_channel; the task uses the child end).
+[[nodiscard]] Result<RestoringTask> create_task(const ProcessImages& p, ChannelPair channel,
+                                                const TaskBody& body);
+
+// Inside a task being restored (single-threaded): clone3 of one of its dumped
+// children with its pid. A zombie child exits at once with its dumped status;
+// any other runs body(), which must not return.
+[[nodiscard]] Status create_child_task(const ProcessImages& child, const std::function<void()>& body);
 
 }  // namespace minicriu

@@ -50,8 +50,18 @@ Status check_ids(const Checkpoint& c) {
     for (uint32_t tid : e.tids())
       if (tid == 0 || !ids.insert(tid).second)
         return failf("pid {}: thread id {} appears twice in pstree.img", e.pid(), tid);
-    if (e.ppid() != 0 && !c.process(static_cast<pid_t>(e.ppid())))
-      return failf("pid {}: its parent {} is not in the checkpoint", e.pid(), e.ppid());
+    bool first = &p == &c.processes.front();
+    // Parents come first: the root, then each process after its parent, so
+    // the tree can be created top-down.
+    if (first && e.ppid() != 0) return failf("pid {}: the root has a parent ({}) in pstree.img", e.pid(), e.ppid());
+    if (!first && (e.ppid() == 0 || !ids.count(e.ppid())))
+      return failf("pid {}: its parent {} is not before it in the checkpoint", e.pid(), e.ppid());
+    if (first && e.zombie()) return failf("pid {}: the root is a zombie", e.pid());
+    if (e.zombie()) {
+      const ProcessImages* parent = c.process(static_cast<pid_t>(e.ppid()));
+      if (parent && parent->entry.zombie())
+        return failf("pid {}: a zombie's parent {} is a zombie too", e.pid(), e.ppid());
+    }
   }
   return {};
 }
@@ -208,6 +218,7 @@ Status validate_checkpoint(const Checkpoint& c, const MachineInfo& m) {
   TRY(check_inventory(c, m));
   TRY(check_ids(c));
   for (auto& p : c.processes) {
+    if (p.entry.zombie()) continue;  // its pstree entry is all there is
     auto ctx = fmt::format("pid {}", p.entry.pid());
     TRY(with_context(check_threads(p, m), ctx));
     TRY(with_context(check_vmas(c, p, m), ctx));

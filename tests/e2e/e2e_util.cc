@@ -237,7 +237,11 @@ void dump_and_reap(pid_t pid, const std::string& images, Program* p) {
   } else {
     EXPECT_EQ(wait_pid(pid).value_or(-1), 128 + SIGKILL);
   }
-  ASSERT_TRUE(wait_gone(pid));
+  // The rest of the tree (zombies included) was reparented to us, the
+  // subreaper: reaped here, so that every pid is free for the restore.
+  auto view = show_json(images);
+  for (auto& proc : view.processes())
+    ASSERT_TRUE(wait_gone(static_cast<pid_t>(proc.pstree().pid()))) << "pid " << proc.pstree().pid();
 }
 
 pid_t restore_detached(const std::string& images) {

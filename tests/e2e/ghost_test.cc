@@ -145,3 +145,49 @@ TEST(GhostDump, AFailedDumpRemovesTheLinkRemapItMade) {
         << "left behind: " << e.path();
   expect_intact(p);
 }
+
+namespace {
+
+// No name the restore made is left in dir once the restore is done.
+void expect_no_restore_names(const std::string& dir) {
+  for (auto& e : std::filesystem::directory_iterator(dir)) {
+    std::string name = e.path().filename().string();
+    EXPECT_EQ(name.rfind(".minicriu-", 0), std::string::npos) << "left behind: " << e.path();
+  }
+}
+
+}  // namespace
+
+TEST(GhostRestore, SharedPoolOfTwoProcessesComesBackSharedAndUnlinked) {
+  // Both processes check the other's half, cross writes after restore, that
+  // the file has no name, its size and the fd's offset.
+  TempDir dir;
+  Program p("ghost", dir, {"shared"});
+  ASSERT_TRUE(p.wait_ready());
+  pid_t pid = p.pid();
+  std::string images = images_dir(dir);
+  ASSERT_NO_FATAL_FAILURE(dump_and_reap(pid, images, &p));
+  ASSERT_EQ(restore_detached(images), pid);
+  expect_no_restore_names(dir.path());
+  ::kill(pid, SIGUSR1);
+  EXPECT_EQ(wait_pid(pid).value_or(-1), 0) << read_text(dir / "ghost.log");
+}
+
+TEST(GhostRestore, SparseGigabyteKeepsItsHoles) { cycle("ghost", 2, {"sparse"}, false); }
+
+TEST(GhostRestore, LinkRemapIsRemovedOnceRestored) {
+  TempDir dir;
+  Program p("ghost", dir, {"linked-other"});
+  ASSERT_TRUE(p.wait_ready());
+  pid_t pid = p.pid();
+  std::string images = images_dir(dir);
+  ASSERT_NO_FATAL_FAILURE(dump_and_reap(pid, images, &p));
+  bool remap = false;
+  for (auto& e : std::filesystem::directory_iterator(dir.path()))
+    remap |= e.path().filename().string().rfind(".minicriu-link", 0) == 0;
+  EXPECT_TRUE(remap) << "the dump made no link remap";
+  ASSERT_EQ(restore_detached(images), pid);
+  expect_no_restore_names(dir.path());
+  ::kill(pid, SIGUSR1);
+  EXPECT_EQ(wait_pid(pid).value_or(-1), 0) << read_text(dir / "ghost.log");
+}

@@ -169,3 +169,15 @@ TEST(Restore, EventfdTimerfdSignalfdEpollAndInotifyOfOneProcess) {
   // Recreated anonymous inodes get new inode numbers: maps are not compared.
   cycle("anonfds", 2, {"no-child"}, false);
 }
+
+TEST(Restore, ThreeLevelTreeWithAZombieSessionsGroupsAndPrctlState) {
+  // Every process checks its own memory, the root its zombie's status,
+  // subreaper, pdeathsig and umask; the shared readiness page is one object.
+  cycle("tree", 2, {"extras"}, false);
+}
+
+TEST(Restore, PipesWithDataInFlightAcrossTwoProcesses) { cycle("pipes", 2, {}, false); }
+
+TEST(Restore, SharedAnonymousMemoryAndAMemfdOfTwoProcessesStayShared) { cycle("shm", 2, {}, false); }
+
+TEST(Restore, AnonymousInodeFdsWithAPidfdIntoTheTree) { cycle("anonfds", 1, {}, false); }

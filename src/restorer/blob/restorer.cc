@@ -264,10 +264,10 @@ extern "C" __attribute__((used)) void restorer_main(Args* a) {
   mc_syscall3(MC_NR_write, a->sock_fd, reinterpret_cast<long>(&m), sizeof(m));
   long n = mc_syscall3(MC_NR_read, a->sock_fd, reinterpret_cast<long>(&m), sizeof(m));
   if (n <= 0 || m.type != MSG_GO) mc_syscall1(MC_NR_exit_group, 1);  // the parent gave up
-  // Set by minicriu so that a restore whose parent dies takes this task along.
-  // Cleared before closing the channel: the parent may exit as soon as it sees
-  // the channel close (restore -d).
-  mc_syscall2(MC_NR_prctl, kPrSetPdeathsig, 0);
+  // SIGKILL was set by minicriu so that a restore whose parent dies takes this
+  // task along. The dumped value replaces it before the channel closes: the
+  // parent may exit as soon as it sees the channel close (restore -d).
+  mc_syscall2(MC_NR_prctl, kPrSetPdeathsig, a->pdeathsig);
   mc_syscall1(MC_NR_close, a->sock_fd);
   __atomic_store_n(&a->go, 1, __ATOMIC_SEQ_CST);
   futex_wake(&a->go);
