@@ -1,11 +1,13 @@
 #include "restorer/blob_setup.hpp"
 
 #include <sys/mman.h>
+#include <sys/prctl.h>
 
 #include <algorithm>
 #include <cstring>
 
 #include "arch/x86_64/sigframe.hpp"
+#include "proc/process_state.hpp"
 #include "ptrace/thread_core.hpp"
 #include "restorer_blob.h"
 
@@ -86,6 +88,33 @@ void fill_specials(const BlobInputs& in, rst::Args& a) {
   }
 }
 
+// The dumped credentials, to apply only where they differ from the restoring
+// process's own (a root tree restored by root changes nothing).
+void fill_creds(const img::Creds& dumped, rst::Creds& out) {
+  out = {};
+  if (dumped.uids_size() != 4 || dumped.gids_size() != 4) return;  // not recorded
+  for (int i = 0; i < 4; i++) {
+    out.uids[i] = dumped.uids(i);
+    out.gids[i] = dumped.gids(i);
+  }
+  out.n_groups = static_cast<uint32_t>(std::min<int>(dumped.groups_size(), rst::kMaxGroups));
+  for (uint32_t i = 0; i < out.n_groups; i++) out.groups[i] = dumped.groups(static_cast<int>(i));
+  out.cap_inh = dumped.cap_inh();
+  out.cap_prm = dumped.cap_prm();
+  out.cap_eff = dumped.cap_eff();
+  out.cap_bnd = dumped.cap_bnd();
+  out.cap_amb = dumped.cap_amb();
+  out.securebits = dumped.securebits();
+  img::Creds mine;
+  if (!dump_creds(::getpid(), mine)) {
+    out.apply = 1;
+    return;
+  }
+  mine.set_securebits(static_cast<uint32_t>(::prctl(PR_GET_SECUREBITS)));
+  mine.set_no_new_privs(dumped.no_new_privs());
+  out.apply = mine.SerializeAsString() != dumped.SerializeAsString();
+}
+
 }  // namespace
 
 BlobSizes blob_sizes(const ProcessImages& p) {
@@ -116,6 +145,7 @@ Result<BlobJump> install_blob(const BlobInputs& in) {
   // would fire when minicriu exits (restore -d), so only the processes whose
   // parents come back with them get theirs.
   a->pdeathsig = in.root ? 0 : static_cast<int32_t>(p.core.prctl().pdeathsig());
+  fill_creds(p.core.creds(), a->creds);
 
   auto* vmas = arena.alloc<rst::Vma>(p.mm.vmas_size());
   for (int i = 0; i < p.mm.vmas_size(); i++) {

@@ -13,7 +13,7 @@
 namespace minicriu::rst {
 
 inline constexpr uint32_t kArgsMagic = 0x4d435253;  // "SRCM"
-inline constexpr uint32_t kArgsVersion = 1;
+inline constexpr uint32_t kArgsVersion = 2;
 inline constexpr uint32_t kMaxSignal = 64;
 // Each thread's stack while it runs blob code (the leader's too).
 inline constexpr uint64_t kBlobStackSize = 64 << 10;
@@ -124,6 +124,22 @@ struct Thread {
 };
 static_assert(sizeof(Thread) == 104);
 
+// Credentials, applied by every thread for itself (Linux credentials are per
+// thread) after every thread exists: creating threads with their tids needs
+// privileges the restored process may not keep.
+inline constexpr uint32_t kMaxGroups = 256;
+struct Creds {
+  uint32_t apply;          // 0: the restoring process's are already the dumped ones
+  uint32_t n_groups;
+  uint32_t uids[4];        // real, effective, saved, fs
+  uint32_t gids[4];
+  uint32_t groups[kMaxGroups];
+  uint64_t cap_inh, cap_prm, cap_eff, cap_bnd, cap_amb;
+  uint32_t securebits;
+  uint32_t pad;
+};
+static_assert(sizeof(Creds) == 8 + 32 + kMaxGroups * 4 + 40 + 8);
+
 struct Args {
   uint32_t magic;
   uint32_t version;
@@ -148,6 +164,7 @@ struct Args {
   PrctlMmMap mm;
   int32_t pdeathsig;       // set once the parent said go (until then SIGKILL)
   uint32_t pad1;
+  Creds creds;
   uint64_t premap_start;   // the premap slots: unmapped once every VMA has moved out
   uint64_t premap_end;
   uint64_t blob_start;     // code, args and stacks: unmapped by the last thread

@@ -9,6 +9,7 @@
 #include "arch/x86_64/sigframe.hpp"
 #include "fs/file_kind.hpp"
 #include "mem/page_dump.hpp"
+#include "restorer/restorer_args.hpp"
 
 namespace minicriu {
 
@@ -92,6 +93,9 @@ Status check_threads(const ProcessImages& p, const MachineInfo& m) {
     if (t.has_rseq() && t.rseq().addr() && t.rseq().len() < 32)
       return failf("thread {}: rseq area of {} bytes", t.tid(), t.rseq().len());
   }
+  if (core.creds().groups_size() > static_cast<int>(rst::kMaxGroups))
+    return failf("{} supplementary groups; at most {} are restored", core.creds().groups_size(),
+                 rst::kMaxGroups);
   for (auto& s : core.shared_pending())
     if (s.raw().size() != 128) return failf("shared pending siginfo of {} bytes", s.raw().size());
   for (auto& a : core.sigactions())

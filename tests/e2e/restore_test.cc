@@ -181,3 +181,8 @@ TEST(Restore, PipesWithDataInFlightAcrossTwoProcesses) { cycle("pipes", 2, {}, f
 TEST(Restore, SharedAnonymousMemoryAndAMemfdOfTwoProcessesStayShared) { cycle("shm", 2, {}, false); }
 
 TEST(Restore, AnonymousInodeFdsWithAPidfdIntoTheTree) { cycle("anonfds", 1, {}, false); }
+
+TEST(Restore, CredentialsOfEveryThreadComeBack) {
+  // Not root: ids all different, two groups, one capability, in two threads.
+  cycle("creds", 2);
+}

@@ -200,6 +200,42 @@ void restore_thread_state(Args* a, const Thread* t) {
   }
 }
 
+// This thread's credentials, as dumped: the bounding set and securebits while
+// CAP_SETPCAP is still ours, ids with SECBIT_KEEP_CAPS so that leaving uid 0
+// keeps the capabilities to set, then the capability sets themselves.
+void restore_creds(Args* a, const Thread* t) {
+  const Creds& c = a->creds;
+  if (!c.apply) return;
+  constexpr long kPrCapbsetDrop = 24, kPrSetSecurebits = 28, kPrSetKeepcaps = 8,
+                 kPrCapAmbient = 47, kAmbientRaise = 2, kAmbientClearAll = 4;
+  constexpr uint32_t kSecbitKeepCaps = 1u << 4;
+  long r;
+  for (long cap = 0; cap < 64; cap++)
+    if (!(c.cap_bnd >> cap & 1)) mc_syscall2(MC_NR_prctl, kPrCapbsetDrop, cap);  // EINVAL past the last cap
+  if ((r = mc_syscall2(MC_NR_prctl, kPrSetSecurebits, c.securebits | kSecbitKeepCaps)) < 0)
+    return set_error(a, "securebits of thread", t->tid, r, false);
+  if ((r = mc_syscall2(MC_NR_setgroups, c.n_groups, reinterpret_cast<long>(c.groups))) < 0)
+    return set_error(a, "setgroups of thread", t->tid, r, false);
+  if ((r = mc_syscall3(MC_NR_setresgid, c.gids[0], c.gids[1], c.gids[2])) < 0)
+    return set_error(a, "setresgid of thread", t->tid, r, false);
+  mc_syscall1(MC_NR_setfsgid, c.gids[3]);
+  if ((r = mc_syscall3(MC_NR_setresuid, c.uids[0], c.uids[1], c.uids[2])) < 0)
+    return set_error(a, "setresuid of thread", t->tid, r, false);
+  mc_syscall1(MC_NR_setfsuid, c.uids[3]);
+  struct { uint32_t version; int32_t pid; } header{0x20080522, 0};  // _LINUX_CAPABILITY_VERSION_3
+  struct { uint32_t effective, permitted, inheritable; } data[2] = {
+      {static_cast<uint32_t>(c.cap_eff), static_cast<uint32_t>(c.cap_prm), static_cast<uint32_t>(c.cap_inh)},
+      {static_cast<uint32_t>(c.cap_eff >> 32), static_cast<uint32_t>(c.cap_prm >> 32),
+       static_cast<uint32_t>(c.cap_inh >> 32)}};
+  if ((r = mc_syscall2(MC_NR_capset, reinterpret_cast<long>(&header), reinterpret_cast<long>(data))) < 0)
+    return set_error(a, "capset of thread", t->tid, r, false);
+  mc_syscall5(MC_NR_prctl, kPrCapAmbient, kAmbientClearAll, 0, 0, 0);
+  for (long cap = 0; cap < 64; cap++)
+    if (c.cap_amb >> cap & 1) mc_syscall5(MC_NR_prctl, kPrCapAmbient, kAmbientRaise, cap, 0, 0);
+  // Unprivileged, unlike securebits: drops KEEP_CAPS unless it was dumped.
+  mc_syscall2(MC_NR_prctl, kPrSetKeepcaps, (c.securebits & kSecbitKeepCaps) ? 1 : 0);
+}
+
 [[noreturn]] void resume(Args* a, const Thread* t) {
   mc_jump_tail(a->tail, t->sigreturn_sp, &a->in_blob, a->blob_start, a->blob_size);
 }
@@ -207,6 +243,7 @@ void restore_thread_state(Args* a, const Thread* t) {
 extern "C" __attribute__((used)) void restorer_thread_main(Args* a, unsigned long index) {
   const Thread* t = &reinterpret_cast<const Thread*>(a->threads)[index];
   restore_thread_state(a, t);
+  restore_creds(a, t);
   __atomic_add_fetch(&a->ready, 1, __ATOMIC_SEQ_CST);
   futex_wake(&a->ready);
   while (!__atomic_load_n(&a->go, __ATOMIC_SEQ_CST)) futex_wait(&a->go, 0);
@@ -253,6 +290,7 @@ extern "C" __attribute__((used)) void restorer_main(Args* a) {
     long r = mc_syscall3(MC_NR_rt_sigqueueinfo, a->pid, signo, reinterpret_cast<long>(shared[i].raw));
     if (r < 0) set_error(a, "re-queueing a shared pending signal", static_cast<uint64_t>(signo), r, false);
   }
+  restore_creds(a, leader);
   wait_threads_ready(a);
   if (a->failed) die(a);
 
