@@ -92,13 +92,15 @@ TEST(AnonFds, LeaveRunningDumpRecordsEachObjectAndChangesNone) {
   EXPECT_EQ(in.watches(0).mask(), static_cast<uint32_t>(IN_CREATE));
 
   const auto& ep = by_fd[fd_of[img::FileEntry::kEpoll]]->epoll();
-  ASSERT_EQ(ep.targets_size(), 2);
+  ASSERT_EQ(ep.targets_size(), 3);
   std::map<img::FileEntry::KindCase, const img::EpollTarget*> target_of;
   for (auto& target : ep.targets()) {
     ASSERT_TRUE(by_fd.count(target.fd())) << "epoll target fd " << target.fd() << " is not in the fd table";
     target_of[by_fd[target.fd()]->kind_case()] = &target;
   }
-  ASSERT_TRUE(target_of.count(img::FileEntry::kEventfd) && target_of.count(img::FileEntry::kTimerfd));
+  ASSERT_TRUE(target_of.count(img::FileEntry::kEventfd) && target_of.count(img::FileEntry::kTimerfd) &&
+              target_of.count(img::FileEntry::kPipe));
+  EXPECT_EQ(target_of[img::FileEntry::kPipe]->data(), 0x9191u);
   EXPECT_EQ(target_of[img::FileEntry::kEventfd]->data(), 0xE1E1E1E1E1ull);
   EXPECT_EQ(target_of[img::FileEntry::kTimerfd]->data(), 0x7171u);
   EXPECT_TRUE(target_of[img::FileEntry::kEventfd]->events() & EPOLLIN);
@@ -106,7 +108,7 @@ TEST(AnonFds, LeaveRunningDumpRecordsEachObjectAndChangesNone) {
   auto shown = run_minicriu({"show", "-D", images});
   ASSERT_EQ(shown.status, 0) << shown.output;
   for (const char* line : {"eventfd (count 5", "timerfd (clock 1, relative", "signalfd (mask 0x800",
-                           "epoll (2 target(s): fd ", "pidfd (pid ", "inotify (1 watch(es): wd 2 "})
+                           "epoll (3 target(s): fd ", "pidfd (pid ", "inotify (1 watch(es): wd 2 "})
     EXPECT_NE(shown.output.find(line), std::string::npos) << line << " not in\n" << shown.output;
 
   // The dump read fdinfo only: the count, the queued signal and the timer are

@@ -21,6 +21,7 @@
 #define INTERVAL_NS 100000000ll
 #define EFD_DATA 0xE1E1E1E1E1ull
 #define TFD_DATA 0x7171ull
+#define PIPE_DATA 0x9191ull
 
 static int64_t now_ns(void) {
   struct timespec t;
@@ -66,6 +67,14 @@ int main(int argc, char** argv) {
   if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, efd, &ev) != 0) { perror("epoll eventfd"); return 2; }
   ev.data.u64 = TFD_DATA;
   if (epoll_ctl(ep, EPOLL_CTL_ADD, tfd, &ev) != 0) { perror("epoll timerfd"); return 2; }
+  /* And a pipe with a byte in it, edge-triggered on its read end. */
+  int pfd[2];
+  ev.events = EPOLLIN | EPOLLET;
+  ev.data.u64 = PIPE_DATA;
+  if (pipe(pfd) != 0 || write(pfd[1], "p", 1) != 1 || epoll_ctl(ep, EPOLL_CTL_ADD, pfd[0], &ev) != 0) {
+    perror("epoll pipe");
+    return 2;
+  }
 
   /* Watch 1 comes and goes: the watch kept is number 2. */
   const char* work = argc > 2 ? argv[2] : "/tmp";
@@ -81,20 +90,23 @@ int main(int argc, char** argv) {
   /* The epoll first, before anything is read: both targets become ready (the
    * eventfd is, the timer is once it fired), each with its own data. */
   struct epoll_event got[4];
-  int seen_efd = 0, seen_tfd = 0;
+  int seen_efd = 0, seen_tfd = 0, seen_pipe = 0;
   /* By time, not rounds: the ready eventfd makes every epoll_wait return at once. */
   int64_t deadline = now_ns() + 1000000000ll;
-  while (!(seen_efd && seen_tfd) && now_ns() < deadline) {
+  while (!(seen_efd && seen_tfd && seen_pipe) && now_ns() < deadline) {
     int n = epoll_wait(ep, got, 4, 100);
     CHECK(n >= 0, "epoll_wait: %s", strerror(errno));
     for (int i = 0; i < n; i++) {
       if (got[i].data.u64 == EFD_DATA && got[i].events == EPOLLIN) seen_efd = 1;
       else if (got[i].data.u64 == TFD_DATA && got[i].events == EPOLLIN) seen_tfd = 1;
+      else if (got[i].data.u64 == PIPE_DATA && got[i].events == EPOLLIN) seen_pipe = 1;
       else CHECK(0, "epoll reported data %#llx events %#x", (unsigned long long)got[i].data.u64, got[i].events);
     }
   }
-  CHECK(seen_efd && seen_tfd, "epoll_wait never reported: %s%s", seen_efd ? "" : "the eventfd ",
-        seen_tfd ? "" : "the timerfd");
+  CHECK(seen_efd && seen_tfd && seen_pipe, "epoll_wait never reported: %s%s%s", seen_efd ? "" : "the eventfd ",
+        seen_tfd ? "" : "the timerfd ", seen_pipe ? "" : "the pipe");
+  char pbyte = 0;
+  CHECK(read(pfd[0], &pbyte, 1) == 1 && pbyte == 'p', "the pipe's byte");
 
   uint64_t count = 0;
   CHECK(read(efd, &count, 8) == 8 && count == 5, "eventfd count %llu, was 5", (unsigned long long)count);
