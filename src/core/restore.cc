@@ -171,6 +171,7 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   // Every holder has its files: ghosts become ghosts again, link remaps go,
   // and our own ends of pipes and shared files must not keep them open.
   ghosts.unlink_all();
+  TRY(shmem->finish());
   shared.fds.clear();
   pipes.reset();
   shmem.reset();

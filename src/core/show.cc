@@ -24,6 +24,7 @@ const char* vma_kind_name(img::VmaKind k) {
     case img::VMA_VVAR: return "vvar";
     case img::VMA_VVAR_VCLOCK: return "vvar_vclock";
     case img::VMA_VSYSCALL: return "vsyscall";
+    case img::VMA_SYSV_SHM: return "sysv-shm";
     default: return "?";
   }
 }
@@ -125,7 +126,12 @@ std::string text(const img::CheckpointView& c) {
                        g.size(), g.allocated(), g.extents_size());
   for (auto& o : c.shmem())
     out += fmt::format("shmem {}: {} ({} bytes, {} bytes of data){}\n", o.id(),
-                       o.memfd() ? "memfd:" + o.name() : "shared anonymous memory", o.size(),
+                       o.has_sysv()  ? fmt::format("System V segment {} (key {:#x}{})", o.sysv().shmid(),
+                                                   static_cast<uint32_t>(o.sysv().key()),
+                                                   o.sysv().removed() ? ", removed" : "")
+                       : o.memfd() ? "memfd:" + o.name()
+                                   : "shared anonymous memory",
+                       o.size(),
                        o.allocated(), o.seals() ? fmt::format(", seals {:#x}", o.seals()) : "");
   for (auto& p : c.pipes())
     out += fmt::format("pipe:[{}]: {} bytes queued, capacity {}\n", p.pipe_ino(), p.bytes(), p.capacity());

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/shm.h>
 #include <unistd.h>
 
 #include "fs/file_kind.hpp"
@@ -61,7 +62,25 @@ Result<uint32_t> ShmemStore::add_mapping(pid_t pid, uint64_t start, uint64_t end
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) return failf_errno("{}: fstat", what);
   std::string name = memfd_name(path);
-  return add(what, fd.get(), st, !name.empty(), name);
+  ASSIGN_OR_RETURN(uint32_t id, add(what, fd.get(), st, !name.empty(), name));
+  if (path.rfind("/SYSV", 0) == 0) TRY(describe_sysv(what, static_cast<int>(st.st_ino), entries_[id - 1]));
+  return id;
+}
+
+// A segment's inode number is its id (ipc/shm.c); IPC_STAT tells the rest.
+Status ShmemStore::describe_sysv(const std::string& what, int shmid, img::ShmemObject& o) {
+  if (o.has_sysv()) return {};
+  shmid_ds ds{};
+  if (::shmctl(shmid, IPC_STAT, &ds) != 0)
+    return failf_errno("{}: System V segment {}: IPC_STAT (another IPC namespace?)", what, shmid);
+  img::SysvShm* s = o.mutable_sysv();
+  s->set_shmid(shmid);
+  s->set_key(ds.shm_perm.__key);
+  s->set_mode(ds.shm_perm.mode & 0777);
+  s->set_uid(ds.shm_perm.uid);
+  s->set_gid(ds.shm_perm.gid);
+  s->set_removed((ds.shm_perm.mode & SHM_DEST) != 0);
+  return {};
 }
 
 Status ShmemStore::commit() {
@@ -96,7 +115,9 @@ Result<int> ShmemRestorer::object_fd(uint32_t id) {
   if (o == objects_.end()) return failf("shared memory object {} is not in shmem.img", id);
   const img::ShmemObject& obj = o->second;
   UniqueFd fd;
-  if (obj.memfd()) {
+  if (obj.has_sysv()) {
+    ASSIGN_OR_RETURN(fd, create_sysv(obj));
+  } else if (obj.memfd()) {
     fd.reset(::memfd_create(obj.name().c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING));
     if (!fd) return failf_errno("memfd_create({})", obj.name());
   } else {
@@ -112,7 +133,7 @@ Result<int> ShmemRestorer::object_fd(uint32_t id) {
     ::munmap(p, len);
     if (!fd) return std::unexpected(Error("cannot open the shared anonymous memory object", e));
   }
-  if (::ftruncate(fd.get(), static_cast<off_t>(obj.size())) != 0)
+  if (!obj.has_sysv() && ::ftruncate(fd.get(), static_cast<off_t>(obj.size())) != 0)
     return failf_errno("shared memory object {}: ftruncate to {}", id, obj.size());
   UniqueFd data(::open(dir_.shmem_data(id).c_str(), O_RDONLY | O_CLOEXEC));
   if (!data) return failf_errno("cannot open {}", dir_.shmem_data(id));
@@ -121,6 +142,70 @@ Result<int> ShmemRestorer::object_fd(uint32_t id) {
   int raw = fd.get();
   fds_.emplace(id, std::move(fd));
   return raw;
+}
+
+// A System V segment with its dumped id: kernel.shm_next_id picks the id of
+// the next shmget (needs CAP_SYS_ADMIN). Our fd on it comes from map_files of
+// a short attachment, for filling it like any shmem object.
+Result<UniqueFd> ShmemRestorer::create_sysv(const img::ShmemObject& obj) {
+  const img::SysvShm& s = obj.sysv();
+  // A keyed segment outlives a dump that killed its tree: the same segment,
+  // left unattached, gives way to the image, the checkpoint's truth. One that
+  // somebody attached since is not ours to replace.
+  shmid_ds old{};
+  if (!s.removed() && ::shmctl(s.shmid(), IPC_STAT, &old) == 0) {
+    if (old.shm_perm.__key != s.key() || old.shm_nattch != 0)
+      return failf("System V segment {} is in use (key {:#x}, {} attachment(s), last by pid {}); "
+                   "remove it (ipcrm -m {}) or restore elsewhere", s.shmid(),
+                   static_cast<uint32_t>(old.shm_perm.__key), old.shm_nattch, old.shm_lpid, s.shmid());
+    if (::shmctl(s.shmid(), IPC_RMID, nullptr) != 0)
+      return failf_errno("System V segment {}: removing the one left by the dump", s.shmid());
+  }
+  {
+    UniqueFd next(::open("/proc/sys/kernel/shm_next_id", O_WRONLY | O_CLOEXEC));
+    std::string v = std::to_string(s.shmid());
+    if (!next || ::write(next.get(), v.data(), v.size()) != static_cast<ssize_t>(v.size()))
+      return failf_errno("System V segment {}: cannot set kernel.shm_next_id", s.shmid());
+  }
+  key_t key = s.removed() ? IPC_PRIVATE : s.key();
+  int id = ::shmget(key, obj.size(), IPC_CREAT | IPC_EXCL | static_cast<int>(s.mode() & 0777));
+  if (id < 0)
+    return failf_errno("System V segment {} (key {:#x}): shmget (is the key or the id taken?)",
+                       s.shmid(), static_cast<uint32_t>(s.key()));
+  if (id != s.shmid()) {
+    ::shmctl(id, IPC_RMID, nullptr);
+    return failf("System V segment {} came back as {}: the id is taken", s.shmid(), id);
+  }
+  sysv_created_.push_back(id);
+  void* at = ::shmat(id, nullptr, 0);
+  if (at == reinterpret_cast<void*>(-1)) return failf_errno("System V segment {}: shmat", id);
+  auto start = reinterpret_cast<uint64_t>(at);
+  uint64_t len = (obj.size() + 4095) & ~4095ull;
+  UniqueFd fd(::open(fmt::format("/proc/self/map_files/{:x}-{:x}", start, start + len).c_str(),
+                     O_RDWR | O_CLOEXEC));
+  int e = errno;
+  ::shmdt(at);
+  if (!fd) return std::unexpected(Error(fmt::format("System V segment {}: map_files", id), e));
+  shmid_ds ds{};
+  ::shmctl(id, IPC_STAT, &ds);
+  ds.shm_perm.uid = s.uid();
+  ds.shm_perm.gid = s.gid();
+  ds.shm_perm.mode = static_cast<unsigned short>(s.mode());
+  if (::shmctl(id, IPC_SET, &ds) != 0) return failf_errno("System V segment {}: IPC_SET", id);
+  return fd;
+}
+
+Status ShmemRestorer::finish() {
+  for (auto& [id, obj] : objects_)
+    if (obj.has_sysv() && obj.sysv().removed() && ::shmctl(obj.sysv().shmid(), IPC_RMID, nullptr) != 0)
+      return failf_errno("System V segment {}: IPC_RMID", obj.sysv().shmid());
+  sysv_created_.clear();  // they belong to the restored tree now
+  return {};
+}
+
+ShmemRestorer::~ShmemRestorer() {
+  // A restore that failed takes back the segments it made.
+  for (int id : sysv_created_) ::shmctl(id, IPC_RMID, nullptr);
 }
 
 Status ShmemRestorer::create_all() {

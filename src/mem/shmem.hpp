@@ -35,6 +35,8 @@ class ShmemStore {
   [[nodiscard]] Status commit();
 
  private:
+  [[nodiscard]] Status describe_sysv(const std::string& what, int shmid, img::ShmemObject& o);
+
   const ImageDir& dir_;
   const Logger& log_;
   std::vector<img::ShmemObject> entries_;
@@ -47,13 +49,23 @@ std::string memfd_name(const std::string& link);
 class ShmemRestorer {
  public:
   explicit ShmemRestorer(const ImageDir& dir) : dir_(dir.path()) {}
+  ~ShmemRestorer();
   ShmemRestorer(const ShmemRestorer&) = delete;
   ShmemRestorer& operator=(const ShmemRestorer&) = delete;
   [[nodiscard]] static Result<std::unique_ptr<ShmemRestorer>> load(const ImageDir& dir);
   // An fd on the object, created and filled on first use; owned by us.
   [[nodiscard]] Result<int> object_fd(uint32_t id);
+  // The object's image entry; null if there is none.
+  const img::ShmemObject* object(uint32_t id) const {
+    auto it = objects_.find(id);
+    return it == objects_.end() ? nullptr : &it->second;
+  }
   // Seals go on last: F_SEAL_WRITE forbids the writable mappings made before.
   [[nodiscard]] Status seal_all();
+  // Once every process is attached: System V segments that were removed
+  // (IPC_RMID) at the dump are removed again. Until then, a failed restore
+  // removes every segment it made.
+  [[nodiscard]] Status finish();
   // Where the fds kept here go (see FileRestoreContext::fd_floor).
   void set_fd_floor(int floor) { fd_floor_ = floor; }
   // Every object now: before the processes of a tree are created, so that
@@ -63,7 +75,10 @@ class ShmemRestorer {
  private:
   ImageDir dir_;
   std::map<uint32_t, img::ShmemObject> objects_;
+  [[nodiscard]] Result<UniqueFd> create_sysv(const img::ShmemObject& obj);
+
   std::map<uint32_t, UniqueFd> fds_;
+  std::vector<int> sysv_created_;
   int fd_floor_ = 0;
 };
 

@@ -24,8 +24,11 @@ Result<img::VmaKind> classify(pid_t pid, const proc::MapsEntry& m) {
     return failf("{}: device memory (VM_IO/VM_PFNMAP) cannot be checkpointed", where);
   if (m.inode == 0 && !m.shared) return img::VMA_ANON_PRIVATE;
   if (m.shared && starts_with(m.path, "/dev/zero")) return img::VMA_ANON_SHARED;
-  if (starts_with(m.path, "/SYSV"))
-    return failf("{}: System V shared memory is not supported yet", where);
+  if (starts_with(m.path, "/SYSV")) {
+    // shmat maps a segment from its start; a remapped tail cannot be made again.
+    if (m.offset != 0) return failf("{}: part of a System V segment at offset {:#x}", where, m.offset);
+    return img::VMA_SYSV_SHM;
+  }
   // A memfd is a shmem object: dumped once as such, whoever maps it.
   if (starts_with(m.path, "/memfd:")) return m.shared ? img::VMA_FILE_SHARED : img::VMA_FILE_PRIVATE;
   // A deleted file is reached through /proc/PID/map_files by the dumper.
@@ -68,7 +71,7 @@ Result<std::vector<VmaInfo>> collect_vmas(pid_t pid) {
     v.set_ino(m.inode);
     bool deleted = ends_with(m.path, " (deleted)") && !starts_with(m.path, "/memfd:") &&
                    (kind == img::VMA_FILE_SHARED || kind == img::VMA_FILE_PRIVATE);
-    bool shmem = kind == img::VMA_ANON_SHARED || starts_with(m.path, "/memfd:");
+    bool shmem = kind == img::VMA_ANON_SHARED || kind == img::VMA_SYSV_SHM || starts_with(m.path, "/memfd:");
     out.push_back({std::move(v), std::move(m), deleted, shmem});
   }
   return out;

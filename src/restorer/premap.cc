@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/shm.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 
@@ -140,6 +141,16 @@ Status map_slot(const Checkpoint& c, const img::Vma& v, uint64_t slot, const Fil
       int prot = shared ? static_cast<int>(v.prot()) : PROT_READ | PROT_WRITE;
       got = ::mmap(want, size, prot, (shared ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED, fd.get(),
                    static_cast<off_t>(v.pgoff()));
+      break;
+    }
+    case img::VMA_SYSV_SHM: {
+      // Attached for real (shm_nattch counts it, maps shows /SYSV), then moved.
+      const img::ShmemObject* obj = ctx.shmem ? ctx.shmem->object(v.shmem_id()) : nullptr;
+      if (!obj || !obj->has_sysv()) return failf("System V mapping without its segment ({})", v.shmem_id());
+      TRY(ctx.shmem->object_fd(v.shmem_id()));  // created before the tree, normally
+      int flags = SHM_REMAP | ((v.prot() & PROT_WRITE) ? 0 : SHM_RDONLY) | ((v.prot() & PROT_EXEC) ? SHM_EXEC : 0);
+      got = ::shmat(obj->sysv().shmid(), want, flags);
+      if (got == reinterpret_cast<void*>(-1)) got = MAP_FAILED;
       break;
     }
     default:

@@ -142,8 +142,8 @@ Status check_vmas(const Checkpoint& c, const ProcessImages& p, const MachineInfo
     if (v.has_pages() && !vma_dumps_pages(v))
       return failf("{}: has pages, but its kind has none in the page image", where);
     if (v.file_id() && !c.file(v.file_id())) return failf("{}: file {} is not in files.img", where, v.file_id());
-    if (v.kind() == img::VMA_ANON_SHARED && !v.shmem_id())
-      return failf("{}: shared anonymous memory without its object", where);
+    if ((v.kind() == img::VMA_ANON_SHARED || v.kind() == img::VMA_SYSV_SHM) && !v.shmem_id())
+      return failf("{}: shared memory without its object", where);
     if (v.kind() == img::VMA_FILE_PRIVATE || v.kind() == img::VMA_FILE_SHARED) {
       if (v.path().empty() || v.path()[0] != '/') return failf("{}: file mapping without a path", where);
       if (v.pgoff() % kPage) return failf("{}: file offset {} is not page-aligned", where, v.pgoff());

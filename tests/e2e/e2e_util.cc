@@ -268,7 +268,9 @@ void cycle(const std::string& program, int cycles, std::vector<std::string> args
     ASSERT_NO_FATAL_FAILURE(dump_and_reap(pid, images, i == 0 ? &p : nullptr));
     ASSERT_EQ(restore_detached(images), pid);
     // Every VMA where it was, nothing of minicriu left behind.
-    if (same_maps) EXPECT_EQ(read_text("/proc/" + std::to_string(pid) + "/maps"), maps);
+    if (same_maps) {
+      EXPECT_EQ(read_text("/proc/" + std::to_string(pid) + "/maps"), maps);
+    }
   }
   ::kill(pid, SIGUSR1);
   EXPECT_EQ(wait_pid(pid).value_or(-1), 0) << read_text(dir / (program + ".log"));

@@ -186,3 +186,5 @@ TEST(Restore, CredentialsOfEveryThreadComeBack) {
   // Not root: ids all different, two groups, one capability, in two threads.
   cycle("creds", 2);
 }
+
+TEST(Restore, SystemVSharedMemoryKeyedAndRemovedStaysShared) { cycle("sysv", 2, {}, false); }

@@ -47,3 +47,22 @@ TEST(ShmDump, AnonymousSharedAndMemfdAreStoredOnceEach) {
   EXPECT_TRUE(memfd_fd);
   expect_intact(p);
 }
+
+TEST(ShmDump, SystemVSegmentsAreStoredOnceWithTheirIds) {
+  TempDir dir;
+  std::string images = images_dir(dir);
+  Program p("sysv", dir);
+  ASSERT_TRUE(p.wait_ready());
+  ASSERT_NO_FATAL_FAILURE(dump_leave_running(p, images));
+  auto view = show_json(images);
+  int segments = 0, removed = 0;
+  for (auto& o : view.shmem()) {
+    if (!o.has_sysv()) continue;
+    segments++;
+    removed += o.sysv().removed();
+    EXPECT_EQ(o.size(), 4u << 20);
+  }
+  EXPECT_EQ(segments, 2);
+  EXPECT_EQ(removed, 1);
+  expect_intact(p);
+}
