@@ -141,7 +141,7 @@ int main(int argc, char** argv) {
   // anything a target might leave behind.
   prctl(PR_SET_CHILD_SUBREAPER, 1);
 
-  std::vector<double> cp, wr, rd, dump_s, frozen_s, restore_s;
+  std::vector<double> cp, wr, rd, dump_s, frozen_s, kill_dump_s, restore_s, down_s;
   uint64_t image_bytes = 0;
   std::string images = dir + "/page_bench.images";
   auto fail = [&](const char* what, const std::string& why, pid_t pid) {
@@ -197,7 +197,11 @@ int main(int argc, char** argv) {
     if (!restored) return fail("restore failed", restored.error().what(), -1);
     pid_t pid = restored->root_pid;
     if (pid != target) return fail("restore", "the restored pid is not the dumped one", pid);
+    kill_dump_s.push_back(static_cast<double>(killed->total_ns) / 1e9);
     restore_s.push_back(restore_time);
+    // What a move of the process costs it: from the freeze of the killing dump
+    // to the restored process running (the time between the two is ours).
+    down_s.push_back(static_cast<double>(killed->frozen_ns) / 1e9 + restore_time);
     // The restored process checks its whole memory and exits 0 if intact.
     kill(pid, SIGUSR1);
     status = wait_exit(pid, 60);
@@ -217,8 +221,10 @@ int main(int argc, char** argv) {
   std::printf("| application frozen | %.3f s |\n", median(frozen_s));
   std::printf("| image size | %.1f MiB (%.3f of the memory) |\n",
               static_cast<double>(image_bytes) / (1 << 20), static_cast<double>(image_bytes) / bytes);
+  std::printf("| dump, whole (target killed) | %.3f s |\n", median(kill_dump_s));
   std::printf("| restore, whole (detached; memory checked after) | %.3f s = %.2f GB/s |\n",
               median(restore_s), restore_gbps);
+  std::printf("| down time: killing dump frozen + restore | %.3f s |\n", median(down_s));
   std::printf("| dump / memcpy | %.2f |\n", dump_gbps / median(cp));
   std::printf("| dump / tmpfs write | %.2f |\n", dump_gbps / median(wr));
   std::printf("| restore / memcpy | %.2f |\n", restore_gbps / median(cp));
