@@ -1,6 +1,13 @@
 // Page-path benchmark: dump a process with SIZE of touched anonymous memory
-// into /dev/shm, next to this machine's own limits measured in the same run:
-// memcpy bandwidth and tmpfs write bandwidth for the same size.
+// into /dev/shm and restore it, next to this machine's own limits measured in
+// the same run: memcpy bandwidth, tmpfs write() and read() bandwidth for the
+// same size.
+//
+// Each run starts a fresh target (bench/page_target.c), dumps it with
+// leave_running (the dump figures), dumps it again killing it, makes sure it
+// is reaped, restores it detached (the restore figures), and has the restored
+// process check its whole memory pattern itself: a restore that lost or
+// damaged a page fails the benchmark.
 //
 //   page_bench [SIZE_MIB=1024] [RUNS=3] [DIR=/dev/shm]
 #include <fcntl.h>
@@ -12,6 +19,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -34,30 +42,30 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-// A child with `bytes` of touched anonymous memory, waiting.
-pid_t start_target(size_t bytes) {
+// bench/page_target.c, built next to us, with `mib` of touched memory; it
+// closes its end of a pipe when ready.
+pid_t start_target(size_t mib) {
+  static const std::string target =
+      (std::filesystem::read_symlink("/proc/self/exe").parent_path() / "page_target").string();
+  std::string arg = std::to_string(mib);
   int p[2];
   if (pipe(p) != 0) std::exit(1);
   pid_t pid = fork();
   if (pid == 0) {
     close(p[0]);
-    auto* mem = static_cast<uint64_t*>(mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
-                                            MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
-    for (size_t i = 0; i < bytes / 8; i++) mem[i] = i * 0x9e3779b97f4a7c15ull;
-    int devnull = open("/dev/null", O_RDWR);
-    dup2(devnull, 0);
-    dup2(devnull, 1);
-    dup2(devnull, 2);
-    // Closing the pipe (with everything else) tells the parent we are ready.
-    close_range(3, ~0u, 0);
-    for (;;) pause();
+    execl(target.c_str(), target.c_str(), arg.c_str(), nullptr);
+    _exit(127);
   }
   close(p[1]);
-  // The child closes its pipe end with close_range once it is ready.
   char c;
   while (read(p[0], &c, 1) > 0) {
   }
   close(p[0]);
+  int status;
+  if (waitpid(pid, &status, WNOHANG) != 0) {
+    std::fprintf(stderr, "%s did not start\n", target.c_str());
+    std::exit(1);
+  }
   return pid;
 }
 
@@ -70,8 +78,8 @@ double memcpy_gbps(size_t bytes) {
   return static_cast<double>(bytes) / s / 1e9;
 }
 
-double tmpfs_write_gbps(const std::string& dir, size_t bytes) {
-  std::string path = dir + "/page_bench.write";
+// Writes `path` (left in place for the read figures).
+double tmpfs_write_gbps(const std::string& path, size_t bytes) {
   std::vector<char> buf(8 << 20, 3);
   int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
   auto t = Clock::now();
@@ -79,8 +87,47 @@ double tmpfs_write_gbps(const std::string& dir, size_t bytes) {
     if (write(fd, buf.data(), buf.size()) != static_cast<ssize_t>(buf.size())) std::abort();
   double s = seconds_since(t);
   close(fd);
-  unlink(path.c_str());
   return static_cast<double>(bytes) / s / 1e9;
+}
+
+// Reads `path` with large read()s into fresh anonymous memory of the same
+// size: the work a restore does with its pages (fault in, zero, copy), so the
+// bound to compare it with.
+double tmpfs_read_gbps(const std::string& path, size_t bytes) {
+  int fd = open(path.c_str(), O_RDONLY);
+  void* mem = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (fd < 0 || mem == MAP_FAILED) std::abort();
+  auto* dst = static_cast<char*>(mem);
+  auto t = Clock::now();
+  for (size_t done = 0; done < bytes;) {
+    ssize_t n = read(fd, dst + done, bytes - done);
+    if (n <= 0) std::abort();
+    done += static_cast<size_t>(n);
+  }
+  double s = seconds_since(t);
+  if (dst[bytes / 2] != 3) std::abort();
+  munmap(mem, bytes);
+  close(fd);
+  return static_cast<double>(bytes) / s / 1e9;
+}
+
+// Waits up to `timeout_s` for `pid` to end and returns its wait status; kills
+// it if it does not end. -1 with errno from waitpid if it is not our child.
+int wait_exit(pid_t pid, double timeout_s) {
+  auto t = Clock::now();
+  int status = 0;
+  for (;;) {
+    pid_t got = waitpid(pid, &status, WNOHANG);
+    if (got == pid) return status;
+    if (got < 0) return -1;
+    if (seconds_since(t) > timeout_s) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      errno = ETIMEDOUT;
+      return -1;
+    }
+    usleep(1000);
+  }
 }
 
 }  // namespace
@@ -90,15 +137,30 @@ int main(int argc, char** argv) {
   int runs = argc > 2 ? std::atoi(argv[2]) : 3;
   std::string dir = argc > 3 ? argv[3] : "/dev/shm";
   size_t bytes = mib << 20;
+  // Restored processes are our children too; as a subreaper we also reap
+  // anything a target might leave behind.
   prctl(PR_SET_CHILD_SUBREAPER, 1);
 
-  std::vector<double> cp, wr, dump_s, frozen_s;
+  std::vector<double> cp, wr, rd, dump_s, frozen_s, kill_dump_s, restore_s, down_s;
   uint64_t image_bytes = 0;
+  std::string images = dir + "/page_bench.images";
+  auto fail = [&](const char* what, const std::string& why, pid_t pid) {
+    std::fprintf(stderr, "%s: %s\n", what, why.c_str());
+    if (pid > 0) {
+      kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+    }
+    std::filesystem::remove_all(images);
+    return 1;
+  };
   for (int r = 0; r < runs; r++) {
     cp.push_back(memcpy_gbps(bytes));
-    wr.push_back(tmpfs_write_gbps(dir, bytes));
-    pid_t target = start_target(bytes);
-    std::string images = dir + "/page_bench.images";
+    std::string file = dir + "/page_bench.file";
+    wr.push_back(tmpfs_write_gbps(file, bytes));
+    rd.push_back(tmpfs_read_gbps(file, bytes));
+    unlink(file.c_str());
+
+    pid_t target = start_target(mib);
     std::filesystem::remove_all(images);
     std::filesystem::create_directory(images);
     minicriu::DumpOptions opts;
@@ -106,30 +168,66 @@ int main(int argc, char** argv) {
     opts.images_dir = images;
     opts.leave_running = true;
     auto stats = minicriu::dump(opts);
-    if (!stats) {
-      std::fprintf(stderr, "dump failed: %s\n", stats.error().what().c_str());
-      kill(target, SIGKILL);
-      return 1;
-    }
+    if (!stats) return fail("dump failed", stats.error().what(), target);
     dump_s.push_back(static_cast<double>(stats->total_ns) / 1e9);
     frozen_s.push_back(static_cast<double>(stats->frozen_ns) / 1e9);
     image_bytes = 0;
     for (auto& e : std::filesystem::directory_iterator(images)) image_bytes += e.file_size();
-    kill(target, SIGKILL);
-    waitpid(target, nullptr, 0);
+
+    // Again, killing the target this time: the images to restore from.
+    std::filesystem::remove_all(images);
+    std::filesystem::create_directory(images);
+    opts.leave_running = false;
+    auto killed = minicriu::dump(opts);
+    if (!killed) return fail("dump (killing the target) failed", killed.error().what(), target);
+    // The dump waits for the exit of every thread it traced; the target being
+    // our child, that wait already reaped it, and ours finds no child (ECHILD).
+    int status = wait_exit(target, 10);
+    bool reaped_here = status >= 0 && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+    bool reaped_by_dump = status == -1 && errno == ECHILD && kill(target, 0) != 0 && errno == ESRCH;
+    if (!reaped_here && !reaped_by_dump)
+      return fail("dump", "the target was not killed by the dump", target);
+
+    minicriu::RestoreOptions ropts;
+    ropts.images_dir = images;
+    ropts.detach = true;
+    auto t = Clock::now();
+    auto restored = minicriu::restore(ropts);
+    double restore_time = seconds_since(t);
+    if (!restored) return fail("restore failed", restored.error().what(), -1);
+    pid_t pid = restored->root_pid;
+    if (pid != target) return fail("restore", "the restored pid is not the dumped one", pid);
+    kill_dump_s.push_back(static_cast<double>(killed->total_ns) / 1e9);
+    restore_s.push_back(restore_time);
+    // What a move of the process costs it: from the freeze of the killing dump
+    // to the restored process running (the time between the two is ours).
+    down_s.push_back(static_cast<double>(killed->frozen_ns) / 1e9 + restore_time);
+    // The restored process checks its whole memory and exits 0 if intact.
+    kill(pid, SIGUSR1);
+    status = wait_exit(pid, 60);
+    if (status < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+      return fail("restore", "the restored process did not find its memory intact", -1);
     std::filesystem::remove_all(images);
   }
   double gb = static_cast<double>(bytes) / 1e9;
   double dump_gbps = gb / median(dump_s);
+  double restore_gbps = gb / median(restore_s);
   std::printf("| what | median of %d runs |\n|---|---|\n", runs);
   std::printf("| process memory (touched, anonymous) | %zu MiB |\n", mib);
   std::printf("| memcpy | %.2f GB/s |\n", median(cp));
   std::printf("| tmpfs write() (%s) | %.2f GB/s |\n", dir.c_str(), median(wr));
+  std::printf("| tmpfs read() into fresh memory | %.2f GB/s |\n", median(rd));
   std::printf("| dump, whole (`--leave-running`) | %.3f s = %.2f GB/s |\n", median(dump_s), dump_gbps);
   std::printf("| application frozen | %.3f s |\n", median(frozen_s));
   std::printf("| image size | %.1f MiB (%.3f of the memory) |\n",
               static_cast<double>(image_bytes) / (1 << 20), static_cast<double>(image_bytes) / bytes);
+  std::printf("| dump, whole (target killed) | %.3f s |\n", median(kill_dump_s));
+  std::printf("| restore, whole (detached; memory checked after) | %.3f s = %.2f GB/s |\n",
+              median(restore_s), restore_gbps);
+  std::printf("| down time: killing dump frozen + restore | %.3f s |\n", median(down_s));
   std::printf("| dump / memcpy | %.2f |\n", dump_gbps / median(cp));
   std::printf("| dump / tmpfs write | %.2f |\n", dump_gbps / median(wr));
+  std::printf("| restore / memcpy | %.2f |\n", restore_gbps / median(cp));
+  std::printf("| restore / tmpfs read | %.2f |\n", restore_gbps / median(rd));
   return 0;
 }
