@@ -20,6 +20,8 @@ int main(int argc, char** argv) {
   minicriu_dump_opts_set_pid(opts, (pid_t)atoi(argv[1]));
   minicriu_dump_opts_set_images_dir(opts, argv[2]);
   minicriu_dump_opts_set_leave_running(opts, 1);
+  /* An MPI job's shared-memory pool under /dev/shm is always carried. */
+  minicriu_dump_opts_add_ghost_policy(opts, "/dev/shm/*:copy");
   minicriu_dump_opts_set_log(opts, MINICRIU_LOG_INFO, on_log, NULL);
   int rc = minicriu_dump(opts);
   minicriu_dump_opts_free(opts);

@@ -29,6 +29,11 @@ int minicriu_dump_opts_set_pid(minicriu_dump_opts* opts, pid_t pid);
 int minicriu_dump_opts_set_images_dir(minicriu_dump_opts* opts, const char* dir);
 int minicriu_dump_opts_set_leave_running(minicriu_dump_opts* opts, int leave_running);
 int minicriu_dump_opts_set_log(minicriu_dump_opts* opts, int level, minicriu_log_fn fn, void* arg);
+/* Ghost files: the largest allocated size one may carry ("64M", "2G"; NULL or
+ * "" for the default, 1G), and rules by path that win over it, first match
+ * first ("/tmp/ompi-*:copy", "/scratch/*:fail"). Checked by minicriu_dump. */
+int minicriu_dump_opts_set_ghost_limit(minicriu_dump_opts* opts, const char* size);
+int minicriu_dump_opts_add_ghost_policy(minicriu_dump_opts* opts, const char* rule);
 /* Checkpoints the tree; on failure the tree keeps running. */
 int minicriu_dump(const minicriu_dump_opts* opts);
 
@@ -38,6 +43,8 @@ void minicriu_restore_opts_free(minicriu_restore_opts* opts);
 int minicriu_restore_opts_set_images_dir(minicriu_restore_opts* opts, const char* dir);
 int minicriu_restore_opts_set_detach(minicriu_restore_opts* opts, int detach);
 int minicriu_restore_opts_set_log(minicriu_restore_opts* opts, int level, minicriu_log_fn fn, void* arg);
+/* Where to recreate ghost files whose directory is gone. */
+int minicriu_restore_opts_set_ghost_dir(minicriu_restore_opts* opts, const char* dir);
 /* Restores the tree. root_pid (may be NULL) receives the restored root; unless
  * detached, wait_status (may be NULL) receives its wait status. */
 int minicriu_restore(const minicriu_restore_opts* opts, pid_t* root_pid, int* wait_status);

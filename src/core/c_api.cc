@@ -68,6 +68,16 @@ int minicriu_dump_opts_set_log(minicriu_dump_opts* opts, int level, minicriu_log
   opts->options.log = log_options(level, fn, arg);
   return 0;
 }
+int minicriu_dump_opts_set_ghost_limit(minicriu_dump_opts* opts, const char* size) {
+  if (!opts) return bad_argument("opts");
+  opts->options.ghost_limit = size ? size : "";
+  return 0;
+}
+int minicriu_dump_opts_add_ghost_policy(minicriu_dump_opts* opts, const char* rule) {
+  if (!opts || !rule) return bad_argument("ghost policy rule");
+  opts->options.ghost_policy.emplace_back(rule);
+  return 0;
+}
 int minicriu_dump(const minicriu_dump_opts* opts) {
   if (!opts) return bad_argument("opts");
   auto r = minicriu::dump(opts->options);
@@ -89,6 +99,11 @@ int minicriu_restore_opts_set_detach(minicriu_restore_opts* opts, int detach) {
 int minicriu_restore_opts_set_log(minicriu_restore_opts* opts, int level, minicriu_log_fn fn, void* arg) {
   if (!opts) return bad_argument("opts");
   opts->options.log = log_options(level, fn, arg);
+  return 0;
+}
+int minicriu_restore_opts_set_ghost_dir(minicriu_restore_opts* opts, const char* dir) {
+  if (!opts || !dir) return bad_argument("ghost dir");
+  opts->options.ghost_dir = dir;
   return 0;
 }
 int minicriu_restore(const minicriu_restore_opts* opts, pid_t* root_pid, int* wait_status) {

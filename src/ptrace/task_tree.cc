@@ -88,6 +88,17 @@ Result<std::unique_ptr<TaskTree>> TaskTree::freeze(pid_t root, const Logger& log
   return tree;
 }
 
+namespace {
+
+bool real_parent_is_us(pid_t pid) {
+  auto text = proc::read_file(proc::pid_path(pid, "stat"));
+  if (!text) return false;
+  auto st = proc::parse_stat(*text);
+  return st && st->ppid == ::getpid();
+}
+
+}  // namespace
+
 void TaskTree::kill() {
   for (auto& p : processes_)
     if (!p.zombie) ::kill(p.pid, SIGKILL);
@@ -95,10 +106,15 @@ void TaskTree::kill() {
     // Collect the exit of each thread we trace, so no ptrace link outlives us.
     // The leader last: its exit is not reported while other threads of its
     // group are left, and those (traced) stay zombies until we wait for them.
+    // A process of which we are the real parent (a runtime dumping its own
+    // child) stays a zombie for its parent's own wait: WNOWAIT.
+    bool ours = real_parent_is_us(p.pid);
     for (auto it = p.threads.rbegin(); it != p.threads.rend(); ++it) {
       auto& t = *it;
-      int status;
-      while (::waitpid(t.tid(), &status, __WALL) < 0 && errno == EINTR) {
+      bool keep = ours && t.tid() == p.pid;
+      siginfo_t info;
+      while (::waitid(P_PID, static_cast<id_t>(t.tid()), &info, WEXITED | __WALL | (keep ? WNOWAIT : 0)) < 0 &&
+             errno == EINTR) {
       }
       t.forget();
     }

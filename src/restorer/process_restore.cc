@@ -62,6 +62,12 @@ Result<UniqueFd> open_exe(const Checkpoint& c, const ProcessImages& p) {
   // Not O_PATH: PR_SET_MM_MAP's exe_fd must be a file opened for real.
   UniqueFd fd(::open(exe->reg().path().c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) return failf_errno("cannot open the executable {}", exe->reg().path());
+  // Already ours (a program restoring a copy of itself): the kernel refuses to
+  // replace an exe that the restored mappings map (EBUSY), and need not.
+  struct stat want, mine;
+  if (::fstat(fd.get(), &want) == 0 && ::stat("/proc/self/exe", &mine) == 0 &&
+      want.st_dev == mine.st_dev && want.st_ino == mine.st_ino)
+    return UniqueFd();
   return fd;
 }
 
