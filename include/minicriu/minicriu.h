@@ -31,7 +31,8 @@ int minicriu_dump_opts_set_leave_running(minicriu_dump_opts* opts, int leave_run
 int minicriu_dump_opts_set_log(minicriu_dump_opts* opts, int level, minicriu_log_fn fn, void* arg);
 /* Ghost files: the largest allocated size one may carry ("64M", "2G"; NULL or
  * "" for the default, 1G), and rules by path that win over it, first match
- * first ("/tmp/ompi-*:copy", "/scratch/*:fail"). Checked by minicriu_dump. */
+ * first ("/tmp/ompi-SESSION:copy" where SESSION is a glob, "/scratch/...:fail").
+ * Checked by minicriu_dump. */
 int minicriu_dump_opts_set_ghost_limit(minicriu_dump_opts* opts, const char* size);
 int minicriu_dump_opts_add_ghost_policy(minicriu_dump_opts* opts, const char* rule);
 /* Checkpoints the tree; on failure the tree keeps running. */
