@@ -44,7 +44,8 @@ double median(std::vector<double> v) {
 
 // bench/page_target.c, built next to us, with `mib` of touched memory; it
 // closes its end of a pipe when ready.
-pid_t start_target(size_t mib) {
+// With ghost_dir, its memory is an unlinked file of that directory, shared.
+pid_t start_target(size_t mib, const std::string& ghost_dir = "") {
   static const std::string target =
       (std::filesystem::read_symlink("/proc/self/exe").parent_path() / "page_target").string();
   std::string arg = std::to_string(mib);
@@ -53,7 +54,13 @@ pid_t start_target(size_t mib) {
   pid_t pid = fork();
   if (pid == 0) {
     close(p[0]);
-    execl(target.c_str(), target.c_str(), arg.c_str(), nullptr);
+    // Out of the way of the fds the target opens itself.
+    dup2(p[1], 100);
+    close(p[1]);
+    if (ghost_dir.empty())
+      execl(target.c_str(), target.c_str(), arg.c_str(), nullptr);
+    else
+      execl(target.c_str(), target.c_str(), arg.c_str(), "ghost", ghost_dir.c_str(), nullptr);
     _exit(127);
   }
   close(p[1]);
@@ -132,7 +139,52 @@ int wait_exit(pid_t pid, double timeout_s) {
 
 }  // namespace
 
+// page_bench ghost [SIZE_MIB=64] [RUNS=5] [DIR=/dev/shm]: the dump of a
+// process whose memory is an unlinked shared file (an MPI pool: a ghost file,
+// stored once, sparse) against one with as much anonymous memory.
+int ghost_main(int argc, char** argv) {
+  size_t mib = argc > 2 ? std::strtoul(argv[2], nullptr, 10) : 64;
+  int runs = argc > 3 ? std::atoi(argv[3]) : 5;
+  std::string dir = argc > 4 ? argv[4] : "/dev/shm";
+  std::string images = dir + "/page_bench.ghost.images";
+  std::vector<double> plain_s, ghost_s;
+  uint64_t plain_bytes = 0, ghost_bytes = 0;
+  for (int r = 0; r < runs; r++) {
+    for (bool ghost : {false, true}) {
+      pid_t target = start_target(mib, ghost ? dir : "");
+      std::filesystem::remove_all(images);
+      std::filesystem::create_directory(images);
+      minicriu::DumpOptions opts;
+      opts.pid = target;
+      opts.images_dir = images;
+      opts.leave_running = true;
+      auto stats = minicriu::dump(opts);
+      kill(target, SIGKILL);
+      waitpid(target, nullptr, 0);
+      if (!stats) {
+        std::fprintf(stderr, "dump failed: %s\n", stats.error().what().c_str());
+        return 1;
+      }
+      uint64_t bytes = 0;
+      for (auto& e : std::filesystem::directory_iterator(images)) bytes += e.file_size();
+      (ghost ? ghost_s : plain_s).push_back(static_cast<double>(stats->total_ns) / 1e9);
+      (ghost ? ghost_bytes : plain_bytes) = bytes;
+    }
+  }
+  std::filesystem::remove_all(images);
+  double gb = static_cast<double>(mib << 20) / 1e9;
+  std::printf("| %zu MiB, median of %d runs | dump | GB/s | image |\n|---|---|---|---|\n", mib, runs);
+  std::printf("| anonymous private memory | %.4f s | %.2f | %.1f MiB |\n", median(plain_s),
+              gb / median(plain_s), static_cast<double>(plain_bytes) / (1 << 20));
+  std::printf("| unlinked shared file (ghost) | %.4f s | %.2f | %.1f MiB |\n", median(ghost_s),
+              gb / median(ghost_s), static_cast<double>(ghost_bytes) / (1 << 20));
+  std::printf("| ghost / anonymous time | %.2f | | |\n", median(ghost_s) / median(plain_s));
+  return 0;
+}
+
 int main(int argc, char** argv) {
+  prctl(PR_SET_CHILD_SUBREAPER, 1);
+  if (argc > 1 && std::string(argv[1]) == "ghost") return ghost_main(argc, argv);
   size_t mib = argc > 1 ? std::strtoul(argv[1], nullptr, 10) : 1024;
   int runs = argc > 2 ? std::atoi(argv[2]) : 3;
   std::string dir = argc > 3 ? argv[3] : "/dev/shm";

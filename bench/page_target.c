@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <time.h>
@@ -20,10 +21,23 @@ static void on_usr1(int sig) { (void)sig; usr1 = 1; }
 
 static uint64_t pattern(size_t i) { return i * 0x9e3779b97f4a7c15ull; }
 
+/* page_target SIZE_MIB [ghost DIR]: with "ghost", the memory is a file in DIR
+ * mapped MAP_SHARED and unlinked (an MPI shared-memory pool), held by an fd. */
 int main(int argc, char** argv) {
   if (argc < 2) return 2;
   size_t bytes = strtoull(argv[1], NULL, 10) << 20;
-  uint64_t* mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  uint64_t* mem;
+  if (argc > 3 && argv[2][0] == 'g') {
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/page_target.pool.%d", argv[3], (int)getpid());
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0 || ftruncate(fd, (off_t)bytes) != 0) return 2;
+    mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    unlink(path);
+    if (fd > 2) dup2(fd, 3); /* kept open below; close_range starts past it */
+  } else {
+    mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  }
   if (mem == MAP_FAILED) return 2;
   for (size_t i = 0; i < bytes / 8; i++) mem[i] = pattern(i);
   struct sigaction sa = {0};
@@ -34,7 +48,7 @@ int main(int argc, char** argv) {
   dup2(devnull, 1);
   dup2(devnull, 2);
   /* Closing the pipe (with everything else) tells page_bench we are ready. */
-  close_range(3, ~0u, 0);
+  close_range(argc > 3 ? 4 : 3, ~0u, 0);
   /* Short sleeps, not pause(): a restored thread re-issues the call it was
    * dumped in, and a pause() re-issued after the signal was handled would wait
    * forever (tests/programs/prog_common.h). */
