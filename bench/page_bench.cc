@@ -139,6 +139,17 @@ int wait_exit(pid_t pid, double timeout_s) {
 
 }  // namespace
 
+// A dump of pid through the library into a fresh images directory.
+minicriu::Result<minicriu::DumpStats> dump_into(pid_t pid, const std::string& images, bool leave_running) {
+  std::filesystem::remove_all(images);
+  std::filesystem::create_directory(images);
+  minicriu::DumpOptions opts;
+  opts.pid = pid;
+  opts.images_dir = images;
+  opts.leave_running = leave_running;
+  return minicriu::dump(opts);
+}
+
 // page_bench ghost [SIZE_MIB=64] [RUNS=5] [DIR=/dev/shm]: the dump of a
 // process whose memory is an unlinked shared file (an MPI pool: a ghost file,
 // stored once, sparse) against one with as much anonymous memory.
@@ -152,13 +163,7 @@ int ghost_main(int argc, char** argv) {
   for (int r = 0; r < runs; r++) {
     for (bool ghost : {false, true}) {
       pid_t target = start_target(mib, ghost ? dir : "");
-      std::filesystem::remove_all(images);
-      std::filesystem::create_directory(images);
-      minicriu::DumpOptions opts;
-      opts.pid = target;
-      opts.images_dir = images;
-      opts.leave_running = true;
-      auto stats = minicriu::dump(opts);
+      auto stats = dump_into(target, images, true);
       kill(target, SIGKILL);
       waitpid(target, nullptr, 0);
       if (!stats) {
@@ -213,31 +218,19 @@ int main(int argc, char** argv) {
     unlink(file.c_str());
 
     pid_t target = start_target(mib);
-    std::filesystem::remove_all(images);
-    std::filesystem::create_directory(images);
-    minicriu::DumpOptions opts;
-    opts.pid = target;
-    opts.images_dir = images;
-    opts.leave_running = true;
-    auto stats = minicriu::dump(opts);
+    auto stats = dump_into(target, images, true);
     if (!stats) return fail("dump failed", stats.error().what(), target);
     dump_s.push_back(static_cast<double>(stats->total_ns) / 1e9);
     frozen_s.push_back(static_cast<double>(stats->frozen_ns) / 1e9);
     image_bytes = 0;
     for (auto& e : std::filesystem::directory_iterator(images)) image_bytes += e.file_size();
 
-    // Again, killing the target this time: the images to restore from.
-    std::filesystem::remove_all(images);
-    std::filesystem::create_directory(images);
-    opts.leave_running = false;
-    auto killed = minicriu::dump(opts);
+    // Again, killing the target this time: the images to restore from. The
+    // target is our child: the dump leaves its exit for us to reap.
+    auto killed = dump_into(target, images, false);
     if (!killed) return fail("dump (killing the target) failed", killed.error().what(), target);
-    // The dump waits for the exit of every thread it traced; the target being
-    // our child, that wait already reaped it, and ours finds no child (ECHILD).
     int status = wait_exit(target, 10);
-    bool reaped_here = status >= 0 && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
-    bool reaped_by_dump = status == -1 && errno == ECHILD && kill(target, 0) != 0 && errno == ESRCH;
-    if (!reaped_here && !reaped_by_dump)
+    if (!(status >= 0 && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL))
       return fail("dump", "the target was not killed by the dump", target);
 
     minicriu::RestoreOptions ropts;

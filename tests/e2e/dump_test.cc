@@ -17,13 +17,6 @@ using namespace e2e;
 
 namespace {
 
-// One line, no stray output: what a user or a runtime parses.
-void expect_one_line_error(const CommandResult& r, const std::string& needle) {
-  EXPECT_EQ(r.status, 1) << r.output;
-  EXPECT_NE(r.output.find("minicriu: error: "), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find(needle), std::string::npos) << r.output;
-  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
-}
 
 bool no_partial_images(const std::string& dir) {
   for (auto& e : std::filesystem::directory_iterator(dir))

@@ -110,6 +110,10 @@ pid_t restore_detached(const std::string& images);
 void cycle(const std::string& program, int cycles, std::vector<std::string> args = {},
            bool same_maps = true);
 
+// A failed command: exit 1 and one line "minicriu: error: ..." holding needle,
+// nothing else: what a user or a runtime parses.
+void expect_one_line_error(const CommandResult& r, const std::string& needle);
+
 // Pages of one process in its page image.
 uint64_t dumped_pages(const minicriu::img::ProcessView& proc);
 

@@ -54,12 +54,6 @@ pid_t start_exe(const std::string& exe, const TempDir& dir, const std::string& r
   return pid;
 }
 
-void expect_one_line_error(const CommandResult& r, const std::string& needle) {
-  EXPECT_EQ(r.status, 1) << r.output;
-  EXPECT_NE(r.output.find("minicriu: error: "), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find(needle), std::string::npos) << r.output;
-  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
-}
 
 }  // namespace
 
