@@ -147,7 +147,6 @@ Status ParasiteSession::check_alive() {
   if (trapped) {
     auto regs = process_.leader().get_regs();
     long rc = regs ? static_cast<long>(regs->rax) : 0;
-    started_ = true;
     return std::unexpected(Error("the parasite exited early", rc < 0 ? static_cast<int>(-rc) : 0));
   }
   return {};
