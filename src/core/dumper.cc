@@ -63,9 +63,10 @@ class Dumper {
   Result<DumpStats> run();
 
  private:
-  [[nodiscard]] Status dump_process(FrozenProcess& proc, ProcessImages& out);
+  [[nodiscard]] Status dump_process(FrozenProcess& proc, ProcessImages& out, const ParentMemory& parent);
   [[nodiscard]] Status run_parasite(FrozenProcess& proc, std::vector<VmaInfo>& vmas,
-                                    const std::vector<FdListing>& fds, ProcessImages& out);
+                                    const std::vector<FdListing>& fds, ProcessImages& out,
+                                    const ParentMemory& parent);
   [[nodiscard]] Status write_images(std::vector<ProcessImages>& images, pid_t root);
   [[nodiscard]] Status check_external_pipes(TaskTree& tree);
   template <typename M>
@@ -87,7 +88,8 @@ class Dumper {
 };
 
 Status Dumper::run_parasite(FrozenProcess& proc, std::vector<VmaInfo>& vmas,
-                            const std::vector<FdListing>& fds, ProcessImages& out) {
+                            const std::vector<FdListing>& fds, ProcessImages& out,
+                            const ParentMemory& parent) {
   ASSIGN_OR_RETURN(uint64_t site, find_syscall_site(vmas));
   ASSIGN_OR_RETURN(auto memory, TraceeMemory::open(proc.pid));
   ParasiteSession parasite(proc, memory, RemotePtr<>(site), log_);
@@ -126,7 +128,7 @@ Status Dumper::run_parasite(FrozenProcess& proc, std::vector<VmaInfo>& vmas,
   out.pages = std::make_unique<RawImageFile>(std::move(pages));
   auto t0 = Clock::now();
   ASSIGN_OR_RETURN(auto result,
-                   with_context(dump_pages(proc.pid, vmas, parasite, memory, out.pages->fd(), log_),
+                   with_context(dump_pages(proc.pid, vmas, parasite, memory, out.pages->fd(), log_, parent),
                                 fmt::format("pid {}: dumping pages into {}", proc.pid, dir_.path())));
   double secs = static_cast<double>(ns_since(t0)) / 1e9;
   log_.info("pid {}: {} page(s) ({} MiB) in {:.3f} s", proc.pid, result.pages,
@@ -138,7 +140,7 @@ Status Dumper::run_parasite(FrozenProcess& proc, std::vector<VmaInfo>& vmas,
   return {};
 }
 
-Status Dumper::dump_process(FrozenProcess& proc, ProcessImages& out) {
+Status Dumper::dump_process(FrozenProcess& proc, ProcessImages& out, const ParentMemory& parent) {
   pid_t pid = proc.pid;
   ASSIGN_OR_RETURN(auto stat_text, proc::read_file(proc::pid_path(pid, "stat")));
   ASSIGN_OR_RETURN(auto stat, proc::parse_stat(stat_text));
@@ -176,7 +178,7 @@ Status Dumper::dump_process(FrozenProcess& proc, ProcessImages& out) {
   for (auto& s : shared_pending) *out.core.add_shared_pending() = std::move(s);
   log_.info("pid {}: registers and xsave of {} thread(s)", pid, proc.threads.size());
 
-  TRY(run_parasite(proc, vmas, fds, out));
+  TRY(run_parasite(proc, vmas, fds, out, parent));
   for (auto& v : vmas) *out.mm.add_vmas() = std::move(v.vma);
   return {};
 }
@@ -261,7 +263,15 @@ Result<DumpStats> Dumper::run() {
     for (auto& t : p.threads) tree_tids_.push_back(t.tid());
   std::vector<ProcessImages> images(tree->processes().size());
   Status st;
-  for (size_t i = 0; i < images.size() && st; i++) st = dump_process(tree->processes()[i], images[i]);
+  for (size_t i = 0; i < images.size() && st; i++) {
+    // Parents come first: a child's memory still shared with its parent is
+    // found against the parent's, already dumped and still frozen.
+    ParentMemory parent;
+    for (size_t j = 0; j < i; j++)
+      if (tree->processes()[j].pid == tree->processes()[i].ppid && !tree->processes()[j].zombie)
+        parent = ParentMemory{tree->processes()[j].pid, &images[j].mm};
+    st = dump_process(tree->processes()[i], images[i], parent);
+  }
   if (st) st = check_external_pipes(*tree);
   stats_.processes = static_cast<unsigned>(tree->processes().size());
   stats_.threads = tree->thread_count();

@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "core/unique_fd.hpp"
 
 namespace minicriu {
@@ -85,6 +87,53 @@ Status copy_unreadable(const TraceeMemory& memory, uint64_t addr, uint64_t pages
   return {};
 }
 
+constexpr uint64_t kPmPfnMask = (1ull << 55) - 1;
+
+Status read_pagemap(int fd, uint64_t addr, std::vector<uint64_t>& out, pid_t pid) {
+  ssize_t want = static_cast<ssize_t>(out.size() * 8);
+  if (::pread(fd, out.data(), static_cast<size_t>(want), static_cast<off_t>(addr / kPage * 8)) != want)
+    return failf_errno("pid {}: cannot read pagemap at {:#x}", pid, addr);
+  return {};
+}
+
+// Which pages of an anonymous private VMA are still the parent's (fork's
+// copy-on-write, same physical page in both), when the parent's VMA of the
+// same range can stand in for the rest: every page the parent has content
+// for, the child has too (else the child's would read back the parent's).
+// Empty when the VMA cannot inherit.
+Result<std::vector<bool>> shared_with_parent(const VmaInfo& info, int child_pm, const ParentMemory& parent,
+                                             pid_t pid) {
+  std::vector<bool> shared;
+  if (!parent.mm || info.vma.kind() != img::VMA_ANON_PRIVATE) return shared;
+  const img::Vma* twin = nullptr;
+  for (auto& v : parent.mm->vmas())
+    if (v.start() == info.vma.start() && v.end() == info.vma.end() && v.kind() == img::VMA_ANON_PRIVATE &&
+        v.has_pages())
+      twin = &v;
+  if (!twin) return shared;
+  UniqueFd parent_pm(::open(fmt::format("/proc/{}/pagemap", parent.pid).c_str(), O_RDONLY | O_CLOEXEC));
+  if (!parent_pm) return shared;
+  uint64_t pages = (info.vma.end() - info.vma.start()) / kPage;
+  std::vector<uint64_t> c(pages), p(pages);
+  TRY(read_pagemap(child_pm, info.vma.start(), c, pid));
+  TRY(read_pagemap(parent_pm.get(), info.vma.start(), p, parent.pid));
+  shared.assign(pages, false);
+  bool any = false;
+  for (uint64_t i = 0; i < pages; i++) {
+    bool parent_has = p[i] & (kPmPresent | kPmSwapped);
+    bool child_has = c[i] & (kPmPresent | kPmSwapped);
+    if (parent_has && !child_has) return std::vector<bool>();  // the child's reads zeros there
+    uint64_t pfn = c[i] & kPmPfnMask;
+    // Without CAP_SYS_ADMIN the kernel shows PFN 0: nothing is known shared.
+    if ((c[i] & kPmPresent) && (p[i] & kPmPresent) && pfn && pfn == (p[i] & kPmPfnMask)) {
+      shared[i] = true;
+      any = true;
+    }
+  }
+  if (!any) return std::vector<bool>();
+  return shared;
+}
+
 }  // namespace
 
 bool vma_dumps_pages(const img::Vma& vma) {
@@ -100,7 +149,8 @@ bool vma_dumps_pages(const img::Vma& vma) {
 }
 
 Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas, ParasiteSession& session,
-                                  const TraceeMemory& memory, int pages_fd, const Logger& log) {
+                                  const TraceeMemory& memory, int pages_fd, const Logger& log,
+                                  const ParentMemory& parent) {
   PageDumpResult result;
   std::string pm_path = fmt::format("/proc/{}/pagemap", pid);
   UniqueFd pagemap(::open(pm_path.c_str(), O_RDONLY | O_CLOEXEC));
@@ -119,22 +169,27 @@ Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas, Parasit
     bool file_private = vma.kind() == img::VMA_FILE_PRIVATE;
     bool readable = info.maps.read;
     uint64_t vma_pages = 0;
+    ASSIGN_OR_RETURN(std::vector<bool> inherit, shared_with_parent(info, pagemap.get(), parent, pid));
+    if (!inherit.empty()) vma.set_inherited(true);
     for (uint64_t addr = vma.start(); addr < vma.end();) {
       uint64_t n = std::min<uint64_t>(pm.size(), (vma.end() - addr) / kPage);
       ssize_t got = ::pread(pagemap.get(), pm.data(), n * 8, static_cast<off_t>(addr / kPage * 8));
       if (got != static_cast<ssize_t>(n * 8))
         return failf_errno("pid {}: cannot read pagemap at {:#x}", pid, addr);
       for (uint64_t i = 0; i < n;) {
-        auto wanted = [&](uint64_t e) {
+        uint64_t first = (addr - vma.start()) / kPage;
+        auto wanted = [&](uint64_t k) {
+          uint64_t e = pm[k];
           if (!(e & (kPmPresent | kPmSwapped))) return false;
+          if (!inherit.empty() && inherit[first + k]) return false;  // in the parent's image
           return !file_private || !(e & kPmFileOrSharedAnon);
         };
-        if (!wanted(pm[i])) {
+        if (!wanted(i)) {
           i++;
           continue;
         }
         uint64_t j = i + 1;
-        while (j < n && wanted(pm[j])) j++;
+        while (j < n && wanted(j)) j++;
         uint64_t run_addr = addr + i * kPage;
         if (readable) {
           TRY(batcher.add(run_addr, j - i));
@@ -149,6 +204,9 @@ Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas, Parasit
       addr += n * kPage;
     }
     if (vma_pages) vma.set_has_pages(true);
+    if (!inherit.empty())
+      log.debug("pid {}: vma {:x}-{:x}: {} page(s) still the parent's", pid, vma.start(), vma.end(),
+                std::count(inherit.begin(), inherit.end(), true));
     log.debug("pid {}: vma {:x}-{:x} {}: {} page(s)", pid, vma.start(), vma.end(), vma.path(), vma_pages);
   }
   TRY(batcher.flush());

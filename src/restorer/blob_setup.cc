@@ -32,7 +32,7 @@ uint64_t args_size(const ProcessImages& p) {
   n += align16(p.core.shared_pending_size() * sizeof(rst::SigInfo));
   n += align16(p.core.rlimits_size() * sizeof(rst::RLimit));
   n += align16(p.core.itimers_size() * sizeof(rst::ITimer));
-  n += align16(4 * sizeof(rst::Range));
+  n += align16((4 + p.mm.vmas_size()) * sizeof(rst::Range));
   n += align16(p.mm.auxv().size());
   return page_up(n);
 }
@@ -160,8 +160,13 @@ Result<BlobJump> install_blob(const BlobInputs& in) {
   a->vmas = addr(vmas);
 
   fill_specials(in, *a);
-  auto* keep = arena.alloc<rst::Range>(4);
+  auto* keep = arena.alloc<rst::Range>(4 + p.mm.vmas_size());
   keep[a->n_keep++] = {plan.base, plan.end};
+  // Inherited slots lie in the parent's area: they must survive the first
+  // unmap until they move to their addresses.
+  for (int i = 0; i < p.mm.vmas_size(); i++)
+    if (plan.inherited[i])
+      keep[a->n_keep++] = {plan.slot[i], plan.slot[i] + (p.mm.vmas(i).end() - p.mm.vmas(i).start())};
   for (uint32_t i = 0; i < a->n_specials; i++)
     keep[a->n_keep++] = {a->specials[i].cur, a->specials[i].cur + a->specials[i].size};
   std::sort(keep, keep + a->n_keep, [](auto& x, auto& y) { return x.start < y.start; });

@@ -57,13 +57,15 @@ bool needs_slot(const img::Vma& v) {
 }
 
 Result<PremapPlan> plan_premap(const img::MmCore& mm, const std::vector<AddrRange>& busy_here,
-                               const PremapSizes& sizes) {
+                               const PremapSizes& sizes, const InheritedSlots& inherited) {
   PremapPlan plan;
   std::vector<AddrRange> busy = busy_here;
   uint64_t total = 0;
   for (auto& v : mm.vmas()) {
     if (v.kind() != img::VMA_VSYSCALL) busy.push_back({v.start(), v.end()});
-    if (needs_slot(v)) total += v.end() - v.start() + kGap;
+    if (v.inherited() && !inherited.count(v.start()))
+      return failf("VMA {:x}-{:x} shares its pages with the parent, whose copy is missing", v.start(), v.end());
+    if (needs_slot(v) && !v.inherited()) total += v.end() - v.start() + kGap;
   }
   for (uint64_t s : sizes.specials) total += s ? s + kGap : 0;
   total += page_up(sizes.blob) + kGap + page_up(sizes.tail);
@@ -72,6 +74,11 @@ Result<PremapPlan> plan_premap(const img::MmCore& mm, const std::vector<AddrRang
 
   uint64_t at = plan.base;
   for (auto& v : mm.vmas()) {
+    plan.inherited.push_back(v.inherited());
+    if (v.inherited()) {
+      plan.slot.push_back(inherited.at(v.start()));
+      continue;
+    }
     if (!needs_slot(v)) {
       plan.slot.push_back(0);
       continue;
@@ -171,7 +178,7 @@ Result<Mapping> premap_vmas(const Checkpoint& c, const ProcessImages& p, const P
   Mapping area(base, plan.end - plan.base);
   for (int i = 0; i < p.mm.vmas_size(); i++) {
     const img::Vma& v = p.mm.vmas(i);
-    if (!plan.slot[i]) continue;
+    if (!plan.slot[i] || plan.inherited[i]) continue;  // an inherited slot is mapped already
     TRY(with_context(map_slot(c, v, plan.slot[i], ctx),
                      fmt::format("vma {:x}-{:x} ({})", v.start(), v.end(), v.path())));
   }

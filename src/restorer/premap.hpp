@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <vector>
 
 #include "core/error.hpp"
@@ -30,9 +31,13 @@ struct PremapSizes {
   uint64_t tail = 0;          // tail code and sigframes
 };
 
+// Slots of the parent's VMAs that a child task inherited mapped, by VMA start.
+using InheritedSlots = std::map<uint64_t, uint64_t>;
+
 struct PremapPlan {
   uint64_t base = 0, end = 0;         // the whole reservation
   std::vector<uint64_t> slot;         // per mm.vmas(i); 0: not premapped (needs_slot)
+  std::vector<bool> inherited;        // per mm.vmas(i): the slot is the parent's, already mapped
   uint64_t special_scratch[3] = {};
   uint64_t slots_end = 0;             // [base, slots_end) is empty once everything moved
   uint64_t blob = 0;
@@ -47,9 +52,11 @@ bool needs_slot(const img::Vma& v);
 
 // Where everything goes. busy: every mapping of the restoring program.
 // Pure, for unit tests.
+// inherited: slots mapped by the parent for VMAs marked inherited.
 [[nodiscard]] Result<PremapPlan> plan_premap(const img::MmCore& mm,
                                              const std::vector<AddrRange>& busy,
-                                             const PremapSizes& sizes);
+                                             const PremapSizes& sizes,
+                                             const InheritedSlots& inherited = {});
 
 // Reserves the area (PROT_NONE) and maps every dumped VMA into its slot: anonymous
 // ones anonymous, file ones from their files. Private and anonymous slots are

@@ -94,8 +94,43 @@ void unregister_glibc_rseq() {
     if (::syscall(SYS_rseq, area, len, RSEQ_FLAG_UNREGISTER, RSEQ_SIG) == 0) return;
 }
 
+// The memory of a process, waiting in its premap area with its pages: made
+// before its children, which inherit it (fork's copy-on-write again for the
+// VMAs they still shared with it at the dump).
+struct PremappedMemory {
+  PremapPlan plan;
+  Mapping area;
+  SpecialMappings here;
+};
+
+Result<PremappedMemory> prepare_memory(const Checkpoint& c, const ProcessImages& p,
+                                       const FileRestoreContext& ctx, const InheritedSlots& inherited) {
+  PremappedMemory m;
+  ASSIGN_OR_RETURN(auto maps_text, proc::read_file("/proc/self/maps"));
+  ASSIGN_OR_RETURN(auto maps, proc::parse_maps(maps_text));
+  std::vector<AddrRange> busy;
+  for (auto& e : maps) busy.push_back({e.start, e.end});
+  // Clear of every dumped layout of the tree, not only this process's: the
+  // children inherit this area and move their own VMAs out of it.
+  for (auto& other : c.processes)
+    for (auto& v : other.mm.vmas())
+      if (v.kind() != img::VMA_VSYSCALL) busy.push_back({v.start(), v.end()});
+  m.here = find_special_mappings(maps);
+  BlobSizes blob = blob_sizes(p);
+  PremapSizes sizes;
+  sizes.specials[0] = m.here.has_vdso ? m.here.vdso.end - m.here.vdso.start : 0;
+  sizes.specials[1] = m.here.has_vvar ? m.here.vvar.end - m.here.vvar.start : 0;
+  sizes.specials[2] = m.here.has_vvar_vclock ? m.here.vvar_vclock.end - m.here.vvar_vclock.start : 0;
+  sizes.blob = blob.blob;
+  sizes.tail = blob.tail;
+  ASSIGN_OR_RETURN(m.plan, plan_premap(p.mm, busy, sizes, inherited));
+  ASSIGN_OR_RETURN(m.area, premap_vmas(c, p, m.plan, ctx));
+  TRY(fill_pages(p, m.plan));
+  return m;
+}
+
 Result<BlobJump> prepare(const Checkpoint& c, const ProcessImages& p, int& channel,
-                         FileRestoreContext& ctx, bool root) {
+                         FileRestoreContext& ctx, bool root, PremappedMemory& mem) {
   ::personality(p.core.personality());
   // prctl state; pdeathsig waits for the blob (SIGKILL until the parent says go).
   const img::ProcessPrctl& pr = p.core.prctl();
@@ -122,22 +157,10 @@ Result<BlobJump> prepare(const Checkpoint& c, const ProcessImages& p, int& chann
   RlimitPlan limits = plan_limits(p);
   for (auto& w : limits.warnings) send_warn(channel, fmt::format("pid {}: {}", p.entry.pid(), w));
 
-  ASSIGN_OR_RETURN(auto maps_text, proc::read_file("/proc/self/maps"));
-  ASSIGN_OR_RETURN(auto maps, proc::parse_maps(maps_text));
-  std::vector<AddrRange> busy;
-  for (auto& m : maps) busy.push_back({m.start, m.end});
-  SpecialMappings here = find_special_mappings(maps);
-  BlobSizes blob = blob_sizes(p);
-  PremapSizes sizes;
-  sizes.specials[0] = here.has_vdso ? here.vdso.end - here.vdso.start : 0;
-  sizes.specials[1] = here.has_vvar ? here.vvar.end - here.vvar.start : 0;
-  sizes.specials[2] = here.has_vvar_vclock ? here.vvar_vclock.end - here.vvar_vclock.start : 0;
-  sizes.blob = blob.blob;
-  sizes.tail = blob.tail;
-  ASSIGN_OR_RETURN(auto plan, plan_premap(p.mm, busy, sizes));
-  ASSIGN_OR_RETURN(Mapping area, premap_vmas(c, p, plan, ctx));
-  TRY(fill_pages(p, plan));
-  // Seals last: F_SEAL_WRITE would forbid the shared writable mappings above.
+
+  PremapPlan& plan = mem.plan;
+  SpecialMappings& here = mem.here;
+  // Seals last: F_SEAL_WRITE would forbid the shared writable mappings made.
   if (ctx.shmem) TRY(ctx.shmem->seal_all());
   TRY(restore_posix_timers(p.core));
   // What the restore opened for itself (pipe ends, shmem objects) goes now.
@@ -156,13 +179,13 @@ Result<BlobJump> prepare(const Checkpoint& c, const ProcessImages& p, int& chann
                                    "was outside the checkpoint", p.entry.pid(), p.core.prctl().pdeathsig()));
   ASSIGN_OR_RETURN(auto jump, install_blob(in));
   // From here the area belongs to the blob, which unmaps what it no longer needs.
-  area.release();
+  mem.area.release();
   return jump;
 }
 
 }  // namespace
 
-void restore_task(const TreeRestore& tree, const ProcessImages& p) {
+void restore_task(const TreeRestore& tree, const ProcessImages& p, const InheritedSlots& inherited) {
   const Checkpoint& c = *tree.checkpoint;
   int channel = tree.channels.at(static_cast<pid_t>(p.entry.pid()));
   // Signals wait until each thread's rt_sigreturn sets its dumped mask.
@@ -180,15 +203,23 @@ void restore_task(const TreeRestore& tree, const ProcessImages& p) {
   };
   bool root = p.entry.ppid() == 0 || !c.process(static_cast<pid_t>(p.entry.ppid()));
   if (auto st = enter_session(p, channel, root); !st) fail_task(st.error());
+  FileRestoreContext ctx = tree.files;
+  auto mem = prepare_memory(c, p, ctx, inherited);
+  if (!mem) fail_task(mem.error());
+  // Where this process's anonymous memory waits: its children's twins of it
+  // start from these slots, inherited.
+  InheritedSlots mine;
+  for (int i = 0; i < p.mm.vmas_size(); i++)
+    if (mem->plan.slot[i] && p.mm.vmas(i).kind() == img::VMA_ANON_PRIVATE)
+      mine[p.mm.vmas(i).start()] = mem->plan.slot[i];
   // Children now, while this task is minicriu code and single-threaded: they
-  // inherit its session and group, and every shared object opened before.
+  // inherit its session and group, its memory, every shared object opened.
   for (const ProcessImages& child : c.processes) {
     if (child.entry.ppid() != p.entry.pid()) continue;
-    if (auto st = create_child_task(child, [&] { restore_task(tree, child); }); !st)
+    if (auto st = create_child_task(child, [&] { restore_task(tree, child, mine); }); !st)
       fail_task(st.error());
   }
-  FileRestoreContext ctx = tree.files;
-  auto jump = prepare(c, p, channel, ctx, root);
+  auto jump = prepare(c, p, channel, ctx, root, *mem);
   if (!jump) fail_task(jump.error());
   unregister_glibc_rseq();
   jump_to_blob(*jump);

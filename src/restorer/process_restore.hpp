@@ -11,6 +11,7 @@
 
 #include "fs/file_kind.hpp"
 #include "restorer/checkpoint.hpp"
+#include "restorer/premap.hpp"
 
 namespace minicriu {
 
@@ -29,6 +30,9 @@ struct TreeRestore {
 // runs restore_task too), then becomes its dumped process. Never returns: it
 // jumps into the blob, or reports the error on its channel and exits (the task
 // dies here, never the program that restores).
-[[noreturn]] void restore_task(const TreeRestore& tree, const ProcessImages& p);
+// inherited: the slots of the parent's anonymous VMAs (by start address),
+// which this task inherited mapped; empty for the root.
+[[noreturn]] void restore_task(const TreeRestore& tree, const ProcessImages& p,
+                               const InheritedSlots& inherited = {});
 
 }  // namespace minicriu

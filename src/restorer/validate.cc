@@ -142,6 +142,16 @@ Status check_vmas(const Checkpoint& c, const ProcessImages& p, const MachineInfo
     if (v.has_pages() && !vma_dumps_pages(v))
       return failf("{}: has pages, but its kind has none in the page image", where);
     if (v.file_id() && !c.file(v.file_id())) return failf("{}: file {} is not in files.img", where, v.file_id());
+    if (v.inherited()) {
+      const ProcessImages* parent = c.process(static_cast<pid_t>(p.entry.ppid()));
+      bool twin = false;
+      if (parent)
+        for (auto& pv : parent->mm.vmas())
+          twin |= pv.start() == v.start() && pv.end() == v.end() && pv.kind() == img::VMA_ANON_PRIVATE &&
+                  pv.has_pages();
+      if (v.kind() != img::VMA_ANON_PRIVATE || !twin)
+        return failf("{}: shares its pages with a parent VMA that is not in the checkpoint", where);
+    }
     if ((v.kind() == img::VMA_ANON_SHARED || v.kind() == img::VMA_SYSV_SHM) && !v.shmem_id())
       return failf("{}: shared memory without its object", where);
     if (v.kind() == img::VMA_FILE_PRIVATE || v.kind() == img::VMA_FILE_SHARED) {
