@@ -258,15 +258,28 @@ pid_t restore_detached(const std::string& images) {
              : -1;
 }
 
+RestoredTree::~RestoredTree() {
+  for (pid_t pid : pids_)
+    if (pid_exists(pid)) ::kill(pid, SIGKILL);
+  for (pid_t pid : pids_) wait_gone(pid, 2000);
+}
+
+void RestoredTree::add_from(const std::string& images) {
+  auto view = show_json(images);
+  for (auto& proc : view.processes()) pids_.push_back(static_cast<pid_t>(proc.pstree().pid()));
+}
+
 void cycle(const std::string& program, int cycles, std::vector<std::string> args, bool same_maps) {
   TempDir dir;
   Program p(program, dir, std::move(args));
   ASSERT_TRUE(p.wait_ready());
   pid_t pid = p.pid();
   std::string maps = read_text("/proc/" + std::to_string(pid) + "/maps");
+  RestoredTree restored;  // a failed check below must not leave the tree running
   for (int i = 0; i < cycles; i++) {
     std::string images = images_dir(dir, "images" + std::to_string(i));
     ASSERT_NO_FATAL_FAILURE(dump_and_reap(pid, images, i == 0 ? &p : nullptr));
+    restored.add_from(images);
     ASSERT_EQ(restore_detached(images), pid);
     // Every VMA where it was, nothing of minicriu left behind.
     if (same_maps) {

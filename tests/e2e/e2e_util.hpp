@@ -104,6 +104,20 @@ void dump_and_reap(pid_t pid, const std::string& images, Program* p);
 // `minicriu restore -d`: the restored root's pid (-1 on failure).
 pid_t restore_detached(const std::string& images);
 
+// The processes of restored checkpoints: SIGKILLed and reaped at the end of
+// the scope if still there, so a failed test leaves no tree behind.
+class RestoredTree {
+ public:
+  RestoredTree() = default;
+  RestoredTree(const RestoredTree&) = delete;
+  RestoredTree& operator=(const RestoredTree&) = delete;
+  ~RestoredTree();
+  void add_from(const std::string& images);
+
+ private:
+  std::vector<pid_t> pids_;
+};
+
 // Dump (killing) -> restore -d, `cycles` times; then the program checks
 // itself. same_maps: /proc/PID/maps must come back identical (not where files
 // are recreated under other names or inodes: ghosts, memfds).

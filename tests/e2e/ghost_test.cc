@@ -167,6 +167,8 @@ TEST(GhostRestore, SharedPoolOfTwoProcessesComesBackSharedAndUnlinked) {
   pid_t pid = p.pid();
   std::string images = images_dir(dir);
   ASSERT_NO_FATAL_FAILURE(dump_and_reap(pid, images, &p));
+  RestoredTree restored;
+  restored.add_from(images);
   ASSERT_EQ(restore_detached(images), pid);
   expect_no_restore_names(dir.path());
   ::kill(pid, SIGUSR1);
@@ -182,6 +184,8 @@ TEST(GhostRestore, LinkRemapIsRemovedOnceRestored) {
   pid_t pid = p.pid();
   std::string images = images_dir(dir);
   ASSERT_NO_FATAL_FAILURE(dump_and_reap(pid, images, &p));
+  RestoredTree restored;
+  restored.add_from(images);
   bool remap = false;
   for (auto& e : std::filesystem::directory_iterator(dir.path()))
     remap |= e.path().filename().string().rfind(".minicriu-link", 0) == 0;

@@ -190,6 +190,8 @@ TEST(Restore, MemorySharedCopyOnWriteIsStoredOnceAndSharedAgain) {
   pid_t pid = p.pid();
   std::string images = images_dir(dir);
   ASSERT_NO_FATAL_FAILURE(dump_and_reap(pid, images, &p));
+  RestoredTree restored;
+  restored.add_from(images);
   auto view = show_json(images);
   ASSERT_EQ(view.processes_size(), 2);
   // The parent holds the 64 MiB; the child only what it changed since fork.
