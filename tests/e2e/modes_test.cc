@@ -1,0 +1,55 @@
+// Every test program in the two modes that need no restore: plain (no
+// checkpoint at all: proves the program and its own checks) and after a
+// --leave-running dump (the dump changed nothing it can see). The restore mode
+// of each is in restore_test.cc, ghost_test.cc and anonfds_test.cc.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "e2e_util.hpp"
+
+using namespace e2e;
+
+namespace {
+
+struct Case {
+  std::string program;
+  std::vector<std::string> args;
+};
+
+std::string name_of(const testing::TestParamInfo<Case>& info) {
+  std::string n = info.param.program;
+  for (auto& a : info.param.args) n += "_" + a;
+  for (char& c : n)
+    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+  return n;
+}
+
+class EveryProgram : public testing::TestWithParam<Case> {};
+
+}  // namespace
+
+TEST_P(EveryProgram, VerifiesItselfWithoutCheckpoint) {
+  TempDir dir;
+  Program p(GetParam().program, dir, GetParam().args);
+  ASSERT_TRUE(p.wait_ready());
+  expect_intact(p);
+}
+
+TEST_P(EveryProgram, IsIntactAfterALeaveRunningDump) {
+  TempDir dir;
+  Program p(GetParam().program, dir, GetParam().args);
+  ASSERT_TRUE(p.wait_ready());
+  ASSERT_NO_FATAL_FAILURE(dump_leave_running(p, images_dir(dir)));
+  expect_intact(p);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Programs, EveryProgram,
+    testing::Values(Case{"basic", {}}, Case{"threads", {}}, Case{"tree", {"extras"}},
+                    Case{"ghost", {"shared"}}, Case{"ghost", {"sparse"}}, Case{"ghost", {"linked-other"}},
+                    Case{"pipes", {}}, Case{"shm", {}}, Case{"sysv", {}}, Case{"timers", {}},
+                    Case{"kinds", {}}, Case{"anonfds", {"no-child"}}, Case{"creds", {}}, Case{"cow", {}},
+                    Case{"restore_single", {}}, Case{"restore_threads", {}}),
+    name_of);
