@@ -44,7 +44,7 @@ uint64_t read_xcr0() {
   return (static_cast<uint64_t>(hi) << 32) | lo;
 }
 
-struct ProcessImages {
+struct DumpedProcess {
   img::ProcessEntry entry;
   img::ProcessCore core;
   img::MmCore mm;
@@ -63,11 +63,11 @@ class Dumper {
   Result<DumpStats> run();
 
  private:
-  [[nodiscard]] Status dump_process(FrozenProcess& proc, ProcessImages& out, const ParentMemory& parent);
+  [[nodiscard]] Status dump_process(FrozenProcess& proc, DumpedProcess& out, const ParentMemory& parent);
   [[nodiscard]] Status run_parasite(FrozenProcess& proc, std::vector<VmaInfo>& vmas,
-                                    const std::vector<FdListing>& fds, ProcessImages& out,
+                                    const std::vector<FdListing>& fds, DumpedProcess& out,
                                     const ParentMemory& parent);
-  [[nodiscard]] Status write_images(std::vector<ProcessImages>& images, pid_t root);
+  [[nodiscard]] Status write_images(std::vector<DumpedProcess>& images, pid_t root);
   [[nodiscard]] Status check_external_pipes(TaskTree& tree);
   template <typename M>
   [[nodiscard]] Status write_stream(const std::string& path, ImageKind kind, const std::vector<M>& msgs);
@@ -88,7 +88,7 @@ class Dumper {
 };
 
 Status Dumper::run_parasite(FrozenProcess& proc, std::vector<VmaInfo>& vmas,
-                            const std::vector<FdListing>& fds, ProcessImages& out,
+                            const std::vector<FdListing>& fds, DumpedProcess& out,
                             const ParentMemory& parent) {
   ASSIGN_OR_RETURN(uint64_t site, find_syscall_site(vmas));
   ASSIGN_OR_RETURN(auto memory, TraceeMemory::open(proc.pid));
@@ -140,7 +140,7 @@ Status Dumper::run_parasite(FrozenProcess& proc, std::vector<VmaInfo>& vmas,
   return {};
 }
 
-Status Dumper::dump_process(FrozenProcess& proc, ProcessImages& out, const ParentMemory& parent) {
+Status Dumper::dump_process(FrozenProcess& proc, DumpedProcess& out, const ParentMemory& parent) {
   pid_t pid = proc.pid;
   ASSIGN_OR_RETURN(auto stat_text, proc::read_file(proc::pid_path(pid, "stat")));
   ASSIGN_OR_RETURN(auto stat, proc::parse_stat(stat_text));
@@ -192,7 +192,7 @@ Status Dumper::write_stream(const std::string& path, ImageKind kind, const std::
   return {};
 }
 
-Status Dumper::write_images(std::vector<ProcessImages>& images, pid_t root) {
+Status Dumper::write_images(std::vector<DumpedProcess>& images, pid_t root) {
   std::vector<img::ProcessEntry> pstree;
   for (auto& p : images) {
     pid_t pid = static_cast<pid_t>(p.entry.pid());
@@ -261,7 +261,7 @@ Result<DumpStats> Dumper::run() {
   auto frozen_at = Clock::now();
   for (auto& p : tree->processes())
     for (auto& t : p.threads) tree_tids_.push_back(t.tid());
-  std::vector<ProcessImages> images(tree->processes().size());
+  std::vector<DumpedProcess> images(tree->processes().size());
   Status st;
   for (size_t i = 0; i < images.size() && st; i++) {
     // Parents come first: a child's memory still shared with its parent is
