@@ -76,3 +76,30 @@ TEST(RestorePremap, FailsWhenNothingIsFree) {
 
 }  // namespace
 }  // namespace minicriu
+
+namespace minicriu {
+namespace {
+
+TEST(RestorePremap, InheritedVmasTakeTheParentsSlotsAndNoRoom) {
+  img::MmCore mm = dumped();
+  // The third VMA (2 MiB of anonymous memory) is still the parent's.
+  mm.mutable_vmas(2)->set_inherited(true);
+  PremapSizes sizes;
+  sizes.blob = 0x30000;
+  sizes.tail = 0x3000;
+  auto own = plan_premap(dumped(), {}, sizes);
+  ASSERT_TRUE(own);
+  InheritedSlots parent = {{mm.vmas(2).start(), 0x100000000000ull}};
+  auto plan = plan_premap(mm, {{0x100000000000ull, 0x100000200000ull}}, sizes, parent);
+  ASSERT_TRUE(plan) << plan.error().message();
+  EXPECT_EQ(plan->slot[2], 0x100000000000ull);
+  EXPECT_TRUE(plan->inherited[2]);
+  EXPECT_FALSE(plan->inherited[0]);
+  // Its room is not taken again in the child's own area.
+  EXPECT_EQ((own->end - own->base) - (plan->end - plan->base), 0x200000u + 4096u);
+  // An inherited VMA whose parent slot is missing is an error, not a guess.
+  EXPECT_FALSE(plan_premap(mm, {}, sizes, {}));
+}
+
+}  // namespace
+}  // namespace minicriu
