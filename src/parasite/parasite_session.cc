@@ -2,7 +2,9 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -94,20 +96,48 @@ Result<ThreadSelfState> ParasiteSession::thread_self_state(Tracee& thread) {
   return st;
 }
 
-Status ParasiteSession::start() {
-  Tracee& leader = process_.leader();
+namespace {
+
+Result<UniqueFd> listen_at(const sockaddr_un& addr, socklen_t len) {
   UniqueFd listener(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
   if (!listener) return fail_errno("parasite socket");
+  if (::bind(listener.get(), reinterpret_cast<const sockaddr*>(&addr), len) != 0)
+    return fail_errno("bind of the parasite socket");
+  if (::listen(listener.get(), 1) != 0) return fail_errno("listen on the parasite socket");
+  return listener;
+}
+
+// Abstract names live in a network namespace: the parasite can only reach a
+// listener made in its own. For a target in another one (a container), this
+// thread enters it just to make the socket (which stays there), then returns.
+Result<UniqueFd> listen_where_target_is(pid_t pid, const sockaddr_un& addr, socklen_t len) {
+  std::string theirs_path = fmt::format("/proc/{}/ns/net", pid);
+  struct stat theirs, mine;
+  if (::stat(theirs_path.c_str(), &theirs) != 0 || ::stat("/proc/thread-self/ns/net", &mine) != 0 ||
+      theirs.st_ino == mine.st_ino)
+    return listen_at(addr, len);
+  UniqueFd target_ns(::open(theirs_path.c_str(), O_RDONLY | O_CLOEXEC));
+  UniqueFd own_ns(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+  if (!target_ns || !own_ns) return failf_errno("pid {}: cannot open its network namespace", pid);
+  if (::setns(target_ns.get(), CLONE_NEWNET) != 0)
+    return failf_errno("pid {}: cannot enter its network namespace for the parasite's socket", pid);
+  auto listener = listen_at(addr, len);
+  if (::setns(own_ns.get(), CLONE_NEWNET) != 0)
+    return failf_errno("cannot return to our network namespace after pid {}'s", pid);
+  return listener;
+}
+
+}  // namespace
+
+Status ParasiteSession::start() {
+  Tracee& leader = process_.leader();
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
-  // Abstract names live in the network namespace: the target must share ours.
   std::string name = fmt::format("minicriu-parasite-{}-{}-{:x}", ::getpid(), process_.pid,
                                  std::chrono::steady_clock::now().time_since_epoch().count());
   std::memcpy(addr.sun_path + 1, name.data(), name.size());
   socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
-  if (::bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), len) != 0)
-    return fail_errno("bind of the parasite socket");
-  if (::listen(listener.get(), 1) != 0) return fail_errno("listen on the parasite socket");
+  ASSIGN_OR_RETURN(UniqueFd listener, listen_where_target_is(process_.pid, addr, len));
 
   auto* ctl = reinterpret_cast<ParasiteCtl*>(local(ctl_off_));
   std::memset(ctl, 0, sizeof(*ctl));

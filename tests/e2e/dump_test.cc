@@ -311,3 +311,15 @@ TEST(Dump, AStoppedProcessStaysStoppedAndIsRecordedSo) {
   p.signal(SIGCONT);
   expect_intact(p);
 }
+
+TEST(Dump, ATargetInItsOwnNetworkNamespaceIsReached) {
+  // The parasite's socket is made in the target's namespace.
+  TempDir dir;
+  Program p("basic", dir, {"netns"});
+  ASSERT_TRUE(p.wait_ready());
+  ASSERT_NE(std::filesystem::read_symlink("/proc/" + std::to_string(p.pid()) + "/ns/net"),
+            std::filesystem::read_symlink("/proc/self/ns/net"))
+      << "the program did not get a network namespace of its own";
+  ASSERT_NO_FATAL_FAILURE(dump_leave_running(p, images_dir(dir)));
+  expect_intact(p);
+}

@@ -18,6 +18,11 @@ struct Case {
   std::vector<std::string> args;
 };
 
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.program;
+  for (auto& a : c.args) *os << " " << a;
+}
+
 std::string name_of(const testing::TestParamInfo<Case>& info) {
   std::string n = info.param.program;
   for (auto& a : info.param.args) n += "_" + a;

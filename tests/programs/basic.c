@@ -4,6 +4,7 @@
 #include "prog_common.h"
 
 #include <sys/mman.h>
+#include <sched.h>
 #include <sys/socket.h>
 
 #define BIG (32u << 20)
@@ -34,6 +35,8 @@ int main(int argc, char** argv) {
   mprotect(guarded, 4096, PROT_NONE);
   const char* fmap = mmap(NULL, 1000, PROT_READ, MAP_SHARED, fd, 0);
 
+  /* "netns": live in a network namespace of its own, as in a container. */
+  if (argc > 3 && strcmp(argv[3], "netns") == 0 && unshare(CLONE_NEWNET) != 0) return 2;
   /* "socket": hold a socket pair, which the dump must refuse (not supported yet). */
   int sfd[2] = {-1, -1};
   if (argc > 3 && strcmp(argv[3], "socket") == 0 && socketpair(AF_UNIX, SOCK_STREAM, 0, sfd) != 0) return 2;
