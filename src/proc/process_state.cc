@@ -31,6 +31,11 @@ Status dump_proc_state(pid_t pid, const proc::Stat& stat, img::ProcessCore& core
   }
   ASSIGN_OR_RETURN(auto auxv, proc::read_file(proc::pid_path(pid, "auxv")));
   mm.set_auxv(auxv);
+  for (const char* ns : {"net", "mnt", "ipc", "uts", "pid"}) {
+    auto theirs = proc::read_link(proc::pid_path(pid, std::string("ns/") + ns));
+    auto mine = proc::read_link(std::string("/proc/self/ns/") + ns);
+    if (theirs && mine && *theirs != *mine) core.add_own_namespaces(ns);
+  }
   return dump_creds(pid, *core.mutable_creds());
 }
 

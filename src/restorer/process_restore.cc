@@ -174,6 +174,9 @@ Result<BlobJump> prepare(const Checkpoint& c, const ProcessImages& p, int& chann
   in.channel_fd = channel;
   in.exe_fd = exe_fd;
   in.root = root;
+  for (auto& ns : p.core.own_namespaces())
+    send_warn(channel, fmt::format("pid {}: it ran in a {} namespace of its own; it comes back in "
+                                   "minicriu's (namespaces are not restored)", p.entry.pid(), ns));
   if (root && p.core.prctl().pdeathsig())
     send_warn(channel, fmt::format("pid {}: its parent death signal {} is not restored: its parent "
                                    "was outside the checkpoint", p.entry.pid(), p.core.prctl().pdeathsig()));
