@@ -55,6 +55,6 @@ INSTANTIATE_TEST_SUITE_P(
     testing::Values(Case{"basic", {}}, Case{"threads", {}}, Case{"tree", {"extras"}},
                     Case{"ghost", {"shared"}}, Case{"ghost", {"sparse"}}, Case{"ghost", {"linked-other"}},
                     Case{"pipes", {}}, Case{"shm", {}}, Case{"sysv", {}}, Case{"timers", {}},
-                    Case{"kinds", {}}, Case{"anonfds", {"no-child"}}, Case{"creds", {}}, Case{"cow", {}},
+                    Case{"kinds", {}}, Case{"anonfds", {"no-child"}}, Case{"creds", {}}, Case{"cow", {}}, Case{"many_threads", {}},
                     Case{"restore_single", {}}, Case{"restore_threads", {}}),
     name_of);

@@ -220,3 +220,5 @@ TEST(Restore, CopyOnWriteProgramIntactAfterALeaveRunningDump) {
   ASSERT_NO_FATAL_FAILURE(dump_leave_running(p, images_dir(dir)));
   expect_intact(p);
 }
+
+TEST(Restore, AHundredThreadsKeepCounting) { cycle("many_threads", 2); }
