@@ -104,6 +104,14 @@ std::string file_summary(const google::protobuf::RepeatedPtrField<img::FileEntry
     }
     if (f.has_pidfd())
       return fmt::format("pidfd (pid {}, flags {:#o})", f.pidfd().pid(), f.pidfd().flags());
+    if (f.has_unix_sk()) {
+      size_t bytes = 0;
+      for (auto& m : f.unix_sk().queue()) bytes += m.size();
+      return fmt::format("unix {} socket:[{}] peer socket:[{}], {} byte(s) in {} message(s) queued{}",
+                         f.unix_sk().type() == 1 ? "stream" : f.unix_sk().type() == 2 ? "dgram" : "seqpacket",
+                         f.unix_sk().ino(), f.unix_sk().peer_ino(), bytes, f.unix_sk().queue_size(),
+                         (f.unix_sk().flags() & 04000) ? ", non-blocking" : "");
+    }
     if (f.has_inotify()) {
       std::string watches;
       for (auto& w : f.inotify().watches())
