@@ -6,6 +6,7 @@
 #include "core/error.hpp"
 #include "images/image_dir.hpp"
 #include "images/image_io.hpp"
+#include "net/unix_socket.hpp"
 #include "minicriu.pb.h"
 
 namespace minicriu {
@@ -108,7 +109,7 @@ std::string file_summary(const google::protobuf::RepeatedPtrField<img::FileEntry
       size_t bytes = 0;
       for (auto& m : f.unix_sk().queue()) bytes += m.size();
       return fmt::format("unix {} socket:[{}] peer socket:[{}], {} byte(s) in {} message(s) queued{}",
-                         f.unix_sk().type() == 1 ? "stream" : f.unix_sk().type() == 2 ? "dgram" : "seqpacket",
+                         unix_type_name(static_cast<int>(f.unix_sk().type())),
                          f.unix_sk().ino(), f.unix_sk().peer_ino(), bytes, f.unix_sk().queue_size(),
                          (f.unix_sk().flags() & 04000) ? ", non-blocking" : "");
     }

@@ -70,7 +70,7 @@ ssize_t peek_once(int fd, std::vector<char>& buf, int& msg_flags, bool& control)
 // SO_PEEK_OFF is the application's state: whatever we set, we put back.
 class PeekOffGuard {
  public:
-  PeekOffGuard(int fd) : fd_(fd), old_(sock_int(fd, SOL_SOCKET, SO_PEEK_OFF, -1)) {}
+  explicit PeekOffGuard(int fd) : fd_(fd), old_(sock_int(fd, SOL_SOCKET, SO_PEEK_OFF, -1)) {}
   PeekOffGuard(const PeekOffGuard&) = delete;
   PeekOffGuard& operator=(const PeekOffGuard&) = delete;
   void* operator new(size_t) = delete;
@@ -245,6 +245,8 @@ Status dump_unix_socket(const std::string& what_fd, int local_fd, uint64_t ino, 
   out.set_shutdown(d.shutdown);
   out.set_peek_off(sock_int(local_fd, SOL_SOCKET, SO_PEEK_OFF, -1));
   out.set_passcred(passcred);
+  out.set_sndbuf(static_cast<uint32_t>(sock_int(local_fd, SOL_SOCKET, SO_SNDBUF, 0)));
+  out.set_rcvbuf(static_cast<uint32_t>(sock_int(local_fd, SOL_SOCKET, SO_RCVBUF, 0)));
   for (auto& m : queue) out.add_queue(std::move(m));
   return {};
 }
@@ -305,6 +307,27 @@ Status send_queue(int from, const img::UnixSocketFile& to) {
   return {};
 }
 
+// Buffer sizes before any byte is sent back: a unix queue is charged to its
+// sender's SO_SNDBUF, so one that an application had raised must be raised
+// again first. The *FORCE options pass net.core.[rw]mem_max (CAP_NET_ADMIN).
+Status set_buffers(int fd, const img::UnixSocketFile& sk) {
+  struct Buf {
+    uint32_t want;
+    int opt, force;
+    const char* name;
+  };
+  for (const Buf& b : {Buf{sk.sndbuf(), SO_SNDBUF, SO_SNDBUFFORCE, "SO_SNDBUF"},
+                       Buf{sk.rcvbuf(), SO_RCVBUF, SO_RCVBUFFORCE, "SO_RCVBUF"}}) {
+    if (b.want == 0 || static_cast<uint32_t>(sock_int(fd, SOL_SOCKET, b.opt, 0)) == b.want) continue;
+    // The kernel doubles what it is given.
+    int half = static_cast<int>(b.want / 2);
+    if (::setsockopt(fd, SOL_SOCKET, b.force, &half, sizeof half) != 0 &&
+        ::setsockopt(fd, SOL_SOCKET, b.opt, &half, sizeof half) != 0)
+      return failf_errno("{}: {} of {}", sk_link(sk.ino()), b.name, b.want);
+  }
+  return {};
+}
+
 Status set_state(int fd, const img::UnixSocketFile& sk) {
   std::string what = sk_link(sk.ino());
   if (sk.passcred()) {
@@ -349,6 +372,8 @@ Result<std::unique_ptr<UnixSocketRestorer>> UnixSocketRestorer::create_all(
     UniqueFd b = move_fd_above(UniqueFd(sv[1]), fd_floor);
     // Each queue comes from the peer, as the application's data did, before
     // shutdown closes a direction.
+    TRY(set_buffers(a.get(), *sk));
+    TRY(set_buffers(b.get(), *peer->second));
     TRY(send_queue(b.get(), *sk));
     TRY(send_queue(a.get(), *peer->second));
     TRY(set_state(a.get(), *sk));

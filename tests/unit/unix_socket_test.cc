@@ -166,6 +166,31 @@ TEST(UnixSocket, ShutdownAndNonBlockingComeBack) {
   EXPECT_EQ(recv(rb->get(), buf, sizeof buf, 0), 0);  // EOF after the queued bytes
 }
 
+TEST(UnixSocket, AQueueUnderARaisedSendBufferFitsAgain) {
+  Pair p(SOCK_STREAM);
+  int big = 1 << 20;
+  ASSERT_EQ(setsockopt(p.fd[0], SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof big), 0);
+  // More than a default send buffer (net.core.wmem_default) lets queue.
+  std::string data(600000, 'q');
+  for (size_t i = 0; i < data.size(); i++) data[i] = static_cast<char>(i * 7);
+  ASSERT_EQ(send(p.fd[0], data.data(), data.size(), MSG_DONTWAIT), (ssize_t)data.size());
+  auto files = dump_pair(p);
+  ASSERT_EQ(files[1].unix_sk().queue_size(), 1);
+  EXPECT_EQ(files[1].unix_sk().queue(0), data);
+  EXPECT_EQ(files[0].unix_sk().sndbuf(), 2u << 20);
+  auto restorer = UnixSocketRestorer::create_all(files, 100);
+  ASSERT_TRUE(restorer) << restorer.error().what();
+  auto ra = (*restorer)->open(files[0].unix_sk());
+  auto rb = (*restorer)->open(files[1].unix_sk());
+  ASSERT_TRUE(ra && rb);
+  int sndbuf = 0;
+  socklen_t len = sizeof sndbuf;
+  ASSERT_EQ(getsockopt(ra->get(), SOL_SOCKET, SO_SNDBUF, &sndbuf, &len), 0);
+  EXPECT_EQ(sndbuf, 2 << 20);
+  EXPECT_EQ(joined(drain(rb->get())), data);
+  EXPECT_EQ(joined(drain(p.fd[1])), data);
+}
+
 TEST(UnixSocket, FdsInFlightAreRefusedAndLeftQueued) {
   Pair p(SOCK_DGRAM);
   int passed = dup(0);
