@@ -1,6 +1,7 @@
 // `minicriu show`: every image of a checkpoint, decoded for people or as JSON.
 #include <google/protobuf/util/json_util.h>
 #include <sys/stat.h>
+#include <sys/socket.h>
 #include <sys/timerfd.h>
 
 #include "core/error.hpp"
@@ -106,12 +107,15 @@ std::string file_summary(const google::protobuf::RepeatedPtrField<img::FileEntry
     if (f.has_pidfd())
       return fmt::format("pidfd (pid {}, flags {:#o})", f.pidfd().pid(), f.pidfd().flags());
     if (f.has_unix_sk()) {
+      const auto& sk = f.unix_sk();
       size_t bytes = 0;
-      for (auto& m : f.unix_sk().queue()) bytes += m.size();
-      return fmt::format("unix {} socket:[{}] peer socket:[{}], {} byte(s) in {} message(s) queued{}",
-                         unix_type_name(static_cast<int>(f.unix_sk().type())),
-                         f.unix_sk().ino(), f.unix_sk().peer_ino(), bytes, f.unix_sk().queue_size(),
-                         (f.unix_sk().flags() & 04000) ? ", non-blocking" : "");
+      for (auto& m : sk.queue()) bytes += m.size();
+      // A stream's queue is one run of bytes; the other types keep messages.
+      std::string queued = sk.type() == SOCK_STREAM
+                               ? fmt::format("{} byte(s) queued", bytes)
+                               : fmt::format("{} message(s) of {} byte(s) queued", sk.queue_size(), bytes);
+      return fmt::format("unix {} socket:[{}] peer socket:[{}], {}{}", unix_type_name(static_cast<int>(sk.type())),
+                         sk.ino(), sk.peer_ino(), queued, (sk.flags() & 04000) ? ", non-blocking" : "");
     }
     if (f.has_inotify()) {
       std::string watches;
