@@ -16,6 +16,7 @@
 #include "fs/ghost_file.hpp"
 #include "fs/pipe.hpp"
 #include "mem/shmem.hpp"
+#include "net/unix_socket.hpp"
 #include "images/image_dir.hpp"
 #include "images/image_io.hpp"
 #include "mem/page_dump.hpp"
@@ -58,7 +59,7 @@ class Dumper {
   Dumper(const DumpOptions& options, GhostPolicy policy)
       : options_(options), log_(options.log), dir_(options.images_dir),
         ghosts_(dir_, std::move(policy), log_), pipes_(dir_), shmem_(dir_, log_),
-        files_(FileDumpContext{ghosts_, pipes_, shmem_, created_links_, &tree_tids_}) {}
+        files_(FileDumpContext{ghosts_, pipes_, shmem_, created_links_, &tree_tids_, &unix_sockets_}) {}
 
   Result<DumpStats> run();
 
@@ -81,6 +82,7 @@ class Dumper {
   GhostStore ghosts_;
   PipeStore pipes_;
   ShmemStore shmem_;
+  UnixSocketStore unix_sockets_;
   FileRegistry files_;
   DumpStats stats_;
   std::vector<std::string> written_;
@@ -273,6 +275,11 @@ Result<DumpStats> Dumper::run() {
     st = dump_process(tree->processes()[i], images[i], parent);
   }
   if (st) st = check_external_pipes(*tree);
+  if (st) {
+    std::set<pid_t> pids;
+    for (auto& p : tree->processes()) pids.insert(p.pid);
+    st = unix_sockets_.check_peers(pids);
+  }
   stats_.processes = static_cast<unsigned>(tree->processes().size());
   stats_.threads = tree->thread_count();
   stats_.page_bytes = stats_.pages_dumped * 4096;

@@ -19,6 +19,7 @@
 #include "fs/pipe.hpp"
 #include "images/image_dir.hpp"
 #include "mem/shmem.hpp"
+#include "net/unix_socket.hpp"
 #include "restorer/checkpoint.hpp"
 #include "restorer/machine.hpp"
 #include "restorer/pid_check.hpp"
@@ -127,6 +128,8 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   shmem->set_fd_floor(floor);
   TRY(pipes->create_all());
   TRY(shmem->create_all());
+  ASSIGN_OR_RETURN(auto unix_sockets, UnixSocketRestorer::create_all(ckpt.files, floor));
+  tree.files.unix_sockets = unix_sockets.get();
   ASSIGN_OR_RETURN(auto shared, open_shared_files(ckpt, tree.files));
   tree.files.shared_files = &shared.numbers;
   std::map<pid_t, ChannelPair> channels;
@@ -175,6 +178,7 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   shared.fds.clear();
   pipes.reset();
   shmem.reset();
+  unix_sockets.reset();
   for (auto& f : ckpt.files)
     if (f.has_reg() && f.reg().remove_after_restore()) ::unlink(f.reg().path().c_str());
   for (auto& t : tasks) TRY(send_go(t.channel()));

@@ -1,11 +1,13 @@
 // `minicriu show`: every image of a checkpoint, decoded for people or as JSON.
 #include <google/protobuf/util/json_util.h>
 #include <sys/stat.h>
+#include <sys/socket.h>
 #include <sys/timerfd.h>
 
 #include "core/error.hpp"
 #include "images/image_dir.hpp"
 #include "images/image_io.hpp"
+#include "net/unix_socket.hpp"
 #include "minicriu.pb.h"
 
 namespace minicriu {
@@ -104,6 +106,17 @@ std::string file_summary(const google::protobuf::RepeatedPtrField<img::FileEntry
     }
     if (f.has_pidfd())
       return fmt::format("pidfd (pid {}, flags {:#o})", f.pidfd().pid(), f.pidfd().flags());
+    if (f.has_unix_sk()) {
+      const auto& sk = f.unix_sk();
+      size_t bytes = 0;
+      for (auto& m : sk.queue()) bytes += m.size();
+      // A stream's queue is one run of bytes; the other types keep messages.
+      std::string queued = sk.type() == SOCK_STREAM
+                               ? fmt::format("{} byte(s) queued", bytes)
+                               : fmt::format("{} message(s) of {} byte(s) queued", sk.queue_size(), bytes);
+      return fmt::format("unix {} socket:[{}] peer socket:[{}], {}{}", unix_type_name(static_cast<int>(sk.type())),
+                         sk.ino(), sk.peer_ino(), queued, (sk.flags() & 04000) ? ", non-blocking" : "");
+    }
     if (f.has_inotify()) {
       std::string watches;
       for (auto& w : f.inotify().watches())

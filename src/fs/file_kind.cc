@@ -6,7 +6,8 @@ const std::vector<const FileKind*>& file_kinds() {
   static const std::vector<const FileKind*> kinds = {
       &regular_file_kind(), &ghost_file_kind(), &pipe_kind(),     &memfd_kind(),
       &fifo_kind(),         &eventfd_kind(),    &timerfd_kind(),  &signalfd_kind(),
-      &epoll_kind(),        &pidfd_kind(),      &inotify_kind()};
+      &epoll_kind(),        &pidfd_kind(),      &inotify_kind(),
+      &unix_socket_kind()};
   return kinds;
 }
 

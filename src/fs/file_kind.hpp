@@ -34,6 +34,8 @@ class PipeStore;
 class PipeRestorer;
 class ShmemStore;
 class ShmemRestorer;
+class UnixSocketStore;
+class UnixSocketRestorer;
 
 // What kinds may use while dumping: the stores of data shared by many fds.
 struct FileDumpContext {
@@ -47,6 +49,9 @@ struct FileDumpContext {
   // come back with the same numbers. A pidfd may only point inside it. Null:
   // the tree is unknown, and every pidfd is refused.
   const std::vector<pid_t>* tree_tids = nullptr;
+  // Unix sockets of the tree, whose peers are checked once every fd is seen.
+  // Null: every unix socket is refused.
+  UnixSocketStore* unix_sockets = nullptr;
 };
 
 // The fd that stands, in the restoring process, for fd number dumped_fd of the
@@ -68,6 +73,7 @@ struct FileRestoreContext {
   // Fds the restore keeps for itself (pipe ends, shmem objects) stay at or
   // above this number, clear of the fds being installed below it.
   int fd_floor = 0;
+  UnixSocketRestorer* unix_sockets = nullptr;  // socket pairs created once each
 };
 
 class FileKind {
@@ -118,6 +124,7 @@ const FileKind& signalfd_kind();
 const FileKind& epoll_kind();
 const FileKind& pidfd_kind();
 const FileKind& inotify_kind();
+const FileKind& unix_socket_kind();  // src/net/unix_socket.cc
 
 // The RegFile of an fd reached by path (regular and ghost files both).
 void describe_reg_file(const FdDumpInfo& fd, const std::string& path, img::RegFile& reg);

@@ -6,6 +6,7 @@
 #include <sys/mman.h>
 #include <sched.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 
 #define BIG (32u << 20)
 
@@ -37,9 +38,16 @@ int main(int argc, char** argv) {
 
   /* "netns": live in a network namespace of its own, as in a container. */
   if (argc > 3 && strcmp(argv[3], "netns") == 0 && unshare(CLONE_NEWNET) != 0) return 2;
-  /* "socket": hold a socket pair, which the dump must refuse (not supported yet). */
-  int sfd[2] = {-1, -1};
-  if (argc > 3 && strcmp(argv[3], "socket") == 0 && socketpair(AF_UNIX, SOCK_STREAM, 0, sfd) != 0) return 2;
+  /* "listen": hold a unix socket listening on DIR/listen.sock, which the dump
+   * must refuse (not supported yet). */
+  if (argc > 3 && strcmp(argv[3], "listen") == 0) {
+    int ls = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un addr;
+    memset(&addr, 0, sizeof(addr));
+    addr.sun_family = AF_UNIX;
+    snprintf(addr.sun_path, sizeof(addr.sun_path), "%s/listen.sock", argv[2]);
+    if (ls < 0 || bind(ls, (struct sockaddr*)&addr, sizeof(addr)) != 0 || listen(ls, 1) != 0) return 2;
+  }
 
   volatile uint64_t counter = 0;
   prog_ready(argv[1]);

@@ -1,0 +1,425 @@
+#include "net/unix_socket.hpp"
+
+#include <fcntl.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/sock_diag.h>
+#include <linux/sockios.h>
+#include <linux/unix_diag.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "fs/file_kind.hpp"
+#include "proc/proc_parse.hpp"
+
+namespace minicriu {
+
+namespace {
+
+constexpr int kTcpListen = 10;  // the state sock_diag reports for a listening socket
+constexpr const char* kLater =
+    "--ext-unix-sk / --external unix[INODE] are not available yet";
+
+std::string sk_link(uint64_t ino) { return fmt::format("socket:[{}]", ino); }
+
+int sock_int(int fd, int level, int opt, int fallback) {
+  int v = fallback;
+  socklen_t len = sizeof v;
+  if (::getsockopt(fd, level, opt, &v, &len) != 0) return fallback;
+  return v;
+}
+
+// Closes what a peek installed in our process (fds in flight in SCM_RIGHTS,
+// a pidfd of SCM_PIDFD) and says whether any control message came.
+bool drop_control(msghdr& msg) {
+  bool any = false;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    any = true;
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type == SCM_CREDENTIALS) continue;
+    size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < n; i++) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+      ::close(fd);
+    }
+  }
+  return any;
+}
+
+// One peek from the current peek offset; -1 and errno EAGAIN at the end.
+ssize_t peek_once(int fd, std::vector<char>& buf, int& msg_flags, bool& control) {
+  alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * 253) + CMSG_SPACE(sizeof(ucred)) + 64];
+  iovec iov{buf.data(), buf.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = cbuf;
+  msg.msg_controllen = sizeof cbuf;
+  ssize_t n;
+  do n = ::recvmsg(fd, &msg, MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+  while (n < 0 && errno == EINTR);
+  msg_flags = msg.msg_flags;
+  control = n >= 0 && drop_control(msg);
+  return n;
+}
+
+// SO_PEEK_OFF is the application's state: whatever we set, we put back.
+class PeekOffGuard {
+ public:
+  explicit PeekOffGuard(int fd) : fd_(fd), old_(sock_int(fd, SOL_SOCKET, SO_PEEK_OFF, -1)) {}
+  PeekOffGuard(const PeekOffGuard&) = delete;
+  PeekOffGuard& operator=(const PeekOffGuard&) = delete;
+  void* operator new(size_t) = delete;
+  ~PeekOffGuard() { (void)::setsockopt(fd_, SOL_SOCKET, SO_PEEK_OFF, &old_, sizeof old_); }
+  [[nodiscard]] bool start() {
+    int zero = 0;
+    return ::setsockopt(fd_, SOL_SOCKET, SO_PEEK_OFF, &zero, sizeof zero) == 0;
+  }
+  int old() const { return old_; }
+
+ private:
+  int fd_;
+  int old_;
+};
+
+}  // namespace
+
+std::string unix_type_name(int type) {
+  switch (type) {
+    case SOCK_STREAM: return "stream";
+    case SOCK_DGRAM: return "dgram";
+    case SOCK_SEQPACKET: return "seqpacket";
+    default: return fmt::format("type-{}", type);
+  }
+}
+
+Result<UnixDiag> unix_diag_query(uint64_t ino) {
+  UniqueFd nl(::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
+  if (!nl) return fail_errno("NETLINK_SOCK_DIAG socket");
+  struct {
+    nlmsghdr hdr;
+    unix_diag_req req;
+  } rq{};
+  rq.hdr.nlmsg_len = sizeof rq;
+  rq.hdr.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  rq.hdr.nlmsg_flags = NLM_F_REQUEST;
+  rq.hdr.nlmsg_seq = 1;
+  rq.req.sdiag_family = AF_UNIX;
+  rq.req.udiag_states = ~0u;
+  rq.req.udiag_ino = static_cast<uint32_t>(ino);
+  rq.req.udiag_show = UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN;
+  // Exact lookups check the cookie unless it is "none" (all ones).
+  rq.req.udiag_cookie[0] = rq.req.udiag_cookie[1] = ~0u;
+  sockaddr_nl kernel{};
+  kernel.nl_family = AF_NETLINK;
+  if (::sendto(nl.get(), &rq, sizeof rq, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0)
+    return failf_errno("{}: sock_diag request", sk_link(ino));
+  alignas(nlmsghdr) char buf[8192];
+  ssize_t n;
+  do n = ::recv(nl.get(), buf, sizeof buf, 0);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) return failf_errno("{}: sock_diag answer", sk_link(ino));
+  auto* h = reinterpret_cast<nlmsghdr*>(buf);
+  if (!NLMSG_OK(h, static_cast<unsigned>(n))) return failf("{}: short sock_diag answer", sk_link(ino));
+  if (h->nlmsg_type == NLMSG_ERROR) {
+    auto* e = static_cast<nlmsgerr*>(NLMSG_DATA(h));
+    return std::unexpected(Error(fmt::format("{}: sock_diag knows no such unix socket (is the "
+                                             "unix_diag module loaded?)", sk_link(ino)), -e->error));
+  }
+  auto* m = static_cast<unix_diag_msg*>(NLMSG_DATA(h));
+  UnixDiag d;
+  d.ino = m->udiag_ino;
+  d.type = m->udiag_type;
+  d.state = m->udiag_state;
+  int len = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof *m));
+  for (auto* a = reinterpret_cast<rtattr*>(m + 1); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
+    const char* data = static_cast<const char*>(RTA_DATA(a));
+    size_t size = RTA_PAYLOAD(a);
+    switch (a->rta_type) {
+      case UNIX_DIAG_NAME:
+        // Abstract names start with a NUL byte.
+        if (size > 0 && data[0] == '\0') d.name = "@" + std::string(data + 1, size - 1);
+        else d.name = std::string(data, strnlen(data, size));
+        break;
+      case UNIX_DIAG_PEER: {
+        uint32_t peer = 0;
+        std::memcpy(&peer, data, std::min(size, sizeof peer));
+        d.peer_ino = peer;
+        break;
+      }
+      case UNIX_DIAG_SHUTDOWN:
+        if (size >= 1) d.shutdown = static_cast<uint8_t>(data[0]);
+        break;
+      default:
+        break;
+    }
+  }
+  return d;
+}
+
+Result<std::vector<std::string>> peek_unix_queue(int fd, int type, const std::string& what) {
+  std::vector<std::string> queue;
+  int inq = 0;
+  if (::ioctl(fd, SIOCINQ, &inq) != 0) return failf_errno("{}: SIOCINQ", what);
+  if (inq == 0 && type != SOCK_DGRAM) return queue;
+  PeekOffGuard guard(fd);
+  int msg_flags = 0;
+  bool control = false;
+  auto in_flight = [&] {
+    return failf("{}: a message queued on it carries fds or credentials (SCM_RIGHTS, "
+                 "SCM_CREDENTIALS, SCM_PIDFD), which minicriu cannot checkpoint yet; let the "
+                 "application read it before the dump", what);
+  };
+  if (type == SOCK_STREAM) {
+    // SIOCINQ counts every byte queued; one peek from offset 0 reads them all
+    // unless a message with fds or credentials stops it.
+    if (guard.old() >= 0 && !guard.start()) return failf_errno("{}: SO_PEEK_OFF", what);
+    std::vector<char> buf(static_cast<size_t>(inq));
+    ssize_t n = peek_once(fd, buf, msg_flags, control);
+    if (n < 0) return failf_errno("{}: peeking at its {} queued bytes", what, inq);
+    if (control) return in_flight();
+    if (n != inq)
+      return failf("{}: only {} of its {} queued bytes can be read without consuming them (fds, "
+                   "credentials or out-of-band data in flight); let the application read them "
+                   "before the dump", what, n, inq);
+    queue.emplace_back(buf.data(), static_cast<size_t>(n));
+    return queue;
+  }
+  // Message by message: with SO_PEEK_OFF set, each peek moves past the
+  // message it read (unix_dgram_recvmsg, since 4.2 for datagram kinds).
+  if (!guard.start()) return failf_errno("{}: SO_PEEK_OFF", what);
+  std::vector<char> buf(std::max(inq, sock_int(fd, SOL_SOCKET, SO_RCVBUF, 0)) + (1 << 16));
+  size_t total = 0;
+  for (;;) {
+    ssize_t n = peek_once(fd, buf, msg_flags, control);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    if (n < 0) return failf_errno("{}: peeking at its queued messages", what);
+    if (control || (msg_flags & MSG_CTRUNC)) return in_flight();
+    if (msg_flags & MSG_TRUNC) return failf("{}: a queued message is larger than {} bytes", what, buf.size());
+    // A peek offset does not move past an empty message: we would read it forever.
+    if (n == 0)
+      return failf("{}: an empty message is queued on it, which cannot be read without "
+                   "consuming it; let the application read it before the dump", what);
+    queue.emplace_back(buf.data(), static_cast<size_t>(n));
+    total += static_cast<size_t>(n);
+  }
+  // SIOCINQ is every byte for seqpacket, the first message's for dgram.
+  size_t expect = type == SOCK_SEQPACKET ? static_cast<size_t>(inq)
+                  : queue.empty()        ? 0
+                                         : queue.front().size();
+  if ((type == SOCK_SEQPACKET ? total : expect) != static_cast<size_t>(inq))
+    return failf("{}: its queued messages could not all be read ({} bytes read, {} queued)", what,
+                 total, inq);
+  return queue;
+}
+
+Status dump_unix_socket(const std::string& what_fd, int local_fd, uint64_t ino, int flags,
+                        img::UnixSocketFile& out) {
+  ASSIGN_OR_RETURN(UnixDiag d, with_context(unix_diag_query(ino), what_fd));
+  std::string what = fmt::format("{}: unix {} {}", what_fd, unix_type_name(d.type), sk_link(ino));
+  if (d.type != SOCK_STREAM && d.type != SOCK_DGRAM && d.type != SOCK_SEQPACKET)
+    return failf("{} has a type minicriu does not know", what);
+  if (d.state == kTcpListen)
+    return failf("{} is listening{}; listening unix sockets cannot be checkpointed yet ({}); "
+                 "close it before the dump", what, d.name.empty() ? "" : " on " + d.name, kLater);
+  if (!d.name.empty())
+    return failf("{} is bound to {}; bound unix sockets cannot be checkpointed yet ({}); only "
+                 "socket pairs whose two ends are in the tree can", what, d.name, kLater);
+  if (d.peer_ino == 0)
+    return failf("{} is not connected (its peer was closed, or it never had one); only socket "
+                 "pairs whose two ends are in the tree can be checkpointed yet; close it before "
+                 "the dump", what);
+  bool passcred = sock_int(local_fd, SOL_SOCKET, SO_PASSCRED, 0) != 0;
+  ASSIGN_OR_RETURN(auto queue, peek_unix_queue(local_fd, d.type, what));
+  if (passcred && !queue.empty())
+    return failf("{} has SO_PASSCRED set and messages queued, whose credentials minicriu cannot "
+                 "restore yet; let the application read them before the dump", what);
+  out.set_ino(ino);
+  out.set_peer_ino(d.peer_ino);
+  out.set_type(static_cast<uint32_t>(d.type));
+  out.set_flags(static_cast<uint32_t>(flags & O_NONBLOCK));
+  out.set_shutdown(d.shutdown);
+  out.set_peek_off(sock_int(local_fd, SOL_SOCKET, SO_PEEK_OFF, -1));
+  out.set_passcred(passcred);
+  out.set_sndbuf(static_cast<uint32_t>(sock_int(local_fd, SOL_SOCKET, SO_SNDBUF, 0)));
+  out.set_rcvbuf(static_cast<uint32_t>(sock_int(local_fd, SOL_SOCKET, SO_RCVBUF, 0)));
+  for (auto& m : queue) out.add_queue(std::move(m));
+  return {};
+}
+
+void UnixSocketStore::add(const img::UnixSocketFile& sk, const std::string& what) {
+  sockets_.emplace(sk.ino(), Seen{sk.peer_ino(), static_cast<int>(sk.type()), what});
+}
+
+Status UnixSocketStore::check_peers(const std::set<pid_t>& tree) const {
+  for (auto& [ino, s] : sockets_) {
+    std::string what = fmt::format("{}: unix {} {}", s.what, unix_type_name(s.type), sk_link(ino));
+    auto peer = sockets_.find(s.peer_ino);
+    if (peer != sockets_.end()) {
+      if (peer->second.peer_ino != ino)
+        return failf("{} is connected to {}, which is connected elsewhere; only socket pairs can "
+                     "be checkpointed yet", what, sk_link(s.peer_ino));
+      continue;
+    }
+    // Who holds the peer, for the message. Ourselves included: a runtime
+    // linking us may hold it.
+    std::string link = sk_link(s.peer_ino);
+    ASSIGN_OR_RETURN(auto pids, proc::list_numeric_dir("/proc"));
+    for (pid_t pid : pids) {
+      if (tree.count(pid)) continue;
+      auto fds = proc::list_numeric_dir(proc::pid_path(pid, "fd"));
+      if (!fds) continue;  // gone, or a kernel thread
+      for (int fd : *fds) {
+        auto l = proc::read_link(proc::pid_path(pid, fmt::format("fd/{}", fd)));
+        if (!l || *l != link) continue;
+        auto comm = proc::read_file(proc::pid_path(pid, "comm"));
+        std::string name = comm ? comm->substr(0, comm->find('\n')) : "?";
+        return failf("{} is connected to {} held by pid {} ({}) outside the dumped tree; dump the "
+                     "tree that holds both ends, or close it before the dump ({})", what, link, pid,
+                     name, kLater);
+      }
+    }
+    return failf("{} is connected to {}, which no process holds (it may be in flight in an "
+                 "SCM_RIGHTS message); only socket pairs whose two ends are in the tree can be "
+                 "checkpointed yet ({})", what, link, kLater);
+  }
+  return {};
+}
+
+namespace {
+
+Status send_queue(int from, const img::UnixSocketFile& to) {
+  for (const std::string& m : to.queue()) {
+    // A stream may take its bytes in several sends; a message goes whole.
+    for (size_t done = 0; done < m.size() || (m.empty() && done == 0);) {
+      ssize_t n = ::send(from, m.data() + done, m.size() - done, MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0)
+        return failf_errno("{}: sending its {} queued bytes back", sk_link(to.ino()), m.size());
+      done += static_cast<size_t>(n);
+      if (m.empty()) break;
+    }
+  }
+  return {};
+}
+
+// Buffer sizes before any byte is sent back: a unix queue is charged to its
+// sender's SO_SNDBUF, so one that an application had raised must be raised
+// again first. The *FORCE options pass net.core.[rw]mem_max (CAP_NET_ADMIN).
+Status set_buffers(int fd, const img::UnixSocketFile& sk) {
+  struct Buf {
+    uint32_t want;
+    int opt, force;
+    const char* name;
+  };
+  for (const Buf& b : {Buf{sk.sndbuf(), SO_SNDBUF, SO_SNDBUFFORCE, "SO_SNDBUF"},
+                       Buf{sk.rcvbuf(), SO_RCVBUF, SO_RCVBUFFORCE, "SO_RCVBUF"}}) {
+    if (b.want == 0 || static_cast<uint32_t>(sock_int(fd, SOL_SOCKET, b.opt, 0)) == b.want) continue;
+    // The kernel doubles what it is given.
+    int half = static_cast<int>(b.want / 2);
+    if (::setsockopt(fd, SOL_SOCKET, b.force, &half, sizeof half) != 0 &&
+        ::setsockopt(fd, SOL_SOCKET, b.opt, &half, sizeof half) != 0)
+      return failf_errno("{}: {} of {}", sk_link(sk.ino()), b.name, b.want);
+  }
+  return {};
+}
+
+Status set_state(int fd, const img::UnixSocketFile& sk) {
+  std::string what = sk_link(sk.ino());
+  if (sk.passcred()) {
+    int one = 1;
+    if (::setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof one) != 0)
+      return failf_errno("{}: SO_PASSCRED", what);
+  }
+  if (sk.peek_off() >= 0) {
+    int off = sk.peek_off();
+    if (::setsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &off, sizeof off) != 0)
+      return failf_errno("{}: SO_PEEK_OFF", what);
+  }
+  // sk_shutdown bits: 1 receive, 2 send; shutdown(2) takes 0, 1, 2.
+  if (sk.shutdown() & 3) {
+    int how = (sk.shutdown() & 3) == 3 ? SHUT_RDWR : (sk.shutdown() & 1) ? SHUT_RD : SHUT_WR;
+    if (::shutdown(fd, how) != 0) return failf_errno("{}: shutdown", what);
+  }
+  if (sk.flags() & O_NONBLOCK) {
+    if (::fcntl(fd, F_SETFL, O_NONBLOCK) != 0) return failf_errno("{}: F_SETFL", what);
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<std::unique_ptr<UnixSocketRestorer>> UnixSocketRestorer::create_all(
+    const std::vector<img::FileEntry>& files, int fd_floor) {
+  auto r = std::make_unique<UnixSocketRestorer>();
+  std::map<uint64_t, const img::UnixSocketFile*> by_ino;
+  for (auto& f : files)
+    if (f.has_unix_sk()) by_ino[f.unix_sk().ino()] = &f.unix_sk();
+  for (auto& [ino, sk] : by_ino) {
+    if (r->sockets_.count(ino)) continue;
+    auto peer = by_ino.find(sk->peer_ino());
+    if (peer == by_ino.end() || peer->second->peer_ino() != ino || peer->second->type() != sk->type())
+      return failf("{}: its peer {} is not the other socket of a pair in files.img", sk_link(ino),
+                   sk_link(sk->peer_ino()));
+    int sv[2];
+    if (::socketpair(AF_UNIX, static_cast<int>(sk->type()) | SOCK_CLOEXEC, 0, sv) != 0)
+      return failf_errno("{}: socketpair", sk_link(ino));
+    UniqueFd a = move_fd_above(UniqueFd(sv[0]), fd_floor);
+    UniqueFd b = move_fd_above(UniqueFd(sv[1]), fd_floor);
+    // Each queue comes from the peer, as the application's data did, before
+    // shutdown closes a direction.
+    TRY(set_buffers(a.get(), *sk));
+    TRY(set_buffers(b.get(), *peer->second));
+    TRY(send_queue(b.get(), *sk));
+    TRY(send_queue(a.get(), *peer->second));
+    TRY(set_state(a.get(), *sk));
+    TRY(set_state(b.get(), *peer->second));
+    r->sockets_.emplace(ino, std::move(a));
+    r->sockets_.emplace(sk->peer_ino(), std::move(b));
+  }
+  return r;
+}
+
+Result<UniqueFd> UnixSocketRestorer::open(const img::UnixSocketFile& sk) const {
+  auto it = sockets_.find(sk.ino());
+  if (it == sockets_.end()) return failf("{} was not created", sk_link(sk.ino()));
+  UniqueFd fd(::fcntl(it->second.get(), F_DUPFD_CLOEXEC, 0));
+  if (!fd) return failf_errno("{}: dup", sk_link(sk.ino()));
+  return fd;
+}
+
+namespace {
+
+class UnixSocketKind final : public FileKind {
+ public:
+  const char* name() const override { return "unix socket"; }
+  bool matches(const FdDumpInfo& fd) const override {
+    return S_ISSOCK(fd.st.st_mode) && fd.local_fd >= 0 &&
+           sock_int(fd.local_fd, SOL_SOCKET, SO_DOMAIN, -1) == AF_UNIX;
+  }
+  Status dump(const FdDumpInfo& fd, img::FileEntry& entry, FileDumpContext& ctx) const override {
+    if (!ctx.unix_sockets) return failf("{}: unix sockets are not recorded by this dump", fd.what);
+    img::UnixSocketFile* sk = entry.mutable_unix_sk();
+    TRY(dump_unix_socket(fd.what, fd.local_fd, fd.st.st_ino, fd.fdinfo.flags, *sk));
+    ctx.unix_sockets->add(*sk, fd.what);
+    return {};
+  }
+  bool restores(const img::FileEntry& entry) const override { return entry.has_unix_sk(); }
+  Result<UniqueFd> open(const img::FileEntry& entry, const FileRestoreContext& ctx) const override {
+    if (!ctx.unix_sockets) return fail("unix sockets were not created for this restore");
+    return ctx.unix_sockets->open(entry.unix_sk());
+  }
+};
+
+}  // namespace
+
+const FileKind& unix_socket_kind() {
+  static const UnixSocketKind kind;
+  return kind;
+}
+
+}  // namespace minicriu

@@ -1,0 +1,82 @@
+// AF_UNIX socket pairs whose two sockets are both held by the dumped tree.
+// Dump: each socket's peer found by inode through sock_diag, its receive
+// queue read without consuming it (MSG_PEEK, message by message where the
+// type keeps boundaries). Restore: each pair created once before the tree,
+// every queue sent again from the peer, the sockets handed out as dups.
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "core/error.hpp"
+#include "core/unique_fd.hpp"
+#include "minicriu.pb.h"
+
+namespace minicriu {
+
+// What sock_diag says of one unix socket.
+struct UnixDiag {
+  uint64_t ino = 0;
+  uint64_t peer_ino = 0;  // 0: not connected
+  int type = 0;
+  int state = 0;           // TCP_LISTEN (10) for a listening socket
+  std::string name;        // bound name; abstract names start with '@'
+  uint8_t shutdown = 0;
+};
+
+// Asks NETLINK_SOCK_DIAG about the unix socket with this inode (in our
+// network namespace).
+[[nodiscard]] Result<UnixDiag> unix_diag_query(uint64_t ino);
+
+// The receive queue of a unix socket of this type, read without consuming it;
+// the socket's SO_PEEK_OFF is put back as it was.
+[[nodiscard]] Result<std::vector<std::string>> peek_unix_queue(int fd, int type, const std::string& what);
+
+// "stream", "dgram", "seqpacket".
+std::string unix_type_name(int type);
+
+// Fills a UnixSocketFile for the socket behind local_fd, or refuses it in one
+// line (bound, listening, not connected, messages carrying fds or credentials).
+[[nodiscard]] Status dump_unix_socket(const std::string& what, int local_fd, uint64_t ino, int flags,
+                                      img::UnixSocketFile& out);
+
+// Dump side: every unix socket of the tree, to check at the end that each
+// one's peer is in the tree too.
+class UnixSocketStore {
+ public:
+  void add(const img::UnixSocketFile& sk, const std::string& what);
+  // An error naming the first socket whose peer is not held by the tree (and
+  // who holds it, found in /proc/*/fd of the processes not in `tree`).
+  [[nodiscard]] Status check_peers(const std::set<pid_t>& tree) const;
+
+ private:
+  struct Seen {
+    uint64_t peer_ino;
+    int type;
+    std::string what;
+  };
+  std::map<uint64_t, Seen> sockets_;
+};
+
+// Restore side: every pair created once, with its queues, before the
+// processes of the tree, so all of them inherit it.
+class UnixSocketRestorer {
+ public:
+  UnixSocketRestorer() = default;
+  UnixSocketRestorer(const UnixSocketRestorer&) = delete;
+  UnixSocketRestorer& operator=(const UnixSocketRestorer&) = delete;
+  [[nodiscard]] static Result<std::unique_ptr<UnixSocketRestorer>> create_all(
+      const std::vector<img::FileEntry>& files, int fd_floor);
+  // A dup of the socket: one open file description per socket, as dumped.
+  [[nodiscard]] Result<UniqueFd> open(const img::UnixSocketFile& sk) const;
+
+ private:
+  std::map<uint64_t, UniqueFd> sockets_;
+};
+
+}  // namespace minicriu
