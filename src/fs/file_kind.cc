@@ -1,5 +1,7 @@
 #include "fs/file_kind.hpp"
 
+#include "fs/ghost_file.hpp"
+
 namespace minicriu {
 
 const std::vector<const FileKind*>& file_kinds() {
@@ -21,7 +23,7 @@ std::string describe_unsupported(const FdDumpInfo& fd) {
   if (l.rfind("socket:", 0) == 0) return "a socket";
   if (l.rfind("anon_inode:", 0) == 0) return "an anonymous-inode file (" + l.substr(11) + ")";
   if (l.rfind("/memfd:", 0) == 0) return "a memfd";
-  if (l.size() > 10 && l.compare(l.size() - 10, 10, " (deleted)") == 0)
+  if (has_deleted_suffix(l))
     return fd.st.st_nlink > 0 ? "a deleted file that still has another name" : "a deleted file";
   return "a file of a kind this version does not support";
 }

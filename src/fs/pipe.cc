@@ -60,24 +60,18 @@ Status PipeStore::add(const std::string& what, int local_fd, uint64_t pipe_ino) 
 
 Result<std::string> PipeStore::find_external_holder(const std::set<pid_t>& tree) const {
   if (entries_.empty()) return std::string();
-  std::map<std::string, uint64_t> links;
-  for (auto& p : entries_) links[pipe_link(p.pipe_ino())] = p.pipe_ino();
-  ASSIGN_OR_RETURN(auto pids, proc::list_numeric_dir("/proc"));
-  for (pid_t pid : pids) {
-    // Ourselves included: a runtime linking us may hold the other end.
-    if (tree.count(pid)) continue;
-    auto fds = proc::list_numeric_dir(proc::pid_path(pid, "fd"));
-    if (!fds) continue;  // gone, or a kernel thread
-    for (int fd : *fds) {
-      auto link = proc::read_link(proc::pid_path(pid, fmt::format("fd/{}", fd)));
-      if (!link || !links.count(*link)) continue;
-      auto comm = proc::read_file(proc::pid_path(pid, "comm"));
-      std::string name = comm ? comm->substr(0, comm->find('\n')) : "?";
-      return fmt::format("{}: {} is also held by pid {} ({}) as fd {}, outside the dumped tree",
-                         first_holder_.at(links.at(*link)), *link, pid, name, fd);
-    }
+  std::map<std::string, uint64_t> ino_of;
+  std::set<std::string> links;
+  for (auto& p : entries_) {
+    ino_of[pipe_link(p.pipe_ino())] = p.pipe_ino();
+    links.insert(pipe_link(p.pipe_ino()));
   }
-  return std::string();
+  // Ourselves included: a runtime linking us may hold the other end.
+  ASSIGN_OR_RETURN(auto holder, proc::find_fd_holder(links, tree));
+  if (!holder) return std::string();
+  return fmt::format("{}: {} is also held by pid {} ({}) as fd {}, outside the dumped tree",
+                     first_holder_.at(ino_of.at(holder->link)), holder->link, holder->pid, holder->comm,
+                     holder->fd);
 }
 
 Status PipeStore::commit() {

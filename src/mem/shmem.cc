@@ -6,18 +6,15 @@
 #include <unistd.h>
 
 #include "fs/file_kind.hpp"
+#include "fs/ghost_file.hpp"
 #include "fs/sparse_data.hpp"
 
 namespace minicriu {
 
 std::string memfd_name(const std::string& link) {
   static const std::string kPrefix = "/memfd:";
-  static const std::string kDeleted = " (deleted)";
   if (link.rfind(kPrefix, 0) != 0) return {};
-  std::string name = link.substr(kPrefix.size());
-  if (name.size() >= kDeleted.size() && name.compare(name.size() - kDeleted.size(), kDeleted.size(), kDeleted) == 0)
-    name.resize(name.size() - kDeleted.size());
-  return name;
+  return strip_deleted_suffix(link.substr(kPrefix.size()));
 }
 
 Result<uint32_t> ShmemStore::add(const std::string& what, int fd, const struct stat& st, bool memfd,

@@ -4,14 +4,13 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
+#include "fs/ghost_file.hpp"
+
 namespace minicriu {
 
 namespace {
 
 bool starts_with(const std::string& s, const char* prefix) { return s.rfind(prefix, 0) == 0; }
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 Result<img::VmaKind> classify(pid_t pid, const proc::MapsEntry& m) {
   if (m.path == "[vsyscall]") return img::VMA_VSYSCALL;
@@ -32,7 +31,7 @@ Result<img::VmaKind> classify(pid_t pid, const proc::MapsEntry& m) {
   // A memfd is a shmem object: dumped once as such, whoever maps it.
   if (starts_with(m.path, "/memfd:")) return m.shared ? img::VMA_FILE_SHARED : img::VMA_FILE_PRIVATE;
   // A deleted file is reached through /proc/PID/map_files by the dumper.
-  if (ends_with(m.path, " (deleted)")) return m.shared ? img::VMA_FILE_SHARED : img::VMA_FILE_PRIVATE;
+  if (has_deleted_suffix(m.path)) return m.shared ? img::VMA_FILE_SHARED : img::VMA_FILE_PRIVATE;
   if (m.path.empty() || m.path[0] != '/')
     return failf("{}: mapping of an unnamed file is not supported", where);
   // The file must still be the one mapped: restore maps it by path.
@@ -69,7 +68,7 @@ Result<std::vector<VmaInfo>> collect_vmas(pid_t pid) {
     v.set_path(m.path);
     v.set_dev(makedev(m.dev_major, m.dev_minor));
     v.set_ino(m.inode);
-    bool deleted = ends_with(m.path, " (deleted)") && !starts_with(m.path, "/memfd:") &&
+    bool deleted = has_deleted_suffix(m.path) && !starts_with(m.path, "/memfd:") &&
                    (kind == img::VMA_FILE_SHARED || kind == img::VMA_FILE_PRIVATE);
     bool shmem = kind == img::VMA_ANON_SHARED || kind == img::VMA_SYSV_SHM || starts_with(m.path, "/memfd:");
     out.push_back({std::move(v), std::move(m), deleted, shmem});

@@ -268,21 +268,11 @@ Status UnixSocketStore::check_peers(const std::set<pid_t>& tree) const {
     // Who holds the peer, for the message. Ourselves included: a runtime
     // linking us may hold it.
     std::string link = sk_link(s.peer_ino);
-    ASSIGN_OR_RETURN(auto pids, proc::list_numeric_dir("/proc"));
-    for (pid_t pid : pids) {
-      if (tree.count(pid)) continue;
-      auto fds = proc::list_numeric_dir(proc::pid_path(pid, "fd"));
-      if (!fds) continue;  // gone, or a kernel thread
-      for (int fd : *fds) {
-        auto l = proc::read_link(proc::pid_path(pid, fmt::format("fd/{}", fd)));
-        if (!l || *l != link) continue;
-        auto comm = proc::read_file(proc::pid_path(pid, "comm"));
-        std::string name = comm ? comm->substr(0, comm->find('\n')) : "?";
-        return failf("{} is connected to {} held by pid {} ({}) outside the dumped tree; dump the "
-                     "tree that holds both ends, or close it before the dump ({})", what, link, pid,
-                     name, kLater);
-      }
-    }
+    ASSIGN_OR_RETURN(auto holder, proc::find_fd_holder({link}, tree));
+    if (holder)
+      return failf("{} is connected to {} held by pid {} ({}) outside the dumped tree; dump the "
+                   "tree that holds both ends, or close it before the dump ({})", what, link,
+                   holder->pid, holder->comm, kLater);
     return failf("{} is connected to {}, which no process holds (it may be in flight in an "
                  "SCM_RIGHTS message); only socket pairs whose two ends are in the tree can be "
                  "checkpointed yet ({})", what, link, kLater);

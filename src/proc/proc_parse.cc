@@ -227,6 +227,27 @@ Result<std::vector<int>> list_numeric_dir(const std::string& path) {
   return out;
 }
 
+std::string comm_of(pid_t pid) {
+  auto comm = read_file(pid_path(pid, "comm"));
+  return comm ? comm->substr(0, comm->find('\n')) : "?";
+}
+
+Result<std::optional<FdHolder>> find_fd_holder(const std::set<std::string>& links,
+                                               const std::set<pid_t>& exclude) {
+  if (links.empty()) return std::optional<FdHolder>();
+  ASSIGN_OR_RETURN(auto pids, list_numeric_dir("/proc"));
+  for (pid_t pid : pids) {
+    if (exclude.count(pid)) continue;
+    auto fds = list_numeric_dir(pid_path(pid, "fd"));
+    if (!fds) continue;  // gone, or a kernel thread
+    for (int fd : *fds) {
+      auto link = read_link(pid_path(pid, fmt::format("fd/{}", fd)));
+      if (link && links.count(*link)) return std::optional<FdHolder>(FdHolder{pid, fd, comm_of(pid), *link});
+    }
+  }
+  return std::optional<FdHolder>();
+}
+
 std::optional<std::string> status_field(const std::string& status_text, const std::string& key) {
   std::istringstream in(status_text);
   for (std::string line; std::getline(in, line);) {

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -70,6 +71,20 @@ std::optional<std::string> fdinfo_field(const std::string& fdinfo_text, const st
 std::vector<pid_t> parse_pid_list(const std::string& text);
 // The numeric entries of a /proc directory (task/, fd/), sorted.
 [[nodiscard]] Result<std::vector<int>> list_numeric_dir(const std::string& path);
+
+// A process's command name (/proc/PID/comm without its newline), "?" if gone.
+std::string comm_of(pid_t pid);
+
+// A process outside `exclude` that holds an fd whose /proc link is one of
+// `links` (pipe:[N], socket:[N]...): the first found, by a scan of /proc/*/fd.
+struct FdHolder {
+  pid_t pid = 0;
+  int fd = -1;
+  std::string comm;
+  std::string link;
+};
+[[nodiscard]] Result<std::optional<FdHolder>> find_fd_holder(const std::set<std::string>& links,
+                                                             const std::set<pid_t>& exclude);
 
 // A "Key:\tvalue" line of /proc/PID/status.
 std::optional<std::string> status_field(const std::string& status_text, const std::string& key);

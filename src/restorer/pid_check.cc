@@ -17,11 +17,7 @@ Status check_free(uint32_t id, bool thread) {
     if (errno == ENOENT) return {};
     return failf_errno("cannot check whether {} {} is free", thread ? "tid" : "pid", id);
   }
-  std::string comm = "?";
-  if (auto c = proc::read_file(dir + "/comm")) {
-    comm = *c;
-    while (!comm.empty() && comm.back() == '\n') comm.pop_back();
-  }
+  std::string comm = proc::comm_of(static_cast<pid_t>(id));
   std::string state;
   if (auto s = proc::read_file(dir + "/status"))
     state = proc::status_field(*s, "State").value_or("");
