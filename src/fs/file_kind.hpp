@@ -36,6 +36,9 @@ class ShmemStore;
 class ShmemRestorer;
 class UnixSocketStore;
 class UnixSocketRestorer;
+class NetworkLock;
+class InetSocketStore;
+class InetSocketRestorer;
 
 // What kinds may use while dumping: the stores of data shared by many fds.
 struct FileDumpContext {
@@ -52,6 +55,11 @@ struct FileDumpContext {
   // Unix sockets of the tree, whose peers are checked once every fd is seen.
   // Null: every unix socket is refused.
   UnixSocketStore* unix_sockets = nullptr;
+  // TCP connections are locked here before their queues are read (null: no
+  // lock, e.g. unit tests). See net/network_lock.hpp.
+  NetworkLock* net_lock = nullptr;
+  // Inet sockets of the tree (src/net/inet_socket.cc). Null: refused.
+  InetSocketStore* inet_sockets = nullptr;
 };
 
 // The fd that stands, in the restoring process, for fd number dumped_fd of the
@@ -74,6 +82,7 @@ struct FileRestoreContext {
   // above this number, clear of the fds being installed below it.
   int fd_floor = 0;
   UnixSocketRestorer* unix_sockets = nullptr;  // socket pairs created once each
+  InetSocketRestorer* inet_sockets = nullptr;  // inet sockets created once each
 };
 
 class FileKind {
