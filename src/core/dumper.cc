@@ -275,11 +275,12 @@ Result<DumpStats> Dumper::run() {
     st = dump_process(tree->processes()[i], images[i], parent);
   }
   if (st) st = check_external_pipes(*tree);
-  if (st) {
-    std::set<pid_t> pids;
-    for (auto& p : tree->processes()) pids.insert(p.pid);
-    st = unix_sockets_.check_peers(pids);
-  }
+  std::set<pid_t> pids;
+  for (auto& p : tree->processes()) pids.insert(p.pid);
+  if (st) st = unix_sockets_.check_peers(pids);
+  // Last of the checks, and then (only when the tree will be killed) the one
+  // destructive step: connections not yet accepted are accepted to read them.
+  if (st) st = unix_sockets_.finish_named(pids, options_.leave_running, files_.mutable_entries());
   stats_.processes = static_cast<unsigned>(tree->processes().size());
   stats_.threads = tree->thread_count();
   stats_.page_bytes = stats_.pages_dumped * 4096;

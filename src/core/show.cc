@@ -7,6 +7,7 @@
 #include "core/error.hpp"
 #include "images/image_dir.hpp"
 #include "images/image_io.hpp"
+#include "net/unix_named.hpp"
 #include "net/unix_socket.hpp"
 #include "minicriu.pb.h"
 
@@ -114,8 +115,20 @@ std::string file_summary(const google::protobuf::RepeatedPtrField<img::FileEntry
       std::string queued = sk.type() == SOCK_STREAM
                                ? fmt::format("{} byte(s) queued", bytes)
                                : fmt::format("{} message(s) of {} byte(s) queued", sk.queue_size(), bytes);
-      return fmt::format("unix {} socket:[{}] peer socket:[{}], {}{}", unix_type_name(static_cast<int>(sk.type())),
-                         sk.ino(), sk.peer_ino(), queued, (sk.flags() & 04000) ? ", non-blocking" : "");
+      std::string named;
+      if (!sk.name().empty()) {
+        static const char* const kPath[] = {"", "", " (path unlinked)", " (path replaced by another file)"};
+        named = fmt::format(" bound to {}{}", unix_name_display(sk.name()), kPath[sk.path_state() & 3]);
+      }
+      if (sk.state() == kUnixListening)
+        return fmt::format("unix {} socket:[{}]{} listening (backlog {}), {} connection(s) not yet accepted",
+                           unix_type_name(static_cast<int>(sk.type())), sk.ino(), named, sk.backlog(),
+                           sk.pending_size());
+      std::string peer = sk.peer_ino() ? fmt::format("peer socket:[{}]", sk.peer_ino())
+                         : sk.state() == kUnixConnected ? std::string("waiting to be accepted")
+                                                        : std::string("unconnected");
+      return fmt::format("unix {} socket:[{}]{} {}, {}{}", unix_type_name(static_cast<int>(sk.type())),
+                         sk.ino(), named, peer, queued, (sk.flags() & 04000) ? ", non-blocking" : "");
     }
     if (f.has_inotify()) {
       std::string watches;

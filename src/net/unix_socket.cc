@@ -9,18 +9,19 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cstring>
 
 #include "fs/file_kind.hpp"
+#include "net/unix_named.hpp"
 #include "proc/proc_parse.hpp"
 
 namespace minicriu {
 
 namespace {
 
-constexpr int kTcpListen = 10;  // the state sock_diag reports for a listening socket
 constexpr const char* kLater =
     "--ext-unix-sk / --external unix[INODE] are not available yet";
 
@@ -51,7 +52,8 @@ bool drop_control(msghdr& msg) {
 }
 
 // One peek from the current peek offset; -1 and errno EAGAIN at the end.
-ssize_t peek_once(int fd, std::vector<char>& buf, int& msg_flags, bool& control) {
+ssize_t peek_once(int fd, std::vector<char>& buf, int& msg_flags, bool& control,
+                  std::string* from = nullptr) {
   alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * 253) + CMSG_SPACE(sizeof(ucred)) + 64];
   iovec iov{buf.data(), buf.size()};
   msghdr msg{};
@@ -59,11 +61,17 @@ ssize_t peek_once(int fd, std::vector<char>& buf, int& msg_flags, bool& control)
   msg.msg_iovlen = 1;
   msg.msg_control = cbuf;
   msg.msg_controllen = sizeof cbuf;
+  sockaddr_un addr{};
+  if (from) {
+    msg.msg_name = &addr;
+    msg.msg_namelen = sizeof addr;
+  }
   ssize_t n;
   do n = ::recvmsg(fd, &msg, MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
   while (n < 0 && errno == EINTR);
   msg_flags = msg.msg_flags;
   control = n >= 0 && drop_control(msg);
+  if (from && n >= 0) *from = unix_raw_name(addr, msg.msg_namelen);
   return n;
 }
 
@@ -111,14 +119,15 @@ Result<UnixDiag> unix_diag_query(uint64_t ino) {
   rq.req.sdiag_family = AF_UNIX;
   rq.req.udiag_states = ~0u;
   rq.req.udiag_ino = static_cast<uint32_t>(ino);
-  rq.req.udiag_show = UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN;
+  rq.req.udiag_show = UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN | UDIAG_SHOW_VFS |
+                      UDIAG_SHOW_ICONS;
   // Exact lookups check the cookie unless it is "none" (all ones).
   rq.req.udiag_cookie[0] = rq.req.udiag_cookie[1] = ~0u;
   sockaddr_nl kernel{};
   kernel.nl_family = AF_NETLINK;
   if (::sendto(nl.get(), &rq, sizeof rq, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0)
     return failf_errno("{}: sock_diag request", sk_link(ino));
-  alignas(nlmsghdr) char buf[8192];
+  alignas(nlmsghdr) char buf[65536];
   ssize_t n;
   do n = ::recv(nl.get(), buf, sizeof buf, 0);
   while (n < 0 && errno == EINTR);
@@ -144,6 +153,30 @@ Result<UnixDiag> unix_diag_query(uint64_t ino) {
         // Abstract names start with a NUL byte.
         if (size > 0 && data[0] == '\0') d.name = "@" + std::string(data + 1, size - 1);
         else d.name = std::string(data, strnlen(data, size));
+        d.raw_name = data[0] == '\0' ? std::string(data, size) : d.name;
+        break;
+      case UNIX_DIAG_VFS:
+        if (size >= sizeof(unix_diag_vfs)) {
+          unix_diag_vfs v;
+          std::memcpy(&v, data, sizeof v);
+          d.vfs_ino = v.udiag_vfs_ino;
+          d.vfs_dev = v.udiag_vfs_dev;
+        }
+        break;
+      case UNIX_DIAG_ICONS:
+        for (size_t i = 0; i + sizeof(uint32_t) <= size; i += sizeof(uint32_t)) {
+          uint32_t c;
+          std::memcpy(&c, data + i, sizeof c);
+          d.icons.push_back(c);
+        }
+        break;
+      case UNIX_DIAG_RQLEN:
+        if (size >= sizeof(unix_diag_rqlen)) {
+          unix_diag_rqlen q;
+          std::memcpy(&q, data, sizeof q);
+          d.rqueue = q.udiag_rqueue;
+          d.wqueue = q.udiag_wqueue;
+        }
         break;
       case UNIX_DIAG_PEER: {
         uint32_t peer = 0;
@@ -161,7 +194,8 @@ Result<UnixDiag> unix_diag_query(uint64_t ino) {
   return d;
 }
 
-Result<std::vector<std::string>> peek_unix_queue(int fd, int type, const std::string& what) {
+Result<std::vector<std::string>> peek_unix_queue(int fd, int type, const std::string& what,
+                                                 std::vector<std::string>* from) {
   std::vector<std::string> queue;
   int inq = 0;
   if (::ioctl(fd, SIOCINQ, &inq) != 0) return failf_errno("{}: SIOCINQ", what);
@@ -195,7 +229,8 @@ Result<std::vector<std::string>> peek_unix_queue(int fd, int type, const std::st
   std::vector<char> buf(std::max(inq, sock_int(fd, SOL_SOCKET, SO_RCVBUF, 0)) + (1 << 16));
   size_t total = 0;
   for (;;) {
-    ssize_t n = peek_once(fd, buf, msg_flags, control);
+    std::string sender;
+    ssize_t n = peek_once(fd, buf, msg_flags, control, from ? &sender : nullptr);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
     if (n < 0) return failf_errno("{}: peeking at its queued messages", what);
     if (control || (msg_flags & MSG_CTRUNC)) return in_flight();
@@ -205,6 +240,7 @@ Result<std::vector<std::string>> peek_unix_queue(int fd, int type, const std::st
       return failf("{}: an empty message is queued on it, which cannot be read without "
                    "consuming it; let the application read it before the dump", what);
     queue.emplace_back(buf.data(), static_cast<size_t>(n));
+    if (from) from->push_back(std::move(sender));
     total += static_cast<size_t>(n);
   }
   // SIOCINQ is every byte for seqpacket, the first message's for dgram.
@@ -218,23 +254,22 @@ Result<std::vector<std::string>> peek_unix_queue(int fd, int type, const std::st
 }
 
 Status dump_unix_socket(const std::string& what_fd, int local_fd, uint64_t ino, int flags,
-                        img::UnixSocketFile& out) {
+                        img::UnixSocketFile& out, pid_t holder) {
   ASSIGN_OR_RETURN(UnixDiag d, with_context(unix_diag_query(ino), what_fd));
   std::string what = fmt::format("{}: unix {} {}", what_fd, unix_type_name(d.type), sk_link(ino));
   if (d.type != SOCK_STREAM && d.type != SOCK_DGRAM && d.type != SOCK_SEQPACKET)
     return failf("{} has a type minicriu does not know", what);
-  if (d.state == kTcpListen)
-    return failf("{} is listening{}; listening unix sockets cannot be checkpointed yet ({}); "
-                 "close it before the dump", what, d.name.empty() ? "" : " on " + d.name, kLater);
-  if (!d.name.empty())
-    return failf("{} is bound to {}; bound unix sockets cannot be checkpointed yet ({}); only "
-                 "socket pairs whose two ends are in the tree can", what, d.name, kLater);
-  if (d.peer_ino == 0)
-    return failf("{} is not connected (its peer was closed, or it never had one); only socket "
-                 "pairs whose two ends are in the tree can be checkpointed yet; close it before "
-                 "the dump", what);
+  // Names, listeners and unconnected sockets: net/unix_named.cc. A socket
+  // with no peer is checked once every socket of the tree is seen (a
+  // connected one may wait in a listener's accept queue).
+  TRY(dump_unix_name(d, holder, what, out));
   bool passcred = sock_int(local_fd, SOL_SOCKET, SO_PASSCRED, 0) != 0;
-  ASSIGN_OR_RETURN(auto queue, peek_unix_queue(local_fd, d.type, what));
+  std::vector<std::string> from;
+  // A listener's queue holds connections, not data (SIOCINQ refuses it).
+  std::vector<std::string> queue;
+  if (d.state != kUnixListening) {
+    ASSIGN_OR_RETURN(queue, peek_unix_queue(local_fd, d.type, what, d.type == SOCK_DGRAM ? &from : nullptr));
+  }
   if (passcred && !queue.empty())
     return failf("{} has SO_PASSCRED set and messages queued, whose credentials minicriu cannot "
                  "restore yet; let the application read them before the dump", what);
@@ -248,19 +283,30 @@ Status dump_unix_socket(const std::string& what_fd, int local_fd, uint64_t ino, 
   out.set_sndbuf(static_cast<uint32_t>(sock_int(local_fd, SOL_SOCKET, SO_SNDBUF, 0)));
   out.set_rcvbuf(static_cast<uint32_t>(sock_int(local_fd, SOL_SOCKET, SO_RCVBUF, 0)));
   for (auto& m : queue) out.add_queue(std::move(m));
+  // Only a sender with a name needs recording; all-unbound senders leave it empty.
+  bool named_sender = false;
+  for (auto& f : from) named_sender |= !f.empty();
+  if (named_sender)
+    for (auto& f : from) out.add_queue_from(std::move(f));
   return {};
 }
 
 void UnixSocketStore::add(const img::UnixSocketFile& sk, const std::string& what) {
   sockets_.emplace(sk.ino(), Seen{sk.peer_ino(), static_cast<int>(sk.type()), what});
+  Named n{sk, what};
+  n.sk.clear_queue();
+  named_.emplace(sk.ino(), std::move(n));
 }
 
 Status UnixSocketStore::check_peers(const std::set<pid_t>& tree) const {
   for (auto& [ino, s] : sockets_) {
+    // Unconnected, listening, or waiting to be accepted: finish_named().
+    if (s.peer_ino == 0) continue;
     std::string what = fmt::format("{}: unix {} {}", s.what, unix_type_name(s.type), sk_link(ino));
     auto peer = sockets_.find(s.peer_ino);
     if (peer != sockets_.end()) {
-      if (peer->second.peer_ino != ino)
+      // A datagram socket may be connected to one that is not connected back.
+      if (peer->second.peer_ino != ino && s.type != SOCK_DGRAM)
         return failf("{} is connected to {}, which is connected elsewhere; only socket pairs can "
                      "be checkpointed yet", what, sk_link(s.peer_ino));
       continue;
@@ -343,6 +389,10 @@ Status set_state(int fd, const img::UnixSocketFile& sk) {
 
 }  // namespace
 
+Status unix_send_queue(int from, const img::UnixSocketFile& to) { return send_queue(from, to); }
+Status unix_set_buffers(int fd, const img::UnixSocketFile& sk) { return set_buffers(fd, sk); }
+Status unix_set_state(int fd, const img::UnixSocketFile& sk) { return set_state(fd, sk); }
+
 Result<std::unique_ptr<UnixSocketRestorer>> UnixSocketRestorer::create_all(
     const std::vector<img::FileEntry>& files, int fd_floor) {
   auto r = std::make_unique<UnixSocketRestorer>();
@@ -350,7 +400,7 @@ Result<std::unique_ptr<UnixSocketRestorer>> UnixSocketRestorer::create_all(
   for (auto& f : files)
     if (f.has_unix_sk()) by_ino[f.unix_sk().ino()] = &f.unix_sk();
   for (auto& [ino, sk] : by_ino) {
-    if (r->sockets_.count(ino)) continue;
+    if (r->sockets_.count(ino) || restored_as_named(*sk, by_ino)) continue;
     auto peer = by_ino.find(sk->peer_ino());
     if (peer == by_ino.end() || peer->second->peer_ino() != ino || peer->second->type() != sk->type())
       return failf("{}: its peer {} is not the other socket of a pair in files.img", sk_link(ino),
@@ -371,6 +421,7 @@ Result<std::unique_ptr<UnixSocketRestorer>> UnixSocketRestorer::create_all(
     r->sockets_.emplace(ino, std::move(a));
     r->sockets_.emplace(sk->peer_ino(), std::move(b));
   }
+  TRY(restore_named_unix_sockets(by_ino, fd_floor, r->sockets_));
   return r;
 }
 
@@ -394,8 +445,9 @@ class UnixSocketKind final : public FileKind {
   Status dump(const FdDumpInfo& fd, img::FileEntry& entry, FileDumpContext& ctx) const override {
     if (!ctx.unix_sockets) return failf("{}: unix sockets are not recorded by this dump", fd.what);
     img::UnixSocketFile* sk = entry.mutable_unix_sk();
-    TRY(dump_unix_socket(fd.what, fd.local_fd, fd.st.st_ino, fd.fdinfo.flags, *sk));
+    TRY(dump_unix_socket(fd.what, fd.local_fd, fd.st.st_ino, fd.fdinfo.flags, *sk, fd.pid));
     ctx.unix_sockets->add(*sk, fd.what);
+    if (sk->pending_size() > 0) ctx.unix_sockets->keep_listener(sk->ino(), fd.local_fd);
     return {};
   }
   bool restores(const img::FileEntry& entry) const override { return entry.has_unix_sk(); }

@@ -27,6 +27,14 @@ struct UnixDiag {
   int state = 0;           // TCP_LISTEN (10) for a listening socket
   std::string name;        // bound name; abstract names start with '@'
   uint8_t shutdown = 0;
+  // The name as the kernel holds it: sun_path bytes, an abstract one with its
+  // leading NUL, a path without its trailing NUL.
+  std::string raw_name;
+  uint32_t vfs_ino = 0;    // UNIX_DIAG_VFS: the socket file's inode and
+  uint32_t vfs_dev = 0;    // device (the kernel's encoding: major << 20 | minor)
+  std::vector<uint64_t> icons;  // a listener's pending connections: the clients' inodes
+  uint32_t rqueue = 0;     // UNIX_DIAG_RQLEN: for a listener, its pending count
+  uint32_t wqueue = 0;     // and its backlog
 };
 
 // Asks NETLINK_SOCK_DIAG about the unix socket with this inode (in our
@@ -35,15 +43,24 @@ struct UnixDiag {
 
 // The receive queue of a unix socket of this type, read without consuming it;
 // the socket's SO_PEEK_OFF is put back as it was.
-[[nodiscard]] Result<std::vector<std::string>> peek_unix_queue(int fd, int type, const std::string& what);
+// With from, each message's sender name (sun_path bytes) is added to it.
+[[nodiscard]] Result<std::vector<std::string>> peek_unix_queue(int fd, int type, const std::string& what,
+                                                               std::vector<std::string>* from = nullptr);
 
 // "stream", "dgram", "seqpacket".
 std::string unix_type_name(int type);
 
 // Fills a UnixSocketFile for the socket behind local_fd, or refuses it in one
 // line (bound, listening, not connected, messages carrying fds or credentials).
+// holder: the pid whose cwd a relative bound path is resolved in (0: ours).
 [[nodiscard]] Status dump_unix_socket(const std::string& what, int local_fd, uint64_t ino, int flags,
-                                      img::UnixSocketFile& out);
+                                      img::UnixSocketFile& out, pid_t holder = 0);
+
+// Restore steps shared with the named sockets (net/unix_named.cc): a queue
+// sent again from `from`, buffer sizes, and the state set last.
+[[nodiscard]] Status unix_send_queue(int from, const img::UnixSocketFile& to);
+[[nodiscard]] Status unix_set_buffers(int fd, const img::UnixSocketFile& sk);
+[[nodiscard]] Status unix_set_state(int fd, const img::UnixSocketFile& sk);
 
 // Dump side: every unix socket of the tree, to check at the end that each
 // one's peer is in the tree too.
@@ -53,6 +70,16 @@ class UnixSocketStore {
   // An error naming the first socket whose peer is not held by the tree (and
   // who holds it, found in /proc/*/fd of the processes not in `tree`).
   [[nodiscard]] Status check_peers(const std::set<pid_t>& tree) const;
+  // A listener with connections not yet accepted: our copy of it is kept, to
+  // accept them in finish_named().
+  void keep_listener(uint64_t ino, int local_fd);
+  // The last dump step before the images are written (net/unix_named.cc):
+  // checks named sockets, listeners and their pending connections, then,
+  // only when the dump kills the tree, accepts the pending connections on our
+  // copies of the listeners (which consumes them) and records their queues in
+  // the listeners' entries of files.
+  [[nodiscard]] Status finish_named(const std::set<pid_t>& tree, bool leave_running,
+                                    std::vector<img::FileEntry>& files);
 
  private:
   struct Seen {
@@ -61,6 +88,12 @@ class UnixSocketStore {
     std::string what;
   };
   std::map<uint64_t, Seen> sockets_;
+  struct Named {
+    img::UnixSocketFile sk;  // without its queue
+    std::string what;
+  };
+  std::map<uint64_t, Named> named_;
+  std::map<uint64_t, UniqueFd> listeners_;
 };
 
 // Restore side: every pair created once, with its queues, before the
