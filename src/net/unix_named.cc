@@ -384,6 +384,15 @@ class NamedRestore {
         pairs_.insert(peer->first);
         continue;
       }
+      if (sk->type() == SOCK_DGRAM && sk->name().empty() && sk->peer_ino() == 0 && sk->queue_size() > 0) {
+        // Datagrams left by a socketpair peer that was closed since: they
+        // come from a peer of ours, closed once they are sent.
+        int sv[2];
+        if (::socketpair(AF_UNIX, type, 0, sv) != 0) return failf_errno("{}: socketpair", describe(*sk));
+        TRY(keep(ino, UniqueFd(sv[0])));
+        closed_peers_.emplace(ino, move_fd_above(UniqueFd(sv[1]), floor_));
+        continue;
+      }
       UniqueFd s(::socket(AF_UNIX, type, 0));
       if (!s) return failf_errno("{}: socket", describe(*sk));
       TRY(keep(ino, std::move(s)));
@@ -427,7 +436,10 @@ class NamedRestore {
         for (auto& [j, s] : mine_)
           if (s->type() == SOCK_DGRAM && s->name() == from && (!from.empty() || (paired(ino) && j == sk->peer_ino())))
             sender = s, sender_ino = j;
-        if (sender && paired(ino) && sender_ino == sk->peer_ino()) {
+        if (auto closed = closed_peers_.find(ino); closed != closed_peers_.end() && from.empty()) {
+          ssize_t n = ::send(closed->second.get(), msg.data(), msg.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+          err = n == static_cast<ssize_t>(msg.size()) ? 0 : n < 0 ? errno : EMSGSIZE;
+        } else if (sender && paired(ino) && sender_ino == sk->peer_ino()) {
           ssize_t n = ::send(fd(sender_ino), msg.data(), msg.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
           err = n == static_cast<ssize_t>(msg.size()) ? 0 : n < 0 ? errno : EMSGSIZE;
         } else if (sk->name().empty()) {
@@ -447,6 +459,7 @@ class NamedRestore {
         }
       }
     }
+    closed_peers_.clear();
     return {};
   }
 
@@ -521,6 +534,7 @@ class NamedRestore {
   ByIno mine_;
   std::map<uint64_t, uint64_t> accepted_;  // accepted socket -> its listener
   std::set<uint64_t> pairs_;               // made by socketpair(2)
+  std::map<uint64_t, UniqueFd> closed_peers_;  // stand-ins for peers closed before the dump
   PathFixes fixes_;
 };
 

@@ -38,8 +38,7 @@ int main(int argc, char** argv) {
 
   /* "netns": live in a network namespace of its own, as in a container. */
   if (argc > 3 && strcmp(argv[3], "netns") == 0 && unshare(CLONE_NEWNET) != 0) return 2;
-  /* "listen": hold a unix socket listening on DIR/listen.sock, which the dump
-   * must refuse (not supported yet). */
+  /* "listen": hold a unix socket listening on DIR/listen.sock. */
   if (argc > 3 && strcmp(argv[3], "listen") == 0) {
     int ls = socket(AF_UNIX, SOCK_STREAM, 0);
     struct sockaddr_un addr;
@@ -48,6 +47,10 @@ int main(int argc, char** argv) {
     snprintf(addr.sun_path, sizeof(addr.sun_path), "%s/listen.sock", argv[2]);
     if (ls < 0 || bind(ls, (struct sockaddr*)&addr, sizeof(addr)) != 0 || listen(ls, 1) != 0) return 2;
   }
+
+  /* "netlink": hold a netlink socket, a kind the dump must refuse (not
+   * supported yet). */
+  if (argc > 3 && strcmp(argv[3], "netlink") == 0 && socket(AF_NETLINK, SOCK_RAW, 0) < 0) return 2;
 
   volatile uint64_t counter = 0;
   prog_ready(argv[1]);

@@ -330,3 +330,27 @@ TEST(UnixNamedDump, ADatagramFromANamedSenderOutsideTheTreeIsRefused) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(UnixNamedRoundTrip, DatagramsLeftByAClosedPeerComeBack) {
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv), 0);
+  ASSERT_EQ(send(sv[1], "one", 3, 0), 3);
+  ASSERT_EQ(send(sv[1], "two!", 4, 0), 4);
+  close(sv[1]);
+  Dumped d;
+  ASSERT_TRUE(d.add(sv[0]));
+  EXPECT_EQ(d.sk(sv[0]).peer_ino(), 0u);
+  ASSERT_TRUE(d.store.finish_named({}, false, d.files));
+  close(sv[0]);
+  auto r = UnixSocketRestorer::create_all(d.files, 100);
+  ASSERT_TRUE(r) << r.error().what();
+  UniqueFd a = restored(**r, d.sk(sv[0]));
+  r->reset();
+  EXPECT_EQ(recv_now(a.get()), "one");
+  EXPECT_EQ(recv_now(a.get()), "two!");
+  EXPECT_EQ(recv_now(a.get()), "");
+}
+
+}  // namespace
