@@ -88,7 +88,11 @@ Status dump_unix_name(const UnixDiag& d, pid_t holder, const std::string& what, 
     ssize_t n = ::readlink(cwd_link.c_str(), dir, sizeof dir - 1);
     if (n < 0) return failf_errno("{}: reading {}", what, cwd_link);
     dir[n] = '\0';
-    if (::stat((cwd_link + "/" + path).c_str(), &st) != 0 || !is_socket_file_of(st, d))
+    bool found = ::stat((cwd_link + "/" + path).c_str(), &st) == 0 && is_socket_file_of(st, d);
+    // A connected socket may hold a listener's name (accepted from it) and
+    // need no directory of its own: finish_named() decides.
+    if (!found && d.state == kUnixConnected && d.type != SOCK_DGRAM) return {};
+    if (!found)
       return failf("{} is bound to the relative path {}, which does not name it from the process's "
                    "cwd {}, so the directory it was bound in is unknown; bind it to an absolute "
                    "path, or keep its file where it was bound, before the dump", what, path, dir);
@@ -139,10 +143,17 @@ Status UnixSocketStore::finish_named(const std::set<pid_t>& tree, bool leave_run
   std::set<uint64_t> waiting;  // clients in the accept queue of a listener of the tree
   for (auto& [ino, n] : named_)
     for (auto& p : n.sk.pending()) waiting.insert(p.client_ino());
+  ByIno by_ino;
+  for (auto& [ino, n] : named_) by_ino[ino] = &n.sk;
   for (auto& [ino, n] : named_) {
     const img::UnixSocketFile& sk = n.sk;
     std::string what = fmt::format("{}: unix {} {}", n.what, unix_type_name(static_cast<int>(sk.type())),
                                    sk_link(ino));
+    if (unix_name_is_path(sk.name()) && sk.name()[0] != '/' && sk.bind_dir().empty() &&
+        accepted_from(sk, by_ino) == 0)
+      return failf("{} is bound to the relative path {}, which does not name it from its process's cwd, "
+                   "and no listener of the tree has that name, so the directory it was bound in is "
+                   "unknown; bind it to an absolute path before the dump", what, sk.name());
     if (sk.peer_ino() == 0 && sk.state() == kUnixConnected && sk.type() != SOCK_DGRAM && !waiting.count(ino))
       return failf("{} is connected to a socket that was closed, or waits to be accepted by a "
                    "listener outside the dumped tree; only connections whose two ends are in the tree "

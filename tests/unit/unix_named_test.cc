@@ -279,6 +279,18 @@ TEST(UnixNamedRoundTrip, ARelativePathIsBoundAgainInItsDirectory) {
   ASSERT_EQ(chdir(old), 0);
   ASSERT_TRUE(st) << st.error().what();
   EXPECT_EQ(d.sk(s).bind_dir(), std::filesystem::canonical(dir.path).string());
+  // Accepted from it and dumped from another cwd: it holds the listener's
+  // name and needs no directory of its own.
+  int c = sock(SOCK_STREAM);
+  connect_to(c, dir / "rel.sock");
+  int a = accept4(s, nullptr, nullptr, SOCK_CLOEXEC);
+  ASSERT_GE(a, 0);
+  ASSERT_TRUE(d.add(c));
+  ASSERT_TRUE(d.add(a));
+  EXPECT_EQ(d.sk(a).name(), "rel.sock");
+  EXPECT_EQ(d.sk(a).bind_dir(), "");
+  st = d.store.finish_named({}, false, d.files);
+  ASSERT_TRUE(st) << st.error().what();
   // From elsewhere, the name no longer leads to it: refused, naming it.
   img::UnixSocketFile again;
   st = dump_unix_socket("test: fd 9", s, ino_of(s), 0, again);
@@ -286,10 +298,14 @@ TEST(UnixNamedRoundTrip, ARelativePathIsBoundAgainInItsDirectory) {
   EXPECT_NE(st.error().what().find("is bound to the relative path rel.sock, which does not name it"),
             std::string::npos) << st.error().what();
   close(s);
+  close(c);
+  close(a);
   auto r = UnixSocketRestorer::create_all(d.files, 100);
   ASSERT_TRUE(r) << r.error().what();
-  UniqueFd rs = restored(**r, d.sk(s));
+  UniqueFd rs = restored(**r, d.sk(s)), ra = restored(**r, d.sk(a)), rc = restored(**r, d.sk(c));
   EXPECT_EQ(name_of(rs.get()), "rel.sock");
+  EXPECT_EQ(name_of(ra.get()), "rel.sock");
+  EXPECT_EQ(name_of(rc.get(), true), "rel.sock");
   struct stat sst;
   EXPECT_EQ(stat((dir / "rel.sock").c_str(), &sst), 0);
   char now[4096];
