@@ -370,3 +370,40 @@ TEST(UnixNamedRoundTrip, DatagramsLeftByAClosedPeerComeBack) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(UnixNamedRestore, APathHeldByALiveSocketOrAnotherFileIsRefusedAndLeftAlone) {
+  Dir dir;
+  std::string path = dir / "busy.sock";
+  int s = sock(SOCK_STREAM);
+  bind_to(s, path);
+  ASSERT_EQ(listen(s, 1), 0);
+  Dumped d;
+  ASSERT_TRUE(d.add(s));
+  // The dumped listener still holds its path.
+  auto r = UnixSocketRestorer::create_all(d.files, 100);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().what().find(fmt::format("a live socket is bound at {} now", path)), std::string::npos)
+      << r.error().what();
+  close(s);
+  // A regular file where the socket file must come back.
+  ASSERT_EQ(unlink(path.c_str()), 0);
+  { FILE* f = fopen(path.c_str(), "w"); ASSERT_TRUE(f); fclose(f); }
+  r = UnixSocketRestorer::create_all(d.files, 100);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().what().find("is now a file of another kind"), std::string::npos) << r.error().what();
+  struct stat st;
+  ASSERT_EQ(lstat(path.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISREG(st.st_mode));
+  // The socket file left by the dumped socket is taken over.
+  ASSERT_EQ(unlink(path.c_str()), 0);
+  int stale = sock(SOCK_DGRAM);
+  bind_to(stale, path);
+  close(stale);
+  d.files[0].mutable_unix_sk()->set_path_state(img::UNIX_PATH_OWNED);
+  r = UnixSocketRestorer::create_all(d.files, 100);
+  ASSERT_TRUE(r) << r.error().what();
+}
+
+}  // namespace
