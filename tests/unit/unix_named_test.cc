@@ -165,7 +165,9 @@ TEST(UnixNamedRoundTrip, ListenersWithAcceptedAndWaitingConnections) {
   bind_to(l2, abstract);
   ASSERT_EQ(chmod(path.c_str(), 0600), 0);
   bool root = geteuid() == 0;  // only root gives a file away
-  if (root) ASSERT_EQ(lchown(path.c_str(), 4321, 4322), 0);
+  if (root) {
+    ASSERT_EQ(lchown(path.c_str(), 4321, 4322), 0);
+  }
   ASSERT_EQ(listen(l1, 4), 0);
   ASSERT_EQ(listen(l2, 2), 0);
   int c1 = sock(SOCK_STREAM), w1 = sock(SOCK_STREAM), w2 = sock(SOCK_SEQPACKET);
@@ -221,8 +223,10 @@ TEST(UnixNamedRoundTrip, ListenersWithAcceptedAndWaitingConnections) {
   ASSERT_EQ(stat(path.c_str(), &stt), 0);
   EXPECT_TRUE(S_ISSOCK(stt.st_mode));
   EXPECT_EQ(stt.st_mode & 07777, 0600u);
-  if (root) EXPECT_EQ(stt.st_uid, 4321u);
-  if (root) EXPECT_EQ(stt.st_gid, 4322u);
+  if (root) {
+    EXPECT_EQ(stt.st_uid, 4321u);
+    EXPECT_EQ(stt.st_gid, 4322u);
+  }
   EXPECT_EQ(recv_now(ra1.get()), "to-a1");
   EXPECT_EQ(recv_now(rc1.get()), "to-c1");
   UniqueFd p1 = accept_now(rl1.get()), p2 = accept_now(rl2.get());
