@@ -3,6 +3,8 @@
 // queue read without consuming it (MSG_PEEK, message by message where the
 // type keeps boundaries). Restore: each pair created once before the tree,
 // every queue sent again from the peer, the sockets handed out as dups.
+// Names, listeners, connections not yet accepted and unconnected sockets are
+// in net/unix_named.{hpp,cc}, called from here.
 #pragma once
 
 #include <sys/types.h>
@@ -51,7 +53,8 @@ struct UnixDiag {
 std::string unix_type_name(int type);
 
 // Fills a UnixSocketFile for the socket behind local_fd, or refuses it in one
-// line (bound, listening, not connected, messages carrying fds or credentials).
+// line (messages carrying fds or credentials, a relative path whose directory
+// is unknown).
 // holder: the pid whose cwd a relative bound path is resolved in (0: ours).
 [[nodiscard]] Status dump_unix_socket(const std::string& what, int local_fd, uint64_t ino, int flags,
                                       img::UnixSocketFile& out, pid_t holder = 0);

@@ -415,3 +415,35 @@ TEST(UnixNamedRestore, APathHeldByALiveSocketOrAnotherFileIsRefusedAndLeftAlone)
 }
 
 }  // namespace
+
+namespace {
+
+TEST(UnixNamedRoundTrip, AClientAutoboundBySoPasscredKeepsItsName) {
+  std::string abstract = fmt::format("{}minicriu-unit-pc-{}", '\0', getpid());
+  int l = sock(SOCK_STREAM), c = sock(SOCK_STREAM);
+  bind_to(l, abstract);
+  ASSERT_EQ(listen(l, 1), 0);
+  int one = 1;
+  ASSERT_EQ(setsockopt(c, SOL_SOCKET, SO_PASSCRED, &one, sizeof one), 0);
+  connect_to(c, abstract);  // binds c to an abstract name the kernel picks
+  int a = accept4(l, nullptr, nullptr, SOCK_CLOEXEC);
+  ASSERT_GE(a, 0);
+  std::string autobound = name_of(c);
+  ASSERT_FALSE(autobound.empty());
+  Dumped d;
+  for (int fd : {l, c, a}) ASSERT_TRUE(d.add(fd));
+  ASSERT_TRUE(d.store.finish_named({}, false, d.files));
+  for (int fd : {l, c, a}) close(fd);
+  auto r = UnixSocketRestorer::create_all(d.files, 100);
+  ASSERT_TRUE(r) << r.error().what();
+  UniqueFd rc = restored(**r, d.sk(c)), ra = restored(**r, d.sk(a));
+  EXPECT_EQ(name_of(rc.get()), autobound);
+  EXPECT_EQ(name_of(ra.get(), true), autobound);
+  EXPECT_EQ(name_of(ra.get()), abstract);
+  int pc = 0;
+  socklen_t len = sizeof pc;
+  ASSERT_EQ(getsockopt(rc.get(), SOL_SOCKET, SO_PASSCRED, &pc, &len), 0);
+  EXPECT_EQ(pc, 1);
+}
+
+}  // namespace
