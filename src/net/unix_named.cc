@@ -160,7 +160,8 @@ Status UnixSocketStore::finish_named(const std::set<pid_t>& tree, bool leave_run
                    "can be checkpointed; close it before the dump", what);
     std::string on = fmt::format("listening on {}", unix_name_display(sk.name()));
     for (auto& p : sk.pending()) {
-      if (named_.count(p.client_ino())) continue;
+      // Client 0: it was closed after it connected (and perhaps sent).
+      if (p.client_ino() == 0 || named_.count(p.client_ino())) continue;
       std::string link = sk_link(p.client_ino());
       ASSIGN_OR_RETURN(auto holder, proc::find_fd_holder({link}, tree));
       if (holder)
@@ -499,13 +500,24 @@ class NamedRestore {
         TRY(keep(ino, std::move(a)));
       }
       for (auto& p : l->pending()) {
+        img::UnixSocketFile embryo;
+        embryo.set_ino(p.client_ino());
+        *embryo.mutable_queue() = p.queue();
+        if (p.client_ino() == 0) {
+          // Its client was closed: one of ours connects, sends and goes.
+          UniqueFd gone(::socket(AF_UNIX, static_cast<int>(l->type()) | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+          if (!gone) return failf_errno("{}: socket", describe(*l));
+          if (int err = connect_to(gone.get(), *l); err != 0) {
+            errno = err;
+            return failf_errno("{}: connecting for a connection whose client was closed", describe(*l));
+          }
+          TRY(unix_send_queue(gone.get(), embryo));
+          continue;
+        }
         if (!out_.count(p.client_ino()))
           return failf("{}: the client {} of a connection not yet accepted is not in files.img",
                        describe(*l), sk_link(p.client_ino()));
         TRY(connect_client(p.client_ino(), *l));
-        img::UnixSocketFile embryo;
-        embryo.set_ino(p.client_ino());
-        *embryo.mutable_queue() = p.queue();
         TRY(unix_send_queue(fd(p.client_ino()), embryo));
       }
     }

@@ -447,3 +447,36 @@ TEST(UnixNamedRoundTrip, AClientAutoboundBySoPasscredKeepsItsName) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(UnixNamedRoundTrip, AWaitingConnectionWhoseClientWasClosedKeepsItsDataAndEnd) {
+  Dir dir;
+  std::string path = dir / "l.sock";
+  int l = sock(SOCK_STREAM), c = sock(SOCK_STREAM);
+  bind_to(l, path);
+  ASSERT_EQ(listen(l, 2), 0);
+  connect_to(c, path);
+  ASSERT_EQ(send(c, "bye", 3, 0), 3);
+  close(c);
+  Dumped d;
+  ASSERT_TRUE(d.add(l));
+  ASSERT_EQ(d.sk(l).pending_size(), 1);
+  EXPECT_EQ(d.sk(l).pending(0).client_ino(), 0u);
+  auto st = d.store.finish_named({}, false, d.files);
+  ASSERT_TRUE(st) << st.error().what();
+  EXPECT_EQ(d.sk(l).pending(0).queue(0), "bye");
+  close(l);
+  auto r = UnixSocketRestorer::create_all(d.files, 100);
+  ASSERT_TRUE(r) << r.error().what();
+  UniqueFd rl = restored(**r, d.sk(l));
+  r->reset();
+  UniqueFd a = accept_now(rl.get());
+  ASSERT_TRUE(a);
+  EXPECT_EQ(recv_now(a.get()), "bye");
+  char ch;
+  EXPECT_EQ(recv(a.get(), &ch, 1, MSG_DONTWAIT), 0);  // the end of the stream
+  EXPECT_FALSE(accept_now(rl.get()));
+}
+
+}  // namespace
