@@ -10,6 +10,7 @@
 #include <set>
 
 #include "core/error.hpp"
+#include "core/external.hpp"
 #include "core/log.hpp"
 #include "core/version.hpp"
 #include "fs/fd_table.hpp"
@@ -56,8 +57,8 @@ struct DumpedProcess {
 
 class Dumper {
  public:
-  Dumper(const DumpOptions& options, GhostPolicy policy)
-      : options_(options), log_(options.log), dir_(options.images_dir),
+  Dumper(const DumpOptions& options, GhostPolicy policy, ExternalPolicy external)
+      : options_(options), external_(std::move(external)), log_(options.log), dir_(options.images_dir),
         ghosts_(dir_, std::move(policy), log_), pipes_(dir_), shmem_(dir_, log_),
         files_(FileDumpContext{ghosts_, pipes_, shmem_, created_links_, &tree_tids_, &unix_sockets_}) {}
 
@@ -75,6 +76,7 @@ class Dumper {
   void remove_written();
 
   const DumpOptions& options_;
+  ExternalPolicy external_;
   Logger log_;
   ImageDir dir_;
   std::vector<std::string> created_links_;
@@ -278,7 +280,7 @@ Result<DumpStats> Dumper::run() {
   if (st) {
     std::set<pid_t> pids;
     for (auto& p : tree->processes()) pids.insert(p.pid);
-    st = unix_sockets_.check_peers(pids);
+    st = unix_sockets_.check_peers(pids, external_, files_.mutable_entries());
   }
   stats_.processes = static_cast<unsigned>(tree->processes().size());
   stats_.threads = tree->thread_count();
@@ -313,7 +315,8 @@ Result<DumpStats> Dumper::run() {
 Result<DumpStats> dump(const DumpOptions& options) {
   // Bad options are refused before anything is touched.
   ASSIGN_OR_RETURN(auto policy, GhostPolicy::from_options(options.ghost_limit, options.ghost_policy));
-  Dumper d(options, std::move(policy));
+  ASSIGN_OR_RETURN(auto external, ExternalPolicy::from_options(options));
+  Dumper d(options, std::move(policy), std::move(external));
   return d.run();
 }
 

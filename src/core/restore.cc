@@ -19,6 +19,7 @@
 #include "fs/pipe.hpp"
 #include "images/image_dir.hpp"
 #include "mem/shmem.hpp"
+#include "core/external.hpp"
 #include "net/unix_socket.hpp"
 #include "restorer/checkpoint.hpp"
 #include "restorer/machine.hpp"
@@ -103,6 +104,7 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   auto start = std::chrono::steady_clock::now();
   ImageDir dir(options.images_dir);
 
+  ASSIGN_OR_RETURN(auto stand_ins, ExternalStandIns::from_options(options));
   ASSIGN_OR_RETURN(Checkpoint ckpt, load_checkpoint(dir));
   ASSIGN_OR_RETURN(MachineInfo machine, probe_machine());
   TRY(with_context(validate_checkpoint(ckpt, machine),
@@ -112,6 +114,9 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   ASSIGN_OR_RETURN(auto pipes, PipeRestorer::load(dir));
   ASSIGN_OR_RETURN(auto shmem, ShmemRestorer::load(dir));
   TRY(check_ids_free(ckpt));
+  // What stands in for objects that were outside the tree: asked for before
+  // anything is made, so a missing one costs nothing.
+  ASSIGN_OR_RETURN(auto external_unix, UnixSocketRestorer::take_external(ckpt.files, stand_ins));
 
   // Ghost files come back under temporary names until every holder has them.
   ASSIGN_OR_RETURN(auto ghosts, RecreatedGhosts::recreate(dir, ckpt.ghosts, options.ghost_dir));
@@ -128,7 +133,8 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   shmem->set_fd_floor(floor);
   TRY(pipes->create_all());
   TRY(shmem->create_all());
-  ASSIGN_OR_RETURN(auto unix_sockets, UnixSocketRestorer::create_all(ckpt.files, floor));
+  ASSIGN_OR_RETURN(auto unix_sockets, UnixSocketRestorer::create_all(ckpt.files, floor,
+                                                                       std::move(external_unix)));
   tree.files.unix_sockets = unix_sockets.get();
   ASSIGN_OR_RETURN(auto shared, open_shared_files(ckpt, tree.files));
   tree.files.shared_files = &shared.numbers;

@@ -108,6 +108,11 @@ std::string file_summary(const google::protobuf::RepeatedPtrField<img::FileEntry
       return fmt::format("pidfd (pid {}, flags {:#o})", f.pidfd().pid(), f.pidfd().flags());
     if (f.has_unix_sk()) {
       const auto& sk = f.unix_sk();
+      if (sk.external())
+        return fmt::format("{}; external: restore with --inherit-fd fd[N]:socket:[{}]{}",
+                           unix_external_object(sk).description, sk.ino(),
+                           sk.type() == SOCK_DGRAM && !sk.peer_name().empty()
+                               ? " or let it connect to " + sk.peer_name() + " again" : "");
       size_t bytes = 0;
       for (auto& m : sk.queue()) bytes += m.size();
       // A stream's queue is one run of bytes; the other types keep messages.
