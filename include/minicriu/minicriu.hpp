@@ -66,6 +66,11 @@ struct DumpOptions {
   // Rules by path that win over the limit, first match first:
   // "/tmp/ompi-*:copy", "/scratch/*:fail".
   std::vector<std::string> ghost_policy;
+  // Holds the tree's TCP connections silent while it is frozen (and, for
+  // connections to peers outside the tree, from its kill to its restore):
+  // "auto" (nftables, else the iptables commands), "nftables", "iptables",
+  // or "skip" (no lock). A tree without TCP connections needs no firewall.
+  std::string network_lock = "auto";
   LogOptions log;
 };
 
