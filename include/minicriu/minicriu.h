@@ -35,6 +35,9 @@ int minicriu_dump_opts_set_log(minicriu_dump_opts* opts, int level, minicriu_log
  * Checked by minicriu_dump. */
 int minicriu_dump_opts_set_ghost_limit(minicriu_dump_opts* opts, const char* size);
 int minicriu_dump_opts_add_ghost_policy(minicriu_dump_opts* opts, const char* rule);
+/* The network lock: "auto" (the default), "nftables", "iptables" or "skip".
+ * Checked by minicriu_dump. */
+int minicriu_dump_opts_set_network_lock(minicriu_dump_opts* opts, const char* mode);
 /* Checkpoints the tree; on failure the tree keeps running. */
 int minicriu_dump(const minicriu_dump_opts* opts);
 

@@ -50,6 +50,12 @@ int main(int argc, char** argv) {
                        "PATTERN:copy or PATTERN:fail for ghost files whose last path matches "
                        "the glob PATTERN, regardless of --ghost-limit; repeatable, first match "
                        "wins (e.g. '/tmp/ompi-*:copy')");
+  dump_cmd->add_option("--network-lock", dump.network_lock,
+                       "How TCP connections are held silent while the tree is frozen (and, for "
+                       "peers outside the tree, until the restore): auto (nftables, else the "
+                       "iptables commands), nftables (through libnftables, no command needed), "
+                       "iptables, or skip (no lock); default auto. Rules live in a table of "
+                       "minicriu's own, removed again after every dump");
   dump_cmd->add_flag("-v,--verbose", verbosity, "Same as the global -v");
 
   minicriu::RestoreOptions restore;
