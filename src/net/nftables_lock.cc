@@ -77,6 +77,17 @@ std::string table_commands(const std::string& table, bool owner) {
       table, owner ? " { flags owner; }" : "");
 }
 
+// Whether nf_tables lets us in at all, asked first with the one command that
+// needs no cache: libnftables prints "Operation not permitted (you must be
+// root)" straight to stderr when it cannot fill its cache, which would break
+// our one-line errors. The probe table is empty (no chain, no hook): it is
+// deleted in the transaction that creates the real table.
+Status create_probe_table(NftContext& nft, const std::string& probe) {
+  auto r = nft.run(fmt::format("add table inet {}\n", probe));
+  if (!r) return std::unexpected(r.error());
+  return {};
+}
+
 std::string rule_commands(const std::string& table, const ConnectionMatch& m) {
   return fmt::format("add rule inet {0} output {1} drop\nadd rule inet {0} input {2} drop\n", table,
                      m.outgoing, m.incoming);
@@ -99,12 +110,19 @@ class NftablesLock final : public LockBackend {
     if (!seen_.insert(m.outgoing).second) return {};
     std::string rules = rule_commands(table_, m);
     if (!created_) {
-      auto r = nft_.run(table_commands(table_, true) + rules);
+      std::string probe = table_ + "-probe";
+      if (auto st = create_probe_table(nft_, probe); !st) {
+        seen_.erase(m.outgoing);
+        return failf("nftables: creating table inet {}: {}", table_, st.error().message());
+      }
+      std::string drop_probe = fmt::format("delete table inet {}\n", probe);
+      auto r = nft_.run(drop_probe + table_commands(table_, true) + rules);
       if (!r) {
         // A kernel before 5.12 has no owned tables: an ordinary one still
         // locks, and the destructor still removes it.
-        auto plain = nft_.run(table_commands(table_, false) + rules);
+        auto plain = nft_.run(drop_probe + table_commands(table_, false) + rules);
         if (!plain) {
+          (void)nft_.run(drop_probe);
           seen_.erase(m.outgoing);
           return failf("nftables: creating table inet {}: {}", table_, r.error().message());
         }
@@ -194,7 +212,9 @@ Result<std::vector<std::string>> network_lock_tables() {
 Status network_lock_probe_nftables() {
   NftContext nft;
   std::string table = "minicriu-check-" + unique_suffix();
-  TRY(with_context(nft.run(table_commands(table, true)), fmt::format("nftables: creating table inet {}", table)));
+  TRY(with_context(create_probe_table(nft, table), fmt::format("nftables: creating table inet {}", table)));
+  TRY(with_context(nft.run(fmt::format("delete table inet {}\n", table) + table_commands(table, true)),
+                   fmt::format("nftables: creating table inet {} with hooks", table)));
   TRY(with_context(nft.run(fmt::format("delete table inet {}\n", table)),
                    fmt::format("nftables: deleting table inet {}", table)));
   return {};

@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -22,6 +23,7 @@
 #include <sstream>
 #include <string>
 
+#include "minicriu/minicriu.h"
 #include "net/network_lock.hpp"
 #include "net/network_lock_backend.hpp"
 
@@ -389,4 +391,81 @@ TEST(NetworkLock, TableGoesWhenTheDumperIsKilled) {
   EXPECT_FALSE(table_present(table));
   ASSERT_EQ(send(lb.client.fd, "x", 1, 0), 1);
   EXPECT_EQ(receive(lb.server.fd, 8000), "x");
+}
+
+// Where nftables refuses us (here: a user namespace of our own, without
+// CAP_NET_ADMIN over this network namespace) and no iptables command exists,
+// auto fails in one line naming --network-lock skip, and nftables names the
+// kernel's refusal.
+TEST(NetworkLock, AutoWithoutAnyFirewallNamesSkip) {
+  if (iptables_available()) GTEST_SKIP() << "iptables-restore is installed here: auto would use it";
+  Loopback lb = make_loopback(AF_INET);
+  int pipefd[2];
+  ASSERT_EQ(pipe(pipefd), 0);
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    std::string out;
+    if (unshare(CLONE_NEWUSER) != 0) {
+      out = "SKIP unshare(CLONE_NEWUSER): " + std::string(strerror(errno));
+    } else {
+      // Whatever libnftables would print on its own must not reach stderr.
+      FILE* err = tmpfile();
+      dup2(fileno(err), STDERR_FILENO);
+      for (auto mode : {NetworkLockMode::automatic, NetworkLockMode::nftables}) {
+        auto lock = NetworkLock::create(mode, "t" + std::to_string(getpid()), quiet());
+        auto st = (*lock)->add(lb.conn);
+        out += st ? std::string("locked\n") : st.error().what() + "\n";
+      }
+      auto probe = network_lock_probe_nftables();
+      out += probe ? std::string("probe ok\n") : probe.error().what() + "\n";
+      char text[512] = {};
+      if (pread(fileno(err), text, sizeof(text) - 1, 0) > 0) out += std::string("STDERR: ") + text;
+    }
+    (void)!write(pipefd[1], out.data(), out.size());
+    _exit(0);
+  }
+  close(pipefd[1]);
+  std::string out;
+  char buf[1024];
+  for (ssize_t n; (n = read(pipefd[0], buf, sizeof(buf))) > 0;) out.append(buf, static_cast<size_t>(n));
+  close(pipefd[0]);
+  int st;
+  waitpid(child, &st, 0);
+  if (out.starts_with("SKIP")) GTEST_SKIP() << out;
+  auto nl = out.find('\n');
+  ASSERT_NE(nl, std::string::npos) << out;
+  std::string automatic = out.substr(0, nl), nftables = out.substr(nl + 1);
+  nl = nftables.find('\n');
+  ASSERT_NE(nl, std::string::npos) << out;
+  std::string probe = nftables.substr(nl + 1);
+  nftables.resize(nl + 1);
+  EXPECT_TRUE(probe.starts_with("nftables: creating table inet minicriu-check-")) << probe;
+  EXPECT_NE(probe.find("Operation not permitted\n"), std::string::npos) << probe;
+  EXPECT_EQ(out.find("STDERR"), std::string::npos) << out;
+  EXPECT_NE(automatic.find("locking test connection: cannot lock the tree's TCP connections: nftables: "
+                           "creating table inet minicriu-t"),
+            std::string::npos)
+      << automatic;
+  EXPECT_NE(automatic.find("Operation not permitted"), std::string::npos) << automatic;
+  EXPECT_NE(automatic.find("no iptables command is installed; --network-lock skip dumps without a lock"),
+            std::string::npos)
+      << automatic;
+  EXPECT_NE(nftables.find("locking test connection: nftables: creating table inet minicriu-t"), std::string::npos)
+      << nftables;
+  EXPECT_EQ(std::count(nftables.begin(), nftables.end(), '\n'), 1) << nftables;
+}
+
+// The C ABI's setter: a bad mode fails minicriu_dump in one line before
+// anything is looked at (here the pid is our own, never touched).
+TEST(NetworkLockCApi, BadModeFailsTheDumpBeforeAnythingIsTouched) {
+  minicriu_dump_opts* opts = minicriu_dump_opts_new();
+  ASSERT_NE(opts, nullptr);
+  EXPECT_EQ(minicriu_dump_opts_set_pid(opts, getpid()), 0);
+  EXPECT_EQ(minicriu_dump_opts_set_images_dir(opts, "/nonexistent-minicriu-dir"), 0);
+  EXPECT_EQ(minicriu_dump_opts_set_network_lock(opts, nullptr), -1);
+  EXPECT_EQ(minicriu_dump_opts_set_network_lock(opts, "bogus"), 0);
+  EXPECT_EQ(minicriu_dump(opts), -1);
+  EXPECT_STREQ(minicriu_last_error(), "--network-lock \"bogus\": expected auto, nftables, iptables or skip");
+  minicriu_dump_opts_free(opts);
 }
