@@ -12,6 +12,12 @@
 #undef _GNU_SOURCE  // libnftables.h defines it again, without a value
 #include <nftables/libnftables.h>
 
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/netlink.h>
+#include <sys/socket.h>
+
+#include <cstdlib>
 #include <set>
 #include <string_view>
 #include <vector>
@@ -22,15 +28,40 @@ namespace minicriu {
 
 namespace {
 
+std::set<int> open_fds() {
+  std::set<int> fds;
+  if (DIR* d = ::opendir("/proc/self/fd")) {
+    while (dirent* e = ::readdir(d))
+      if (e->d_name[0] != '.') fds.insert(std::atoi(e->d_name));
+    fds.erase(::dirfd(d));  // free again once we return
+    ::closedir(d);
+  }
+  return fds;
+}
+
+bool is_netfilter_socket(int fd) {
+  int domain = 0, protocol = 0;
+  socklen_t len = sizeof(int);
+  if (::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0 || domain != AF_NETLINK) return false;
+  len = sizeof(int);
+  return ::getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &len) == 0 && protocol == NETLINK_NETFILTER;
+}
+
 // One libnftables context (and its netlink socket), output and errors
 // buffered. Freeing it closes the socket, which drops the tables it owns.
 class NftContext {
  public:
-  NftContext() : ctx_(::nft_ctx_new(NFT_CTX_DEFAULT)) {
-    if (ctx_) {
-      ::nft_ctx_buffer_output(ctx_);
-      ::nft_ctx_buffer_error(ctx_);
-    }
+  NftContext() {
+    // libnftables opens its netlink socket without close-on-exec: a program
+    // the library's user starts meanwhile would hold it, and with it our
+    // owned table, past our death. Marked here: the new netfilter sockets.
+    std::set<int> before = open_fds();
+    ctx_ = ::nft_ctx_new(NFT_CTX_DEFAULT);
+    if (!ctx_) return;
+    for (int fd : open_fds())
+      if (!before.contains(fd) && is_netfilter_socket(fd)) ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+    ::nft_ctx_buffer_output(ctx_);
+    ::nft_ctx_buffer_error(ctx_);
   }
   ~NftContext() {
     if (ctx_) ::nft_ctx_free(ctx_);
@@ -64,7 +95,7 @@ class NftContext {
     return "libnftables failed without a message";
   }
 
-  nft_ctx* ctx_;
+  nft_ctx* ctx_ = nullptr;
 };
 
 // priority -300 is "raw": before conntrack (-200), so a dropped packet is

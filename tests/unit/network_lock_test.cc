@@ -374,7 +374,14 @@ TEST(NetworkLock, TableGoesWhenTheDumperIsKilled) {
   if (child == 0) {
     auto lock = NetworkLock::create(NetworkLockMode::nftables, "t" + std::to_string(getpid()), quiet());
     if (!lock || !(*lock)->add(lb.conn)) _exit(1);
-    std::string table = (*lock)->table() + "\n";
+    // A program started meanwhile (as a runtime linking the library may)
+    // must not hold the table alive through an inherited socket.
+    pid_t sleeper = fork();
+    if (sleeper == 0) {
+      execl("/bin/sleep", "sleep", "30", nullptr);
+      _exit(127);
+    }
+    std::string table = (*lock)->table() + "\n" + std::to_string(sleeper) + "\n";
     if (write(pipefd[1], table.data(), table.size()) != static_cast<ssize_t>(table.size())) _exit(1);
     for (;;) pause();
   }
@@ -383,12 +390,18 @@ TEST(NetworkLock, TableGoesWhenTheDumperIsKilled) {
   ssize_t n = read(pipefd[0], buf, sizeof(buf) - 1);
   close(pipefd[0]);
   ASSERT_GT(n, 1);
-  std::string table(buf, static_cast<size_t>(n) - 1);
+  std::string text(buf, static_cast<size_t>(n));
+  std::string table = text.substr(0, text.find('\n'));
+  pid_t sleeper = static_cast<pid_t>(std::atoi(text.substr(text.find('\n') + 1).c_str()));
+  ASSERT_GT(sleeper, 0) << text;
+  usleep(100 * 1000);  // the sleeper has exec'd
   EXPECT_TRUE(table_present(table));
   kill(child, SIGKILL);
   int st;
   waitpid(child, &st, 0);
+  EXPECT_EQ(kill(sleeper, 0), 0) << "the sleeper still runs";
   EXPECT_FALSE(table_present(table));
+  kill(sleeper, SIGKILL);
   ASSERT_EQ(send(lb.client.fd, "x", 1, 0), 1);
   EXPECT_EQ(receive(lb.server.fd, 8000), "x");
 }
