@@ -271,6 +271,8 @@ Result<NetworkLock::Kept> Dumper::keep_network_lock() {
 }
 
 // After the dump, whatever its outcome, once the tree is released or killed.
+// (TCP sockets must be out of repair mode before the lock goes: the peer's
+// packets must never reach a socket in repair.)
 void Dumper::remove_network_lock(const char* when) {
   if (auto st = net_lock_->remove(); !st)
     log_.warn("{}: the network lock could not be removed: {}", when, st.error().what());
@@ -319,8 +321,8 @@ Result<DumpStats> Dumper::run() {
     tree->release();
     stats_.frozen_ns = ns_since(frozen_at);
     log_.info("tree released, left running");
-    // Running again: its connections must talk again. A lock we cannot
-    // remove would leave them silent, so the dump fails.
+    // Running again: its connections must talk again (out of repair mode
+    // first). A lock we cannot remove would leave them silent: the dump fails.
     if (auto removed = net_lock_->remove(); !removed)
       st = std::unexpected(removed.error().context("after the dump, removing the network lock"));
   }
