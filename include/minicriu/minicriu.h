@@ -62,6 +62,9 @@ typedef int (*minicriu_external_restore_fn)(const minicriu_external* obj, void* 
 int minicriu_dump_opts_set_ext_unix_sk(minicriu_dump_opts* opts, int on);
 int minicriu_dump_opts_add_external(minicriu_dump_opts* opts, const char* spec);
 int minicriu_dump_opts_set_external_hook(minicriu_dump_opts* opts, minicriu_external_dump_fn fn, void* arg);
+/* The network lock: "auto" (the default), "nftables", "iptables" or "skip".
+ * Checked by minicriu_dump. */
+int minicriu_dump_opts_set_network_lock(minicriu_dump_opts* opts, const char* mode);
 /* Checkpoints the tree; on failure the tree keeps running. */
 int minicriu_dump(const minicriu_dump_opts* opts);
 

@@ -97,6 +97,11 @@ struct DumpOptions {
   bool ext_unix_sk = false;
   std::vector<std::string> external;
   ExternalDumpHook external_hook;
+  // Holds the tree's TCP connections silent while it is frozen (and, for
+  // connections to peers outside the tree, from its kill to its restore):
+  // "auto" (nftables, else the iptables commands), "nftables", "iptables",
+  // or "skip" (no lock). A tree without TCP connections needs no firewall.
+  std::string network_lock = "auto";
   LogOptions log;
 };
 

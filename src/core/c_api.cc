@@ -105,6 +105,11 @@ int minicriu_dump_opts_set_external_hook(minicriu_dump_opts* opts, minicriu_exte
     };
   return 0;
 }
+int minicriu_dump_opts_set_network_lock(minicriu_dump_opts* opts, const char* mode) {
+  if (!opts || !mode) return bad_argument("network lock mode");
+  opts->options.network_lock = mode;
+  return 0;
+}
 int minicriu_dump(const minicriu_dump_opts* opts) {
   if (!opts) return bad_argument("opts");
   auto r = minicriu::dump(opts->options);

@@ -139,6 +139,10 @@ std::string text(const img::CheckpointView& c) {
   auto& inv = c.inventory();
   out += fmt::format("checkpoint: root pid {}, {} process(es), kernel {}, minicriu {}, xsave {} bytes\n",
                      inv.root_pid(), c.processes_size(), inv.kernel(), inv.tool_version(), inv.xsave_size());
+  if (!inv.network_lock_table().empty())
+    out += fmt::format("network lock: {} {} kept until the restore (TCP connections to peers outside the tree)\n",
+                       inv.network_lock_backend() == "nftables" ? "nftables table inet" : inv.network_lock_backend() + " chain",
+                       inv.network_lock_table());
   for (auto& g : c.ghosts())
     out += fmt::format("ghost {}: {} ({} bytes, {} bytes of data in {} extent(s))\n", g.id(), g.path(),
                        g.size(), g.allocated(), g.extents_size());

@@ -57,6 +57,12 @@ int main(int argc, char** argv) {
   dump_cmd->add_option("--external", dump.external,
                        "unix[INODE]: dump this one unix socket of the tree (its own inode, as a "
                        "refusal names it) as external although its peer is outside; repeatable");
+  dump_cmd->add_option("--network-lock", dump.network_lock,
+                       "How TCP connections are held silent while the tree is frozen (and, for "
+                       "peers outside the tree, until the restore): auto (nftables, else the "
+                       "iptables commands), nftables (through libnftables, no command needed), "
+                       "iptables, or skip (no lock); default auto. Rules live in a table of "
+                       "minicriu's own, removed again after every dump");
   dump_cmd->add_flag("-v,--verbose", verbosity, "Same as the global -v");
 
   minicriu::RestoreOptions restore;
