@@ -6,6 +6,7 @@
 #ifndef MINICRIU_H
 #define MINICRIU_H
 
+#include <stdint.h>
 #include <sys/types.h>
 
 #ifdef __cplusplus
@@ -35,6 +36,35 @@ int minicriu_dump_opts_set_log(minicriu_dump_opts* opts, int level, minicriu_log
  * Checked by minicriu_dump. */
 int minicriu_dump_opts_set_ghost_limit(minicriu_dump_opts* opts, const char* size);
 int minicriu_dump_opts_add_ghost_policy(minicriu_dump_opts* opts, const char* rule);
+/* An object of the tree reaching outside it (see minicriu.hpp's
+ * ExternalObject): today a unix socket whose peer is held outside the tree.
+ * Strings are valid during the callback only. */
+typedef struct minicriu_external {
+  const char* kind;        /* "unix" */
+  const char* key;         /* "socket:[INODE]", the --inherit-fd name */
+  uint64_t inode;
+  const char* type;        /* "stream", "dgram", "seqpacket" */
+  uint64_t peer_inode;
+  const char* peer_name;   /* "" when the peer has no name */
+  pid_t pid;               /* at dump: a holder in the tree and its fd */
+  int fd;
+  pid_t peer_pid;          /* at dump: a holder of the peer outside, or 0 */
+  const char* description;
+} minicriu_external;
+/* Dump: return nonzero to dump the object as external. */
+typedef int (*minicriu_external_dump_fn)(const minicriu_external* obj, void* arg);
+/* Restore: return an fd to stand in for the object (the restore dups it; the
+ * caller keeps its own), or -1 to give none. */
+typedef int (*minicriu_external_restore_fn)(const minicriu_external* obj, void* arg);
+
+/* Unix sockets whose peer is outside the tree: all (--ext-unix-sk), one by
+ * "unix[INODE]" (--external), or whichever the callback accepts. */
+int minicriu_dump_opts_set_ext_unix_sk(minicriu_dump_opts* opts, int on);
+int minicriu_dump_opts_add_external(minicriu_dump_opts* opts, const char* spec);
+int minicriu_dump_opts_set_external_hook(minicriu_dump_opts* opts, minicriu_external_dump_fn fn, void* arg);
+/* The network lock: "auto" (the default), "nftables", "iptables" or "skip".
+ * Checked by minicriu_dump. */
+int minicriu_dump_opts_set_network_lock(minicriu_dump_opts* opts, const char* mode);
 /* Checkpoints the tree; on failure the tree keeps running. */
 int minicriu_dump(const minicriu_dump_opts* opts);
 
@@ -46,6 +76,10 @@ int minicriu_restore_opts_set_detach(minicriu_restore_opts* opts, int detach);
 int minicriu_restore_opts_set_log(minicriu_restore_opts* opts, int level, minicriu_log_fn fn, void* arg);
 /* Where to recreate ghost files whose directory is gone. */
 int minicriu_restore_opts_set_ghost_dir(minicriu_restore_opts* opts, const char* dir);
+/* "fd[N]:socket:[INODE]" (--inherit-fd), and a callback asked for the others. */
+int minicriu_restore_opts_add_inherit_fd(minicriu_restore_opts* opts, const char* spec);
+int minicriu_restore_opts_set_external_hook(minicriu_restore_opts* opts, minicriu_external_restore_fn fn,
+                                            void* arg);
 /* Restores the tree. root_pid (may be NULL) receives the restored root; unless
  * detached, wait_status (may be NULL) receives its wait status. */
 int minicriu_restore(const minicriu_restore_opts* opts, pid_t* root_pid, int* wait_status);

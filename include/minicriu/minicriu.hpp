@@ -56,6 +56,32 @@ struct LogOptions {
   bool progress = false;    // a progress line for long page dumps (terminals)
 };
 
+// An object of the tree that reaches outside it: today a unix socket whose
+// peer is held by a process that is not dumped (a rank's connection to its
+// runtime). It is only dumped when accepted (--ext-unix-sk, --external
+// unix[INODE], or the dump hook), and at restore something must stand in
+// for it (--inherit-fd fd[N]:socket:[INODE], or the restore hook).
+struct ExternalObject {
+  std::string kind;          // "unix"
+  std::string key;           // "socket:[INODE]": the name --inherit-fd uses
+  uint64_t inode = 0;        // the socket's own inode (held in the tree)
+  std::string type;          // "stream", "dgram", "seqpacket"
+  uint64_t peer_inode = 0;   // the peer socket, outside the tree
+  std::string peer_name;     // the peer's bound path or @abstract name, if any
+  pid_t pid = 0;             // at dump: one process of the tree holding it
+  int fd = -1;               //   and the fd there
+  pid_t peer_pid = 0;        // at dump: a process outside holding the peer (0: none found)
+  std::string description;   // one line for people
+};
+
+// Asked at dump for every external object not accepted by the options:
+// return true to dump it as external.
+using ExternalDumpHook = std::function<bool(const ExternalObject&)>;
+// Asked at restore for every external object that --inherit-fd did not
+// cover: return an fd of the caller to stand in for it (the restore dups it;
+// the caller keeps its own), or an Error.
+using ExternalRestoreHook = std::function<std::expected<int, Error>(const ExternalObject&)>;
+
 struct DumpOptions {
   pid_t pid = 0;                 // root of the tree to dump
   std::string images_dir;        // must exist and be writable
@@ -66,6 +92,16 @@ struct DumpOptions {
   // Rules by path that win over the limit, first match first:
   // "/tmp/ompi-*:copy", "/scratch/*:fail".
   std::vector<std::string> ghost_policy;
+  // Unix sockets whose peer is outside the tree: all of them (ext_unix_sk),
+  // or the ones named "unix[INODE]" in external. Others make the dump fail.
+  bool ext_unix_sk = false;
+  std::vector<std::string> external;
+  ExternalDumpHook external_hook;
+  // Holds the tree's TCP connections silent while it is frozen (and, for
+  // connections to peers outside the tree, from its kill to its restore):
+  // "auto" (nftables, else the iptables commands), "nftables", "iptables",
+  // or "skip" (no lock). A tree without TCP connections needs no firewall.
+  std::string network_lock = "auto";
   LogOptions log;
 };
 
@@ -85,6 +121,10 @@ struct RestoreOptions {
   std::string images_dir;
   // Where to recreate a ghost file whose directory no longer exists.
   std::string ghost_dir;
+  // "fd[N]:socket:[INODE]": the caller's fd N stands in for the external
+  // socket INODE of the images (the restored processes get a dup of it).
+  std::vector<std::string> inherit_fds;
+  ExternalRestoreHook external_hook;
   bool detach = false;           // return after the tree runs; else wait for the root
   LogOptions log;
 };

@@ -41,6 +41,13 @@ minicriu::LogOptions log_options(int level, minicriu_log_fn fn, void* arg) {
   return log;
 }
 
+// The C view of an object: its strings live as long as obj.
+minicriu_external c_external(const minicriu::ExternalObject& obj) {
+  return minicriu_external{obj.kind.c_str(), obj.key.c_str(), obj.inode, obj.type.c_str(),
+                           obj.peer_inode, obj.peer_name.c_str(), obj.pid, obj.fd, obj.peer_pid,
+                           obj.description.c_str()};
+}
+
 }  // namespace
 
 extern "C" {
@@ -78,6 +85,31 @@ int minicriu_dump_opts_add_ghost_policy(minicriu_dump_opts* opts, const char* ru
   opts->options.ghost_policy.emplace_back(rule);
   return 0;
 }
+int minicriu_dump_opts_set_ext_unix_sk(minicriu_dump_opts* opts, int on) {
+  if (!opts) return bad_argument("opts");
+  opts->options.ext_unix_sk = on != 0;
+  return 0;
+}
+int minicriu_dump_opts_add_external(minicriu_dump_opts* opts, const char* spec) {
+  if (!opts || !spec) return bad_argument("external spec");
+  opts->options.external.emplace_back(spec);
+  return 0;
+}
+int minicriu_dump_opts_set_external_hook(minicriu_dump_opts* opts, minicriu_external_dump_fn fn, void* arg) {
+  if (!opts) return bad_argument("opts");
+  opts->options.external_hook = nullptr;
+  if (fn)
+    opts->options.external_hook = [fn, arg](const minicriu::ExternalObject& obj) {
+      minicriu_external c = c_external(obj);
+      return fn(&c, arg) != 0;
+    };
+  return 0;
+}
+int minicriu_dump_opts_set_network_lock(minicriu_dump_opts* opts, const char* mode) {
+  if (!opts || !mode) return bad_argument("network lock mode");
+  opts->options.network_lock = mode;
+  return 0;
+}
 int minicriu_dump(const minicriu_dump_opts* opts) {
   if (!opts) return bad_argument("opts");
   auto r = minicriu::dump(opts->options);
@@ -104,6 +136,23 @@ int minicriu_restore_opts_set_log(minicriu_restore_opts* opts, int level, minicr
 int minicriu_restore_opts_set_ghost_dir(minicriu_restore_opts* opts, const char* dir) {
   if (!opts || !dir) return bad_argument("ghost dir");
   opts->options.ghost_dir = dir;
+  return 0;
+}
+int minicriu_restore_opts_add_inherit_fd(minicriu_restore_opts* opts, const char* spec) {
+  if (!opts || !spec) return bad_argument("inherit-fd spec");
+  opts->options.inherit_fds.emplace_back(spec);
+  return 0;
+}
+int minicriu_restore_opts_set_external_hook(minicriu_restore_opts* opts, minicriu_external_restore_fn fn,
+                                            void* arg) {
+  if (!opts) return bad_argument("opts");
+  opts->options.external_hook = nullptr;
+  if (fn)
+    opts->options.external_hook =
+        [fn, arg](const minicriu::ExternalObject& obj) -> std::expected<int, minicriu::Error> {
+      minicriu_external c = c_external(obj);
+      return fn(&c, arg);
+    };
   return 0;
 }
 int minicriu_restore(const minicriu_restore_opts* opts, pid_t* root_pid, int* wait_status) {

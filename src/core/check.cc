@@ -16,6 +16,7 @@
 
 #include "core/error.hpp"
 #include "core/syscalls.hpp"
+#include "net/network_lock.hpp"
 #include "proc/proc_parse.hpp"
 #include "ptrace/tracee.hpp"
 
@@ -151,6 +152,17 @@ CheckItem check_capabilities() {
   return item;
 }
 
+// The network lock's default backend: a table of ours created and deleted
+// through libnftables (no firewall command needed).
+CheckItem check_nftables() {
+  CheckItem item{"nftables network lock (TCP connections)", false, false, {}};
+  auto st = network_lock_probe_nftables();
+  item.ok = st.has_value();
+  item.detail = item.ok ? "a probe table was created and deleted through libnftables"
+                        : st.error().what() + "; dumps of TCP connections need --network-lock iptables or skip";
+  return item;
+}
+
 }  // namespace
 
 Result<std::vector<CheckItem>> check() {
@@ -164,6 +176,7 @@ Result<std::vector<CheckItem>> check() {
   items.push_back(check_kcmp());
   items.push_back(check_vdso());
   items.push_back(check_userfaultfd());
+  items.push_back(check_nftables());
   auto pipe_max = proc::read_file("/proc/sys/fs/pipe-max-size");
   items.push_back({"pipe size for the page path", pipe_max.has_value(), false,
                    pipe_max ? fmt::format("fs.pipe-max-size {}", std::atol(pipe_max->c_str())) : "unknown"});

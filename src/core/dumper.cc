@@ -10,12 +10,14 @@
 #include <set>
 
 #include "core/error.hpp"
+#include "core/external.hpp"
 #include "core/log.hpp"
 #include "core/version.hpp"
 #include "fs/fd_table.hpp"
 #include "fs/ghost_file.hpp"
 #include "fs/pipe.hpp"
 #include "mem/shmem.hpp"
+#include "net/network_lock.hpp"
 #include "net/unix_socket.hpp"
 #include "images/image_dir.hpp"
 #include "images/image_io.hpp"
@@ -56,10 +58,13 @@ struct DumpedProcess {
 
 class Dumper {
  public:
-  Dumper(const DumpOptions& options, GhostPolicy policy)
-      : options_(options), log_(options.log), dir_(options.images_dir),
+  Dumper(const DumpOptions& options, GhostPolicy policy, ExternalPolicy external,
+         std::unique_ptr<NetworkLock> net_lock)
+      : options_(options), external_(std::move(external)), log_(options.log), dir_(options.images_dir),
         ghosts_(dir_, std::move(policy), log_), pipes_(dir_), shmem_(dir_, log_),
-        files_(FileDumpContext{ghosts_, pipes_, shmem_, created_links_, &tree_tids_, &unix_sockets_}) {}
+        net_lock_(std::move(net_lock)),
+        files_(FileDumpContext{ghosts_, pipes_, shmem_, created_links_, &tree_tids_, &unix_sockets_,
+                               net_lock_.get()}) {}
 
   Result<DumpStats> run();
 
@@ -68,13 +73,17 @@ class Dumper {
   [[nodiscard]] Status run_parasite(FrozenProcess& proc, std::vector<VmaInfo>& vmas,
                                     const std::vector<FdListing>& fds, DumpedProcess& out,
                                     const ParentMemory& parent);
-  [[nodiscard]] Status write_images(std::vector<DumpedProcess>& images, pid_t root);
+  [[nodiscard]] Status write_images(std::vector<DumpedProcess>& images, pid_t root,
+                                    const NetworkLock::Kept& kept_lock);
+  [[nodiscard]] Result<NetworkLock::Kept> keep_network_lock();
+  void remove_network_lock(const char* when);
   [[nodiscard]] Status check_external_pipes(TaskTree& tree);
   template <typename M>
   [[nodiscard]] Status write_stream(const std::string& path, ImageKind kind, const std::vector<M>& msgs);
   void remove_written();
 
   const DumpOptions& options_;
+  ExternalPolicy external_;
   Logger log_;
   ImageDir dir_;
   std::vector<std::string> created_links_;
@@ -83,6 +92,10 @@ class Dumper {
   PipeStore pipes_;
   ShmemStore shmem_;
   UnixSocketStore unix_sockets_;
+  // Before files_ (whose context points to it); the tree, a local of run(),
+  // is released before the lock goes, so a failed dump's connections wake up
+  // only once nothing of ours holds them any more.
+  std::unique_ptr<NetworkLock> net_lock_;
   FileRegistry files_;
   DumpStats stats_;
   std::vector<std::string> written_;
@@ -194,7 +207,8 @@ Status Dumper::write_stream(const std::string& path, ImageKind kind, const std::
   return {};
 }
 
-Status Dumper::write_images(std::vector<DumpedProcess>& images, pid_t root) {
+Status Dumper::write_images(std::vector<DumpedProcess>& images, pid_t root,
+                            const NetworkLock::Kept& kept_lock) {
   std::vector<img::ProcessEntry> pstree;
   for (auto& p : images) {
     pid_t pid = static_cast<pid_t>(p.entry.pid());
@@ -232,6 +246,10 @@ Status Dumper::write_images(std::vector<DumpedProcess>& images, pid_t root) {
   inv.set_xsave_size(xsave_size_);
   inv.set_xsave_features(read_xcr0());
   inv.set_leave_running(options_.leave_running);
+  if (!kept_lock.table.empty()) {
+    inv.set_network_lock_backend(network_lock_mode_name(kept_lock.mode));
+    inv.set_network_lock_table(kept_lock.table);
+  }
   // Last: only a directory with an inventory is a checkpoint.
   return write_stream(dir_.inventory(), ImageKind::inventory, std::vector<img::Inventory>{inv});
 }
@@ -244,6 +262,23 @@ Status Dumper::check_external_pipes(TaskTree& tree) {
   ASSIGN_OR_RETURN(std::string holder, pipes_.find_external_holder(pids));
   if (holder.empty()) return {};
   return failf("{}; dump the tree that holds both ends, or close the pipe there before the dump", holder);
+}
+
+// A tree about to be killed whose connections reach peers outside it: the
+// peers must hear nothing (no RST) until the restore, which removes the lock.
+Result<NetworkLock::Kept> Dumper::keep_network_lock() {
+  if (options_.leave_running || !net_lock_->needs_keeping()) return NetworkLock::Kept{};
+  ASSIGN_OR_RETURN(auto kept, net_lock_->keep());
+  log_.info("network lock: {} {} stays until the restore", network_lock_mode_name(kept.mode), kept.table);
+  return kept;
+}
+
+// After the dump, whatever its outcome, once the tree is released or killed.
+// (TCP sockets must be out of repair mode before the lock goes: the peer's
+// packets must never reach a socket in repair.)
+void Dumper::remove_network_lock(const char* when) {
+  if (auto st = net_lock_->remove(); !st)
+    log_.warn("{}: the network lock could not be removed: {}", when, st.error().what());
 }
 
 void Dumper::remove_written() {
@@ -277,7 +312,7 @@ Result<DumpStats> Dumper::run() {
   if (st) st = check_external_pipes(*tree);
   std::set<pid_t> pids;
   for (auto& p : tree->processes()) pids.insert(p.pid);
-  if (st) st = unix_sockets_.check_peers(pids);
+  if (st) st = unix_sockets_.check_peers(pids, external_, files_.mutable_entries());
   // Last of the checks, and then (only when the tree will be killed) the one
   // destructive step: connections not yet accepted are accepted to read them.
   if (st) st = unix_sockets_.finish_named(pids, options_.leave_running, files_.mutable_entries());
@@ -290,12 +325,23 @@ Result<DumpStats> Dumper::run() {
     tree->release();
     stats_.frozen_ns = ns_since(frozen_at);
     log_.info("tree released, left running");
+    // Running again: its connections must talk again (out of repair mode
+    // first). A lock we cannot remove would leave them silent: the dump fails.
+    if (auto removed = net_lock_->remove(); !removed)
+      st = std::unexpected(removed.error().context("after the dump, removing the network lock"));
   }
-  if (st) st = write_images(images, tree->root());
+  NetworkLock::Kept kept_lock;
+  if (st) {
+    auto kept = keep_network_lock();
+    if (kept) kept_lock = *kept;
+    else st = std::unexpected(kept.error());
+  }
+  if (st) st = write_images(images, tree->root(), kept_lock);
   if (!st) {
     remove_written();
     images.clear();  // drops unfinished page files
     tree->release();
+    remove_network_lock("dump failed");
     log_.info("dump failed; the tree was released and keeps running");
     return std::unexpected(st.error());
   }
@@ -304,6 +350,7 @@ Result<DumpStats> Dumper::run() {
     tree->kill();
     stats_.frozen_ns = ns_since(frozen_at);
     log_.info("tree killed after a complete dump");
+    if (kept_lock.table.empty()) remove_network_lock("tree killed");
   }
   stats_.total_ns = ns_since(start);
   return stats_;
@@ -314,7 +361,11 @@ Result<DumpStats> Dumper::run() {
 Result<DumpStats> dump(const DumpOptions& options) {
   // Bad options are refused before anything is touched.
   ASSIGN_OR_RETURN(auto policy, GhostPolicy::from_options(options.ghost_limit, options.ghost_policy));
-  Dumper d(options, std::move(policy));
+  ASSIGN_OR_RETURN(auto external, ExternalPolicy::from_options(options));
+  ASSIGN_OR_RETURN(NetworkLockMode lock_mode, parse_network_lock_mode(options.network_lock));
+  // Creates nothing yet: the first TCP connection makes the table.
+  ASSIGN_OR_RETURN(auto net_lock, NetworkLock::create(lock_mode, std::to_string(options.pid), Logger(options.log)));
+  Dumper d(options, std::move(policy), std::move(external), std::move(net_lock));
   return d.run();
 }
 

@@ -19,6 +19,8 @@
 #include "fs/pipe.hpp"
 #include "images/image_dir.hpp"
 #include "mem/shmem.hpp"
+#include "core/external.hpp"
+#include "net/network_lock.hpp"
 #include "net/unix_socket.hpp"
 #include "restorer/checkpoint.hpp"
 #include "restorer/machine.hpp"
@@ -96,6 +98,48 @@ Result<rst::Msg> wait_ready(RestoringTask& task, const Logger& log) {
   }
 }
 
+// The network lock a dump kept (connections to peers outside the tree): it
+// goes once every restored process runs. A restore that fails before leaves
+// it, so the peers still hear nothing and the restore can be tried again.
+class KeptNetworkLock {
+ public:
+  KeptNetworkLock(const img::Inventory& inv, const Logger& log) : log_(log) {
+    if (inv.network_lock_table().empty()) return;
+    table_ = inv.network_lock_table();
+    backend_ = inv.network_lock_backend();
+  }
+  ~KeptNetworkLock() {
+    if (!table_.empty())
+      log_.info("restore failed: the network lock ({} {}) stays, the connections silent, for another "
+                "try", backend_, table_);
+  }
+  KeptNetworkLock(const KeptNetworkLock&) = delete;
+  KeptNetworkLock& operator=(const KeptNetworkLock&) = delete;
+
+  // Before anything is created: a lock this build cannot remove is refused.
+  [[nodiscard]] Status check() const {
+    if (table_.empty()) return {};
+    auto mode = parse_network_lock_mode(backend_);
+    if (!mode || *mode == NetworkLockMode::automatic || *mode == NetworkLockMode::skip)
+      return failf("inventory: unknown network lock backend {:?} (table {})", backend_, table_);
+    return {};
+  }
+
+  // The tree runs: its connections may talk again. A failure is a warning
+  // (the tree is restored and running), naming what is left behind.
+  void unlock() {
+    if (table_.empty()) return;
+    auto mode = parse_network_lock_mode(backend_);
+    if (auto st = network_unlock(*mode, table_, log_); !st)
+      log_.warn("the restored tree's TCP connections stay locked: {}", st.error().what());
+    table_.clear();
+  }
+
+ private:
+  const Logger& log_;
+  std::string table_, backend_;
+};
+
 }  // namespace
 
 Result<RestoreResult> restore(const RestoreOptions& options) {
@@ -103,7 +147,10 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   auto start = std::chrono::steady_clock::now();
   ImageDir dir(options.images_dir);
 
+  ASSIGN_OR_RETURN(auto stand_ins, ExternalStandIns::from_options(options));
   ASSIGN_OR_RETURN(Checkpoint ckpt, load_checkpoint(dir));
+  KeptNetworkLock net_lock(ckpt.inventory, log);
+  TRY(net_lock.check());
   ASSIGN_OR_RETURN(MachineInfo machine, probe_machine());
   TRY(with_context(validate_checkpoint(ckpt, machine),
                    fmt::format("{} cannot be restored here", dir.path())));
@@ -112,6 +159,9 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   ASSIGN_OR_RETURN(auto pipes, PipeRestorer::load(dir));
   ASSIGN_OR_RETURN(auto shmem, ShmemRestorer::load(dir));
   TRY(check_ids_free(ckpt));
+  // What stands in for objects that were outside the tree: asked for before
+  // anything is made, so a missing one costs nothing.
+  ASSIGN_OR_RETURN(auto external_unix, UnixSocketRestorer::take_external(ckpt.files, stand_ins));
 
   // Ghost files come back under temporary names until every holder has them.
   ASSIGN_OR_RETURN(auto ghosts, RecreatedGhosts::recreate(dir, ckpt.ghosts, options.ghost_dir));
@@ -128,7 +178,8 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   shmem->set_fd_floor(floor);
   TRY(pipes->create_all());
   TRY(shmem->create_all());
-  ASSIGN_OR_RETURN(auto unix_sockets, UnixSocketRestorer::create_all(ckpt.files, floor));
+  ASSIGN_OR_RETURN(auto unix_sockets, UnixSocketRestorer::create_all(ckpt.files, floor,
+                                                                       std::move(external_unix)));
   tree.files.unix_sockets = unix_sockets.get();
   ASSIGN_OR_RETURN(auto shared, open_shared_files(ckpt, tree.files));
   tree.files.shared_files = &shared.numbers;
@@ -184,6 +235,7 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   for (auto& t : tasks) TRY(send_go(t.channel()));
   // From here the tree runs on its own: nothing below may kill it.
   for (auto& t : tasks) t.release();
+  net_lock.unlock();
   for (auto& tail : tails) {
     if (!tail) continue;
     if (auto st = tail->finish(); !st) log.warn("the restorer tail stays mapped: {}", st.error().what());

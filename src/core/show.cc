@@ -109,6 +109,11 @@ std::string file_summary(const google::protobuf::RepeatedPtrField<img::FileEntry
       return fmt::format("pidfd (pid {}, flags {:#o})", f.pidfd().pid(), f.pidfd().flags());
     if (f.has_unix_sk()) {
       const auto& sk = f.unix_sk();
+      if (sk.external())
+        return fmt::format("{}; external: restore with --inherit-fd fd[N]:socket:[{}]{}",
+                           unix_external_object(sk).description, sk.ino(),
+                           sk.type() == SOCK_DGRAM && !sk.peer_name().empty()
+                               ? " or let it connect to " + sk.peer_name() + " again" : "");
       size_t bytes = 0;
       for (auto& m : sk.queue()) bytes += m.size();
       // A stream's queue is one run of bytes; the other types keep messages.
@@ -147,6 +152,10 @@ std::string text(const img::CheckpointView& c) {
   auto& inv = c.inventory();
   out += fmt::format("checkpoint: root pid {}, {} process(es), kernel {}, minicriu {}, xsave {} bytes\n",
                      inv.root_pid(), c.processes_size(), inv.kernel(), inv.tool_version(), inv.xsave_size());
+  if (!inv.network_lock_table().empty())
+    out += fmt::format("network lock: {} {} kept until the restore (TCP connections to peers outside the tree)\n",
+                       inv.network_lock_backend() == "nftables" ? "nftables table inet" : inv.network_lock_backend() + " chain",
+                       inv.network_lock_table());
   for (auto& g : c.ghosts())
     out += fmt::format("ghost {}: {} ({} bytes, {} bytes of data in {} extent(s))\n", g.id(), g.path(),
                        g.size(), g.allocated(), g.extents_size());

@@ -53,19 +53,27 @@ class NetworkLock {
   // `name` makes the table name unique (the dumped root pid, say).
   [[nodiscard]] static Result<std::unique_ptr<NetworkLock>> create(NetworkLockMode mode,
                                                                    const std::string& name,
-                                                                   Logger& log);
+                                                                   const Logger& log);
   // Drops every packet of this connection from now on (both directions).
   [[nodiscard]] Status add(const LockedConnection& conn);
   // Removes the table now (leave-running dumps, failed dumps).
   [[nodiscard]] Status remove();
   // Leaves the table in place past this object (a dump that killed a tree
   // with connections to peers outside it); what restore needs to remove it.
+  // With nftables the owned table (gone with our netlink socket) is replaced
+  // by one that outlives us, in one transaction: this can fail. remove()
+  // still removes a kept table (a dump that fails after keep()). No table
+  // (nothing added, or skip): mode skip and an empty table.
   struct Kept {
     NetworkLockMode mode = NetworkLockMode::skip;
     std::string table;
   };
-  Kept keep();
-  bool needs_keeping() const;  // some connection has peer_outside
+  [[nodiscard]] Result<Kept> keep();
+  bool needs_keeping() const;  // some locked connection has peer_outside
+  // The backend chosen ("auto" until the first add()) and its table or chain
+  // ("" while there is none).
+  NetworkLockMode mode() const;
+  std::string table() const;
 
  private:
   NetworkLock() = default;
@@ -74,6 +82,12 @@ class NetworkLock {
 };
 
 // The restore side: removes a table a dump kept.
-[[nodiscard]] Status network_unlock(NetworkLockMode mode, const std::string& table, Logger& log);
+[[nodiscard]] Status network_unlock(NetworkLockMode mode, const std::string& table, const Logger& log);
+
+// The nftables tables of minicriu ("minicriu-...") now in the ruleset, for
+// tests and `minicriu check`.
+[[nodiscard]] Result<std::vector<std::string>> network_lock_tables();
+// Creates and deletes a probe table: nftables can hold a lock here.
+[[nodiscard]] Status network_lock_probe_nftables();
 
 }  // namespace minicriu

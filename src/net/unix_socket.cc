@@ -22,9 +22,6 @@ namespace minicriu {
 
 namespace {
 
-constexpr const char* kLater =
-    "--ext-unix-sk / --external unix[INODE] are not available yet";
-
 std::string sk_link(uint64_t ino) { return fmt::format("socket:[{}]", ino); }
 
 int sock_int(int fd, int level, int opt, int fallback) {
@@ -32,6 +29,21 @@ int sock_int(int fd, int level, int opt, int fallback) {
   socklen_t len = sizeof v;
   if (::getsockopt(fd, level, opt, &v, &len) != 0) return fallback;
   return v;
+}
+
+// A new datagram socket connected to a bound name ("@x" for abstract).
+Result<UniqueFd> connect_unix_dgram(const std::string& name, const std::string& what) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (name.size() >= sizeof addr.sun_path) return failf("{}: peer name {} is too long", what, name);
+  std::memcpy(addr.sun_path, name.data(), name.size());
+  if (name[0] == '@') addr.sun_path[0] = '\0';
+  UniqueFd fd(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!fd) return failf_errno("{}: socket", what);
+  auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + name.size());
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), len) != 0)
+    return failf_errno("{}: connecting a new dgram socket to its peer {}", what, name);
+  return fd;
 }
 
 // Closes what a peek installed in our process (fds in flight in SCM_RIGHTS,
@@ -291,14 +303,34 @@ Status dump_unix_socket(const std::string& what_fd, int local_fd, uint64_t ino, 
   return {};
 }
 
-void UnixSocketStore::add(const img::UnixSocketFile& sk, const std::string& what) {
-  sockets_.emplace(sk.ino(), Seen{sk.peer_ino(), static_cast<int>(sk.type()), what});
-  Named n{sk, what};
+void UnixSocketStore::add(const img::UnixSocketFile& sk, const FdDumpInfo& fd) {
+  sockets_.emplace(sk.ino(), Seen{sk.peer_ino(), static_cast<int>(sk.type()), fd.pid, fd.fd, fd.what});
+  Named n{sk, fd.what};
   n.sk.clear_queue();
   named_.emplace(sk.ino(), std::move(n));
 }
 
-Status UnixSocketStore::check_peers(const std::set<pid_t>& tree) const {
+ExternalObject unix_external_object(const img::UnixSocketFile& sk) {
+  ExternalObject o;
+  o.kind = "unix";
+  o.key = sk_link(sk.ino());
+  o.inode = sk.ino();
+  o.type = unix_type_name(static_cast<int>(sk.type()));
+  o.peer_inode = sk.peer_ino();
+  o.peer_name = sk.peer_name();
+  o.peer_pid = static_cast<pid_t>(sk.peer_pid());
+  o.description = fmt::format("unix {} {} connected to {}{}{}", o.type, o.key, sk_link(sk.peer_ino()),
+                              o.peer_name.empty() ? "" : " (" + o.peer_name + ")",
+                              o.peer_pid ? fmt::format(" held by pid {} ({})", o.peer_pid, sk.peer_comm())
+                                         : std::string());
+  return o;
+}
+
+Status UnixSocketStore::check_peers(const std::set<pid_t>& tree, const ExternalPolicy& policy,
+                                    std::vector<img::FileEntry>& files) const {
+  std::map<uint64_t, img::UnixSocketFile*> entries;
+  for (auto& f : files)
+    if (f.has_unix_sk()) entries[f.unix_sk().ino()] = f.mutable_unix_sk();
   for (auto& [ino, s] : sockets_) {
     // Unconnected, listening, or waiting to be accepted: finish_named().
     if (s.peer_ino == 0) continue;
@@ -311,19 +343,68 @@ Status UnixSocketStore::check_peers(const std::set<pid_t>& tree) const {
                      "be checkpointed yet", what, sk_link(s.peer_ino));
       continue;
     }
-    // Who holds the peer, for the message. Ourselves included: a runtime
-    // linking us may hold it.
+    // The peer is outside: what is known of it, for the user and the hook.
+    // Ourselves included among the holders: a runtime linking us may hold it.
+    img::UnixSocketFile& sk = *entries.at(ino);
     std::string link = sk_link(s.peer_ino);
     ASSIGN_OR_RETURN(auto holder, proc::find_fd_holder({link}, tree));
-    if (holder)
-      return failf("{} is connected to {} held by pid {} ({}) outside the dumped tree; dump the "
-                   "tree that holds both ends, or close it before the dump ({})", what, link,
-                   holder->pid, holder->comm, kLater);
-    return failf("{} is connected to {}, which no process holds (it may be in flight in an "
-                 "SCM_RIGHTS message); only socket pairs whose two ends are in the tree can be "
-                 "checkpointed yet ({})", what, link, kLater);
+    if (holder) {
+      sk.set_peer_pid(static_cast<uint32_t>(holder->pid));
+      sk.set_peer_comm(holder->comm);
+    }
+    if (auto pd = unix_diag_query(s.peer_ino); pd) sk.set_peer_name(pd->name);
+    ExternalObject obj = unix_external_object(sk);
+    obj.pid = s.pid;
+    obj.fd = s.fd;
+    if (!policy.accepts(obj)) {
+      std::string peer = fmt::format("{}{}", link, sk.peer_name().empty() ? "" : " (" + sk.peer_name() + ")");
+      std::string how = fmt::format("to dump it as external pass --external unix[{}] (or "
+                                    "--ext-unix-sk for every such socket) and restore with "
+                                    "--inherit-fd fd[N]:{}", ino, sk_link(ino));
+      if (holder)
+        return failf("{} is connected to {} held by pid {} ({}) outside the dumped tree; {}", what,
+                     peer, holder->pid, holder->comm, how);
+      return failf("{} is connected to {}, which no process holds (it may be in flight in an "
+                   "SCM_RIGHTS message); {}", what, peer, how);
+    }
+    // What the peer sent and we did not read yet cannot come back: the stand-in
+    // at restore is a new connection.
+    size_t queued = 0;
+    for (auto& m : sk.queue()) queued += m.size();
+    if (queued > 0 || sk.queue_size() > 0)
+      return failf("{}: {} byte(s) its peer outside the tree sent are queued on it, which a "
+                   "socket standing in for it at restore cannot carry; dump when the "
+                   "application has read them", what, queued);
+    sk.set_external(true);
   }
   return {};
+}
+
+Result<std::map<uint64_t, UniqueFd>> UnixSocketRestorer::take_external(
+    const std::vector<img::FileEntry>& files, const ExternalStandIns& stand_ins) {
+  std::set<std::string> keys;
+  for (auto& f : files)
+    if (f.has_unix_sk() && f.unix_sk().external()) keys.insert(sk_link(f.unix_sk().ino()));
+  TRY(stand_ins.check_used(keys));
+  std::map<uint64_t, UniqueFd> out;
+  for (auto& f : files) {
+    if (!f.has_unix_sk() || !f.unix_sk().external()) continue;
+    const img::UnixSocketFile& sk = f.unix_sk();
+    if (out.count(sk.ino())) continue;
+    ExternalObject obj = unix_external_object(sk);
+    ASSIGN_OR_RETURN(UniqueFd fd, stand_ins.take(obj, 0));
+    if (!fd && sk.type() == SOCK_DGRAM && !sk.peer_name().empty()) {
+      // A datagram socket talks to a name (a log daemon's /dev/log): a new
+      // socket connected to it stands in without any help.
+      ASSIGN_OR_RETURN(fd, connect_unix_dgram(sk.peer_name(), obj.key));
+    }
+    if (!fd)
+      return failf("{}: its peer was outside the dumped tree and nothing stands in for it; "
+                   "restore with --inherit-fd fd[N]:{} where N is an fd of minicriu holding a "
+                   "socket to use in its place", obj.description, obj.key);
+    out.emplace(sk.ino(), std::move(fd));
+  }
+  return out;
 }
 
 namespace {
@@ -381,9 +462,11 @@ Status set_state(int fd, const img::UnixSocketFile& sk) {
     int how = (sk.shutdown() & 3) == 3 ? SHUT_RDWR : (sk.shutdown() & 1) ? SHUT_RD : SHUT_WR;
     if (::shutdown(fd, how) != 0) return failf_errno("{}: shutdown", what);
   }
-  if (sk.flags() & O_NONBLOCK) {
-    if (::fcntl(fd, F_SETFL, O_NONBLOCK) != 0) return failf_errno("{}: F_SETFL", what);
-  }
+  // Exactly as dumped: a stand-in for an external socket may come with
+  // other flags.
+  int fl = ::fcntl(fd, F_GETFL);
+  int want = (fl & ~O_NONBLOCK) | static_cast<int>(sk.flags() & O_NONBLOCK);
+  if (fl < 0 || (want != fl && ::fcntl(fd, F_SETFL, want) != 0)) return failf_errno("{}: F_SETFL", what);
   return {};
 }
 
@@ -394,13 +477,27 @@ Status unix_set_buffers(int fd, const img::UnixSocketFile& sk) { return set_buff
 Status unix_set_state(int fd, const img::UnixSocketFile& sk) { return set_state(fd, sk); }
 
 Result<std::unique_ptr<UnixSocketRestorer>> UnixSocketRestorer::create_all(
-    const std::vector<img::FileEntry>& files, int fd_floor) {
+    const std::vector<img::FileEntry>& files, int fd_floor, std::map<uint64_t, UniqueFd> external) {
   auto r = std::make_unique<UnixSocketRestorer>();
   std::map<uint64_t, const img::UnixSocketFile*> by_ino;
   for (auto& f : files)
     if (f.has_unix_sk()) by_ino[f.unix_sk().ino()] = &f.unix_sk();
   for (auto& [ino, sk] : by_ino) {
-    if (r->sockets_.count(ino) || restored_as_named(*sk, by_ino)) continue;
+    if (r->sockets_.count(ino)) continue;
+    if (sk->external()) {
+      auto given = external.find(ino);
+      if (given == external.end()) return failf("{}: nothing stands in for it", sk_link(ino));
+      UniqueFd fd = move_fd_above(std::move(given->second), fd_floor);
+      // A new connection: the application's options and flags, not the old
+      // connection's shutdown state or queue.
+      TRY(set_buffers(fd.get(), *sk));
+      img::UnixSocketFile state = *sk;
+      state.set_shutdown(0);
+      TRY(set_state(fd.get(), state));
+      r->sockets_.emplace(ino, std::move(fd));
+      continue;
+    }
+    if (restored_as_named(*sk, by_ino)) continue;
     auto peer = by_ino.find(sk->peer_ino());
     if (peer == by_ino.end() || peer->second->peer_ino() != ino || peer->second->type() != sk->type())
       return failf("{}: its peer {} is not the other socket of a pair in files.img", sk_link(ino),
@@ -446,7 +543,7 @@ class UnixSocketKind final : public FileKind {
     if (!ctx.unix_sockets) return failf("{}: unix sockets are not recorded by this dump", fd.what);
     img::UnixSocketFile* sk = entry.mutable_unix_sk();
     TRY(dump_unix_socket(fd.what, fd.local_fd, fd.st.st_ino, fd.fdinfo.flags, *sk, fd.pid));
-    ctx.unix_sockets->add(*sk, fd.what);
+    ctx.unix_sockets->add(*sk, fd);
     if (sk->pending_size() > 0) ctx.unix_sockets->keep_listener(sk->ino(), fd.local_fd);
     return {};
   }

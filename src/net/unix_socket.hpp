@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "core/error.hpp"
+#include "core/external.hpp"
 #include "core/unique_fd.hpp"
 #include "minicriu.pb.h"
 
@@ -52,6 +53,9 @@ struct UnixDiag {
 // "stream", "dgram", "seqpacket".
 std::string unix_type_name(int type);
 
+// What an external unix socket of the images is, for hooks and messages.
+ExternalObject unix_external_object(const img::UnixSocketFile& sk);
+
 // Fills a UnixSocketFile for the socket behind local_fd, or refuses it in one
 // line (messages carrying fds or credentials, a relative path whose directory
 // is unknown).
@@ -67,12 +71,16 @@ std::string unix_type_name(int type);
 
 // Dump side: every unix socket of the tree, to check at the end that each
 // one's peer is in the tree too.
+struct FdDumpInfo;
 class UnixSocketStore {
  public:
-  void add(const img::UnixSocketFile& sk, const std::string& what);
-  // An error naming the first socket whose peer is not held by the tree (and
-  // who holds it, found in /proc/*/fd of the processes not in `tree`).
-  [[nodiscard]] Status check_peers(const std::set<pid_t>& tree) const;
+  void add(const img::UnixSocketFile& sk, const FdDumpInfo& fd);
+  // Every socket whose peer is not held by the tree must be accepted by the
+  // policy as external (its entry in `files` is then marked so, with what is
+  // known of the peer); else an error naming the first one, who holds its
+  // peer (found in /proc/*/fd of the processes not in `tree`), and the option.
+  [[nodiscard]] Status check_peers(const std::set<pid_t>& tree, const ExternalPolicy& policy,
+                                   std::vector<img::FileEntry>& files) const;
   // A listener with connections not yet accepted: our copy of it is kept, to
   // accept them in finish_named().
   void keep_listener(uint64_t ino, int local_fd);
@@ -88,6 +96,8 @@ class UnixSocketStore {
   struct Seen {
     uint64_t peer_ino;
     int type;
+    pid_t pid;
+    int fd;
     std::string what;
   };
   std::map<uint64_t, Seen> sockets_;
@@ -106,8 +116,15 @@ class UnixSocketRestorer {
   UnixSocketRestorer() = default;
   UnixSocketRestorer(const UnixSocketRestorer&) = delete;
   UnixSocketRestorer& operator=(const UnixSocketRestorer&) = delete;
+  // Stand-ins for the external sockets (peer outside the tree), taken from
+  // the caller before anything of the tree is made: each one's inherited fd,
+  // hook answer, or a dgram socket connected again to its peer's path.
+  // Fails naming the socket and --inherit-fd when one has none.
+  [[nodiscard]] static Result<std::map<uint64_t, UniqueFd>> take_external(
+      const std::vector<img::FileEntry>& files, const ExternalStandIns& stand_ins);
   [[nodiscard]] static Result<std::unique_ptr<UnixSocketRestorer>> create_all(
-      const std::vector<img::FileEntry>& files, int fd_floor);
+      const std::vector<img::FileEntry>& files, int fd_floor,
+      std::map<uint64_t, UniqueFd> external = {});
   // A dup of the socket: one open file description per socket, as dumped.
   [[nodiscard]] Result<UniqueFd> open(const img::UnixSocketFile& sk) const;
 

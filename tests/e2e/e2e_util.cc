@@ -43,13 +43,21 @@ int decode(int status) {
   return -1;
 }
 
-[[noreturn]] void exec_child(const std::vector<std::string>& argv, const std::string& out) {
+// stdin from /dev/null, stdout and stderr to out; pass_fd (if any) as fd 3,
+// nothing else.
+void redirect_stdio(const std::string& out, int pass_fd) {
+  int keep = pass_fd >= 0 ? ::fcntl(pass_fd, F_DUPFD, 10) : -1;
   int in = ::open("/dev/null", O_RDONLY);
   int o = ::open(out.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
   ::dup2(in, 0);
   ::dup2(o, 1);
   ::dup2(o, 2);
-  ::close_range(3, ~0u, 0);
+  if (keep >= 0) ::dup2(keep, 3);
+  ::close_range(keep >= 0 ? 4 : 3, ~0u, 0);
+}
+
+[[noreturn]] void exec_child(const std::vector<std::string>& argv, const std::string& out, int pass_fd) {
+  redirect_stdio(out, pass_fd);
   ::setpgid(0, 0);
   std::vector<char*> args;
   for (auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
@@ -73,19 +81,14 @@ TempDir::~TempDir() {
   std::filesystem::remove_all(path_, ec);
 }
 
-CommandResult run(const std::vector<std::string>& argv) {
+CommandResult run(const std::vector<std::string>& argv, int pass_fd) {
   char tmpl[] = "/tmp/minicriu-out-XXXXXX";
   int fd = ::mkstemp(tmpl);
   ::close(fd);
   pid_t pid = ::fork();
   if (pid == 0) {
     // Keep our process group: the command may restore a tree into it.
-    int in = ::open("/dev/null", O_RDONLY);
-    int o = ::open(tmpl, O_WRONLY | O_APPEND);
-    ::dup2(in, 0);
-    ::dup2(o, 1);
-    ::dup2(o, 2);
-    ::close_range(3, ~0u, 0);
+    redirect_stdio(tmpl, pass_fd);
     std::vector<char*> args;
     for (auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
@@ -102,19 +105,20 @@ CommandResult run(const std::vector<std::string>& argv) {
   return r;
 }
 
-CommandResult run_minicriu(const std::vector<std::string>& args) {
+CommandResult run_minicriu(const std::vector<std::string>& args, int pass_fd) {
   std::vector<std::string> argv{minicriu_bin()};
   argv.insert(argv.end(), args.begin(), args.end());
-  return run(argv);
+  return run(argv, pass_fd);
 }
 
-Program::Program(const std::string& name, const TempDir& dir, std::vector<std::string> extra_args) {
+Program::Program(const std::string& name, const TempDir& dir, std::vector<std::string> extra_args,
+                 int pass_fd) {
   ready_file_ = dir / (name + ".ready");
   log_file_ = dir / (name + ".log");
   std::vector<std::string> argv{program(name), ready_file_, dir.path()};
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   pid_ = ::fork();
-  if (pid_ == 0) exec_child(argv, log_file_);
+  if (pid_ == 0) exec_child(argv, log_file_, pass_fd);
 }
 
 Program::~Program() {

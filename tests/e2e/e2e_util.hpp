@@ -32,15 +32,18 @@ struct CommandResult {
   int status = -1;       // exit code, or 128+signal
   std::string output;    // stdout and stderr
 };
-// Runs a command with no stdin, capturing its output.
-CommandResult run(const std::vector<std::string>& argv);
-CommandResult run_minicriu(const std::vector<std::string>& args);
+// Runs a command with no stdin, capturing its output; pass_fd (if not -1)
+// is its fd 3, no other fd is inherited.
+CommandResult run(const std::vector<std::string>& argv, int pass_fd = -1);
+CommandResult run_minicriu(const std::vector<std::string>& args, int pass_fd = -1);
 
-// A test program started as our child: stdio to a log file in dir, no other fd
-// inherited; ready once it wrote its ready file.
+// A test program started as our child: stdio to a log file in dir, pass_fd
+// (if not -1) as its fd 3, no other fd inherited; ready once it wrote its
+// ready file.
 class Program {
  public:
-  Program(const std::string& name, const TempDir& dir, std::vector<std::string> extra_args = {});
+  Program(const std::string& name, const TempDir& dir, std::vector<std::string> extra_args = {},
+          int pass_fd = -1);
   ~Program();
   pid_t pid() const { return pid_; }
   bool wait_ready(int timeout_ms = 10000);

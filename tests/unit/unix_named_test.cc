@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "fs/file_kind.hpp"
 #include "net/unix_named.hpp"
 #include "net/unix_socket.hpp"
 
@@ -85,7 +86,11 @@ struct Dumped {
     e.set_id(static_cast<uint32_t>(files.size() + 1));
     std::string what = fmt::format("test: fd {}", fd);
     TRY(dump_unix_socket(what, fd, ino_of(fd), fcntl(fd, F_GETFL), *e.mutable_unix_sk()));
-    store.add(e.unix_sk(), what);
+    FdDumpInfo info;
+    info.pid = getpid();
+    info.fd = fd;
+    info.what = what;
+    store.add(e.unix_sk(), info);
     if (e.unix_sk().pending_size() > 0) store.keep_listener(e.unix_sk().ino(), fd);
     inos[fd] = e.unix_sk().ino();
     files.push_back(std::move(e));

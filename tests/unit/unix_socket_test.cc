@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "fs/file_kind.hpp"
 #include "net/unix_socket.hpp"
 
 using namespace minicriu;
@@ -216,22 +217,177 @@ TEST(UnixSocket, FdsInFlightAreRefusedAndLeftQueued) {
   EXPECT_EQ(drain(p.fd[1]), std::vector<std::string>{"x"});
 }
 
+FdDumpInfo fd_info(pid_t pid, int fd) {
+  FdDumpInfo info;
+  info.pid = pid;
+  info.fd = fd;
+  info.what = fmt::format("pid {}: fd {}", pid, fd);
+  return info;
+}
+
+img::FileEntry socket_entry(int fd, const std::string& what) {
+  img::FileEntry e;
+  EXPECT_TRUE(dump_unix_socket(what, fd, ino_of(fd), 0, *e.mutable_unix_sk()));
+  return e;
+}
+
 TEST(UnixSocket, PeerOutsideTheTreeIsNamed) {
   Pair p(SOCK_STREAM);
-  img::UnixSocketFile out;
-  ASSERT_TRUE(dump_unix_socket("pid 1: fd 3", p.fd[0], ino_of(p.fd[0]), 0, out));
+  std::vector<img::FileEntry> files{socket_entry(p.fd[0], "pid 1: fd 3")};
   UnixSocketStore store;
-  store.add(out, "pid 1: fd 3");
-  auto st = store.check_peers({});
+  store.add(files[0].unix_sk(), fd_info(1, 3));
+  auto st = store.check_peers({}, ExternalPolicy(), files);
   ASSERT_FALSE(st);
   std::string expect = fmt::format("pid 1: fd 3: unix stream socket:[{}] is connected to socket:[{}] held "
                                    "by pid {} (", ino_of(p.fd[0]), ino_of(p.fd[1]), getpid());
   EXPECT_EQ(st.error().what().rfind(expect, 0), 0u) << st.error().what();
+  EXPECT_NE(st.error().what().find(fmt::format("--external unix[{}]", ino_of(p.fd[0]))), std::string::npos);
+  EXPECT_NE(st.error().what().find(fmt::format("--inherit-fd fd[N]:socket:[{}]", ino_of(p.fd[0]))),
+            std::string::npos);
   EXPECT_EQ(st.error().what().find('\n'), std::string::npos);
-  img::UnixSocketFile other;
-  ASSERT_TRUE(dump_unix_socket("pid 1: fd 4", p.fd[1], ino_of(p.fd[1]), 0, other));
-  store.add(other, "pid 1: fd 4");
-  EXPECT_TRUE(store.check_peers({}));
+  files.push_back(socket_entry(p.fd[1], "pid 1: fd 4"));
+  store.add(files[1].unix_sk(), fd_info(1, 4));
+  EXPECT_TRUE(store.check_peers({}, ExternalPolicy(), files));
+  EXPECT_FALSE(files[0].unix_sk().external());
+}
+
+ExternalPolicy policy_of(DumpOptions o) {
+  auto p = ExternalPolicy::from_options(o);
+  EXPECT_TRUE(p) << p.error().what();
+  return *p;
+}
+
+TEST(UnixSocket, PeerOutsideAcceptedByOptionOrHook) {
+  Pair p(SOCK_SEQPACKET);
+  uint64_t ino = ino_of(p.fd[0]);
+  DumpOptions by_inode;
+  by_inode.external = {fmt::format("unix[{}]", ino)};
+  DumpOptions other_inode;
+  other_inode.external = {fmt::format("unix[{}]", ino + 1000)};
+  DumpOptions all;
+  all.ext_unix_sk = true;
+  DumpOptions hooked;
+  std::vector<ExternalObject> asked;
+  hooked.external_hook = [&](const ExternalObject& o) {
+    asked.push_back(o);
+    return true;
+  };
+  for (auto* o : {&by_inode, &all, &hooked, &other_inode}) {
+    std::vector<img::FileEntry> files{socket_entry(p.fd[0], "pid 1: fd 3")};
+    UnixSocketStore store;
+    store.add(files[0].unix_sk(), fd_info(1, 3));
+    auto st = store.check_peers({}, policy_of(*o), files);
+    bool accepted = o != &other_inode;
+    EXPECT_EQ(bool(st), accepted) << (st ? "" : st.error().what());
+    EXPECT_EQ(files[0].unix_sk().external(), accepted);
+    if (accepted) {
+      EXPECT_EQ(files[0].unix_sk().peer_pid(), static_cast<uint32_t>(getpid()));
+    }
+  }
+  ASSERT_EQ(asked.size(), 1u);
+  EXPECT_EQ(asked[0].kind, "unix");
+  EXPECT_EQ(asked[0].key, fmt::format("socket:[{}]", ino));
+  EXPECT_EQ(asked[0].type, "seqpacket");
+  EXPECT_EQ(asked[0].pid, 1);
+  EXPECT_EQ(asked[0].fd, 3);
+  EXPECT_EQ(asked[0].peer_inode, ino_of(p.fd[1]));
+  EXPECT_EQ(asked[0].peer_pid, getpid());
+}
+
+TEST(UnixSocket, ExternalWithQueuedDataIsRefused) {
+  Pair p(SOCK_STREAM);
+  ASSERT_EQ(write(p.fd[1], "abc", 3), 3);
+  std::vector<img::FileEntry> files{socket_entry(p.fd[0], "pid 1: fd 3")};
+  UnixSocketStore store;
+  store.add(files[0].unix_sk(), fd_info(1, 3));
+  DumpOptions all;
+  all.ext_unix_sk = true;
+  auto st = store.check_peers({}, policy_of(all), files);
+  ASSERT_FALSE(st);
+  EXPECT_NE(st.error().what().find("3 byte(s) its peer outside the tree sent are queued"), std::string::npos)
+      << st.error().what();
+}
+
+TEST(UnixSocket, ExternalOptionsParse) {
+  EXPECT_EQ(parse_external_unix("unix[42]").value(), 42u);
+  for (auto bad : {"unix[]", "unix[x]", "tcp[1]", "unix[1", "unix[0]"})
+    EXPECT_FALSE(parse_external_unix(bad)) << bad;
+  auto fd = parse_inherit_fd("fd[7]:socket:[123]");
+  ASSERT_TRUE(fd);
+  EXPECT_EQ(fd->first, 7);
+  EXPECT_EQ(fd->second, "socket:[123]");
+  for (auto bad : {"fd[7]", "fd[]:socket:[1]", "7:socket:[1]", "fd[7]:pipe:[1]", "fd[-1]:socket:[1]"})
+    EXPECT_FALSE(parse_inherit_fd(bad)) << bad;
+  RestoreOptions closed;
+  closed.inherit_fds = {"fd[1000]:socket:[5]"};
+  auto st = ExternalStandIns::from_options(closed);
+  ASSERT_FALSE(st);
+  EXPECT_NE(st.error().what().find("fd 1000 is not open"), std::string::npos) << st.error().what();
+}
+
+TEST(UnixSocket, ExternalSocketTakesTheInheritedFd) {
+  Pair old(SOCK_STREAM);
+  Pair fresh(SOCK_STREAM);
+  std::vector<img::FileEntry> files{socket_entry(old.fd[0], "pid 1: fd 3")};
+  files[0].mutable_unix_sk()->set_external(true);
+  files[0].mutable_unix_sk()->set_flags(O_NONBLOCK);
+  uint64_t ino = ino_of(old.fd[0]);
+  // Nothing given: refused, naming the socket and the option.
+  auto none = UnixSocketRestorer::take_external(files, ExternalStandIns());
+  ASSERT_FALSE(none);
+  EXPECT_NE(none.error().what().find(fmt::format("--inherit-fd fd[N]:socket:[{}]", ino)), std::string::npos)
+      << none.error().what();
+  // A typo in --inherit-fd is refused too.
+  RestoreOptions typo;
+  typo.inherit_fds = {fmt::format("fd[{}]:socket:[{}]", fresh.fd[0], ino + 1)};
+  RestoreOptions right;
+  right.inherit_fds = {fmt::format("fd[{}]:socket:[{}]", fresh.fd[0], ino)};
+  EXPECT_FALSE(UnixSocketRestorer::take_external(files, ExternalStandIns::from_options(typo).value()));
+  auto taken = UnixSocketRestorer::take_external(files, ExternalStandIns::from_options(right).value());
+  ASSERT_TRUE(taken) << taken.error().what();
+  auto r = UnixSocketRestorer::create_all(files, 100, std::move(*taken));
+  ASSERT_TRUE(r) << r.error().what();
+  auto fd = (*r)->open(files[0].unix_sk());
+  ASSERT_TRUE(fd);
+  // The same socket as the inherited one, with the dumped flags.
+  EXPECT_EQ(ino_of(fd->get()), ino_of(fresh.fd[0]));
+  EXPECT_TRUE(fcntl(fd->get(), F_GETFL) & O_NONBLOCK);
+  ASSERT_EQ(write(fd->get(), "hi", 2), 2);
+  char buf[4];
+  EXPECT_EQ(read(fresh.fd[1], buf, sizeof buf), 2);
+}
+
+TEST(UnixSocket, ExternalDgramConnectsToItsPeerPathAgain) {
+  // A dgram socket that talked to a named peer (a log daemon's socket).
+  std::string path = fmt::format("/tmp/minicriu-unit-dgram-{}", getpid());
+  unlink(path.c_str());
+  int server = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
+  ASSERT_EQ(bind(server, (sockaddr*)&addr, sizeof addr), 0);
+  int old = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  ASSERT_EQ(connect(old, (sockaddr*)&addr, sizeof addr), 0);
+  std::vector<img::FileEntry> files{socket_entry(old, "pid 1: fd 3")};
+  UnixSocketStore store;
+  store.add(files[0].unix_sk(), fd_info(1, 3));
+  DumpOptions all;
+  all.ext_unix_sk = true;
+  ASSERT_TRUE(store.check_peers({}, policy_of(all), files));
+  EXPECT_EQ(files[0].unix_sk().peer_name(), path);
+  auto taken = UnixSocketRestorer::take_external(files, ExternalStandIns());
+  ASSERT_TRUE(taken) << taken.error().what();
+  auto r = UnixSocketRestorer::create_all(files, 100, std::move(*taken));
+  ASSERT_TRUE(r) << r.error().what();
+  auto fd = (*r)->open(files[0].unix_sk());
+  ASSERT_TRUE(fd);
+  EXPECT_NE(ino_of(fd->get()), ino_of(old));
+  ASSERT_EQ(send(fd->get(), "log line", 8, 0), 8);
+  char buf[16];
+  EXPECT_EQ(recv(server, buf, sizeof buf, MSG_DONTWAIT), 8);
+  close(old);
+  close(server);
+  unlink(path.c_str());
 }
 
 }  // namespace

@@ -50,6 +50,19 @@ int main(int argc, char** argv) {
                        "PATTERN:copy or PATTERN:fail for ghost files whose last path matches "
                        "the glob PATTERN, regardless of --ghost-limit; repeatable, first match "
                        "wins (e.g. '/tmp/ompi-*:copy')");
+  dump_cmd->add_flag("--ext-unix-sk", dump.ext_unix_sk,
+                     "Dump unix sockets whose peer is outside the tree (stream, seqpacket and "
+                     "dgram) as external: at restore each needs --inherit-fd, except a dgram "
+                     "socket whose peer has a path, which is connected to it again");
+  dump_cmd->add_option("--external", dump.external,
+                       "unix[INODE]: dump this one unix socket of the tree (its own inode, as a "
+                       "refusal names it) as external although its peer is outside; repeatable");
+  dump_cmd->add_option("--network-lock", dump.network_lock,
+                       "How TCP connections are held silent while the tree is frozen (and, for "
+                       "peers outside the tree, until the restore): auto (nftables, else the "
+                       "iptables commands), nftables (through libnftables, no command needed), "
+                       "iptables, or skip (no lock); default auto. Rules live in a table of "
+                       "minicriu's own, removed again after every dump");
   dump_cmd->add_flag("-v,--verbose", verbosity, "Same as the global -v");
 
   minicriu::RestoreOptions restore;
@@ -61,6 +74,10 @@ int main(int argc, char** argv) {
   restore_cmd->add_option("--ghost-dir", restore.ghost_dir,
                           "Directory to recreate ghost files in when the directory they "
                           "were in is gone (they are unlinked again once restored)");
+  restore_cmd->add_option("--inherit-fd", restore.inherit_fds,
+                          "fd[N]:socket:[INODE]: minicriu's fd N stands in for the external "
+                          "socket INODE of the images (dumped with --ext-unix-sk or --external); "
+                          "the restored processes get it in the socket's place; repeatable");
   restore_cmd->add_flag("-v,--verbose", verbosity, "Same as the global -v");
 
   minicriu::ShowOptions show;

@@ -1,0 +1,154 @@
+// A unix socket whose peer is outside the dumped tree, as a runtime lives it:
+// the runtime (this test) talks to a rank (its child) over a socket pair. A
+// plain dump of the rank refuses in one line and the rank keeps answering;
+// `dump --ext-unix-sk` or `--external unix[INODE]`, then `restore
+// --inherit-fd` with a fresh pair, and the restored rank answers on the new
+// socket with its state intact. The C ABI's hooks are exercised by
+// examples/runtime_rank.c, run here too.
+#include <gtest/gtest.h>
+#include <fmt/format.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "e2e_util.hpp"
+
+using namespace e2e;
+
+namespace {
+
+uint64_t ino_of(int fd) {
+  struct stat st {};
+  EXPECT_EQ(::fstat(fd, &st), 0);
+  return st.st_ino;
+}
+
+// One question to the rank: its answer "K COUNT ok".
+std::string ask(int fd, unsigned k) {
+  std::string q = fmt::format("ask {}\n", k);
+  EXPECT_EQ(::send(fd, q.data(), q.size(), MSG_NOSIGNAL), static_cast<ssize_t>(q.size()));
+  std::string line;
+  char c;
+  timeval tv{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  while (::recv(fd, &c, 1, 0) == 1) {
+    if (c == '\n') return line;
+    line += c;
+  }
+  return "no answer (" + line + ")";
+}
+
+struct Pair {
+  int runtime = -1, rank = -1;
+  Pair() {
+    int sv[2];
+    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    runtime = sv[0];
+    rank = sv[1];
+  }
+  ~Pair() {
+    ::close(runtime);
+    if (rank >= 0) ::close(rank);
+  }
+};
+
+// Starts the rank, asks it twice, and dumps it with `accept_args` after a
+// refused plain dump; returns the rank's socket inode. The rank is dead and
+// reaped on return.
+uint64_t dump_rank(const TempDir& dir, const std::string& images,
+                   const std::function<std::vector<std::string>(uint64_t)>& accept_args) {
+  Pair p;
+  Program rank("rank", dir, {"3"}, p.rank);
+  ::close(p.rank);
+  p.rank = -1;
+  EXPECT_TRUE(rank.wait_ready());
+  uint64_t ino = 0;
+  {
+    // The rank's socket: the peer of ours.
+    std::string link = std::filesystem::read_symlink(fmt::format("/proc/{}/fd/3", rank.pid()));
+    ino = std::stoull(link.substr(8));
+  }
+  EXPECT_EQ(ask(p.runtime, 1), "1 0 ok");
+  auto refused = run_minicriu({"dump", "-t", std::to_string(rank.pid()), "-D", images});
+  expect_one_line_error(refused, fmt::format("pid {}: fd 3: unix stream socket:[{}] is connected to "
+                                             "socket:[{}] held by pid {} (", rank.pid(), ino,
+                                             ino_of(p.runtime), ::getpid()));
+  EXPECT_NE(refused.output.find(fmt::format("--external unix[{}]", ino)), std::string::npos);
+  EXPECT_NE(refused.output.find(fmt::format("--inherit-fd fd[N]:socket:[{}]", ino)), std::string::npos);
+  EXPECT_FALSE(std::filesystem::exists(images + "/inventory.img"));
+  // Refused: the rank runs on and answers.
+  EXPECT_EQ(ask(p.runtime, 2), "2 1 ok");
+  std::vector<std::string> args{"dump", "-t", std::to_string(rank.pid()), "-D", images};
+  for (auto& a : accept_args(ino)) args.push_back(a);
+  auto dumped = run_minicriu(args);
+  EXPECT_EQ(dumped.status, 0) << dumped.output;
+  // We are its parent: the dump leaves it a zombie for us.
+  EXPECT_EQ(wait_pid(rank.pid()), 128 + SIGKILL);
+  rank.forget();
+  auto view = show_json(images);
+  bool found = false;
+  for (auto& f : view.files())
+    if (f.has_unix_sk() && f.unix_sk().ino() == ino) {
+      found = true;
+      EXPECT_TRUE(f.unix_sk().external());
+      EXPECT_EQ(f.unix_sk().peer_pid(), static_cast<uint32_t>(::getpid()));
+    }
+  EXPECT_TRUE(found);
+  return ino;
+}
+
+// Restores the rank with a fresh pair and talks to it: its count goes on.
+void restore_and_talk(const std::string& images, uint64_t ino) {
+  Pair fresh;
+  RestoredTree tree;
+  tree.add_from(images);
+  auto r = run_minicriu({"restore", "-d", "-D", images, "--inherit-fd", fmt::format("fd[3]:socket:[{}]", ino)},
+                        fresh.rank);
+  ASSERT_EQ(r.status, 0) << r.output;
+  pid_t pid = std::stoi(r.output);
+  ::close(fresh.rank);
+  fresh.rank = -1;
+  EXPECT_EQ(ask(fresh.runtime, 3), "3 2 ok");
+  EXPECT_EQ(ask(fresh.runtime, 4), "4 3 ok");
+  ASSERT_EQ(::send(fresh.runtime, "quit\n", 5, MSG_NOSIGNAL), 5);
+  EXPECT_EQ(wait_pid(pid), 0);
+}
+
+}  // namespace
+
+TEST(ExternalUnixSocket, ExtUnixSkThenInheritFdGivesTheRankAFreshConnection) {
+  TempDir dir;
+  std::string images = images_dir(dir);
+  uint64_t ino = dump_rank(dir, images, [](uint64_t) { return std::vector<std::string>{"--ext-unix-sk"}; });
+  restore_and_talk(images, ino);
+}
+
+TEST(ExternalUnixSocket, ExternalByInodeAndARestoreWithoutStandInIsRefused) {
+  TempDir dir;
+  std::string images = images_dir(dir);
+  uint64_t ino = dump_rank(dir, images, [](uint64_t ino) {
+    return std::vector<std::string>{"--external", fmt::format("unix[{}]", ino)};
+  });
+  auto view = show_json(images);
+  pid_t pid = static_cast<pid_t>(view.inventory().root_pid());
+  auto missing = run_minicriu({"restore", "-d", "-D", images});
+  expect_one_line_error(missing, fmt::format("--inherit-fd fd[N]:socket:[{}]", ino));
+  EXPECT_FALSE(pid_exists(pid));
+  // A typo names what the images do hold.
+  Pair spare;
+  auto typo = run_minicriu({"restore", "-d", "-D", images, "--inherit-fd",
+                            fmt::format("fd[3]:socket:[{}]", ino + 1)}, spare.rank);
+  expect_one_line_error(typo, fmt::format("the images hold no external socket:[{}]", ino + 1));
+  EXPECT_FALSE(pid_exists(pid));
+  restore_and_talk(images, ino);
+}
+
+TEST(ExternalUnixSocket, ARuntimeUsesTheLibraryHooks) {
+  TempDir dir;
+  auto r = run({RUNTIME_RANK_BIN, images_dir(dir)});
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("restored rank answered: 3 2 ok"), std::string::npos) << r.output;
+}
