@@ -478,8 +478,10 @@ class NamedRestore {
   Status connect_all() {
     for (auto& [ino, sk] : mine_) {
       if (sk->type() != SOCK_DGRAM || sk->peer_ino() == 0 || paired(ino)) continue;
-      auto to = mine_.find(sk->peer_ino());
-      if (to == mine_.end() || to->second->name().empty())
+      // Its peer may be restored elsewhere (an external socket's stand-in):
+      // the name is what counts.
+      auto to = all_.find(sk->peer_ino());
+      if (to == all_.end() || to->second->name().empty())
         return failf("{}: it is connected to {}, which has no name to connect to", describe(*sk),
                      sk_link(sk->peer_ino()));
       if (int err = connect_to(fd(ino), *to->second); err != 0) {
