@@ -313,9 +313,7 @@ Result<DumpStats> Dumper::run() {
   std::set<pid_t> pids;
   for (auto& p : tree->processes()) pids.insert(p.pid);
   if (st) st = unix_sockets_.check_peers(pids, external_, files_.mutable_entries());
-  // Last of the checks, and then (only when the tree will be killed) the one
-  // destructive step: connections not yet accepted are accepted to read them.
-  if (st) st = unix_sockets_.finish_named(pids, options_.leave_running, files_.mutable_entries());
+  if (st) st = unix_sockets_.check_named(pids, options_.leave_running);
   stats_.processes = static_cast<unsigned>(tree->processes().size());
   stats_.threads = tree->thread_count();
   stats_.page_bytes = stats_.pages_dumped * 4096;
@@ -336,6 +334,10 @@ Result<DumpStats> Dumper::run() {
     if (kept) kept_lock = *kept;
     else st = std::unexpected(kept.error());
   }
+  // The one destructive step, last before the images, and only when the
+  // tree will be killed: connections not yet accepted are accepted to read
+  // the data their clients sent.
+  if (st && !options_.leave_running) st = unix_sockets_.accept_pending(files_.mutable_entries());
   if (st) st = write_images(images, tree->root(), kept_lock);
   if (!st) {
     remove_written();

@@ -138,8 +138,7 @@ void UnixSocketStore::keep_listener(uint64_t ino, int local_fd) {
   if (dup) listeners_.emplace(ino, std::move(dup));
 }
 
-Status UnixSocketStore::finish_named(const std::set<pid_t>& tree, bool leave_running,
-                                     std::vector<img::FileEntry>& files) {
+Status UnixSocketStore::check_named(const std::set<pid_t>& tree, bool leave_running) const {
   std::set<uint64_t> waiting;  // clients in the accept queue of a listener of the tree
   for (auto& [ino, n] : named_)
     for (auto& p : n.sk.pending()) waiting.insert(p.client_ino());
@@ -186,7 +185,10 @@ Status UnixSocketStore::finish_named(const std::set<pid_t>& tree, bool leave_run
                      "dump", what, unix_name_display(from));
     }
   }
-  if (leave_running) return {};
+  return {};
+}
+
+Status UnixSocketStore::accept_pending(std::vector<img::FileEntry>& files) {
   // Destructive, and so last: a connection not yet accepted has no fd, and
   // the data its client sent sits in the embryo socket that only accept()
   // returns. The tree is killed after this dump, so nothing will miss it.

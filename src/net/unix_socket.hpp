@@ -84,13 +84,21 @@ class UnixSocketStore {
   // A listener with connections not yet accepted: our copy of it is kept, to
   // accept them in finish_named().
   void keep_listener(uint64_t ino, int local_fd);
-  // The last dump step before the images are written (net/unix_named.cc):
-  // checks named sockets, listeners and their pending connections, then,
-  // only when the dump kills the tree, accepts the pending connections on our
-  // copies of the listeners (which consumes them) and records their queues in
-  // the listeners' entries of files.
+  // Once every fd is seen (net/unix_named.cc): named sockets, listeners and
+  // their connections not yet accepted are checked; with leave_running, a
+  // connection not yet accepted is refused (reading it means accepting it).
+  [[nodiscard]] Status check_named(const std::set<pid_t>& tree, bool leave_running) const;
+  // The last step before the images are written, only for a dump that kills
+  // the tree: accepts the connections not yet accepted on our copies of the
+  // listeners (which consumes them) and records their data in the listeners'
+  // entries of files.
+  [[nodiscard]] Status accept_pending(std::vector<img::FileEntry>& files);
+  // Both, as a dump without other steps between them does (tests).
   [[nodiscard]] Status finish_named(const std::set<pid_t>& tree, bool leave_running,
-                                    std::vector<img::FileEntry>& files);
+                                    std::vector<img::FileEntry>& files) {
+    TRY(check_named(tree, leave_running));
+    return leave_running ? Status{} : accept_pending(files);
+  }
 
  private:
   struct Seen {
