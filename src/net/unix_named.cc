@@ -501,6 +501,7 @@ class NamedRestore {
         TRY(connect_client(client, *l));
         UniqueFd a(::accept4(fd(lino), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
         if (!a) return failf_errno("{}: accept", describe(*l));
+        TRY(check_accepted(a.get(), client, *l));
         TRY(keep(ino, std::move(a)));
       }
       for (auto& p : l->pending()) {
@@ -525,6 +526,20 @@ class NamedRestore {
         TRY(unix_send_queue(fd(p.client_ino()), embryo));
       }
     }
+    return {};
+  }
+
+  // The listener is reachable by its name from the moment it listens: a
+  // process outside the tree may have connected first, and its connection
+  // must not stand in for ours.
+  Status check_accepted(int accepted, uint64_t client, const img::UnixSocketFile& l) {
+    struct stat ours, got;
+    if (::fstat(fd(client), &ours) != 0 || ::fstat(accepted, &got) != 0)
+      return failf_errno("{}: fstat", describe(l));
+    ASSIGN_OR_RETURN(UnixDiag d, with_context(unix_diag_query(got.st_ino), describe(l)));
+    if (d.peer_ino != ours.st_ino)
+      return failf("{}: a process outside the tree connected to it while it was being restored; "
+                   "stop that process and restore again", describe(l));
     return {};
   }
 
