@@ -16,6 +16,7 @@
 #include "fs/fd_table.hpp"
 #include "fs/ghost_file.hpp"
 #include "fs/pipe.hpp"
+#include "fs/tty.hpp"
 #include "mem/shmem.hpp"
 #include "net/unix_socket.hpp"
 #include "images/image_dir.hpp"
@@ -60,7 +61,7 @@ class Dumper {
   Dumper(const DumpOptions& options, GhostPolicy policy, ExternalPolicy external)
       : options_(options), external_(std::move(external)), log_(options.log), dir_(options.images_dir),
         ghosts_(dir_, std::move(policy), log_), pipes_(dir_), shmem_(dir_, log_),
-        files_(FileDumpContext{ghosts_, pipes_, shmem_, created_links_, &tree_tids_, &unix_sockets_}) {}
+        files_(make_file_context()) {}
 
   Result<DumpStats> run();
 
@@ -71,6 +72,12 @@ class Dumper {
                                     const ParentMemory& parent);
   [[nodiscard]] Status write_images(std::vector<DumpedProcess>& images, pid_t root);
   [[nodiscard]] Status check_external_pipes(TaskTree& tree);
+  [[nodiscard]] Status check_ttys(const std::vector<DumpedProcess>& images) const;
+  FileDumpContext make_file_context() {
+    FileDumpContext ctx{ghosts_, pipes_, shmem_, created_links_, &tree_tids_, &unix_sockets_};
+    ctx.ttys = &ttys_;
+    return ctx;
+  }
   template <typename M>
   [[nodiscard]] Status write_stream(const std::string& path, ImageKind kind, const std::vector<M>& msgs);
   void remove_written();
@@ -85,6 +92,7 @@ class Dumper {
   PipeStore pipes_;
   ShmemStore shmem_;
   UnixSocketStore unix_sockets_;
+  TtyStore ttys_;
   FileRegistry files_;
   DumpStats stats_;
   std::vector<std::string> written_;
@@ -160,6 +168,11 @@ Status Dumper::dump_process(FrozenProcess& proc, DumpedProcess& out, const Paren
   }
   for (auto& t : proc.threads) out.entry.add_tids(static_cast<uint32_t>(t.tid()));
   out.entry.set_stopped(proc.leader().group_stopped());
+  if (auto ctty = controlling_tty(stat.tty_nr, stat.tpgid))
+    *out.entry.mutable_ctty() = *ctty;
+  else if (stat.tty_nr != 0 && pid == stat.session)
+    log_.info("pid {}: its controlling terminal (device {:#x}) is not a pseudo-terminal; it is not restored",
+              pid, stat.tty_nr);
 
   ASSIGN_OR_RETURN(auto vmas, collect_vmas(pid));
   log_.info("pid {}: {} vma(s)", pid, vmas.size());
@@ -248,6 +261,19 @@ Status Dumper::check_external_pipes(TaskTree& tree) {
   return failf("{}; dump the tree that holds both ends, or close the pipe there before the dump", holder);
 }
 
+// A pty slave whose master stays behind is refused; a session whose
+// controlling terminal stays behind comes back without one (said here once).
+Status Dumper::check_ttys(const std::vector<DumpedProcess>& images) const {
+  TRY(ttys_.check_masters());
+  for (auto& p : images) {
+    const img::ProcessEntry& e = p.entry;
+    if (e.has_ctty() && e.pid() == e.sid() && !ttys_.has_master(e.ctty().pts_index()))
+      log_.warn("pid {}: its controlling terminal /dev/pts/{} is outside the dumped tree; its session "
+                "comes back without one", e.pid(), e.ctty().pts_index());
+  }
+  return {};
+}
+
 void Dumper::remove_written() {
   for (auto& p : written_) ::unlink(p.c_str());
   written_.clear();
@@ -277,6 +303,7 @@ Result<DumpStats> Dumper::run() {
     st = dump_process(tree->processes()[i], images[i], parent);
   }
   if (st) st = check_external_pipes(*tree);
+  if (st) st = check_ttys(images);
   if (st) {
     std::set<pid_t> pids;
     for (auto& p : tree->processes()) pids.insert(p.pid);

@@ -56,5 +56,5 @@ INSTANTIATE_TEST_SUITE_P(
                     Case{"ghost", {"shared"}}, Case{"ghost", {"sparse"}}, Case{"ghost", {"linked-other"}},
                     Case{"pipes", {}}, Case{"shm", {}}, Case{"sysv", {}}, Case{"timers", {}},
                     Case{"kinds", {}}, Case{"anonfds", {"no-child"}}, Case{"creds", {}}, Case{"cow", {}}, Case{"many_threads", {}},
-                    Case{"restore_single", {}}, Case{"restore_threads", {}}),
+                    Case{"restore_single", {}}, Case{"restore_threads", {}}, Case{"pty", {}}),
     name_of);
