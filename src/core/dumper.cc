@@ -72,7 +72,7 @@ class Dumper {
                                     const ParentMemory& parent);
   [[nodiscard]] Status write_images(std::vector<DumpedProcess>& images, pid_t root);
   [[nodiscard]] Status check_external_pipes(TaskTree& tree);
-  [[nodiscard]] Status check_ttys(const std::vector<DumpedProcess>& images) const;
+  [[nodiscard]] Status check_ttys(const std::vector<DumpedProcess>& images);
   FileDumpContext make_file_context() {
     FileDumpContext ctx{ghosts_, pipes_, shmem_, created_links_, &tree_tids_, &unix_sockets_};
     ctx.ttys = &ttys_;
@@ -263,8 +263,8 @@ Status Dumper::check_external_pipes(TaskTree& tree) {
 
 // A pty slave whose master stays behind is refused; a session whose
 // controlling terminal stays behind comes back without one (said here once).
-Status Dumper::check_ttys(const std::vector<DumpedProcess>& images) const {
-  TRY(ttys_.check_masters());
+Status Dumper::check_ttys(const std::vector<DumpedProcess>& images) {
+  TRY(ttys_.check_masters(external_, files_.mutable_entries()));
   for (auto& p : images) {
     const img::ProcessEntry& e = p.entry;
     if (e.has_ctty() && e.pid() == e.sid() && !ttys_.has_master(e.ctty().pts_index()))

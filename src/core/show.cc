@@ -125,6 +125,9 @@ std::string file_summary(const google::protobuf::RepeatedPtrField<img::FileEntry
     }
     if (f.has_tty()) {
       const auto& t = f.tty();
+      if (t.external())
+        return fmt::format("pty slave /dev/pts/{} (flags {:#o}), external: its master was outside the tree; "
+                           "reopened by path at restore", t.index(), t.flags());
       return fmt::format("pty {} /dev/pts/{} (flags {:#o}{}): {}", t.master() ? "master" : "slave", t.index(),
                          t.flags(), t.exclusive() ? ", exclusive" : "",
                          pty_state_summary(t.pty()));

@@ -134,19 +134,32 @@ std::optional<img::ControllingTty> controlling_tty(uint32_t tty_nr, pid_t tpgid)
 
 void TtyStore::add_master(uint32_t index, const std::string& what) { masters_.emplace(index, what); }
 
-void TtyStore::add_slave(uint32_t index, const std::string& what, const std::string& link) {
-  slaves_.push_back({index, what, link});
+void TtyStore::add_slave(uint32_t index, uint32_t file_id, pid_t pid, int fd, const std::string& what,
+                         const std::string& link) {
+  slaves_.push_back({index, file_id, pid, fd, what, link});
 }
 
-Status TtyStore::check_masters() const {
+Status TtyStore::check_masters(const ExternalPolicy& policy, std::vector<img::FileEntry>& files) const {
   for (auto& s : slaves_) {
     if (masters_.count(s.index)) continue;
+    ExternalObject obj;
+    obj.kind = "tty";
+    obj.key = fmt::format("tty[{}]", s.index);
+    obj.inode = s.index;
+    obj.pid = s.pid;
+    obj.fd = s.fd;
+    obj.description = fmt::format("{}: {}, a terminal whose master is outside the tree", s.what, s.link);
+    if (policy.accepts(obj)) {
+      for (auto& f : files)
+        if (f.id() == s.file_id) f.mutable_tty()->set_external(true);
+      continue;
+    }
     // The master of a pty cannot be opened again, so a slave whose master
-    // stays behind would come back connected to nothing.
+    // stays behind can only be reopened by path, while that master lives.
     return failf("{}: {} is a terminal whose master (/dev/ptmx) is outside the dumped tree (held by "
-                 "a process not dumped, e.g. the shell's terminal or a launcher); dump the process "
-                 "that holds the master with it, or start the application with its stdio elsewhere",
-                 s.what, s.link);
+                 "a process not dumped, e.g. a shell's terminal or a launcher); dump the process that "
+                 "holds the master with it, or pass --external tty[{}] to reopen it by path at restore "
+                 "(its master must still hold it then)", s.what, s.link, s.index);
   }
   return {};
 }
@@ -197,7 +210,8 @@ class TtyKind final : public FileKind {
     if (master)
       ctx.ttys->add_master(index, fd.what);
     else
-      ctx.ttys->add_slave(index, fd.what, fd.link);
+      ctx.ttys->add_slave(index, entry.id(), fd.pid, fd.fd, fd.what, fd.link);
+    t->set_ctime_ns(static_cast<int64_t>(fd.st.st_ctim.tv_sec) * 1'000'000'000 + fd.st.st_ctim.tv_nsec);
     return {};
   }
 
@@ -221,15 +235,39 @@ const FileKind& tty_kind() {
 Result<std::unique_ptr<TtyRestorer>> TtyRestorer::create_all(const std::vector<img::FileEntry>& files,
                                                              int fd_floor, const Logger& log) {
   std::map<uint32_t, std::vector<const img::FileEntry*>> by_index;
-  for (auto& f : files)
-    if (f.has_tty()) by_index[f.tty().index()].push_back(&f);
   auto r = std::make_unique<TtyRestorer>();
+  for (auto& f : files) {
+    if (!f.has_tty()) continue;
+    if (!f.tty().external()) {
+      by_index[f.tty().index()].push_back(&f);
+      continue;
+    }
+    ASSIGN_OR_RETURN(UniqueFd fd, reopen_external(f.tty()));
+    r->descriptions_.emplace(f.id(), move_fd_above(std::move(fd), fd_floor));
+  }
   // Masters opened only to step over indexes in use here or still to come;
   // held until every pty has its index (the kernel hands out the lowest
   // free one), closed on return.
   std::vector<UniqueFd> fillers;
   for (auto& [index, ends] : by_index) TRY(r->create(index, ends, fd_floor, fillers, log));
   return r;
+}
+
+Result<UniqueFd> TtyRestorer::reopen_external(const img::TtyFile& t) {
+  std::string path = pts_name(t.index());
+  int flags = static_cast<int>(t.flags() & kKeptFlags) | O_NOCTTY | O_CLOEXEC;
+  UniqueFd fd(::open(path.c_str(), flags));
+  struct stat st {};
+  if (fd && ::fstat(fd.get(), &st) != 0) return failf_errno("cannot stat {}", path);
+  int64_t ctime_ns = static_cast<int64_t>(st.st_ctim.tv_sec) * 1'000'000'000 + st.st_ctim.tv_nsec;
+  // devpts removes the node when the master closes; a node of that number
+  // made since is another terminal, and so is one whose ctime moved.
+  if (!fd || pts_index_of_rdev(st.st_rdev) != t.index() || ctime_ns != t.ctime_ns())
+    return failf("{}, the terminal outside the tree that the checkpoint reopens by path, is {}; restore "
+                 "while the process that held its master at the dump still holds it",
+                 path, fd ? "another terminal now, or was changed (chmod/chown) since the dump"
+                          : "gone (its master was closed)");
+  return fd;
 }
 
 Status TtyRestorer::create(uint32_t index, const std::vector<const img::FileEntry*>& ends, int fd_floor,

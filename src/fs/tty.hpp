@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/error.hpp"
+#include "core/external.hpp"
 #include "core/log.hpp"
 #include "core/unique_fd.hpp"
 #include "minicriu.pb.h"
@@ -43,16 +44,22 @@ std::string pty_state_summary(const img::PtyState& st);
 class TtyStore {
  public:
   void add_master(uint32_t index, const std::string& what);
-  void add_slave(uint32_t index, const std::string& what, const std::string& link);
+  // file_id: its entry in files.img, marked external if it must be.
+  void add_slave(uint32_t index, uint32_t file_id, pid_t pid, int fd, const std::string& what,
+                 const std::string& link);
   bool has_master(uint32_t index) const { return masters_.count(index) != 0; }
-  // Every slave's master is in the tree too; else one line naming the
-  // first slave whose master is not.
-  [[nodiscard]] Status check_masters() const;
+  // Every slave's master is in the tree too, or the slave is accepted as
+  // external by the policy (--external tty[N], the hook) and its entry in
+  // files is marked so; else one line naming the first slave refused.
+  [[nodiscard]] Status check_masters(const ExternalPolicy& policy, std::vector<img::FileEntry>& files) const;
 
  private:
   std::map<uint32_t, std::string> masters_;
   struct Slave {
     uint32_t index;
+    uint32_t file_id;
+    pid_t pid;
+    int fd;
     std::string what, link;
   };
   std::vector<Slave> slaves_;
@@ -87,6 +94,7 @@ class TtyRestorer {
     int master = -1;       // the one description of the master (in descriptions_)
     uint32_t index_now = 0;  // its index here: the dumped one unless that was taken
   };
+  [[nodiscard]] static Result<UniqueFd> reopen_external(const img::TtyFile& t);
   [[nodiscard]] Status create(uint32_t index, const std::vector<const img::FileEntry*>& ends,
                               int fd_floor, std::vector<UniqueFd>& fillers, const Logger& log);
 

@@ -97,3 +97,86 @@ TEST(PtyDump, BytesQueuedInThePtyAreRefusedAndTargetLeftIntact) {
   // The queued line is still there for the parent, which checks it first.
   expect_intact(p);
 }
+
+namespace {
+
+// basic with the slave of a pty we hold as its fd 0.
+pid_t start_on_our_pty(const TempDir& dir, const std::string& slave) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    int s = ::open(slave.c_str(), O_RDWR | O_NOCTTY);
+    if (s < 0 || ::dup2(s, 0) != 0) ::_exit(126);
+    ::close_range(1, ~0u, 0);
+    ::execl(program("basic").c_str(), "basic", (dir / "ready").c_str(), dir.path().c_str(), nullptr);
+    ::_exit(127);
+  }
+  for (int i = 0; i < 2000 && !std::filesystem::exists(dir / "ready"); i++) ::usleep(5000);
+  return pid;
+}
+
+struct OurPty {
+  int master = -1;
+  unsigned index = 0;
+  std::string slave;
+  OurPty() {
+    master = ::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (master < 0 || ::grantpt(master) != 0 || ::unlockpt(master) != 0) return;
+    ::ioctl(master, TIOCGPTN, &index);
+    slave = ::ptsname(master);
+  }
+  ~OurPty() { close(); }
+  void close() {
+    if (master >= 0) ::close(master);
+    master = -1;
+  }
+};
+
+}  // namespace
+
+TEST(PtyRestore, AnExternalTerminalIsReopenedByPathWhileItsMasterLives) {
+  TempDir dir;
+  OurPty pty;
+  ASSERT_GE(pty.master, 0);
+  pid_t pid = start_on_our_pty(dir, pty.slave);
+  ASSERT_TRUE(std::filesystem::exists(dir / "ready"));
+  std::string images = images_dir(dir);
+  auto d = run_minicriu({"dump", "-t", std::to_string(pid), "-D", images, "--external",
+                         fmt::format("tty[{}]", pty.index)});
+  ASSERT_EQ(d.status, 0) << d.output;
+  EXPECT_TRUE(wait_gone(pid));
+  auto text = run_minicriu({"show", "-D", images});
+  EXPECT_NE(text.output.find(fmt::format("pty slave {} (flags 02), external", pty.slave)), std::string::npos)
+      << text.output;
+  RestoredTree restored;
+  restored.add_from(images);
+  ASSERT_EQ(restore_detached(images), pid);
+  // Its fd 0 is our terminal again: what we write to the master is there.
+  char link[64] = {};
+  ASSERT_GT(::readlink(fmt::format("/proc/{}/fd/0", pid).c_str(), link, sizeof link - 1), 0);
+  EXPECT_EQ(std::string(link), pty.slave);
+  ASSERT_EQ(::write(pty.master, "x", 1), 1);
+  ::usleep(20000);
+  std::string fdinfo = read_text(fmt::format("/proc/{}/fdinfo/0", pid));
+  EXPECT_NE(fdinfo.find("flags:\t0100002"), std::string::npos) << fdinfo;  // O_RDWR, O_LARGEFILE
+  ::kill(pid, SIGUSR1);
+  EXPECT_EQ(wait_pid(pid).value_or(-1), 0);
+}
+
+TEST(PtyRestore, AnExternalTerminalWhoseMasterIsGoneFailsInOneLine) {
+  TempDir dir;
+  OurPty pty;
+  ASSERT_GE(pty.master, 0);
+  pid_t pid = start_on_our_pty(dir, pty.slave);
+  ASSERT_TRUE(std::filesystem::exists(dir / "ready"));
+  std::string images = images_dir(dir);
+  auto d = run_minicriu({"dump", "-t", std::to_string(pid), "-D", images, "--external",
+                         fmt::format("tty[{}]", pty.index)});
+  ASSERT_EQ(d.status, 0) << d.output;
+  EXPECT_TRUE(wait_gone(pid));
+  reap_zombies();
+  pty.close();
+  auto r = run_minicriu({"restore", "-D", images, "-d"});
+  expect_one_line_error(r, fmt::format("{}, the terminal outside the tree that the checkpoint reopens by "
+                                       "path, is ", pty.slave));
+  EXPECT_FALSE(pid_exists(pid));
+}

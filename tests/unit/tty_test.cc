@@ -89,14 +89,28 @@ TEST(Tty, StatHasTtyNrAndTpgid) {
 
 TEST(Tty, ASlaveWithoutItsMasterIsRefusedNamingIt) {
   TtyStore store;
+  std::vector<img::FileEntry> files(2);
+  files[0].set_id(7);
+  files[0].mutable_tty()->set_index(1);
+  files[1].set_id(8);
+  files[1].mutable_tty()->set_index(4);
   store.add_master(1, "pid 10: fd 3");
-  store.add_slave(1, "pid 11: fd 1", "/dev/pts/1");
-  EXPECT_TRUE(store.check_masters());
-  store.add_slave(4, "pid 12: fd 0", "/dev/pts/4");
-  auto st = store.check_masters();
+  store.add_slave(1, 7, 11, 1, "pid 11: fd 1", "/dev/pts/1");
+  EXPECT_TRUE(store.check_masters(ExternalPolicy(), files));
+  store.add_slave(4, 8, 12, 0, "pid 12: fd 0", "/dev/pts/4");
+  auto st = store.check_masters(ExternalPolicy(), files);
   ASSERT_FALSE(st);
   EXPECT_NE(st.error().what().find("pid 12: fd 0: /dev/pts/4 is a terminal whose master (/dev/ptmx) is "
                                    "outside the dumped tree"), std::string::npos) << st.error().what();
+  EXPECT_NE(st.error().what().find("pass --external tty[4]"), std::string::npos) << st.error().what();
+  // Accepted: marked external, the slave of a master in the tree is not.
+  DumpOptions opts;
+  opts.external = {"tty[4]"};
+  auto policy = ExternalPolicy::from_options(opts);
+  ASSERT_TRUE(policy);
+  EXPECT_TRUE(store.check_masters(*policy, files));
+  EXPECT_FALSE(files[0].tty().external());
+  EXPECT_TRUE(files[1].tty().external());
 }
 
 TEST(Tty, StateSummary) {
@@ -165,7 +179,7 @@ TEST(Tty, APtyComesBackWithItsStateAndEachDescription) {
       ASSERT_TRUE(e) << e.error().what();
       files.push_back(*e);
     }
-    ASSERT_TRUE(store.check_masters());
+    ASSERT_TRUE(store.check_masters(ExternalPolicy(), files));
   }  // the pty is gone: its index is free again (unless another test took it)
   EXPECT_TRUE(files[0].tty().master());
   EXPECT_EQ(files[1].tty().index(), index);

@@ -56,7 +56,9 @@ int main(int argc, char** argv) {
                      "socket whose peer has a path, which is connected to it again");
   dump_cmd->add_option("--external", dump.external,
                        "unix[INODE]: dump this one unix socket of the tree (its own inode, as a "
-                       "refusal names it) as external although its peer is outside; repeatable");
+                       "refusal names it) as external although its peer is outside; tty[N]: "
+                       "dump the terminal /dev/pts/N although its master is outside, to be "
+                       "reopened by path at restore while that master still holds it; repeatable");
   dump_cmd->add_flag("-v,--verbose", verbosity, "Same as the global -v");
 
   minicriu::RestoreOptions restore;
