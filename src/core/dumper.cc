@@ -265,6 +265,9 @@ Status Dumper::check_external_pipes(TaskTree& tree) {
 // controlling terminal stays behind comes back without one (said here once).
 Status Dumper::check_ttys(const std::vector<DumpedProcess>& images) {
   TRY(ttys_.check_masters(external_, files_.mutable_entries()));
+  std::set<pid_t> tree;
+  for (auto& p : images) tree.insert(static_cast<pid_t>(p.entry.pid()));
+  TRY(ttys_.check_slaves_inside(tree));
   for (auto& p : images) {
     const img::ProcessEntry& e = p.entry;
     if (e.has_ctty() && e.pid() == e.sid() && !ttys_.has_master(e.ctty().pts_index()))

@@ -12,6 +12,7 @@
 #include <algorithm>
 
 #include "fs/file_kind.hpp"
+#include "proc/proc_parse.hpp"
 #include "restorer/checkpoint.hpp"
 
 namespace minicriu {
@@ -162,6 +163,27 @@ Status TtyStore::check_masters(const ExternalPolicy& policy, std::vector<img::Fi
                  "(its master must still hold it then)", s.what, s.link, s.index);
   }
   return {};
+}
+
+Status TtyStore::check_slaves_inside(const std::set<pid_t>& tree) const {
+  std::set<std::string> links;
+  for (auto& [index, what] : masters_) links.insert(pts_name(index));
+  if (links.empty()) return {};
+  std::set<pid_t> exclude = tree;
+  for (;;) {
+    ASSIGN_OR_RETURN(auto holder, proc::find_fd_holder(links, exclude));
+    if (!holder) return {};
+    // The same name in another devpts instance (a container's) is another
+    // terminal.
+    struct stat st {};
+    uint32_t index = static_cast<uint32_t>(std::stoul(holder->link.substr(9)));
+    if (::stat(proc::pid_path(holder->pid, fmt::format("fd/{}", holder->fd)).c_str(), &st) == 0 &&
+        pts_index_of_rdev(st.st_rdev) == index && S_ISCHR(st.st_mode))
+      return failf("{}: /dev/ptmx, the master of {}, whose terminal is also held by pid {} ({}) as fd {}, "
+                   "outside the dumped tree; dump that process with it, or close the terminal there before "
+                   "the dump", masters_.at(index), holder->link, holder->pid, holder->comm, holder->fd);
+    exclude.insert(holder->pid);
+  }
 }
 
 namespace {

@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -52,6 +53,10 @@ class TtyStore {
   // external by the policy (--external tty[N], the hook) and its entry in
   // files is marked so; else one line naming the first slave refused.
   [[nodiscard]] Status check_masters(const ExternalPolicy& policy, std::vector<img::FileEntry>& files) const;
+  // No process outside `tree` holds the slave of a master of the tree: the
+  // pty is made anew at restore, and such a holder would be left on the old
+  // one. Scans /proc/*/fd (ourselves included).
+  [[nodiscard]] Status check_slaves_inside(const std::set<pid_t>& tree) const;
 
  private:
   std::map<uint32_t, std::string> masters_;

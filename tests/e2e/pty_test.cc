@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -179,4 +180,28 @@ TEST(PtyRestore, AnExternalTerminalWhoseMasterIsGoneFailsInOneLine) {
   expect_one_line_error(r, fmt::format("{}, the terminal outside the tree that the checkpoint reopens by "
                                        "path, is ", pty.slave));
   EXPECT_FALSE(pid_exists(pid));
+}
+
+TEST(PtyDump, AMasterWhoseSlaveIsHeldOutsideTheTreeIsRefusedAndTargetLeftIntact) {
+  TempDir dir;
+  Program p("pty", dir);
+  ASSERT_TRUE(p.wait_ready());
+  // The parent's master is its fd 3: open its slave here too.
+  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, p.pid(), 0));
+  ASSERT_GE(pidfd, 0);
+  int master = static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd, 3, 0));
+  ASSERT_GE(master, 0);
+  unsigned index = 0;
+  ASSERT_EQ(::ioctl(master, TIOCGPTN, &index), 0);
+  ::close(master);
+  ::close(pidfd);
+  std::string slave = fmt::format("/dev/pts/{}", index);
+  int ours = ::open(slave.c_str(), O_RDWR | O_NOCTTY | O_CLOEXEC);
+  ASSERT_GE(ours, 0);
+  auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", images_dir(dir)});
+  expect_one_line_error(r, fmt::format("pid {}: fd 3: /dev/ptmx, the master of {}, whose terminal is also held "
+                                       "by pid {} (", p.pid(), slave, ::getpid()));
+  EXPECT_FALSE(std::filesystem::exists(images_dir(dir) + "/inventory.img"));
+  ::close(ours);
+  expect_intact(p);
 }
