@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "fs/file_kind.hpp"
 #include "proc/proc_parse.hpp"
@@ -176,7 +177,7 @@ Status TtyStore::check_slaves_inside(const std::set<pid_t>& tree) const {
     // The same name in another devpts instance (a container's) is another
     // terminal.
     struct stat st {};
-    uint32_t index = static_cast<uint32_t>(std::stoul(holder->link.substr(9)));
+    uint32_t index = static_cast<uint32_t>(std::strtoul(holder->link.c_str() + 9, nullptr, 10));  // "/dev/pts/N"
     if (::stat(proc::pid_path(holder->pid, fmt::format("fd/{}", holder->fd)).c_str(), &st) == 0 &&
         pts_index_of_rdev(st.st_rdev) == index && S_ISCHR(st.st_mode))
       return failf("{}: /dev/ptmx, the master of {}, whose terminal is also held by pid {} ({}) as fd {}, "
