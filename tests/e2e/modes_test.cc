@@ -1,7 +1,7 @@
 // Every test program in the two modes that need no restore: plain (no
 // checkpoint at all: proves the program and its own checks) and after a
 // --leave-running dump (the dump changed nothing it can see). The restore mode
-// of each is in restore_test.cc, ghost_test.cc and anonfds_test.cc.
+// of each is in restore_test.cc, ghost_test.cc, anonfds_test.cc and pty_test.cc.
 #include <gtest/gtest.h>
 
 #include <string>
