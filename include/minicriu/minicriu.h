@@ -37,10 +37,12 @@ int minicriu_dump_opts_set_log(minicriu_dump_opts* opts, int level, minicriu_log
 int minicriu_dump_opts_set_ghost_limit(minicriu_dump_opts* opts, const char* size);
 int minicriu_dump_opts_add_ghost_policy(minicriu_dump_opts* opts, const char* rule);
 /* An object of the tree reaching outside it (see minicriu.hpp's
- * ExternalObject): today a unix socket whose peer is held outside the tree.
+ * ExternalObject): a unix socket whose peer is held outside the tree, or a
+ * terminal /dev/pts/N whose master is (kind "tty", key "tty[N]", inode N;
+ * reopened by path at restore, the restore callback is not asked for it).
  * Strings are valid during the callback only. */
 typedef struct minicriu_external {
-  const char* kind;        /* "unix" */
+  const char* kind;        /* "unix", "tty" */
   const char* key;         /* "socket:[INODE]", the --inherit-fd name */
   uint64_t inode;
   const char* type;        /* "stream", "dgram", "seqpacket" */
@@ -58,8 +60,11 @@ typedef int (*minicriu_external_dump_fn)(const minicriu_external* obj, void* arg
 typedef int (*minicriu_external_restore_fn)(const minicriu_external* obj, void* arg);
 
 /* Unix sockets whose peer is outside the tree: all (--ext-unix-sk), one by
- * "unix[INODE]" (--external), or whichever the callback accepts. */
+ * "unix[INODE]" (--external), or whichever the callback accepts; terminals
+ * whose master is outside by "tty[N]" or the callback. */
 int minicriu_dump_opts_set_ext_unix_sk(minicriu_dump_opts* opts, int on);
+/* Every terminal whose master is outside the tree (--shell-job). */
+int minicriu_dump_opts_set_shell_job(minicriu_dump_opts* opts, int on);
 int minicriu_dump_opts_add_external(minicriu_dump_opts* opts, const char* spec);
 int minicriu_dump_opts_set_external_hook(minicriu_dump_opts* opts, minicriu_external_dump_fn fn, void* arg);
 /* The network lock: "auto" (the default), "nftables", "iptables" or "skip".

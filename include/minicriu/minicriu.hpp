@@ -62,9 +62,9 @@ struct LogOptions {
 // unix[INODE], or the dump hook), and at restore something must stand in
 // for it (--inherit-fd fd[N]:socket:[INODE], or the restore hook).
 struct ExternalObject {
-  std::string kind;          // "unix"
+  std::string kind;          // "unix", "tty" (a pty slave whose master is outside)
   std::string key;           // "socket:[INODE]": the name --inherit-fd uses
-  uint64_t inode = 0;        // the socket's own inode (held in the tree)
+  uint64_t inode = 0;        // the socket's own inode (held in the tree); a tty's pts index
   std::string type;          // "stream", "dgram", "seqpacket"
   uint64_t peer_inode = 0;   // the peer socket, outside the tree
   std::string peer_name;     // the peer's bound path or @abstract name, if any
@@ -94,9 +94,14 @@ struct DumpOptions {
   std::vector<std::string> ghost_policy;
   // Unix sockets whose peer is outside the tree: all of them (ext_unix_sk),
   // or the ones named "unix[INODE]" in external. Others make the dump fail.
+  // "tty[N]" in external: the terminal /dev/pts/N whose master is outside
+  // the tree, reopened by path at restore (its master must still hold it).
   bool ext_unix_sk = false;
   std::vector<std::string> external;
   ExternalDumpHook external_hook;
+  // Every terminal whose master is outside the tree (a job started from a
+  // shell): as if each were named tty[N] in external.
+  bool shell_job = false;
   // Holds the tree's TCP connections silent while it is frozen (and, for
   // connections to peers outside the tree, from its kill to its restore):
   // "auto" (nftables, else the iptables commands), "nftables", "iptables",

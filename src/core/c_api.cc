@@ -90,6 +90,11 @@ int minicriu_dump_opts_set_ext_unix_sk(minicriu_dump_opts* opts, int on) {
   opts->options.ext_unix_sk = on != 0;
   return 0;
 }
+int minicriu_dump_opts_set_shell_job(minicriu_dump_opts* opts, int on) {
+  if (!opts) return bad_argument("opts");
+  opts->options.shell_job = on != 0;
+  return 0;
+}
 int minicriu_dump_opts_add_external(minicriu_dump_opts* opts, const char* spec) {
   if (!opts || !spec) return bad_argument("external spec");
   opts->options.external.emplace_back(spec);

@@ -16,6 +16,7 @@
 #include "fs/fd_table.hpp"
 #include "fs/ghost_file.hpp"
 #include "fs/pipe.hpp"
+#include "fs/tty.hpp"
 #include "mem/shmem.hpp"
 #include "net/network_lock.hpp"
 #include "net/unix_socket.hpp"
@@ -63,8 +64,7 @@ class Dumper {
       : options_(options), external_(std::move(external)), log_(options.log), dir_(options.images_dir),
         ghosts_(dir_, std::move(policy), log_), pipes_(dir_), shmem_(dir_, log_),
         net_lock_(std::move(net_lock)),
-        files_(FileDumpContext{ghosts_, pipes_, shmem_, created_links_, &tree_tids_, &unix_sockets_,
-                               net_lock_.get()}) {}
+        files_(make_file_context()) {}
 
   Result<DumpStats> run();
 
@@ -78,6 +78,13 @@ class Dumper {
   [[nodiscard]] Result<NetworkLock::Kept> keep_network_lock();
   void remove_network_lock(const char* when);
   [[nodiscard]] Status check_external_pipes(TaskTree& tree);
+  [[nodiscard]] Status check_ttys(const std::vector<DumpedProcess>& images);
+  FileDumpContext make_file_context() {
+    FileDumpContext ctx{ghosts_, pipes_, shmem_, created_links_, &tree_tids_, &unix_sockets_};
+    ctx.net_lock = net_lock_.get();
+    ctx.ttys = &ttys_;
+    return ctx;
+  }
   template <typename M>
   [[nodiscard]] Status write_stream(const std::string& path, ImageKind kind, const std::vector<M>& msgs);
   void remove_written();
@@ -92,6 +99,7 @@ class Dumper {
   PipeStore pipes_;
   ShmemStore shmem_;
   UnixSocketStore unix_sockets_;
+  TtyStore ttys_;
   // Before files_ (whose context points to it); the tree, a local of run(),
   // is released before the lock goes, so a failed dump's connections wake up
   // only once nothing of ours holds them any more.
@@ -171,6 +179,11 @@ Status Dumper::dump_process(FrozenProcess& proc, DumpedProcess& out, const Paren
   }
   for (auto& t : proc.threads) out.entry.add_tids(static_cast<uint32_t>(t.tid()));
   out.entry.set_stopped(proc.leader().group_stopped());
+  if (auto ctty = controlling_tty(stat.tty_nr, stat.tpgid))
+    *out.entry.mutable_ctty() = *ctty;
+  else if (stat.tty_nr != 0 && pid == stat.session)
+    log_.info("pid {}: its controlling terminal (device {:#x}) is not a pseudo-terminal; it is not restored",
+              pid, stat.tty_nr);
 
   ASSIGN_OR_RETURN(auto vmas, collect_vmas(pid));
   log_.info("pid {}: {} vma(s)", pid, vmas.size());
@@ -281,6 +294,22 @@ void Dumper::remove_network_lock(const char* when) {
     log_.warn("{}: the network lock could not be removed: {}", when, st.error().what());
 }
 
+// A pty slave whose master stays behind is refused; a session whose
+// controlling terminal stays behind comes back without one (said here once).
+Status Dumper::check_ttys(const std::vector<DumpedProcess>& images) {
+  TRY(ttys_.check_masters(external_, files_.mutable_entries()));
+  std::set<pid_t> tree;
+  for (auto& p : images) tree.insert(static_cast<pid_t>(p.entry.pid()));
+  TRY(ttys_.check_slaves_inside(tree));
+  for (auto& p : images) {
+    const img::ProcessEntry& e = p.entry;
+    if (e.has_ctty() && e.pid() == e.sid() && !ttys_.has_master(e.ctty().pts_index()))
+      log_.warn("pid {}: its controlling terminal /dev/pts/{} is outside the dumped tree; its session "
+                "comes back without one", e.pid(), e.ctty().pts_index());
+  }
+  return {};
+}
+
 void Dumper::remove_written() {
   for (auto& p : written_) ::unlink(p.c_str());
   written_.clear();
@@ -310,6 +339,7 @@ Result<DumpStats> Dumper::run() {
     st = dump_process(tree->processes()[i], images[i], parent);
   }
   if (st) st = check_external_pipes(*tree);
+  if (st) st = check_ttys(images);
   std::set<pid_t> pids;
   for (auto& p : tree->processes()) pids.insert(p.pid);
   if (st) st = unix_sockets_.check_peers(pids, external_, files_.mutable_entries());

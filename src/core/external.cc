@@ -25,8 +25,15 @@ Result<uint64_t> parse_external_unix(const std::string& text) {
   uint64_t ino = 0;
   if (!bracketed_number(text, "unix[", ino) || ino == 0)
     return failf("--external {}: expected unix[INODE], the inode of a unix socket of the tree "
-                 "whose peer is outside it (as the dump's refusal names it)", text);
+                 "whose peer is outside it, or tty[N], a terminal /dev/pts/N whose master is outside "
+                 "it (as the dump's refusal names them)", text);
   return ino;
+}
+
+std::optional<uint32_t> parse_external_tty(const std::string& text) {
+  uint32_t index = 0;
+  if (!bracketed_number(text, "tty[", index)) return std::nullopt;
+  return index;
 }
 
 Result<std::pair<int, std::string>> parse_inherit_fd(const std::string& text) {
@@ -43,7 +50,12 @@ Result<std::pair<int, std::string>> parse_inherit_fd(const std::string& text) {
 Result<ExternalPolicy> ExternalPolicy::from_options(const DumpOptions& options) {
   ExternalPolicy p;
   p.all_unix_ = options.ext_unix_sk;
+  p.all_ttys_ = options.shell_job;
   for (auto& e : options.external) {
+    if (auto tty = parse_external_tty(e)) {
+      p.tty_indexes_.insert(*tty);
+      continue;
+    }
     ASSIGN_OR_RETURN(uint64_t ino, parse_external_unix(e));
     p.unix_inodes_.insert(ino);
   }
@@ -53,6 +65,7 @@ Result<ExternalPolicy> ExternalPolicy::from_options(const DumpOptions& options) 
 
 bool ExternalPolicy::accepts(const ExternalObject& obj) const {
   if (obj.kind == "unix" && (all_unix_ || unix_inodes_.count(obj.inode))) return true;
+  if (obj.kind == "tty" && (all_ttys_ || tty_indexes_.count(static_cast<uint32_t>(obj.inode)))) return true;
   return hook_ && hook_(obj);
 }
 

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -29,6 +30,8 @@ class ExternalPolicy {
  private:
   bool all_unix_ = false;
   std::set<uint64_t> unix_inodes_;
+  std::set<uint32_t> tty_indexes_;
+  bool all_ttys_ = false;
   ExternalDumpHook hook_;
 };
 
@@ -52,6 +55,8 @@ class ExternalStandIns {
 
 // "unix[123]" -> 123; other forms are an error naming the accepted ones.
 [[nodiscard]] Result<uint64_t> parse_external_unix(const std::string& text);
+// "tty[4]" -> 4: the pty slave /dev/pts/4, whose master is outside the tree.
+[[nodiscard]] std::optional<uint32_t> parse_external_tty(const std::string& text);
 // "fd[7]:socket:[123]" -> {7, "socket:[123]"}.
 [[nodiscard]] Result<std::pair<int, std::string>> parse_inherit_fd(const std::string& text);
 

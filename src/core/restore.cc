@@ -17,6 +17,7 @@
 #include "core/log.hpp"
 #include "fs/ghost_file.hpp"
 #include "fs/pipe.hpp"
+#include "fs/tty.hpp"
 #include "images/image_dir.hpp"
 #include "mem/shmem.hpp"
 #include "core/external.hpp"
@@ -181,6 +182,8 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   ASSIGN_OR_RETURN(auto unix_sockets, UnixSocketRestorer::create_all(ckpt.files, floor,
                                                                        std::move(external_unix)));
   tree.files.unix_sockets = unix_sockets.get();
+  ASSIGN_OR_RETURN(auto ttys, TtyRestorer::create_all(ckpt.files, floor, log));
+  tree.files.ttys = ttys.get();
   ASSIGN_OR_RETURN(auto shared, open_shared_files(ckpt, tree.files));
   tree.files.shared_files = &shared.numbers;
   std::map<pid_t, ChannelPair> channels;
@@ -230,6 +233,7 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   pipes.reset();
   shmem.reset();
   unix_sockets.reset();
+  ttys.reset();
   for (auto& f : ckpt.files)
     if (f.has_reg() && f.reg().remove_after_restore()) ::unlink(f.reg().path().c_str());
   for (auto& t : tasks) TRY(send_go(t.channel()));

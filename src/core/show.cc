@@ -7,6 +7,7 @@
 #include "core/error.hpp"
 #include "images/image_dir.hpp"
 #include "images/image_io.hpp"
+#include "fs/tty.hpp"
 #include "net/unix_named.hpp"
 #include "net/unix_socket.hpp"
 #include "minicriu.pb.h"
@@ -135,6 +136,15 @@ std::string file_summary(const google::protobuf::RepeatedPtrField<img::FileEntry
       return fmt::format("unix {} socket:[{}]{} {}, {}{}", unix_type_name(static_cast<int>(sk.type())),
                          sk.ino(), named, peer, queued, (sk.flags() & 04000) ? ", non-blocking" : "");
     }
+    if (f.has_tty()) {
+      const auto& t = f.tty();
+      if (t.external())
+        return fmt::format("pty slave /dev/pts/{} (flags {:#o}), external: its master was outside the tree; "
+                           "reopened by path at restore", t.index(), t.flags());
+      return fmt::format("pty {} /dev/pts/{} (flags {:#o}{}): {}", t.master() ? "master" : "slave", t.index(),
+                         t.flags(), t.exclusive() ? ", exclusive" : "",
+                         pty_state_summary(t.pty()));
+    }
     if (f.has_inotify()) {
       std::string watches;
       for (auto& w : f.inotify().watches())
@@ -182,6 +192,9 @@ std::string text(const img::CheckpointView& c) {
     out += fmt::format("\nprocess {} ({}): ppid {}, pgid {}, sid {}, {} thread(s){}\n", e.pid(),
                        p.core().comm(), e.ppid(), e.pgid(), e.sid(), e.tids_size(),
                        e.stopped() ? ", stopped" : "");
+    if (e.has_ctty())
+      out += fmt::format("  controlling terminal: /dev/pts/{}, foreground group {}\n", e.ctty().pts_index(),
+                         e.ctty().foreground_pgid());
     for (auto& t : p.core().threads())
       out += fmt::format("  thread {} ({}): rip {} rsp {} fs_base {}, xsave {} bytes, sigmask {:#x}{}\n",
                          t.tid(), t.comm(), hex(t.regs().rip()), hex(t.regs().rsp()),

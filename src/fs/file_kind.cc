@@ -6,6 +6,8 @@ namespace minicriu {
 
 const std::vector<const FileKind*>& file_kinds() {
   static const std::vector<const FileKind*> kinds = {
+      // Before regular files: ptys are character devices too.
+      &tty_kind(),
       &regular_file_kind(), &ghost_file_kind(), &pipe_kind(),     &memfd_kind(),
       &fifo_kind(),         &eventfd_kind(),    &timerfd_kind(),  &signalfd_kind(),
       &epoll_kind(),        &pidfd_kind(),      &inotify_kind(),

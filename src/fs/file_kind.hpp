@@ -39,6 +39,8 @@ class UnixSocketRestorer;
 class NetworkLock;
 class InetSocketStore;
 class InetSocketRestorer;
+class TtyStore;
+class TtyRestorer;
 
 // What kinds may use while dumping: the stores of data shared by many fds.
 struct FileDumpContext {
@@ -60,6 +62,9 @@ struct FileDumpContext {
   NetworkLock* net_lock = nullptr;
   // Inet sockets of the tree (src/net/inet_socket.cc). Null: refused.
   InetSocketStore* inet_sockets = nullptr;
+  // Pty ends of the tree (src/fs/tty.cc), whose masters are checked once
+  // every fd is seen. Null: every pty is refused.
+  TtyStore* ttys = nullptr;
 };
 
 // The fd that stands, in the restoring process, for fd number dumped_fd of the
@@ -83,6 +88,7 @@ struct FileRestoreContext {
   int fd_floor = 0;
   UnixSocketRestorer* unix_sockets = nullptr;  // socket pairs created once each
   InetSocketRestorer* inet_sockets = nullptr;  // inet sockets created once each
+  TtyRestorer* ttys = nullptr;                 // ptys created once each
 };
 
 class FileKind {
@@ -134,6 +140,7 @@ const FileKind& epoll_kind();
 const FileKind& pidfd_kind();
 const FileKind& inotify_kind();
 const FileKind& unix_socket_kind();  // src/net/unix_socket.cc
+const FileKind& tty_kind();          // src/fs/tty.cc
 
 // The RegFile of an fd reached by path (regular and ghost files both).
 void describe_reg_file(const FdDumpInfo& fd, const std::string& path, img::RegFile& reg);

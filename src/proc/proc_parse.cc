@@ -60,6 +60,8 @@ Result<Stat> parse_stat(const std::string& text) {
   s.ppid = static_cast<pid_t>(u(4));
   s.pgrp = static_cast<pid_t>(u(5));
   s.session = static_cast<pid_t>(u(6));
+  s.tty_nr = static_cast<uint32_t>(u(7));
+  s.tpgid = static_cast<pid_t>(std::strtol(f[8 - 3].c_str(), nullptr, 10));
   s.start_code = u(26);
   s.end_code = u(27);
   s.start_stack = u(28);

@@ -14,6 +14,7 @@
 
 #include "core/unique_fd.hpp"
 #include "fs/fd_table.hpp"
+#include "fs/tty.hpp"
 #include "mem/shmem.hpp"
 #include "proc/posix_timers.hpp"
 #include "restorer/blob_setup.hpp"
@@ -207,6 +208,12 @@ void restore_task(const TreeRestore& tree, const ProcessImages& p, const Inherit
   bool root = p.entry.ppid() == 0 || !c.process(static_cast<pid_t>(p.entry.ppid()));
   if (auto st = enter_session(p, channel, root); !st) fail_task(st.error());
   FileRestoreContext ctx = tree.files;
+  // Before the children: they inherit the session's terminal.
+  if (ctx.ttys) {
+    std::vector<std::string> warnings;
+    if (auto st = ctx.ttys->restore_controlling(c, p.entry, warnings); !st) fail_task(st.error());
+    for (auto& w : warnings) send_warn(channel, w);
+  }
   auto mem = prepare_memory(c, p, ctx, inherited);
   if (!mem) fail_task(mem.error());
   // Where this process's anonymous memory waits: its children's twins of it

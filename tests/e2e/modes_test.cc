@@ -1,7 +1,7 @@
 // Every test program in the two modes that need no restore: plain (no
 // checkpoint at all: proves the program and its own checks) and after a
 // --leave-running dump (the dump changed nothing it can see). The restore mode
-// of each is in restore_test.cc, ghost_test.cc and anonfds_test.cc.
+// of each is in restore_test.cc, ghost_test.cc, anonfds_test.cc and pty_test.cc.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -56,6 +56,6 @@ INSTANTIATE_TEST_SUITE_P(
                     Case{"ghost", {"shared"}}, Case{"ghost", {"sparse"}}, Case{"ghost", {"linked-other"}},
                     Case{"pipes", {}}, Case{"shm", {}}, Case{"sysv", {}}, Case{"timers", {}},
                     Case{"kinds", {}}, Case{"anonfds", {"no-child"}}, Case{"creds", {}}, Case{"cow", {}}, Case{"many_threads", {}},
-                    Case{"restore_single", {}}, Case{"restore_threads", {}},
+                    Case{"restore_single", {}}, Case{"restore_threads", {}}, Case{"pty", {}},
                     Case{"unixnamed", {"nopending"}}, Case{"unixdgram", {}}),
     name_of);

@@ -56,7 +56,13 @@ int main(int argc, char** argv) {
                      "socket whose peer has a path, which is connected to it again");
   dump_cmd->add_option("--external", dump.external,
                        "unix[INODE]: dump this one unix socket of the tree (its own inode, as a "
-                       "refusal names it) as external although its peer is outside; repeatable");
+                       "refusal names it) as external although its peer is outside; tty[N]: "
+                       "dump the terminal /dev/pts/N although its master is outside, to be "
+                       "reopened by path at restore while that master still holds it; repeatable");
+  dump_cmd->add_flag("-j,--shell-job", dump.shell_job,
+                     "Accept every terminal /dev/pts/N of the tree whose master is outside it "
+                     "(a job started from a shell), as --external tty[N] would: reopened by "
+                     "path at restore while that master still holds it");
   dump_cmd->add_option("--network-lock", dump.network_lock,
                        "How TCP connections are held silent while the tree is frozen (and, for "
                        "peers outside the tree, until the restore): auto (nftables, else the "

@@ -1,0 +1,110 @@
+// Pseudo-terminals (/dev/ptmx masters and /dev/pts/N slaves) whose two ends
+// are both held by the dumped tree, as an MPI launcher holds the masters of
+// the terminals its ranks write to. Dump: each end by the pty's index, the
+// pty's termios, window size, packet mode and lock; data queued in either
+// direction is refused (a tty cannot be read without consuming it). Restore:
+// each pty created once before the tree, with the same index when it is free,
+// every dumped open file description opened again and handed out as dups; a
+// session leader takes its pty back as controlling terminal, and the
+// foreground process group is set again.
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "core/error.hpp"
+#include "core/external.hpp"
+#include "core/log.hpp"
+#include "core/unique_fd.hpp"
+#include "minicriu.pb.h"
+
+namespace minicriu {
+
+struct Checkpoint;
+
+// The pts index of a terminal's device number as /proc/PID/stat's tty_nr
+// encodes it (the kernel's new_encode_dev); nullopt for no terminal or one
+// that is not a pts (a virtual console, a serial line).
+std::optional<uint32_t> pts_index_of_tty_nr(uint32_t tty_nr);
+// The pts index of a slave's st_rdev (majors 136-143, UNIX98_PTY_SLAVE_MAJOR).
+std::optional<uint32_t> pts_index_of_rdev(dev_t rdev);
+// /dev/ptmx and /dev/pts/ptmx: character device 5:2.
+bool is_ptmx_rdev(dev_t rdev);
+
+// "raw, 38400 baud, VMIN 1 VTIME 0, 24x80": a few words on a pty's state for
+// `minicriu show`.
+std::string pty_state_summary(const img::PtyState& st);
+
+// Dump side: the ends of ptys the tree holds, checked once every fd is seen.
+class TtyStore {
+ public:
+  void add_master(uint32_t index, const std::string& what);
+  // file_id: its entry in files.img, marked external if it must be.
+  void add_slave(uint32_t index, uint32_t file_id, pid_t pid, int fd, const std::string& what,
+                 const std::string& link);
+  bool has_master(uint32_t index) const { return masters_.count(index) != 0; }
+  // Every slave's master is in the tree too, or the slave is accepted as
+  // external by the policy (--external tty[N], the hook) and its entry in
+  // files is marked so; else one line naming the first slave refused.
+  [[nodiscard]] Status check_masters(const ExternalPolicy& policy, std::vector<img::FileEntry>& files) const;
+  // No process outside `tree` holds the slave of a master of the tree: the
+  // pty is made anew at restore, and such a holder would be left on the old
+  // one. Scans /proc/*/fd (ourselves included).
+  [[nodiscard]] Status check_slaves_inside(const std::set<pid_t>& tree) const;
+
+ private:
+  std::map<uint32_t, std::string> masters_;
+  struct Slave {
+    uint32_t index;
+    uint32_t file_id;
+    pid_t pid;
+    int fd;
+    std::string what, link;
+  };
+  std::vector<Slave> slaves_;
+};
+
+// The controlling terminal of a process at the dump, or unset (none, or not
+// a pts).
+std::optional<img::ControllingTty> controlling_tty(uint32_t tty_nr, pid_t tpgid);
+
+// Restore side: every pty of the images created once before the tree (above
+// fd_floor: every process inherits them), each dumped open file description
+// already open here.
+class TtyRestorer {
+ public:
+  TtyRestorer() = default;
+  TtyRestorer(const TtyRestorer&) = delete;
+  TtyRestorer& operator=(const TtyRestorer&) = delete;
+  [[nodiscard]] static Result<std::unique_ptr<TtyRestorer>> create_all(
+      const std::vector<img::FileEntry>& files, int fd_floor, const Logger& log);
+  // A dup of the description of this file entry.
+  [[nodiscard]] Result<UniqueFd> open(const img::FileEntry& entry) const;
+  // In a restored process, after it took its session and group and before
+  // its children are made: a session leader whose controlling terminal was
+  // a pty of the tree takes it again (TIOCSCTTY); a member of the terminal's
+  // foreground group makes it the foreground again (TIOCSPGRP). What cannot
+  // be done (a terminal outside the tree) is a warning.
+  [[nodiscard]] Status restore_controlling(const Checkpoint& c, const img::ProcessEntry& p,
+                                           std::vector<std::string>& warnings) const;
+
+ private:
+  struct Pty {
+    int master = -1;       // the one description of the master (in descriptions_)
+    uint32_t index_now = 0;  // its index here: the dumped one unless that was taken
+  };
+  [[nodiscard]] static Result<UniqueFd> reopen_external(const img::TtyFile& t);
+  [[nodiscard]] Status create(uint32_t index, const std::vector<const img::FileEntry*>& ends,
+                              int fd_floor, std::vector<UniqueFd>& fillers, const Logger& log);
+
+  std::map<uint32_t, Pty> ptys_;                // by dumped index
+  std::map<uint32_t, UniqueFd> descriptions_;   // by file id
+};
+
+}  // namespace minicriu
