@@ -35,6 +35,12 @@ int minicriu_dump_opts_set_log(minicriu_dump_opts* opts, int level, minicriu_log
  * Checked by minicriu_dump. */
 int minicriu_dump_opts_set_ghost_limit(minicriu_dump_opts* opts, const char* size);
 int minicriu_dump_opts_add_ghost_policy(minicriu_dump_opts* opts, const char* rule);
+/* TCP connections to peers outside the tree are dumped (the peer must stay),
+ * instead of refused. */
+int minicriu_dump_opts_set_tcp_established(minicriu_dump_opts* opts, int on);
+/* Connections waiting to be accepted, from outside the tree, are dropped
+ * instead of refused. */
+int minicriu_dump_opts_set_tcp_drop_pending(minicriu_dump_opts* opts, int on);
 /* Checkpoints the tree; on failure the tree keeps running. */
 int minicriu_dump(const minicriu_dump_opts* opts);
 

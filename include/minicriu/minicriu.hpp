@@ -66,6 +66,12 @@ struct DumpOptions {
   // Rules by path that win over the limit, first match first:
   // "/tmp/ompi-*:copy", "/scratch/*:fail".
   std::vector<std::string> ghost_policy;
+  // A TCP connection whose peer is outside the tree is dumped (with
+  // TCP_REPAIR) instead of refused: the user promises the peer stays.
+  bool tcp_established = false;
+  // A connection waiting to be accepted on a listener of the tree whose
+  // connecting end is outside the tree is dropped instead of refused.
+  bool tcp_drop_pending = false;
   LogOptions log;
 };
 

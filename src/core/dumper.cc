@@ -16,6 +16,7 @@
 #include "fs/ghost_file.hpp"
 #include "fs/pipe.hpp"
 #include "mem/shmem.hpp"
+#include "net/inet_socket.hpp"
 #include "net/unix_socket.hpp"
 #include "images/image_dir.hpp"
 #include "images/image_io.hpp"
@@ -59,7 +60,9 @@ class Dumper {
   Dumper(const DumpOptions& options, GhostPolicy policy)
       : options_(options), log_(options.log), dir_(options.images_dir),
         ghosts_(dir_, std::move(policy), log_), pipes_(dir_), shmem_(dir_, log_),
-        files_(FileDumpContext{ghosts_, pipes_, shmem_, created_links_, &tree_tids_, &unix_sockets_}) {}
+        inet_sockets_(InetDumpPolicy{options.tcp_established, options.tcp_drop_pending,
+                                     options.leave_running}),
+        files_(make_file_context()) {}
 
   Result<DumpStats> run();
 
@@ -73,6 +76,11 @@ class Dumper {
   template <typename M>
   [[nodiscard]] Status write_stream(const std::string& path, ImageKind kind, const std::vector<M>& msgs);
   void remove_written();
+  FileDumpContext make_file_context() {
+    FileDumpContext ctx{ghosts_, pipes_, shmem_, created_links_, &tree_tids_, &unix_sockets_};
+    ctx.inet_sockets = &inet_sockets_;
+    return ctx;
+  }
 
   const DumpOptions& options_;
   Logger log_;
@@ -83,6 +91,7 @@ class Dumper {
   PipeStore pipes_;
   ShmemStore shmem_;
   UnixSocketStore unix_sockets_;
+  InetSocketStore inet_sockets_;
   FileRegistry files_;
   DumpStats stats_;
   std::vector<std::string> written_;
@@ -280,12 +289,17 @@ Result<DumpStats> Dumper::run() {
     for (auto& p : tree->processes()) pids.insert(p.pid);
     st = unix_sockets_.check_peers(pids);
   }
+  if (st) st = inet_sockets_.check_peers();
+  // Last of the checks, and only when the tree dies: connections waiting to
+  // be accepted are taken from their listener's queue here.
+  if (st && !options_.leave_running) st = inet_sockets_.take_pending(files_.mutable_entries());
   stats_.processes = static_cast<unsigned>(tree->processes().size());
   stats_.threads = tree->thread_count();
   stats_.page_bytes = stats_.pages_dumped * 4096;
   // Every page is in the page images now (splice copied it into the page
   // cache), so a tree that stays may run again before the images are synced.
   if (st && options_.leave_running) {
+    inet_sockets_.finish(false);  // repair mode off before the tree runs again
     tree->release();
     stats_.frozen_ns = ns_since(frozen_at);
     log_.info("tree released, left running");
@@ -294,6 +308,7 @@ Result<DumpStats> Dumper::run() {
   if (!st) {
     remove_written();
     images.clear();  // drops unfinished page files
+    inet_sockets_.finish(false);
     tree->release();
     log_.info("dump failed; the tree was released and keeps running");
     return std::unexpected(st.error());
@@ -301,6 +316,8 @@ Result<DumpStats> Dumper::run() {
   if (!options_.leave_running) {
     // Only a complete, synced image set may cost the tree its life.
     tree->kill();
+    // Its TCP sockets died in repair mode: closed without FIN or RST.
+    inet_sockets_.finish(true);
     stats_.frozen_ns = ns_since(frozen_at);
     log_.info("tree killed after a complete dump");
   }

@@ -19,6 +19,7 @@
 #include "fs/pipe.hpp"
 #include "images/image_dir.hpp"
 #include "mem/shmem.hpp"
+#include "net/inet_socket.hpp"
 #include "net/unix_socket.hpp"
 #include "restorer/checkpoint.hpp"
 #include "restorer/machine.hpp"
@@ -130,6 +131,9 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   TRY(shmem->create_all());
   ASSIGN_OR_RETURN(auto unix_sockets, UnixSocketRestorer::create_all(ckpt.files, floor));
   tree.files.unix_sockets = unix_sockets.get();
+  // Listeners first, then connections (in TCP repair mode until resume()).
+  ASSIGN_OR_RETURN(auto inet_sockets, InetSocketRestorer::create_all(ckpt.files, floor));
+  tree.files.inet_sockets = inet_sockets.get();
   ASSIGN_OR_RETURN(auto shared, open_shared_files(ckpt, tree.files));
   tree.files.shared_files = &shared.numbers;
   std::map<pid_t, ChannelPair> channels;
@@ -179,6 +183,9 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   pipes.reset();
   shmem.reset();
   unix_sockets.reset();
+  // Every socket of the tree exists: connections may talk again.
+  TRY(inet_sockets->resume());
+  inet_sockets.reset();
   for (auto& f : ckpt.files)
     if (f.has_reg() && f.reg().remove_after_restore()) ::unlink(f.reg().path().c_str());
   for (auto& t : tasks) TRY(send_go(t.channel()));

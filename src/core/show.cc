@@ -7,6 +7,7 @@
 #include "core/error.hpp"
 #include "images/image_dir.hpp"
 #include "images/image_io.hpp"
+#include "net/inet_socket.hpp"
 #include "net/unix_socket.hpp"
 #include "minicriu.pb.h"
 
@@ -116,6 +117,19 @@ std::string file_summary(const google::protobuf::RepeatedPtrField<img::FileEntry
                                : fmt::format("{} message(s) of {} byte(s) queued", sk.queue_size(), bytes);
       return fmt::format("unix {} socket:[{}] peer socket:[{}], {}{}", unix_type_name(static_cast<int>(sk.type())),
                          sk.ino(), sk.peer_ino(), queued, (sk.flags() & 04000) ? ", non-blocking" : "");
+    }
+    if (f.has_inet_sk()) {
+      const auto& sk = f.inet_sk();
+      std::string s = fmt::format("{} socket:[{}]", describe_inet_socket(sk), sk.ino());
+      if (sk.state() == 10) s += fmt::format(", backlog {}", sk.backlog());
+      if (sk.has_tcp())
+        s += fmt::format(", send queue {} byte(s) ({} unsent), receive queue {} byte(s)",
+                         sk.tcp().send_queue().size(), sk.tcp().unsent(), sk.tcp().recv_queue().size());
+      if (sk.pending())
+        s += fmt::format(", waiting to be accepted (#{}) with {} byte(s) received", sk.pending_order(),
+                         sk.pending_received().size());
+      if (sk.flags() & 04000) s += ", non-blocking";
+      return s;
     }
     if (f.has_inotify()) {
       std::string watches;

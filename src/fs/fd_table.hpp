@@ -28,6 +28,9 @@ class FileRegistry {
   [[nodiscard]] Result<uint32_t> add_deleted_mapping(pid_t pid, uint64_t start, uint64_t end,
                                                      bool writable_shared);
   const std::vector<img::FileEntry>& entries() const { return entries_; }
+  // For a kind that completes its entries at the end of the dump (inet
+  // sockets: connections waiting to be accepted).
+  std::vector<img::FileEntry>& mutable_entries() { return entries_; }
 
  private:
   struct Seen {

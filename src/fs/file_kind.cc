@@ -9,7 +9,7 @@ const std::vector<const FileKind*>& file_kinds() {
       &regular_file_kind(), &ghost_file_kind(), &pipe_kind(),     &memfd_kind(),
       &fifo_kind(),         &eventfd_kind(),    &timerfd_kind(),  &signalfd_kind(),
       &epoll_kind(),        &pidfd_kind(),      &inotify_kind(),
-      &unix_socket_kind()};
+      &unix_socket_kind(),  &inet_socket_kind()};
   return kinds;
 }
 

@@ -1,0 +1,82 @@
+/* UDP sockets bound and connected to each other (IPv4 and IPv6, one of them
+ * non-blocking): after restore their addresses are the same and datagrams
+ * pass both ways. Exit 0 only if everything held. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include "prog_common.h"
+
+struct pair { int a, b; struct sockaddr_storage a_name, b_name; };
+
+static int same_name(int fd, const struct sockaddr_storage* want, int peer) {
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof(ss);
+  memset(&ss, 0, sizeof(ss));
+  if ((peer ? getpeername(fd, (struct sockaddr*)&ss, &len) : getsockname(fd, (struct sockaddr*)&ss, &len)) != 0) return 0;
+  return memcmp(&ss, want, sizeof(ss)) == 0;
+}
+
+static int make_pair(int family, struct pair* p) {
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof(ss));
+  socklen_t len;
+  if (family == AF_INET6) {
+    struct sockaddr_in6* s = (struct sockaddr_in6*)&ss;
+    s->sin6_family = AF_INET6;
+    s->sin6_addr = in6addr_loopback;
+    len = sizeof(*s);
+  } else {
+    struct sockaddr_in* s = (struct sockaddr_in*)&ss;
+    s->sin_family = AF_INET;
+    s->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    len = sizeof(*s);
+  }
+  p->a = socket(family, SOCK_DGRAM, 0);
+  p->b = socket(family, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+  if (bind(p->a, (struct sockaddr*)&ss, len) != 0 || bind(p->b, (struct sockaddr*)&ss, len) != 0) return -1;
+  memset(&p->a_name, 0, sizeof(p->a_name));
+  memset(&p->b_name, 0, sizeof(p->b_name));
+  socklen_t l = sizeof(p->a_name);
+  getsockname(p->a, (struct sockaddr*)&p->a_name, &l);
+  l = sizeof(p->b_name);
+  getsockname(p->b, (struct sockaddr*)&p->b_name, &l);
+  if (connect(p->a, (struct sockaddr*)&p->b_name, len) != 0 || connect(p->b, (struct sockaddr*)&p->a_name, len) != 0) return -1;
+  return 0;
+}
+
+static int exchange(struct pair* p, const char* msg) {
+  char buf[64];
+  if (send(p->a, msg, strlen(msg), 0) != (ssize_t)strlen(msg)) return 0;
+  for (int i = 0; i < 100; i++) {
+    ssize_t n = recv(p->b, buf, sizeof(buf), 0);
+    if (n == (ssize_t)strlen(msg) && memcmp(buf, msg, (size_t)n) == 0) break;
+    if (n >= 0 || errno != EAGAIN || i == 99) return 0;
+    struct timespec ts = {0, 10 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  if (send(p->b, "back", 4, 0) != 4) return 0;
+  ssize_t n = recv(p->a, buf, sizeof(buf), 0);
+  return n == 4 && memcmp(buf, "back", 4) == 0;
+}
+
+int main(int argc, char** argv) {
+  (void)argc;
+  prog_install_usr1();
+  struct pair v4, v6;
+  CHECK(make_pair(AF_INET, &v4) == 0, "v4 pair");
+  CHECK(make_pair(AF_INET6, &v6) == 0, "v6 pair");
+  CHECK(exchange(&v4, "before v4"), "v4 before");
+  CHECK(exchange(&v6, "before v6"), "v6 before");
+  prog_ready(argv[1]);
+  prog_wait_usr1();
+  struct pair* ps[2] = {&v4, &v6};
+  for (int i = 0; i < 2; i++) {
+    struct pair* p = ps[i];
+    CHECK(same_name(p->a, &p->a_name, 0) && same_name(p->a, &p->b_name, 1), "pair %d: a's addresses", i);
+    CHECK(same_name(p->b, &p->b_name, 0) && same_name(p->b, &p->a_name, 1), "pair %d: b's addresses", i);
+    CHECK((fcntl(p->b, F_GETFL) & O_NONBLOCK) && !(fcntl(p->a, F_GETFL) & O_NONBLOCK), "pair %d: O_NONBLOCK", i);
+    CHECK(exchange(p, "after"), "pair %d: after", i);
+  }
+  return prog_finish();
+}
