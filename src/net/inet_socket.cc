@@ -279,8 +279,8 @@ Status InetSocketStore::dump(const std::string& what_fd, int local_fd, uint64_t 
     case kEstablished:
       break;
     default:
-      return failf("{} is in state {}; minicriu checkpoints TCP sockets that are listening, "
-                   "established or not connected; let the connection finish closing (or "
+      return failf("{}: a TCP socket in state {} cannot be checkpointed yet (only LISTEN, "
+                   "ESTABLISHED and unconnected ones); let the connection finish closing (or "
                    "connecting) and dump again", what, tcp_state_name(ti.tcpi_state));
   }
   ASSIGN_OR_RETURN(auto diag, with_context(inet_diag_dump_all(IPPROTO_TCP), what));

@@ -208,6 +208,27 @@ TEST(InetSocketDump, QueuedDatagramsAreRefused) {
   ::close(u);
 }
 
+TEST(InetSocketDump, AConnectionClosedByItsPeerIsRefusedByState) {
+  int l = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  ASSERT_EQ(::bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(l, 1), 0);
+  ASSERT_EQ(::getsockname(l, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  int c = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_EQ(::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  int s = ::accept4(l, nullptr, nullptr, SOCK_CLOEXEC);
+  ASSERT_GE(s, 0);
+  ::shutdown(c, SHUT_WR);  // s is in CLOSE_WAIT
+  ::usleep(20 * 1000);
+  expect_refused_as_fd0(s, "CLOSE_WAIT: a TCP socket in state CLOSE_WAIT cannot be checkpointed yet");
+  ::close(s);
+  ::close(c);
+  ::close(l);
+}
+
 TEST(InetSocketDump, RawSocketsAreRefused) {
   int raw = ::socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_ICMP);
   ASSERT_GE(raw, 0);
