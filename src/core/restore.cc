@@ -112,6 +112,8 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   // Shared objects of the tree: their images are read and checked now.
   ASSIGN_OR_RETURN(auto pipes, PipeRestorer::load(dir));
   ASSIGN_OR_RETURN(auto shmem, ShmemRestorer::load(dir));
+  TRY(with_context(InetSocketRestorer::validate(ckpt.files),
+                   fmt::format("{} cannot be restored here", dir.path())));
   TRY(check_ids_free(ckpt));
 
   // Ghost files come back under temporary names until every holder has them.

@@ -449,8 +449,33 @@ int phase(const img::InetSocketFile& sk) {
 
 }  // namespace
 
+Status InetSocketRestorer::validate(const std::vector<img::FileEntry>& files) {
+  for (auto& f : files) {
+    if (!f.has_inet_sk()) continue;
+    const img::InetSocketFile& sk = f.inet_sk();
+    std::string what = fmt::format("file {}: inet socket socket:[{}]", f.id(), sk.ino());
+    if (sk.family() != AF_INET && sk.family() != AF_INET6) return failf("{}: unknown family {}", what, sk.family());
+    bool tcp = sk.type() == SOCK_STREAM && sk.protocol() == IPPROTO_TCP;
+    bool udp = sk.type() == SOCK_DGRAM && sk.protocol() == IPPROTO_UDP;
+    if (!tcp && !udp) return failf("{}: type {} protocol {} is neither TCP nor UDP", what, sk.type(), sk.protocol());
+    size_t alen = sk.family() == AF_INET ? 4 : 16;
+    if (sk.local_addr().size() != alen || (connected(sk) && sk.remote_addr().size() != alen))
+      return failf("{}: addresses of the wrong size for its family", what);
+    if (sk.local_port() > 0xffff || sk.remote_port() > 0xffff) return failf("{}: port out of range", what);
+    if (tcp && sk.state() != kListen && sk.state() != kClose && sk.state() != kEstablished)
+      return failf("{}: TCP state {} cannot be restored", what, tcp_state_name(static_cast<int>(sk.state())));
+    if (sk.state() == kEstablished && !connected(sk)) return failf("{}: established without a peer address", what);
+    if (sk.has_tcp() && sk.tcp().unsent() > sk.tcp().send_queue().size())
+      return failf("{}: {} unsent bytes in a send queue of {}", what, sk.tcp().unsent(), sk.tcp().send_queue().size());
+    if (tcp && sk.state() == kEstablished && !sk.pending() && !sk.has_tcp())
+      return failf("{}: an established connection without its TCP state", what);
+  }
+  return {};
+}
+
 Result<std::unique_ptr<InetSocketRestorer>> InetSocketRestorer::create_all(
     const std::vector<img::FileEntry>& files, int fd_floor) {
+  TRY(validate(files));
   auto r = std::make_unique<InetSocketRestorer>();
   std::vector<const img::InetSocketFile*> all;
   for (auto& f : files)
@@ -462,8 +487,6 @@ Result<std::unique_ptr<InetSocketRestorer>> InetSocketRestorer::create_all(
     const img::InetSocketFile& sk = *skp;
     if (r->sockets_.count(sk.ino())) continue;
     std::string what = fmt::format("socket:[{}] ({})", sk.ino(), describe_inet_socket(sk));
-    TRY(with_context(endpoint_from_bytes(sk.local_addr(), sk.local_port()), what));
-    if (connected(sk)) TRY(with_context(endpoint_from_bytes(sk.remote_addr(), sk.remote_port()), what));
     UniqueFd fd(::socket(static_cast<int>(sk.family()), static_cast<int>(sk.type()) | SOCK_CLOEXEC,
                          static_cast<int>(sk.protocol())));
     if (!fd) return failf_errno("{}: socket", what);

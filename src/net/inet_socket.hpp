@@ -102,6 +102,9 @@ class InetSocketRestorer {
   InetSocketRestorer() = default;
   InetSocketRestorer(const InetSocketRestorer&) = delete;
   InetSocketRestorer& operator=(const InetSocketRestorer&) = delete;
+  // Checks every inet socket of files.img; create_all does so before it
+  // makes the first socket.
+  [[nodiscard]] static Status validate(const std::vector<img::FileEntry>& files);
   [[nodiscard]] static Result<std::unique_ptr<InetSocketRestorer>> create_all(
       const std::vector<img::FileEntry>& files, int fd_floor);
   // A dup of the socket: one open file description per socket, as dumped.

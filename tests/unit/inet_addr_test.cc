@@ -102,3 +102,47 @@ TEST(InetSocketDescribe, NamesFamilyAddressesAndState) {
   u.set_local_port(53);
   EXPECT_EQ(describe_inet_socket(u), "udp 0.0.0.0:53");
 }
+
+namespace {
+
+img::FileEntry tcp_entry(uint32_t state) {
+  img::FileEntry f;
+  f.set_id(3);
+  auto* sk = f.mutable_inet_sk();
+  sk->set_ino(77);
+  sk->set_family(AF_INET);
+  sk->set_type(SOCK_STREAM);
+  sk->set_protocol(IPPROTO_TCP);
+  sk->set_state(state);
+  sk->set_local_addr(std::string(4, '\0'));
+  sk->set_remote_addr(std::string(4, '\1'));
+  sk->set_remote_port(80);
+  sk->mutable_tcp()->set_send_queue("abc");
+  return f;
+}
+
+std::string validate_error(const img::FileEntry& f) {
+  auto st = InetSocketRestorer::validate({f});
+  return st ? "" : st.error().what();
+}
+
+}  // namespace
+
+TEST(InetSocketValidate, AcceptsAGoodEntryAndNamesWhatIsWrong) {
+  EXPECT_EQ(validate_error(tcp_entry(1)), "");
+  auto bad_state = tcp_entry(8);
+  EXPECT_NE(validate_error(bad_state).find("file 3: inet socket socket:[77]: TCP state CLOSE_WAIT cannot be restored"),
+            std::string::npos) << validate_error(bad_state);
+  auto bad_addr = tcp_entry(1);
+  bad_addr.mutable_inet_sk()->set_local_addr("12345");
+  EXPECT_NE(validate_error(bad_addr).find("addresses of the wrong size"), std::string::npos);
+  auto bad_unsent = tcp_entry(1);
+  bad_unsent.mutable_inet_sk()->mutable_tcp()->set_unsent(4);
+  EXPECT_NE(validate_error(bad_unsent).find("4 unsent bytes in a send queue of 3"), std::string::npos);
+  auto raw = tcp_entry(1);
+  raw.mutable_inet_sk()->set_type(SOCK_RAW);
+  EXPECT_NE(validate_error(raw).find("neither TCP nor UDP"), std::string::npos);
+  auto no_tcp = tcp_entry(1);
+  no_tcp.mutable_inet_sk()->clear_tcp();
+  EXPECT_NE(validate_error(no_tcp).find("without its TCP state"), std::string::npos);
+}
