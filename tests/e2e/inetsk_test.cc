@@ -123,7 +123,6 @@ TEST(InetSocketDump, PeerOutsideTheTreeIsRefusedAndBothKeepStreaming) {
   TempDir dir;
   int port = free_port();
   Program server("tcpstream", dir, {"server", std::to_string(port)});
-  ::usleep(100 * 1000);  // listening before the client connects
   TempDir cdir;
   Program client("tcpstream", cdir, {"client", std::to_string(port)});
   ASSERT_TRUE(server.wait_ready()) << server.log();

@@ -135,10 +135,20 @@ int main(int argc, char** argv) {
   int ready_pipe[2];
   if (pipe(ready_pipe) != 0) return 1;
   if (strcmp(role, "client") == 0) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_storage ss;
     socklen_t len = addr_for(AF_INET, "v4", atoi(argv[4]), &ss, 0);
-    if (connect(fd, (struct sockaddr*)&ss, len) != 0) { perror("connect"); return 1; }
+    /* The server may still be on its way to listen(). */
+    int fd = -1;
+    for (int i = 0; i < 500 && fd < 0; i++) {
+      fd = socket(AF_INET, SOCK_STREAM, 0);
+      if (connect(fd, (struct sockaddr*)&ss, len) != 0) {
+        close(fd);
+        fd = -1;
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+      }
+    }
+    if (fd < 0) { perror("connect"); return 1; }
     pid_t kid = fork();
     if (kid == 0) _exit(stream(fd, 1, ready_pipe[1]));
     close(fd);
