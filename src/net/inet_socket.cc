@@ -193,6 +193,17 @@ Status InetSocketStore::dump(const std::string& what_fd, int local_fd, uint64_t 
       return {};
     }
     case kClose:
+      if (local.port != 0) {
+        // A socket bound and not connected is in the bind table, which
+        // sock_diag shows (Linux 6.6+, as "bound inactive", with state CLOSE);
+        // a connection that has closed (reset, or shut down by both ends)
+        // still names its old port, but holds it no more.
+        ASSIGN_OR_RETURN(auto diag, with_context(inet_diag_dump(family, IPPROTO_TCP), what));
+        if (!find_by_ino(diag, ino))
+          return failf("{}: a TCP connection that has closed (reset, or shut down by both ends) "
+                       "cannot be checkpointed yet; close its fd in the application before the "
+                       "dump", what);
+      }
       sockets_[ino] = Seen{what, sk, std::move(copy), false};
       return {};
     case kEstablished:

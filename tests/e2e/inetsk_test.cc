@@ -228,6 +228,28 @@ TEST(InetSocketDump, AConnectionClosedByItsPeerIsRefusedByState) {
   ::close(l);
 }
 
+TEST(InetSocketDump, AConnectionClosedByBothEndsIsRefused) {
+  int l = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  ASSERT_EQ(::bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(l, 1), 0);
+  ASSERT_EQ(::getsockname(l, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  int c = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_EQ(::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  int s = ::accept4(l, nullptr, nullptr, SOCK_CLOEXEC);
+  ASSERT_GE(s, 0);
+  ::shutdown(c, SHUT_WR);
+  ::shutdown(s, SHUT_WR);  // both FINs acknowledged: s is CLOSE, still naming the listener's port
+  ::usleep(50 * 1000);
+  expect_refused_as_fd0(s, "a TCP connection that has closed (reset, or shut down by both ends)");
+  ::close(s);
+  ::close(c);
+  ::close(l);
+}
+
 TEST(InetSocketDump, RawSocketsAreRefused) {
   int raw = ::socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_ICMP);
   ASSERT_GE(raw, 0);

@@ -1,6 +1,9 @@
 /* UDP sockets bound and connected to each other (IPv4 and IPv6, one of them
  * non-blocking): after restore their addresses are the same and datagrams
- * pass both ways. Exit 0 only if everything held. */
+ * pass both ways. Also the inet sockets that are not connected: a TCP socket
+ * bound to a port (SO_REUSEADDR) and one neither bound nor connected, which
+ * come back as they were and can still listen. Exit 0 only if everything
+ * held. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -68,8 +71,29 @@ int main(int argc, char** argv) {
   CHECK(make_pair(AF_INET6, &v6) == 0, "v6 pair");
   CHECK(exchange(&v4, "before v4"), "v4 before");
   CHECK(exchange(&v6, "before v6"), "v6 before");
+  int bound = socket(AF_INET, SOCK_STREAM, 0), fresh = socket(AF_INET6, SOCK_STREAM, 0);
+  int one = 1;
+  setsockopt(bound, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  struct sockaddr_storage bound_name;
+  memset(&bound_name, 0, sizeof(bound_name));
+  struct sockaddr_in* bn = (struct sockaddr_in*)&bound_name;
+  bn->sin_family = AF_INET;
+  bn->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  CHECK(bind(bound, (struct sockaddr*)bn, sizeof(*bn)) == 0, "bind");
+  socklen_t bl = sizeof(bound_name);
+  getsockname(bound, (struct sockaddr*)&bound_name, &bl);
   prog_ready(argv[1]);
   prog_wait_usr1();
+  CHECK(same_name(bound, &bound_name, 0), "the bound TCP socket's name");
+  int v = 0;
+  socklen_t vl = sizeof(v);
+  CHECK(getsockopt(bound, SOL_SOCKET, SO_REUSEADDR, &v, &vl) == 0 && v == 1, "SO_REUSEADDR");
+  CHECK(listen(bound, 1) == 0, "the bound TCP socket listens: %s", strerror(errno));
+  struct sockaddr_in6 fn;
+  socklen_t fl = sizeof(fn);
+  CHECK(getsockname(fresh, (struct sockaddr*)&fn, &fl) == 0 && fn.sin6_family == AF_INET6 && fn.sin6_port == 0,
+        "the unbound TCP socket");
+  CHECK(listen(fresh, 1) == 0, "the unbound TCP socket listens: %s", strerror(errno));
   struct pair* ps[2] = {&v4, &v6};
   for (int i = 0; i < 2; i++) {
     struct pair* p = ps[i];
