@@ -126,6 +126,16 @@ bool listener_takes(const InetEndpoint& listener, bool v6only, const InetEndpoin
 
 InetSocketStore::~InetSocketStore() { finish(false); }
 
+Result<const std::vector<InetDiag>*> InetSocketStore::tcp_diag() {
+  // Read once for the whole tree: every answer lists every TCP socket of the
+  // namespace. What the frozen tree holds does not change meanwhile.
+  if (!tcp_diag_) {
+    ASSIGN_OR_RETURN(auto all, inet_diag_dump_all(IPPROTO_TCP));
+    tcp_diag_ = std::move(all);
+  }
+  return &*tcp_diag_;
+}
+
 Status InetSocketStore::dump(const std::string& what_fd, int local_fd, uint64_t ino, int flags,
                              const std::vector<pid_t>* tree_tids, NetworkLock* lock,
                              img::InetSocketFile& sk) {
@@ -184,8 +194,8 @@ Status InetSocketStore::dump(const std::string& what_fd, int local_fd, uint64_t 
   what = fmt::format("{}: {}", what_fd, describe_inet_socket(sk));
   switch (ti.tcpi_state) {
     case kListen: {
-      ASSIGN_OR_RETURN(auto diag, with_context(inet_diag_dump(family, IPPROTO_TCP), what));
-      const InetDiag* d = find_by_ino(diag, ino);
+      ASSIGN_OR_RETURN(const auto* diag, with_context(tcp_diag(), what));
+      const InetDiag* d = find_by_ino(*diag, ino);
       if (!d) return failf("{}: sock_diag does not know it (is it in another network namespace?)", what);
       sk.set_backlog(d->wqueue);
       sk.set_shutdown(d->shutdown);
@@ -198,8 +208,8 @@ Status InetSocketStore::dump(const std::string& what_fd, int local_fd, uint64_t 
         // sock_diag shows (Linux 6.6+, as "bound inactive", with state CLOSE);
         // a connection that has closed (reset, or shut down by both ends)
         // still names its old port, but holds it no more.
-        ASSIGN_OR_RETURN(auto diag, with_context(inet_diag_dump(family, IPPROTO_TCP), what));
-        if (!find_by_ino(diag, ino))
+        ASSIGN_OR_RETURN(const auto* diag, with_context(tcp_diag(), what));
+        if (!find_by_ino(*diag, ino))
           return failf("{}: a TCP connection that has closed (reset, or shut down by both ends) "
                        "cannot be checkpointed yet; close its fd in the application before the "
                        "dump", what);
@@ -213,8 +223,8 @@ Status InetSocketStore::dump(const std::string& what_fd, int local_fd, uint64_t 
                    "ESTABLISHED and unconnected ones); let the connection finish closing (or "
                    "connecting) and dump again", what, tcp_state_name(ti.tcpi_state));
   }
-  ASSIGN_OR_RETURN(auto diag, with_context(inet_diag_dump_all(IPPROTO_TCP), what));
-  if (const InetDiag* d = find_by_ino(diag, ino)) sk.set_shutdown(d->shutdown);
+  ASSIGN_OR_RETURN(const auto* diag, with_context(tcp_diag(), what));
+  if (const InetDiag* d = find_by_ino(*diag, ino)) sk.set_shutdown(d->shutdown);
   if (sk.shutdown() != 0)
     return failf("{} was shut down in one direction (shutdown {}), which minicriu cannot restore "
                  "yet; dump it before or after the shutdown completes", what, sk.shutdown());
@@ -226,7 +236,7 @@ Status InetSocketStore::dump(const std::string& what_fd, int local_fd, uint64_t 
     lc.remote = conn.remote.addr;
     lc.local_port = conn.local.port;
     lc.remote_port = conn.remote.port;
-    lc.peer_outside = !peer_in_tree(conn, diag, tree_tids);
+    lc.peer_outside = !peer_in_tree(conn, *diag, tree_tids);
     lc.what = what;
     TRY(lock->add(lc));
   }

@@ -12,6 +12,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -89,7 +90,11 @@ class InetSocketStore {
     uint64_t client_ino;   // its connecting end in the tree, 0 if outside
   };
 
+  // Every TCP socket of the network namespace, read at the first need.
+  [[nodiscard]] Result<const std::vector<InetDiag>*> tcp_diag();
+
   InetDumpPolicy policy_;
+  std::optional<std::vector<InetDiag>> tcp_diag_;
   std::map<uint64_t, Seen> sockets_;
   std::vector<Pending> pending_;
   std::vector<UniqueFd> accepted_;  // taken from accept queues, in repair mode
