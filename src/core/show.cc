@@ -1,6 +1,7 @@
 // `minicriu show`: every image of a checkpoint, decoded for people or as JSON.
 #include <google/protobuf/util/json_util.h>
 #include <sys/stat.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
 
@@ -125,6 +126,11 @@ std::string file_summary(const google::protobuf::RepeatedPtrField<img::FileEntry
       if (sk.has_tcp())
         s += fmt::format(", send queue {} byte(s) ({} unsent), receive queue {} byte(s)",
                          sk.tcp().send_queue().size(), sk.tcp().unsent(), sk.tcp().recv_queue().size());
+      if (sk.protocol() == IPPROTO_UDP) {
+        size_t bytes = 0;
+        for (auto& d : sk.queue()) bytes += d.data().size();
+        s += fmt::format(", {} datagram(s) of {} byte(s) queued", sk.queue_size(), bytes);
+      }
       if (sk.pending())
         s += fmt::format(", waiting to be accepted (#{}) with {} byte(s) received", sk.pending_order(),
                          sk.pending_received().size());

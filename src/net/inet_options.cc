@@ -30,6 +30,7 @@ void read_inet_options(int fd, const img::InetSocketFile& sk, img::InetSocketOpt
   o.set_sndbuf(static_cast<uint32_t>(sock_int(fd, SOL_SOCKET, SO_SNDBUF, 0)));
   o.set_rcvbuf(static_cast<uint32_t>(sock_int(fd, SOL_SOCKET, SO_RCVBUF, 0)));
   o.set_broadcast(sock_int(fd, SOL_SOCKET, SO_BROADCAST, 0) != 0);
+  o.set_peek_off(sock_int(fd, SOL_SOCKET, SO_PEEK_OFF, -1));
   o.set_mark(static_cast<uint32_t>(sock_int(fd, SOL_SOCKET, SO_MARK, 0)));
   o.set_tos(static_cast<uint32_t>(sk.family() == AF_INET6 ? sock_int(fd, IPPROTO_IPV6, IPV6_TCLASS, 0)
                                                            : sock_int(fd, IPPROTO_IP, IP_TOS, 0)));
@@ -62,6 +63,7 @@ Status set_inet_options(int fd, const img::InetSocketFile& sk, bool repair, cons
   if (sk.family() == AF_INET6) TRY(set_opt(fd, IPPROTO_IPV6, IPV6_V6ONLY, o.v6only(), "IPV6_V6ONLY", what));
   if (o.keepalive()) TRY(set_opt(fd, SOL_SOCKET, SO_KEEPALIVE, 1, "SO_KEEPALIVE", what));
   if (o.broadcast()) TRY(set_opt(fd, SOL_SOCKET, SO_BROADCAST, 1, "SO_BROADCAST", what));
+  if (o.peek_off() >= 0) TRY(set_opt(fd, SOL_SOCKET, SO_PEEK_OFF, o.peek_off(), "SO_PEEK_OFF", what));
   if (o.mark()) TRY(set_opt(fd, SOL_SOCKET, SO_MARK, static_cast<int>(o.mark()), "SO_MARK", what));
   if (o.tos()) {
     if (sk.family() == AF_INET6) TRY(set_opt(fd, IPPROTO_IPV6, IPV6_TCLASS, static_cast<int>(o.tos()), "IPV6_TCLASS", what));

@@ -15,6 +15,7 @@
 #include "net/inet_options.hpp"
 #include "net/network_lock.hpp"
 #include "net/tcp_repair.hpp"
+#include "net/udp_queue.hpp"
 
 namespace minicriu {
 
@@ -177,13 +178,10 @@ Status InetSocketStore::dump(const std::string& what_fd, int local_fd, uint64_t 
   if (udp) {
     sk.set_state(remote ? kEstablished : kClose);
     what = fmt::format("{}: {}", what_fd, describe_inet_socket(sk));
-    // A datagram may be empty: a peek of one byte tells whether any is queued.
-    char byte;
-    ssize_t n = ::recv(local_fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC);
-    if (n >= 0)
-      return failf("{} has datagrams queued (the first of {} bytes), which minicriu cannot restore "
-                   "yet; let the application read them before the dump", what, n);
+    ASSIGN_OR_RETURN(auto queue, peek_udp_queue(local_fd, what));
+    for (auto& d : queue) *sk.add_queue() = std::move(d);
     sockets_[ino] = Seen{what, sk, std::move(copy), false};
+    sockets_[ino].sk.clear_queue();
     return {};
   }
 
@@ -471,6 +469,23 @@ Result<std::unique_ptr<InetSocketRestorer>> InetSocketRestorer::create_all(
       if (::fcntl(s, F_SETFL, O_NONBLOCK) != 0) return failf_errno("{}: F_SETFL", what);
     }
     r->sockets_.emplace(sk.ino(), std::move(made));
+  }
+  // Queued datagrams last: their senders may be sockets of the tree.
+  auto senders = [&](const InetEndpoint& from) {
+    InetEndpoint want = from.normalized();
+    int wildcard = -1;
+    for (auto& [ino, m] : r->sockets_) {
+      if (is_tcp(m.sk)) continue;
+      InetEndpoint local = local_of(m.sk).normalized();
+      if (local == want) return m.fd.get();
+      if (local.port == want.port && listener_takes(local, m.sk.opts().v6only(), want)) wildcard = m.fd.get();
+    }
+    return wildcard;
+  };
+  for (auto& [ino, m] : r->sockets_) {
+    if (is_tcp(m.sk) || m.sk.queue_size() == 0) continue;
+    std::string what = fmt::format("socket:[{}] ({})", ino, describe_inet_socket(m.sk));
+    TRY(refill_udp_queue(m.fd.get(), m.sk, senders, what));
   }
   return r;
 }

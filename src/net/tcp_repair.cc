@@ -48,11 +48,35 @@ Result<std::string> peek_queue(int fd, size_t hint, const char* name, const std:
   return std::string(buf.data(), static_cast<size_t>(n));
 }
 
+// An application's SO_PEEK_OFF (TCP has one since Linux 6.10) would make a
+// peek start past the head of the receive queue: off while we read, then put
+// back.
+class NoPeekOffset {
+ public:
+  explicit NoPeekOffset(int fd) : fd_(fd) {
+    socklen_t len = sizeof old_;
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &old_, &len) != 0) old_ = -1;
+    int off = -1;
+    if (old_ >= 0) (void)::setsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &off, sizeof off);
+  }
+  NoPeekOffset(const NoPeekOffset&) = delete;
+  NoPeekOffset& operator=(const NoPeekOffset&) = delete;
+  void* operator new(size_t) = delete;
+  ~NoPeekOffset() {
+    if (old_ >= 0) (void)::setsockopt(fd_, SOL_SOCKET, SO_PEEK_OFF, &old_, sizeof old_);
+  }
+
+ private:
+  int fd_;
+  int old_ = -1;
+};
+
 // A queue's bytes and its TCP_QUEUE_SEQ, read together: the receive queue
 // may still grow while we read it (the peer's kernel retransmits even when
 // its process is frozen), so the sequence number is read before and after.
 Status read_queue(int fd, int queue, uint32_t& seq, std::string& data, const std::string& what) {
   const char* name = queue == TCP_RECV_QUEUE ? "receive queue" : "send queue";
+  NoPeekOffset no_offset(fd);
   TRY(select_queue(fd, queue, what));
   for (int attempt = 0; attempt < 10; attempt++) {
     ASSIGN_OR_RETURN(int before, get_int(fd, SOL_TCP, TCP_QUEUE_SEQ, "TCP_QUEUE_SEQ", what));

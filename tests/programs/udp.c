@@ -1,6 +1,9 @@
 /* UDP sockets bound and connected to each other (IPv4 and IPv6, one of them
  * non-blocking): after restore their addresses are the same and datagrams
- * pass both ways. Also the inet sockets that are not connected: a TCP socket
+ * pass both ways. Datagrams left queued come back in order with their
+ * senders: on a connected socket from its peer, and on an unconnected one
+ * from a sender of the tree and from one closed before the dump. Also the
+ * inet sockets that are not connected: a TCP socket
  * bound to a port (SO_REUSEADDR) and one neither bound nor connected, which
  * come back as they were and can still listen. Exit 0 only if everything
  * held. */
@@ -63,6 +66,19 @@ static int exchange(struct pair* p, const char* msg) {
   return n == 4 && memcmp(buf, "back", 4) == 0;
 }
 
+static int expect_dgram(int fd, const char* want, size_t len, const struct sockaddr_storage* from) {
+  char buf[2048];
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof(ss);
+  memset(&ss, 0, sizeof(ss));
+  ssize_t n = recvfrom(fd, buf, sizeof(buf), MSG_DONTWAIT, (struct sockaddr*)&ss, &sl);
+  if (n != (ssize_t)len || memcmp(buf, want, len) != 0) {
+    fprintf(stderr, "got %zd bytes, expected %zu\n", n, len);
+    return 0;
+  }
+  return memcmp(&ss, from, sizeof(ss)) == 0;
+}
+
 int main(int argc, char** argv) {
   (void)argc;
   prog_install_usr1();
@@ -71,6 +87,29 @@ int main(int argc, char** argv) {
   CHECK(make_pair(AF_INET6, &v6) == 0, "v6 pair");
   CHECK(exchange(&v4, "before v4"), "v4 before");
   CHECK(exchange(&v6, "before v6"), "v6 before");
+  /* Queued: three datagrams on v4.b from its peer; two on c from v4.a and
+   * from a socket closed since. */
+  char big[1000];
+  for (int i = 0; i < 1000; i++) big[i] = (char)(i * 7);
+  CHECK(send(v4.a, "q1", 2, 0) == 2 && send(v4.a, "queued two", 10, 0) == 10 && send(v4.a, big, 1000, 0) == 1000,
+        "queueing on b");
+  int c = socket(AF_INET, SOCK_DGRAM, 0), t = socket(AF_INET, SOCK_DGRAM, 0);
+  struct sockaddr_in any4 = {0};
+  any4.sin_family = AF_INET;
+  any4.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  struct sockaddr_storage c_name, t_name;
+  memset(&c_name, 0, sizeof(c_name));
+  memset(&t_name, 0, sizeof(t_name));
+  socklen_t nl = sizeof(c_name);
+  CHECK(bind(c, (struct sockaddr*)&any4, sizeof(any4)) == 0 && bind(t, (struct sockaddr*)&any4, sizeof(any4)) == 0, "bind c, t");
+  getsockname(c, (struct sockaddr*)&c_name, &nl);
+  nl = sizeof(t_name);
+  getsockname(t, (struct sockaddr*)&t_name, &nl);
+  CHECK(sendto(t, "from gone", 9, 0, (struct sockaddr*)&c_name, sizeof(struct sockaddr_in)) == 9, "t to c");
+  close(t);
+  CHECK(sendto(v4.a, "from a", 6, 0, (struct sockaddr*)&c_name, sizeof(struct sockaddr_in)) == 6, "a to c");
+  struct timespec settle = {0, 20 * 1000 * 1000};
+  nanosleep(&settle, NULL);
   int bound = socket(AF_INET, SOCK_STREAM, 0), fresh = socket(AF_INET6, SOCK_STREAM, 0);
   int one = 1;
   setsockopt(bound, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
@@ -84,6 +123,14 @@ int main(int argc, char** argv) {
   getsockname(bound, (struct sockaddr*)&bound_name, &bl);
   prog_ready(argv[1]);
   prog_wait_usr1();
+  CHECK(expect_dgram(v4.b, "q1", 2, &v4.a_name), "b: first queued datagram");
+  CHECK(expect_dgram(v4.b, "queued two", 10, &v4.a_name), "b: second queued datagram");
+  CHECK(expect_dgram(v4.b, big, 1000, &v4.a_name), "b: third queued datagram");
+  char none;
+  CHECK(recv(v4.b, &none, 1, MSG_DONTWAIT) < 0 && errno == EAGAIN, "b: nothing more queued");
+  CHECK(expect_dgram(c, "from gone", 9, &t_name), "c: the datagram of a closed sender");
+  CHECK(expect_dgram(c, "from a", 6, &v4.a_name), "c: the datagram of a");
+  CHECK(recv(c, &none, 1, MSG_DONTWAIT) < 0 && errno == EAGAIN, "c: nothing more queued");
   CHECK(same_name(bound, &bound_name, 0), "the bound TCP socket's name");
   int v = 0;
   socklen_t vl = sizeof(v);
