@@ -407,6 +407,10 @@ Status InetSocketRestorer::validate(const std::vector<img::FileEntry>& files) {
       return failf("{}: {} unsent bytes in a send queue of {}", what, sk.tcp().unsent(), sk.tcp().send_queue().size());
     if (tcp && sk.state() == kEstablished && !sk.pending() && !sk.has_tcp())
       return failf("{}: an established connection without its TCP state", what);
+    if (tcp && sk.queue_size() > 0) return failf("{}: datagrams queued on a TCP socket", what);
+    for (auto& d : sk.queue())
+      if ((d.from_addr().size() != 4 && d.from_addr().size() != 16) || d.from_port() > 0xffff)
+        return failf("{}: a queued datagram's sender address is malformed", what);
   }
   return {};
 }
