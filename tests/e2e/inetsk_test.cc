@@ -75,6 +75,31 @@ TEST(InetSocketRestore, StreamContinuesGapFreeWithDataInEveryQueue) {
   EXPECT_EQ(wait_pid(pid).value_or(-1), 0) << read_text(dir / "tcpstream.log");
 }
 
+// Left running, the connections were taken out of repair mode; the image,
+// read while both ends were frozen, still makes a consistent pair once the
+// original tree is gone.
+TEST(InetSocketRestore, ALeaveRunningImageRestoresOnceTheOriginalIsGone) {
+  TempDir dir;
+  std::string images = images_dir(dir);
+  Program p("tcpstream", dir, {"pair", "v6"});
+  ASSERT_TRUE(p.wait_ready());
+  pid_t pid = p.pid();
+  ASSERT_NO_FATAL_FAILURE(dump_leave_running(p, images));
+  RestoredTree restored;
+  restored.add_from(images);
+  auto view = show_json(images);
+  for (auto& proc : view.processes()) ::kill(static_cast<pid_t>(proc.pstree().pid()), SIGKILL);
+  EXPECT_EQ(p.wait_exit().value_or(-1), 128 + SIGKILL);
+  p.forget();
+  for (auto& proc : view.processes()) {
+    wait_pid(static_cast<pid_t>(proc.pstree().pid()), 5000);
+    ASSERT_TRUE(wait_gone(static_cast<pid_t>(proc.pstree().pid())));
+  }
+  ASSERT_EQ(restore_detached(images), pid);
+  ::kill(pid, SIGUSR1);
+  EXPECT_EQ(wait_pid(pid).value_or(-1), 0) << read_text(dir / "tcpstream.log");
+}
+
 TEST(InetSocketRestore, StreamSurvivesTwoCycles) { cycle("tcpstream", 2, {"pair", "v4"}); }
 TEST(InetSocketRestore, Ipv6Stream) { cycle("tcpstream", 1, {"pair", "v6"}); }
 TEST(InetSocketRestore, V4MappedStreamOnAnIpv6Listener) { cycle("tcpstream", 1, {"pair", "mapped"}); }
