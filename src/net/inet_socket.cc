@@ -214,18 +214,19 @@ Status InetSocketStore::dump(const std::string& what_fd, int local_fd, uint64_t 
       }
       sockets_[ino] = Seen{what, sk, std::move(copy), false};
       return {};
-    case kEstablished:
-      break;
     default:
+      if (tcp_connected_state(ti.tcpi_state)) break;
       return failf("{}: a TCP socket in state {} cannot be checkpointed yet (only LISTEN, "
-                   "ESTABLISHED and unconnected ones); let the connection finish closing (or "
-                   "connecting) and dump again", what, tcp_state_name(ti.tcpi_state));
+                   "ESTABLISHED, FIN_WAIT1/2, CLOSE_WAIT, LAST_ACK, CLOSING and unconnected "
+                   "ones); let the connection finish connecting or closing and dump again",
+                   what, tcp_state_name(ti.tcpi_state));
   }
   ASSIGN_OR_RETURN(const auto* diag, with_context(tcp_diag(), what));
   if (const InetDiag* d = find_by_ino(*diag, ino)) sk.set_shutdown(d->shutdown);
-  if (sk.shutdown() != 0)
-    return failf("{} was shut down in one direction (shutdown {}), which minicriu cannot restore "
-                 "yet; dump it before or after the shutdown completes", what, sk.shutdown());
+  // A shutdown for sending is a FIN, which its state tells.
+  if ((sk.shutdown() & 2) && !tcp_fin_sent(ti.tcpi_state))
+    return failf("{} was shut down for sending but has not sent its FIN, which minicriu cannot "
+                 "restore; dump it again in a moment", what);
   Connection conn = make_connection(local, *remote);
   if (lock) {
     LockedConnection lc;
@@ -242,7 +243,7 @@ Status InetSocketStore::dump(const std::string& what_fd, int local_fd, uint64_t 
   Seen& seen = sockets_[ino] = Seen{what, sk, std::move(copy), false};
   TRY(tcp_repair_on(seen.copy.get(), what));
   seen.in_repair = true;
-  TRY(dump_tcp_connection(seen.copy.get(), what, *sk.mutable_tcp()));
+  TRY(dump_tcp_connection(seen.copy.get(), ti.tcpi_state, what, *sk.mutable_tcp()));
   seen.sk = sk;
   seen.sk.clear_tcp();  // the queues are in the image; the checks need addresses only
   return {};
@@ -252,7 +253,7 @@ Status InetSocketStore::check_peers() {
   pending_.clear();
   std::map<Connection, uint64_t> established;
   for (auto& [ino, s] : sockets_)
-    if (is_tcp(s.sk) && s.sk.state() == kEstablished)
+    if (is_tcp(s.sk) && tcp_connected_state(static_cast<int>(s.sk.state())))
       established[make_connection(local_of(s.sk), remote_of(s.sk))] = ino;
   bool any_listener = std::any_of(sockets_.begin(), sockets_.end(),
                                   [](auto& s) { return is_tcp(s.second.sk) && s.second.sk.state() == kListen; });
@@ -400,12 +401,14 @@ Status InetSocketRestorer::validate(const std::vector<img::FileEntry>& files) {
     if (sk.local_addr().size() != alen || (connected(sk) && sk.remote_addr().size() != alen))
       return failf("{}: addresses of the wrong size for its family", what);
     if (sk.local_port() > 0xffff || sk.remote_port() > 0xffff) return failf("{}: port out of range", what);
-    if (tcp && sk.state() != kListen && sk.state() != kClose && sk.state() != kEstablished)
-      return failf("{}: TCP state {} cannot be restored", what, tcp_state_name(static_cast<int>(sk.state())));
-    if (sk.state() == kEstablished && !connected(sk)) return failf("{}: established without a peer address", what);
+    int state = static_cast<int>(sk.state());
+    if (tcp && state != kListen && state != kClose && !tcp_connected_state(state))
+      return failf("{}: TCP state {} cannot be restored", what, tcp_state_name(state));
+    if (tcp_connected_state(state) && !connected(sk)) return failf("{}: connected without a peer address", what);
+    if (sk.pending() && state != kEstablished) return failf("{}: a pending connection in state {}", what, tcp_state_name(state));
     if (sk.has_tcp() && sk.tcp().unsent() > sk.tcp().send_queue().size())
       return failf("{}: {} unsent bytes in a send queue of {}", what, sk.tcp().unsent(), sk.tcp().send_queue().size());
-    if (tcp && sk.state() == kEstablished && !sk.pending() && !sk.has_tcp())
+    if (tcp && tcp_connected_state(state) && !sk.pending() && !sk.has_tcp())
       return failf("{}: an established connection without its TCP state", what);
     if (tcp && sk.queue_size() > 0) return failf("{}: datagrams queued on a TCP socket", what);
     for (auto& d : sk.queue())
@@ -422,6 +425,11 @@ Result<std::unique_ptr<InetSocketRestorer>> InetSocketRestorer::create_all(
   std::vector<const img::InetSocketFile*> all;
   for (auto& f : files)
     if (f.has_inet_sk()) all.push_back(&f.inet_sk());
+  // Which sent FINs come back: those of the connections restored here.
+  std::set<Connection> fin_senders;
+  for (auto* sk : all)
+    if (is_tcp(*sk) && !sk->pending() && tcp_fin_sent(static_cast<int>(sk->state())))
+      fin_senders.insert(make_connection(local_of(*sk), remote_of(*sk)));
   std::stable_sort(all.begin(), all.end(), [](auto* a, auto* b) {
     return std::pair(phase(*a), a->pending_order()) < std::pair(phase(*b), b->pending_order());
   });
@@ -433,9 +441,14 @@ Result<std::unique_ptr<InetSocketRestorer>> InetSocketRestorer::create_all(
                          static_cast<int>(sk.protocol())));
     if (!fd) return failf_errno("{}: socket", what);
     fd = move_fd_above(std::move(fd), fd_floor);
-    Made made{sk, std::move(fd), false};
+    Made made{sk, std::move(fd), false, {}};
     int s = made.fd.get();
-    bool repair = is_tcp(sk) && sk.state() == kEstablished && !sk.pending();
+    int state = static_cast<int>(sk.state());
+    bool repair = is_tcp(sk) && tcp_connected_state(state) && !sk.pending();
+    made.plan.state = state;
+    made.plan.shutdown = sk.shutdown();
+    made.plan.peer_resends_fin =
+        fin_senders.count(make_connection(local_of(sk), remote_of(sk)).reversed()) > 0;
     if (repair) {
       TRY(tcp_repair_on(s, what));
       made.in_repair = true;
@@ -451,7 +464,7 @@ Result<std::unique_ptr<InetSocketRestorer>> InetSocketRestorer::create_all(
         case kClose:
           if (local.port != 0) TRY(bind_to(s, sk, what));
           break;
-        case kEstablished:
+        default:
           TRY(bind_to(s, sk, what));
           if (sk.pending()) {
             // Connected again for real, to the listener made above: the
@@ -459,11 +472,10 @@ Result<std::unique_ptr<InetSocketRestorer>> InetSocketRestorer::create_all(
             TRY(connect_to(s, sk, what));
             TRY(send_all(s, sk.pending_received() + sk.tcp().send_queue(), 5000, what));
           } else {
-            TRY(restore_tcp_connection(s, static_cast<int>(sk.family()), remote_of(sk), sk.tcp(), what));
+            TRY(restore_tcp_connection(s, static_cast<int>(sk.family()), remote_of(sk), sk.tcp(), made.plan,
+                                       what));
           }
           break;
-        default:
-          return failf("{}: TCP state {} cannot be restored", what, tcp_state_name(static_cast<int>(sk.state())));
       }
     } else {
       if (local.port != 0 || !local.is_any()) TRY(bind_to(s, sk, what));
@@ -506,7 +518,7 @@ Status InetSocketRestorer::resume() {
   for (auto& [ino, m] : sockets_) {
     if (!m.in_repair) continue;
     std::string what = fmt::format("socket:[{}] ({})", ino, describe_inet_socket(m.sk));
-    TRY(resume_tcp_connection(m.fd.get(), m.sk.opts().reuseaddr(), m.sk.tcp(), what));
+    TRY(resume_tcp_connection(m.fd.get(), m.sk.opts().reuseaddr(), m.sk.tcp(), m.plan, what));
     m.in_repair = false;
   }
   return {};

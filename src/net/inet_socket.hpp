@@ -21,6 +21,7 @@
 #include "core/unique_fd.hpp"
 #include "minicriu.pb.h"
 #include "net/inet_addr.hpp"
+#include "net/tcp_repair.hpp"
 
 namespace minicriu {
 
@@ -124,6 +125,7 @@ class InetSocketRestorer {
     img::InetSocketFile sk;
     UniqueFd fd;
     bool in_repair = false;
+    TcpRestorePlan plan;
   };
   std::map<uint64_t, Made> sockets_;
 };

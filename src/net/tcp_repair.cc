@@ -119,7 +119,25 @@ Status make_room(int fd, int opt, int force, size_t bytes, const char* name, con
   return {};
 }
 
+// include/net/tcp_states.h
+enum : int {
+  kEstablished = 1,
+  kFinWait1 = 4,
+  kFinWait2 = 5,
+  kCloseWait = 8,
+  kLastAck = 9,
+  kClosing = 11,
+};
+
 }  // namespace
+
+bool tcp_connected_state(int state) {
+  return state == kEstablished || tcp_fin_sent(state) || tcp_fin_received(state);
+}
+bool tcp_fin_sent(int state) {
+  return state == kFinWait1 || state == kFinWait2 || state == kLastAck || state == kClosing;
+}
+bool tcp_fin_received(int state) { return state == kCloseWait || state == kLastAck || state == kClosing; }
 
 Status tcp_repair_on(int fd, const std::string& what) {
   int on = TCP_REPAIR_ON;
@@ -134,7 +152,7 @@ Status tcp_repair_off(int fd, bool reuseaddr, const std::string& what) {
   return {};
 }
 
-Status dump_tcp_connection(int fd, const std::string& what, img::TcpConnection& out) {
+Status dump_tcp_connection(int fd, int state, const std::string& what, img::TcpConnection& out) {
   tcp_info ti{};
   socklen_t len = sizeof ti;
   if (::getsockopt(fd, SOL_TCP, TCP_INFO, &ti, &len) != 0) return failf_errno("{}: TCP_INFO", what);
@@ -169,6 +187,9 @@ Status dump_tcp_connection(int fd, const std::string& what, img::TcpConnection& 
   // never sent (SIOCOUTQNSD); the peek reads both in order.
   TRY(read_queue(fd, TCP_SEND_QUEUE, seq, data, what));
   ASSIGN_OR_RETURN(int unsent, ioctl_int(fd, SIOCOUTQNSD, "SIOCOUTQNSD", what));
+  // A FIN counts one in the sequence and no byte in the queue: one not yet
+  // sent is the last of what SIOCOUTQNSD counts.
+  if (tcp_fin_sent(state) && unsent > 0) unsent--;
   out.set_send_seq(seq);
   out.set_unsent(static_cast<uint32_t>(std::clamp<int64_t>(unsent, 0, static_cast<int64_t>(data.size()))));
   out.set_send_queue(std::move(data));
@@ -183,13 +204,19 @@ Result<std::string> peek_tcp_recv_queue(int fd, const std::string& what) {
 }
 
 Status restore_tcp_connection(int fd, int family, const InetEndpoint& remote, const img::TcpConnection& c,
-                              const std::string& what) {
+                              const TcpRestorePlan& plan, const std::string& what) {
   // The first byte of each queue: the queues are written back after connect().
+  // A FIN sent is sent again at the resume: the send sequence stops before
+  // it. A FIN received that the peer sends again: likewise. One the peer
+  // will not send again stays counted (the bytes before it move up by one:
+  // what was received keeps no sequence numbers of its own).
+  uint32_t fin_out = tcp_fin_sent(plan.state) ? 1 : 0;
+  uint32_t fin_in = tcp_fin_received(plan.state) && plan.peer_resends_fin ? 1 : 0;
   TRY(select_queue(fd, TCP_RECV_QUEUE, what));
-  TRY(set_int(fd, SOL_TCP, TCP_QUEUE_SEQ, static_cast<int>(c.recv_seq() - c.recv_queue().size()),
+  TRY(set_int(fd, SOL_TCP, TCP_QUEUE_SEQ, static_cast<int>(c.recv_seq() - fin_in - c.recv_queue().size()),
               "TCP_QUEUE_SEQ (receive)", what));
   TRY(select_queue(fd, TCP_SEND_QUEUE, what));
-  TRY(set_int(fd, SOL_TCP, TCP_QUEUE_SEQ, static_cast<int>(c.send_seq() - c.send_queue().size()),
+  TRY(set_int(fd, SOL_TCP, TCP_QUEUE_SEQ, static_cast<int>(c.send_seq() - fin_out - c.send_queue().size()),
               "TCP_QUEUE_SEQ (send)", what));
   TRY(select_queue(fd, TCP_NO_QUEUE, what));
   sockaddr_storage ss;
@@ -223,7 +250,8 @@ Status restore_tcp_connection(int fd, int family, const InetEndpoint& remote, co
   TRY(select_queue(fd, TCP_NO_QUEUE, what));
 
   // After the queues: the kernel checks the window against rcv_nxt.
-  tcp_repair_window w{c.snd_wl1(), c.snd_wnd(), c.max_window(), c.rcv_wnd(), c.rcv_wup()};
+  // rcv_wup may not pass rcv_nxt, which stops before a FIN to be taken again.
+  tcp_repair_window w{c.snd_wl1(), c.snd_wnd(), c.max_window(), c.rcv_wnd(), c.rcv_wup() - fin_in};
   if (::setsockopt(fd, SOL_TCP, TCP_REPAIR_WINDOW, &w, sizeof w) != 0)
     return failf_errno("{}: TCP_REPAIR_WINDOW", what);
   return {};
@@ -250,11 +278,21 @@ Status send_all(int fd, const std::string& data, int timeout_ms, const std::stri
   return {};
 }
 
-Status resume_tcp_connection(int fd, bool reuseaddr, const img::TcpConnection& c, const std::string& what) {
+Status resume_tcp_connection(int fd, bool reuseaddr, const img::TcpConnection& c, const TcpRestorePlan& plan,
+                             const std::string& what) {
   TRY(tcp_repair_off(fd, reuseaddr, what));
   size_t unsent = std::min<size_t>(c.unsent(), c.send_queue().size());
-  if (unsent == 0) return {};
-  return send_all(fd, c.send_queue().substr(c.send_queue().size() - unsent), 5000, what);
+  if (unsent > 0) TRY(send_all(fd, c.send_queue().substr(c.send_queue().size() - unsent), 5000, what));
+  // After the data: the FIN goes out (again); a peer that had it already
+  // acknowledges it once more.
+  if (tcp_fin_sent(plan.state) && ::shutdown(fd, SHUT_WR) != 0)
+    return failf_errno("{}: sending its FIN again (shutdown)", what);
+  // The end of the stream the application saw, where no FIN will show it:
+  // the peer's, not sent again, or the application's own SHUT_RD.
+  bool fin_taken_again = tcp_fin_received(plan.state) && plan.peer_resends_fin;
+  if ((plan.shutdown & 1) && !fin_taken_again && ::shutdown(fd, SHUT_RD) != 0)
+    return failf_errno("{}: shutdown(SHUT_RD)", what);
+  return {};
 }
 
 }  // namespace minicriu

@@ -12,6 +12,26 @@
 
 namespace minicriu {
 
+// States a connection may be dumped in (include/net/tcp_states.h): it is
+// made again as ESTABLISHED, and the FINs are sent again at the resume.
+// ESTABLISHED, FIN_WAIT1/2, CLOSE_WAIT, LAST_ACK, CLOSING.
+bool tcp_connected_state(int state);
+// This end has sent its FIN (it counts in the send sequence).
+bool tcp_fin_sent(int state);
+// This end has received the peer's FIN (it counts in the receive sequence).
+bool tcp_fin_received(int state);
+
+// How one connection comes back, from its image.
+struct TcpRestorePlan {
+  int state = 1;
+  // Its FIN received will be sent again by its peer, restored in the same
+  // tree: the receive sequence stops before it, and the FIN is taken again
+  // for real. Else (peer outside) the FIN stays counted and the end of the
+  // stream is shown with shutdown(SHUT_RD).
+  bool peer_resends_fin = false;
+  uint32_t shutdown = 0;  // sk_shutdown at the dump: 1 receive, 2 send
+};
+
 // TCP_REPAIR on; needs CAP_NET_ADMIN, and not on a listener.
 [[nodiscard]] Status tcp_repair_on(int fd, const std::string& what);
 // TCP_REPAIR off: the kernel sends a window probe, and the socket is itself
@@ -22,7 +42,7 @@ namespace minicriu {
 // Everything TCP_REPAIR tells of the established connection on fd (already
 // in repair mode): sequence numbers, both queues read without consuming them,
 // the options negotiated at the handshake, the window, the timestamp.
-[[nodiscard]] Status dump_tcp_connection(int fd, const std::string& what, img::TcpConnection& out);
+[[nodiscard]] Status dump_tcp_connection(int fd, int state, const std::string& what, img::TcpConnection& out);
 
 // The receive queue of a socket in repair mode, read without consuming it.
 [[nodiscard]] Result<std::string> peek_tcp_recv_queue(int fd, const std::string& what);
@@ -32,10 +52,13 @@ namespace minicriu {
 // the timestamp, and fills both queues, but for the send queue's unsent bytes:
 // resume_tcp_connection sends those, once every socket of the tree exists.
 [[nodiscard]] Status restore_tcp_connection(int fd, int family, const InetEndpoint& remote,
-                                            const img::TcpConnection& c, const std::string& what);
-// Repair off, then the bytes that had never been sent are sent.
+                                            const img::TcpConnection& c, const TcpRestorePlan& plan,
+                                            const std::string& what);
+// Repair off, then the bytes that had never been sent are sent, then the FIN
+// this end had sent (shutdown(SHUT_WR)), and SHUT_RD where the peer's FIN is
+// not taken again.
 [[nodiscard]] Status resume_tcp_connection(int fd, bool reuseaddr, const img::TcpConnection& c,
-                                           const std::string& what);
+                                           const TcpRestorePlan& plan, const std::string& what);
 
 // Sends all of data on a connected socket, waiting at most timeout_ms for
 // room (the restoring process must never hang on a peer that does not read).

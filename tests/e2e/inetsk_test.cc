@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -104,6 +105,26 @@ TEST(InetSocketRestore, StreamSurvivesTwoCycles) { cycle("tcpstream", 2, {"pair"
 TEST(InetSocketRestore, Ipv6Stream) { cycle("tcpstream", 1, {"pair", "v6"}); }
 TEST(InetSocketRestore, V4MappedStreamOnAnIpv6Listener) { cycle("tcpstream", 1, {"pair", "mapped"}); }
 TEST(InetSocketRestore, UdpPairsBoundAndConnected) { cycle("udp", 2); }
+// FIN_WAIT2 and CLOSE_WAIT, with the bytes before the FIN unread.
+TEST(InetSocketRestore, AHalfClosedConnectionComesBackHalfClosed) {
+  TempDir dir;
+  std::string images = images_dir(dir);
+  Program p("tcphalf", dir);
+  ASSERT_TRUE(p.wait_ready());
+  pid_t pid = p.pid();
+  RestoredTree restored;
+  ASSERT_NO_FATAL_FAILURE(dump_and_reap(pid, images, &p));
+  std::multiset<uint32_t> states;
+  auto view = show_json(images);
+  for (auto& f : view.files())
+    if (f.has_inet_sk() && f.inet_sk().has_tcp()) states.insert(f.inet_sk().state());
+  EXPECT_EQ(states, (std::multiset<uint32_t>{5, 8}));  // FIN_WAIT2, CLOSE_WAIT
+  restored.add_from(images);
+  ASSERT_EQ(restore_detached(images), pid);
+  ::kill(pid, SIGUSR1);
+  EXPECT_EQ(wait_pid(pid).value_or(-1), 0) << read_text(dir / "tcphalf.log");
+}
+TEST(InetSocketRestore, AHalfClosedConnectionSurvivesTwoCycles) { cycle("tcphalf", 2); }
 
 TEST(InetSocketRestore, PendingConnectionIsAcceptedWithItsData) {
   TempDir dir;
@@ -248,24 +269,33 @@ TEST(InetSocketDump, AnEmptyQueuedDatagramIsRefused) {
   ::close(u);
 }
 
-TEST(InetSocketDump, AConnectionClosedByItsPeerIsRefusedByState) {
+TEST(InetSocketDump, AConnectionStillConnectingIsRefusedByState) {
   int l = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   socklen_t len = sizeof a;
   ASSERT_EQ(::bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  ASSERT_EQ(::listen(l, 1), 0);
+  ASSERT_EQ(::listen(l, 0), 0);
   ASSERT_EQ(::getsockname(l, reinterpret_cast<sockaddr*>(&a), &len), 0);
-  int c = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  ASSERT_EQ(::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  int s = ::accept4(l, nullptr, nullptr, SOCK_CLOEXEC);
-  ASSERT_GE(s, 0);
-  ::shutdown(c, SHUT_WR);  // s is in CLOSE_WAIT
-  ::usleep(20 * 1000);
-  expect_refused_as_fd0(s, "CLOSE_WAIT: a TCP socket in state CLOSE_WAIT cannot be checkpointed yet");
-  ::close(s);
-  ::close(c);
+  // Nobody accepts: once the accept queue is full, SYNs are dropped and a
+  // new connection stays in SYN_SENT.
+  std::vector<int> clients;
+  int connecting = -1;
+  for (int i = 0; i < 8 && connecting < 0; i++) {
+    int c = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    ::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    ::usleep(20 * 1000);
+    tcp_info ti{};
+    socklen_t tl = sizeof ti;
+    ::getsockopt(c, SOL_TCP, TCP_INFO, &ti, &tl);
+    if (ti.tcpi_state == 2) connecting = c;
+    else clients.push_back(c);
+  }
+  ASSERT_GE(connecting, 0);
+  expect_refused_as_fd0(connecting, "a TCP socket in state SYN_SENT cannot be checkpointed yet");
+  ::close(connecting);
+  for (int c : clients) ::close(c);
   ::close(l);
 }
 

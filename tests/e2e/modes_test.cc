@@ -58,5 +58,5 @@ INSTANTIATE_TEST_SUITE_P(
                     Case{"kinds", {}}, Case{"anonfds", {"no-child"}}, Case{"creds", {}}, Case{"cow", {}}, Case{"many_threads", {}},
                     Case{"restore_single", {}}, Case{"restore_threads", {}},
                     Case{"tcpstream", {"pair", "v4"}}, Case{"tcpstream", {"pair", "v6"}},
-                    Case{"tcpstream", {"pair", "mapped"}}, Case{"udp", {}}),
+                    Case{"tcpstream", {"pair", "mapped"}}, Case{"udp", {}}, Case{"tcphalf", {}}),
     name_of);
