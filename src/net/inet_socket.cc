@@ -405,7 +405,9 @@ Status InetSocketRestorer::validate(const std::vector<img::FileEntry>& files) {
     if (tcp && state != kListen && state != kClose && !tcp_connected_state(state))
       return failf("{}: TCP state {} cannot be restored", what, tcp_state_name(state));
     if (tcp_connected_state(state) && !connected(sk)) return failf("{}: connected without a peer address", what);
-    if (sk.pending() && state != kEstablished) return failf("{}: a pending connection in state {}", what, tcp_state_name(state));
+    // A connection not yet accepted: its connecting end may have shut down.
+    if (sk.pending() && state != kEstablished && (!tcp_fin_sent(state) || tcp_fin_received(state)))
+      return failf("{}: a pending connection in state {}", what, tcp_state_name(state));
     if (sk.has_tcp() && sk.tcp().unsent() > sk.tcp().send_queue().size())
       return failf("{}: {} unsent bytes in a send queue of {}", what, sk.tcp().unsent(), sk.tcp().send_queue().size());
     if (tcp && tcp_connected_state(state) && !sk.pending() && !sk.has_tcp())
@@ -471,6 +473,8 @@ Result<std::unique_ptr<InetSocketRestorer>> InetSocketRestorer::create_all(
             // connection waits in its accept queue with what it had received.
             TRY(connect_to(s, sk, what));
             TRY(send_all(s, sk.pending_received() + sk.tcp().send_queue(), 5000, what));
+            if (tcp_fin_sent(state) && ::shutdown(s, SHUT_WR) != 0)
+              return failf_errno("{}: shutdown after its data", what);
           } else {
             TRY(restore_tcp_connection(s, static_cast<int>(sk.family()), remote_of(sk), sk.tcp(), made.plan,
                                        what));

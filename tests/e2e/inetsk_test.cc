@@ -148,6 +148,8 @@ TEST(InetSocketRestore, PendingConnectionIsAcceptedWithItsData) {
   EXPECT_EQ(wait_pid(pid).value_or(-1), 0) << read_text(dir / "tcppending.log");
 }
 
+TEST(InetSocketRestore, PendingConnectionShutDownByItsClient) { cycle("tcppending", 1, {"tree-fin"}); }
+
 TEST(InetSocketRestore, PendingConnectionProgramWithoutCheckpoint) {
   TempDir dir;
   Program p("tcppending", dir, {"tree"});

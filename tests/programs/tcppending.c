@@ -4,6 +4,9 @@
  *                                 the parent does not accept before SIGUSR1,
  *                                 then accepts, reads them exactly, answers,
  *                                 and the child reads the answer.
+ *   tcppending READY DIR tree-fin the same, and the child shuts down its side
+ *                                 after its data: the parent then reads the
+ *                                 end of the stream after the data.
  *   tcppending READY DIR alone    only the listener (on 127.0.0.1:PORT of
  *                                 DIR/port): someone outside connects; after
  *                                 SIGUSR1 it accepts one and reads "outside".
@@ -61,6 +64,7 @@ int main(int argc, char** argv) {
     uint8_t data[DATA_LEN];
     for (int i = 0; i < DATA_LEN; i++) data[i] = (uint8_t)prog_hash((uint64_t)i);
     if (write(c, data, DATA_LEN) != DATA_LEN) _exit(1);
+    if (strcmp(argv[3], "tree-fin") == 0 && shutdown(c, SHUT_WR) != 0) _exit(1);
     if (write(sync[1], "r", 1) != 1) _exit(1);
     prog_wait_usr1();
     char answer[6];
@@ -84,9 +88,14 @@ int main(int argc, char** argv) {
   int bad = 0;
   for (int i = 0; i < DATA_LEN; i++) bad += data[i] != (uint8_t)prog_hash((uint64_t)i);
   CHECK(bad == 0, "%d bytes differ", bad);
-  /* Nothing more than what was sent. */
+  /* Nothing more than what was sent, then the end of the stream if the
+   * child shut down. */
   int more = 0;
-  CHECK(recv(s, &more, sizeof(more), MSG_DONTWAIT) < 0 && errno == EAGAIN, "no byte beyond the data");
+  if (strcmp(argv[3], "tree-fin") == 0) {
+    CHECK(recv(s, &more, sizeof(more), 0) == 0, "the end of the stream after the data");
+  } else {
+    CHECK(recv(s, &more, sizeof(more), MSG_DONTWAIT) < 0 && errno == EAGAIN, "no byte beyond the data");
+  }
   CHECK(write(s, "thanks", 6) == 6, "answer");
   kill(child, SIGUSR1);
   int st = 0;
