@@ -290,6 +290,7 @@ Result<DumpStats> Dumper::run() {
     st = unix_sockets_.check_peers(pids);
   }
   if (st) st = inet_sockets_.check_peers();
+  if (st && inet_sockets_.size()) log_.info("{} inet socket(s), their peers checked", inet_sockets_.size());
   // Last of the checks, and only when the tree dies: connections waiting to
   // be accepted are taken from their listener's queue here.
   if (st && !options_.leave_running) st = inet_sockets_.take_pending(files_.mutable_entries());
