@@ -70,6 +70,12 @@ int minicriu_dump_opts_set_external_hook(minicriu_dump_opts* opts, minicriu_exte
 /* The network lock: "auto" (the default), "nftables", "iptables" or "skip".
  * Checked by minicriu_dump. */
 int minicriu_dump_opts_set_network_lock(minicriu_dump_opts* opts, const char* mode);
+/* TCP connections to peers outside the tree are dumped (the peer must stay),
+ * instead of refused. */
+int minicriu_dump_opts_set_tcp_established(minicriu_dump_opts* opts, int on);
+/* Connections waiting to be accepted, from outside the tree, are dropped
+ * instead of refused. */
+int minicriu_dump_opts_set_tcp_drop_pending(minicriu_dump_opts* opts, int on);
 /* Checkpoints the tree; on failure the tree keeps running. */
 int minicriu_dump(const minicriu_dump_opts* opts);
 

@@ -107,6 +107,12 @@ struct DumpOptions {
   // "auto" (nftables, else the iptables commands), "nftables", "iptables",
   // or "skip" (no lock). A tree without TCP connections needs no firewall.
   std::string network_lock = "auto";
+  // A TCP connection whose peer is outside the tree is dumped (with
+  // TCP_REPAIR) instead of refused: the user promises the peer stays.
+  bool tcp_established = false;
+  // A connection waiting to be accepted on a listener of the tree whose
+  // connecting end is outside the tree is dropped instead of refused.
+  bool tcp_drop_pending = false;
   LogOptions log;
 };
 

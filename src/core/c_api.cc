@@ -115,6 +115,16 @@ int minicriu_dump_opts_set_network_lock(minicriu_dump_opts* opts, const char* mo
   opts->options.network_lock = mode;
   return 0;
 }
+int minicriu_dump_opts_set_tcp_established(minicriu_dump_opts* opts, int on) {
+  if (!opts) return bad_argument("opts");
+  opts->options.tcp_established = on != 0;
+  return 0;
+}
+int minicriu_dump_opts_set_tcp_drop_pending(minicriu_dump_opts* opts, int on) {
+  if (!opts) return bad_argument("opts");
+  opts->options.tcp_drop_pending = on != 0;
+  return 0;
+}
 int minicriu_dump(const minicriu_dump_opts* opts) {
   if (!opts) return bad_argument("opts");
   auto r = minicriu::dump(opts->options);

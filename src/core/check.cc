@@ -11,12 +11,17 @@
 #include <fcntl.h>
 #include <linux/kcmp.h>
 
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include <cstring>
 #include <sstream>
 
 #include "core/error.hpp"
 #include "core/syscalls.hpp"
 #include "net/network_lock.hpp"
+#include "core/unique_fd.hpp"
+#include "net/inet_addr.hpp"
 #include "proc/proc_parse.hpp"
 #include "ptrace/tracee.hpp"
 
@@ -163,6 +168,22 @@ CheckItem check_nftables() {
   return item;
 }
 
+// TCP connections are dumped and restored with TCP_REPAIR (CAP_NET_ADMIN),
+// their peers found through inet sock_diag.
+CheckItem check_tcp_repair() {
+  CheckItem item{"TCP_REPAIR and inet sock_diag (TCP connections)", false, false, {}};
+  UniqueFd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  int on = TCP_REPAIR_ON;
+  if (!s || ::setsockopt(s.get(), SOL_TCP, TCP_REPAIR, &on, sizeof on) != 0) {
+    item.detail = fmt::format("TCP_REPAIR: {}", std::strerror(errno));
+    return item;
+  }
+  auto diag = inet_diag_dump(AF_INET, IPPROTO_TCP);
+  item.ok = diag.has_value();
+  item.detail = diag ? "available" : diag.error().what();
+  return item;
+}
+
 }  // namespace
 
 Result<std::vector<CheckItem>> check() {
@@ -177,6 +198,7 @@ Result<std::vector<CheckItem>> check() {
   items.push_back(check_vdso());
   items.push_back(check_userfaultfd());
   items.push_back(check_nftables());
+  items.push_back(check_tcp_repair());
   auto pipe_max = proc::read_file("/proc/sys/fs/pipe-max-size");
   items.push_back({"pipe size for the page path", pipe_max.has_value(), false,
                    pipe_max ? fmt::format("fs.pipe-max-size {}", std::atol(pipe_max->c_str())) : "unknown"});

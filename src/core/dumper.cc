@@ -19,6 +19,7 @@
 #include "fs/tty.hpp"
 #include "mem/shmem.hpp"
 #include "net/network_lock.hpp"
+#include "net/inet_socket.hpp"
 #include "net/unix_socket.hpp"
 #include "images/image_dir.hpp"
 #include "images/image_io.hpp"
@@ -64,6 +65,8 @@ class Dumper {
       : options_(options), external_(std::move(external)), log_(options.log), dir_(options.images_dir),
         ghosts_(dir_, std::move(policy), log_), pipes_(dir_), shmem_(dir_, log_),
         net_lock_(std::move(net_lock)),
+        inet_sockets_(InetDumpPolicy{options.tcp_established, options.tcp_drop_pending,
+                                     options.leave_running}),
         files_(make_file_context()) {}
 
   Result<DumpStats> run();
@@ -82,6 +85,7 @@ class Dumper {
   FileDumpContext make_file_context() {
     FileDumpContext ctx{ghosts_, pipes_, shmem_, created_links_, &tree_tids_, &unix_sockets_};
     ctx.net_lock = net_lock_.get();
+    ctx.inet_sockets = &inet_sockets_;
     ctx.ttys = &ttys_;
     return ctx;
   }
@@ -104,6 +108,7 @@ class Dumper {
   // is released before the lock goes, so a failed dump's connections wake up
   // only once nothing of ours holds them any more.
   std::unique_ptr<NetworkLock> net_lock_;
+  InetSocketStore inet_sockets_;
   FileRegistry files_;
   DumpStats stats_;
   std::vector<std::string> written_;
@@ -340,16 +345,24 @@ Result<DumpStats> Dumper::run() {
   }
   if (st) st = check_external_pipes(*tree);
   if (st) st = check_ttys(images);
-  std::set<pid_t> pids;
-  for (auto& p : tree->processes()) pids.insert(p.pid);
-  if (st) st = unix_sockets_.check_peers(pids, external_, files_.mutable_entries());
-  if (st) st = unix_sockets_.check_named(pids, options_.leave_running);
+  if (st) {
+    std::set<pid_t> pids;
+    for (auto& p : tree->processes()) pids.insert(p.pid);
+    st = unix_sockets_.check_peers(pids, external_, files_.mutable_entries());
+    if (st) st = unix_sockets_.check_named(pids, options_.leave_running);
+  }
+  if (st) st = inet_sockets_.check_peers();
+  if (st && inet_sockets_.size()) log_.info("{} inet socket(s), their peers checked", inet_sockets_.size());
+  // Last of the checks, and only when the tree dies: connections waiting to
+  // be accepted are taken from their listener's queue here.
+  if (st && !options_.leave_running) st = inet_sockets_.take_pending(files_.mutable_entries());
   stats_.processes = static_cast<unsigned>(tree->processes().size());
   stats_.threads = tree->thread_count();
   stats_.page_bytes = stats_.pages_dumped * 4096;
   // Every page is in the page images now (splice copied it into the page
   // cache), so a tree that stays may run again before the images are synced.
   if (st && options_.leave_running) {
+    inet_sockets_.finish(false);  // repair mode off before the tree runs again
     tree->release();
     stats_.frozen_ns = ns_since(frozen_at);
     log_.info("tree released, left running");
@@ -372,6 +385,7 @@ Result<DumpStats> Dumper::run() {
   if (!st) {
     remove_written();
     images.clear();  // drops unfinished page files
+    inet_sockets_.finish(false);
     tree->release();
     remove_network_lock("dump failed");
     log_.info("dump failed; the tree was released and keeps running");
@@ -380,6 +394,8 @@ Result<DumpStats> Dumper::run() {
   if (!options_.leave_running) {
     // Only a complete, synced image set may cost the tree its life.
     tree->kill();
+    // Its TCP sockets died in repair mode: closed without FIN or RST.
+    inet_sockets_.finish(true);
     stats_.frozen_ns = ns_since(frozen_at);
     log_.info("tree killed after a complete dump");
     if (kept_lock.table.empty()) remove_network_lock("tree killed");

@@ -22,6 +22,7 @@
 #include "mem/shmem.hpp"
 #include "core/external.hpp"
 #include "net/network_lock.hpp"
+#include "net/inet_socket.hpp"
 #include "net/unix_socket.hpp"
 #include "restorer/checkpoint.hpp"
 #include "restorer/machine.hpp"
@@ -159,6 +160,8 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   // Shared objects of the tree: their images are read and checked now.
   ASSIGN_OR_RETURN(auto pipes, PipeRestorer::load(dir));
   ASSIGN_OR_RETURN(auto shmem, ShmemRestorer::load(dir));
+  TRY(with_context(InetSocketRestorer::validate(ckpt.files),
+                   fmt::format("{} cannot be restored here", dir.path())));
   TRY(check_ids_free(ckpt));
   // What stands in for objects that were outside the tree: asked for before
   // anything is made, so a missing one costs nothing.
@@ -184,6 +187,9 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   tree.files.unix_sockets = unix_sockets.get();
   ASSIGN_OR_RETURN(auto ttys, TtyRestorer::create_all(ckpt.files, floor, log));
   tree.files.ttys = ttys.get();
+  // Listeners first, then connections (in TCP repair mode until resume()).
+  ASSIGN_OR_RETURN(auto inet_sockets, InetSocketRestorer::create_all(ckpt.files, floor));
+  tree.files.inet_sockets = inet_sockets.get();
   ASSIGN_OR_RETURN(auto shared, open_shared_files(ckpt, tree.files));
   tree.files.shared_files = &shared.numbers;
   std::map<pid_t, ChannelPair> channels;
@@ -234,6 +240,9 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   shmem.reset();
   unix_sockets.reset();
   ttys.reset();
+  // Every socket of the tree exists: connections may talk again.
+  TRY(inet_sockets->resume());
+  inet_sockets.reset();
   for (auto& f : ckpt.files)
     if (f.has_reg() && f.reg().remove_after_restore()) ::unlink(f.reg().path().c_str());
   for (auto& t : tasks) TRY(send_go(t.channel()));

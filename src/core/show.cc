@@ -1,6 +1,7 @@
 // `minicriu show`: every image of a checkpoint, decoded for people or as JSON.
 #include <google/protobuf/util/json_util.h>
 #include <sys/stat.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
 
@@ -8,6 +9,7 @@
 #include "images/image_dir.hpp"
 #include "images/image_io.hpp"
 #include "fs/tty.hpp"
+#include "net/inet_socket.hpp"
 #include "net/unix_named.hpp"
 #include "net/unix_socket.hpp"
 #include "minicriu.pb.h"
@@ -144,6 +146,24 @@ std::string file_summary(const google::protobuf::RepeatedPtrField<img::FileEntry
       return fmt::format("pty {} /dev/pts/{} (flags {:#o}{}): {}", t.master() ? "master" : "slave", t.index(),
                          t.flags(), t.exclusive() ? ", exclusive" : "",
                          pty_state_summary(t.pty()));
+    }
+    if (f.has_inet_sk()) {
+      const auto& sk = f.inet_sk();
+      std::string s = fmt::format("{} socket:[{}]", describe_inet_socket(sk), sk.ino());
+      if (sk.state() == 10) s += fmt::format(", backlog {}", sk.backlog());
+      if (sk.has_tcp())
+        s += fmt::format(", send queue {} byte(s) ({} unsent), receive queue {} byte(s)",
+                         sk.tcp().send_queue().size(), sk.tcp().unsent(), sk.tcp().recv_queue().size());
+      if (sk.protocol() == IPPROTO_UDP) {
+        size_t bytes = 0;
+        for (auto& d : sk.queue()) bytes += d.data().size();
+        s += fmt::format(", {} datagram(s) of {} byte(s) queued", sk.queue_size(), bytes);
+      }
+      if (sk.pending())
+        s += fmt::format(", waiting to be accepted (#{}) with {} byte(s) received", sk.pending_order(),
+                         sk.pending_received().size());
+      if (sk.flags() & 04000) s += ", non-blocking";
+      return s;
     }
     if (f.has_inotify()) {
       std::string watches;

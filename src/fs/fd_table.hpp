@@ -28,9 +28,9 @@ class FileRegistry {
   [[nodiscard]] Result<uint32_t> add_deleted_mapping(pid_t pid, uint64_t start, uint64_t end,
                                                      bool writable_shared);
   const std::vector<img::FileEntry>& entries() const { return entries_; }
-  // For checks and steps that can only run once the whole tree is seen (a
-  // unix socket's peer accepted as external is marked so; a unix listener's
-  // connections not yet accepted are recorded).
+  // For checks and kinds that complete entries once the whole tree is seen (a
+  // unix socket's peer accepted as external, inet connections waiting to be
+  // accepted, a unix listener's connections not yet accepted).
   std::vector<img::FileEntry>& mutable_entries() { return entries_; }
 
  private:

@@ -2,6 +2,8 @@
 
 #include "fs/ghost_file.hpp"
 
+#include <sys/socket.h>
+
 namespace minicriu {
 
 const std::vector<const FileKind*>& file_kinds() {
@@ -11,7 +13,7 @@ const std::vector<const FileKind*>& file_kinds() {
       &regular_file_kind(), &ghost_file_kind(), &pipe_kind(),     &memfd_kind(),
       &fifo_kind(),         &eventfd_kind(),    &timerfd_kind(),  &signalfd_kind(),
       &epoll_kind(),        &pidfd_kind(),      &inotify_kind(),
-      &unix_socket_kind()};
+      &unix_socket_kind(),  &inet_socket_kind()};
   return kinds;
 }
 
@@ -22,7 +24,17 @@ std::string describe_unsupported(const FdDumpInfo& fd) {
   const std::string& l = fd.link;
   if (l.rfind("pipe:", 0) == 0) return "a pipe";
   if (S_ISFIFO(fd.st.st_mode)) return "a fifo";
-  if (l.rfind("socket:", 0) == 0) return "a socket";
+  if (l.rfind("socket:", 0) == 0) {
+    int domain = -1;
+    socklen_t len = sizeof domain;
+    if (fd.local_fd < 0 || ::getsockopt(fd.local_fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0)
+      return "a socket";
+    switch (domain) {
+      case AF_NETLINK: return "a netlink socket";
+      case AF_PACKET: return "a packet socket";
+      default: return "a socket of family " + std::to_string(domain);
+    }
+  }
   if (l.rfind("anon_inode:", 0) == 0) return "an anonymous-inode file (" + l.substr(11) + ")";
   if (l.rfind("/memfd:", 0) == 0) return "a memfd";
   if (has_deleted_suffix(l))

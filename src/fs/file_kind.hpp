@@ -141,6 +141,7 @@ const FileKind& pidfd_kind();
 const FileKind& inotify_kind();
 const FileKind& unix_socket_kind();  // src/net/unix_socket.cc
 const FileKind& tty_kind();          // src/fs/tty.cc
+const FileKind& inet_socket_kind();  // src/net/inet_socket.cc
 
 // The RegFile of an fd reached by path (regular and ghost files both).
 void describe_reg_file(const FdDumpInfo& fd, const std::string& path, img::RegFile& reg);

@@ -56,6 +56,8 @@ INSTANTIATE_TEST_SUITE_P(
                     Case{"ghost", {"shared"}}, Case{"ghost", {"sparse"}}, Case{"ghost", {"linked-other"}},
                     Case{"pipes", {}}, Case{"shm", {}}, Case{"sysv", {}}, Case{"timers", {}},
                     Case{"kinds", {}}, Case{"anonfds", {"no-child"}}, Case{"creds", {}}, Case{"cow", {}}, Case{"many_threads", {}},
-                    Case{"restore_single", {}}, Case{"restore_threads", {}}, Case{"pty", {}},
-                    Case{"unixnamed", {"nopending"}}, Case{"unixdgram", {}}),
+                    Case{"restore_single", {}}, Case{"restore_threads", {}},
+                    Case{"tcpstream", {"pair", "v4"}}, Case{"tcpstream", {"pair", "v6"}},
+                    Case{"tcpstream", {"pair", "mapped"}}, Case{"udp", {}}, Case{"tcphalf", {}},
+                    Case{"pty", {}}, Case{"unixnamed", {"nopending"}}, Case{"unixdgram", {}}),
     name_of);

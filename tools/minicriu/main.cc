@@ -69,6 +69,13 @@ int main(int argc, char** argv) {
                        "iptables commands), nftables (through libnftables, no command needed), "
                        "iptables, or skip (no lock); default auto. Rules live in a table of "
                        "minicriu's own, removed again after every dump");
+  dump_cmd->add_flag("--tcp-established", dump.tcp_established,
+                     "Dump TCP connections whose peer is outside the tree (restored with "
+                     "TCP_REPAIR; the peer must keep the connection until the restore). "
+                     "Connections with both ends in the tree need no option");
+  dump_cmd->add_flag("--tcp-drop-pending", dump.tcp_drop_pending,
+                     "Drop connections from outside the tree that wait to be accepted on a "
+                     "listening socket of the tree (default: refuse the dump)");
   dump_cmd->add_flag("-v,--verbose", verbosity, "Same as the global -v");
 
   minicriu::RestoreOptions restore;
