@@ -3,6 +3,8 @@
 // connection waiting to be accepted, and the refusals: a peer outside the
 // tree, a pending connection from outside, queued datagrams, raw sockets.
 #include <gtest/gtest.h>
+#include <algorithm>
+#include <cstring>
 #include <fmt/format.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -16,6 +18,7 @@
 #include <filesystem>
 
 #include "e2e_util.hpp"
+#include "net/network_lock.hpp"
 #include "minicriu.pb.h"
 
 using namespace e2e;
@@ -232,14 +235,30 @@ TEST(InetSocketRestore, AConnectionToAPeerOutsideComesBackWithTcpEstablished) {
   auto r = run_minicriu({"dump", "-t", std::to_string(pid), "-D", images, "--tcp-established"});
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_EQ(wait_pid(pid).value_or(-1), 128 + SIGKILL);
+  // Killed, its peer still here: the network lock stays until the restore,
+  // so what the peer sends now meets no RST and is not lost.
+  std::string table = show_json(images).inventory().network_lock_table();
+  ASSERT_NE(table, "");
+  auto tables = minicriu::network_lock_tables();
+  ASSERT_TRUE(tables) << tables.error().what();
+  EXPECT_NE(std::find(tables->begin(), tables->end(), table), tables->end()) << table;
+  ASSERT_EQ(::send(ours, "world", 5, 0), 5);
+  ::usleep(300 * 1000);  // retransmitted at least once into the lock
+  int err = 0;
+  socklen_t errlen = sizeof err;
+  ASSERT_EQ(::getsockopt(ours, SOL_SOCKET, SO_ERROR, &err, &errlen), 0);
+  EXPECT_EQ(err, 0) << std::strerror(err);
   RestoredTree restored;
   restored.add_from(images);
   ASSERT_EQ(restore_detached(images), pid);
+  // The restore removed the lock.
+  tables = minicriu::network_lock_tables();
+  ASSERT_TRUE(tables) << tables.error().what();
+  for (auto& t : *tables) EXPECT_FALSE(t.starts_with("minicriu-")) << t;
   int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
   ASSERT_GE(pidfd, 0);
   int copy = static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd, 0, 0));
   ASSERT_GE(copy, 0);
-  ASSERT_EQ(::send(ours, "world", 5, 0), 5);
   char buf[16] = {};
   for (int i = 0; i < 200 && ::recv(copy, buf, sizeof buf - 1, MSG_PEEK | MSG_DONTWAIT) < 10; i++) ::usleep(10000);
   EXPECT_EQ(::recv(copy, buf, sizeof buf - 1, MSG_DONTWAIT), 10);
