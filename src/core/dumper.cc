@@ -353,9 +353,6 @@ Result<DumpStats> Dumper::run() {
   }
   if (st) st = inet_sockets_.check_peers();
   if (st && inet_sockets_.size()) log_.info("{} inet socket(s), their peers checked", inet_sockets_.size());
-  // Last of the checks, and only when the tree dies: connections waiting to
-  // be accepted are taken from their listener's queue here.
-  if (st && !options_.leave_running) st = inet_sockets_.take_pending(files_.mutable_entries());
   stats_.processes = static_cast<unsigned>(tree->processes().size());
   stats_.threads = tree->thread_count();
   stats_.page_bytes = stats_.pages_dumped * 4096;
@@ -378,9 +375,10 @@ Result<DumpStats> Dumper::run() {
     else st = std::unexpected(kept.error());
   }
   // The one destructive step, last before the images, and only when the
-  // tree will be killed: connections not yet accepted are accepted to read
-  // the data their clients sent.
+  // tree will be killed: connections not yet accepted (unix and TCP) are
+  // accepted to read the data their clients sent.
   if (st && !options_.leave_running) st = unix_sockets_.accept_pending(files_.mutable_entries());
+  if (st && !options_.leave_running) st = inet_sockets_.take_pending(files_.mutable_entries());
   if (st) st = write_images(images, tree->root(), kept_lock);
   if (!st) {
     remove_written();

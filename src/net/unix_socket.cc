@@ -339,8 +339,10 @@ Status UnixSocketStore::check_peers(const std::set<pid_t>& tree, const ExternalP
     if (peer != sockets_.end()) {
       // A datagram socket may be connected to one that is not connected back.
       if (peer->second.peer_ino != ino && s.type != SOCK_DGRAM)
-        return failf("{} is connected to {}, which is connected elsewhere; only socket pairs can "
-                     "be checkpointed yet", what, sk_link(s.peer_ino));
+        return failf("{} is connected to {}, which sock_diag says is connected elsewhere; a "
+                     "{} connection has two ends, so the socket table changed under the dump or "
+                     "is not understood; dump again, and report it if it persists", what,
+                     sk_link(s.peer_ino), unix_type_name(s.type));
       continue;
     }
     // The peer is outside: what is known of it, for the user and the hook.
