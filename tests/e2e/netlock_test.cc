@@ -142,9 +142,10 @@ TEST(NetworkLockE2E, CheckSaysWhetherNftablesWorks) {
 }
 
 // A dump that killed a tree with connections to peers outside it keeps its
-// lock and names it in the inventory. Until TCP sockets are dumped, the test
-// plants such a lock (a real kept table) into a real checkpoint's inventory:
-// a restore that fails leaves it, one that succeeds removes it.
+// lock and names it in the inventory (inetsk_test's --tcp-established test
+// makes one for real). Here a real kept table is planted into a checkpoint's
+// inventory, to fail a restore on purpose: a restore that fails leaves it,
+// one that succeeds removes it.
 TEST(NetworkLockE2E, RestoreRemovesAKeptLockOnceTheTreeRunsAndAFailedOneLeavesIt) {
   TempDir dir;
   Program p("basic", dir);
@@ -208,4 +209,62 @@ TEST(NetworkLockE2E, RestoreRemovesAKeptLockOnceTheTreeRunsAndAFailedOneLeavesIt
   EXPECT_TRUE(tables_with_prefix(kept.table).empty());
   ::kill(pid, SIGUSR1);
   EXPECT_EQ(wait_pid(pid).value_or(-1), 0);
+}
+
+// With TCP connections in the tree: the lock is made while the tree is
+// frozen (the -v log says so) and is gone after the dump, whether it left the
+// tree running, killed it (both ends in the tree: nothing to keep), or failed
+// midway with the connections locked.
+TEST(NetworkLockE2E, TcpTreeIsLockedDuringTheDumpAndNoTableStaysAfterIt) {
+  TempDir dir;
+  Program p("tcpstream", dir, {"pair", "v4"});
+  ASSERT_TRUE(p.wait_ready());
+  pid_t pid = p.pid();
+  {
+    TableWatcher watch(pid);
+    auto r = run_minicriu({"-v", "dump", "-t", std::to_string(pid), "-D", images_dir(dir, "running"),
+                           "--leave-running", "--network-lock", "nftables"});
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_NE(r.output.find("network lock: nftables table inet " + prefix_of(pid)), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("deleted"), std::string::npos) << r.output;
+    watch.stop();
+    EXPECT_TRUE(tables_with_prefix(prefix_of(pid)).empty());
+  }
+  expect_intact(p);
+}
+
+TEST(NetworkLockE2E, TcpTreeDumpFailingAfterTheLockLeavesNoTable) {
+  TempDir dir;
+  TmpfsMount small(dir / "small", "size=1m");
+  if (!small.ok()) GTEST_SKIP() << "cannot mount tmpfs here (needs root)";
+  Program p("tcpstream", dir, {"pair", "v4"});
+  ASSERT_TRUE(p.wait_ready());
+  // The fds (and their connections, locked) come before the pages, which
+  // cannot fit in 1 MiB.
+  auto r = run_minicriu({"-v", "dump", "-t", std::to_string(p.pid()), "-D", dir / "small", "--network-lock",
+                         "nftables"});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("network lock: nftables table inet " + prefix_of(p.pid())), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("No space left on device"), std::string::npos) << r.output;
+  EXPECT_TRUE(tables_with_prefix(prefix_of(p.pid())).empty());
+  expect_intact(p);
+}
+
+TEST(NetworkLockE2E, TcpTreeKilledAndRestoredLeavesNoTable) {
+  TempDir dir;
+  Program p("tcpstream", dir, {"pair", "v4"});
+  ASSERT_TRUE(p.wait_ready());
+  pid_t pid = p.pid();
+  std::string images = images_dir(dir);
+  RestoredTree restored;
+  ASSERT_NO_FATAL_FAILURE(dump_and_reap(pid, images, &p));
+  // Both ends in the tree: nothing to keep until the restore.
+  EXPECT_EQ(show_json(images).inventory().network_lock_table(), "");
+  EXPECT_TRUE(tables_with_prefix(prefix_of(pid)).empty());
+  restored.add_from(images);
+  ASSERT_EQ(restore_detached(images), pid);
+  EXPECT_TRUE(tables_with_prefix(prefix_of(pid)).empty());
+  ::kill(pid, SIGUSR1);
+  EXPECT_EQ(wait_pid(pid).value_or(-1), 0) << read_text(dir / "tcpstream.log");
 }
