@@ -1,4 +1,5 @@
 #include "net/inet_options.hpp"
+#include "net/sockopt.hpp"
 
 #include <netinet/in.h>
 #include <netinet/ip.h>
@@ -10,13 +11,6 @@ namespace minicriu {
 namespace {
 
 constexpr int kEstablished = 1;
-
-int sock_int(int fd, int level, int opt, int fallback) {
-  int v = fallback;
-  socklen_t len = sizeof v;
-  if (::getsockopt(fd, level, opt, &v, &len) != 0) return fallback;
-  return v;
-}
 
 bool is_tcp(const img::InetSocketFile& sk) { return sk.protocol() == IPPROTO_TCP; }
 

@@ -1,4 +1,5 @@
 #include "net/inet_socket.hpp"
+#include "net/sockopt.hpp"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -26,13 +27,6 @@ constexpr int kEstablished = 1;
 constexpr int kClose = 7;
 constexpr int kCloseWait = 8;
 constexpr int kListen = 10;
-
-int sock_int(int fd, int level, int opt, int fallback) {
-  int v = fallback;
-  socklen_t len = sizeof v;
-  if (::getsockopt(fd, level, opt, &v, &len) != 0) return fallback;
-  return v;
-}
 
 bool is_tcp(const img::InetSocketFile& sk) { return sk.protocol() == IPPROTO_TCP; }
 

@@ -1,4 +1,5 @@
 #include "net/unix_socket.hpp"
+#include "net/sockopt.hpp"
 
 #include <fcntl.h>
 #include <linux/netlink.h>
@@ -23,13 +24,6 @@ namespace minicriu {
 namespace {
 
 std::string sk_link(uint64_t ino) { return fmt::format("socket:[{}]", ino); }
-
-int sock_int(int fd, int level, int opt, int fallback) {
-  int v = fallback;
-  socklen_t len = sizeof v;
-  if (::getsockopt(fd, level, opt, &v, &len) != 0) return fallback;
-  return v;
-}
 
 // A new datagram socket connected to a bound name ("@x" for abstract).
 Result<UniqueFd> connect_unix_dgram(const std::string& name, const std::string& what) {
