@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <set>
 
@@ -77,6 +78,7 @@ class Dumper {
                                     const std::vector<FdListing>& fds, DumpedProcess& out,
                                     const ParentMemory& parent);
   [[nodiscard]] Status write_images(std::vector<DumpedProcess>& images, pid_t root,
+                                    const std::function<Status()>& before_files,
                                     const NetworkLock::Kept& kept_lock);
   [[nodiscard]] Result<NetworkLock::Kept> keep_network_lock();
   void remove_network_lock(const char* when);
@@ -225,7 +227,11 @@ Status Dumper::write_stream(const std::string& path, ImageKind kind, const std::
   return {};
 }
 
+// files.img and the inventory come last, after before_files(): the step that
+// changes the tree (accepting waiting connections) runs when only they are
+// left to write.
 Status Dumper::write_images(std::vector<DumpedProcess>& images, pid_t root,
+                            const std::function<Status()>& before_files,
                             const NetworkLock::Kept& kept_lock) {
   std::vector<img::ProcessEntry> pstree;
   for (auto& p : images) {
@@ -240,7 +246,6 @@ Status Dumper::write_images(std::vector<DumpedProcess>& images, pid_t root,
     written_.push_back(dir_.pages(pid));
   }
   TRY(write_stream(dir_.pstree(), ImageKind::pstree, pstree));
-  TRY(write_stream(dir_.files(), ImageKind::files, files_.entries()));
   TRY(shmem_.commit());
   for (auto& o : shmem_.entries()) written_.push_back(dir_.shmem_data(o.id()));
   TRY(write_stream(dir_.shmem(), ImageKind::shmem, shmem_.entries()));
@@ -250,6 +255,8 @@ Status Dumper::write_images(std::vector<DumpedProcess>& images, pid_t root,
   TRY(ghosts_.commit());
   for (auto& g : ghosts_.entries()) written_.push_back(dir_.ghost_data(g.id()));
   TRY(write_stream(dir_.ghosts(), ImageKind::ghosts, ghosts_.entries()));
+  TRY(before_files());
+  TRY(write_stream(dir_.files(), ImageKind::files, files_.entries()));
 
   img::Inventory inv;
   inv.set_format_version(kImageFormatVersion);
@@ -296,7 +303,9 @@ Result<NetworkLock::Kept> Dumper::keep_network_lock() {
 // packets must never reach a socket in repair.)
 void Dumper::remove_network_lock(const char* when) {
   if (auto st = net_lock_->remove(); !st)
-    log_.warn("{}: the network lock could not be removed: {}", when, st.error().what());
+    log_.warn("{}: the network lock {} could not be removed: {}; delete it by hand (nftables: `nft delete "
+              "table inet {}`), or the tree's connections stay silent", when, net_lock_->table(),
+              st.error().what(), net_lock_->table());
 }
 
 // A pty slave whose master stays behind is refused; a session whose
@@ -374,12 +383,16 @@ Result<DumpStats> Dumper::run() {
     if (kept) kept_lock = *kept;
     else st = std::unexpected(kept.error());
   }
-  // The one destructive step, last before the images, and only when the
-  // tree will be killed: connections not yet accepted (unix and TCP) are
-  // accepted to read the data their clients sent.
-  if (st && !options_.leave_running) st = unix_sockets_.accept_pending(files_.mutable_entries());
-  if (st && !options_.leave_running) st = inet_sockets_.take_pending(files_.mutable_entries());
-  if (st) st = write_images(images, tree->root(), kept_lock);
+  // The one destructive step, as late as can be (only files.img and the
+  // inventory are written after it), and only when the tree will be killed:
+  // connections not yet accepted (unix and TCP) are accepted to read the
+  // data their clients sent.
+  auto accept_pending = [&]() -> Status {
+    if (options_.leave_running) return {};
+    TRY(unix_sockets_.accept_pending(files_.mutable_entries()));
+    return inet_sockets_.take_pending(files_.mutable_entries());
+  };
+  if (st) st = write_images(images, tree->root(), accept_pending, kept_lock);
   if (!st) {
     remove_written();
     images.clear();  // drops unfinished page files

@@ -112,8 +112,9 @@ class KeptNetworkLock {
   }
   ~KeptNetworkLock() {
     if (!table_.empty())
-      log_.info("restore failed: the network lock ({} {}) stays, the connections silent, for another "
-                "try", backend_, table_);
+      log_.warn("restore failed: the network lock ({} {}) stays, so the connections to peers outside "
+                "the tree stay silent for another try; give up on them by deleting it (nftables: `nft "
+                "delete table inet {}`)", backend_, table_, table_);
   }
   KeptNetworkLock(const KeptNetworkLock&) = delete;
   KeptNetworkLock& operator=(const KeptNetworkLock&) = delete;

@@ -320,13 +320,15 @@ Status InetSocketStore::take_pending(std::vector<img::FileEntry>& entries) {
       std::string what = fmt::format("{}: accepted {}", l.what, format_connection(conn));
       // Its end in the tree dies in repair mode; so does this one, silently.
       TRY(tcp_repair_on(a.get(), what));
-      ASSIGN_OR_RETURN(std::string received, peek_tcp_recv_queue(a.get(), what));
+      ASSIGN_OR_RETURN(TcpReceived received, peek_tcp_recv_queue(a.get(), what));
       auto client = by_ino.find(p->client_ino);
       if (client == by_ino.end())
         return failf("{}: the entry of its connecting end socket:[{}] is missing", what, p->client_ino);
       client->second->set_pending(true);
       client->second->set_pending_order(order++);
-      client->second->set_pending_received(std::move(received));
+      if (client->second->has_tcp())
+        drop_received_from_send_queue(*client->second->mutable_tcp(), received.next_seq);
+      client->second->set_pending_received(std::move(received.data));
       accepted_.push_back(std::move(a));
       taken++;
     }

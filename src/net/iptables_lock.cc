@@ -119,6 +119,7 @@ class IptablesLock final : public LockBackend {
     if (!created) log_.info("network lock: {} chain {} created", list_command(conn.family), chain_);
     created = true;
     seen_.insert(m.outgoing);
+    if (!m.peer_outside) in_tree_.emplace_back(conn.family, m);
     log_.debug("network lock: {} dropped", conn.what);
     return {};
   }
@@ -135,7 +136,14 @@ class IptablesLock final : public LockBackend {
     return {};
   }
 
+  // Only the connections to peers outside the tree stay locked (see
+  // ConnectionMatch::peer_outside).
   Status keep() override {
+    for (auto& [family, m] : in_tree_)
+      TRY(with_context(restore_script(family, fmt::format("*filter\n-D {0} {1} -j DROP\n-D {0} {2} -j DROP\nCOMMIT\n",
+                                                          chain_, m.outgoing, m.incoming)),
+                       fmt::format("unlocking a connection inside the tree in chain {}", chain_)));
+    in_tree_.clear();
     kept_ = true;
     return {};
   }
@@ -145,6 +153,7 @@ class IptablesLock final : public LockBackend {
   const Logger& log_;
   bool created4_ = false, created6_ = false, kept_ = false;
   std::set<std::string> seen_;
+  std::vector<std::pair<int, ConnectionMatch>> in_tree_;
 };
 
 }  // namespace

@@ -44,13 +44,15 @@ ConnectionMatch nft_match(const LockedConnection& c) {
   return {fmt::format("{0} saddr {1} tcp sport {2} {0} daddr {3} tcp dport {4}", ip, local, c.local_port,
                       remote, c.remote_port),
           fmt::format("{0} saddr {1} tcp sport {2} {0} daddr {3} tcp dport {4}", ip, remote, c.remote_port,
-                      local, c.local_port)};
+                      local, c.local_port),
+          c.peer_outside};
 }
 
 ConnectionMatch iptables_match(const LockedConnection& c) {
   std::string local = address_text(c.family, c.local), remote = address_text(c.family, c.remote);
   return {fmt::format("-p tcp -s {} --sport {} -d {} --dport {}", local, c.local_port, remote, c.remote_port),
-          fmt::format("-p tcp -s {} --sport {} -d {} --dport {}", remote, c.remote_port, local, c.local_port)};
+          fmt::format("-p tcp -s {} --sport {} -d {} --dport {}", remote, c.remote_port, local, c.local_port),
+          c.peer_outside};
 }
 
 std::string unique_suffix() {

@@ -18,6 +18,11 @@ namespace minicriu {
 struct ConnectionMatch {
   std::string outgoing;
   std::string incoming;
+  // Only these stay locked past a dump that killed the tree: a connection
+  // with both ends in the tree died silently at both ends (repair mode), and
+  // its rules would only stand in the restore's way (a connection waiting to
+  // be accepted is connected again, from the same address and port).
+  bool peer_outside = false;
 };
 ConnectionMatch nft_match(const LockedConnection& conn);
 ConnectionMatch iptables_match(const LockedConnection& conn);

@@ -184,16 +184,17 @@ class NftablesLock final : public LockBackend {
       kept_ = true;
       return {};
     }
-    if (owner_) {
-      std::string kept = table_ + "-kept";
-      std::string batch = table_commands(kept, false);
-      for (auto& m : matches_) batch += rule_commands(kept, m);
-      batch += fmt::format("delete table inet {}\n", table_);
-      auto r = nft_.run(batch);
-      if (!r) return failf("nftables: keeping the lock in table inet {}: {}", kept, r.error().message());
-      table_ = kept;
-      owner_ = false;
-    }
+    // One transaction: a table of no owner (it outlives us) with the rules
+    // of the connections to peers outside the tree only, and the old one gone.
+    std::string kept = table_ + "-kept";
+    std::string batch = table_commands(kept, false);
+    for (auto& m : matches_)
+      if (m.peer_outside) batch += rule_commands(kept, m);
+    batch += fmt::format("delete table inet {}\n", table_);
+    auto r = nft_.run(batch);
+    if (!r) return failf("nftables: keeping the lock in table inet {}: {}", kept, r.error().message());
+    table_ = kept;
+    owner_ = false;
     kept_ = true;
     log_.info("network lock: table inet {} stays until the restore", table_);
     return {};
@@ -244,8 +245,15 @@ Status network_lock_probe_nftables() {
   NftContext nft;
   std::string table = "minicriu-check-" + unique_suffix();
   TRY(with_context(create_probe_table(nft, table), fmt::format("nftables: creating table inet {}", table)));
-  TRY(with_context(nft.run(fmt::format("delete table inet {}\n", table) + table_commands(table, true)),
-                   fmt::format("nftables: creating table inet {} with hooks", table)));
+  // A kernel before 5.12 knows no owned tables: the lock then makes one
+  // without an owner, as add() does. Whatever fails, the probe goes.
+  auto hooked = nft.run(fmt::format("delete table inet {}\n", table) + table_commands(table, true));
+  if (!hooked)
+    hooked = nft.run(fmt::format("delete table inet {}\n", table) + table_commands(table, false));
+  if (!hooked) {
+    (void)nft.run(fmt::format("delete table inet {}\n", table));
+    return failf("nftables: creating table inet {} with hooks: {}", table, hooked.error().message());
+  }
   TRY(with_context(nft.run(fmt::format("delete table inet {}\n", table)),
                    fmt::format("nftables: deleting table inet {}", table)));
   return {};

@@ -85,6 +85,10 @@ Status read_queue(int fd, int queue, uint32_t& seq, std::string& data, const std
     ASSIGN_OR_RETURN(data, peek_queue(fd, static_cast<size_t>(std::max(size, 0)), name, what));
     ASSIGN_OR_RETURN(int after, get_int(fd, SOL_TCP, TCP_QUEUE_SEQ, "TCP_QUEUE_SEQ", what));
     if (before == after) {
+      // A peek stops at an urgent mark: what lies past it would be lost.
+      if (queue == TCP_RECV_QUEUE && data.size() != static_cast<size_t>(std::max(size, 0)))
+        return failf("{}: only {} of the {} bytes of its {} could be read (urgent data queued?); let "
+                     "the application read them before the dump", what, data.size(), size, name);
       seq = static_cast<uint32_t>(after);
       return select_queue(fd, TCP_NO_QUEUE, what);
     }
@@ -196,11 +200,21 @@ Status dump_tcp_connection(int fd, int state, const std::string& what, img::TcpC
   return {};
 }
 
-Result<std::string> peek_tcp_recv_queue(int fd, const std::string& what) {
-  uint32_t seq = 0;
-  std::string data;
-  TRY(read_queue(fd, TCP_RECV_QUEUE, seq, data, what));
-  return data;
+Result<TcpReceived> peek_tcp_recv_queue(int fd, const std::string& what) {
+  TcpReceived r;
+  TRY(read_queue(fd, TCP_RECV_QUEUE, r.next_seq, r.data, what));
+  return r;
+}
+
+void drop_received_from_send_queue(img::TcpConnection& sender, uint32_t receiver_next_seq) {
+  // The send queue starts at the oldest byte not acknowledged; whatever of
+  // it the receiver already has (its ACK lost in the lock, or delayed) is
+  // before receiver_next_seq. Sequence numbers wrap: unsigned differences.
+  uint32_t size = static_cast<uint32_t>(sender.send_queue().size());
+  uint32_t start = sender.send_seq() - size;
+  uint32_t have = receiver_next_seq - start;
+  if (have == 0 || have > size - std::min(size, sender.unsent())) return;
+  sender.mutable_send_queue()->erase(0, have);
 }
 
 Status restore_tcp_connection(int fd, int family, const InetEndpoint& remote, const img::TcpConnection& c,

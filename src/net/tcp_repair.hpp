@@ -44,8 +44,18 @@ struct TcpRestorePlan {
 // the options negotiated at the handshake, the window, the timestamp.
 [[nodiscard]] Status dump_tcp_connection(int fd, int state, const std::string& what, img::TcpConnection& out);
 
-// The receive queue of a socket in repair mode, read without consuming it.
-[[nodiscard]] Result<std::string> peek_tcp_recv_queue(int fd, const std::string& what);
+// The receive queue of a socket in repair mode, read without consuming it,
+// and the sequence number of the next byte it expects.
+struct TcpReceived {
+  uint32_t next_seq = 0;
+  std::string data;
+};
+[[nodiscard]] Result<TcpReceived> peek_tcp_recv_queue(int fd, const std::string& what);
+
+// Drops from the sender's send queue what its receiver already received
+// (everything before receiver_next_seq): sent again over a new connection,
+// those bytes would arrive twice.
+void drop_received_from_send_queue(img::TcpConnection& sender, uint32_t receiver_next_seq);
 
 // Makes the connection again on fd: a new socket in repair mode, bound to its
 // local address. Connects to remote (no SYN), sets the options, the window,

@@ -277,6 +277,33 @@ TEST(NetworkLock, KeptLockOutlivesTheObjectUntilNetworkUnlock) {
   EXPECT_EQ(again.error().what().find('\n'), std::string::npos);
 }
 
+// Kept past the dump: only connections to peers outside the tree. One with
+// both ends in the tree flows again at once (the restore reconnects such
+// connections from their old ports when they waited to be accepted).
+TEST(NetworkLock, KeepingLeavesOnlyConnectionsToPeersOutsideLocked) {
+  Loopback outside = make_loopback(AF_INET);
+  outside.conn.peer_outside = true;
+  Loopback inside = make_loopback(AF_INET);
+  NetworkLock::Kept kept;
+  {
+    auto lock = NetworkLock::create(NetworkLockMode::nftables, "k" + std::to_string(getpid()), quiet());
+    ASSERT_TRUE(lock.has_value());
+    ASSERT_TRUE((*lock)->add(outside.conn).has_value());
+    ASSERT_TRUE((*lock)->add(inside.conn).has_value());
+    ASSERT_EQ(send(inside.client.fd, "held", 4, 0), 4);
+    EXPECT_EQ(receive(inside.server.fd, 300), "") << "delivered through the lock";
+    auto k = (*lock)->keep();
+    ASSERT_TRUE(k.has_value()) << k.error().what();
+    kept = *k;
+  }
+  // Retransmitted now that its rules are gone.
+  EXPECT_EQ(receive(inside.server.fd, 8000), "held");
+  expect_locked_then_delivered(outside, [&] {
+    auto st = network_unlock(kept.mode, kept.table, quiet());
+    EXPECT_TRUE(st.has_value()) << st.error().what();
+  });
+}
+
 TEST(NetworkLock, RemoveAfterKeepRemovesTheKeptTable) {
   Loopback lb = make_loopback(AF_INET);
   lb.conn.peer_outside = true;
@@ -394,7 +421,13 @@ TEST(NetworkLock, TableGoesWhenTheDumperIsKilled) {
   std::string table = text.substr(0, text.find('\n'));
   pid_t sleeper = static_cast<pid_t>(std::atoi(text.substr(text.find('\n') + 1).c_str()));
   ASSERT_GT(sleeper, 0) << text;
-  usleep(100 * 1000);  // the sleeper has exec'd
+  // Until the sleeper has exec'd, it holds the lock's socket like its parent.
+  std::string exe = "/proc/" + std::to_string(sleeper) + "/exe";
+  for (int i = 0; i < 500; i++) {
+    char target[256] = {};
+    if (readlink(exe.c_str(), target, sizeof target - 1) > 0 && std::string(target).ends_with("/sleep")) break;
+    usleep(10 * 1000);
+  }
   EXPECT_TRUE(table_present(table));
   kill(child, SIGKILL);
   int st;

@@ -189,3 +189,35 @@ TEST(TcpRepair, AFinBehindUnsentDataComesAfterIt) { round_trip(false, true); }
 // not read them all.
 TEST(TcpRepair, AHalfClosedConnectionComesBackHalfClosed) { round_trip(false, true, 20000); }
 TEST(TcpRepair, AFinNotSentAgainIsShownAsTheEndOfTheStream) { round_trip(false, true, 20000, false); }
+
+// A pending connection's client: what the accepted end already received is
+// not sent again from the client's send queue (its ACK may have been lost).
+TEST(TcpRepair, BytesTheReceiverHasAreDroppedFromTheSendQueue) {
+  auto conn = [](uint32_t send_seq, std::string queue, uint32_t unsent) {
+    img::TcpConnection c;
+    c.set_send_seq(send_seq);
+    c.set_send_queue(std::move(queue));
+    c.set_unsent(unsent);
+    return c;
+  };
+  // Queue "abcdef" holds sequence numbers 94..99; the receiver has up to 96.
+  auto c = conn(100, "abcdef", 0);
+  drop_received_from_send_queue(c, 97);
+  EXPECT_EQ(c.send_queue(), "def");
+  // Nothing received of it, or an unrelated number: unchanged.
+  c = conn(100, "abcdef", 0);
+  drop_received_from_send_queue(c, 94);
+  EXPECT_EQ(c.send_queue(), "abcdef");
+  drop_received_from_send_queue(c, 5000);
+  EXPECT_EQ(c.send_queue(), "abcdef");
+  // Never past what was sent: the unsent tail stays.
+  c = conn(100, "abcdef", 2);
+  drop_received_from_send_queue(c, 100);
+  EXPECT_EQ(c.send_queue(), "abcdef");
+  drop_received_from_send_queue(c, 98);
+  EXPECT_EQ(c.send_queue(), "ef");
+  // Across the wrap of sequence numbers.
+  c = conn(2, "abcdef", 0);  // 0xfffffffc..1
+  drop_received_from_send_queue(c, 0);
+  EXPECT_EQ(c.send_queue(), "ef");
+}
