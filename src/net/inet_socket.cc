@@ -467,8 +467,11 @@ Result<std::unique_ptr<InetSocketRestorer>> InetSocketRestorer::create_all(
           if (sk.pending()) {
             // Connected again for real, to the listener made above: the
             // connection waits in its accept queue with what it had received.
+            // Nobody reads it before the tree runs: it must fit in the buffers.
+            std::string data = sk.pending_received() + sk.tcp().send_queue();
+            TRY(make_room(s, SO_SNDBUF, SO_SNDBUFFORCE, data.size(), "SO_SNDBUF", what));
             TRY(connect_to(s, sk, what));
-            TRY(send_all(s, sk.pending_received() + sk.tcp().send_queue(), 5000, what));
+            TRY(send_all(s, data, 5000, what));
             if (tcp_fin_sent(state) && ::shutdown(s, SHUT_WR) != 0)
               return failf_errno("{}: shutdown after its data", what);
           } else {

@@ -109,6 +109,8 @@ Status repair_send(int fd, const std::string& data, const char* name, const std:
   return {};
 }
 
+}  // namespace
+
 // A queue must fit under the socket's buffer: one that had grown by
 // autotuning is given room again (this locks the size, as SO_*BUF does).
 Status make_room(int fd, int opt, int force, size_t bytes, const char* name, const std::string& what) {
@@ -122,6 +124,8 @@ Status make_room(int fd, int opt, int force, size_t bytes, const char* name, con
     return failf_errno("{}: {} of {} for a queue of {} bytes", what, name, want, bytes);
   return {};
 }
+
+namespace {
 
 // include/net/tcp_states.h
 enum : int {

@@ -52,6 +52,11 @@ struct TcpReceived {
 };
 [[nodiscard]] Result<TcpReceived> peek_tcp_recv_queue(int fd, const std::string& what);
 
+// Raises SO_SNDBUF or SO_RCVBUF (opt, with its *FORCE twin) so that a queue
+// of `bytes` fits: one that had grown by autotuning is given room again.
+[[nodiscard]] Status make_room(int fd, int opt, int force, size_t bytes, const char* name,
+                               const std::string& what);
+
 // Drops from the sender's send queue what its receiver already received
 // (everything before receiver_next_seq): sent again over a new connection,
 // those bytes would arrive twice.
