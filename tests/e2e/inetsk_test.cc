@@ -25,6 +25,33 @@ using namespace e2e;
 
 namespace {
 
+// A TCP listener on 127.0.0.1 at a port the kernel picks (in a).
+int loopback_listener(sockaddr_in& a, int backlog) {
+  int l = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  a = sockaddr_in{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  EXPECT_EQ(::bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  EXPECT_EQ(::listen(l, backlog), 0);
+  EXPECT_EQ(::getsockname(l, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  return l;
+}
+
+// A connected loopback pair: {client, accepted server end}; the listener is
+// returned in *listener if asked for, else closed.
+std::pair<int, int> loopback_connection(int* listener = nullptr) {
+  sockaddr_in a;
+  int l = loopback_listener(a, 1);
+  int c = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  EXPECT_EQ(::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  int s = ::accept4(l, nullptr, nullptr, SOCK_CLOEXEC);
+  EXPECT_GE(s, 0);
+  if (listener) *listener = l;
+  else ::close(l);
+  return {c, s};
+}
+
 // Queue sizes of the established TCP connections of an image.
 struct Queues {
   size_t connections = 0;
@@ -207,19 +234,8 @@ TEST(InetSocketDump, PeerOutsideTheTreeIsRefusedAndBothKeepStreaming) {
 TEST(InetSocketRestore, AConnectionToAPeerOutsideComesBackWithTcpEstablished) {
   TempDir dir;
   std::string images = images_dir(dir);
-  int l = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  ASSERT_EQ(::bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  ASSERT_EQ(::listen(l, 1), 0);
-  ASSERT_EQ(::getsockname(l, reinterpret_cast<sockaddr*>(&a), &len), 0);
-  int theirs = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  ASSERT_EQ(::connect(theirs, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  int ours = ::accept4(l, nullptr, nullptr, SOCK_CLOEXEC);
+  auto [theirs, ours] = loopback_connection();
   ASSERT_GE(ours, 0);
-  ::close(l);
   pid_t pid = ::fork();
   if (pid == 0) {
     ::dup2(theirs, 0);
@@ -354,14 +370,8 @@ TEST(InetSocketDump, AnEmptyQueuedDatagramIsRefused) {
 }
 
 TEST(InetSocketDump, AConnectionStillConnectingIsRefusedByState) {
-  int l = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  ASSERT_EQ(::bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  ASSERT_EQ(::listen(l, 0), 0);
-  ASSERT_EQ(::getsockname(l, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  sockaddr_in a;
+  int l = loopback_listener(a, 0);
   // Nobody accepts: once the accept queue is full, SYNs are dropped and a
   // new connection stays in SYN_SENT.
   std::vector<int> clients;
@@ -384,17 +394,8 @@ TEST(InetSocketDump, AConnectionStillConnectingIsRefusedByState) {
 }
 
 TEST(InetSocketDump, AConnectionClosedByBothEndsIsRefused) {
-  int l = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  ASSERT_EQ(::bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  ASSERT_EQ(::listen(l, 1), 0);
-  ASSERT_EQ(::getsockname(l, reinterpret_cast<sockaddr*>(&a), &len), 0);
-  int c = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  ASSERT_EQ(::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  int s = ::accept4(l, nullptr, nullptr, SOCK_CLOEXEC);
+  int l = -1;
+  auto [c, s] = loopback_connection(&l);
   ASSERT_GE(s, 0);
   ::shutdown(c, SHUT_WR);
   ::shutdown(s, SHUT_WR);  // both FINs acknowledged: s is CLOSE, still naming the listener's port
