@@ -315,6 +315,14 @@ Status TtyRestorer::create(uint32_t index, const std::vector<const img::FileEntr
   int mode = static_cast<int>(master->tty().flags() & O_ACCMODE);
   for (int tries = 0;; tries++) {
     UniqueFd fd(::open("/dev/ptmx", mode | O_NOCTTY | O_CLOEXEC));
+    if (!fd && errno == EMFILE && !fillers.empty()) {
+      // Out of fds before reaching the index (a high one, a low ulimit -n):
+      // the last pty opened stands in, under another index (warned below).
+      m = std::move(fillers.back());
+      fillers.pop_back();
+      if (::ioctl(m.get(), TIOCGPTN, &got) != 0) return failf_errno("{}: TIOCGPTN", pts_name(index));
+      break;
+    }
     if (!fd) return failf_errno("{}: cannot open /dev/ptmx", pts_name(index));
     if (::ioctl(fd.get(), TIOCGPTN, &got) != 0) return failf_errno("{}: TIOCGPTN", pts_name(index));
     if (got >= index || tries >= 4096) {

@@ -245,13 +245,16 @@ std::string dir_of(const img::UnixSocketFile& sk) {
   return unix_name_is_path(sk.name()) && sk.name()[0] != '/' ? sk.bind_dir() : std::string();
 }
 
-// A socket file nobody is bound to refuses connections.
-bool socket_file_live(const std::string& path) {
+// A socket file nobody is bound to refuses connections. Probed by the name
+// the socket binds with, from its directory: an absolute path made from a
+// relative name may be longer than sun_path allows.
+bool socket_file_live(const img::UnixSocketFile& sk) {
   UniqueFd probe(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!probe) return true;
   sockaddr_un a;
-  socklen_t len = unix_addr_of(path, a);
-  if (!probe || path.size() >= sizeof a.sun_path) return true;
-  return ::connect(probe.get(), reinterpret_cast<sockaddr*>(&a), len) == 0 || errno != ECONNREFUSED;
+  socklen_t len = unix_addr_of(sk.name(), a);
+  int err = run_in_dir(dir_of(sk), [&] { return ::connect(probe.get(), reinterpret_cast<sockaddr*>(&a), len); });
+  return err != ECONNREFUSED;
 }
 
 // What binding did to the file system, set right once every connection is
@@ -311,7 +314,7 @@ Status bind_name(int fd, const img::UnixSocketFile& sk, PathFixes& fixes) {
       if (!S_ISSOCK(st.st_mode))
         return failf("{}: {} is now a file of another kind, where the socket's file must come back; "
                      "move it away and restore again", describe(sk), path);
-      if (socket_file_live(path))
+      if (socket_file_live(sk))
         return failf("{}: a live socket is bound at {} now; stop the process that holds it and "
                      "restore again", describe(sk), path);
       if (::unlink(path.c_str()) != 0) return failf_errno("{}: removing the old socket file {}", describe(sk), path);
