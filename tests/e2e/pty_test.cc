@@ -4,6 +4,7 @@
 // tree, and a pty with bytes queued in it, are refused in one line and the
 // target keeps running untouched.
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <fmt/format.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -155,8 +156,19 @@ TEST(PtyRestore, AnExternalTerminalIsReopenedByPathWhileItsMasterLives) {
   char link[64] = {};
   ASSERT_GT(::readlink(fmt::format("/proc/{}/fd/0", pid).c_str(), link, sizeof link - 1), 0);
   EXPECT_EQ(std::string(link), pty.slave);
-  ASSERT_EQ(::write(pty.master, "x", 1), 1);
-  ::usleep(20000);
+  // Seen through a copy of its fd 0: a line written to our master arrives.
+  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  ASSERT_GE(pidfd, 0);
+  int copy = static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd, 0, 0));
+  ASSERT_GE(copy, 0);
+  ASSERT_EQ(::write(pty.master, "x\n", 2), 2);
+  pollfd in{copy, POLLIN, 0};
+  ASSERT_EQ(::poll(&in, 1, 5000), 1);
+  char line[8] = {};
+  EXPECT_EQ(::read(copy, line, sizeof line), 2);
+  EXPECT_EQ(std::string(line), "x\n");
+  ::close(copy);
+  ::close(pidfd);
   std::string fdinfo = read_text(fmt::format("/proc/{}/fdinfo/0", pid));
   EXPECT_NE(fdinfo.find("flags:\t0100002"), std::string::npos) << fdinfo;  // O_RDWR, O_LARGEFILE
   ::kill(pid, SIGUSR1);
