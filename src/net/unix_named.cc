@@ -124,6 +124,7 @@ uint64_t accepted_from(const img::UnixSocketFile& sk, const ByIno& by_ino) {
 }
 
 bool restored_as_named(const img::UnixSocketFile& sk, const ByIno& by_ino) {
+  if (sk.external()) return false;  // what the caller gives stands in for it
   if (sk.peer_ino() == 0) return true;
   auto p = by_ino.find(sk.peer_ino());
   if (p == by_ino.end()) return false;  // an external peer
@@ -153,10 +154,10 @@ Status UnixSocketStore::check_named(const std::set<pid_t>& tree, bool leave_runn
       return failf("{} is bound to the relative path {}, which does not name it from its process's cwd, "
                    "and no listener of the tree has that name, so the directory it was bound in is "
                    "unknown; bind it to an absolute path before the dump", what, sk.name());
-    if (sk.peer_ino() == 0 && sk.state() == kUnixConnected && sk.type() != SOCK_DGRAM && !waiting.count(ino))
-      return failf("{} is connected to a socket that was closed, or waits to be accepted by a "
-                   "listener outside the dumped tree; only connections whose two ends are in the tree "
-                   "can be checkpointed; close it before the dump", what);
+    if (sk.peer_ino() == 0 && sk.state() == kUnixConnected && sk.type() != SOCK_DGRAM && !waiting.count(ino) &&
+        !external_.count(ino))
+      return failf("{} is connected to a socket that was closed; only connections whose two ends are "
+                   "in the tree can be checkpointed; close it before the dump", what);
     std::string on = fmt::format("listening on {}", unix_name_display(sk.name()));
     for (auto& p : sk.pending()) {
       // Client 0: it was closed after it connected (and perhaps sent).

@@ -289,6 +289,17 @@ Status dump_unix_socket(const std::string& what_fd, int local_fd, uint64_t ino, 
   out.set_sndbuf(static_cast<uint32_t>(sock_int(local_fd, SOL_SOCKET, SO_SNDBUF, 0)));
   out.set_rcvbuf(static_cast<uint32_t>(sock_int(local_fd, SOL_SOCKET, SO_RCVBUF, 0)));
   for (auto& m : queue) out.add_queue(std::move(m));
+  if (d.peer_ino == 0 && d.state == kUnixConnected && d.type != SOCK_DGRAM) {
+    // Waiting in an accept queue, perhaps outside the tree: the listener's name.
+    sockaddr_un peer{};
+    socklen_t len = sizeof peer;
+    if (::getpeername(local_fd, reinterpret_cast<sockaddr*>(&peer), &len) == 0 &&
+        len > offsetof(sockaddr_un, sun_path)) {
+      size_t n = len - offsetof(sockaddr_un, sun_path);
+      if (peer.sun_path[0] == '\0') out.set_peer_name("@" + std::string(peer.sun_path + 1, n - 1));
+      else out.set_peer_name(std::string(peer.sun_path, strnlen(peer.sun_path, n)));
+    }
+  }
   // Only a sender with a name needs recording; all-unbound senders leave it empty.
   bool named_sender = false;
   for (auto& f : from) named_sender |= !f.empty();
@@ -313,22 +324,49 @@ ExternalObject unix_external_object(const img::UnixSocketFile& sk) {
   o.peer_inode = sk.peer_ino();
   o.peer_name = sk.peer_name();
   o.peer_pid = static_cast<pid_t>(sk.peer_pid());
-  o.description = fmt::format("unix {} {} connected to {}{}{}", o.type, o.key, sk_link(sk.peer_ino()),
-                              o.peer_name.empty() ? "" : " (" + o.peer_name + ")",
-                              o.peer_pid ? fmt::format(" held by pid {} ({})", o.peer_pid, sk.peer_comm())
-                                         : std::string());
+  if (sk.peer_ino() == 0)
+    o.description = fmt::format("unix {} {} waiting to be accepted by a listener outside the tree{}", o.type,
+                                o.key, o.peer_name.empty() ? "" : " on " + o.peer_name);
+  else
+    o.description = fmt::format("unix {} {} connected to {}{}{}", o.type, o.key, sk_link(sk.peer_ino()),
+                                o.peer_name.empty() ? "" : " (" + o.peer_name + ")",
+                                o.peer_pid ? fmt::format(" held by pid {} ({})", o.peer_pid, sk.peer_comm())
+                                           : std::string());
   return o;
 }
 
 Status UnixSocketStore::check_peers(const std::set<pid_t>& tree, const ExternalPolicy& policy,
-                                    std::vector<img::FileEntry>& files) const {
+                                    std::vector<img::FileEntry>& files) {
   std::map<uint64_t, img::UnixSocketFile*> entries;
   for (auto& f : files)
     if (f.has_unix_sk()) entries[f.unix_sk().ino()] = f.mutable_unix_sk();
+  std::set<uint64_t> waiting_in_tree;  // clients in the accept queue of a listener of the tree
+  for (auto& [ino, n] : named_)
+    for (auto& p : n.sk.pending()) waiting_in_tree.insert(p.client_ino());
   for (auto& [ino, s] : sockets_) {
-    // Unconnected, listening, or waiting to be accepted: finish_named().
-    if (s.peer_ino == 0) continue;
     std::string what = fmt::format("{}: unix {} {}", s.what, unix_type_name(s.type), sk_link(ino));
+    if (s.peer_ino == 0) {
+      // Unconnected, listening, waiting on a listener of the tree, or its
+      // peer closed: check_named(). Connected with no peer inode and still
+      // open both ways: waiting to be accepted by a listener outside (an
+      // embryo socket has no inode).
+      const img::UnixSocketFile& n = named_.at(ino).sk;
+      if (s.type == SOCK_DGRAM || n.state() != kUnixConnected || n.shutdown() != 0 ||
+          waiting_in_tree.count(ino))
+        continue;
+      img::UnixSocketFile& sk = *entries.at(ino);
+      ExternalObject obj = unix_external_object(sk);
+      obj.pid = s.pid;
+      obj.fd = s.fd;
+      if (!policy.accepts(obj))
+        return failf("{} waits to be accepted by a listener outside the dumped tree{}; to dump it as "
+                     "external pass --external unix[{}] (or --ext-unix-sk for every such socket) and "
+                     "restore with --inherit-fd fd[N]:{}", what,
+                     sk.peer_name().empty() ? "" : " (" + sk.peer_name() + ")", ino, sk_link(ino));
+      sk.set_external(true);
+      external_.insert(ino);
+      continue;
+    }
     auto peer = sockets_.find(s.peer_ino);
     if (peer != sockets_.end()) {
       // A datagram socket may be connected to one that is not connected back.

@@ -79,8 +79,10 @@ class UnixSocketStore {
   // policy as external (its entry in `files` is then marked so, with what is
   // known of the peer); else an error naming the first one, who holds its
   // peer (found in /proc/*/fd of the processes not in `tree`), and the option.
+  // A client waiting to be accepted by a listener outside the tree counts
+  // as such a socket too.
   [[nodiscard]] Status check_peers(const std::set<pid_t>& tree, const ExternalPolicy& policy,
-                                   std::vector<img::FileEntry>& files) const;
+                                   std::vector<img::FileEntry>& files);
   // A listener with connections not yet accepted: our copy of it is kept, to
   // accept them in finish_named().
   void keep_listener(uint64_t ino, int local_fd);
@@ -115,6 +117,8 @@ class UnixSocketStore {
   };
   std::map<uint64_t, Named> named_;
   std::map<uint64_t, UniqueFd> listeners_;
+  // Accepted as external by check_peers (check_named leaves them alone).
+  std::set<uint64_t> external_;
 };
 
 // Restore side: every pair created once, with its queues, before the

@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -100,8 +101,9 @@ uint64_t dump_rank(const TempDir& dir, const std::string& images,
   return ino;
 }
 
-// Restores the rank with a fresh pair and talks to it: its count goes on.
-void restore_and_talk(const std::string& images, uint64_t ino) {
+// Restores the rank with a fresh pair and talks to it: its count goes on
+// from `count` (the questions it answered before the dump).
+void restore_and_talk_from(const std::string& images, uint64_t ino, unsigned count) {
   Pair fresh;
   RestoredTree tree;
   tree.add_from(images);
@@ -111,11 +113,13 @@ void restore_and_talk(const std::string& images, uint64_t ino) {
   pid_t pid = std::stoi(r.output);
   ::close(fresh.rank);
   fresh.rank = -1;
-  EXPECT_EQ(ask(fresh.runtime, 3), "3 2 ok");
-  EXPECT_EQ(ask(fresh.runtime, 4), "4 3 ok");
+  EXPECT_EQ(ask(fresh.runtime, 3), fmt::format("3 {} ok", count));
+  EXPECT_EQ(ask(fresh.runtime, 4), fmt::format("4 {} ok", count + 1));
   ASSERT_EQ(::send(fresh.runtime, "quit\n", 5, MSG_NOSIGNAL), 5);
   EXPECT_EQ(wait_pid(pid), 0);
 }
+
+void restore_and_talk(const std::string& images, uint64_t ino) { restore_and_talk_from(images, ino, 2); }
 
 }  // namespace
 
@@ -151,4 +155,38 @@ TEST(ExternalUnixSocket, ARuntimeUsesTheLibraryHooks) {
   auto r = run({RUNTIME_RANK_BIN, images_dir(dir)});
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("restored rank answered: 3 2 ok"), std::string::npos) << r.output;
+}
+
+// A rank that connected to its runtime's listening socket before the runtime
+// accepted it: the connection waits in a queue outside the tree. Refused by
+// default naming the listener and the options; with --ext-unix-sk it is
+// external like any other, and the restored rank answers on what
+// --inherit-fd gives.
+TEST(ExternalUnixSocket, AConnectionWaitingOnAListenerOutsideIsExternalToo) {
+  TempDir dir;
+  std::string images = images_dir(dir);
+  std::string path = dir / "runtime.sock";
+  int listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(listener, 4), 0);
+  int client = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_EQ(::connect(client, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  uint64_t ino = ino_of(client);
+  Program rank("rank", dir, {"3"}, client);
+  ::close(client);
+  ASSERT_TRUE(rank.wait_ready());
+  auto refused = run_minicriu({"dump", "-t", std::to_string(rank.pid()), "-D", images});
+  expect_one_line_error(refused, fmt::format("pid {}: fd 3: unix stream socket:[{}] waits to be accepted by "
+                                             "a listener outside the dumped tree ({}); to dump it as "
+                                             "external pass --external unix[{}]", rank.pid(), ino, path, ino));
+  EXPECT_TRUE(rank.alive());
+  auto dumped = run_minicriu({"dump", "-t", std::to_string(rank.pid()), "-D", images, "--ext-unix-sk"});
+  ASSERT_EQ(dumped.status, 0) << dumped.output;
+  EXPECT_EQ(wait_pid(rank.pid()), 128 + SIGKILL);
+  rank.forget();
+  ::close(listener);
+  restore_and_talk_from(images, ino, 0);
 }
