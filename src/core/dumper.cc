@@ -409,7 +409,9 @@ Result<DumpStats> Dumper::run() {
     inet_sockets_.finish(true);
     stats_.frozen_ns = ns_since(frozen_at);
     log_.info("tree killed after a complete dump");
+    // The dump's own rules go now; a kept lock (peers outside) stays.
     if (kept_lock.table.empty()) remove_network_lock("tree killed");
+    else net_lock_.reset();
   }
   stats_.total_ns = ns_since(start);
   return stats_;

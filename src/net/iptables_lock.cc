@@ -98,8 +98,13 @@ std::string removal_script(const std::string& chain) {
 class IptablesLock final : public LockBackend {
  public:
   IptablesLock(std::string chain, const Logger& log) : chain_(std::move(chain)), log_(log) {}
+  // A kept chain stays for the restore, without the connections whose two
+  // ends were in the tree (they go with this object: after the tree is killed).
   ~IptablesLock() override {
-    if (kept_) return;
+    if (kept_) {
+      if (auto st = unlock_in_tree(); !st) log_.warn("network lock: {}", st.error().what());
+      return;
+    }
     if (auto st = remove(); !st) log_.warn("network lock: {}", st.error().what());
   }
 
@@ -136,19 +141,23 @@ class IptablesLock final : public LockBackend {
     return {};
   }
 
-  // Only the connections to peers outside the tree stay locked (see
-  // ConnectionMatch::peer_outside).
+  // Only the connections to peers outside the tree stay locked past this
+  // object (see ConnectionMatch::peer_outside).
   Status keep() override {
-    for (auto& [family, m] : in_tree_)
-      TRY(with_context(restore_script(family, fmt::format("*filter\n-D {0} {1} -j DROP\n-D {0} {2} -j DROP\nCOMMIT\n",
-                                                          chain_, m.outgoing, m.incoming)),
-                       fmt::format("unlocking a connection inside the tree in chain {}", chain_)));
-    in_tree_.clear();
     kept_ = true;
     return {};
   }
 
  private:
+  Status unlock_in_tree() {
+    for (auto& [family, m] : in_tree_)
+      TRY(with_context(restore_script(family, fmt::format("*filter\n-D {0} {1} -j DROP\n-D {0} {2} -j DROP\nCOMMIT\n",
+                                                          chain_, m.outgoing, m.incoming)),
+                       fmt::format("unlocking a connection inside the tree in chain {}", chain_)));
+    in_tree_.clear();
+    return {};
+  }
+
   std::string chain_;
   const Logger& log_;
   bool created4_ = false, created6_ = false, kept_ = false;

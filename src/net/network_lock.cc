@@ -90,7 +90,7 @@ struct NetworkLock::Impl {
 };
 
 NetworkLock::~NetworkLock() {
-  // The backend's destructor removes its rules unless they were kept.
+  // The backend goes: its own rules with it; kept ones (keep()) stay.
 }
 
 Result<std::unique_ptr<NetworkLock>> NetworkLock::create(NetworkLockMode mode, const std::string& name,

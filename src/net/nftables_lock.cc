@@ -127,14 +127,16 @@ std::string rule_commands(const std::string& table, const ConnectionMatch& m) {
 class NftablesLock final : public LockBackend {
  public:
   NftablesLock(std::string table, const Logger& log) : table_(std::move(table)), log_(log) {}
+  // Kept or not, the dump's own table goes with this object; a kept one
+  // (connections to peers outside) stays for the restore.
   ~NftablesLock() override {
-    if (!created_ || kept_) return;
-    if (auto st = remove(); !st)
+    if (!created_) return;
+    if (auto st = delete_own_table(); !st)
       log_.warn("network lock: {} (the table goes when minicriu exits: it is owned)", st.error().what());
   }
 
   NetworkLockMode mode() const override { return NetworkLockMode::nftables; }
-  const std::string& table() const override { return table_; }
+  const std::string& table() const override { return kept_ ? kept_table_ : table_; }
 
   Status add(const LockedConnection& conn) override {
     ConnectionMatch m = nft_match(conn);
@@ -171,6 +173,38 @@ class NftablesLock final : public LockBackend {
   }
 
   Status remove() override {
+    if (!kept_table_.empty()) {
+      auto r = nft_.run(fmt::format("delete table inet {}\n", kept_table_));
+      if (!r) return failf("nftables: deleting table inet {}: {}", kept_table_, r.error().message());
+      log_.info("network lock: table inet {} deleted", kept_table_);
+      kept_table_.clear();
+      kept_ = false;
+    }
+    return delete_own_table();
+  }
+
+  // A table of no owner (it outlives us) with the rules of the connections
+  // to peers outside the tree only. The dump's own table, with every
+  // connection, stays until this object goes: after the tree is killed.
+  Status keep() override {
+    if (!created_ || kept_) {
+      kept_ = true;
+      return {};
+    }
+    std::string kept = table_ + "-kept";
+    std::string batch = table_commands(kept, false);
+    for (auto& m : matches_)
+      if (m.peer_outside) batch += rule_commands(kept, m);
+    auto r = nft_.run(batch);
+    if (!r) return failf("nftables: keeping the lock in table inet {}: {}", kept, r.error().message());
+    kept_table_ = kept;
+    kept_ = true;
+    log_.info("network lock: table inet {} stays until the restore", kept_table_);
+    return {};
+  }
+
+ private:
+  Status delete_own_table() {
     if (!created_) return {};
     auto r = nft_.run(fmt::format("delete table inet {}\n", table_));
     if (!r) return failf("nftables: deleting table inet {}: {}", table_, r.error().message());
@@ -179,30 +213,9 @@ class NftablesLock final : public LockBackend {
     return {};
   }
 
-  Status keep() override {
-    if (!created_ || kept_) {
-      kept_ = true;
-      return {};
-    }
-    // One transaction: a table of no owner (it outlives us) with the rules
-    // of the connections to peers outside the tree only, and the old one gone.
-    std::string kept = table_ + "-kept";
-    std::string batch = table_commands(kept, false);
-    for (auto& m : matches_)
-      if (m.peer_outside) batch += rule_commands(kept, m);
-    batch += fmt::format("delete table inet {}\n", table_);
-    auto r = nft_.run(batch);
-    if (!r) return failf("nftables: keeping the lock in table inet {}: {}", kept, r.error().message());
-    table_ = kept;
-    owner_ = false;
-    kept_ = true;
-    log_.info("network lock: table inet {} stays until the restore", table_);
-    return {};
-  }
-
- private:
   NftContext nft_;
   std::string table_;
+  std::string kept_table_;
   const Logger& log_;
   bool created_ = false;
   bool owner_ = true;
