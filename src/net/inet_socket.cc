@@ -1,7 +1,7 @@
 #include "net/inet_socket.hpp"
 #include "net/sockopt.hpp"
+#include "proc/proc_parse.hpp"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <set>
 #include <cstring>
 
 #include "fs/file_kind.hpp"
@@ -51,24 +52,8 @@ Result<InetEndpoint> sock_endpoint(int fd, bool peer) {
 
 // Some thread of the tree holds socket:[ino] (a scan of their /proc fds).
 bool held_by(uint64_t ino, const std::vector<pid_t>& tids) {
-  std::string want = fmt::format("socket:[{}]", ino);
-  for (pid_t tid : tids) {
-    std::string dir = fmt::format("/proc/{}/fd", tid);
-    DIR* d = ::opendir(dir.c_str());
-    if (!d) continue;
-    bool found = false;
-    while (dirent* e = ::readdir(d)) {
-      char link[64];
-      ssize_t n = ::readlinkat(::dirfd(d), e->d_name, link, sizeof link - 1);
-      if (n > 0 && want.compare(0, std::string::npos, link, static_cast<size_t>(n)) == 0) {
-        found = true;
-        break;
-      }
-    }
-    ::closedir(d);
-    if (found) return true;
-  }
-  return false;
+  std::set<std::string> want{fmt::format("socket:[{}]", ino)};
+  return std::any_of(tids.begin(), tids.end(), [&](pid_t tid) { return proc::find_fd_link(tid, want).has_value(); });
 }
 
 const InetDiag* find_by_ino(const std::vector<InetDiag>& diag, uint64_t ino) {

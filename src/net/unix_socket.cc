@@ -25,16 +25,15 @@ namespace {
 
 std::string sk_link(uint64_t ino) { return fmt::format("socket:[{}]", ino); }
 
-// A new datagram socket connected to a bound name ("@x" for abstract).
+// A new datagram socket connected to a bound name ("@x" for abstract, as
+// peer_name holds it).
 Result<UniqueFd> connect_unix_dgram(const std::string& name, const std::string& what) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (name.size() >= sizeof addr.sun_path) return failf("{}: peer name {} is too long", what, name);
-  std::memcpy(addr.sun_path, name.data(), name.size());
-  if (name[0] == '@') addr.sun_path[0] = '\0';
+  std::string raw = name[0] == '@' ? std::string(1, '\0') + name.substr(1) : name;
+  sockaddr_un addr;
+  if (raw.size() > sizeof addr.sun_path) return failf("{}: peer name {} is too long", what, name);
+  socklen_t len = unix_addr_of(raw, addr);
   UniqueFd fd(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
   if (!fd) return failf_errno("{}: socket", what);
-  auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + name.size());
   if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), len) != 0)
     return failf_errno("{}: connecting a new dgram socket to its peer {}", what, name);
   return fd;
@@ -159,7 +158,7 @@ Result<UnixDiag> unix_diag_query(uint64_t ino) {
         // Abstract names start with a NUL byte.
         if (size > 0 && data[0] == '\0') d.name = "@" + std::string(data + 1, size - 1);
         else d.name = std::string(data, strnlen(data, size));
-        d.raw_name = data[0] == '\0' ? std::string(data, size) : d.name;
+        d.raw_name = size > 0 && data[0] == '\0' ? std::string(data, size) : d.name;
         break;
       case UNIX_DIAG_VFS:
         if (size >= sizeof(unix_diag_vfs)) {
@@ -293,11 +292,9 @@ Status dump_unix_socket(const std::string& what_fd, int local_fd, uint64_t ino, 
     // Waiting in an accept queue, perhaps outside the tree: the listener's name.
     sockaddr_un peer{};
     socklen_t len = sizeof peer;
-    if (::getpeername(local_fd, reinterpret_cast<sockaddr*>(&peer), &len) == 0 &&
-        len > offsetof(sockaddr_un, sun_path)) {
-      size_t n = len - offsetof(sockaddr_un, sun_path);
-      if (peer.sun_path[0] == '\0') out.set_peer_name("@" + std::string(peer.sun_path + 1, n - 1));
-      else out.set_peer_name(std::string(peer.sun_path, strnlen(peer.sun_path, n)));
+    if (::getpeername(local_fd, reinterpret_cast<sockaddr*>(&peer), &len) == 0) {
+      std::string raw = unix_raw_name(peer, len);
+      if (!raw.empty()) out.set_peer_name(unix_name_display(raw));
     }
   }
   // Only a sender with a name needs recording; all-unbound senders leave it empty.

@@ -240,14 +240,19 @@ Result<std::optional<FdHolder>> find_fd_holder(const std::set<std::string>& link
   ASSIGN_OR_RETURN(auto pids, list_numeric_dir("/proc"));
   for (pid_t pid : pids) {
     if (exclude.count(pid)) continue;
-    auto fds = list_numeric_dir(pid_path(pid, "fd"));
-    if (!fds) continue;  // gone, or a kernel thread
-    for (int fd : *fds) {
-      auto link = read_link(pid_path(pid, fmt::format("fd/{}", fd)));
-      if (link && links.count(*link)) return std::optional<FdHolder>(FdHolder{pid, fd, comm_of(pid), *link});
-    }
+    if (auto holder = find_fd_link(pid, links)) return holder;
   }
   return std::optional<FdHolder>();
+}
+
+std::optional<FdHolder> find_fd_link(pid_t pid, const std::set<std::string>& links) {
+  auto fds = list_numeric_dir(pid_path(pid, "fd"));
+  if (!fds) return std::nullopt;  // gone, or a kernel thread
+  for (int fd : *fds) {
+    auto link = read_link(pid_path(pid, fmt::format("fd/{}", fd)));
+    if (link && links.count(*link)) return FdHolder{pid, fd, comm_of(pid), *link};
+  }
+  return std::nullopt;
 }
 
 std::optional<std::string> status_field(const std::string& status_text, const std::string& key) {

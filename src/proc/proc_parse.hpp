@@ -87,6 +87,9 @@ struct FdHolder {
 };
 [[nodiscard]] Result<std::optional<FdHolder>> find_fd_holder(const std::set<std::string>& links,
                                                              const std::set<pid_t>& exclude);
+// The first fd of pid (or of a thread's table, by tid) whose /proc link is
+// one of links; none if there is none or pid is gone.
+std::optional<FdHolder> find_fd_link(pid_t pid, const std::set<std::string>& links);
 
 // A "Key:\tvalue" line of /proc/PID/status.
 std::optional<std::string> status_field(const std::string& status_text, const std::string& key);
