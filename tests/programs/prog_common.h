@@ -66,6 +66,19 @@ static inline void prog_wait_usr1(void) {
   }
 }
 
+/* Reads exactly n bytes unless the stream ends or fails first; returns how
+ * many were read. */
+static inline size_t prog_read_exact(int fd, void* buf, size_t n) {
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = read(fd, (char*)buf + got, n - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    got += (size_t)r;
+  }
+  return got;
+}
+
 static inline int prog_finish(void) {
   if (prog_failures) fprintf(stderr, "%d check(s) failed\n", prog_failures);
   else fprintf(stderr, "all checks passed\n");

@@ -21,22 +21,10 @@
 
 static const char pending[] = "pending line\n";
 
-/* Exactly n bytes, blocking. */
-static int read_all(int fd, char* buf, size_t n) {
-  size_t got = 0;
-  while (got < n) {
-    ssize_t r = read(fd, buf + got, n - got);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) break;
-    got += (size_t)r;
-  }
-  return (int)got;
-}
-
 static void expect_bytes(int fd, const char* want, const char* name) {
   char buf[128] = {0};
   size_t n = strlen(want);
-  int got = read_all(fd, buf, n);
+  int got = (int)prog_read_exact(fd, buf, n);
   CHECK(got == (int)n && memcmp(buf, want, n) == 0, "%s: got %d bytes '%.*s'", name, got, got, buf);
 }
 

@@ -14,17 +14,6 @@
 
 #define DATA_LEN 20000
 
-static int read_all(int fd, uint8_t* buf, size_t n) {
-  size_t got = 0;
-  while (got < n) {
-    ssize_t r = read(fd, buf + got, n - got);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return -1;
-    got += (size_t)r;
-  }
-  return 0;
-}
-
 static int at_eof(int fd) {
   char c;
   ssize_t r;
@@ -67,7 +56,7 @@ int main(int argc, char** argv) {
     if (write(sync[1], "r", 1) != 1) _exit(1);
     prog_wait_usr1();
     char answer[3];
-    int ok = read_all(c, (uint8_t*)answer, 3) == 0 && memcmp(answer, "bye", 3) == 0;
+    int ok = prog_read_exact(c, answer, 3) == 3 && memcmp(answer, "bye", 3) == 0;
     if (!ok) fprintf(stderr, "client: no answer\n");
     if (!at_eof(c)) { fprintf(stderr, "client: no end of stream\n"); ok = 0; }
     _exit(ok ? 0 : 1);
@@ -80,7 +69,7 @@ int main(int argc, char** argv) {
   prog_wait_usr1();
   CHECK(state_of(s) == TCP_CLOSE_WAIT, "server state %d after", state_of(s));
   uint8_t data[DATA_LEN];
-  CHECK(read_all(s, data, DATA_LEN) == 0, "reading %d bytes", DATA_LEN);
+  CHECK(prog_read_exact(s, data, DATA_LEN) == DATA_LEN, "reading %d bytes", DATA_LEN);
   int bad = 0;
   for (int i = 0; i < DATA_LEN; i++) bad += data[i] != (uint8_t)prog_hash((uint64_t)i + 5);
   CHECK(bad == 0, "%d bytes differ", bad);

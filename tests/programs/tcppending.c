@@ -20,17 +20,6 @@
 
 #define DATA_LEN 5000
 
-static int read_full(int fd, uint8_t* buf, size_t n) {
-  size_t got = 0;
-  while (got < n) {
-    ssize_t r = read(fd, buf + got, n - got);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return -1;
-    got += (size_t)r;
-  }
-  return 0;
-}
-
 int main(int argc, char** argv) {
   if (argc < 4) return 2;
   prog_install_usr1();
@@ -51,7 +40,7 @@ int main(int argc, char** argv) {
     prog_wait_usr1();
     int c = accept(lfd, NULL, NULL);
     char buf[7];
-    CHECK(c >= 0 && read_full(c, (uint8_t*)buf, 7) == 0 && memcmp(buf, "outside", 7) == 0, "the outside connection");
+    CHECK(c >= 0 && prog_read_exact(c, buf, 7) == 7 && memcmp(buf, "outside", 7) == 0, "the outside connection");
     return prog_finish();
   }
   int sync[2];
@@ -68,7 +57,7 @@ int main(int argc, char** argv) {
     if (write(sync[1], "r", 1) != 1) _exit(1);
     prog_wait_usr1();
     char answer[6];
-    if (read_full(c, (uint8_t*)answer, 6) != 0 || memcmp(answer, "thanks", 6) != 0) {
+    if (prog_read_exact(c, answer, 6) != 6 || memcmp(answer, "thanks", 6) != 0) {
       fprintf(stderr, "child: no answer\n");
       _exit(1);
     }
@@ -84,7 +73,7 @@ int main(int argc, char** argv) {
   int s = accept(lfd, NULL, NULL);
   CHECK(s >= 0, "accept: %s", strerror(errno));
   uint8_t data[DATA_LEN];
-  CHECK(s >= 0 && read_full(s, data, DATA_LEN) == 0, "reading %d bytes", DATA_LEN);
+  CHECK(s >= 0 && prog_read_exact(s, data, DATA_LEN) == DATA_LEN, "reading %d bytes", DATA_LEN);
   int bad = 0;
   for (int i = 0; i < DATA_LEN; i++) bad += data[i] != (uint8_t)prog_hash((uint64_t)i);
   CHECK(bad == 0, "%d bytes differ", bad);
