@@ -7,7 +7,7 @@
  * connections accepted with their data, and new clients accepted by both
  * listeners. Mode "external": one listener only, whose pending connection the
  * test driver makes from outside the tree; after SIGUSR1 it is accepted. */
-#include "prog_common.h"
+#include "prog_unix.h"
 
 #include <stddef.h>
 #include <sys/socket.h>
@@ -19,28 +19,11 @@ static char path[200];
 static char seq_name[64], client_name[64];
 static int seq_len, client_len;
 
-static socklen_t addr_path(struct sockaddr_un* a) {
-  memset(a, 0, sizeof(*a));
-  a->sun_family = AF_UNIX;
-  strcpy(a->sun_path, path);
-  return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path) + 1);
-}
-
 static socklen_t addr_abstract(struct sockaddr_un* a, const char* name, int len) {
   memset(a, 0, sizeof(*a));
   a->sun_family = AF_UNIX;
   memcpy(a->sun_path, name, (size_t)len);
   return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + (size_t)len);
-}
-
-/* The name getsockname/getpeername return equals the expected address. */
-static void check_name(int fd, int peer, const struct sockaddr_un* want, socklen_t want_len, const char* what) {
-  struct sockaddr_un got;
-  socklen_t len = sizeof(got);
-  memset(&got, 0, sizeof(got));
-  int r = peer ? getpeername(fd, (struct sockaddr*)&got, &len) : getsockname(fd, (struct sockaddr*)&got, &len);
-  CHECK(r == 0 && len == want_len && memcmp(&got, want, len) == 0, "%s: %s is '%s' (len %u, want %u)", what,
-        peer ? "peer name" : "name", got.sun_path[0] ? got.sun_path : got.sun_path + 1, len, want_len);
 }
 
 static int listener(int type, const struct sockaddr_un* a, socklen_t len, int backlog) {
@@ -108,7 +91,7 @@ static void check_listens(int l, int type, const struct sockaddr_un* a, socklen_
 
 static int run_external(const char* ready) {
   struct sockaddr_un a;
-  socklen_t len = addr_path(&a);
+  socklen_t len = addr_path(&a, path);
   int l = listener(SOCK_STREAM, &a, len, 4);
   if (l < 0) return 2;
   prog_ready(ready);
@@ -132,7 +115,7 @@ int main(int argc, char** argv) {
   if (strcmp(mode, "external") == 0) return run_external(argv[1]);
 
   struct sockaddr_un pa, sa, ca;
-  socklen_t plen = addr_path(&pa), slen = addr_abstract(&sa, seq_name, seq_len),
+  socklen_t plen = addr_path(&pa, path), slen = addr_abstract(&sa, seq_name, seq_len),
             clen = addr_abstract(&ca, client_name, client_len);
   int l1 = listener(SOCK_STREAM, &pa, plen, 5);
   int l2 = listener(SOCK_SEQPACKET, &sa, slen, 3);
