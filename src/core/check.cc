@@ -17,10 +17,10 @@
 #include <cstring>
 #include <sstream>
 
-#include "core/error.hpp"
-#include "core/syscalls.hpp"
+#include "base/error.hpp"
+#include "base/syscalls.hpp"
 #include "net/network_lock.hpp"
-#include "core/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 #include "net/inet_addr.hpp"
 #include "proc/proc_parse.hpp"
 #include "ptrace/tracee.hpp"

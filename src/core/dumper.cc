@@ -10,10 +10,10 @@
 #include <memory>
 #include <set>
 
-#include "core/error.hpp"
-#include "core/external.hpp"
-#include "core/log.hpp"
-#include "core/version.hpp"
+#include "base/error.hpp"
+#include "base/external.hpp"
+#include "base/log.hpp"
+#include "base/version.hpp"
 #include "fs/fd_table.hpp"
 #include "fs/ghost_file.hpp"
 #include "fs/pipe.hpp"

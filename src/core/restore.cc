@@ -13,14 +13,14 @@
 #include <memory>
 #include <vector>
 
-#include "core/error.hpp"
-#include "core/log.hpp"
+#include "base/error.hpp"
+#include "base/log.hpp"
 #include "fs/ghost_file.hpp"
 #include "fs/pipe.hpp"
 #include "fs/tty.hpp"
 #include "images/image_dir.hpp"
 #include "mem/shmem.hpp"
-#include "core/external.hpp"
+#include "base/external.hpp"
 #include "net/network_lock.hpp"
 #include "net/inet_socket.hpp"
 #include "net/unix_socket.hpp"

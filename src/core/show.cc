@@ -5,7 +5,7 @@
 #include <sys/socket.h>
 #include <sys/timerfd.h>
 
-#include "core/error.hpp"
+#include "base/error.hpp"
 #include "images/image_dir.hpp"
 #include "images/image_io.hpp"
 #include "fs/tty.hpp"

@@ -22,7 +22,7 @@
 #include <cstdio>
 #include <sstream>
 
-#include "core/syscalls.hpp"
+#include "base/syscalls.hpp"
 #include "fs/anon_inode.hpp"
 #include "fs/file_kind.hpp"
 

@@ -4,8 +4,8 @@
 #include <linux/kcmp.h>
 #include <sys/stat.h>
 
-#include "core/syscalls.hpp"
-#include "core/unique_fd.hpp"
+#include "base/syscalls.hpp"
+#include "base/unique_fd.hpp"
 #include "parasite/parasite_session.hpp"
 
 namespace minicriu {

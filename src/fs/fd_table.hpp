@@ -7,7 +7,7 @@
 
 #include <vector>
 
-#include "core/error.hpp"
+#include "base/error.hpp"
 #include "fs/file_kind.hpp"
 #include "minicriu.pb.h"
 

@@ -7,7 +7,7 @@
 #include <chrono>
 #include <filesystem>
 
-#include "core/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 #include "fs/file_kind.hpp"
 #include "fs/sparse_data.hpp"
 

@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "core/error.hpp"
-#include "core/log.hpp"
+#include "base/error.hpp"
+#include "base/log.hpp"
 #include "fs/ghost_policy.hpp"
 #include "images/image_dir.hpp"
 #include "images/image_io.hpp"

@@ -9,7 +9,7 @@
 #include <algorithm>
 #include <cstdlib>
 
-#include "core/syscalls.hpp"
+#include "base/syscalls.hpp"
 #include "fs/anon_inode.hpp"
 #include "fs/file_kind.hpp"
 

@@ -10,8 +10,8 @@
 #include <set>
 #include <vector>
 
-#include "core/error.hpp"
-#include "core/unique_fd.hpp"
+#include "base/error.hpp"
+#include "base/unique_fd.hpp"
 #include "images/image_dir.hpp"
 #include "images/image_io.hpp"
 #include "minicriu.pb.h"

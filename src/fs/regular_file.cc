@@ -8,7 +8,7 @@
 
 #include <filesystem>
 
-#include "core/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 #include "fs/file_kind.hpp"
 #include "fs/ghost_file.hpp"
 

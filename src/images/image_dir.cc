@@ -4,7 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "core/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 
 namespace minicriu {
 

@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <string>
 
-#include "core/error.hpp"
+#include "base/error.hpp"
 
 namespace minicriu {
 

@@ -5,7 +5,7 @@
 
 #include <algorithm>
 
-#include "core/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 
 namespace minicriu {
 

@@ -6,8 +6,8 @@
 
 #include <vector>
 
-#include "core/error.hpp"
-#include "core/log.hpp"
+#include "base/error.hpp"
+#include "base/log.hpp"
 #include "mem/vma.hpp"
 #include "minicriu.pb.h"
 #include "parasite/parasite_session.hpp"

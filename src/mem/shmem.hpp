@@ -12,9 +12,9 @@
 #include <memory>
 #include <vector>
 
-#include "core/error.hpp"
-#include "core/log.hpp"
-#include "core/unique_fd.hpp"
+#include "base/error.hpp"
+#include "base/log.hpp"
+#include "base/unique_fd.hpp"
 #include "images/image_dir.hpp"
 #include "images/image_io.hpp"
 #include "minicriu.pb.h"

@@ -5,7 +5,7 @@
 
 #include <vector>
 
-#include "core/error.hpp"
+#include "base/error.hpp"
 #include "minicriu.pb.h"
 #include "proc/proc_parse.hpp"
 

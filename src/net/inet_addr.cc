@@ -9,7 +9,7 @@
 
 #include <cstring>
 
-#include "core/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 
 namespace minicriu {
 

@@ -17,8 +17,8 @@
 #include <string>
 #include <vector>
 
-#include "core/error.hpp"
-#include "core/unique_fd.hpp"
+#include "base/error.hpp"
+#include "base/unique_fd.hpp"
 #include "minicriu.pb.h"
 #include "net/inet_addr.hpp"
 #include "net/tcp_repair.hpp"

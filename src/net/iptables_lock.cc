@@ -13,7 +13,7 @@
 #include <set>
 #include <vector>
 
-#include "core/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 #include "net/network_lock_backend.hpp"
 
 extern char** environ;

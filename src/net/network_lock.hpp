@@ -16,8 +16,8 @@
 #include <string>
 #include <vector>
 
-#include "core/error.hpp"
-#include "core/log.hpp"
+#include "base/error.hpp"
+#include "base/log.hpp"
 
 namespace minicriu {
 

@@ -7,8 +7,8 @@
 #include <memory>
 #include <string>
 
-#include "core/error.hpp"
-#include "core/log.hpp"
+#include "base/error.hpp"
+#include "base/log.hpp"
 #include "net/network_lock.hpp"
 
 namespace minicriu {

@@ -6,7 +6,7 @@
 
 #include <string>
 
-#include "core/error.hpp"
+#include "base/error.hpp"
 #include "minicriu.pb.h"
 #include "net/inet_addr.hpp"
 

@@ -2,7 +2,7 @@
 
 #include <sys/socket.h>
 
-#include "core/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 
 namespace minicriu {
 

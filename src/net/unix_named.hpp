@@ -12,8 +12,8 @@
 #include <map>
 #include <string>
 
-#include "core/error.hpp"
-#include "core/unique_fd.hpp"
+#include "base/error.hpp"
+#include "base/unique_fd.hpp"
 #include "minicriu.pb.h"
 
 namespace minicriu {

@@ -15,9 +15,9 @@
 #include <string>
 #include <vector>
 
-#include "core/error.hpp"
-#include "core/external.hpp"
-#include "core/unique_fd.hpp"
+#include "base/error.hpp"
+#include "base/external.hpp"
+#include "base/unique_fd.hpp"
 #include "minicriu.pb.h"
 
 namespace minicriu {

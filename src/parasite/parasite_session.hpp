@@ -9,11 +9,11 @@
 #include <span>
 #include <vector>
 
-#include "core/error.hpp"
-#include "core/log.hpp"
-#include "core/mapping.hpp"
-#include "core/remote_ptr.hpp"
-#include "core/unique_fd.hpp"
+#include "base/error.hpp"
+#include "base/log.hpp"
+#include "base/mapping.hpp"
+#include "base/remote_ptr.hpp"
+#include "base/unique_fd.hpp"
 #include "parasite/parasite_protocol.h"
 #include "ptrace/task_tree.hpp"
 #include "ptrace/tracee_memory.hpp"

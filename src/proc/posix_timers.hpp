@@ -7,7 +7,7 @@
 
 #include <vector>
 
-#include "core/error.hpp"
+#include "base/error.hpp"
 #include "minicriu.pb.h"
 #include "parasite/parasite_protocol.h"
 #include "proc/proc_parse.hpp"

@@ -10,7 +10,7 @@
 #include <cstring>
 #include <sstream>
 
-#include "core/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 
 namespace minicriu::proc {
 

@@ -4,7 +4,7 @@
 
 #include <sys/types.h>
 
-#include "core/error.hpp"
+#include "base/error.hpp"
 #include "minicriu.pb.h"
 #include "parasite/parasite_protocol.h"
 #include "proc/proc_parse.hpp"

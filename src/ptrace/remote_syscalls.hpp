@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "arch/x86_64/regs.hpp"
-#include "core/error.hpp"
-#include "core/remote_ptr.hpp"
+#include "base/error.hpp"
+#include "base/remote_ptr.hpp"
 #include "ptrace/tracee.hpp"
 #include "ptrace/tracee_memory.hpp"
 

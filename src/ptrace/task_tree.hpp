@@ -8,8 +8,8 @@
 #include <memory>
 #include <vector>
 
-#include "core/error.hpp"
-#include "core/log.hpp"
+#include "base/error.hpp"
+#include "base/log.hpp"
 #include "ptrace/tracee.hpp"
 
 namespace minicriu {

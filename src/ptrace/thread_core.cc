@@ -3,7 +3,7 @@
 #include <signal.h>
 #include <sys/ptrace.h>
 
-#include "core/syscalls.hpp"
+#include "base/syscalls.hpp"
 #include "proc/proc_parse.hpp"
 
 namespace minicriu {

@@ -3,7 +3,7 @@
 // futex list, rseq registration.
 #pragma once
 
-#include "core/error.hpp"
+#include "base/error.hpp"
 #include "minicriu.pb.h"
 #include "ptrace/tracee.hpp"
 

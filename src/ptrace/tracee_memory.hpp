@@ -6,9 +6,9 @@
 
 #include <cstddef>
 
-#include "core/error.hpp"
-#include "core/remote_ptr.hpp"
-#include "core/unique_fd.hpp"
+#include "base/error.hpp"
+#include "base/remote_ptr.hpp"
+#include "base/unique_fd.hpp"
 
 namespace minicriu {
 

@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "core/error.hpp"
+#include "base/error.hpp"
 #include "restorer/checkpoint.hpp"
 #include "restorer/machine.hpp"
 #include "restorer/premap.hpp"

@@ -2,7 +2,7 @@
 // free in our PID namespace, or restore stops before creating anything.
 #pragma once
 
-#include "core/error.hpp"
+#include "base/error.hpp"
 #include "restorer/checkpoint.hpp"
 
 namespace minicriu {

@@ -8,7 +8,7 @@
 
 #include <algorithm>
 
-#include "core/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 #include "mem/shmem.hpp"
 
 namespace minicriu {

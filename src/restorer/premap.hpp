@@ -11,8 +11,8 @@
 #include <map>
 #include <vector>
 
-#include "core/error.hpp"
-#include "core/mapping.hpp"
+#include "base/error.hpp"
+#include "base/mapping.hpp"
 #include "minicriu.pb.h"
 #include "proc/proc_parse.hpp"
 #include "fs/file_kind.hpp"

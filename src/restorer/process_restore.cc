@@ -12,7 +12,7 @@
 
 #include <cstdlib>
 
-#include "core/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 #include "fs/fd_table.hpp"
 #include "fs/tty.hpp"
 #include "mem/shmem.hpp"

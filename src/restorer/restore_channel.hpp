@@ -6,8 +6,8 @@
 
 #include <string>
 
-#include "core/error.hpp"
-#include "core/unique_fd.hpp"
+#include "base/error.hpp"
+#include "base/unique_fd.hpp"
 #include "restorer/restorer_args.hpp"
 
 namespace minicriu {

@@ -16,8 +16,8 @@
 #include <memory>
 #include <vector>
 
-#include "core/error.hpp"
-#include "core/log.hpp"
+#include "base/error.hpp"
+#include "base/log.hpp"
 #include "restorer/restorer_args.hpp"
 
 namespace minicriu {

@@ -5,7 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "core/syscalls.hpp"
+#include "base/syscalls.hpp"
 #include "restorer/restore_channel.hpp"
 
 namespace minicriu {

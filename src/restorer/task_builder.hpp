@@ -12,8 +12,8 @@
 
 #include <functional>
 
-#include "core/error.hpp"
-#include "core/unique_fd.hpp"
+#include "base/error.hpp"
+#include "base/unique_fd.hpp"
 #include "restorer/checkpoint.hpp"
 #include "restorer/restore_channel.hpp"
 

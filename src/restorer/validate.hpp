@@ -4,7 +4,7 @@
 // in memory.
 #pragma once
 
-#include "core/error.hpp"
+#include "base/error.hpp"
 #include "restorer/checkpoint.hpp"
 #include "restorer/machine.hpp"
 

@@ -11,7 +11,7 @@
 #include <filesystem>
 #include <thread>
 
-#include "core/log.hpp"
+#include "base/log.hpp"
 #include "e2e_util.hpp"
 #include "images/image_io.hpp"
 #include "minicriu.pb.h"

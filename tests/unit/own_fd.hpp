@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "core/log.hpp"
+#include "base/log.hpp"
 #include "fs/file_kind.hpp"
 #include "fs/ghost_file.hpp"
 #include "fs/ghost_policy.hpp"

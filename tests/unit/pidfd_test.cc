@@ -6,7 +6,7 @@
 #include <signal.h>
 #include <sys/wait.h>
 
-#include "core/syscalls.hpp"
+#include "base/syscalls.hpp"
 #include "own_fd.hpp"
 
 using namespace minicriu;

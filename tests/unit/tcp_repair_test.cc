@@ -13,7 +13,7 @@
 
 #include <string>
 
-#include "core/unique_fd.hpp"
+#include "base/unique_fd.hpp"
 #include "net/inet_addr.hpp"
 #include "net/tcp_repair.hpp"
 

@@ -6,7 +6,7 @@
 #include <cstdio>
 #include <string>
 
-#include "core/version.hpp"
+#include "base/version.hpp"
 #include "minicriu/minicriu.hpp"
 
 namespace {

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "arch/x86_64/regs.hpp"
-#include "core/error.hpp"
+#include "base/error.hpp"
 
 namespace minicriu::arch {
 

@@ -1,4 +1,4 @@
-#include "core/external.hpp"
+#include "base/external.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>

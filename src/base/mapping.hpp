@@ -5,7 +5,7 @@
 #include <cstddef>
 #include <utility>
 
-#include "core/error.hpp"
+#include "base/error.hpp"
 
 namespace minicriu {
 
