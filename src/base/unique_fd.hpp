@@ -3,7 +3,10 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <string>
 #include <utility>
+
+#include "base/error.hpp"
 
 namespace minicriu {
 
@@ -42,6 +45,16 @@ inline UniqueFd move_fd_above(UniqueFd fd, int floor) {
   int moved = ::fcntl(fd.get(), F_DUPFD_CLOEXEC, floor);
   if (moved < 0) return fd;
   return UniqueFd(moved);
+}
+
+// A new fd (close-on-exec, the lowest free number) on the open file
+// description fd holds: how objects made once for a whole restore (a socket,
+// a pty end) are handed to each process that held them, one description
+// shared as it was.
+[[nodiscard]] inline Result<UniqueFd> dup_description(int fd, const std::string& what) {
+  UniqueFd out(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+  if (!out) return failf_errno("{}: dup", what);
+  return out;
 }
 
 }  // namespace minicriu

@@ -14,17 +14,13 @@
 #include <vector>
 
 #include "base/error.hpp"
-#include "base/log.hpp"
-#include "fs/ghost_file.hpp"
-#include "fs/pipe.hpp"
-#include "fs/tty.hpp"
-#include "images/image_dir.hpp"
-#include "mem/shmem.hpp"
 #include "base/external.hpp"
+#include "base/log.hpp"
+#include "fs/fd_table.hpp"
+#include "images/checkpoint.hpp"
+#include "images/image_dir.hpp"
+#include "kinds/kind_set.hpp"
 #include "net/network_lock.hpp"
-#include "net/inet_socket.hpp"
-#include "net/unix_socket.hpp"
-#include "restorer/checkpoint.hpp"
 #include "restorer/machine.hpp"
 #include "restorer/pid_check.hpp"
 #include "restorer/process_restore.hpp"
@@ -52,34 +48,6 @@ Result<int> raise_fd_floor(const Checkpoint& c) {
     (void)::setrlimit(RLIMIT_NOFILE, &nofile);
   }
   return floor;
-}
-
-struct SharedFiles {
-  std::map<uint32_t, UniqueFd> fds;
-  std::map<uint32_t, int> numbers;
-};
-
-// Files that several processes hold (inherited or passed fds) are opened once,
-// here, so that they share one open file description after restore too.
-Result<SharedFiles> open_shared_files(const Checkpoint& c, const FileRestoreContext& ctx) {
-  std::map<uint32_t, int> holders;
-  for (auto& p : c.processes) {
-    std::set<uint32_t> mine;
-    for (auto& f : p.fds) mine.insert(f.file_id());
-    for (uint32_t id : mine) holders[id]++;
-  }
-  SharedFiles out;
-  for (auto& [id, n] : holders) {
-    if (n < 2) continue;
-    const img::FileEntry* entry = c.file(id);
-    if (!entry) return failf("file {} is not in files.img", id);
-    ASSIGN_OR_RETURN(const FileKind* kind, file_kind_for(*entry));
-    ASSIGN_OR_RETURN(UniqueFd fd, with_context(kind->open(*entry, ctx), fmt::format("file {}", id)));
-    fd = move_fd_above(std::move(fd), ctx.fd_floor);
-    out.numbers[id] = fd.get();
-    out.fds.emplace(id, std::move(fd));
-  }
-  return out;
 }
 
 // Relays a task's warnings until it is ready; its error becomes ours.
@@ -154,50 +122,37 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   ASSIGN_OR_RETURN(Checkpoint ckpt, load_checkpoint(dir));
   KeptNetworkLock net_lock(ckpt.inventory, log);
   TRY(net_lock.check());
+  KindSet kinds = KindSet::make();
   ASSIGN_OR_RETURN(MachineInfo machine, probe_machine());
-  TRY(with_context(validate_checkpoint(ckpt, machine),
+  TRY(with_context(validate_checkpoint(ckpt, machine, kinds),
                    fmt::format("{} cannot be restored here", dir.path())));
+  RestoreEnv env{options, dir, ckpt, log};
+  // Every kind reads and checks its own images now.
+  TRY(kinds.each([&](Kind& k) { return k.load(env); }));
   log.info("images of {} process(es) read and valid", ckpt.processes.size());
-  // Shared objects of the tree: their images are read and checked now.
-  ASSIGN_OR_RETURN(auto pipes, PipeRestorer::load(dir));
-  ASSIGN_OR_RETURN(auto shmem, ShmemRestorer::load(dir));
-  TRY(with_context(InetSocketRestorer::validate(ckpt.files),
-                   fmt::format("{} cannot be restored here", dir.path())));
   TRY(check_ids_free(ckpt));
   // What stands in for objects that were outside the tree: asked for before
-  // anything is made, so a missing one costs nothing.
-  ASSIGN_OR_RETURN(auto external_unix, UnixSocketRestorer::take_external(ckpt.files, stand_ins));
+  // anything is made, so a missing one costs nothing. An --inherit-fd that
+  // names none of them is a typo, refused first.
+  std::set<std::string> external;
+  kinds.each_void([&](Kind& k) { k.list_external(env, external); });
+  TRY(stand_ins.check_used(external));
+  TRY(kinds.each([&](Kind& k) { return k.take_stand_ins(stand_ins, env); }));
 
-  // Ghost files come back under temporary names until every holder has them.
-  ASSIGN_OR_RETURN(auto ghosts, RecreatedGhosts::recreate(dir, ckpt.ghosts, options.ghost_dir));
-  TreeRestore tree;
-  tree.checkpoint = &ckpt;
-  tree.files.ghost_paths = &ghosts.paths();
-  tree.files.pipes = pipes.get();
-  tree.files.shmem = shmem.get();
   // What the whole tree shares is made here, before its first process, above
   // every fd number any of them uses: each process inherits it all.
-  ASSIGN_OR_RETURN(int floor, raise_fd_floor(ckpt));
-  tree.files.fd_floor = floor;
-  pipes->set_fd_floor(floor);
-  shmem->set_fd_floor(floor);
-  TRY(pipes->create_all());
-  TRY(shmem->create_all());
-  ASSIGN_OR_RETURN(auto unix_sockets, UnixSocketRestorer::create_all(ckpt.files, floor,
-                                                                       std::move(external_unix)));
-  tree.files.unix_sockets = unix_sockets.get();
-  ASSIGN_OR_RETURN(auto ttys, TtyRestorer::create_all(ckpt.files, floor, log));
-  tree.files.ttys = ttys.get();
-  // Listeners first, then connections (in TCP repair mode until resume()).
-  ASSIGN_OR_RETURN(auto inet_sockets, InetSocketRestorer::create_all(ckpt.files, floor));
-  tree.files.inet_sockets = inet_sockets.get();
-  ASSIGN_OR_RETURN(auto shared, open_shared_files(ckpt, tree.files));
-  tree.files.shared_files = &shared.numbers;
+  ASSIGN_OR_RETURN(env.fd_floor, raise_fd_floor(ckpt));
+  TRY(kinds.each([&](Kind& k) { return k.create_shared(env); }));
+  ASSIGN_OR_RETURN(SharedFiles shared, open_shared_files(ckpt, kinds, env.fd_floor));
+  TreeRestore tree;
+  tree.checkpoint = &ckpt;
+  tree.kinds = &kinds;
+  tree.shared = &shared;
   std::map<pid_t, ChannelPair> channels;
   for (const ProcessImages& p : ckpt.processes) {
     if (p.entry.zombie()) continue;
     ASSIGN_OR_RETURN(auto ch, make_channel());
-    ch.child = move_fd_above(std::move(ch.child), floor);
+    ch.child = move_fd_above(std::move(ch.child), env.fd_floor);
     tree.channels[static_cast<pid_t>(p.entry.pid())] = ch.child.get();
     channels.emplace(static_cast<pid_t>(p.entry.pid()), std::move(ch));
   }
@@ -232,24 +187,16 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
     tails.push_back(tail ? std::move(*tail) : nullptr);
   }
   log.info("every process is ready; resuming");
-  // Every holder has its files: ghosts become ghosts again, link remaps go,
-  // and our own ends of pipes and shared files must not keep them open.
-  ghosts.unlink_all();
-  TRY(shmem->finish());
+  // Every holder has its files: our own copies of what the tree shares must
+  // not keep it open, and each kind puts its last touches (ghosts become
+  // ghosts again, connections leave repair mode).
   shared.fds.clear();
-  pipes.reset();
-  shmem.reset();
-  unix_sockets.reset();
-  ttys.reset();
-  // Every socket of the tree exists: connections may talk again.
-  TRY(inet_sockets->resume());
-  inet_sockets.reset();
-  for (auto& f : ckpt.files)
-    if (f.has_reg() && f.reg().remove_after_restore()) ::unlink(f.reg().path().c_str());
+  TRY(kinds.each([&](Kind& k) { return k.resume(env); }));
   for (auto& t : tasks) TRY(send_go(t.channel()));
   // From here the tree runs on its own: nothing below may kill it.
   for (auto& t : tasks) t.release();
   net_lock.unlock();
+  kinds.each_void([&](Kind& k) { k.after_resume(env); });
   for (auto& tail : tails) {
     if (!tail) continue;
     if (auto st = tail->finish(); !st) log.warn("the restorer tail stays mapped: {}", st.error().what());

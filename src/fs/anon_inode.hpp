@@ -9,7 +9,7 @@
 #include <string_view>
 
 #include "base/error.hpp"
-#include "fs/file_kind.hpp"
+#include "kinds/kind.hpp"
 
 namespace minicriu {
 

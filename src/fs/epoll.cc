@@ -24,7 +24,7 @@
 
 #include "base/syscalls.hpp"
 #include "fs/anon_inode.hpp"
-#include "fs/file_kind.hpp"
+#include "kinds/kind.hpp"
 
 namespace minicriu {
 
@@ -75,13 +75,13 @@ Result<bool> target_in_table(const FdDumpInfo& fd, const TfdLine& t, uint32_t to
   return st.st_ino == t.ino && st.st_dev == makedev(t.sdev >> 20, t.sdev & 0xfffff);
 }
 
-class EpollKind final : public FileKind {
+class EpollKind final : public Kind {
  public:
   const char* name() const override { return "epoll"; }
 
-  bool matches(const FdDumpInfo& fd) const override { return is_anon_inode(fd, "eventpoll"); }
+  bool takes(const FdDumpInfo& fd) const override { return is_anon_inode(fd, "eventpoll"); }
 
-  Status dump(const FdDumpInfo& fd, img::FileEntry& entry, FileDumpContext&) const override {
+  Status take(const FdDumpInfo& fd, img::FileEntry& entry, DumpEnv&) override {
     ASSIGN_OR_RETURN(auto lines, parse_tfd_lines(fd));
     img::EventPoll* e = entry.mutable_epoll();
     e->set_flags(fd.fdinfo.flags);
@@ -103,9 +103,9 @@ class EpollKind final : public FileKind {
     return {};
   }
 
-  bool restores(const img::FileEntry& entry) const override { return entry.has_epoll(); }
+  bool owns(const img::FileEntry& entry) const override { return entry.has_epoll(); }
 
-  Result<UniqueFd> open(const img::FileEntry& entry, const FileRestoreContext&) const override {
+  Result<UniqueFd> open(const img::FileEntry& entry) override {
     UniqueFd fd(::epoll_create1(EPOLL_CLOEXEC));
     if (!fd) return failf_errno("file {}: cannot create an epoll", entry.id());
     if ((entry.epoll().flags() & O_NONBLOCK) && ::fcntl(fd.get(), F_SETFL, O_NONBLOCK) != 0)
@@ -113,7 +113,7 @@ class EpollKind final : public FileKind {
     return fd;
   }
 
-  Status restore_after(const img::FileEntry& entry, int fd, const FdLookup& lookup) const override {
+  Status open_after(const img::FileEntry& entry, int fd, const FdLookup& lookup) override {
     for (const img::EpollTarget& t : entry.epoll().targets()) {
       int target = lookup(t.fd());
       if (target < 0)
@@ -128,13 +128,19 @@ class EpollKind final : public FileKind {
     }
     return {};
   }
+
+  std::string describe(const img::FileEntry& f) const override {
+    std::string targets;
+    for (auto& t : f.epoll().targets())
+      targets += fmt::format("{}fd {} events {:#x} data {:#x}", targets.empty() ? "" : "; ", t.fd(),
+                             t.events(), t.data());
+    return fmt::format("epoll ({} target(s){}{})", f.epoll().targets_size(), targets.empty() ? "" : ": ",
+                       targets);
+  }
 };
 
 }  // namespace
 
-const FileKind& epoll_kind() {
-  static const EpollKind kind;
-  return kind;
-}
+std::unique_ptr<Kind> make_epoll_kind() { return std::make_unique<EpollKind>(); }
 
 }  // namespace minicriu

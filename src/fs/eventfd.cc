@@ -8,19 +8,19 @@
 #include <climits>
 
 #include "fs/anon_inode.hpp"
-#include "fs/file_kind.hpp"
+#include "kinds/kind.hpp"
 
 namespace minicriu {
 
 namespace {
 
-class EventFdKind final : public FileKind {
+class EventFdKind final : public Kind {
  public:
   const char* name() const override { return "eventfd"; }
 
-  bool matches(const FdDumpInfo& fd) const override { return is_anon_inode(fd, "eventfd"); }
+  bool takes(const FdDumpInfo& fd) const override { return is_anon_inode(fd, "eventfd"); }
 
-  Status dump(const FdDumpInfo& fd, img::FileEntry& entry, FileDumpContext&) const override {
+  Status take(const FdDumpInfo& fd, img::FileEntry& entry, DumpEnv&) override {
     const std::string& text = fd.fdinfo.text;
     // "eventfd-count: %16llx" (fs/eventfd.c, eventfd_show_fdinfo): hexadecimal.
     ASSIGN_OR_RETURN(uint64_t count, fdinfo_number(fd, text, "eventfd-count", 16));
@@ -37,9 +37,9 @@ class EventFdKind final : public FileKind {
     return {};
   }
 
-  bool restores(const img::FileEntry& entry) const override { return entry.has_eventfd(); }
+  bool owns(const img::FileEntry& entry) const override { return entry.has_eventfd(); }
 
-  Result<UniqueFd> open(const img::FileEntry& entry, const FileRestoreContext&) const override {
+  Result<UniqueFd> open(const img::FileEntry& entry) override {
     const img::EventFd& e = entry.eventfd();
     // Close-on-exec is a property of each fd, set by the fd table; our own
     // handle keeps it so that it never leaks into a child.
@@ -57,13 +57,15 @@ class EventFdKind final : public FileKind {
     }
     return fd;
   }
+
+  std::string describe(const img::FileEntry& f) const override {
+    return fmt::format("eventfd (count {}{}, flags {:#o})", f.eventfd().count(),
+                       f.eventfd().semaphore() ? ", semaphore" : "", f.eventfd().flags());
+  }
 };
 
 }  // namespace
 
-const FileKind& eventfd_kind() {
-  static const EventFdKind kind;
-  return kind;
-}
+std::unique_ptr<Kind> make_eventfd_kind() { return std::make_unique<EventFdKind>(); }
 
 }  // namespace minicriu

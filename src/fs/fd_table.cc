@@ -11,10 +11,10 @@
 namespace minicriu {
 
 Result<uint32_t> FileRegistry::add_entry(const FdDumpInfo& info) {
-  ASSIGN_OR_RETURN(const FileKind* kind, file_kind_for(info));
+  ASSIGN_OR_RETURN(Kind * kind, kinds_.taker(info));
   img::FileEntry entry;
   entry.set_id(static_cast<uint32_t>(entries_.size() + 1));
-  TRY(kind->dump(info, entry, ctx_));
+  TRY(kind->take(info, entry, env_));
   entries_.push_back(std::move(entry));
   return entries_.back().id();
 }
@@ -116,23 +116,33 @@ Result<std::vector<img::FdEntry>> dump_fd_table(pid_t pid, const std::vector<FdL
 
 #include <sys/resource.h>
 
-#include <map>
 #include <set>
-
-#include "fs/pipe.hpp"
-#include "mem/shmem.hpp"
 
 namespace minicriu {
 
-Status restore_fd_table(const std::vector<img::FdEntry>& fds,
-                        const std::vector<img::FileEntry>& files, std::vector<int>& keep,
-                        FileRestoreContext& ctx) {
+Result<SharedFiles> open_shared_files(const Checkpoint& c, const KindSet& kinds, int floor) {
+  std::map<uint32_t, int> holders;
+  for (auto& p : c.processes) {
+    std::set<uint32_t> mine;
+    for (auto& f : p.fds) mine.insert(f.file_id());
+    for (uint32_t id : mine) holders[id]++;
+  }
+  SharedFiles out;
+  for (auto& [id, n] : holders) {
+    if (n < 2) continue;
+    const img::FileEntry* entry = c.file(id);
+    if (!entry) return failf("file {} is not in files.img", id);
+    ASSIGN_OR_RETURN(UniqueFd fd, with_context(kinds.open(*entry), fmt::format("file {}", id)));
+    out.fds.emplace(id, move_fd_above(std::move(fd), floor));
+  }
+  return out;
+}
+
+Result<int> restore_fd_table(const ProcessImages& p, const Checkpoint& c, const KindSet& kinds,
+                             const SharedFiles& shared, std::vector<int>& keep) {
+  const std::vector<img::FdEntry>& fds = p.fds;
   int hi = 0;
   for (auto& f : fds) hi = std::max(hi, f.fd() + 1);
-  // What kinds keep open for later (pipe ends, shmem objects) stays up there too.
-  ctx.fd_floor = hi;
-  if (ctx.pipes) ctx.pipes->set_fd_floor(hi);
-  if (ctx.shmem) ctx.shmem->set_fd_floor(hi);
   // Our own fds go above the dumped ones; the soft limit may be below them.
   rlimit nofile;
   if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
@@ -152,18 +162,15 @@ Status restore_fd_table(const std::vector<img::FdEntry>& fds,
   std::map<uint32_t, UniqueFd> opened;
   for (auto& f : fds) {
     if (opened.count(f.file_id())) continue;
-    const img::FileEntry* entry = nullptr;
-    for (auto& e : files)
-      if (e.id() == f.file_id()) entry = &e;
+    const img::FileEntry* entry = c.file(f.file_id());
     if (!entry) return failf("fd {}: file {} is not in files.img", f.fd(), f.file_id());
-    if (ctx.shared_files && ctx.shared_files->count(f.file_id())) {
-      int n = ::fcntl(ctx.shared_files->at(f.file_id()), F_DUPFD_CLOEXEC, hi);
+    if (int held = shared.get(f.file_id()); held >= 0) {
+      int n = ::fcntl(held, F_DUPFD_CLOEXEC, hi);
       if (n < 0) return failf_errno("fd {}: dup of the shared file {}", f.fd(), f.file_id());
       opened[f.file_id()].reset(n);
       continue;
     }
-    ASSIGN_OR_RETURN(const FileKind* kind, file_kind_for(*entry));
-    ASSIGN_OR_RETURN(UniqueFd fd, with_context(kind->open(*entry, ctx), fmt::format("fd {}", f.fd())));
+    ASSIGN_OR_RETURN(UniqueFd fd, with_context(kinds.open(*entry), fmt::format("fd {}", f.fd())));
     ASSIGN_OR_RETURN(int n, move_up(fd.release()));
     opened[f.file_id()].reset(n);
   }
@@ -179,17 +186,15 @@ Status restore_fd_table(const std::vector<img::FdEntry>& fds,
     installed.emplace(f.file_id(), f.fd());
     numbers.insert(f.fd());
   }
-  // Second pass: files that name other fds (epoll), now that all are in place
-  // under their dumped numbers.
+  // Files that name other fds (epoll), now that all are in place under their
+  // dumped numbers.
   FdLookup lookup = [&numbers](int dumped) { return numbers.count(dumped) ? dumped : -1; };
   for (auto& [id, fd] : installed) {
-    const img::FileEntry* entry = nullptr;
-    for (auto& e : files)
-      if (e.id() == id) entry = &e;
-    ASSIGN_OR_RETURN(const FileKind* kind, file_kind_for(*entry));
-    TRY(with_context(kind->restore_after(*entry, fd, lookup), fmt::format("fd {}", fd)));
+    const img::FileEntry* entry = c.file(id);
+    ASSIGN_OR_RETURN(Kind * kind, kinds.owner(*entry));
+    TRY(with_context(kind->open_after(*entry, fd, lookup), fmt::format("fd {}", fd)));
   }
-  return {};
+  return hi;
 }
 
 Status close_fds_above(int floor, const std::vector<int>& keep) {

@@ -7,18 +7,24 @@
 
 #include <vector>
 
+#include <map>
+
 #include "base/error.hpp"
-#include "fs/file_kind.hpp"
+#include "images/checkpoint.hpp"
+#include "kinds/kind_set.hpp"
 #include "minicriu.pb.h"
 
 namespace minicriu {
 
 class ParasiteSession;
 
-// files.img being built for a whole tree.
+// files.img being built for a whole tree: each file dumped by the kind that
+// takes it. env.files points at the entries.
 class FileRegistry {
  public:
-  explicit FileRegistry(FileDumpContext ctx) : ctx_(ctx) {}
+  FileRegistry(KindSet& kinds, DumpEnv& env) : kinds_(kinds), env_(env) { env_.files = &entries_; }
+  FileRegistry(const FileRegistry&) = delete;
+  FileRegistry& operator=(const FileRegistry&) = delete;
   // The id of the file behind fd, dumping it the first time it is seen.
   [[nodiscard]] Result<uint32_t> add(const FdDumpInfo& fd);
   // A file reached by a /proc link without an fd (cwd, root, exe).
@@ -28,10 +34,6 @@ class FileRegistry {
   [[nodiscard]] Result<uint32_t> add_deleted_mapping(pid_t pid, uint64_t start, uint64_t end,
                                                      bool writable_shared);
   const std::vector<img::FileEntry>& entries() const { return entries_; }
-  // For checks and kinds that complete entries once the whole tree is seen (a
-  // unix socket's peer accepted as external, inet connections waiting to be
-  // accepted, a unix listener's connections not yet accepted).
-  std::vector<img::FileEntry>& mutable_entries() { return entries_; }
 
  private:
   struct Seen {
@@ -43,7 +45,8 @@ class FileRegistry {
   };
   [[nodiscard]] Result<uint32_t> add_entry(const FdDumpInfo& info);
 
-  FileDumpContext ctx_;
+  KindSet& kinds_;
+  DumpEnv& env_;
   std::vector<Seen> seen_;
   std::vector<img::FileEntry> entries_;
 };
@@ -66,16 +69,30 @@ struct FdListing {
 
 namespace minicriu {
 
+// Files held by several processes of the tree, opened once by their kinds
+// before any of them is created (file id -> our fd, above floor): each
+// process dups them, so they share one open file description (one offset)
+// again, as inherited or passed fds did.
+struct SharedFiles {
+  std::map<uint32_t, UniqueFd> fds;
+  int get(uint32_t id) const {
+    auto it = fds.find(id);
+    return it == fds.end() ? -1 : it->second.get();
+  }
+};
+[[nodiscard]] Result<SharedFiles> open_shared_files(const Checkpoint& c, const KindSet& kinds, int floor);
+
 // Restore side, run by the task being restored: installs the dumped fd table.
-// Each file is opened once (by its kind, with ctx) and dup'd to every fd that
-// held it, so dup'd fds share one open file description again. Every other fd
-// below the highest dumped one is closed; `keep` (minicriu's own: the restore
+// Each file is opened once (by its kind, or dup'd from shared) and dup'd to
+// every fd that held it, so dup'd fds share one open file description again;
+// then each kind's open_after() sees the whole table. Every other fd below
+// the highest dumped one is closed; `keep` (minicriu's own: the restore
 // channel...) are first moved above the dumped fds, and updated to their new
 // numbers as soon as they move, so the caller can still use them if a later
-// step fails. ctx.fd_floor is set to the first number above the dumped fds.
-[[nodiscard]] Status restore_fd_table(const std::vector<img::FdEntry>& fds,
-                                      const std::vector<img::FileEntry>& files,
-                                      std::vector<int>& keep, FileRestoreContext& ctx);
+// step fails. Returns the first number above the dumped fds: everything there
+// is the restore's own.
+[[nodiscard]] Result<int> restore_fd_table(const ProcessImages& p, const Checkpoint& c, const KindSet& kinds,
+                                      const SharedFiles& shared, std::vector<int>& keep);
 
 // Closes every fd at or above floor but those in keep: what the restore opened
 // for itself, once nothing needs it any more.

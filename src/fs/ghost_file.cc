@@ -6,9 +6,11 @@
 
 #include <chrono>
 #include <filesystem>
+#include <optional>
 
 #include "base/unique_fd.hpp"
-#include "fs/file_kind.hpp"
+#include "fs/regular_file.hpp"
+#include "kinds/kind.hpp"
 #include "fs/sparse_data.hpp"
 
 namespace minicriu {
@@ -54,7 +56,7 @@ Result<uint32_t> GhostStore::add(const std::string& who, int fd, const std::stri
   g.set_mtime_ns(static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec);
   g.set_dev(st.st_dev);
   g.set_ino(st.st_ino);
-  ASSIGN_OR_RETURN(auto data, RawImageFile::create(dir_.ghost_data(g.id())));
+  ASSIGN_OR_RETURN(auto data, RawImageFile::create(ghost_data_image(dir_, g.id())));
   TRY(copy_extents_out(data.fd(), own.get(), extents, what));
   for (auto& e : extents) *g.add_extents() = e;
   log_.info("{}: {} of data in {} extent(s), {} apparent", what, format_size(allocated),
@@ -64,10 +66,10 @@ Result<uint32_t> GhostStore::add(const std::string& who, int fd, const std::stri
   return entries_.back().id();
 }
 
-Status GhostStore::commit() {
-  for (auto& d : data_) TRY(d->commit());
+Status GhostStore::commit(ImageSet& images) {
+  for (auto& d : data_) TRY(images.commit(*d));
   data_.clear();
-  return {};
+  return images.write(ghosts_image(dir_), kGhostsImage, entries_);
 }
 
 Result<RecreatedGhosts> RecreatedGhosts::recreate(const ImageDir& dir,
@@ -90,12 +92,12 @@ Result<RecreatedGhosts> RecreatedGhosts::recreate(const ImageDir& dir,
     // The size first: what no extent fills stays a hole.
     if (::ftruncate(fd.get(), static_cast<off_t>(g.size())) != 0)
       return failf_errno("ghost file {}: ftruncate to {}", g.path(), g.size());
-    UniqueFd data(::open(dir.ghost_data(g.id()).c_str(), O_RDONLY | O_CLOEXEC));
-    if (!data) return failf_errno("ghost file {}: cannot open {}", g.path(), dir.ghost_data(g.id()));
+    UniqueFd data(::open(ghost_data_image(dir, g.id()).c_str(), O_RDONLY | O_CLOEXEC));
+    if (!data) return failf_errno("ghost file {}: cannot open {}", g.path(), ghost_data_image(dir, g.id()));
     struct stat st;
     if (::fstat(data.get(), &st) != 0 || static_cast<uint64_t>(st.st_size) != g.allocated())
       return failf("ghost file {}: {} does not hold its {} bytes of data", g.path(),
-                   dir.ghost_data(g.id()), g.allocated());
+                   ghost_data_image(dir, g.id()), g.allocated());
     TRY(copy_extents_in(fd.get(), data.get(), g.extents(), "ghost file " + g.path()));
     ::fchown(fd.get(), g.uid(), g.gid());
     ::fchmod(fd.get(), g.mode() & 07777);
@@ -120,40 +122,81 @@ namespace minicriu {
 
 namespace {
 
-class GhostFileKind final : public FileKind {
+class GhostFileKind final : public Kind {
  public:
   const char* name() const override { return "ghost file"; }
 
-  bool matches(const FdDumpInfo& fd) const override {
+  bool takes(const FdDumpInfo& fd) const override {
     return S_ISREG(fd.st.st_mode) && fd.st.st_nlink == 0 && has_deleted_suffix(fd.link) &&
            fd.link.rfind("/memfd:", 0) != 0;
   }
 
-  Status dump(const FdDumpInfo& fd, img::FileEntry& entry, FileDumpContext& ctx) const override {
-    ASSIGN_OR_RETURN(uint32_t ghost, ctx.ghosts.add(fd.what, fd.local_fd, fd.link, fd.st));
+  Status begin(DumpEnv& env) override {
+    ASSIGN_OR_RETURN(GhostPolicy policy, GhostPolicy::from_options(env.options.ghost_limit,
+                                                                    env.options.ghost_policy));
+    store_.emplace(env.dir, std::move(policy), env.log);
+    return {};
+  }
+
+  Status take(const FdDumpInfo& fd, img::FileEntry& entry, DumpEnv&) override {
+    ASSIGN_OR_RETURN(uint32_t ghost, store_->add(fd.what, fd.local_fd, fd.link, fd.st));
     img::RegFile* reg = entry.mutable_reg();
     describe_reg_file(fd, strip_deleted_suffix(fd.link), *reg);
     reg->set_ghost_id(ghost);
     return {};
   }
 
-  bool restores(const img::FileEntry& entry) const override {
+  Status commit(ImageSet& images, DumpEnv&) override { return store_->commit(images); }
+
+  bool owns(const img::FileEntry& entry) const override {
     return entry.has_reg() && entry.reg().ghost_id() != 0;
   }
 
-  Result<UniqueFd> open(const img::FileEntry& entry, const FileRestoreContext& ctx) const override {
-    const img::RegFile& reg = entry.reg();
-    if (!ctx.ghost_paths || !ctx.ghost_paths->count(reg.ghost_id()))
-      return failf("ghost file {} (ghost {}) was not recreated", reg.path(), reg.ghost_id());
-    return reopen_reg_file(ctx.ghost_paths->at(reg.ghost_id()), reg);
+  Status load(const RestoreEnv& env) override {
+    ASSIGN_OR_RETURN(ghosts_, read_all_images<img::GhostFile>(ghosts_image(env.dir), kGhostsImage));
+    return {};
   }
+
+  // Ghost files come back under temporary names until every holder has them.
+  Status create_shared(const RestoreEnv& env) override {
+    ASSIGN_OR_RETURN(recreated_, RecreatedGhosts::recreate(env.dir, ghosts_, env.options.ghost_dir));
+    return {};
+  }
+
+  Result<UniqueFd> open(const img::FileEntry& entry) override {
+    const img::RegFile& reg = entry.reg();
+    auto it = recreated_.paths().find(reg.ghost_id());
+    if (it == recreated_.paths().end())
+      return failf("ghost file {} (ghost {}) was not recreated", reg.path(), reg.ghost_id());
+    return reopen_reg_file(it->second, reg);
+  }
+
+  // Every holder opened and mapped it: a ghost again.
+  Status resume(const RestoreEnv&) override {
+    recreated_.unlink_all();
+    return {};
+  }
+
+  std::string describe(const img::FileEntry& f) const override { return reg_file_summary(f.reg()); }
+
+  void describe_images(std::string& out) const override {
+    for (auto& g : ghosts_)
+      out += fmt::format("ghost {}: {} ({} bytes, {} bytes of data in {} extent(s))\n", g.id(), g.path(),
+                         g.size(), g.allocated(), g.extents_size());
+  }
+
+  void add_to_view(img::CheckpointView& view) const override {
+    for (auto& g : ghosts_) *view.add_ghosts() = g;
+  }
+
+ private:
+  std::optional<GhostStore> store_;
+  std::vector<img::GhostFile> ghosts_;
+  RecreatedGhosts recreated_;
 };
 
 }  // namespace
 
-const FileKind& ghost_file_kind() {
-  static const GhostFileKind kind;
-  return kind;
-}
+std::unique_ptr<Kind> make_ghost_file_kind() { return std::make_unique<GhostFileKind>(); }
 
 }  // namespace minicriu

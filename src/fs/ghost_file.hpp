@@ -18,9 +18,16 @@
 #include "fs/ghost_policy.hpp"
 #include "images/image_dir.hpp"
 #include "images/image_io.hpp"
+#include "images/image_set.hpp"
 #include "minicriu.pb.h"
 
 namespace minicriu {
+
+inline constexpr ImageKind kGhostsImage{8, "ghosts"};
+inline std::string ghosts_image(const ImageDir& dir) { return dir.file("ghosts.img"); }
+inline std::string ghost_data_image(const ImageDir& dir, uint32_t id) {
+  return dir.file("ghost-" + std::to_string(id) + ".data");
+}
 
 // " (deleted)" is what the kernel appends to the name of an unlinked file.
 bool has_deleted_suffix(const std::string& link);
@@ -38,8 +45,8 @@ class GhostStore {
   [[nodiscard]] Result<uint32_t> add(const std::string& who, int fd, const std::string& link,
                                      const struct stat& st);
   const std::vector<img::GhostFile>& entries() const { return entries_; }
-  // fsync and make the data files visible (see RawImageFile).
-  [[nodiscard]] Status commit();
+  // The data files and ghosts.img.
+  [[nodiscard]] Status commit(ImageSet& images);
 
  private:
   const ImageDir& dir_;

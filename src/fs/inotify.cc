@@ -24,7 +24,7 @@
 #include <sstream>
 
 #include "fs/anon_inode.hpp"
-#include "fs/file_kind.hpp"
+#include "kinds/kind.hpp"
 #include "fs/ghost_file.hpp"
 
 namespace minicriu {
@@ -131,13 +131,13 @@ Result<std::string> watched_path(const FdDumpInfo& fd, const Watch& w) {
   return path;
 }
 
-class InotifyKind final : public FileKind {
+class InotifyKind final : public Kind {
  public:
   const char* name() const override { return "inotify"; }
 
-  bool matches(const FdDumpInfo& fd) const override { return fd.link == "anon_inode:inotify"; }
+  bool takes(const FdDumpInfo& fd) const override { return fd.link == "anon_inode:inotify"; }
 
-  Status dump(const FdDumpInfo& fd, img::FileEntry& entry, FileDumpContext&) const override {
+  Status take(const FdDumpInfo& fd, img::FileEntry& entry, DumpEnv&) override {
     ASSIGN_OR_RETURN(auto watches, parse_watches(fd));
     std::sort(watches.begin(), watches.end(), [](auto& a, auto& b) { return a.wd < b.wd; });
     img::Inotify* in = entry.mutable_inotify();
@@ -153,9 +153,9 @@ class InotifyKind final : public FileKind {
     return {};
   }
 
-  bool restores(const img::FileEntry& entry) const override { return entry.has_inotify(); }
+  bool owns(const img::FileEntry& entry) const override { return entry.has_inotify(); }
 
-  Result<UniqueFd> open(const img::FileEntry& entry, const FileRestoreContext&) const override {
+  Result<UniqueFd> open(const img::FileEntry& entry) override {
     UniqueFd fd(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
     if (!fd) return failf_errno("file {}: cannot create an inotify", entry.id());
     for (const img::InotifyWatch& w : entry.inotify().watches()) {
@@ -180,13 +180,18 @@ class InotifyKind final : public FileKind {
       return failf_errno("file {}: cannot make the inotify blocking again", entry.id());
     return fd;
   }
+
+  std::string describe(const img::FileEntry& f) const override {
+    std::string watches;
+    for (auto& w : f.inotify().watches())
+      watches += fmt::format("{}wd {} {} mask {:#x}", watches.empty() ? "" : "; ", w.wd(), w.path(), w.mask());
+    return fmt::format("inotify ({} watch(es){}{})", f.inotify().watches_size(), watches.empty() ? "" : ": ",
+                       watches);
+  }
 };
 
 }  // namespace
 
-const FileKind& inotify_kind() {
-  static const InotifyKind kind;
-  return kind;
-}
+std::unique_ptr<Kind> make_inotify_kind() { return std::make_unique<InotifyKind>(); }
 
 }  // namespace minicriu

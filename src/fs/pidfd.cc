@@ -11,7 +11,7 @@
 
 #include "base/syscalls.hpp"
 #include "fs/anon_inode.hpp"
-#include "fs/file_kind.hpp"
+#include "kinds/kind.hpp"
 
 namespace minicriu {
 
@@ -22,13 +22,13 @@ namespace {
 constexpr uint32_t kPidfdNonblock = O_NONBLOCK;
 constexpr uint32_t kPidfdThread = O_EXCL;
 
-class PidFdKind final : public FileKind {
+class PidFdKind final : public Kind {
  public:
   const char* name() const override { return "pidfd"; }
 
-  bool matches(const FdDumpInfo& fd) const override { return is_anon_inode(fd, "pidfd"); }
+  bool takes(const FdDumpInfo& fd) const override { return is_anon_inode(fd, "pidfd"); }
 
-  Status dump(const FdDumpInfo& fd, img::FileEntry& entry, FileDumpContext& ctx) const override {
+  Status take(const FdDumpInfo& fd, img::FileEntry& entry, DumpEnv& env) override {
     // "Pid:\t%d" (kernel/pid.c or fs/pidfs.c, pidfd_show_fdinfo): the pid in
     // our pid namespace, -1 once the process is gone, 0 if it is in a pid
     // namespace we cannot see.
@@ -44,8 +44,8 @@ class PidFdKind final : public FileKind {
     if (pid == 0)
       return failf("{} is a pidfd to a process in a pid namespace minicriu cannot see; close it "
                    "before the dump", fd.what);
-    bool inside = ctx.tree_tids && std::find(ctx.tree_tids->begin(), ctx.tree_tids->end(),
-                                             static_cast<pid_t>(pid)) != ctx.tree_tids->end();
+    bool inside = std::find(env.tree_tids.begin(), env.tree_tids.end(), static_cast<pid_t>(pid)) !=
+                  env.tree_tids.end();
     if (!inside)
       return failf("{} is a pidfd to pid {}, which is outside the dumped tree and would not come "
                    "back with its pid; close it before the dump, or dump a tree that contains pid {}",
@@ -56,9 +56,9 @@ class PidFdKind final : public FileKind {
     return {};
   }
 
-  bool restores(const img::FileEntry& entry) const override { return entry.has_pidfd(); }
+  bool owns(const img::FileEntry& entry) const override { return entry.has_pidfd(); }
 
-  Result<UniqueFd> open(const img::FileEntry& entry, const FileRestoreContext&) const override {
+  Result<UniqueFd> open(const img::FileEntry& entry) override {
     const img::PidFd& p = entry.pidfd();
     unsigned flags = p.flags() & (kPidfdNonblock | kPidfdThread);
     // pidfd_open sets close-on-exec itself, as the fd table wants for our handle.
@@ -68,13 +68,14 @@ class PidFdKind final : public FileKind {
                          errno == ESRCH ? " (no such process: it should have been restored first)" : "");
     return fd;
   }
+
+  std::string describe(const img::FileEntry& f) const override {
+    return fmt::format("pidfd (pid {}, flags {:#o})", f.pidfd().pid(), f.pidfd().flags());
+  }
 };
 
 }  // namespace
 
-const FileKind& pidfd_kind() {
-  static const PidFdKind kind;
-  return kind;
-}
+std::unique_ptr<Kind> make_pidfd_kind() { return std::make_unique<PidFdKind>(); }
 
 }  // namespace minicriu

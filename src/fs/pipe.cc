@@ -7,7 +7,7 @@
 
 #include <climits>
 
-#include "fs/file_kind.hpp"
+#include "kinds/kind.hpp"
 #include "proc/proc_parse.hpp"
 
 namespace minicriu {
@@ -39,7 +39,7 @@ Status PipeStore::add(const std::string& what, int local_fd, uint64_t pipe_ino) 
   uint64_t bytes = n > 0 ? static_cast<uint64_t>(n) : 0;
   if (bytes) {
     if (!data_) {
-      ASSIGN_OR_RETURN(auto f, RawImageFile::create(dir_.pipes_data()));
+      ASSIGN_OR_RETURN(auto f, RawImageFile::create(pipes_data_image(dir_)));
       data_ = std::make_unique<RawImageFile>(std::move(f));
     }
     for (uint64_t left = bytes; left > 0;) {
@@ -74,25 +74,25 @@ Result<std::string> PipeStore::find_external_holder(const std::set<pid_t>& tree)
                      holder->fd);
 }
 
-Status PipeStore::commit() {
-  if (data_) TRY(data_->commit());
+Status PipeStore::commit(ImageSet& images) {
+  if (data_) TRY(images.commit(*data_));
   data_.reset();
-  return {};
+  return images.write(pipes_image(dir_), kPipesImage, entries_);
 }
 
 Result<std::unique_ptr<PipeRestorer>> PipeRestorer::load(const ImageDir& dir) {
   auto r = std::make_unique<PipeRestorer>();
-  ASSIGN_OR_RETURN(auto entries, read_all_images<img::PipeData>(dir.pipes(), ImageKind::pipes));
+  ASSIGN_OR_RETURN(auto entries, read_all_images<img::PipeData>(pipes_image(dir), kPipesImage));
   uint64_t offset = 0;
   for (auto& e : entries) {
     if (e.bytes() > e.capacity())
-      return failf("{}: pipe {} holds {} bytes, more than its capacity {}", dir.pipes(), e.pipe_ino(),
+      return failf("{}: pipe {} holds {} bytes, more than its capacity {}", pipes_image(dir), e.pipe_ino(),
                    e.bytes(), e.capacity());
     r->data_offset_[e.pipe_ino()] = offset;
     offset += e.bytes();
     r->data_[e.pipe_ino()] = e;
   }
-  r->data_path_ = dir.pipes_data();
+  r->data_path_ = pipes_data_image(dir);
   if (offset > 0) {
     struct stat st;
     if (::stat(r->data_path_.c_str(), &st) != 0 || static_cast<uint64_t>(st.st_size) != offset)
@@ -180,31 +180,107 @@ Result<UniqueFd> PipeRestorer::open_end(const img::PipeFile& end) {
 
 namespace {
 
-class PipeKind final : public FileKind {
+std::string end_words(uint32_t flags) {
+  return fmt::format("{} end{}", (flags & O_ACCMODE) == O_RDONLY ? "read" : "write",
+                     (flags & O_NONBLOCK) ? ", non-blocking" : "");
+}
+
+class PipeKind final : public Kind {
  public:
   const char* name() const override { return "pipe"; }
-  bool matches(const FdDumpInfo& fd) const override {
-    return S_ISFIFO(fd.st.st_mode) && fd.link.rfind("pipe:", 0) == 0;
+
+  bool takes(const FdDumpInfo& fd) const override {
+    if (!S_ISFIFO(fd.st.st_mode)) return false;
+    return fd.link.rfind("pipe:", 0) == 0 || (!fd.link.empty() && fd.link[0] == '/');
   }
-  Status dump(const FdDumpInfo& fd, img::FileEntry& entry, FileDumpContext& ctx) const override {
-    TRY(ctx.pipes.add(fd.what, fd.local_fd, fd.st.st_ino));
-    img::PipeFile* p = entry.mutable_pipe();
-    p->set_pipe_ino(fd.st.st_ino);
-    p->set_flags(fd.fdinfo.flags & (O_ACCMODE | O_NONBLOCK | O_DIRECT));
+
+  Status begin(DumpEnv& env) override {
+    store_.emplace(env.dir);
     return {};
   }
-  bool restores(const img::FileEntry& entry) const override { return entry.has_pipe(); }
-  Result<UniqueFd> open(const img::FileEntry& entry, const FileRestoreContext& ctx) const override {
-    if (!ctx.pipes) return fail("pipes were not loaded for this restore");
-    return ctx.pipes->open_end(entry.pipe());
+
+  Status take(const FdDumpInfo& fd, img::FileEntry& entry, DumpEnv&) override {
+    uint32_t flags = fd.fdinfo.flags & (O_ACCMODE | O_NONBLOCK | O_DIRECT);
+    if (fd.link[0] != '/') {
+      TRY(store_->add(fd.what, fd.local_fd, fd.st.st_ino));
+      img::PipeFile* p = entry.mutable_pipe();
+      p->set_pipe_ino(fd.st.st_ino);
+      p->set_flags(flags);
+      return {};
+    }
+    // A fifo: opened again by its path, which must still name it. Who else
+    // may open the path outside the tree cannot be known: only the holders
+    // in the tree count.
+    struct stat by_path;
+    if (::stat(fd.link.c_str(), &by_path) != 0 || by_path.st_ino != fd.st.st_ino ||
+        by_path.st_dev != fd.st.st_dev)
+      return failf("{}: the fifo {} was removed or replaced since it was opened", fd.what, fd.link);
+    TRY(store_->add(fd.what, fd.local_fd, fd.st.st_ino));
+    img::FifoFile* f = entry.mutable_fifo();
+    f->set_path(fd.link);
+    f->set_pipe_ino(fd.st.st_ino);
+    f->set_flags(flags);
+    return {};
   }
+
+  // A pipe whose other end lives outside the tree would come back connected
+  // to nothing: refuse it until the user brings that process into the dump.
+  Status check(const DumpTree& tree, DumpEnv&) override {
+    ASSIGN_OR_RETURN(std::string holder, store_->find_external_holder(tree.pids));
+    if (holder.empty()) return {};
+    return failf("{}; dump the tree that holds both ends, or close the pipe there before the dump", holder);
+  }
+
+  Status commit(ImageSet& images, DumpEnv&) override { return store_->commit(images); }
+
+  bool owns(const img::FileEntry& entry) const override { return entry.has_pipe() || entry.has_fifo(); }
+
+  Status load(const RestoreEnv& env) override {
+    ASSIGN_OR_RETURN(restorer_, PipeRestorer::load(env.dir));
+    return {};
+  }
+
+  Status create_shared(const RestoreEnv& env) override {
+    restorer_->set_fd_floor(env.fd_floor);
+    return restorer_->create_all();
+  }
+
+  Result<UniqueFd> open(const img::FileEntry& entry) override {
+    if (!restorer_) return fail("pipes were not loaded for this restore");
+    if (entry.has_fifo()) return restorer_->open_fifo(entry.fifo());
+    return restorer_->open_end(entry.pipe());
+  }
+
+  // Every holder has its ends: ours go, so that a reader sees the end of the
+  // stream when the last writer of the tree closes.
+  Status resume(const RestoreEnv&) override {
+    restorer_.reset();
+    return {};
+  }
+
+  std::string describe(const img::FileEntry& f) const override {
+    if (f.has_fifo()) return fmt::format("fifo {} {}", f.fifo().path(), end_words(f.fifo().flags()));
+    return fmt::format("pipe:[{}] {}", f.pipe().pipe_ino(), end_words(f.pipe().flags()));
+  }
+
+  void describe_images(std::string& out) const override {
+    if (!restorer_) return;
+    for (auto& [ino, p] : restorer_->pipes())
+      out += fmt::format("pipe:[{}]: {} bytes queued, capacity {}\n", p.pipe_ino(), p.bytes(), p.capacity());
+  }
+
+  void add_to_view(img::CheckpointView& view) const override {
+    if (!restorer_) return;
+    for (auto& [ino, p] : restorer_->pipes()) *view.add_pipes() = p;
+  }
+
+ private:
+  std::optional<PipeStore> store_;
+  std::unique_ptr<PipeRestorer> restorer_;
 };
 
 }  // namespace
 
-const FileKind& pipe_kind() {
-  static const PipeKind kind;
-  return kind;
-}
+std::unique_ptr<Kind> make_pipe_kind() { return std::make_unique<PipeKind>(); }
 
 }  // namespace minicriu

@@ -1,12 +1,14 @@
-// Pipes: every end an open file description (PipeFile), every pipe's queued
-// bytes once (PipeData), read at dump without consuming them (tee), written
-// back at restore before anyone can read.
+// Pipes and fifos (one kernel object: a fifo is a pipe with a name): every end
+// an open file description (PipeFile, FifoFile), every pipe's queued bytes
+// once (PipeData), read at dump without consuming them (tee), written back at
+// restore before anyone can read. The kind is in pipe.cc; these are its parts.
 #pragma once
 
 #include <sys/types.h>
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <vector>
 
@@ -14,9 +16,14 @@
 #include "base/unique_fd.hpp"
 #include "images/image_dir.hpp"
 #include "images/image_io.hpp"
+#include "images/image_set.hpp"
 #include "minicriu.pb.h"
 
 namespace minicriu {
+
+inline constexpr ImageKind kPipesImage{9, "pipes"};
+inline std::string pipes_image(const ImageDir& dir) { return dir.file("pipes.img"); }
+inline std::string pipes_data_image(const ImageDir& dir) { return dir.file("pipes-data.img"); }
 
 // Dump side: the pipes of one dump and their queued bytes.
 class PipeStore {
@@ -28,7 +35,8 @@ class PipeStore {
   // Pipes that processes outside the tree hold too: what holds them, for a
   // refusal. Scans /proc/*/fd of every process not in `tree`.
   [[nodiscard]] Result<std::string> find_external_holder(const std::set<pid_t>& tree) const;
-  [[nodiscard]] Status commit();
+  // The bytes and pipes.img.
+  [[nodiscard]] Status commit(ImageSet& images);
 
  private:
   const ImageDir& dir_;
@@ -55,6 +63,8 @@ class PipeRestorer {
   // Every pipe now, with its bytes: before the processes of a tree are
   // created, so that all of them inherit the same pipes.
   [[nodiscard]] Status create_all();
+  // What pipes.img holds, by pipe inode.
+  const std::map<uint64_t, img::PipeData>& pipes() const { return data_; }
 
  private:
   struct Pipe {

@@ -9,8 +9,9 @@
 #include <filesystem>
 
 #include "base/unique_fd.hpp"
-#include "fs/file_kind.hpp"
 #include "fs/ghost_file.hpp"
+#include "fs/regular_file.hpp"
+#include "images/checkpoint.hpp"
 
 namespace minicriu {
 
@@ -51,11 +52,11 @@ Result<std::pair<std::string, bool>> surviving_name(const FdDumpInfo& fd,
   return std::pair{remap, true};
 }
 
-class RegularFileKind final : public FileKind {
+class RegularFileKind final : public Kind {
  public:
   const char* name() const override { return "regular file"; }
 
-  bool matches(const FdDumpInfo& fd) const override {
+  bool takes(const FdDumpInfo& fd) const override {
     if (fd.link.empty() || fd.link[0] != '/' || fd.link.rfind("/memfd:", 0) == 0) return false;
     // An unlinked name: ours only while another name survives (nlink > 0).
     if (ends_with_deleted(fd.link) && (fd.st.st_nlink == 0 || fd.local_fd < 0)) return false;
@@ -63,11 +64,11 @@ class RegularFileKind final : public FileKind {
            S_ISBLK(fd.st.st_mode);
   }
 
-  Status dump(const FdDumpInfo& fd, img::FileEntry& entry, FileDumpContext& ctx) const override {
+  Status take(const FdDumpInfo& fd, img::FileEntry& entry, DumpEnv&) override {
     std::string path = fd.link;
     bool remap = false;
     if (ends_with_deleted(fd.link)) {
-      ASSIGN_OR_RETURN(std::tie(path, remap), surviving_name(fd, ctx.created_links));
+      ASSIGN_OR_RETURN(std::tie(path, remap), surviving_name(fd, created_links_));
     }
     // The name must still reach the same file, or restore would open another.
     struct stat by_path;
@@ -80,13 +81,33 @@ class RegularFileKind final : public FileKind {
     return {};
   }
 
-  bool restores(const img::FileEntry& entry) const override {
+  // The link remaps a failed dump made are not left behind.
+  void finish(bool ok, DumpEnv&) override {
+    if (!ok)
+      for (auto& p : created_links_) ::unlink(p.c_str());
+    created_links_.clear();
+  }
+
+  bool owns(const img::FileEntry& entry) const override {
     return entry.has_reg() && entry.reg().ghost_id() == 0;
   }
 
-  Result<UniqueFd> open(const img::FileEntry& entry, const FileRestoreContext&) const override {
+  Result<UniqueFd> open(const img::FileEntry& entry) override {
     return reopen_reg_file(entry.reg().path(), entry.reg());
   }
+
+  // Every holder reopened its file: the link remaps go.
+  Status resume(const RestoreEnv& env) override {
+    for (auto& f : env.checkpoint.files)
+      if (f.has_reg() && f.reg().remove_after_restore()) ::unlink(f.reg().path().c_str());
+    return {};
+  }
+
+  std::string describe(const img::FileEntry& f) const override { return reg_file_summary(f.reg()); }
+
+ private:
+  // Names this dump made in the file system (link remaps).
+  std::vector<std::string> created_links_;
 };
 
 }  // namespace
@@ -117,9 +138,13 @@ Result<UniqueFd> reopen_reg_file(const std::string& path, const img::RegFile& re
   return fd;
 }
 
-const FileKind& regular_file_kind() {
-  static const RegularFileKind kind;
-  return kind;
+std::string reg_file_summary(const img::RegFile& reg) {
+  return fmt::format("{} (flags {:#o}, pos {}{})", reg.path(), reg.flags(), reg.pos(),
+                     reg.ghost_id()               ? fmt::format(", ghost {}", reg.ghost_id())
+                     : reg.remove_after_restore() ? ", link remap"
+                                                  : "");
 }
+
+std::unique_ptr<Kind> make_regular_file_kind() { return std::make_unique<RegularFileKind>(); }
 
 }  // namespace minicriu

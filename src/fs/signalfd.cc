@@ -9,19 +9,19 @@
 #include <cstring>
 
 #include "fs/anon_inode.hpp"
-#include "fs/file_kind.hpp"
+#include "kinds/kind.hpp"
 
 namespace minicriu {
 
 namespace {
 
-class SignalFdKind final : public FileKind {
+class SignalFdKind final : public Kind {
  public:
   const char* name() const override { return "signalfd"; }
 
-  bool matches(const FdDumpInfo& fd) const override { return is_anon_inode(fd, "signalfd"); }
+  bool takes(const FdDumpInfo& fd) const override { return is_anon_inode(fd, "signalfd"); }
 
-  Status dump(const FdDumpInfo& fd, img::FileEntry& entry, FileDumpContext&) const override {
+  Status take(const FdDumpInfo& fd, img::FileEntry& entry, DumpEnv&) override {
     // "sigmask: %016llx" (fs/signalfd.c, signalfd_show_fdinfo), bit n-1 for signal n.
     ASSIGN_OR_RETURN(uint64_t mask, fdinfo_number(fd, fd.fdinfo.text, "sigmask", 16));
     img::SignalFd* s = entry.mutable_signalfd();
@@ -30,9 +30,9 @@ class SignalFdKind final : public FileKind {
     return {};
   }
 
-  bool restores(const img::FileEntry& entry) const override { return entry.has_signalfd(); }
+  bool owns(const img::FileEntry& entry) const override { return entry.has_signalfd(); }
 
-  Result<UniqueFd> open(const img::FileEntry& entry, const FileRestoreContext&) const override {
+  Result<UniqueFd> open(const img::FileEntry& entry) override {
     const img::SignalFd& s = entry.signalfd();
     sigset_t mask;
     ::sigemptyset(&mask);
@@ -48,13 +48,14 @@ class SignalFdKind final : public FileKind {
     if (!fd) return failf_errno("file {}: cannot create a signalfd for mask {:#x}", entry.id(), bits);
     return fd;
   }
+
+  std::string describe(const img::FileEntry& f) const override {
+    return fmt::format("signalfd (mask {:#x}, flags {:#o})", f.signalfd().mask(), f.signalfd().flags());
+  }
 };
 
 }  // namespace
 
-const FileKind& signalfd_kind() {
-  static const SignalFdKind kind;
-  return kind;
-}
+std::unique_ptr<Kind> make_signalfd_kind() { return std::make_unique<SignalFdKind>(); }
 
 }  // namespace minicriu

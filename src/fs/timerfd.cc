@@ -32,7 +32,7 @@
 #include <cstdio>
 
 #include "fs/anon_inode.hpp"
-#include "fs/file_kind.hpp"
+#include "kinds/kind.hpp"
 
 namespace minicriu {
 
@@ -64,13 +64,13 @@ Result<uint64_t> fdinfo_timespec(const FdDumpInfo& fd, const std::string& text, 
   return static_cast<uint64_t>(sec) * kNsPerSec + static_cast<uint64_t>(nsec);
 }
 
-class TimerFdKind final : public FileKind {
+class TimerFdKind final : public Kind {
  public:
   const char* name() const override { return "timerfd"; }
 
-  bool matches(const FdDumpInfo& fd) const override { return is_anon_inode(fd, "timerfd"); }
+  bool takes(const FdDumpInfo& fd) const override { return is_anon_inode(fd, "timerfd"); }
 
-  Status dump(const FdDumpInfo& fd, img::FileEntry& entry, FileDumpContext&) const override {
+  Status take(const FdDumpInfo& fd, img::FileEntry& entry, DumpEnv&) override {
     itimerspec cur{};
     if (fd.local_fd >= 0 && ::timerfd_gettime(fd.local_fd, &cur) != 0)
       return failf_errno("{} ({}): timerfd_gettime", fd.what, fd.link);
@@ -100,9 +100,9 @@ class TimerFdKind final : public FileKind {
     return {};
   }
 
-  bool restores(const img::FileEntry& entry) const override { return entry.has_timerfd(); }
+  bool owns(const img::FileEntry& entry) const override { return entry.has_timerfd(); }
 
-  Result<UniqueFd> open(const img::FileEntry& entry, const FileRestoreContext&) const override {
+  Result<UniqueFd> open(const img::FileEntry& entry) override {
     const img::TimerFd& t = entry.timerfd();
     int flags = TFD_CLOEXEC;  // our handle only; the fd table sets close-on-exec per fd
     if (t.flags() & O_NONBLOCK) flags |= TFD_NONBLOCK;
@@ -129,13 +129,17 @@ class TimerFdKind final : public FileKind {
     }
     return fd;
   }
+
+  std::string describe(const img::FileEntry& f) const override {
+    auto& t = f.timerfd();
+    return fmt::format("timerfd (clock {}, {}, left {} ns, interval {} ns, {} unread tick(s), flags {:#o})",
+                       t.clockid(), t.settime_flags() & TFD_TIMER_ABSTIME ? "absolute" : "relative",
+                       t.remaining_ns(), t.interval_ns(), t.ticks(), t.flags());
+  }
 };
 
 }  // namespace
 
-const FileKind& timerfd_kind() {
-  static const TimerFdKind kind;
-  return kind;
-}
+std::unique_ptr<Kind> make_timerfd_kind() { return std::make_unique<TimerFdKind>(); }
 
 }  // namespace minicriu

@@ -12,9 +12,10 @@
 #include <algorithm>
 #include <cstdlib>
 
-#include "fs/file_kind.hpp"
+#include "base/external.hpp"
+#include "images/checkpoint.hpp"
+#include "kinds/kind.hpp"
 #include "proc/proc_parse.hpp"
-#include "restorer/checkpoint.hpp"
 
 namespace minicriu {
 
@@ -187,72 +188,6 @@ Status TtyStore::check_slaves_inside(const std::set<pid_t>& tree) const {
   }
 }
 
-namespace {
-
-class TtyKind final : public FileKind {
- public:
-  const char* name() const override { return "pty"; }
-
-  bool matches(const FdDumpInfo& fd) const override {
-    if (!S_ISCHR(fd.st.st_mode) || fd.local_fd < 0) return false;
-    return is_ptmx_rdev(fd.st.st_rdev) || pts_index_of_rdev(fd.st.st_rdev).has_value();
-  }
-
-  Status dump(const FdDumpInfo& fd, img::FileEntry& entry, FileDumpContext& ctx) const override {
-    if (!ctx.ttys)
-      return failf("{}: {} is a pseudo-terminal, which this dump does not take", fd.what, fd.link);
-    bool master = is_ptmx_rdev(fd.st.st_rdev);
-    uint32_t index = 0;
-    if (master) {
-      unsigned n = 0;
-      if (::ioctl(fd.local_fd, TIOCGPTN, &n) != 0) return failf_errno("{}: {}: TIOCGPTN", fd.what, fd.link);
-      index = n;
-    } else {
-      index = *pts_index_of_rdev(fd.st.st_rdev);
-    }
-    // A tty's queues cannot be read without consuming them (no MSG_PEEK,
-    // no tee), and what is read cannot be pushed back where it was.
-    int queued = 0;
-    if (::ioctl(fd.local_fd, FIONREAD, &queued) != 0)
-      return failf_errno("{}: {}: FIONREAD", fd.what, fd.link);
-    if (queued > 0) {
-      std::string where = master ? fmt::format("{} (the master of {}) has {} byte(s) written to the "
-                                               "terminal and not yet read", fd.link, pts_name(index), queued)
-                                 : fmt::format("{} has {} byte(s) of input not yet read", fd.link, queued);
-      return failf("{}: {}; minicriu cannot carry a terminal's queued data: let the application read it "
-                   "and dump again", fd.what, where);
-    }
-    img::TtyFile* t = entry.mutable_tty();
-    t->set_index(index);
-    t->set_master(master);
-    t->set_flags(fd.fdinfo.flags & kKeptFlags);
-    t->set_path(fd.link);
-    int excl = 0;
-    if (::ioctl(fd.local_fd, TIOCGEXCL, &excl) == 0) t->set_exclusive(excl != 0);
-    ASSIGN_OR_RETURN(*t->mutable_pty(), read_pty_state(fd.local_fd, master, fd.what + ": " + fd.link));
-    if (master)
-      ctx.ttys->add_master(index, fd.what);
-    else
-      ctx.ttys->add_slave(index, entry.id(), fd.pid, fd.fd, fd.what, fd.link);
-    t->set_ctime_ns(static_cast<int64_t>(fd.st.st_ctim.tv_sec) * 1'000'000'000 + fd.st.st_ctim.tv_nsec);
-    return {};
-  }
-
-  bool restores(const img::FileEntry& entry) const override { return entry.has_tty(); }
-
-  Result<UniqueFd> open(const img::FileEntry& entry, const FileRestoreContext& ctx) const override {
-    if (!ctx.ttys) return fail("ptys were not created for this restore");
-    return ctx.ttys->open(entry);
-  }
-};
-
-}  // namespace
-
-const FileKind& tty_kind() {
-  static const TtyKind kind;
-  return kind;
-}
-
 // ---- restore ----------------------------------------------------------------
 
 Result<std::unique_ptr<TtyRestorer>> TtyRestorer::create_all(const std::vector<img::FileEntry>& files,
@@ -364,9 +299,7 @@ Status TtyRestorer::create(uint32_t index, const std::vector<const img::FileEntr
 Result<UniqueFd> TtyRestorer::open(const img::FileEntry& entry) const {
   auto it = descriptions_.find(entry.id());
   if (it == descriptions_.end()) return failf("file {}: its pty was not created", entry.id());
-  UniqueFd fd(::fcntl(it->second.get(), F_DUPFD_CLOEXEC, 0));
-  if (!fd) return failf_errno("file {}: dup of {}", entry.id(), pts_name(entry.tty().index()));
-  return fd;
+  return dup_description(it->second.get(), fmt::format("file {}: {}", entry.id(), pts_name(entry.tty().index())));
 }
 
 Status TtyRestorer::restore_controlling(const Checkpoint& c, const img::ProcessEntry& p,
@@ -408,5 +341,122 @@ Status TtyRestorer::restore_controlling(const Checkpoint& c, const img::ProcessE
     return failf_errno("cannot make process group {} the foreground of {} again (TIOCSPGRP)", pgid, what);
   return {};
 }
+
+Status dump_tty_end(const FdDumpInfo& fd, img::FileEntry& entry, TtyStore& store) {
+  bool master = is_ptmx_rdev(fd.st.st_rdev);
+  uint32_t index = 0;
+  if (master) {
+    unsigned n = 0;
+    if (::ioctl(fd.local_fd, TIOCGPTN, &n) != 0) return failf_errno("{}: {}: TIOCGPTN", fd.what, fd.link);
+    index = n;
+  } else {
+    index = *pts_index_of_rdev(fd.st.st_rdev);
+  }
+  // A tty's queues cannot be read without consuming them (no MSG_PEEK,
+  // no tee), and what is read cannot be pushed back where it was.
+  int queued = 0;
+  if (::ioctl(fd.local_fd, FIONREAD, &queued) != 0)
+    return failf_errno("{}: {}: FIONREAD", fd.what, fd.link);
+  if (queued > 0) {
+    std::string where = master ? fmt::format("{} (the master of {}) has {} byte(s) written to the "
+                                             "terminal and not yet read", fd.link, pts_name(index), queued)
+                               : fmt::format("{} has {} byte(s) of input not yet read", fd.link, queued);
+    return failf("{}: {}; minicriu cannot carry a terminal's queued data: let the application read it "
+                 "and dump again", fd.what, where);
+  }
+  img::TtyFile* t = entry.mutable_tty();
+  t->set_index(index);
+  t->set_master(master);
+  t->set_flags(fd.fdinfo.flags & kKeptFlags);
+  t->set_path(fd.link);
+  int excl = 0;
+  if (::ioctl(fd.local_fd, TIOCGEXCL, &excl) == 0) t->set_exclusive(excl != 0);
+  ASSIGN_OR_RETURN(*t->mutable_pty(), read_pty_state(fd.local_fd, master, fd.what + ": " + fd.link));
+  if (master)
+    store.add_master(index, fd.what);
+  else
+    store.add_slave(index, entry.id(), fd.pid, fd.fd, fd.what, fd.link);
+  t->set_ctime_ns(static_cast<int64_t>(fd.st.st_ctim.tv_sec) * 1'000'000'000 + fd.st.st_ctim.tv_nsec);
+  return {};
+}
+
+// ---- the kind --------------------------------------------------------------
+
+namespace {
+
+class TtyKind final : public Kind {
+ public:
+  const char* name() const override { return "pty"; }
+
+  bool takes(const FdDumpInfo& fd) const override {
+    if (!S_ISCHR(fd.st.st_mode) || fd.local_fd < 0) return false;
+    return is_ptmx_rdev(fd.st.st_rdev) || pts_index_of_rdev(fd.st.st_rdev).has_value();
+  }
+
+  Status take(const FdDumpInfo& fd, img::FileEntry& entry, DumpEnv&) override {
+    return dump_tty_end(fd, entry, store_);
+  }
+
+  Status take_process(ProcessDump& p, DumpEnv& env) override {
+    if (auto ctty = controlling_tty(p.stat.tty_nr, p.stat.tpgid))
+      *p.entry.mutable_ctty() = *ctty;
+    else if (p.stat.tty_nr != 0 && p.pid == p.stat.session)
+      env.log.info("pid {}: its controlling terminal (device {:#x}) is not a pseudo-terminal; it is not "
+                   "restored", p.pid, p.stat.tty_nr);
+    return {};
+  }
+
+  // A pty slave whose master stays behind is refused; a session whose
+  // controlling terminal stays behind comes back without one (said here once).
+  Status check(const DumpTree& tree, DumpEnv& env) override {
+    TRY(store_.check_masters(env.external, *env.files));
+    TRY(store_.check_slaves_inside(tree.pids));
+    for (auto* e : tree.processes)
+      if (e->has_ctty() && e->pid() == e->sid() && !store_.has_master(e->ctty().pts_index()))
+        env.log.warn("pid {}: its controlling terminal /dev/pts/{} is outside the dumped tree; its session "
+                     "comes back without one", e->pid(), e->ctty().pts_index());
+    return {};
+  }
+
+  bool owns(const img::FileEntry& entry) const override { return entry.has_tty(); }
+
+  Status create_shared(const RestoreEnv& env) override {
+    ASSIGN_OR_RETURN(restorer_, TtyRestorer::create_all(env.checkpoint.files, env.fd_floor, env.log));
+    return {};
+  }
+
+  // Before the children: they inherit the session's terminal.
+  Status restore_session(TaskEnv& task) override {
+    if (!restorer_) return {};
+    return restorer_->restore_controlling(task.checkpoint, task.process.entry, task.warnings);
+  }
+
+  Result<UniqueFd> open(const img::FileEntry& entry) override {
+    if (!restorer_) return fail("ptys were not created for this restore");
+    return restorer_->open(entry);
+  }
+
+  Status resume(const RestoreEnv&) override {
+    restorer_.reset();
+    return {};
+  }
+
+  std::string describe(const img::FileEntry& f) const override {
+    const auto& t = f.tty();
+    if (t.external())
+      return fmt::format("pty slave /dev/pts/{} (flags {:#o}), external: its master was outside the tree; "
+                         "reopened by path at restore", t.index(), t.flags());
+    return fmt::format("pty {} /dev/pts/{} (flags {:#o}{}): {}", t.master() ? "master" : "slave", t.index(),
+                       t.flags(), t.exclusive() ? ", exclusive" : "", pty_state_summary(t.pty()));
+  }
+
+ private:
+  TtyStore store_;
+  std::unique_ptr<TtyRestorer> restorer_;
+};
+
+}  // namespace
+
+std::unique_ptr<Kind> make_tty_kind() { return std::make_unique<TtyKind>(); }
 
 }  // namespace minicriu

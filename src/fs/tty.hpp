@@ -22,6 +22,7 @@
 #include "base/external.hpp"
 #include "base/log.hpp"
 #include "base/unique_fd.hpp"
+#include "kinds/kind.hpp"
 #include "minicriu.pb.h"
 
 namespace minicriu {
@@ -69,6 +70,10 @@ class TtyStore {
   };
   std::vector<Slave> slaves_;
 };
+
+// Fills entry's TtyFile for the pty end fd is (the tty kind's take), and
+// records it in store for the checks once every fd is seen.
+[[nodiscard]] Status dump_tty_end(const FdDumpInfo& fd, img::FileEntry& entry, TtyStore& store);
 
 // The controlling terminal of a process at the dump, or unset (none, or not
 // a pts).

@@ -18,12 +18,8 @@ class ImageDir {
   std::string inventory() const { return path_ + "/inventory.img"; }
   std::string pstree() const { return path_ + "/pstree.img"; }
   std::string files() const { return path_ + "/files.img"; }
-  std::string pipes() const { return path_ + "/pipes.img"; }
-  std::string pipes_data() const { return path_ + "/pipes-data.img"; }
-  std::string shmem() const { return path_ + "/shmem.img"; }
-  std::string shmem_data(uint32_t id) const { return path_ + "/shmem-" + std::to_string(id) + ".data"; }
-  std::string ghosts() const { return path_ + "/ghosts.img"; }
-  std::string ghost_data(uint32_t id) const { return path_ + "/ghost-" + std::to_string(id) + ".data"; }
+  // A file of the directory by name: kinds name their own images.
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
   std::string core(pid_t pid) const { return per_pid("core", pid); }
   std::string mm(pid_t pid) const { return per_pid("mm", pid); }
   std::string pagemap(pid_t pid) const { return per_pid("pagemap", pid); }

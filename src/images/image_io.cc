@@ -18,28 +18,12 @@ struct ImageHead {
 static_assert(sizeof(ImageHead) == 16);
 }  // namespace
 
-const char* image_kind_name(ImageKind kind) {
-  switch (kind) {
-    case ImageKind::inventory: return "inventory";
-    case ImageKind::pstree: return "pstree";
-    case ImageKind::core: return "core";
-    case ImageKind::mm: return "mm";
-    case ImageKind::pagemap: return "pagemap";
-    case ImageKind::files: return "files";
-    case ImageKind::fdinfo: return "fdinfo";
-    case ImageKind::ghosts: return "ghosts";
-    case ImageKind::pipes: return "pipes";
-    case ImageKind::shmem: return "shmem";
-  }
-  return "unknown";
-}
-
 Result<ImageWriter> ImageWriter::create(const std::string& path, ImageKind kind) {
   std::string tmp = path + ".part";
   UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   if (!fd) return failf_errno("cannot create image {}", tmp);
   ImageWriter w(path, std::move(fd));
-  ImageHead head{kImageMagic, static_cast<uint32_t>(kind), kImageFormatVersion, 0};
+  ImageHead head{kImageMagic, kind.id, kImageFormatVersion, 0};
   w.buffer_.append(reinterpret_cast<const char*>(&head), sizeof(head));
   return w;
 }
@@ -61,6 +45,16 @@ Status ImageWriter::write(const google::protobuf::MessageLite& msg) {
   return {};
 }
 
+Status ImageWriter::reserve(uint64_t bytes) {
+  if (bytes == 0) return {};
+  // Zeroed blocks from the start of the file; the writes overwrite them and
+  // need none of their own.
+  if (::fallocate(fd_.get(), 0, 0, static_cast<off_t>(bytes)) != 0)
+    return failf_errno("cannot reserve {} bytes for image {}", bytes, path_);
+  reserved_ = true;
+  return {};
+}
+
 Status ImageWriter::write_all(const void* data, size_t size) {
   const char* p = static_cast<const char*>(data);
   while (size > 0) {
@@ -69,6 +63,7 @@ Status ImageWriter::write_all(const void* data, size_t size) {
     if (n < 0) return failf_errno("cannot write image {}", path_);
     p += n;
     size -= static_cast<size_t>(n);
+    written_ += static_cast<uint64_t>(n);
   }
   return {};
 }
@@ -76,6 +71,9 @@ Status ImageWriter::write_all(const void* data, size_t size) {
 Status ImageWriter::commit() {
   TRY(write_all(buffer_.data(), buffer_.size()));
   buffer_.clear();
+  // The room not used goes back: shrinking a file needs no space.
+  if (reserved_ && ::ftruncate(fd_.get(), static_cast<off_t>(written_)) != 0)
+    return failf_errno("cannot trim image {}", path_);
   if (::fsync(fd_.get()) != 0) return failf_errno("cannot fsync image {}", path_);
   fd_.reset();
   std::string tmp = path_ + ".part";
@@ -122,9 +120,8 @@ Result<ImageReader> ImageReader::open(const std::string& path, ImageKind kind) {
   ImageHead head;
   std::memcpy(&head, data.data(), sizeof(head));
   if (head.magic != kImageMagic) return failf("{} is not a minicriu image (bad magic)", path);
-  if (head.kind != static_cast<uint32_t>(kind))
-    return failf("image {} holds kind {} where {} was expected", path, head.kind,
-                 image_kind_name(kind));
+  if (head.kind != kind.id)
+    return failf("image {} holds kind {} where {} was expected", path, head.kind, kind.name);
   if (head.version != kImageFormatVersion)
     return failf("image {} has format version {}, this minicriu reads {}", path, head.version,
                  kImageFormatVersion);

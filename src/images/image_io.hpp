@@ -19,20 +19,22 @@ inline constexpr uint32_t kImageMagic = 0x4952434d;  // "MCRI"
 inline constexpr uint32_t kImageFormatVersion = 1;
 inline constexpr uint32_t kMaxMessageSize = 64u << 20;
 
-enum class ImageKind : uint32_t {
-  inventory = 1,
-  pstree = 2,
-  core = 3,
-  mm = 4,
-  pagemap = 5,
-  files = 6,
-  fdinfo = 7,
-  ghosts = 8,
-  pipes = 9,
-  shmem = 10,
-};
+// What an image file holds, as its head says. The orchestration's images are
+// listed here; a kind with images of its own defines its ImageKind in its file
+// with the next free id (taken: 1-7 here, 8 ghosts, 9 pipes, 10 shmem).
+struct ImageKind {
+  uint32_t id;
+  const char* name;
 
-const char* image_kind_name(ImageKind kind);
+  static const ImageKind inventory, pstree, core, mm, pagemap, files, fdinfo;
+};
+inline constexpr ImageKind ImageKind::inventory{1, "inventory"};
+inline constexpr ImageKind ImageKind::pstree{2, "pstree"};
+inline constexpr ImageKind ImageKind::core{3, "core"};
+inline constexpr ImageKind ImageKind::mm{4, "mm"};
+inline constexpr ImageKind ImageKind::pagemap{5, "pagemap"};
+inline constexpr ImageKind ImageKind::files{6, "files"};
+inline constexpr ImageKind ImageKind::fdinfo{7, "fdinfo"};
 
 // Writes one image file. Nothing is visible under the final name until commit(),
 // which fsyncs and renames: a failed dump leaves no half-written image behind.
@@ -42,8 +44,13 @@ class ImageWriter {
   ImageWriter& operator=(ImageWriter&&) = default;
   ~ImageWriter();
   [[nodiscard]] static Result<ImageWriter> create(const std::string& path, ImageKind kind);
+  // Allocates room for `bytes` in the file now (fallocate), so that writing
+  // up to that much later cannot fail for lack of space; commit() gives back
+  // what was not used.
+  [[nodiscard]] Status reserve(uint64_t bytes);
   [[nodiscard]] Status write(const google::protobuf::MessageLite& msg);
   [[nodiscard]] Status commit();
+  const std::string& path() const { return path_; }
 
  private:
   ImageWriter(std::string path, UniqueFd fd) : path_(std::move(path)), fd_(std::move(fd)) {}
@@ -52,6 +59,8 @@ class ImageWriter {
   std::string path_;
   UniqueFd fd_;
   std::string buffer_;
+  uint64_t written_ = 0;
+  bool reserved_ = false;
 };
 
 // A raw file of the image set (pages), written through its fd, made visible
@@ -63,6 +72,7 @@ class RawImageFile {
   RawImageFile& operator=(RawImageFile&&) = default;
   ~RawImageFile();
   int fd() const { return fd_.get(); }
+  const std::string& path() const { return path_; }
   [[nodiscard]] Status commit();
 
  private:

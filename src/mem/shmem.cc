@@ -5,7 +5,10 @@
 #include <sys/shm.h>
 #include <unistd.h>
 
-#include "fs/file_kind.hpp"
+#include <optional>
+
+#include "kinds/kind.hpp"
+#include "mem/vma.hpp"
 #include "fs/ghost_file.hpp"
 #include "fs/sparse_data.hpp"
 
@@ -37,7 +40,7 @@ Result<uint32_t> ShmemStore::add(const std::string& what, int fd, const struct s
     o.set_seals(seals > 0 ? static_cast<uint32_t>(seals) : 0);
   }
   ASSIGN_OR_RETURN(auto extents, data_extents(own.get(), o.size(), desc));
-  ASSIGN_OR_RETURN(auto data, RawImageFile::create(dir_.shmem_data(o.id())));
+  ASSIGN_OR_RETURN(auto data, RawImageFile::create(shmem_data_image(dir_, o.id())));
   TRY(copy_extents_out(data.fd(), own.get(), extents, desc));
   uint64_t allocated = 0;
   for (auto& e : extents) {
@@ -80,26 +83,26 @@ Status ShmemStore::describe_sysv(const std::string& what, int shmid, img::ShmemO
   return {};
 }
 
-Status ShmemStore::commit() {
-  for (auto& d : data_) TRY(d->commit());
+Status ShmemStore::commit(ImageSet& images) {
+  for (auto& d : data_) TRY(images.commit(*d));
   data_.clear();
-  return {};
+  return images.write(shmem_image(dir_), kShmemImage, entries_);
 }
 
 Result<std::unique_ptr<ShmemRestorer>> ShmemRestorer::load(const ImageDir& dir) {
   auto r = std::make_unique<ShmemRestorer>(dir);
-  ASSIGN_OR_RETURN(auto objects, read_all_images<img::ShmemObject>(dir.shmem(), ImageKind::shmem));
+  ASSIGN_OR_RETURN(auto objects, read_all_images<img::ShmemObject>(shmem_image(dir), kShmemImage));
   for (auto& o : objects) {
     uint64_t allocated = 0;
     for (auto& e : o.extents()) {
       if (e.offset() + e.length() > o.size() || e.offset() + e.length() < e.offset())
-        return failf("{}: object {} has an extent beyond its size", dir.shmem(), o.id());
+        return failf("{}: object {} has an extent beyond its size", shmem_image(dir), o.id());
       allocated += e.length();
     }
     struct stat st;
-    if (allocated != o.allocated() || ::stat(dir.shmem_data(o.id()).c_str(), &st) != 0 ||
+    if (allocated != o.allocated() || ::stat(shmem_data_image(dir, o.id()).c_str(), &st) != 0 ||
         static_cast<uint64_t>(st.st_size) != allocated)
-      return failf("{} does not hold the {} bytes of shared memory object {}", dir.shmem_data(o.id()),
+      return failf("{} does not hold the {} bytes of shared memory object {}", shmem_data_image(dir, o.id()),
                    o.allocated(), o.id());
     r->objects_[o.id()] = std::move(o);
   }
@@ -132,8 +135,8 @@ Result<int> ShmemRestorer::object_fd(uint32_t id) {
   }
   if (!obj.has_sysv() && ::ftruncate(fd.get(), static_cast<off_t>(obj.size())) != 0)
     return failf_errno("shared memory object {}: ftruncate to {}", id, obj.size());
-  UniqueFd data(::open(dir_.shmem_data(id).c_str(), O_RDONLY | O_CLOEXEC));
-  if (!data) return failf_errno("cannot open {}", dir_.shmem_data(id));
+  UniqueFd data(::open(shmem_data_image(dir_, id).c_str(), O_RDONLY | O_CLOEXEC));
+  if (!data) return failf_errno("cannot open {}", shmem_data_image(dir_, id));
   TRY(copy_extents_in(fd.get(), data.get(), obj.extents(), fmt::format("shared memory object {}", id)));
   fd = move_fd_above(std::move(fd), fd_floor_);
   int raw = fd.get();
@@ -216,7 +219,10 @@ Status ShmemRestorer::create_all() {
 Status ShmemRestorer::seal_all() {
   for (auto& [id, fd] : fds_) {
     const auto& obj = objects_.at(id);
-    if (obj.memfd() && obj.seals() && ::fcntl(fd.get(), F_ADD_SEALS, obj.seals()) != 0)
+    if (!obj.memfd() || !obj.seals()) continue;
+    int now = ::fcntl(fd.get(), F_GET_SEALS);
+    if (now >= 0 && (static_cast<uint32_t>(now) & obj.seals()) == obj.seals()) continue;
+    if (::fcntl(fd.get(), F_ADD_SEALS, obj.seals()) != 0)
       return failf_errno("memfd:{}: F_ADD_SEALS {:#x}", obj.name(), obj.seals());
   }
   return {};
@@ -224,24 +230,61 @@ Status ShmemRestorer::seal_all() {
 
 namespace {
 
-class MemfdKind final : public FileKind {
+std::string object_words(const img::ShmemObject& o) {
+  if (o.has_sysv())
+    return fmt::format("System V segment {} (key {:#x}{})", o.sysv().shmid(), static_cast<uint32_t>(o.sysv().key()),
+                       o.sysv().removed() ? ", removed" : "");
+  return o.memfd() ? "memfd:" + o.name() : "shared anonymous memory";
+}
+
+// Shared memory: memfds (their fds), anonymous shared mappings and System V
+// segments (their mappings), each object once.
+class ShmemKind final : public Kind {
  public:
-  const char* name() const override { return "memfd"; }
-  bool matches(const FdDumpInfo& fd) const override {
+  const char* name() const override { return "shared memory"; }
+
+  bool takes(const FdDumpInfo& fd) const override {
     return S_ISREG(fd.st.st_mode) && !memfd_name(fd.link).empty() && fd.fd >= 0;
   }
-  Status dump(const FdDumpInfo& fd, img::FileEntry& entry, FileDumpContext& ctx) const override {
-    ASSIGN_OR_RETURN(uint32_t id, ctx.shmem.add(fd.what, fd.local_fd, fd.st, true, memfd_name(fd.link)));
+
+  Status begin(DumpEnv& env) override {
+    store_.emplace(env.dir, env.log);
+    return {};
+  }
+
+  Status take(const FdDumpInfo& fd, img::FileEntry& entry, DumpEnv&) override {
+    ASSIGN_OR_RETURN(uint32_t id, store_->add(fd.what, fd.local_fd, fd.st, true, memfd_name(fd.link)));
     img::MemfdFile* m = entry.mutable_memfd();
     m->set_shmem_id(id);
     m->set_flags(fd.fdinfo.flags);
     m->set_pos(fd.fdinfo.pos);
     return {};
   }
-  bool restores(const img::FileEntry& entry) const override { return entry.has_memfd(); }
-  Result<UniqueFd> open(const img::FileEntry& entry, const FileRestoreContext& ctx) const override {
-    if (!ctx.shmem) return fail("shared memory was not loaded for this restore");
-    ASSIGN_OR_RETURN(int object, ctx.shmem->object_fd(entry.memfd().shmem_id()));
+
+  Status take_vma(pid_t pid, VmaInfo& v, DumpEnv&) override {
+    if (!v.shmem) return {};
+    ASSIGN_OR_RETURN(uint32_t id, store_->add_mapping(pid, v.vma.start(), v.vma.end(), v.maps.path));
+    v.vma.set_shmem_id(id);
+    return {};
+  }
+
+  Status commit(ImageSet& images, DumpEnv&) override { return store_->commit(images); }
+
+  bool owns(const img::FileEntry& entry) const override { return entry.has_memfd(); }
+
+  Status load(const RestoreEnv& env) override {
+    ASSIGN_OR_RETURN(restorer_, ShmemRestorer::load(env.dir));
+    return {};
+  }
+
+  Status create_shared(const RestoreEnv& env) override {
+    restorer_->set_fd_floor(env.fd_floor);
+    return restorer_->create_all();
+  }
+
+  Result<UniqueFd> open(const img::FileEntry& entry) override {
+    if (!restorer_) return fail("shared memory was not loaded for this restore");
+    ASSIGN_OR_RETURN(int object, restorer_->object_fd(entry.memfd().shmem_id()));
     // A description of its own, with the flags and offset it had.
     int flags = static_cast<int>(entry.memfd().flags()) & (O_ACCMODE | O_APPEND | O_NONBLOCK);
     UniqueFd fd(::open(fmt::format("/proc/self/fd/{}", object).c_str(), flags | O_CLOEXEC));
@@ -250,13 +293,64 @@ class MemfdKind final : public FileKind {
       return failf_errno("memfd object {}: seek", entry.memfd().shmem_id());
     return fd;
   }
+
+  bool maps(const img::Vma& v) const override { return v.shmem_id() != 0; }
+
+  Status map(const img::Vma& v, void* at, int prot) override {
+    if (!restorer_) return fail("shared memory was not loaded for this restore");
+    uint64_t size = v.end() - v.start();
+    ASSIGN_OR_RETURN(int object, restorer_->object_fd(v.shmem_id()));
+    if (v.kind() == img::VMA_SYSV_SHM) {
+      // Attached for real (shm_nattch counts it, maps shows /SYSV), then moved.
+      const img::ShmemObject* obj = restorer_->object(v.shmem_id());
+      if (!obj || !obj->has_sysv()) return failf("System V mapping without its segment ({})", v.shmem_id());
+      int flags = SHM_REMAP | ((prot & PROT_WRITE) ? 0 : SHM_RDONLY) | ((prot & PROT_EXEC) ? SHM_EXEC : 0);
+      if (::shmat(obj->sysv().shmid(), at, flags) == reinterpret_cast<void*>(-1))
+        return failf_errno("cannot attach System V segment {} ({} bytes)", obj->sysv().shmid(), size);
+      return {};
+    }
+    // Shared anonymous memory is its shmem object, mapped shared; a memfd is
+    // mapped as its VMA mapped it.
+    int share = v.kind() == img::VMA_FILE_PRIVATE ? MAP_PRIVATE : MAP_SHARED;
+    if (::mmap(at, size, prot, share | MAP_FIXED, object, static_cast<off_t>(v.pgoff())) == MAP_FAILED)
+      return failf_errno("cannot premap {} bytes of shared memory object {}", size, v.shmem_id());
+    return {};
+  }
+
+  Status restore_process(TaskEnv&) override { return restorer_->seal_all(); }
+
+  // Every process is attached: removed System V segments go again; our fds
+  // on the objects go.
+  Status resume(const RestoreEnv&) override {
+    TRY(restorer_->finish());
+    restorer_.reset();
+    return {};
+  }
+
+  std::string describe(const img::FileEntry& f) const override {
+    return fmt::format("memfd (shmem {}, flags {:#o}, pos {})", f.memfd().shmem_id(), f.memfd().flags(),
+                       f.memfd().pos());
+  }
+
+  void describe_images(std::string& out) const override {
+    if (!restorer_) return;
+    for (auto& [id, o] : restorer_->objects())
+      out += fmt::format("shmem {}: {} ({} bytes, {} bytes of data){}\n", o.id(), object_words(o), o.size(),
+                         o.allocated(), o.seals() ? fmt::format(", seals {:#x}", o.seals()) : "");
+  }
+
+  void add_to_view(img::CheckpointView& view) const override {
+    if (!restorer_) return;
+    for (auto& [id, o] : restorer_->objects()) *view.add_shmem() = o;
+  }
+
+ private:
+  std::optional<ShmemStore> store_;
+  std::unique_ptr<ShmemRestorer> restorer_;
 };
 
 }  // namespace
 
-const FileKind& memfd_kind() {
-  static const MemfdKind kind;
-  return kind;
-}
+std::unique_ptr<Kind> make_shmem_kind() { return std::make_unique<ShmemKind>(); }
 
 }  // namespace minicriu

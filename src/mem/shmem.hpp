@@ -17,9 +17,16 @@
 #include "base/unique_fd.hpp"
 #include "images/image_dir.hpp"
 #include "images/image_io.hpp"
+#include "images/image_set.hpp"
 #include "minicriu.pb.h"
 
 namespace minicriu {
+
+inline constexpr ImageKind kShmemImage{10, "shmem"};
+inline std::string shmem_image(const ImageDir& dir) { return dir.file("shmem.img"); }
+inline std::string shmem_data_image(const ImageDir& dir, uint32_t id) {
+  return dir.file("shmem-" + std::to_string(id) + ".data");
+}
 
 class ShmemStore {
  public:
@@ -32,7 +39,8 @@ class ShmemStore {
   [[nodiscard]] Result<uint32_t> add_mapping(pid_t pid, uint64_t start, uint64_t end,
                                              const std::string& path);
   const std::vector<img::ShmemObject>& entries() const { return entries_; }
-  [[nodiscard]] Status commit();
+  // The objects' data and shmem.img.
+  [[nodiscard]] Status commit(ImageSet& images);
 
  private:
   [[nodiscard]] Status describe_sysv(const std::string& what, int shmid, img::ShmemObject& o);
@@ -61,7 +69,10 @@ class ShmemRestorer {
     return it == objects_.end() ? nullptr : &it->second;
   }
   // Seals go on last: F_SEAL_WRITE forbids the writable mappings made before.
+  // Each task of the tree asks, once its own mappings are made; seals already
+  // on are left alone (F_SEAL_SEAL forbids adding them twice).
   [[nodiscard]] Status seal_all();
+  const std::map<uint32_t, img::ShmemObject>& objects() const { return objects_; }
   // Once every process is attached: System V segments that were removed
   // (IPC_RMID) at the dump are removed again. Until then, a failed restore
   // removes every segment it made.

@@ -13,7 +13,7 @@
 #include <set>
 #include <cstring>
 
-#include "fs/file_kind.hpp"
+#include "images/checkpoint.hpp"
 #include "net/inet_options.hpp"
 #include "net/network_lock.hpp"
 #include "net/tcp_repair.hpp"
@@ -261,7 +261,7 @@ Status InetSocketStore::check_peers() {
                        "accept it in the application first, or dump without --leave-running",
                        s.what, format_connection(conn), sockets_.at(client_ino).what);
         if (client_ino != 0) waiting_clients.insert(conn.reversed());
-        pending_.push_back(Pending{ino, conn, client_ino});
+        pending_.push_back(Pending{ino, conn, client_ino, d.rqueue});
         break;
       }
     }
@@ -322,6 +322,17 @@ Status InetSocketStore::take_pending(std::vector<img::FileEntry>& entries) {
                    "(one was reset meanwhile?); dump again", l.what, wanted, taken);
   }
   return {};
+}
+
+uint64_t InetSocketStore::pending_room(const std::vector<img::FileEntry>& entries) const {
+  uint64_t room = 0;
+  for (auto& p : pending_) {
+    if (!p.client_ino) continue;
+    room += p.received + 4096;
+    for (auto& e : entries)
+      if (e.has_inet_sk() && e.inet_sk().ino() == p.client_ino) room += e.inet_sk().tcp().send_queue().size();
+  }
+  return room;
 }
 
 void InetSocketStore::finish(bool killing) {
@@ -497,9 +508,7 @@ Result<std::unique_ptr<InetSocketRestorer>> InetSocketRestorer::create_all(
 Result<UniqueFd> InetSocketRestorer::open(const img::InetSocketFile& sk) const {
   auto it = sockets_.find(sk.ino());
   if (it == sockets_.end()) return failf("socket:[{}] was not created", sk.ino());
-  UniqueFd fd(::fcntl(it->second.fd.get(), F_DUPFD_CLOEXEC, 0));
-  if (!fd) return failf_errno("socket:[{}]: dup", sk.ino());
-  return fd;
+  return dup_description(it->second.fd.get(), fmt::format("socket:[{}]", sk.ino()));
 }
 
 Status InetSocketRestorer::resume() {
@@ -514,31 +523,97 @@ Status InetSocketRestorer::resume() {
 
 namespace {
 
-class InetSocketKind final : public FileKind {
+std::string describe_inet(const img::InetSocketFile& sk) {
+  std::string s = fmt::format("{} socket:[{}]", describe_inet_socket(sk), sk.ino());
+  if (sk.state() == kListen) s += fmt::format(", backlog {}", sk.backlog());
+  if (sk.has_tcp())
+    s += fmt::format(", send queue {} byte(s) ({} unsent), receive queue {} byte(s)", sk.tcp().send_queue().size(),
+                     sk.tcp().unsent(), sk.tcp().recv_queue().size());
+  if (sk.protocol() == IPPROTO_UDP) {
+    size_t bytes = 0;
+    for (auto& d : sk.queue()) bytes += d.data().size();
+    s += fmt::format(", {} datagram(s) of {} byte(s) queued", sk.queue_size(), bytes);
+  }
+  if (sk.pending())
+    s += fmt::format(", waiting to be accepted (#{}) with {} byte(s) received", sk.pending_order(),
+                     sk.pending_received().size());
+  if (sk.flags() & O_NONBLOCK) s += ", non-blocking";
+  return s;
+}
+
+class InetSocketKind final : public Kind {
  public:
   const char* name() const override { return "inet socket"; }
-  bool matches(const FdDumpInfo& fd) const override {
+
+  Status begin(DumpEnv& env) override {
+    store_.emplace(InetDumpPolicy{env.options.tcp_established, env.options.tcp_drop_pending,
+                                  env.options.leave_running});
+    return {};
+  }
+
+  bool takes(const FdDumpInfo& fd) const override {
     if (!S_ISSOCK(fd.st.st_mode) || fd.local_fd < 0) return false;
     int domain = sock_int(fd.local_fd, SOL_SOCKET, SO_DOMAIN, -1);
     return domain == AF_INET || domain == AF_INET6;
   }
-  Status dump(const FdDumpInfo& fd, img::FileEntry& entry, FileDumpContext& ctx) const override {
-    if (!ctx.inet_sockets) return failf("{}: inet sockets are not recorded by this dump", fd.what);
-    return ctx.inet_sockets->dump(fd.what, fd.local_fd, fd.st.st_ino, static_cast<int>(fd.fdinfo.flags),
-                                  ctx.tree_tids, ctx.net_lock, *entry.mutable_inet_sk());
+
+  Status take(const FdDumpInfo& fd, img::FileEntry& entry, DumpEnv& env) override {
+    return store_->dump(fd.what, fd.local_fd, fd.st.st_ino, static_cast<int>(fd.fdinfo.flags), &env.tree_tids,
+                        env.net_lock, *entry.mutable_inet_sk());
   }
-  bool restores(const img::FileEntry& entry) const override { return entry.has_inet_sk(); }
-  Result<UniqueFd> open(const img::FileEntry& entry, const FileRestoreContext& ctx) const override {
-    if (!ctx.inet_sockets) return fail("inet sockets were not created for this restore");
-    return ctx.inet_sockets->open(entry.inet_sk());
+
+  Status check(const DumpTree&, DumpEnv& env) override {
+    TRY(store_->check_peers());
+    if (store_->size()) env.log.info("{} inet socket(s), their peers checked", store_->size());
+    return {};
   }
+
+  // Sockets left in repair mode die so with the tree (no FIN, no RST), or
+  // are taken out of it before the tree runs again.
+  void release(TreeFate fate, DumpEnv&) override {
+    if (store_) store_->finish(fate == TreeFate::dies);
+  }
+
+  // Connections of the tree waiting in a listener's accept queue are
+  // accepted (a dump that kills the tree only) to read what they received.
+  bool is_destructive() const override { return true; }
+  uint64_t destructive_room(const DumpEnv& env) const override { return store_->pending_room(*env.files); }
+  Status destructive(DumpEnv& env) override { return store_->take_pending(*env.files); }
+
+  bool owns(const img::FileEntry& entry) const override { return entry.has_inet_sk(); }
+
+  Status load(const RestoreEnv& env) override {
+    return with_context(InetSocketRestorer::validate(env.checkpoint.files),
+                        fmt::format("{} cannot be restored here", env.dir.path()));
+  }
+
+  // Listeners first, then connections (in TCP repair mode until resume()).
+  Status create_shared(const RestoreEnv& env) override {
+    ASSIGN_OR_RETURN(restorer_, InetSocketRestorer::create_all(env.checkpoint.files, env.fd_floor));
+    return {};
+  }
+
+  Result<UniqueFd> open(const img::FileEntry& entry) override {
+    if (!restorer_) return fail("inet sockets were not created for this restore");
+    return restorer_->open(entry.inet_sk());
+  }
+
+  // Every socket of the tree exists: connections may talk again.
+  Status resume(const RestoreEnv&) override {
+    TRY(restorer_->resume());
+    restorer_.reset();
+    return {};
+  }
+
+  std::string describe(const img::FileEntry& f) const override { return describe_inet(f.inet_sk()); }
+
+ private:
+  std::optional<InetSocketStore> store_;
+  std::unique_ptr<InetSocketRestorer> restorer_;
 };
 
 }  // namespace
 
-const FileKind& inet_socket_kind() {
-  static const InetSocketKind kind;
-  return kind;
-}
+std::unique_ptr<Kind> make_inet_socket_kind() { return std::make_unique<InetSocketKind>(); }
 
 }  // namespace minicriu

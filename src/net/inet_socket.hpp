@@ -19,6 +19,7 @@
 
 #include "base/error.hpp"
 #include "base/unique_fd.hpp"
+#include "kinds/kind.hpp"
 #include "minicriu.pb.h"
 #include "net/inet_addr.hpp"
 #include "net/tcp_repair.hpp"
@@ -69,6 +70,11 @@ class InetSocketStore {
   // queue are accepted here, and what their accepted end had received is
   // recorded in the entry of their connecting end.
   [[nodiscard]] Status take_pending(std::vector<img::FileEntry>& entries);
+  // At most what take_pending() adds to entries: what each accepted end may
+  // have received (its receive queue at the check, and at most what its
+  // connecting end still holds unacknowledged, which the lock keeps from
+  // arriving meanwhile).
+  uint64_t pending_room(const std::vector<img::FileEntry>& entries) const;
 
   // The end of the dump. killing: the tree dies with its sockets still in
   // repair mode, so they close without a FIN or RST. Else (left running, or
@@ -89,6 +95,7 @@ class InetSocketStore {
     uint64_t listener_ino;
     Connection conn;       // from the listener's side
     uint64_t client_ino;   // its connecting end in the tree, 0 if outside
+    uint32_t received;     // bytes in its receive queue at the check
   };
 
   // Every TCP socket of the network namespace, read at the first need.

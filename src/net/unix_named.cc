@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdlib>
 #include <cstring>
 #include <set>
 #include <vector>
@@ -187,6 +188,26 @@ Status UnixSocketStore::check_named(const std::set<pid_t>& tree, bool leave_runn
     }
   }
   return {};
+}
+
+uint64_t UnixSocketStore::pending_room() const {
+  // A client that was closed since is gone from our view: its send buffer
+  // was at most what SO_SNDBUF lets anyone set (twice net.core.wmem_max).
+  uint64_t unknown = 2 * 212992;
+  if (auto t = proc::read_file("/proc/sys/net/core/wmem_max"))
+    unknown = 2 * std::max<uint64_t>(std::strtoull(t->c_str(), nullptr, 10), 212992);
+  uint64_t room = 0;
+  for (auto& [ino, fd] : listeners_) {
+    (void)fd;
+    for (auto& p : named_.at(ino).sk.pending()) {
+      auto client = named_.find(p.client_ino());
+      uint64_t sndbuf = client != named_.end() ? client->second.sk.sndbuf() : unknown;
+      // Data in flight is charged by its skb's truesize, at most the send
+      // buffer and one more skb; the rest is the protobuf's framing.
+      room += 2 * sndbuf + 4096;
+    }
+  }
+  return room;
 }
 
 Status UnixSocketStore::accept_pending(std::vector<img::FileEntry>& files) {

@@ -15,7 +15,7 @@
 
 #include <cstring>
 
-#include "fs/file_kind.hpp"
+#include "images/checkpoint.hpp"
 #include "net/unix_named.hpp"
 #include "proc/proc_parse.hpp"
 
@@ -411,12 +411,15 @@ Status UnixSocketStore::check_peers(const std::set<pid_t>& tree, const ExternalP
   return {};
 }
 
-Result<std::map<uint64_t, UniqueFd>> UnixSocketRestorer::take_external(
-    const std::vector<img::FileEntry>& files, const ExternalStandIns& stand_ins) {
+std::set<std::string> UnixSocketRestorer::external_keys(const std::vector<img::FileEntry>& files) {
   std::set<std::string> keys;
   for (auto& f : files)
     if (f.has_unix_sk() && f.unix_sk().external()) keys.insert(sk_link(f.unix_sk().ino()));
-  TRY(stand_ins.check_used(keys));
+  return keys;
+}
+
+Result<std::map<uint64_t, UniqueFd>> UnixSocketRestorer::take_external(
+    const std::vector<img::FileEntry>& files, const ExternalStandIns& stand_ins) {
   std::map<uint64_t, UniqueFd> out;
   for (auto& f : files) {
     if (!f.has_unix_sk() || !f.unix_sk().external()) continue;
@@ -556,40 +559,106 @@ Result<std::unique_ptr<UnixSocketRestorer>> UnixSocketRestorer::create_all(
 Result<UniqueFd> UnixSocketRestorer::open(const img::UnixSocketFile& sk) const {
   auto it = sockets_.find(sk.ino());
   if (it == sockets_.end()) return failf("{} was not created", sk_link(sk.ino()));
-  UniqueFd fd(::fcntl(it->second.get(), F_DUPFD_CLOEXEC, 0));
-  if (!fd) return failf_errno("{}: dup", sk_link(sk.ino()));
-  return fd;
+  return dup_description(it->second.get(), sk_link(sk.ino()));
 }
 
 namespace {
 
-class UnixSocketKind final : public FileKind {
+std::string describe_unix(const img::UnixSocketFile& sk) {
+  if (sk.external())
+    return fmt::format("{}; external: restore with --inherit-fd fd[N]:socket:[{}]{}",
+                       unix_external_object(sk).description, sk.ino(),
+                       sk.type() == SOCK_DGRAM && !sk.peer_name().empty()
+                           ? " or let it connect to " + sk.peer_name() + " again" : "");
+  size_t bytes = 0;
+  for (auto& m : sk.queue()) bytes += m.size();
+  // A stream's queue is one run of bytes; the other types keep messages.
+  std::string queued = sk.type() == SOCK_STREAM
+                           ? fmt::format("{} byte(s) queued", bytes)
+                           : fmt::format("{} message(s) of {} byte(s) queued", sk.queue_size(), bytes);
+  std::string named;
+  if (!sk.name().empty()) {
+    static const char* const kPath[] = {"", "", " (path unlinked)", " (path replaced by another file)"};
+    named = fmt::format(" bound to {}{}", unix_name_display(sk.name()), kPath[sk.path_state() & 3]);
+  }
+  if (sk.state() == kUnixListening)
+    return fmt::format("unix {} socket:[{}]{} listening (backlog {}), {} connection(s) not yet accepted",
+                       unix_type_name(static_cast<int>(sk.type())), sk.ino(), named, sk.backlog(),
+                       sk.pending_size());
+  std::string peer = sk.peer_ino() ? fmt::format("peer socket:[{}]", sk.peer_ino())
+                     : sk.state() == kUnixConnected ? std::string("waiting to be accepted")
+                                                    : std::string("unconnected");
+  return fmt::format("unix {} socket:[{}]{} {}, {}{}", unix_type_name(static_cast<int>(sk.type())), sk.ino(),
+                     named, peer, queued, (sk.flags() & 04000) ? ", non-blocking" : "");
+}
+
+class UnixSocketKind final : public Kind {
  public:
   const char* name() const override { return "unix socket"; }
-  bool matches(const FdDumpInfo& fd) const override {
+
+  bool takes(const FdDumpInfo& fd) const override {
     return S_ISSOCK(fd.st.st_mode) && fd.local_fd >= 0 &&
            sock_int(fd.local_fd, SOL_SOCKET, SO_DOMAIN, -1) == AF_UNIX;
   }
-  Status dump(const FdDumpInfo& fd, img::FileEntry& entry, FileDumpContext& ctx) const override {
-    if (!ctx.unix_sockets) return failf("{}: unix sockets are not recorded by this dump", fd.what);
+
+  Status take(const FdDumpInfo& fd, img::FileEntry& entry, DumpEnv&) override {
     img::UnixSocketFile* sk = entry.mutable_unix_sk();
     TRY(dump_unix_socket(fd.what, fd.local_fd, fd.st.st_ino, fd.fdinfo.flags, *sk, fd.pid));
-    ctx.unix_sockets->add(*sk, fd);
-    if (sk->pending_size() > 0) ctx.unix_sockets->keep_listener(sk->ino(), fd.local_fd);
+    store_.add(*sk, fd);
+    if (sk->pending_size() > 0) store_.keep_listener(sk->ino(), fd.local_fd);
     return {};
   }
-  bool restores(const img::FileEntry& entry) const override { return entry.has_unix_sk(); }
-  Result<UniqueFd> open(const img::FileEntry& entry, const FileRestoreContext& ctx) const override {
-    if (!ctx.unix_sockets) return fail("unix sockets were not created for this restore");
-    return ctx.unix_sockets->open(entry.unix_sk());
+
+  Status check(const DumpTree& tree, DumpEnv& env) override {
+    TRY(store_.check_peers(tree.pids, env.external, *env.files));
+    return store_.check_named(tree.pids, env.options.leave_running);
   }
+
+  // Connections not yet accepted on a listener of the tree are accepted (a
+  // dump that kills the tree only) to read the data their clients sent.
+  bool is_destructive() const override { return true; }
+  uint64_t destructive_room(const DumpEnv&) const override { return store_.pending_room(); }
+  Status destructive(DumpEnv& env) override { return store_.accept_pending(*env.files); }
+
+  bool owns(const img::FileEntry& entry) const override { return entry.has_unix_sk(); }
+
+  void list_external(const RestoreEnv& env, std::set<std::string>& keys) const override {
+    keys.merge(UnixSocketRestorer::external_keys(env.checkpoint.files));
+  }
+
+  // What stands in for the external sockets (peer outside the tree): asked
+  // for before anything is made, so a missing one costs nothing.
+  Status take_stand_ins(const ExternalStandIns& stand_ins, const RestoreEnv& env) override {
+    ASSIGN_OR_RETURN(external_, UnixSocketRestorer::take_external(env.checkpoint.files, stand_ins));
+    return {};
+  }
+
+  Status create_shared(const RestoreEnv& env) override {
+    ASSIGN_OR_RETURN(restorer_,
+                     UnixSocketRestorer::create_all(env.checkpoint.files, env.fd_floor, std::move(external_)));
+    return {};
+  }
+
+  Result<UniqueFd> open(const img::FileEntry& entry) override {
+    if (!restorer_) return fail("unix sockets were not created for this restore");
+    return restorer_->open(entry.unix_sk());
+  }
+
+  Status resume(const RestoreEnv&) override {
+    restorer_.reset();
+    return {};
+  }
+
+  std::string describe(const img::FileEntry& f) const override { return describe_unix(f.unix_sk()); }
+
+ private:
+  UnixSocketStore store_;
+  std::map<uint64_t, UniqueFd> external_;
+  std::unique_ptr<UnixSocketRestorer> restorer_;
 };
 
 }  // namespace
 
-const FileKind& unix_socket_kind() {
-  static const UnixSocketKind kind;
-  return kind;
-}
+std::unique_ptr<Kind> make_unix_socket_kind() { return std::make_unique<UnixSocketKind>(); }
 
 }  // namespace minicriu

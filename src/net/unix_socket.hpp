@@ -17,6 +17,7 @@
 
 #include "base/error.hpp"
 #include "base/external.hpp"
+#include "kinds/kind.hpp"
 #include "base/unique_fd.hpp"
 #include "minicriu.pb.h"
 
@@ -71,7 +72,6 @@ ExternalObject unix_external_object(const img::UnixSocketFile& sk);
 
 // Dump side: every unix socket of the tree, to check at the end that each
 // one's peer is in the tree too.
-struct FdDumpInfo;
 class UnixSocketStore {
  public:
   void add(const img::UnixSocketFile& sk, const FdDumpInfo& fd);
@@ -95,12 +95,10 @@ class UnixSocketStore {
   // listeners (which consumes them) and records their data in the listeners'
   // entries of files.
   [[nodiscard]] Status accept_pending(std::vector<img::FileEntry>& files);
-  // Both, as a dump without other steps between them does (tests).
-  [[nodiscard]] Status finish_named(const std::set<pid_t>& tree, bool leave_running,
-                                    std::vector<img::FileEntry>& files) {
-    TRY(check_named(tree, leave_running));
-    return leave_running ? Status{} : accept_pending(files);
-  }
+  // At most what accept_pending() adds to files.img: the data the clients of
+  // the connections not yet accepted may have sent (each bounded by its
+  // client's send buffer, which the kernel charges it to).
+  uint64_t pending_room() const;
 
  private:
   struct Seen {
@@ -132,6 +130,8 @@ class UnixSocketRestorer {
   // the caller before anything of the tree is made: each one's inherited fd,
   // hook answer, or a dgram socket connected again to its peer's path.
   // Fails naming the socket and --inherit-fd when one has none.
+  // The keys ("socket:[INODE]") of the external sockets of files.img.
+  static std::set<std::string> external_keys(const std::vector<img::FileEntry>& files);
   [[nodiscard]] static Result<std::map<uint64_t, UniqueFd>> take_external(
       const std::vector<img::FileEntry>& files, const ExternalStandIns& stand_ins);
   [[nodiscard]] static Result<std::unique_ptr<UnixSocketRestorer>> create_all(

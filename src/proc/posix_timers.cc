@@ -93,3 +93,29 @@ Status restore_posix_timers(const img::ProcessCore& core) {
 }
 
 }  // namespace minicriu
+
+// ---- the kind ----------------------------------------------------------------
+
+#include "images/checkpoint.hpp"
+#include "kinds/kind.hpp"
+
+namespace minicriu {
+
+namespace {
+
+// POSIX timers belong to a process, not to an fd: taken with the process
+// (through its parasite), made again in the restored process itself.
+class PosixTimerKind final : public Kind {
+ public:
+  const char* name() const override { return "POSIX timer"; }
+
+  Status take_process(ProcessDump& p, DumpEnv&) override { return dump_posix_timers(p.pid, p.parasite, p.core); }
+
+  Status restore_process(TaskEnv& task) override { return restore_posix_timers(task.process.core); }
+};
+
+}  // namespace
+
+std::unique_ptr<Kind> make_posix_timer_kind() { return std::make_unique<PosixTimerKind>(); }
+
+}  // namespace minicriu

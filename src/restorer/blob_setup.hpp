@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "base/error.hpp"
-#include "restorer/checkpoint.hpp"
+#include "images/checkpoint.hpp"
 #include "restorer/machine.hpp"
 #include "restorer/premap.hpp"
 #include "restorer/restorer_args.hpp"

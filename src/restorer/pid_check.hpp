@@ -3,7 +3,7 @@
 #pragma once
 
 #include "base/error.hpp"
-#include "restorer/checkpoint.hpp"
+#include "images/checkpoint.hpp"
 
 namespace minicriu {
 

@@ -9,7 +9,6 @@
 #include <algorithm>
 
 #include "base/unique_fd.hpp"
-#include "mem/shmem.hpp"
 
 namespace minicriu {
 
@@ -100,21 +99,12 @@ Result<PremapPlan> plan_premap(const img::MmCore& mm, const std::vector<AddrRang
 
 namespace {
 
-// The file a mapping maps: its shmem object, its (ghost) file entry, or its path.
-Result<UniqueFd> open_mapped_file(const Checkpoint& c, const img::Vma& v, bool writes,
-                                  const FileRestoreContext& ctx) {
-  if (v.shmem_id()) {
-    if (!ctx.shmem) return fail("shared memory was not loaded for this restore");
-    ASSIGN_OR_RETURN(int object, ctx.shmem->object_fd(v.shmem_id()));
-    UniqueFd fd(::fcntl(object, F_DUPFD_CLOEXEC, ctx.fd_floor));
-    if (!fd) return failf_errno("dup of shared memory object {}", v.shmem_id());
-    return fd;
-  }
+// The file a mapping maps: its (ghost) file entry, or its path.
+Result<UniqueFd> open_mapped_file(const Checkpoint& c, const img::Vma& v, bool writes, const KindSet& kinds) {
   if (v.file_id()) {
     const img::FileEntry* entry = c.file(v.file_id());
     if (!entry) return failf("file {} is not in files.img", v.file_id());
-    ASSIGN_OR_RETURN(const FileKind* kind, file_kind_for(*entry));
-    return kind->open(*entry, ctx);
+    return kinds.open(*entry);
   }
   UniqueFd fd(::open(v.path().c_str(), (writes ? O_RDWR : O_RDONLY) | O_CLOEXEC));
   if (!fd) return failf_errno("cannot open {}", v.path());
@@ -126,38 +116,26 @@ Result<UniqueFd> open_mapped_file(const Checkpoint& c, const img::Vma& v, bool w
   return fd;
 }
 
-Status map_slot(const Checkpoint& c, const img::Vma& v, uint64_t slot, const FileRestoreContext& ctx) {
+Status map_slot(const Checkpoint& c, const img::Vma& v, uint64_t slot, const KindSet& kinds) {
   uint64_t size = v.end() - v.start();
   int growsdown = (v.flags() & MAP_GROWSDOWN) ? MAP_GROWSDOWN : 0;
   void* want = reinterpret_cast<void*>(slot);
+  bool shared = v.kind() != img::VMA_FILE_PRIVATE && v.kind() != img::VMA_ANON_PRIVATE;
+  // Private slots are written by fill_pages (copy-on-write over the file);
+  // shared ones get their final protection now: their data is the object's.
+  int prot = shared ? static_cast<int>(v.prot()) : PROT_READ | PROT_WRITE;
+  if (Kind* kind = kinds.mapper(v)) return kind->map(v, want, prot);
   void* got = MAP_FAILED;
   switch (v.kind()) {
     case img::VMA_ANON_PRIVATE:
-      got = ::mmap(want, size, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | growsdown, -1, 0);
+      got = ::mmap(want, size, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | growsdown, -1, 0);
       break;
-    case img::VMA_ANON_SHARED:
     case img::VMA_FILE_PRIVATE:
     case img::VMA_FILE_SHARED: {
-      // Shared anonymous memory is its shmem object, mapped shared.
-      bool shared = v.kind() != img::VMA_FILE_PRIVATE;
       bool writes = shared && (v.prot() & PROT_WRITE);
-      ASSIGN_OR_RETURN(UniqueFd fd, open_mapped_file(c, v, writes, ctx));
-      // Private slots are written by fill_pages (copy-on-write over the file);
-      // shared ones get their final protection now: their data is the file's.
-      int prot = shared ? static_cast<int>(v.prot()) : PROT_READ | PROT_WRITE;
+      ASSIGN_OR_RETURN(UniqueFd fd, open_mapped_file(c, v, writes, kinds));
       got = ::mmap(want, size, prot, (shared ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED, fd.get(),
                    static_cast<off_t>(v.pgoff()));
-      break;
-    }
-    case img::VMA_SYSV_SHM: {
-      // Attached for real (shm_nattch counts it, maps shows /SYSV), then moved.
-      const img::ShmemObject* obj = ctx.shmem ? ctx.shmem->object(v.shmem_id()) : nullptr;
-      if (!obj || !obj->has_sysv()) return failf("System V mapping without its segment ({})", v.shmem_id());
-      TRY(ctx.shmem->object_fd(v.shmem_id()));  // created before the tree, normally
-      int flags = SHM_REMAP | ((v.prot() & PROT_WRITE) ? 0 : SHM_RDONLY) | ((v.prot() & PROT_EXEC) ? SHM_EXEC : 0);
-      got = ::shmat(obj->sysv().shmid(), want, flags);
-      if (got == reinterpret_cast<void*>(-1)) got = MAP_FAILED;
       break;
     }
     default:
@@ -170,7 +148,7 @@ Status map_slot(const Checkpoint& c, const img::Vma& v, uint64_t slot, const Fil
 }  // namespace
 
 Result<Mapping> premap_vmas(const Checkpoint& c, const ProcessImages& p, const PremapPlan& plan,
-                            const FileRestoreContext& ctx) {
+                            const KindSet& kinds) {
   void* base = ::mmap(reinterpret_cast<void*>(plan.base), plan.end - plan.base, PROT_NONE,
                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
   if (base == MAP_FAILED)
@@ -179,7 +157,7 @@ Result<Mapping> premap_vmas(const Checkpoint& c, const ProcessImages& p, const P
   for (int i = 0; i < p.mm.vmas_size(); i++) {
     const img::Vma& v = p.mm.vmas(i);
     if (!plan.slot[i] || plan.inherited[i]) continue;  // an inherited slot is mapped already
-    TRY(with_context(map_slot(c, v, plan.slot[i], ctx),
+    TRY(with_context(map_slot(c, v, plan.slot[i], kinds),
                      fmt::format("vma {:x}-{:x} ({})", v.start(), v.end(), v.path())));
   }
   return area;

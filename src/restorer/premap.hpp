@@ -15,8 +15,8 @@
 #include "base/mapping.hpp"
 #include "minicriu.pb.h"
 #include "proc/proc_parse.hpp"
-#include "fs/file_kind.hpp"
-#include "restorer/checkpoint.hpp"
+#include "images/checkpoint.hpp"
+#include "kinds/kind_set.hpp"
 
 namespace minicriu {
 
@@ -61,9 +61,10 @@ bool needs_slot(const img::Vma& v);
 // Reserves the area (PROT_NONE) and maps every dumped VMA into its slot: anonymous
 // ones anonymous, file ones from their files. Private and anonymous slots are
 // writable until the blob sets the final protections, so pages can be read in.
-// Ghost files and shared memory objects are reached through ctx.
+// Objects a kind made (shared memory) are mapped by that kind, files of
+// files.img (ghosts) opened by theirs.
 [[nodiscard]] Result<Mapping> premap_vmas(const Checkpoint& c, const ProcessImages& p,
-                                          const PremapPlan& plan, const FileRestoreContext& ctx);
+                                          const PremapPlan& plan, const KindSet& kinds);
 
 // Reads pages-PID.img into the slots with large preadv() calls: the page data
 // goes from the page cache straight into the premapped memory.

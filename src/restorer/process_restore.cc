@@ -14,9 +14,6 @@
 
 #include "base/unique_fd.hpp"
 #include "fs/fd_table.hpp"
-#include "fs/tty.hpp"
-#include "mem/shmem.hpp"
-#include "proc/posix_timers.hpp"
 #include "restorer/blob_setup.hpp"
 #include "restorer/machine.hpp"
 #include "restorer/premap.hpp"
@@ -104,8 +101,8 @@ struct PremappedMemory {
   SpecialMappings here;
 };
 
-Result<PremappedMemory> prepare_memory(const Checkpoint& c, const ProcessImages& p,
-                                       const FileRestoreContext& ctx, const InheritedSlots& inherited) {
+Result<PremappedMemory> prepare_memory(const Checkpoint& c, const ProcessImages& p, const KindSet& kinds,
+                                       const InheritedSlots& inherited) {
   PremappedMemory m;
   ASSIGN_OR_RETURN(auto maps_text, proc::read_file("/proc/self/maps"));
   ASSIGN_OR_RETURN(auto maps, proc::parse_maps(maps_text));
@@ -125,13 +122,24 @@ Result<PremappedMemory> prepare_memory(const Checkpoint& c, const ProcessImages&
   sizes.blob = blob.blob;
   sizes.tail = blob.tail;
   ASSIGN_OR_RETURN(m.plan, plan_premap(p.mm, busy, sizes, inherited));
-  ASSIGN_OR_RETURN(m.area, premap_vmas(c, p, m.plan, ctx));
+  ASSIGN_OR_RETURN(m.area, premap_vmas(c, p, m.plan, kinds));
   TRY(fill_pages(p, m.plan));
   return m;
 }
 
-Result<BlobJump> prepare(const Checkpoint& c, const ProcessImages& p, int& channel,
-                         FileRestoreContext& ctx, bool root, PremappedMemory& mem) {
+// Each kind's last step in the task, its warnings sent on the channel.
+Status kinds_in_task(KindSet& kinds, const Checkpoint& c, const ProcessImages& p, int channel,
+                     Status (Kind::*phase)(TaskEnv&)) {
+  std::vector<std::string> warnings;
+  TaskEnv task{c, p, warnings};
+  Status st = kinds.each([&](Kind& k) { return (k.*phase)(task); });
+  for (auto& w : warnings) send_warn(channel, w);
+  return st;
+}
+
+Result<BlobJump> prepare(const TreeRestore& tree, const ProcessImages& p, int& channel, bool root,
+                         PremappedMemory& mem) {
+  const Checkpoint& c = *tree.checkpoint;
   ::personality(p.core.personality());
   // prctl state; pdeathsig waits for the blob (SIGKILL until the parent says go).
   const img::ProcessPrctl& pr = p.core.prctl();
@@ -146,9 +154,9 @@ Result<BlobJump> prepare(const Checkpoint& c, const ProcessImages& p, int& chann
   ASSIGN_OR_RETURN(UniqueFd exe, open_exe(c, p));
   std::vector<int> keep{channel};
   if (exe) keep.push_back(exe.release());
-  Status fds = restore_fd_table(p.fds, c.files, keep, ctx);
+  Result<int> fds_end = restore_fd_table(p, c, *tree.kinds, *tree.shared, keep);
   channel = keep[0];
-  if (!fds) return std::unexpected(fds.error());
+  if (!fds_end) return std::unexpected(fds_end.error());
   int exe_fd = keep.size() > 1 ? keep[1] : -1;
 
   const img::FileEntry* cwd = c.file(p.core.cwd_file_id());
@@ -161,11 +169,11 @@ Result<BlobJump> prepare(const Checkpoint& c, const ProcessImages& p, int& chann
 
   PremapPlan& plan = mem.plan;
   SpecialMappings& here = mem.here;
-  // Seals last: F_SEAL_WRITE would forbid the shared writable mappings made.
-  if (ctx.shmem) TRY(ctx.shmem->seal_all());
-  TRY(restore_posix_timers(p.core));
+  // Its fds and memory are in place (shared memory seals go on now: they
+  // would have forbidden the writable mappings).
+  TRY(kinds_in_task(*tree.kinds, c, p, channel, &Kind::restore_process));
   // What the restore opened for itself (pipe ends, shmem objects) goes now.
-  TRY(close_fds_above(ctx.fd_floor, keep));
+  TRY(close_fds_above(*fds_end, keep));
 
   BlobInputs in;
   in.process = &p;
@@ -207,14 +215,9 @@ void restore_task(const TreeRestore& tree, const ProcessImages& p, const Inherit
   };
   bool root = p.entry.ppid() == 0 || !c.process(static_cast<pid_t>(p.entry.ppid()));
   if (auto st = enter_session(p, channel, root); !st) fail_task(st.error());
-  FileRestoreContext ctx = tree.files;
   // Before the children: they inherit the session's terminal.
-  if (ctx.ttys) {
-    std::vector<std::string> warnings;
-    if (auto st = ctx.ttys->restore_controlling(c, p.entry, warnings); !st) fail_task(st.error());
-    for (auto& w : warnings) send_warn(channel, w);
-  }
-  auto mem = prepare_memory(c, p, ctx, inherited);
+  if (auto st = kinds_in_task(*tree.kinds, c, p, channel, &Kind::restore_session); !st) fail_task(st.error());
+  auto mem = prepare_memory(c, p, *tree.kinds, inherited);
   if (!mem) fail_task(mem.error());
   // Where this process's anonymous memory waits: its children's twins of it
   // start from these slots, inherited.
@@ -229,7 +232,7 @@ void restore_task(const TreeRestore& tree, const ProcessImages& p, const Inherit
     if (auto st = create_child_task(child, [&] { restore_task(tree, child, mine); }); !st)
       fail_task(st.error());
   }
-  auto jump = prepare(c, p, channel, ctx, root, *mem);
+  auto jump = prepare(tree, p, channel, root, *mem);
   if (!jump) fail_task(jump.error());
   unregister_glibc_rseq();
   jump_to_blob(*jump);

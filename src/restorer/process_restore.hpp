@@ -9,8 +9,9 @@
 
 #include <map>
 
-#include "fs/file_kind.hpp"
-#include "restorer/checkpoint.hpp"
+#include "fs/fd_table.hpp"
+#include "images/checkpoint.hpp"
+#include "kinds/kind_set.hpp"
 #include "restorer/premap.hpp"
 
 namespace minicriu {
@@ -19,10 +20,11 @@ namespace minicriu {
 // clone of its parent's memory), and inherits the fds behind it.
 struct TreeRestore {
   const Checkpoint* checkpoint = nullptr;
-  // Recreated ghosts, the pipe and shared memory restorers (every object
-  // created before the root, so the whole tree shares it), and files held by
-  // several processes, opened once.
-  FileRestoreContext files;
+  // The kinds, each holding what it created before the root (so the whole
+  // tree shares it); each task works on its own copy.
+  KindSet* kinds = nullptr;
+  // Files held by several processes, opened once.
+  const SharedFiles* shared = nullptr;
   std::map<pid_t, int> channels;  // each task's end of its channel to minicriu
 };
 

@@ -14,7 +14,7 @@
 
 #include "base/error.hpp"
 #include "base/unique_fd.hpp"
-#include "restorer/checkpoint.hpp"
+#include "images/checkpoint.hpp"
 #include "restorer/restore_channel.hpp"
 
 namespace minicriu {

@@ -7,7 +7,6 @@
 #include <set>
 
 #include "arch/x86_64/sigframe.hpp"
-#include "fs/file_kind.hpp"
 #include "mem/page_dump.hpp"
 #include "restorer/restorer_args.hpp"
 
@@ -206,13 +205,13 @@ Status check_pagemap(const ProcessImages& p) {
   return {};
 }
 
-Status check_files(const Checkpoint& c, const ProcessImages& p) {
+Status check_files(const Checkpoint& c, const ProcessImages& p, const KindSet& kinds) {
   std::set<int> fds;
   for (auto& f : p.fds) {
     if (f.fd() < 0 || !fds.insert(f.fd()).second) return failf("fd {} is invalid or twice", f.fd());
     const img::FileEntry* e = c.file(f.file_id());
     if (!e) return failf("fd {}: file {} is not in files.img", f.fd(), f.file_id());
-    TRY(with_context(file_kind_for(*e), fmt::format("fd {}", f.fd())));
+    TRY(with_context(kinds.owner(*e), fmt::format("fd {}", f.fd())));
   }
   const img::FileEntry* cwd = c.file(p.core.cwd_file_id());
   if (!cwd || !cwd->has_reg()) return failf("cwd file {} is not in files.img", p.core.cwd_file_id());
@@ -228,7 +227,7 @@ Status check_files(const Checkpoint& c, const ProcessImages& p) {
 
 }  // namespace
 
-Status validate_checkpoint(const Checkpoint& c, const MachineInfo& m) {
+Status validate_checkpoint(const Checkpoint& c, const MachineInfo& m, const KindSet& kinds) {
   TRY(check_inventory(c, m));
   TRY(check_ids(c));
   for (auto& p : c.processes) {
@@ -237,7 +236,7 @@ Status validate_checkpoint(const Checkpoint& c, const MachineInfo& m) {
     TRY(with_context(check_threads(p, m), ctx));
     TRY(with_context(check_vmas(c, p, m), ctx));
     TRY(with_context(check_pagemap(p), ctx));
-    TRY(with_context(check_files(c, p), ctx));
+    TRY(with_context(check_files(c, p, kinds), ctx));
   }
   return {};
 }

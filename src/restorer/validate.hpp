@@ -5,11 +5,13 @@
 #pragma once
 
 #include "base/error.hpp"
-#include "restorer/checkpoint.hpp"
+#include "images/checkpoint.hpp"
+#include "kinds/kind_set.hpp"
 #include "restorer/machine.hpp"
 
 namespace minicriu {
 
-[[nodiscard]] Status validate_checkpoint(const Checkpoint& c, const MachineInfo& machine);
+// kinds: every entry of files.img must have a kind that restores it.
+[[nodiscard]] Status validate_checkpoint(const Checkpoint& c, const MachineInfo& machine, const KindSet& kinds);
 
 }  // namespace minicriu

@@ -1,5 +1,5 @@
 // epoll dumped from the test process's own fdinfo and restored in two passes
-// (open, then restore_after once the targets exist): the restored epoll
+// (open, then open_after once the targets exist): the restored epoll
 // reports the same events with the same data for the same targets. Entries
 // whose fd was closed or reused are refused at dump.
 #include <fcntl.h>
@@ -77,9 +77,9 @@ TEST(Epoll, InterestListComesBackWithEventsAndData) {
   auto restored = open_entry(*entry);
   ASSERT_TRUE(restored) << restored.error().what();
   EXPECT_TRUE(ready(restored->get()).empty()) << "open() must leave the interest list empty";
-  const FileKind* kind = file_kind_for(*entry).value();
+  Kind* kind = restore_kinds().owner(*entry).value();
   FdLookup lookup = [&](int dumped) { return dumped == efd.get() ? new_efd->get() : dumped; };
-  auto st = kind->restore_after(*entry, restored->get(), lookup);
+  auto st = kind->open_after(*entry, restored->get(), lookup);
   ASSERT_TRUE(st) << st.error().what();
 
   auto before = ready(ep.get());
@@ -144,7 +144,7 @@ TEST(Epoll, RestoreAfterNamesATargetTheProcessLacks) {
   t->set_events(EPOLLIN);
   auto restored = open_entry(entry);
   ASSERT_TRUE(restored) << restored.error().what();
-  auto st = epoll_kind().restore_after(entry, restored->get(), [](int) { return -1; });
+  auto st = restore_kinds().owner(entry).value()->open_after(entry, restored->get(), [](int) { return -1; });
   ASSERT_FALSE(st);
   EXPECT_NE(st.error().what().find("fd 42"), std::string::npos) << st.error().what();
 }
@@ -152,5 +152,5 @@ TEST(Epoll, RestoreAfterNamesATargetTheProcessLacks) {
 TEST(Epoll, OtherKindsHaveNothingToDoAfterwards) {
   img::FileEntry entry;
   entry.mutable_eventfd()->set_count(1);
-  EXPECT_TRUE(eventfd_kind().restore_after(entry, -1, [](int) { return -1; }));
+  EXPECT_TRUE(restore_kinds().owner(entry).value()->open_after(entry, -1, [](int) { return -1; }));
 }

@@ -33,7 +33,7 @@ TEST(EventFd, CountAndNonblockComeBackAndTheDumpLeavesTheCount) {
   EXPECT_EQ(entry->eventfd().count(), 5u);
   EXPECT_FALSE(entry->eventfd().semaphore());
   EXPECT_TRUE(entry->eventfd().flags() & O_NONBLOCK);
-  EXPECT_EQ(file_kind_for(*entry).value()->name(), std::string("eventfd"));
+  EXPECT_EQ(restore_kinds().owner(*entry).value()->name(), std::string("eventfd"));
 
   auto restored = open_entry(*entry);
   ASSERT_TRUE(restored) << restored.error().what();
@@ -78,7 +78,7 @@ TEST(EventFd, MalformedFdinfoIsAnErrorNamingTheFd) {
   info.fdinfo.text = "pos:\t0\nflags:\t02\n";
   img::FileEntry entry;
   DumpContextFixture fx;
-  auto st = eventfd_kind().dump(info, entry, fx.ctx());
+  auto st = take_fd(info, entry, fx);
   ASSERT_FALSE(st);
   EXPECT_NE(std::string(st.error().what()).find(info.what), std::string::npos) << st.error().what();
   EXPECT_NE(std::string(st.error().what()).find("eventfd-count"), std::string::npos) << st.error().what();

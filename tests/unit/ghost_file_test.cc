@@ -53,8 +53,10 @@ TEST_F(GhostFileTest, SparseRoundTripKeepsDataHolesAndMode) {
   EXPECT_EQ(g.path(), path);
   EXPECT_EQ(g.allocated(), 8192u + 4096u);
   ASSERT_EQ(g.extents_size(), 2);
-  ASSERT_TRUE(store.commit());
-  EXPECT_EQ(std::filesystem::file_size(dir.ghost_data(*id)), 8192u + 4096u);
+  ImageSet images(dir);
+  ASSERT_TRUE(store.commit(images));
+  EXPECT_EQ(std::filesystem::file_size(ghost_data_image(dir, *id)), 8192u + 4096u);
+  EXPECT_TRUE(std::filesystem::exists(ghosts_image(dir)));
 
   std::vector<img::GhostFile> ghosts(store.entries().begin(), store.entries().end());
   std::string recreated;
@@ -109,7 +111,7 @@ TEST_F(GhostFileTest, MissingDirectoryNeedsAGhostDir) {
   g.set_size(10);
   ImageDir dir(root_ + "/images");
   {
-    int fd = open(dir.ghost_data(1).c_str(), O_WRONLY | O_CREAT, 0600);
+    int fd = open(ghost_data_image(dir, 1).c_str(), O_WRONLY | O_CREAT, 0600);
     close(fd);
   }
   auto r = RecreatedGhosts::recreate(dir, {g}, "");

@@ -12,13 +12,10 @@
 #include <string>
 #include <vector>
 
+#include "base/external.hpp"
 #include "base/log.hpp"
-#include "fs/file_kind.hpp"
-#include "fs/ghost_file.hpp"
-#include "fs/ghost_policy.hpp"
-#include "fs/pipe.hpp"
 #include "images/image_dir.hpp"
-#include "mem/shmem.hpp"
+#include "kinds/kind_set.hpp"
 #include "proc/proc_parse.hpp"
 
 namespace minicriu::testing {
@@ -38,43 +35,50 @@ inline FdDumpInfo own_fd(int fd) {
   return info;
 }
 
-// A dump context whose stores are empty and never written.
+// The kinds of a dump that writes nothing, and what they see of it.
 class DumpContextFixture {
  public:
-  DumpContextFixture()
-      : dir_("/nonexistent"), ghosts_(dir_, GhostPolicy(), log_), pipes_(dir_), shmem_(dir_, log_) {}
-  FileDumpContext& ctx() { return ctx_; }
-  void set_tree(std::vector<pid_t> tids) {
-    tids_ = std::move(tids);
-    ctx_.tree_tids = &tids_;
+  DumpContextFixture() : dir_("/nonexistent"), kinds_(KindSet::make()), env_{options_, dir_, log_, external_} {
+    env_.files = &files_;
+    auto st = kinds_.each([&](Kind& k) { return k.begin(env_); });
+    EXPECT_TRUE(st) << st.error().what();
   }
+  DumpEnv& env() { return env_; }
+  KindSet& kinds() { return kinds_; }
+  void set_tree(std::vector<pid_t> tids) { env_.tree_tids = std::move(tids); }
 
  private:
+  DumpOptions options_;
   Logger log_;
   ImageDir dir_;
-  GhostStore ghosts_;
-  PipeStore pipes_;
-  ShmemStore shmem_;
-  std::vector<std::string> links_;
-  std::vector<pid_t> tids_;
-  FileDumpContext ctx_{ghosts_, pipes_, shmem_, links_};
+  ExternalPolicy external_;
+  KindSet kinds_;
+  DumpEnv env_;
+  std::vector<img::FileEntry> files_;
 };
 
-// Dumps fd with the kind that claims it; fails the test if none does.
+// Dumps info with the kind that takes it into entry.
+inline Status take_fd(const FdDumpInfo& info, img::FileEntry& entry, DumpContextFixture& fx) {
+  ASSIGN_OR_RETURN(Kind * kind, fx.kinds().taker(info));
+  return kind->take(info, entry, fx.env());
+}
+
+// Dumps fd with the kind that takes it; fails if none does.
 inline Result<img::FileEntry> dump_own_fd(int fd, DumpContextFixture& fx) {
-  FdDumpInfo info = own_fd(fd);
-  ASSIGN_OR_RETURN(const FileKind* kind, file_kind_for(info));
   img::FileEntry entry;
   entry.set_id(1);
-  TRY(kind->dump(info, entry, fx.ctx()));
+  TRY(take_fd(own_fd(fd), entry, fx));
   return entry;
 }
 
-// Opens the entry again with the kind that restores it.
-inline Result<UniqueFd> open_entry(const img::FileEntry& entry) {
-  ASSIGN_OR_RETURN(const FileKind* kind, file_kind_for(entry));
-  FileRestoreContext ctx;
-  return kind->open(entry, ctx);
+// The kinds of a restore that loaded nothing: enough for kinds whose files
+// stand alone (eventfd, epoll...).
+inline KindSet& restore_kinds() {
+  static KindSet kinds = KindSet::make();
+  return kinds;
 }
+
+// Opens the entry again with the kind that restores it.
+inline Result<UniqueFd> open_entry(const img::FileEntry& entry) { return restore_kinds().open(entry); }
 
 }  // namespace minicriu::testing

@@ -29,10 +29,8 @@ TEST(Pipe, BytesRoundTripWithoutBeingConsumed) {
     ASSERT_EQ(store.entries().size(), 1u);
     EXPECT_EQ(store.entries()[0].bytes(), msg.size());
     EXPECT_EQ(store.entries()[0].capacity(), 1u << 17);
-    ASSERT_TRUE(store.commit());
-    auto w = ImageWriter::create(dir.pipes(), ImageKind::pipes);
-    ASSERT_TRUE(w->write(store.entries()[0]));
-    ASSERT_TRUE(w->commit());
+    ImageSet images(dir);
+    ASSERT_TRUE(store.commit(images));
   }
   // Still there for the application.
   char buf[64] = {};
@@ -78,10 +76,8 @@ TEST(Pipe, FifoBytesComeBackBeforeAnyHolderOpensIt) {
   {
     PipeStore store(dir);
     ASSERT_TRUE(store.add("test: fd 3", rw, st.st_ino));
-    ASSERT_TRUE(store.commit());
-    auto w = ImageWriter::create(dir.pipes(), ImageKind::pipes);
-    ASSERT_TRUE(w->write(store.entries()[0]));
-    ASSERT_TRUE(w->commit());
+    ImageSet images(dir);
+    ASSERT_TRUE(store.commit(images));
   }
   close(rw);  // the queued bytes go with the last holder
   auto restorer = PipeRestorer::load(dir);

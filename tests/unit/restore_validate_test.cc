@@ -1,6 +1,7 @@
 // Restore's image validation on checkpoints built in memory.
 #include <cstring>
 
+#include "kinds/kind_set.hpp"
 #include "restorer/validate.hpp"
 
 // After the images' headers: <signal.h> (through gtest) defines a sigmask() macro.
@@ -90,7 +91,7 @@ Checkpoint valid() {
 }
 
 std::string error_of(const Checkpoint& c, const MachineInfo& m = machine()) {
-  auto st = validate_checkpoint(c, m);
+  auto st = validate_checkpoint(c, m, KindSet::make());
   return st ? "" : st.error().message();
 }
 

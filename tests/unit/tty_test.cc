@@ -38,12 +38,11 @@ OwnPty open_pty() {
 
 Result<img::FileEntry> dump_end(int fd, uint32_t id, TtyStore& store) {
   DumpContextFixture fx;
-  fx.ctx().ttys = &store;
   img::FileEntry e;
   e.set_id(id);
   FdDumpInfo info = own_fd(fd);
-  EXPECT_TRUE(tty_kind().matches(info)) << info.link;
-  TRY(tty_kind().dump(info, e, fx.ctx()));
+  EXPECT_EQ(std::string(fx.kinds().taker(info).value()->name()), "pty") << info.link;
+  TRY(dump_tty_end(info, e, store));
   return e;
 }
 

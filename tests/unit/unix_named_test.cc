@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "fs/file_kind.hpp"
+#include "kinds/kind.hpp"
 #include "net/unix_named.hpp"
 #include "net/unix_socket.hpp"
 
@@ -95,6 +95,12 @@ struct Dumped {
     inos[fd] = e.unix_sk().ino();
     files.push_back(std::move(e));
     return {};
+  }
+  // The unix kind's check, then (a dump that kills the tree) its destructive
+  // step, as the dump runs them with nothing between.
+  Status finish(bool leave_running) {
+    TRY(store.check_named({}, leave_running));
+    return leave_running ? Status{} : store.accept_pending(files);
   }
   // By the fd it was dumped from (which may be closed since).
   std::map<int, uint64_t> inos;
@@ -201,12 +207,12 @@ TEST(UnixNamedRoundTrip, ListenersWithAcceptedAndWaitingConnections) {
   EXPECT_EQ(d.sk(w1).state(), (uint32_t)kUnixConnected);
 
   // --leave-running cannot read the waiting connections: refused, untouched.
-  auto st = d.store.finish_named({}, true, d.files);
+  auto st = d.finish(true);
   ASSERT_FALSE(st);
   EXPECT_NE(st.error().what().find("1 connection(s) not yet accepted"), std::string::npos) << st.error().what();
   EXPECT_EQ(st.error().what().find('\n'), std::string::npos);
   // A dump that kills the tree accepts them and records their data.
-  st = d.store.finish_named({}, false, d.files);
+  st = d.finish(false);
   ASSERT_TRUE(st) << st.error().what();
   ASSERT_EQ(d.sk(l1).pending(0).queue_size(), 1);
   EXPECT_EQ(d.sk(l1).pending(0).queue(0), "waiting");
@@ -260,7 +266,7 @@ TEST(UnixNamedRoundTrip, PathsUnlinkedOrReplacedComeBackAsTheyWere) {
   ASSERT_TRUE(d.add(rp));
   EXPECT_EQ(d.sk(g).path_state(), (uint32_t)img::UNIX_PATH_UNLINKED);
   EXPECT_EQ(d.sk(rp).path_state(), (uint32_t)img::UNIX_PATH_REPLACED);
-  ASSERT_TRUE(d.store.finish_named({}, false, d.files));
+  ASSERT_TRUE(d.finish(false));
   close(g);
   close(rp);
   // Something at the unlinked path by restore time stays there too.
@@ -302,7 +308,7 @@ TEST(UnixNamedRoundTrip, ARelativePathIsBoundAgainInItsDirectory) {
   ASSERT_TRUE(d.add(a));
   EXPECT_EQ(d.sk(a).name(), "rel.sock");
   EXPECT_EQ(d.sk(a).bind_dir(), "");
-  st = d.store.finish_named({}, false, d.files);
+  st = d.finish(false);
   ASSERT_TRUE(st) << st.error().what();
   // From elsewhere, the name no longer leads to it: refused, naming it.
   img::UnixSocketFile again;
@@ -338,13 +344,13 @@ TEST(UnixNamedDump, ADatagramFromANamedSenderOutsideTheTreeIsRefused) {
   ASSERT_TRUE(d.add(server));
   ASSERT_EQ(d.sk(server).queue_from_size(), 1);
   EXPECT_EQ(d.sk(server).queue_from(0), dir / "sender.sock");
-  auto st = d.store.finish_named({}, false, d.files);
+  auto st = d.finish(false);
   ASSERT_FALSE(st);
   EXPECT_NE(st.error().what().find(fmt::format("has a datagram queued from {}, a socket outside the dumped tree",
                                                dir / "sender.sock")), std::string::npos) << st.error().what();
   // With the sender in the tree, it is sent again from it.
   ASSERT_TRUE(d.add(sender));
-  ASSERT_TRUE(d.store.finish_named({}, false, d.files));
+  ASSERT_TRUE(d.finish(false));
   close(server);
   close(sender);
   auto r = UnixSocketRestorer::create_all(d.files, 100);
@@ -371,7 +377,7 @@ TEST(UnixNamedRoundTrip, DatagramsLeftByAClosedPeerComeBack) {
   Dumped d;
   ASSERT_TRUE(d.add(sv[0]));
   EXPECT_EQ(d.sk(sv[0]).peer_ino(), 0u);
-  ASSERT_TRUE(d.store.finish_named({}, false, d.files));
+  ASSERT_TRUE(d.finish(false));
   close(sv[0]);
   auto r = UnixSocketRestorer::create_all(d.files, 100);
   ASSERT_TRUE(r) << r.error().what();
@@ -437,7 +443,7 @@ TEST(UnixNamedRoundTrip, AClientAutoboundBySoPasscredKeepsItsName) {
   ASSERT_FALSE(autobound.empty());
   Dumped d;
   for (int fd : {l, c, a}) ASSERT_TRUE(d.add(fd));
-  ASSERT_TRUE(d.store.finish_named({}, false, d.files));
+  ASSERT_TRUE(d.finish(false));
   for (int fd : {l, c, a}) close(fd);
   auto r = UnixSocketRestorer::create_all(d.files, 100);
   ASSERT_TRUE(r) << r.error().what();
@@ -468,7 +474,7 @@ TEST(UnixNamedRoundTrip, AWaitingConnectionWhoseClientWasClosedKeepsItsDataAndEn
   ASSERT_TRUE(d.add(l));
   ASSERT_EQ(d.sk(l).pending_size(), 1);
   EXPECT_EQ(d.sk(l).pending(0).client_ino(), 0u);
-  auto st = d.store.finish_named({}, false, d.files);
+  auto st = d.finish(false);
   ASSERT_TRUE(st) << st.error().what();
   EXPECT_EQ(d.sk(l).pending(0).queue(0), "bye");
   close(l);

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "fs/file_kind.hpp"
+#include "kinds/kind.hpp"
 #include "net/unix_socket.hpp"
 
 using namespace minicriu;
@@ -337,12 +337,14 @@ TEST(UnixSocket, ExternalSocketTakesTheInheritedFd) {
   ASSERT_FALSE(none);
   EXPECT_NE(none.error().what().find(fmt::format("--inherit-fd fd[N]:socket:[{}]", ino)), std::string::npos)
       << none.error().what();
-  // A typo in --inherit-fd is refused too.
+  // A typo in --inherit-fd is refused too (the restore checks every
+  // --inherit-fd against the external objects before any is taken).
   RestoreOptions typo;
   typo.inherit_fds = {fmt::format("fd[{}]:socket:[{}]", fresh.fd[0], ino + 1)};
   RestoreOptions right;
   right.inherit_fds = {fmt::format("fd[{}]:socket:[{}]", fresh.fd[0], ino)};
-  EXPECT_FALSE(UnixSocketRestorer::take_external(files, ExternalStandIns::from_options(typo).value()));
+  EXPECT_FALSE(ExternalStandIns::from_options(typo).value().check_used(UnixSocketRestorer::external_keys(files)));
+  EXPECT_TRUE(ExternalStandIns::from_options(right).value().check_used(UnixSocketRestorer::external_keys(files)));
   auto taken = UnixSocketRestorer::take_external(files, ExternalStandIns::from_options(right).value());
   ASSERT_TRUE(taken) << taken.error().what();
   auto r = UnixSocketRestorer::create_all(files, 100, std::move(*taken));

@@ -1,4 +1,4 @@
-#include "restorer/checkpoint.hpp"
+#include "images/checkpoint.hpp"
 
 #include <sys/stat.h>
 
@@ -45,7 +45,6 @@ Result<Checkpoint> load_checkpoint(const ImageDir& dir) {
                                 fmt::format("{} is not a complete checkpoint", dir.path())));
   ASSIGN_OR_RETURN(auto pstree, read_all_images<img::ProcessEntry>(dir.pstree(), ImageKind::pstree));
   ASSIGN_OR_RETURN(c.files, read_all_images<img::FileEntry>(dir.files(), ImageKind::files));
-  ASSIGN_OR_RETURN(c.ghosts, read_all_images<img::GhostFile>(dir.ghosts(), ImageKind::ghosts));
   for (auto& e : pstree) {
     ProcessImages p;
     p.entry = std::move(e);

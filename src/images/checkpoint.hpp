@@ -1,6 +1,8 @@
-// A checkpoint directory read whole into memory: what restore works from, so
-// that nothing on the system is touched before every image has been read and
-// validated (validate.hpp).
+// A checkpoint directory read whole into memory: the orchestration's images
+// (inventory, pstree, files, each process's core, mm, pagemap and fd table),
+// what restore and show work from, so that nothing on the system is touched
+// before every image has been read and validated (restorer/validate.hpp).
+// Kinds read their own images in their load().
 #pragma once
 
 #include <sys/types.h>
@@ -29,7 +31,6 @@ struct ProcessImages {
 struct Checkpoint {
   img::Inventory inventory;
   std::vector<img::FileEntry> files;
-  std::vector<img::GhostFile> ghosts;
   std::vector<ProcessImages> processes;  // pstree order: parents first
 
   const img::FileEntry* file(uint32_t id) const;
