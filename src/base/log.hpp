@@ -18,24 +18,30 @@ class Logger {
   bool enabled(LogLevel level) const { return level <= options_.level; }
   bool progress_enabled() const { return options_.progress; }
 
+  // Never throws: logging runs in destructors and failure paths, where a
+  // line lost to a full memory (or a throwing sink) must not cost the dump.
   template <typename... Args>
-  void log(LogLevel level, fmt::format_string<Args...> f, Args&&... args) const {
-    if (enabled(level)) emit(level, fmt::format(f, std::forward<Args>(args)...));
+  void log(LogLevel level, fmt::format_string<Args...> f, Args&&... args) const noexcept {
+    if (!enabled(level)) return;
+    try {
+      emit(level, fmt::format(f, std::forward<Args>(args)...));
+    } catch (...) {
+    }
   }
   template <typename... Args>
-  void error(fmt::format_string<Args...> f, Args&&... args) const {
+  void error(fmt::format_string<Args...> f, Args&&... args) const noexcept {
     log(LogLevel::error, f, std::forward<Args>(args)...);
   }
   template <typename... Args>
-  void warn(fmt::format_string<Args...> f, Args&&... args) const {
+  void warn(fmt::format_string<Args...> f, Args&&... args) const noexcept {
     log(LogLevel::warn, f, std::forward<Args>(args)...);
   }
   template <typename... Args>
-  void info(fmt::format_string<Args...> f, Args&&... args) const {
+  void info(fmt::format_string<Args...> f, Args&&... args) const noexcept {
     log(LogLevel::info, f, std::forward<Args>(args)...);
   }
   template <typename... Args>
-  void debug(fmt::format_string<Args...> f, Args&&... args) const {
+  void debug(fmt::format_string<Args...> f, Args&&... args) const noexcept {
     log(LogLevel::debug, f, std::forward<Args>(args)...);
   }
 

@@ -1,5 +1,7 @@
 // The C ABI over the C++ API: opaque option handles, int results, and the last
-// error kept per thread (like errno), the only state at this boundary.
+// error kept per thread (like errno), the only state at this boundary. No
+// exception crosses it: every entry point runs under guarded(), which turns
+// one (std::bad_alloc included) into an error.
 #include "minicriu/minicriu.h"
 
 #include <string>
@@ -30,6 +32,31 @@ int bad_argument(const char* what) {
   return -1;
 }
 
+// Runs the body of an entry point; an exception becomes its error. The
+// messages fit std::string's inline buffer, so setting them cannot throw.
+template <typename F>
+auto guarded(F&& body, decltype(body()) on_exception) noexcept -> decltype(body()) {
+  try {
+    return body();
+  } catch (const std::bad_alloc&) {
+    last_error = "out of memory";
+    last_errno = ENOMEM;
+  } catch (...) {
+    last_error = "internal error";
+    last_errno = 0;
+    try {
+      throw;
+    } catch (const std::exception& e) {
+      try {
+        last_error = std::string("internal error: ") + e.what();
+      } catch (...) {
+      }
+    } catch (...) {
+    }
+  }
+  return on_exception;
+}
+
 minicriu::LogOptions log_options(int level, minicriu_log_fn fn, void* arg) {
   minicriu::LogOptions log;
   log.level = static_cast<minicriu::LogLevel>(level < 0 ? 0 : level > 3 ? 3 : level);
@@ -56,127 +83,169 @@ minicriu_dump_opts* minicriu_dump_opts_new(void) { return new (std::nothrow) min
 void minicriu_dump_opts_free(minicriu_dump_opts* opts) { delete opts; }
 
 int minicriu_dump_opts_set_pid(minicriu_dump_opts* opts, pid_t pid) {
-  if (!opts || pid <= 0) return bad_argument("pid");
-  opts->options.pid = pid;
-  return 0;
+  return guarded([&]() -> int {
+    if (!opts || pid <= 0) return bad_argument("pid");
+    opts->options.pid = pid;
+    return 0;
+  }, -1);
 }
 int minicriu_dump_opts_set_images_dir(minicriu_dump_opts* opts, const char* dir) {
-  if (!opts || !dir) return bad_argument("images dir");
-  opts->options.images_dir = dir;
-  return 0;
+  return guarded([&]() -> int {
+    if (!opts || !dir) return bad_argument("images dir");
+    opts->options.images_dir = dir;
+    return 0;
+  }, -1);
 }
 int minicriu_dump_opts_set_leave_running(minicriu_dump_opts* opts, int leave_running) {
-  if (!opts) return bad_argument("opts");
-  opts->options.leave_running = leave_running != 0;
-  return 0;
+  return guarded([&]() -> int {
+    if (!opts) return bad_argument("opts");
+    opts->options.leave_running = leave_running != 0;
+    return 0;
+  }, -1);
 }
 int minicriu_dump_opts_set_log(minicriu_dump_opts* opts, int level, minicriu_log_fn fn, void* arg) {
-  if (!opts) return bad_argument("opts");
-  opts->options.log = log_options(level, fn, arg);
-  return 0;
+  return guarded([&]() -> int {
+    if (!opts) return bad_argument("opts");
+    opts->options.log = log_options(level, fn, arg);
+    return 0;
+  }, -1);
 }
 int minicriu_dump_opts_set_ghost_limit(minicriu_dump_opts* opts, const char* size) {
-  if (!opts) return bad_argument("opts");
-  opts->options.ghost_limit = size ? size : "";
-  return 0;
+  return guarded([&]() -> int {
+    if (!opts) return bad_argument("opts");
+    opts->options.ghost_limit = size ? size : "";
+    return 0;
+  }, -1);
 }
 int minicriu_dump_opts_add_ghost_policy(minicriu_dump_opts* opts, const char* rule) {
-  if (!opts || !rule) return bad_argument("ghost policy rule");
-  opts->options.ghost_policy.emplace_back(rule);
-  return 0;
+  return guarded([&]() -> int {
+    if (!opts || !rule) return bad_argument("ghost policy rule");
+    opts->options.ghost_policy.emplace_back(rule);
+    return 0;
+  }, -1);
 }
 int minicriu_dump_opts_set_ext_unix_sk(minicriu_dump_opts* opts, int on) {
-  if (!opts) return bad_argument("opts");
-  opts->options.ext_unix_sk = on != 0;
-  return 0;
+  return guarded([&]() -> int {
+    if (!opts) return bad_argument("opts");
+    opts->options.ext_unix_sk = on != 0;
+    return 0;
+  }, -1);
 }
 int minicriu_dump_opts_set_shell_job(minicriu_dump_opts* opts, int on) {
-  if (!opts) return bad_argument("opts");
-  opts->options.shell_job = on != 0;
-  return 0;
+  return guarded([&]() -> int {
+    if (!opts) return bad_argument("opts");
+    opts->options.shell_job = on != 0;
+    return 0;
+  }, -1);
 }
 int minicriu_dump_opts_add_external(minicriu_dump_opts* opts, const char* spec) {
-  if (!opts || !spec) return bad_argument("external spec");
-  opts->options.external.emplace_back(spec);
-  return 0;
+  return guarded([&]() -> int {
+    if (!opts || !spec) return bad_argument("external spec");
+    opts->options.external.emplace_back(spec);
+    return 0;
+  }, -1);
 }
 int minicriu_dump_opts_set_external_hook(minicriu_dump_opts* opts, minicriu_external_dump_fn fn, void* arg) {
-  if (!opts) return bad_argument("opts");
-  opts->options.external_hook = nullptr;
-  if (fn)
-    opts->options.external_hook = [fn, arg](const minicriu::ExternalObject& obj) {
-      minicriu_external c = c_external(obj);
-      return fn(&c, arg) != 0;
-    };
-  return 0;
+  return guarded([&]() -> int {
+    if (!opts) return bad_argument("opts");
+    opts->options.external_hook = nullptr;
+    if (fn)
+      opts->options.external_hook = [fn, arg](const minicriu::ExternalObject& obj) {
+        minicriu_external c = c_external(obj);
+        return fn(&c, arg) != 0;
+      };
+    return 0;
+  }, -1);
 }
 int minicriu_dump_opts_set_network_lock(minicriu_dump_opts* opts, const char* mode) {
-  if (!opts || !mode) return bad_argument("network lock mode");
-  opts->options.network_lock = mode;
-  return 0;
+  return guarded([&]() -> int {
+    if (!opts || !mode) return bad_argument("network lock mode");
+    opts->options.network_lock = mode;
+    return 0;
+  }, -1);
 }
 int minicriu_dump_opts_set_tcp_established(minicriu_dump_opts* opts, int on) {
-  if (!opts) return bad_argument("opts");
-  opts->options.tcp_established = on != 0;
-  return 0;
+  return guarded([&]() -> int {
+    if (!opts) return bad_argument("opts");
+    opts->options.tcp_established = on != 0;
+    return 0;
+  }, -1);
 }
 int minicriu_dump_opts_set_tcp_drop_pending(minicriu_dump_opts* opts, int on) {
-  if (!opts) return bad_argument("opts");
-  opts->options.tcp_drop_pending = on != 0;
-  return 0;
+  return guarded([&]() -> int {
+    if (!opts) return bad_argument("opts");
+    opts->options.tcp_drop_pending = on != 0;
+    return 0;
+  }, -1);
 }
 int minicriu_dump(const minicriu_dump_opts* opts) {
-  if (!opts) return bad_argument("opts");
-  auto r = minicriu::dump(opts->options);
-  return r ? 0 : failed(r.error());
+  return guarded([&]() -> int {
+    if (!opts) return bad_argument("opts");
+    auto r = minicriu::dump(opts->options);
+    return r ? 0 : failed(r.error());
+  }, -1);
 }
 
 minicriu_restore_opts* minicriu_restore_opts_new(void) { return new (std::nothrow) minicriu_restore_opts(); }
 void minicriu_restore_opts_free(minicriu_restore_opts* opts) { delete opts; }
 int minicriu_restore_opts_set_images_dir(minicriu_restore_opts* opts, const char* dir) {
-  if (!opts || !dir) return bad_argument("images dir");
-  opts->options.images_dir = dir;
-  return 0;
+  return guarded([&]() -> int {
+    if (!opts || !dir) return bad_argument("images dir");
+    opts->options.images_dir = dir;
+    return 0;
+  }, -1);
 }
 int minicriu_restore_opts_set_detach(minicriu_restore_opts* opts, int detach) {
-  if (!opts) return bad_argument("opts");
-  opts->options.detach = detach != 0;
-  return 0;
+  return guarded([&]() -> int {
+    if (!opts) return bad_argument("opts");
+    opts->options.detach = detach != 0;
+    return 0;
+  }, -1);
 }
 int minicriu_restore_opts_set_log(minicriu_restore_opts* opts, int level, minicriu_log_fn fn, void* arg) {
-  if (!opts) return bad_argument("opts");
-  opts->options.log = log_options(level, fn, arg);
-  return 0;
+  return guarded([&]() -> int {
+    if (!opts) return bad_argument("opts");
+    opts->options.log = log_options(level, fn, arg);
+    return 0;
+  }, -1);
 }
 int minicriu_restore_opts_set_ghost_dir(minicriu_restore_opts* opts, const char* dir) {
-  if (!opts || !dir) return bad_argument("ghost dir");
-  opts->options.ghost_dir = dir;
-  return 0;
+  return guarded([&]() -> int {
+    if (!opts || !dir) return bad_argument("ghost dir");
+    opts->options.ghost_dir = dir;
+    return 0;
+  }, -1);
 }
 int minicriu_restore_opts_add_inherit_fd(minicriu_restore_opts* opts, const char* spec) {
-  if (!opts || !spec) return bad_argument("inherit-fd spec");
-  opts->options.inherit_fds.emplace_back(spec);
-  return 0;
+  return guarded([&]() -> int {
+    if (!opts || !spec) return bad_argument("inherit-fd spec");
+    opts->options.inherit_fds.emplace_back(spec);
+    return 0;
+  }, -1);
 }
 int minicriu_restore_opts_set_external_hook(minicriu_restore_opts* opts, minicriu_external_restore_fn fn,
                                             void* arg) {
-  if (!opts) return bad_argument("opts");
-  opts->options.external_hook = nullptr;
-  if (fn)
-    opts->options.external_hook =
-        [fn, arg](const minicriu::ExternalObject& obj) -> std::expected<int, minicriu::Error> {
-      minicriu_external c = c_external(obj);
-      return fn(&c, arg);
-    };
-  return 0;
+  return guarded([&]() -> int {
+    if (!opts) return bad_argument("opts");
+    opts->options.external_hook = nullptr;
+    if (fn)
+      opts->options.external_hook =
+          [fn, arg](const minicriu::ExternalObject& obj) -> std::expected<int, minicriu::Error> {
+        minicriu_external c = c_external(obj);
+        return fn(&c, arg);
+      };
+    return 0;
+  }, -1);
 }
 int minicriu_restore(const minicriu_restore_opts* opts, pid_t* root_pid, int* wait_status) {
-  if (!opts) return bad_argument("opts");
-  auto r = minicriu::restore(opts->options);
-  if (!r) return failed(r.error());
-  if (root_pid) *root_pid = r->root_pid;
-  if (wait_status) *wait_status = r->exit_status;
-  return 0;
+  return guarded([&]() -> int {
+    if (!opts) return bad_argument("opts");
+    auto r = minicriu::restore(opts->options);
+    if (!r) return failed(r.error());
+    if (root_pid) *root_pid = r->root_pid;
+    if (wait_status) *wait_status = r->exit_status;
+    return 0;
+  }, -1);
 }
 
 const char* minicriu_last_error(void) { return last_error.c_str(); }

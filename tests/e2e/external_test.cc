@@ -14,8 +14,10 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <stdexcept>
 
 #include "e2e_util.hpp"
+#include "minicriu/minicriu.h"
 
 using namespace e2e;
 
@@ -189,4 +191,33 @@ TEST(ExternalUnixSocket, AConnectionWaitingOnAListenerOutsideIsExternalToo) {
   rank.forget();
   ::close(listener);
   restore_and_talk_from(images, ino, 0);
+}
+
+// No exception crosses the C ABI: a dump hook that throws (C++ code behind a
+// C callback) makes minicriu_dump return -1 with the exception's text, after
+// the dump unwound like any failed one: the rank runs on, unharmed.
+TEST(ExternalUnixSocket, AnExceptionInAHookIsAnErrorOfTheCAbiAndTheRankRunsOn) {
+  TempDir dir;
+  std::string images = images_dir(dir);
+  Pair p;
+  Program rank("rank", dir, {"3"}, p.rank);
+  ::close(p.rank);
+  p.rank = -1;
+  ASSERT_TRUE(rank.wait_ready());
+  EXPECT_EQ(ask(p.runtime, 1), "1 0 ok");
+  minicriu_dump_opts* opts = minicriu_dump_opts_new();
+  ASSERT_NE(opts, nullptr);
+  ASSERT_EQ(minicriu_dump_opts_set_pid(opts, rank.pid()), 0);
+  ASSERT_EQ(minicriu_dump_opts_set_images_dir(opts, images.c_str()), 0);
+  minicriu_external_dump_fn throwing = [](const minicriu_external*, void*) -> int {
+    throw std::runtime_error("the runtime's hook gave up");
+  };
+  ASSERT_EQ(minicriu_dump_opts_set_external_hook(opts, throwing, nullptr), 0);
+  EXPECT_EQ(minicriu_dump(opts), -1);
+  EXPECT_EQ(std::string(minicriu_last_error()), "internal error: the runtime's hook gave up");
+  minicriu_dump_opts_free(opts);
+  EXPECT_FALSE(std::filesystem::exists(images + "/inventory.img"));
+  EXPECT_EQ(ask(p.runtime, 2), "2 1 ok");
+  ASSERT_EQ(::send(p.runtime, "quit\n", 5, MSG_NOSIGNAL), 5);
+  EXPECT_EQ(rank.wait_exit().value_or(-1), 0);
 }
