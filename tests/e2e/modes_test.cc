@@ -59,5 +59,6 @@ INSTANTIATE_TEST_SUITE_P(
                     Case{"restore_single", {}}, Case{"restore_threads", {}},
                     Case{"tcpstream", {"pair", "v4"}}, Case{"tcpstream", {"pair", "v6"}},
                     Case{"tcpstream", {"pair", "mapped"}}, Case{"udp", {}}, Case{"tcphalf", {}},
-                    Case{"pty", {}}, Case{"unixnamed", {"nopending"}}, Case{"unixdgram", {}}),
+                    Case{"pty", {}}, Case{"unixnamed", {"nopending"}}, Case{"unixdgram", {}},
+                    Case{"opath", {}}),
     name_of);

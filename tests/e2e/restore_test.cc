@@ -222,3 +222,5 @@ TEST(Restore, CopyOnWriteProgramIntactAfterALeaveRunningDump) {
 }
 
 TEST(Restore, AHundredThreadsKeepCounting) { cycle("many_threads", 2); }
+
+TEST(Restore, OPathFdsOnAFileADirectoryAndASymlinkItself) { cycle("opath", 2); }
