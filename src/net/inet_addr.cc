@@ -9,7 +9,7 @@
 
 #include <cstring>
 
-#include "base/unique_fd.hpp"
+#include "net/sock_diag.hpp"
 
 namespace minicriu {
 
@@ -112,8 +112,6 @@ std::string tcp_state_name(int state) {
 }
 
 Result<std::vector<InetDiag>> inet_diag_dump(int family, int protocol) {
-  UniqueFd nl(::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
-  if (!nl) return fail_errno("NETLINK_SOCK_DIAG socket");
   struct {
     nlmsghdr hdr;
     inet_diag_req_v2 req;
@@ -125,49 +123,33 @@ Result<std::vector<InetDiag>> inet_diag_dump(int family, int protocol) {
   rq.req.sdiag_family = static_cast<uint8_t>(family);
   rq.req.sdiag_protocol = static_cast<uint8_t>(protocol);
   rq.req.idiag_states = ~0u;
-  sockaddr_nl kernel{};
-  kernel.nl_family = AF_NETLINK;
   const char* proto = protocol == IPPROTO_TCP ? "tcp" : "udp";
-  if (::sendto(nl.get(), &rq, sizeof rq, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0)
-    return failf_errno("inet sock_diag request ({}{})", proto, family == AF_INET6 ? "6" : "");
   std::vector<InetDiag> out;
-  alignas(nlmsghdr) char buf[32768];
-  for (;;) {
-    ssize_t n;
-    do n = ::recv(nl.get(), buf, sizeof buf, 0);
-    while (n < 0 && errno == EINTR);
-    if (n < 0) return failf_errno("inet sock_diag answer ({})", proto);
-    if (n == 0) return failf("inet sock_diag ({}): the answer ended early", proto);
-    int len = static_cast<int>(n);
-    for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, static_cast<unsigned>(len));
-         h = NLMSG_NEXT(h, len)) {
-      if (h->nlmsg_type == NLMSG_DONE) return out;
-      if (h->nlmsg_type == NLMSG_ERROR) {
-        auto* e = static_cast<nlmsgerr*>(NLMSG_DATA(h));
-        return std::unexpected(Error(fmt::format("inet sock_diag ({}): is the {}_diag module loaded?",
-                                                 proto, proto), -e->error));
-      }
-      auto* m = static_cast<inet_diag_msg*>(NLMSG_DATA(h));
-      InetDiag d;
-      d.family = m->idiag_family;
-      d.protocol = protocol;
-      d.state = m->idiag_state;
-      d.ino = m->idiag_inode;
-      d.rqueue = m->idiag_rqueue;
-      d.wqueue = m->idiag_wqueue;
-      d.local.family = d.remote.family = d.family;
-      size_t alen = d.family == AF_INET ? 4 : 16;
-      std::memcpy(d.local.addr.data(), m->id.idiag_src, alen);
-      std::memcpy(d.remote.addr.data(), m->id.idiag_dst, alen);
-      d.local.port = ntohs(m->id.idiag_sport);
-      d.remote.port = ntohs(m->id.idiag_dport);
-      int alen_left = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof *m));
-      for (auto* a = reinterpret_cast<rtattr*>(m + 1); RTA_OK(a, alen_left); a = RTA_NEXT(a, alen_left))
-        if (a->rta_type == INET_DIAG_SHUTDOWN && RTA_PAYLOAD(a) >= 1)
-          d.shutdown = *static_cast<const uint8_t*>(RTA_DATA(a));
-      out.push_back(d);
-    }
-  }
+  auto each = [&](const nlmsghdr& h) -> Status {
+    auto* m = static_cast<const inet_diag_msg*>(NLMSG_DATA(&h));
+    InetDiag d;
+    d.family = m->idiag_family;
+    d.protocol = protocol;
+    d.state = m->idiag_state;
+    d.ino = m->idiag_inode;
+    d.rqueue = m->idiag_rqueue;
+    d.wqueue = m->idiag_wqueue;
+    d.local.family = d.remote.family = d.family;
+    size_t alen = d.family == AF_INET ? 4 : 16;
+    std::memcpy(d.local.addr.data(), m->id.idiag_src, alen);
+    std::memcpy(d.remote.addr.data(), m->id.idiag_dst, alen);
+    d.local.port = ntohs(m->id.idiag_sport);
+    d.remote.port = ntohs(m->id.idiag_dport);
+    int alen_left = static_cast<int>(h.nlmsg_len - NLMSG_LENGTH(sizeof *m));
+    for (auto* a = reinterpret_cast<const rtattr*>(m + 1); RTA_OK(a, alen_left); a = RTA_NEXT(a, alen_left))
+      if (a->rta_type == INET_DIAG_SHUTDOWN && RTA_PAYLOAD(a) >= 1)
+        d.shutdown = *static_cast<const uint8_t*>(RTA_DATA(a));
+    out.push_back(d);
+    return {};
+  };
+  TRY(sock_diag_exchange(rq.hdr, fmt::format("inet ({}{})", proto, family == AF_INET6 ? "6" : ""),
+                         fmt::format("inet sock_diag ({}): is the {}_diag module loaded?", proto, proto), each));
+  return out;
 }
 
 Result<std::vector<InetDiag>> inet_diag_dump_all(int protocol) {

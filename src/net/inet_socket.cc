@@ -16,6 +16,7 @@
 #include "images/checkpoint.hpp"
 #include "net/inet_options.hpp"
 #include "net/network_lock.hpp"
+#include "net/sock_diag.hpp"
 #include "net/tcp_repair.hpp"
 #include "net/udp_queue.hpp"
 
@@ -52,7 +53,7 @@ Result<InetEndpoint> sock_endpoint(int fd, bool peer) {
 
 // Some thread of the tree holds socket:[ino] (a scan of their /proc fds).
 bool held_by(uint64_t ino, const std::vector<pid_t>& tids) {
-  std::set<std::string> want{fmt::format("socket:[{}]", ino)};
+  std::set<std::string> want{socket_link(ino)};
   return std::any_of(tids.begin(), tids.end(), [&](pid_t tid) { return proc::find_fd_link(tid, want).has_value(); });
 }
 
@@ -508,7 +509,7 @@ Result<std::unique_ptr<InetSocketRestorer>> InetSocketRestorer::create_all(
 Result<UniqueFd> InetSocketRestorer::open(const img::InetSocketFile& sk) const {
   auto it = sockets_.find(sk.ino());
   if (it == sockets_.end()) return failf("socket:[{}] was not created", sk.ino());
-  return dup_description(it->second.fd.get(), fmt::format("socket:[{}]", sk.ino()));
+  return dup_description(it->second.fd.get(), socket_link(sk.ino()));
 }
 
 Status InetSocketRestorer::resume() {

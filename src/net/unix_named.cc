@@ -14,6 +14,7 @@
 #include <set>
 #include <vector>
 
+#include "net/sock_diag.hpp"
 #include "net/unix_socket.hpp"
 #include "proc/proc_parse.hpp"
 
@@ -23,7 +24,6 @@ namespace {
 
 using ByIno = std::map<uint64_t, const img::UnixSocketFile*>;
 
-std::string sk_link(uint64_t ino) { return fmt::format("socket:[{}]", ino); }
 
 std::string describe(const img::UnixSocketFile& sk) {
   return fmt::format("socket:[{}] ({})", sk.ino(), unix_name_display(sk.name()));
@@ -149,7 +149,7 @@ Status UnixSocketStore::check_named(const std::set<pid_t>& tree, bool leave_runn
   for (auto& [ino, n] : named_) {
     const img::UnixSocketFile& sk = n.sk;
     std::string what = fmt::format("{}: unix {} {}", n.what, unix_type_name(static_cast<int>(sk.type())),
-                                   sk_link(ino));
+                                   socket_link(ino));
     if (unix_name_is_path(sk.name()) && sk.name()[0] != '/' && sk.bind_dir().empty() &&
         accepted_from(sk, by_ino) == 0)
       return failf("{} is bound to the relative path {}, which does not name it from its process's cwd, "
@@ -163,7 +163,7 @@ Status UnixSocketStore::check_named(const std::set<pid_t>& tree, bool leave_runn
     for (auto& p : sk.pending()) {
       // Client 0: it was closed after it connected (and perhaps sent).
       if (p.client_ino() == 0 || named_.count(p.client_ino())) continue;
-      std::string link = sk_link(p.client_ino());
+      std::string link = socket_link(p.client_ino());
       ASSIGN_OR_RETURN(auto holder, proc::find_fd_holder({link}, tree));
       if (holder)
         return failf("{} {} has a connection not yet accepted from {} held by pid {} ({}) outside the "
@@ -217,12 +217,12 @@ Status UnixSocketStore::accept_pending(std::vector<img::FileEntry>& files) {
   for (auto& [ino, fd] : listeners_) {
     auto entry = std::find_if(files.begin(), files.end(),
                               [&](auto& f) { return f.has_unix_sk() && f.unix_sk().ino() == ino; });
-    if (entry == files.end()) return failf("{}: listener missing from files.img", sk_link(ino));
+    if (entry == files.end()) return failf("{}: listener missing from files.img", socket_link(ino));
     img::UnixSocketFile* l = entry->mutable_unix_sk();
     for (int i = 0; i < l->pending_size(); i++) {
       img::UnixPendingConnection* p = l->mutable_pending(i);
-      std::string what = fmt::format("{}: the connection from {} not yet accepted", sk_link(ino),
-                                     sk_link(p->client_ino()));
+      std::string what = fmt::format("{}: the connection from {} not yet accepted", socket_link(ino),
+                                     socket_link(p->client_ino()));
       pollfd pfd{fd.get(), POLLIN, 0};
       if (::poll(&pfd, 1, 0) != 1) return failf("{} is no longer waiting", what);
       UniqueFd embryo(::accept4(fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
@@ -231,7 +231,7 @@ Status UnixSocketStore::accept_pending(std::vector<img::FileEntry>& files) {
       if (::fstat(embryo.get(), &st) != 0) return failf_errno("{}: fstat", what);
       ASSIGN_OR_RETURN(UnixDiag d, with_context(unix_diag_query(st.st_ino), what));
       if (d.peer_ino != p->client_ino())
-        return failf("{}: accept() returned the connection from {} instead", what, sk_link(d.peer_ino));
+        return failf("{}: accept() returned the connection from {} instead", what, socket_link(d.peer_ino));
       ASSIGN_OR_RETURN(auto queue, peek_unix_queue(embryo.get(), static_cast<int>(l->type()), what));
       for (auto& m : queue) p->add_queue(std::move(m));
     }
@@ -510,7 +510,7 @@ class NamedRestore {
       auto to = all_.find(sk->peer_ino());
       if (to == all_.end() || to->second->name().empty())
         return failf("{}: it is connected to {}, which has no name to connect to", describe(*sk),
-                     sk_link(sk->peer_ino()));
+                     socket_link(sk->peer_ino()));
       if (int err = connect_to(fd(ino), *to->second); err != 0) {
         errno = err;
         return failf_errno("{}: connect to {}", describe(*sk), describe(*to->second));
@@ -546,7 +546,7 @@ class NamedRestore {
         }
         if (!out_.count(p.client_ino()))
           return failf("{}: the client {} of a connection not yet accepted is not in files.img",
-                       describe(*l), sk_link(p.client_ino()));
+                       describe(*l), socket_link(p.client_ino()));
         TRY(connect_client(p.client_ino(), *l));
         TRY(unix_send_queue(fd(p.client_ino()), embryo));
       }
@@ -569,10 +569,10 @@ class NamedRestore {
   }
 
   Status connect_client(uint64_t client, const img::UnixSocketFile& l) {
-    if (!out_.count(client)) return failf("{}: its client {} was not created", describe(l), sk_link(client));
+    if (!out_.count(client)) return failf("{}: its client {} was not created", describe(l), socket_link(client));
     if (int err = connect_to(fd(client), l); err != 0) {
       errno = err;
-      return failf_errno("{}: connecting {} to it", describe(l), sk_link(client));
+      return failf_errno("{}: connecting {} to it", describe(l), socket_link(client));
     }
     return {};
   }

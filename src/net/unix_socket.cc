@@ -16,6 +16,7 @@
 #include <cstring>
 
 #include "images/checkpoint.hpp"
+#include "net/sock_diag.hpp"
 #include "net/unix_named.hpp"
 #include "proc/proc_parse.hpp"
 
@@ -23,7 +24,6 @@ namespace minicriu {
 
 namespace {
 
-std::string sk_link(uint64_t ino) { return fmt::format("socket:[{}]", ino); }
 
 // A new datagram socket connected to a bound name ("@x" for abstract, as
 // peer_name holds it).
@@ -99,58 +99,14 @@ class PeekOffGuard {
   int old_;
 };
 
-}  // namespace
-
-std::string unix_type_name(int type) {
-  switch (type) {
-    case SOCK_STREAM: return "stream";
-    case SOCK_DGRAM: return "dgram";
-    case SOCK_SEQPACKET: return "seqpacket";
-    default: return fmt::format("type-{}", type);
-  }
-}
-
-Result<UnixDiag> unix_diag_query(uint64_t ino) {
-  UniqueFd nl(::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
-  if (!nl) return fail_errno("NETLINK_SOCK_DIAG socket");
-  struct {
-    nlmsghdr hdr;
-    unix_diag_req req;
-  } rq{};
-  rq.hdr.nlmsg_len = sizeof rq;
-  rq.hdr.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-  rq.hdr.nlmsg_flags = NLM_F_REQUEST;
-  rq.hdr.nlmsg_seq = 1;
-  rq.req.sdiag_family = AF_UNIX;
-  rq.req.udiag_states = ~0u;
-  rq.req.udiag_ino = static_cast<uint32_t>(ino);
-  rq.req.udiag_show = UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN | UDIAG_SHOW_VFS |
-                      UDIAG_SHOW_ICONS;
-  // Exact lookups check the cookie unless it is "none" (all ones).
-  rq.req.udiag_cookie[0] = rq.req.udiag_cookie[1] = ~0u;
-  sockaddr_nl kernel{};
-  kernel.nl_family = AF_NETLINK;
-  if (::sendto(nl.get(), &rq, sizeof rq, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0)
-    return failf_errno("{}: sock_diag request", sk_link(ino));
-  alignas(nlmsghdr) char buf[65536];
-  ssize_t n;
-  do n = ::recv(nl.get(), buf, sizeof buf, 0);
-  while (n < 0 && errno == EINTR);
-  if (n < 0) return failf_errno("{}: sock_diag answer", sk_link(ino));
-  auto* h = reinterpret_cast<nlmsghdr*>(buf);
-  if (!NLMSG_OK(h, static_cast<unsigned>(n))) return failf("{}: short sock_diag answer", sk_link(ino));
-  if (h->nlmsg_type == NLMSG_ERROR) {
-    auto* e = static_cast<nlmsgerr*>(NLMSG_DATA(h));
-    return std::unexpected(Error(fmt::format("{}: sock_diag knows no such unix socket (is the "
-                                             "unix_diag module loaded?)", sk_link(ino)), -e->error));
-  }
-  auto* m = static_cast<unix_diag_msg*>(NLMSG_DATA(h));
-  UnixDiag d;
+// One unix_diag_msg and its attributes.
+Status parse_unix_diag(const nlmsghdr& h, UnixDiag& d) {
+  auto* m = static_cast<const unix_diag_msg*>(NLMSG_DATA(&h));
   d.ino = m->udiag_ino;
   d.type = m->udiag_type;
   d.state = m->udiag_state;
-  int len = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof *m));
-  for (auto* a = reinterpret_cast<rtattr*>(m + 1); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
+  int len = static_cast<int>(h.nlmsg_len - NLMSG_LENGTH(sizeof *m));
+  for (auto* a = reinterpret_cast<const rtattr*>(m + 1); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
     const char* data = static_cast<const char*>(RTA_DATA(a));
     size_t size = RTA_PAYLOAD(a);
     switch (a->rta_type) {
@@ -196,6 +152,41 @@ Result<UnixDiag> unix_diag_query(uint64_t ino) {
         break;
     }
   }
+  return {};
+}
+
+}  // namespace
+
+std::string unix_type_name(int type) {
+  switch (type) {
+    case SOCK_STREAM: return "stream";
+    case SOCK_DGRAM: return "dgram";
+    case SOCK_SEQPACKET: return "seqpacket";
+    default: return fmt::format("type-{}", type);
+  }
+}
+
+Result<UnixDiag> unix_diag_query(uint64_t ino) {
+  struct {
+    nlmsghdr hdr;
+    unix_diag_req req;
+  } rq{};
+  rq.hdr.nlmsg_len = sizeof rq;
+  rq.hdr.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  rq.hdr.nlmsg_flags = NLM_F_REQUEST;
+  rq.hdr.nlmsg_seq = 1;
+  rq.req.sdiag_family = AF_UNIX;
+  rq.req.udiag_states = ~0u;
+  rq.req.udiag_ino = static_cast<uint32_t>(ino);
+  rq.req.udiag_show = UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN | UDIAG_SHOW_VFS |
+                      UDIAG_SHOW_ICONS;
+  // Exact lookups check the cookie unless it is "none" (all ones).
+  rq.req.udiag_cookie[0] = rq.req.udiag_cookie[1] = ~0u;
+  UnixDiag d;
+  TRY(sock_diag_exchange(rq.hdr, socket_link(ino),
+                         fmt::format("{}: sock_diag knows no such unix socket (is the unix_diag module loaded?)",
+                                     socket_link(ino)),
+                         [&](const nlmsghdr& h) { return parse_unix_diag(h, d); }));
   return d;
 }
 
@@ -261,7 +252,7 @@ Result<std::vector<std::string>> peek_unix_queue(int fd, int type, const std::st
 Status dump_unix_socket(const std::string& what_fd, int local_fd, uint64_t ino, int flags,
                         img::UnixSocketFile& out, pid_t holder) {
   ASSIGN_OR_RETURN(UnixDiag d, with_context(unix_diag_query(ino), what_fd));
-  std::string what = fmt::format("{}: unix {} {}", what_fd, unix_type_name(d.type), sk_link(ino));
+  std::string what = fmt::format("{}: unix {} {}", what_fd, unix_type_name(d.type), socket_link(ino));
   if (d.type != SOCK_STREAM && d.type != SOCK_DGRAM && d.type != SOCK_SEQPACKET)
     return failf("{} has a type minicriu does not know", what);
   // Names, listeners and unconnected sockets: net/unix_named.cc. A socket
@@ -315,7 +306,7 @@ void UnixSocketStore::add(const img::UnixSocketFile& sk, const FdDumpInfo& fd) {
 ExternalObject unix_external_object(const img::UnixSocketFile& sk) {
   ExternalObject o;
   o.kind = "unix";
-  o.key = sk_link(sk.ino());
+  o.key = socket_link(sk.ino());
   o.inode = sk.ino();
   o.type = unix_type_name(static_cast<int>(sk.type()));
   o.peer_inode = sk.peer_ino();
@@ -325,7 +316,7 @@ ExternalObject unix_external_object(const img::UnixSocketFile& sk) {
     o.description = fmt::format("unix {} {} waiting to be accepted by a listener outside the tree{}", o.type,
                                 o.key, o.peer_name.empty() ? "" : " on " + o.peer_name);
   else
-    o.description = fmt::format("unix {} {} connected to {}{}{}", o.type, o.key, sk_link(sk.peer_ino()),
+    o.description = fmt::format("unix {} {} connected to {}{}{}", o.type, o.key, socket_link(sk.peer_ino()),
                                 o.peer_name.empty() ? "" : " (" + o.peer_name + ")",
                                 o.peer_pid ? fmt::format(" held by pid {} ({})", o.peer_pid, sk.peer_comm())
                                            : std::string());
@@ -341,7 +332,7 @@ Status UnixSocketStore::check_peers(const std::set<pid_t>& tree, const ExternalP
   for (auto& [ino, n] : named_)
     for (auto& p : n.sk.pending()) waiting_in_tree.insert(p.client_ino());
   for (auto& [ino, s] : sockets_) {
-    std::string what = fmt::format("{}: unix {} {}", s.what, unix_type_name(s.type), sk_link(ino));
+    std::string what = fmt::format("{}: unix {} {}", s.what, unix_type_name(s.type), socket_link(ino));
     if (s.peer_ino == 0) {
       // Unconnected, listening, waiting on a listener of the tree, or its
       // peer closed: check_named(). Connected with no peer inode and still
@@ -359,7 +350,7 @@ Status UnixSocketStore::check_peers(const std::set<pid_t>& tree, const ExternalP
         return failf("{} waits to be accepted by a listener outside the dumped tree{}; to dump it as "
                      "external pass --external unix[{}] (or --ext-unix-sk for every such socket) and "
                      "restore with --inherit-fd fd[N]:{}", what,
-                     sk.peer_name().empty() ? "" : " (" + sk.peer_name() + ")", ino, sk_link(ino));
+                     sk.peer_name().empty() ? "" : " (" + sk.peer_name() + ")", ino, socket_link(ino));
       sk.set_external(true);
       external_.insert(ino);
       continue;
@@ -371,13 +362,13 @@ Status UnixSocketStore::check_peers(const std::set<pid_t>& tree, const ExternalP
         return failf("{} is connected to {}, which sock_diag says is connected elsewhere; a "
                      "{} connection has two ends, so the socket table changed under the dump or "
                      "is not understood; dump again, and report it if it persists", what,
-                     sk_link(s.peer_ino), unix_type_name(s.type));
+                     socket_link(s.peer_ino), unix_type_name(s.type));
       continue;
     }
     // The peer is outside: what is known of it, for the user and the hook.
     // Ourselves included among the holders: a runtime linking us may hold it.
     img::UnixSocketFile& sk = *entries.at(ino);
-    std::string link = sk_link(s.peer_ino);
+    std::string link = socket_link(s.peer_ino);
     ASSIGN_OR_RETURN(auto holder, proc::find_fd_holder({link}, tree));
     if (holder) {
       sk.set_peer_pid(static_cast<uint32_t>(holder->pid));
@@ -391,7 +382,7 @@ Status UnixSocketStore::check_peers(const std::set<pid_t>& tree, const ExternalP
       std::string peer = fmt::format("{}{}", link, sk.peer_name().empty() ? "" : " (" + sk.peer_name() + ")");
       std::string how = fmt::format("to dump it as external pass --external unix[{}] (or "
                                     "--ext-unix-sk for every such socket) and restore with "
-                                    "--inherit-fd fd[N]:{}", ino, sk_link(ino));
+                                    "--inherit-fd fd[N]:{}", ino, socket_link(ino));
       if (holder)
         return failf("{} is connected to {} held by pid {} ({}) outside the dumped tree; {}", what,
                      peer, holder->pid, holder->comm, how);
@@ -414,7 +405,7 @@ Status UnixSocketStore::check_peers(const std::set<pid_t>& tree, const ExternalP
 std::set<std::string> UnixSocketRestorer::external_keys(const std::vector<img::FileEntry>& files) {
   std::set<std::string> keys;
   for (auto& f : files)
-    if (f.has_unix_sk() && f.unix_sk().external()) keys.insert(sk_link(f.unix_sk().ino()));
+    if (f.has_unix_sk() && f.unix_sk().external()) keys.insert(socket_link(f.unix_sk().ino()));
   return keys;
 }
 
@@ -450,7 +441,7 @@ Status send_queue(int from, const img::UnixSocketFile& to) {
       ssize_t n = ::send(from, m.data() + done, m.size() - done, MSG_DONTWAIT | MSG_NOSIGNAL);
       if (n < 0 && errno == EINTR) continue;
       if (n < 0)
-        return failf_errno("{}: sending its {} queued bytes back", sk_link(to.ino()), m.size());
+        return failf_errno("{}: sending its {} queued bytes back", socket_link(to.ino()), m.size());
       done += static_cast<size_t>(n);
       if (m.empty()) break;
     }
@@ -474,13 +465,13 @@ Status set_buffers(int fd, const img::UnixSocketFile& sk) {
     int half = static_cast<int>(b.want / 2);
     if (::setsockopt(fd, SOL_SOCKET, b.force, &half, sizeof half) != 0 &&
         ::setsockopt(fd, SOL_SOCKET, b.opt, &half, sizeof half) != 0)
-      return failf_errno("{}: {} of {}", sk_link(sk.ino()), b.name, b.want);
+      return failf_errno("{}: {} of {}", socket_link(sk.ino()), b.name, b.want);
   }
   return {};
 }
 
 Status set_state(int fd, const img::UnixSocketFile& sk) {
-  std::string what = sk_link(sk.ino());
+  std::string what = socket_link(sk.ino());
   if (sk.passcred()) {
     int one = 1;
     if (::setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof one) != 0)
@@ -520,7 +511,7 @@ Result<std::unique_ptr<UnixSocketRestorer>> UnixSocketRestorer::create_all(
     if (r->sockets_.count(ino)) continue;
     if (sk->external()) {
       auto given = external.find(ino);
-      if (given == external.end()) return failf("{}: nothing stands in for it", sk_link(ino));
+      if (given == external.end()) return failf("{}: nothing stands in for it", socket_link(ino));
       UniqueFd fd = move_fd_above(std::move(given->second), fd_floor);
       // A new connection: the application's options and flags, not the old
       // connection's shutdown state or queue.
@@ -534,11 +525,11 @@ Result<std::unique_ptr<UnixSocketRestorer>> UnixSocketRestorer::create_all(
     if (restored_as_named(*sk, by_ino)) continue;
     auto peer = by_ino.find(sk->peer_ino());
     if (peer == by_ino.end() || peer->second->peer_ino() != ino || peer->second->type() != sk->type())
-      return failf("{}: its peer {} is not the other socket of a pair in files.img", sk_link(ino),
-                   sk_link(sk->peer_ino()));
+      return failf("{}: its peer {} is not the other socket of a pair in files.img", socket_link(ino),
+                   socket_link(sk->peer_ino()));
     int sv[2];
     if (::socketpair(AF_UNIX, static_cast<int>(sk->type()) | SOCK_CLOEXEC, 0, sv) != 0)
-      return failf_errno("{}: socketpair", sk_link(ino));
+      return failf_errno("{}: socketpair", socket_link(ino));
     UniqueFd a = move_fd_above(UniqueFd(sv[0]), fd_floor);
     UniqueFd b = move_fd_above(UniqueFd(sv[1]), fd_floor);
     // Each queue comes from the peer, as the application's data did, before
@@ -558,8 +549,8 @@ Result<std::unique_ptr<UnixSocketRestorer>> UnixSocketRestorer::create_all(
 
 Result<UniqueFd> UnixSocketRestorer::open(const img::UnixSocketFile& sk) const {
   auto it = sockets_.find(sk.ino());
-  if (it == sockets_.end()) return failf("{} was not created", sk_link(sk.ino()));
-  return dup_description(it->second.get(), sk_link(sk.ino()));
+  if (it == sockets_.end()) return failf("{} was not created", socket_link(sk.ino()));
+  return dup_description(it->second.get(), socket_link(sk.ino()));
 }
 
 namespace {
