@@ -7,7 +7,7 @@
 // cannot be added again from the fd table, so the dump refuses the epoll
 // (kcmp KCMP_EPOLL_TFD tells whether the fd still holds the entry's file).
 //
-// Restore is two passes: open() creates an empty epoll, and restore_after(),
+// Restore is two passes: open() creates an empty epoll, and open_after(),
 // once every fd of the process is in place, adds each target with its events
 // and data. Not restored: the ready list itself. Adding a target polls it
 // once, so a level-triggered entry reports what it reported before; an

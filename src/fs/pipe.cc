@@ -118,7 +118,8 @@ Result<PipeRestorer::Pipe*> PipeRestorer::create(uint64_t ino) {
   return &pipes_.emplace(ino, std::move(pipe)).first->second;
 }
 
-Status PipeRestorer::create_all() {
+Status PipeRestorer::create_all(int fd_floor) {
+  fd_floor_ = fd_floor;
   for (auto& [ino, d] : data_) {
     (void)d;
     TRY(create(ino));
@@ -241,8 +242,7 @@ class PipeKind final : public Kind {
   }
 
   Status create_shared(const RestoreEnv& env) override {
-    restorer_->set_fd_floor(env.fd_floor);
-    return restorer_->create_all();
+    return restorer_->create_all(env.fd_floor);
   }
 
   Result<UniqueFd> open(const img::FileEntry& entry) override {

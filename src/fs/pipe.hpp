@@ -58,11 +58,10 @@ class PipeRestorer {
   [[nodiscard]] Result<UniqueFd> open_end(const img::PipeFile& end);
   // A named pipe opened by its path with its flags, its bytes put back first.
   [[nodiscard]] Result<UniqueFd> open_fifo(const img::FifoFile& fifo);
-  // Where the fds kept here go (see FileRestoreContext::fd_floor).
-  void set_fd_floor(int floor) { fd_floor_ = floor; }
-  // Every pipe now, with its bytes: before the processes of a tree are
-  // created, so that all of them inherit the same pipes.
-  [[nodiscard]] Status create_all();
+  // Every pipe now, with its bytes, kept at or above fd_floor (see
+  // RestoreEnv::fd_floor): before the processes of a tree are created, so
+  // that all of them inherit the same pipes.
+  [[nodiscard]] Status create_all(int fd_floor);
   // What pipes.img holds, by pipe inode.
   const std::map<uint64_t, img::PipeData>& pipes() const { return data_; }
 

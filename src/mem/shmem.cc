@@ -208,7 +208,8 @@ ShmemRestorer::~ShmemRestorer() {
   for (int id : sysv_created_) ::shmctl(id, IPC_RMID, nullptr);
 }
 
-Status ShmemRestorer::create_all() {
+Status ShmemRestorer::create_all(int fd_floor) {
+  fd_floor_ = fd_floor;
   for (auto& [id, obj] : objects_) {
     (void)obj;
     TRY(object_fd(id));
@@ -278,8 +279,7 @@ class ShmemKind final : public Kind {
   }
 
   Status create_shared(const RestoreEnv& env) override {
-    restorer_->set_fd_floor(env.fd_floor);
-    return restorer_->create_all();
+    return restorer_->create_all(env.fd_floor);
   }
 
   Result<UniqueFd> open(const img::FileEntry& entry) override {

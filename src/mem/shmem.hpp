@@ -77,11 +77,10 @@ class ShmemRestorer {
   // (IPC_RMID) at the dump are removed again. Until then, a failed restore
   // removes every segment it made.
   [[nodiscard]] Status finish();
-  // Where the fds kept here go (see FileRestoreContext::fd_floor).
-  void set_fd_floor(int floor) { fd_floor_ = floor; }
-  // Every object now: before the processes of a tree are created, so that
-  // all of them inherit the same objects.
-  [[nodiscard]] Status create_all();
+  // Every object now, kept at or above fd_floor (see RestoreEnv::fd_floor):
+  // before the processes of a tree are created, so that all of them inherit
+  // the same objects.
+  [[nodiscard]] Status create_all(int fd_floor);
 
  private:
   ImageDir dir_;

@@ -91,7 +91,7 @@ Status dump_unix_name(const UnixDiag& d, pid_t holder, const std::string& what, 
     dir[n] = '\0';
     bool found = ::stat((cwd_link + "/" + path).c_str(), &st) == 0 && is_socket_file_of(st, d);
     // A connected socket may hold a listener's name (accepted from it) and
-    // need no directory of its own: finish_named() decides.
+    // need no directory of its own: check_named() decides.
     if (!found && d.state == kUnixConnected && d.type != SOCK_DGRAM) return {};
     if (!found)
       return failf("{} is bound to the relative path {}, which does not name it from the process's "

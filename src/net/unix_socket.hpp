@@ -84,7 +84,7 @@ class UnixSocketStore {
   [[nodiscard]] Status check_peers(const std::set<pid_t>& tree, const ExternalPolicy& policy,
                                    std::vector<img::FileEntry>& files);
   // A listener with connections not yet accepted: our copy of it is kept, to
-  // accept them in finish_named().
+  // accept them in accept_pending().
   void keep_listener(uint64_t ino, int local_fd);
   // Once every fd is seen (net/unix_named.cc): named sockets, listeners and
   // their connections not yet accepted are checked; with leave_running, a
