@@ -5,13 +5,13 @@
 
 #include <algorithm>
 
+#include "base/page.hpp"
 #include "base/unique_fd.hpp"
 
 namespace minicriu {
 
 namespace {
 
-constexpr uint64_t kPage = 4096;
 constexpr uint64_t kPmPresent = 1ull << 63;
 constexpr uint64_t kPmSwapped = 1ull << 62;
 constexpr uint64_t kPmFileOrSharedAnon = 1ull << 61;
@@ -25,12 +25,12 @@ class PageBatcher {
 
   [[nodiscard]] Status add(uint64_t addr, uint64_t pages) {
     if (!iovs_.empty() && iovs_.back().base + iovs_.back().len == addr) {
-      iovs_.back().len += pages * kPage;
+      iovs_.back().len += pages * kPageSize;
     } else {
       if (iovs_.size() == ParasiteSession::kMaxIovs) TRY(flush());
-      iovs_.push_back({addr, pages * kPage});
+      iovs_.push_back({addr, pages * kPageSize});
     }
-    pending_bytes_ += pages * kPage;
+    pending_bytes_ += pages * kPageSize;
     // Bounded batches keep the progress line moving.
     if (pending_bytes_ >= (256ull << 20)) TRY(flush());
     return {};
@@ -39,7 +39,7 @@ class PageBatcher {
   [[nodiscard]] Status flush() {
     if (iovs_.empty()) return {};
     TRY(session_.drain_pages(iovs_, out_fd_));
-    for (auto& v : iovs_) append_entry(v.base, v.len / kPage);
+    for (auto& v : iovs_) append_entry(v.base, v.len / kPageSize);
     done_ += pending_bytes_;
     log_.progress(fmt::format("pages: {} / {} MiB", done_ >> 20, total_ >> 20));
     iovs_.clear();
@@ -49,7 +49,7 @@ class PageBatcher {
 
   void append_entry(uint64_t addr, uint64_t pages) {
     auto& e = result_.entries;
-    if (!e.empty() && e.back().vaddr() + e.back().nr_pages() * kPage == addr &&
+    if (!e.empty() && e.back().vaddr() + e.back().nr_pages() * kPageSize == addr &&
         e.back().nr_pages() + pages < (1ull << 31)) {
       e.back().set_nr_pages(static_cast<uint32_t>(e.back().nr_pages() + pages));
     } else {
@@ -75,7 +75,7 @@ class PageBatcher {
 // Pages the parasite cannot vmsplice (no PROT_READ: get_user_pages refuses
 // them) are read through /proc/PID/mem, which may, and written directly.
 Status copy_unreadable(const TraceeMemory& memory, uint64_t addr, uint64_t pages, int out_fd) {
-  std::vector<char> buf(pages * kPage);
+  std::vector<char> buf(pages * kPageSize);
   TRY(memory.read(RemotePtr<>(addr), buf.data(), buf.size()));
   size_t off = 0;
   while (off < buf.size()) {
@@ -91,7 +91,7 @@ constexpr uint64_t kPmPfnMask = (1ull << 55) - 1;
 
 Status read_pagemap(int fd, uint64_t addr, std::vector<uint64_t>& out, pid_t pid) {
   ssize_t want = static_cast<ssize_t>(out.size() * 8);
-  if (::pread(fd, out.data(), static_cast<size_t>(want), static_cast<off_t>(addr / kPage * 8)) != want)
+  if (::pread(fd, out.data(), static_cast<size_t>(want), static_cast<off_t>(addr / kPageSize * 8)) != want)
     return failf_errno("pid {}: cannot read pagemap at {:#x}", pid, addr);
   return {};
 }
@@ -113,7 +113,7 @@ Result<std::vector<bool>> shared_with_parent(const VmaInfo& info, int child_pm, 
   if (!twin) return shared;
   UniqueFd parent_pm(::open(fmt::format("/proc/{}/pagemap", parent.pid).c_str(), O_RDONLY | O_CLOEXEC));
   if (!parent_pm) return shared;
-  uint64_t pages = (info.vma.end() - info.vma.start()) / kPage;
+  uint64_t pages = (info.vma.end() - info.vma.start()) / kPageSize;
   std::vector<uint64_t> c(pages), p(pages);
   TRY(read_pagemap(child_pm, info.vma.start(), c, pid));
   TRY(read_pagemap(parent_pm.get(), info.vma.start(), p, parent.pid));
@@ -172,12 +172,12 @@ Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas, Parasit
     ASSIGN_OR_RETURN(std::vector<bool> inherit, shared_with_parent(info, pagemap.get(), parent, pid));
     if (!inherit.empty()) vma.set_inherited(true);
     for (uint64_t addr = vma.start(); addr < vma.end();) {
-      uint64_t n = std::min<uint64_t>(pm.size(), (vma.end() - addr) / kPage);
-      ssize_t got = ::pread(pagemap.get(), pm.data(), n * 8, static_cast<off_t>(addr / kPage * 8));
+      uint64_t n = std::min<uint64_t>(pm.size(), (vma.end() - addr) / kPageSize);
+      ssize_t got = ::pread(pagemap.get(), pm.data(), n * 8, static_cast<off_t>(addr / kPageSize * 8));
       if (got != static_cast<ssize_t>(n * 8))
         return failf_errno("pid {}: cannot read pagemap at {:#x}", pid, addr);
       for (uint64_t i = 0; i < n;) {
-        uint64_t first = (addr - vma.start()) / kPage;
+        uint64_t first = (addr - vma.start()) / kPageSize;
         auto wanted = [&](uint64_t k) {
           uint64_t e = pm[k];
           if (!(e & (kPmPresent | kPmSwapped))) return false;
@@ -190,7 +190,7 @@ Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas, Parasit
         }
         uint64_t j = i + 1;
         while (j < n && wanted(j)) j++;
-        uint64_t run_addr = addr + i * kPage;
+        uint64_t run_addr = addr + i * kPageSize;
         if (readable) {
           TRY(batcher.add(run_addr, j - i));
         } else {
@@ -201,7 +201,7 @@ Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas, Parasit
         vma_pages += j - i;
         i = j;
       }
-      addr += n * kPage;
+      addr += n * kPageSize;
     }
     if (vma_pages) vma.set_has_pages(true);
     if (!inherit.empty())

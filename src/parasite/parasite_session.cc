@@ -15,17 +15,13 @@
 #include <cstring>
 #include <optional>
 
+#include "base/page.hpp"
 #include "parasite_blob.h"
 #include "ptrace/remote_syscalls.hpp"
 
 namespace minicriu {
 
 namespace blob = blobs::parasite;
-
-namespace {
-constexpr size_t kPage = 4096;
-size_t page_align(size_t v) { return (v + kPage - 1) & ~(kPage - 1); }
-}  // namespace
 
 ParasiteSession::ParasiteSession(FrozenProcess& process, const TraceeMemory& memory,
                                  RemotePtr<> site, const Logger& log)
@@ -36,9 +32,9 @@ ParasiteSession::~ParasiteSession() {
 }
 
 Status ParasiteSession::infect() {
-  ctl_off_ = page_align(blob::kSize);
+  ctl_off_ = page_up(blob::kSize);
   scratch_off_ = ctl_off_ + 1024;
-  args_off_ = ctl_off_ + kPage;
+  args_off_ = ctl_off_ + kPageSize;
   size_t stack_off = args_off_ + MC_PARASITE_ARGS_SIZE;
   stack_top_off_ = stack_off + MC_PARASITE_STACK_SIZE - 64;
   size_ = stack_off + MC_PARASITE_STACK_SIZE;

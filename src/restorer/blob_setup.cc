@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "arch/x86_64/sigframe.hpp"
+#include "base/page.hpp"
 #include "proc/process_state.hpp"
 #include "ptrace/thread_core.hpp"
 #include "restorer_blob.h"
@@ -17,8 +18,6 @@ namespace blob = blobs::restorer;
 
 namespace {
 
-constexpr uint64_t kPage = 4096;
-uint64_t page_up(uint64_t v) { return (v + kPage - 1) & ~(kPage - 1); }
 uint64_t align16(uint64_t v) { return (v + 15) & ~uint64_t{15}; }
 
 uint64_t code_size() { return page_up(blob::kSize); }
