@@ -1,8 +1,10 @@
 #include <gtest/gtest.h>
 
 #include <cerrno>
+#include <cstring>
 
 #include "arch/x86_64/regs.hpp"
+#include "arch/x86_64/regs_image.hpp"
 
 using namespace minicriu::arch;
 
@@ -41,4 +43,15 @@ TEST(SyscallRestart, CompletedOrUserModeIsLeftAlone) {
   user.rax = static_cast<uint64_t>(-kERestartSys);
   EXPECT_EQ(apply_syscall_restart(user), Restart::none);
   EXPECT_EQ(user.rip, 0u);
+}
+
+TEST(RegsImage, EveryRegisterGoesIntoTheImageAndComesBack) {
+  Regs r{};
+  auto* words = reinterpret_cast<unsigned long long*>(&r);
+  for (size_t i = 0; i < sizeof(r) / sizeof(*words); i++) words[i] = 0x1111111111111111ull * (i + 1);
+  minicriu::img::X86Regs image;
+  regs_to_image(r, image);
+  Regs back = regs_from_image(image);
+  EXPECT_EQ(std::memcmp(&back, &r, sizeof(r)), 0);
+  EXPECT_EQ(image.rip(), r.rip);
 }
