@@ -45,8 +45,7 @@ Status ParasiteSession::infect() {
     TRY(rs.enter());
     static const char kName[32] = "minicriu-parasite";
     TRY(rs.write_scratch(kName, sizeof(kName)));
-    ASSIGN_OR_RETURN(long memfd, rs.syscall(SYS_memfd_create, static_cast<long>(rs.scratch().addr()),
-                                            MFD_CLOEXEC));
+    ASSIGN_OR_RETURN(long memfd, rs.syscall(SYS_memfd_create, rs.scratch(), MFD_CLOEXEC));
     if (memfd < 0) return std::unexpected(Error("memfd_create in the target", static_cast<int>(-memfd)));
     std::string path = fmt::format("/proc/{}/fd/{}", process_.pid, memfd);
     memfd_.reset(::open(path.c_str(), O_RDWR | O_CLOEXEC));
@@ -70,25 +69,27 @@ Status ParasiteSession::infect() {
   ASSIGN_OR_RETURN(local_, Mapping::map(nullptr, size_, PROT_READ | PROT_WRITE, MAP_SHARED,
                                         memfd_.get(), 0));
   std::memcpy(local(0), blob::kBytes, blob::kSize);
-  log_.debug("pid {}: parasite mapped at {:#x} ({} KiB)", process_.pid, remote_.addr(), size_ >> 10);
+  log_.debug("pid {}: parasite mapped at {} ({} KiB)", process_.pid, remote_, size_ >> 10);
   return {};
 }
 
 Result<ThreadSelfState> ParasiteSession::thread_self_state(Tracee& thread) {
-  RemoteSyscalls rs(thread, remote_ + blob::k_parasite_syscall);
+  RemoteSyscalls rs(thread, remote(blob::k_parasite_syscall));
   TRY(rs.enter());
-  RemotePtr<> scratch = remote_ + scratch_off_;
+  RemotePtr<> scratch = remote(scratch_off_);
   ThreadSelfState st;
-  ASSIGN_OR_RETURN(long r, rs.syscall(SYS_sigaltstack, 0, static_cast<long>(scratch.addr())));
+  ASSIGN_OR_RETURN(long r, rs.syscall(SYS_sigaltstack, 0, scratch));
   if (r < 0) return std::unexpected(Error(fmt::format("thread {}: sigaltstack", thread.tid()), -r));
   struct { uint64_t sp; int32_t flags; int32_t pad; uint64_t size; } ss;
   std::memcpy(&ss, local(scratch_off_), sizeof(ss));
-  st.altstack_sp = ss.sp;
+  st.altstack_sp = RemotePtr<>(ss.sp);
   st.altstack_flags = static_cast<uint32_t>(ss.flags);
   st.altstack_size = ss.size;
-  ASSIGN_OR_RETURN(r, rs.syscall(SYS_prctl, PR_GET_TID_ADDRESS, static_cast<long>(scratch.addr())));
+  ASSIGN_OR_RETURN(r, rs.syscall(SYS_prctl, PR_GET_TID_ADDRESS, scratch));
   if (r < 0) return std::unexpected(Error(fmt::format("thread {}: PR_GET_TID_ADDRESS", thread.tid()), -r));
-  std::memcpy(&st.clear_child_tid, local(scratch_off_), sizeof(uint64_t));
+  uint64_t tid_address;
+  std::memcpy(&tid_address, local(scratch_off_), sizeof(tid_address));
+  st.clear_child_tid = RemotePtr<pid_t>(tid_address);
   return st;
 }
 
@@ -140,15 +141,15 @@ Status ParasiteSession::start() {
   ctl->magic = MC_PARASITE_CTL_MAGIC;
   ctl->addr_len = len;
   std::memcpy(ctl->sun_path, addr.sun_path, sizeof(ctl->sun_path));
-  ctl->args = (remote_ + args_off_).addr();
+  ctl->args = remote(args_off_).addr();
 
   ASSIGN_OR_RETURN(leader_regs_, leader.get_regs());
   ASSIGN_OR_RETURN(leader_sigmask_, leader.get_sigmask());
   TRY(leader.set_sigmask(~0ull));
   arch::Regs regs = leader_regs_;
-  arch::set_syscall(regs, 0, static_cast<long>((remote_ + ctl_off_).addr()), 0, 0, 0, 0, 0);
-  regs.rip = (remote_ + blob::k_parasite_entry).addr();
-  regs.rsp = (remote_ + stack_top_off_).addr() & ~0xfull;
+  arch::set_syscall(regs, 0, static_cast<long>(remote(ctl_off_).addr()), 0, 0, 0, 0, 0);
+  regs.rip = remote(blob::k_parasite_entry).addr();
+  regs.rsp = remote(stack_top_off_).addr() & ~0xfull;
   started_ = true;  // from here on, cure() must put the leader back
   TRY(leader.set_regs(regs));
   TRY(leader.resume());
@@ -235,8 +236,8 @@ Result<ParasiteMsg> ParasiteSession::receive(std::vector<UniqueFd>* fds,
   return msg;
 }
 
-Status ParasiteSession::drain_pages(std::span<const ParasiteIovec> iovs, int out_fd) {
-  if (iovs.size() > kMaxIovs) return fail("too many iovecs for one page drain");
+Status ParasiteSession::drain_pages(std::span<const RemoteRange> ranges, int out_fd) {
+  if (ranges.size() > kMaxIovs) return fail("too many ranges for one page drain");
   if (!pipe_sent_) {
     int p[2];
     if (::pipe2(p, O_CLOEXEC) != 0) return fail_errno("pipe for pages");
@@ -255,9 +256,12 @@ Status ParasiteSession::drain_pages(std::span<const ParasiteIovec> iovs, int out
     pipe_sent_ = true;
   }
   uint64_t total = 0;
-  for (auto& v : iovs) total += v.len;
-  std::memcpy(local(args_off_), iovs.data(), iovs.size_bytes());
-  TRY(send(PARASITE_CMD_DUMP_PAGES, iovs.size()));
+  auto* iovs = reinterpret_cast<ParasiteIovec*>(local(args_off_));
+  for (size_t i = 0; i < ranges.size(); i++) {
+    iovs[i] = ParasiteIovec{ranges[i].start.addr(), ranges[i].size};
+    total += ranges[i].size;
+  }
+  TRY(send(PARASITE_CMD_DUMP_PAGES, ranges.size()));
 
   // Splice out while the parasite splices in; the reply comes when it is done,
   // or early with an error (then fewer bytes than asked will ever arrive). If
@@ -348,8 +352,7 @@ Status ParasiteSession::unmap_remote() {
   Tracee& leader = process_.leader();
   RemoteSyscalls rs(leader, memory_, site_, 0);
   TRY(rs.enter());
-  ASSIGN_OR_RETURN(long r, rs.syscall(SYS_munmap, static_cast<long>(remote_.addr()),
-                                      static_cast<long>(size_)));
+  ASSIGN_OR_RETURN(long r, rs.syscall(SYS_munmap, remote_, static_cast<long>(size_)));
   if (r < 0) return std::unexpected(Error("munmap of the parasite", static_cast<int>(-r)));
   return {};
 }

@@ -22,10 +22,10 @@ namespace minicriu {
 
 // Per-thread state only the thread itself can tell.
 struct ThreadSelfState {
-  uint64_t altstack_sp = 0;
+  RemotePtr<> altstack_sp;
   uint32_t altstack_flags = 0;
   uint64_t altstack_size = 0;
-  uint64_t clear_child_tid = 0;
+  RemotePtr<pid_t> clear_child_tid;
 };
 
 class ParasiteSession {
@@ -46,8 +46,8 @@ class ParasiteSession {
   // Starts the blob on the leader and waits for it to connect.
   [[nodiscard]] Status start();
 
-  // vmsplice the iovecs into our pipe, splicing them into out_fd as they come.
-  [[nodiscard]] Status drain_pages(std::span<const ParasiteIovec> iovs, int out_fd);
+  // vmsplice the ranges into our pipe, splicing them into out_fd as they come.
+  [[nodiscard]] Status drain_pages(std::span<const RemoteRange> ranges, int out_fd);
   // The target's fds, as fds of ours (same open file descriptions).
   [[nodiscard]] Result<std::vector<UniqueFd>> fetch_fds(std::span<const int32_t> fds);
   [[nodiscard]] Result<ParasiteMisc> get_misc();
@@ -59,7 +59,7 @@ class ParasiteSession {
 
   // A dump waits this long for the parasite to make progress before giving up.
   static constexpr std::chrono::milliseconds kStallTimeout{30000};
-  // The largest number of iovecs drain_pages takes at once.
+  // The largest number of ranges drain_pages takes at once.
   static constexpr size_t kMaxIovs = MC_PARASITE_ARGS_SIZE / sizeof(ParasiteIovec);
 
  private:
@@ -69,6 +69,7 @@ class ParasiteSession {
   [[nodiscard]] Status check_alive();
   [[nodiscard]] Status unmap_remote();
   char* local(size_t offset) const { return local_.get<char>() + offset; }
+  RemotePtr<> remote(size_t offset) const { return remote_.byte_offset(static_cast<int64_t>(offset)); }
 
   FrozenProcess& process_;
   const TraceeMemory& memory_;

@@ -19,25 +19,26 @@ Status RemoteSyscalls::enter() {
   entered_ = true;
   if (memory_) {
     saved_code_.resize(8 + scratch_size_);
-    TRY(memory_->read(site_, saved_code_.data(), saved_code_.size()));
+    TRY(memory_->read_bytes(site_, saved_code_.data(), saved_code_.size()));
     uint8_t code[8];
     std::memset(code, 0x90, sizeof(code));
     std::memcpy(code, arch::kSyscallInsn, sizeof(arch::kSyscallInsn));
     code_written_ = true;
-    TRY(memory_->write(site_, code, sizeof(code)));
+    TRY(memory_->write_bytes(site_, code, sizeof(code)));
   }
   return {};
 }
 
 Status RemoteSyscalls::write_scratch(const void* data, size_t size) const {
   if (!memory_ || size > scratch_size_) return fail("remote scratch memory too small");
-  return memory_->write(scratch(), data, size);
+  return memory_->write_bytes(scratch(), data, size);
 }
 
-Result<long> RemoteSyscalls::syscall(long nr, long a1, long a2, long a3, long a4, long a5, long a6) {
+Result<long> RemoteSyscalls::syscall(long nr, SyscallArg a1, SyscallArg a2, SyscallArg a3, SyscallArg a4,
+                                     SyscallArg a5, SyscallArg a6) {
   if (!entered_) return fail("remote syscall outside an entered scope");
   arch::Regs regs = saved_regs_;
-  arch::set_syscall(regs, nr, a1, a2, a3, a4, a5, a6);
+  arch::set_syscall(regs, nr, a1.value(), a2.value(), a3.value(), a4.value(), a5.value(), a6.value());
   regs.rip = site_.addr();
   TRY(tracee_.set_regs(regs));
   TRY(with_context(tracee_.run_to_trap(), fmt::format("remote syscall {}", nr)));
@@ -48,7 +49,7 @@ Result<long> RemoteSyscalls::syscall(long nr, long a1, long a2, long a3, long a4
 RemoteSyscalls::~RemoteSyscalls() {
   if (!entered_) return;
   // Best effort on every path: each step is independent of the others.
-  if (code_written_) (void)memory_->write(site_, saved_code_.data(), saved_code_.size());
+  if (code_written_) (void)memory_->write_bytes(site_, saved_code_.data(), saved_code_.size());
   (void)tracee_.set_regs(saved_regs_);
   (void)tracee_.set_sigmask(saved_sigmask_);
 }

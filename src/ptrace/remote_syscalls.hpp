@@ -16,6 +16,18 @@
 
 namespace minicriu {
 
+// One argument of a remote syscall: a number, or an address in the target.
+class SyscallArg {
+ public:
+  constexpr SyscallArg(long v) : v_(v) {}
+  template <typename T>
+  constexpr SyscallArg(RemotePtr<T> p) : v_(static_cast<long>(p.addr())) {}
+  constexpr long value() const { return v_; }
+
+ private:
+  long v_;
+};
+
 class RemoteSyscalls {
  public:
   // Uses an existing "syscall; int3" at gadget (the parasite's): writes nothing.
@@ -30,10 +42,10 @@ class RemoteSyscalls {
 
   // Must succeed before syscall(): saves the state it will put back.
   [[nodiscard]] Status enter();
-  [[nodiscard]] Result<long> syscall(long nr, long a1 = 0, long a2 = 0, long a3 = 0, long a4 = 0,
-                                     long a5 = 0, long a6 = 0);
+  [[nodiscard]] Result<long> syscall(long nr, SyscallArg a1 = 0, SyscallArg a2 = 0, SyscallArg a3 = 0,
+                                     SyscallArg a4 = 0, SyscallArg a5 = 0, SyscallArg a6 = 0);
   // Scratch memory right after the code written at site (only with that form).
-  RemotePtr<> scratch() const { return site_ + 8; }
+  RemotePtr<> scratch() const { return site_.byte_offset(8); }
   [[nodiscard]] Status write_scratch(const void* data, size_t size) const;
   const arch::Regs& saved_regs() const { return saved_regs_; }
 

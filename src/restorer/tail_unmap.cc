@@ -55,11 +55,11 @@ Result<std::unique_ptr<TailUnmapper>> TailUnmapper::attach(pid_t pid, const std:
                                                            const rst::Msg& ready) {
   std::unique_ptr<TailUnmapper> u(new TailUnmapper());
   u->pid_ = pid;
-  u->tail_ = ready.tail;
+  u->tail_ = RemotePtr<>(ready.tail);
   u->tail_size_ = ready.tail_size;
-  u->tail_syscall_ = ready.tail_syscall;
-  if (!u->tail_ || !u->tail_size_ || u->tail_syscall_ < u->tail_ ||
-      u->tail_syscall_ >= u->tail_ + u->tail_size_)
+  u->tail_syscall_ = RemotePtr<>(ready.tail_syscall);
+  if (u->tail_.null() || !u->tail_size_ || u->tail_syscall_ < u->tail_ ||
+      u->tail_syscall_ >= u->tail_.byte_offset(static_cast<int64_t>(u->tail_size_)))
     return failf("pid {}: the restorer reported no usable tail", pid);
   for (pid_t tid : tids) {
     ASSIGN_OR_RETURN(Tracee t, Tracee::seize(pid, tid));
@@ -92,8 +92,8 @@ Status TailUnmapper::unmap_from(Tracee& t) {
   // No handler of the process may run on our registers.
   TRY(t.set_sigmask(~0ull));
   arch::Regs regs = saved;
-  arch::set_syscall(regs, SYS_munmap, static_cast<long>(tail_), static_cast<long>(tail_size_), 0, 0, 0, 0);
-  regs.rip = tail_syscall_;
+  arch::set_syscall(regs, SYS_munmap, static_cast<long>(tail_.addr()), static_cast<long>(tail_size_), 0, 0, 0, 0);
+  regs.rip = tail_syscall_.addr();
   Status st = t.set_regs(regs);
   long ret = 0;
   if (st) {
@@ -114,7 +114,7 @@ Status TailUnmapper::unmap_from(Tracee& t) {
   TRY(st);
   TRY(put);
   TRY(mask);
-  if (ret < 0) return std::unexpected(Error(fmt::format("munmap of the restorer tail at {:#x}", tail_),
+  if (ret < 0) return std::unexpected(Error(fmt::format("munmap of the restorer tail at {}", tail_),
                                             static_cast<int>(-ret)));
   return {};
 }
