@@ -1,19 +1,19 @@
 #include "parasite/parasite_session.hpp"
 
 #include <fcntl.h>
-#include <poll.h>
 #include <sched.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <chrono>
+#include <algorithm>
 #include <cstring>
 #include <optional>
+#include <string_view>
 
 #include "base/page.hpp"
 #include "parasite_blob.h"
@@ -22,23 +22,41 @@
 namespace minicriu {
 
 namespace blob = blobs::parasite;
+using namespace std::chrono_literals;
+
+namespace {
+
+// How long a parasite told to finish may take to say so and trap back.
+constexpr std::chrono::milliseconds kFiniTimeout = 2s;
+
+// A raw syscall's return value that is an error (-4095..-1): mmap returns
+// addresses above 2^63 as negative longs too, so the sign alone does not say.
+bool syscall_failed(long r) { return r < 0 && r > -4096; }
+
+static_assert(sizeof(ParasiteCtl) <= 1024, "ParasiteCtl must leave the scratch area alone");
+
+}  // namespace
+
+ParasiteSession::Layout ParasiteSession::layout() {
+  Layout l;
+  l.ctl = page_up(blob::kSize);
+  l.scratch = l.ctl + 1024;
+  l.args = l.ctl + kPageSize;
+  size_t stack = l.args + MC_PARASITE_ARGS_SIZE;
+  l.stack_top = stack + MC_PARASITE_STACK_SIZE - 64;
+  l.size = stack + MC_PARASITE_STACK_SIZE;
+  return l;
+}
 
 ParasiteSession::ParasiteSession(FrozenProcess& process, const TraceeMemory& memory,
                                  RemotePtr<> site, const Logger& log)
-    : process_(process), memory_(memory), site_(site), log_(log) {}
+    : process_(process), memory_(memory), site_(site), log_(log), layout_(layout()) {}
 
 ParasiteSession::~ParasiteSession() {
   if (auto st = cure(); !st) log_.error("pid {}: cure failed: {}", process_.pid, st.error().what());
 }
 
 Status ParasiteSession::infect() {
-  ctl_off_ = page_up(blob::kSize);
-  scratch_off_ = ctl_off_ + 1024;
-  args_off_ = ctl_off_ + kPageSize;
-  size_t stack_off = args_off_ + MC_PARASITE_ARGS_SIZE;
-  stack_top_off_ = stack_off + MC_PARASITE_STACK_SIZE - 64;
-  size_ = stack_off + MC_PARASITE_STACK_SIZE;
-
   Tracee& leader = process_.leader();
   {
     RemoteSyscalls rs(leader, memory_, site_, 32);
@@ -50,46 +68,50 @@ Status ParasiteSession::infect() {
     std::string path = fmt::format("/proc/{}/fd/{}", process_.pid, memfd);
     memfd_.reset(::open(path.c_str(), O_RDWR | O_CLOEXEC));
     int open_errno = errno;
-    if (memfd_ && ::ftruncate(memfd_.get(), static_cast<off_t>(size_)) != 0) {
+    if (memfd_ && ::ftruncate(memfd_.get(), static_cast<off_t>(layout_.size)) != 0) {
       open_errno = errno;
       memfd_.reset();
     }
     long addr = -EBADF;
     if (memfd_) {
-      ASSIGN_OR_RETURN(addr, rs.syscall(SYS_mmap, 0, static_cast<long>(size_),
+      ASSIGN_OR_RETURN(addr, rs.syscall(SYS_mmap, 0, static_cast<long>(layout_.size),
                                         PROT_READ | PROT_WRITE | PROT_EXEC, MAP_SHARED, memfd, 0));
     }
     ASSIGN_OR_RETURN(long closed, rs.syscall(SYS_close, memfd));
     (void)closed;
     if (!memfd_) return std::unexpected(Error("cannot open the parasite memfd", open_errno));
-    if (addr < 0 && addr > -4096)
+    if (syscall_failed(addr))
       return std::unexpected(Error("mmap of the parasite in the target", static_cast<int>(-addr)));
     remote_ = RemotePtr<>(static_cast<uint64_t>(addr));
   }
-  ASSIGN_OR_RETURN(local_, Mapping::map(nullptr, size_, PROT_READ | PROT_WRITE, MAP_SHARED,
+  ASSIGN_OR_RETURN(local_, Mapping::map(nullptr, layout_.size, PROT_READ | PROT_WRITE, MAP_SHARED,
                                         memfd_.get(), 0));
   std::memcpy(local(0), blob::kBytes, blob::kSize);
-  log_.debug("pid {}: parasite mapped at {} ({} KiB)", process_.pid, remote_, size_ >> 10);
+  log_.debug("pid {}: parasite mapped at {} ({} KiB)", process_.pid, remote_, layout_.size >> 10);
   return {};
 }
 
 Result<ThreadSelfState> ParasiteSession::thread_self_state(Tracee& thread) {
+  if (remote_.null()) return failf("pid {}: no parasite to run syscalls from", process_.pid);
   RemoteSyscalls rs(thread, remote(blob::k_parasite_syscall));
   TRY(rs.enter());
-  RemotePtr<> scratch = remote(scratch_off_);
+  // The scratch area is in the shared memfd: what the kernel writes there we
+  // read locally.
+  RemotePtr<> scratch = remote(layout_.scratch);
   ThreadSelfState st;
   ASSIGN_OR_RETURN(long r, rs.syscall(SYS_sigaltstack, 0, scratch));
   if (r < 0) return std::unexpected(Error(fmt::format("thread {}: sigaltstack", thread.tid()), -r));
-  struct { uint64_t sp; int32_t flags; int32_t pad; uint64_t size; } ss;
-  std::memcpy(&ss, local(scratch_off_), sizeof(ss));
+  struct { uint64_t sp; int32_t flags; int32_t pad; uint64_t size; } ss;  // the kernel's stack_t
+  std::memcpy(&ss, local(layout_.scratch), sizeof(ss));
   st.altstack_sp = RemotePtr<>(ss.sp);
   st.altstack_flags = static_cast<uint32_t>(ss.flags);
   st.altstack_size = ss.size;
   ASSIGN_OR_RETURN(r, rs.syscall(SYS_prctl, PR_GET_TID_ADDRESS, scratch));
   if (r < 0) return std::unexpected(Error(fmt::format("thread {}: PR_GET_TID_ADDRESS", thread.tid()), -r));
   uint64_t tid_address;
-  std::memcpy(&tid_address, local(scratch_off_), sizeof(tid_address));
+  std::memcpy(&tid_address, local(layout_.scratch), sizeof(tid_address));
   st.clear_child_tid = RemotePtr<pid_t>(tid_address);
+  TRY(rs.leave());
   return st;
 }
 
@@ -127,59 +149,73 @@ Result<UniqueFd> listen_where_target_is(pid_t pid, const sockaddr_un& addr, sock
 }  // namespace
 
 Status ParasiteSession::start() {
-  Tracee& leader = process_.leader();
+  if (remote_.null()) return failf("pid {}: the parasite is not mapped", process_.pid);
+  if (daemon_) return failf("pid {}: the parasite runs already", process_.pid);
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   std::string name = fmt::format("minicriu-parasite-{}-{}-{:x}", ::getpid(), process_.pid,
-                                 std::chrono::steady_clock::now().time_since_epoch().count());
+                                 Clock::now().time_since_epoch().count());
   std::memcpy(addr.sun_path + 1, name.data(), name.size());
   socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
   ASSIGN_OR_RETURN(UniqueFd listener, listen_where_target_is(process_.pid, addr, len));
 
-  auto* ctl = reinterpret_cast<ParasiteCtl*>(local(ctl_off_));
+  auto* ctl = reinterpret_cast<ParasiteCtl*>(local(layout_.ctl));
   std::memset(ctl, 0, sizeof(*ctl));
   ctl->magic = MC_PARASITE_CTL_MAGIC;
   ctl->addr_len = len;
   std::memcpy(ctl->sun_path, addr.sun_path, sizeof(ctl->sun_path));
-  ctl->args = remote(args_off_).addr();
+  ctl->args = remote(layout_.args).addr();
 
-  ASSIGN_OR_RETURN(leader_regs_, leader.get_regs());
-  ASSIGN_OR_RETURN(leader_sigmask_, leader.get_sigmask());
-  TRY(leader.set_sigmask(~0ull));
-  arch::Regs regs = leader_regs_;
-  arch::set_syscall(regs, 0, static_cast<long>(remote(ctl_off_).addr()), 0, 0, 0, 0, 0);
-  regs.rip = remote(blob::k_parasite_entry).addr();
-  regs.rsp = remote(stack_top_off_).addr() & ~0xfull;
-  started_ = true;  // from here on, cure() must put the leader back
-  TRY(leader.set_regs(regs));
-  TRY(leader.resume());
+  // From here on, cure() stops the parasite and gives the leader back.
+  daemon_.emplace(process_.leader());
+  TRY(daemon_->enter());
+  arch::Regs regs = daemon_->saved_regs();
+  arch::set_call(regs, remote(blob::k_parasite_entry), remote(layout_.stack_top),
+                 remote(layout_.ctl).addr());
+  TRY(daemon_->load(regs));
+  TRY(process_.leader().resume());
 
-  auto deadline = std::chrono::steady_clock::now() + kStallTimeout;
-  for (;;) {
-    pollfd pfd{listener.get(), POLLIN, 0};
-    int n = ::poll(&pfd, 1, 100);
-    if (n > 0) break;
-    if (n < 0 && errno != EINTR) return fail_errno("poll for the parasite");
-    TRY(check_alive());
-    if (std::chrono::steady_clock::now() > deadline) return fail("the parasite did not connect");
-  }
+  pollfd pfd{listener.get(), POLLIN, 0};
+  ASSIGN_OR_RETURN(Wake wake, wait_parasite({&pfd, 1}, stall_deadline(), "did not connect"));
+  if (wake == Wake::trapped) return std::unexpected(exited_early());
   sock_.reset(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
   if (!sock_) return fail_errno("accept of the parasite connection");
   log_.debug("pid {}: parasite running", process_.pid);
   return {};
 }
 
-Status ParasiteSession::check_alive() {
-  ASSIGN_OR_RETURN(bool trapped, process_.leader().poll_trap());
-  if (trapped) {
-    auto regs = process_.leader().get_regs();
-    long rc = regs ? static_cast<long>(regs->rax) : 0;
-    return std::unexpected(Error("the parasite exited early", rc < 0 ? static_cast<int>(-rc) : 0));
+Result<ParasiteSession::Wake> ParasiteSession::wait_parasite(std::span<pollfd> fds, Clock::time_point deadline,
+                                                             std::string_view what,
+                                                             std::chrono::milliseconds tick) {
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    int n = ::poll(fds.data(), fds.size(), static_cast<int>(std::clamp(left, 0ms, tick).count()));
+    if (n > 0) return Wake::ready;
+    if (n < 0 && errno != EINTR) {
+      lost_ = true;
+      return fail_errno("poll for the parasite");
+    }
+    auto trapped = process_.leader().poll_trap();
+    if (!trapped || *trapped) lost_ = true;
+    if (!trapped) return std::unexpected(trapped.error());
+    if (*trapped) return Wake::trapped;
+    if (Clock::now() >= deadline) {
+      lost_ = true;
+      return failf("pid {}: the parasite {} within {} ms", process_.pid, what, kStallTimeout.count());
+    }
   }
-  return {};
+}
+
+Error ParasiteSession::exited_early() const {
+  // parasite_main's return value, in rax at the int3 after its call.
+  auto regs = process_.leader().get_regs();
+  long rc = regs ? arch::syscall_result(*regs) : 0;
+  return Error(fmt::format("pid {}: the parasite exited early", process_.pid),
+               rc < 0 ? static_cast<int>(-rc) : 0);
 }
 
 Status ParasiteSession::send(uint32_t cmd, uint64_t arg, int fd) {
+  if (lost_) return failf("pid {}: the parasite no longer answers", process_.pid);
   ParasiteMsg msg{cmd, 0, arg, 0};
   iovec iov{&msg, sizeof(msg)};
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
@@ -195,22 +231,21 @@ Status ParasiteSession::send(uint32_t cmd, uint64_t arg, int fd) {
     c->cmsg_len = CMSG_LEN(sizeof(int));
     std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
   }
-  if (::sendmsg(sock_.get(), &hdr, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof(msg)))
-    return failf_errno("sending parasite command {}", cmd);
+  if (::sendmsg(sock_.get(), &hdr, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof(msg))) {
+    lost_ = true;
+    return failf_errno("pid {}: sending parasite command {}", process_.pid, cmd);
+  }
   return {};
 }
 
-Result<ParasiteMsg> ParasiteSession::receive(std::vector<UniqueFd>* fds,
-                                             std::chrono::milliseconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  for (;;) {
-    pollfd pfd{sock_.get(), POLLIN, 0};
-    int n = ::poll(&pfd, 1, 100);
-    if (n < 0 && errno != EINTR) return fail_errno("poll on the parasite socket");
-    if (n > 0) break;
-    TRY(check_alive());
-    if (std::chrono::steady_clock::now() > deadline) return fail("the parasite stopped answering");
-  }
+Result<ParasiteMsg> ParasiteSession::receive(std::vector<UniqueFd>* fds) {
+  return receive_until(stall_deadline(), fds);
+}
+
+Result<ParasiteMsg> ParasiteSession::receive_until(Clock::time_point deadline, std::vector<UniqueFd>* fds) {
+  pollfd pfd{sock_.get(), POLLIN, 0};
+  ASSIGN_OR_RETURN(Wake wake, wait_parasite({&pfd, 1}, deadline, "did not answer"));
+  if (wake == Wake::trapped) return std::unexpected(exited_early());
   ParasiteMsg msg{};
   iovec iov{&msg, sizeof(msg)};
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * MC_PARASITE_MAX_FDS)];
@@ -221,42 +256,49 @@ Result<ParasiteMsg> ParasiteSession::receive(std::vector<UniqueFd>* fds,
   hdr.msg_controllen = sizeof(control);
   ssize_t n = ::recvmsg(sock_.get(), &hdr, MSG_CMSG_CLOEXEC);
   if (n < 0) return fail_errno("receiving from the parasite");
-  if (n != sizeof(msg)) return fail("the parasite closed its connection");
   for (cmsghdr* c = CMSG_FIRSTHDR(&hdr); c; c = CMSG_NXTHDR(&hdr, c)) {
     if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
     size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
     for (size_t i = 0; i < count; i++) {
       int fd;
       std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-      if (fds) fds->emplace_back(fd);
-      else ::close(fd);
+      UniqueFd owned(fd);
+      if (fds) fds->push_back(std::move(owned));
     }
+  }
+  if (n != sizeof(msg)) {
+    lost_ = true;
+    return failf("pid {}: the parasite closed its connection", process_.pid);
   }
   if (hdr.msg_flags & MSG_CTRUNC) return fail("fds from the parasite were truncated");
   return msg;
 }
 
+Status ParasiteSession::open_page_pipe() {
+  if (pipe_sent_) return {};
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) return fail_errno("pipe for pages");
+  pipe_rd_.reset(p[0]);
+  pipe_wr_.reset(p[1]);
+  // As large as an unprivileged pipe may be (fs.pipe-max-size); fewer wakeups.
+  long max = 1 << 20;
+  if (auto t = ::fopen("/proc/sys/fs/pipe-max-size", "r")) {
+    if (fscanf(t, "%ld", &max) != 1) max = 1 << 20;
+    fclose(t);
+  }
+  ::fcntl(pipe_wr_.get(), F_SETPIPE_SZ, static_cast<int>(max));
+  TRY(send(PARASITE_CMD_SET_PIPE, 0, pipe_wr_.get()));
+  ASSIGN_OR_RETURN(auto reply, receive());
+  if (reply.status < 0) return std::unexpected(Error("parasite: set pipe", -reply.status));
+  pipe_sent_ = true;
+  return {};
+}
+
 Status ParasiteSession::drain_pages(std::span<const RemoteRange> ranges, int out_fd) {
   if (ranges.size() > kMaxIovs) return fail("too many ranges for one page drain");
-  if (!pipe_sent_) {
-    int p[2];
-    if (::pipe2(p, O_CLOEXEC) != 0) return fail_errno("pipe for pages");
-    pipe_rd_.reset(p[0]);
-    pipe_wr_.reset(p[1]);
-    // As large as an unprivileged pipe may be (fs.pipe-max-size); fewer wakeups.
-    long max = 1 << 20;
-    if (auto t = ::fopen("/proc/sys/fs/pipe-max-size", "r")) {
-      if (fscanf(t, "%ld", &max) != 1) max = 1 << 20;
-      fclose(t);
-    }
-    ::fcntl(pipe_wr_.get(), F_SETPIPE_SZ, static_cast<int>(max));
-    TRY(send(PARASITE_CMD_SET_PIPE, 0, pipe_wr_.get()));
-    ASSIGN_OR_RETURN(auto reply, receive());
-    if (reply.status < 0) return std::unexpected(Error("parasite: set pipe", -reply.status));
-    pipe_sent_ = true;
-  }
+  TRY(open_page_pipe());
   uint64_t total = 0;
-  auto* iovs = reinterpret_cast<ParasiteIovec*>(local(args_off_));
+  auto* iovs = reinterpret_cast<ParasiteIovec*>(local(layout_.args));
   for (size_t i = 0; i < ranges.size(); i++) {
     iovs[i] = ParasiteIovec{ranges[i].start.addr(), ranges[i].size};
     total += ranges[i].size;
@@ -271,16 +313,11 @@ Status ParasiteSession::drain_pages(std::span<const RemoteRange> ranges, int out
   uint64_t moved = 0;
   std::optional<Error> sink_error;
   UniqueFd devnull;
-  auto deadline = std::chrono::steady_clock::now() + kStallTimeout;
+  auto deadline = stall_deadline();
   while (moved < total) {
     pollfd pfds[2] = {{pipe_rd_.get(), POLLIN, 0}, {sock_.get(), POLLIN, 0}};
-    int n = ::poll(pfds, 2, 100);
-    if (n < 0 && errno != EINTR) return fail_errno("poll on the page pipe");
-    if (n <= 0) {
-      TRY(check_alive());
-      if (std::chrono::steady_clock::now() > deadline) return fail("page drain stalled");
-      continue;
-    }
+    ASSIGN_OR_RETURN(Wake wake, wait_parasite(pfds, deadline, "moved no page"));
+    if (wake == Wake::trapped) return std::unexpected(exited_early());
     if (pfds[0].revents & POLLIN) {
       ssize_t s = ::splice(pipe_rd_.get(), nullptr, sink_error ? devnull.get() : out_fd, nullptr,
                            total - moved, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
@@ -293,7 +330,7 @@ Status ParasiteSession::drain_pages(std::span<const RemoteRange> ranges, int out
       }
       if (s > 0) {
         moved += static_cast<uint64_t>(s);
-        deadline = std::chrono::steady_clock::now() + kStallTimeout;
+        deadline = stall_deadline();
       }
       continue;
     }
@@ -311,7 +348,7 @@ Result<std::vector<UniqueFd>> ParasiteSession::fetch_fds(std::span<const int32_t
   std::vector<UniqueFd> out;
   if (fds.empty()) return out;
   if (fds.size_bytes() > MC_PARASITE_ARGS_SIZE) return fail("too many fds to fetch at once");
-  std::memcpy(local(args_off_), fds.data(), fds.size_bytes());
+  std::memcpy(local(layout_.args), fds.data(), fds.size_bytes());
   TRY(send(PARASITE_CMD_SEND_FDS, fds.size()));
   size_t batches = (fds.size() + MC_PARASITE_MAX_FDS - 1) / MC_PARASITE_MAX_FDS;
   for (size_t i = 0; i < batches; i++) {
@@ -331,7 +368,7 @@ Result<ParasiteMisc> ParasiteSession::get_misc() {
   ASSIGN_OR_RETURN(auto reply, receive());
   if (reply.status < 0) return std::unexpected(Error("parasite: misc state", -reply.status));
   ParasiteMisc misc;
-  std::memcpy(&misc, local(args_off_), sizeof(misc));
+  std::memcpy(&misc, local(layout_.args), sizeof(misc));
   return misc;
 }
 
@@ -340,65 +377,61 @@ Result<std::vector<ParasiteTimer>> ParasiteSession::get_timers(std::span<const i
   if (ids.empty()) return timers;
   if (timers.size() * sizeof(ParasiteTimer) > MC_PARASITE_ARGS_SIZE) return fail("too many POSIX timers");
   for (size_t i = 0; i < ids.size(); i++) timers[i].id = ids[i];
-  std::memcpy(local(args_off_), timers.data(), timers.size() * sizeof(ParasiteTimer));
+  std::memcpy(local(layout_.args), timers.data(), timers.size() * sizeof(ParasiteTimer));
   TRY(send(PARASITE_CMD_GET_TIMERS, ids.size()));
   ASSIGN_OR_RETURN(auto reply, receive());
   if (reply.status < 0) return std::unexpected(Error("parasite: POSIX timers", -reply.status));
-  std::memcpy(timers.data(), local(args_off_), timers.size() * sizeof(ParasiteTimer));
+  std::memcpy(timers.data(), local(layout_.args), timers.size() * sizeof(ParasiteTimer));
   return timers;
 }
 
+Status ParasiteSession::stop_daemon() {
+  Tracee& leader = daemon_->thread();
+  if (!lost_ && sock_ && send(PARASITE_CMD_FINI, 0)) {
+    // Replies to a failed command may still be queued before FINI's own.
+    auto deadline = Clock::now() + kFiniTimeout;
+    for (int i = 0; i < 4; i++) {
+      auto reply = receive_until(deadline, nullptr);
+      if (!reply || reply->cmd == PARASITE_CMD_FINI) break;
+    }
+    // It returns from its main loop and hits int3 right after.
+    if (!lost_) (void)wait_parasite({}, Clock::now() + kFiniTimeout, "did not finish", 1ms);
+  }
+  // A parasite that hangs, or one that did not finish in time, is stopped
+  // where it is (nothing happens to one already stopped at its trap).
+  leader.interrupt_and_wait();
+  return daemon_->give_back();
+}
+
 Status ParasiteSession::unmap_remote() {
-  Tracee& leader = process_.leader();
-  RemoteSyscalls rs(leader, memory_, site_, 0);
+  RemoteSyscalls rs(process_.leader(), memory_, site_, 0);
   TRY(rs.enter());
-  ASSIGN_OR_RETURN(long r, rs.syscall(SYS_munmap, remote_, static_cast<long>(size_)));
+  ASSIGN_OR_RETURN(long r, rs.syscall(SYS_munmap, remote_, static_cast<long>(layout_.size)));
   if (r < 0) return std::unexpected(Error("munmap of the parasite", static_cast<int>(-r)));
-  return {};
+  return rs.leave();
 }
 
 Status ParasiteSession::cure() {
-  Tracee& leader = process_.leader();
   Status result;
-  if (started_) {
-    started_ = false;
-    bool trapped = false;
-    if (sock_) {
-      if (send(PARASITE_CMD_FINI, 0)) {
-        // Replies to a failed command may still be queued before FINI's own.
-        for (int i = 0; i < 4; i++) {
-          auto reply = receive(nullptr, std::chrono::milliseconds(2000));
-          if (!reply || reply->cmd == PARASITE_CMD_FINI) break;
-        }
-      }
-      sock_.reset();
-      // It returns from its main loop and hits int3 right after.
-      auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-      while (std::chrono::steady_clock::now() < deadline) {
-        auto t = leader.poll_trap();
-        if (!t) break;
-        if (*t) {
-          trapped = true;
-          break;
-        }
-        ::usleep(1000);
-      }
-    } else {
-      auto t = leader.poll_trap();
-      trapped = t && *t;
-    }
-    if (!trapped) leader.interrupt_and_wait();
-    if (auto st = leader.set_regs(leader_regs_); !st) result = st;
-    if (auto st = leader.set_sigmask(leader_sigmask_); !st && result) result = st;
+  auto note = [&](Status st) {
+    if (!st && result) result = std::move(st);
+  };
+  if (daemon_) {
+    note(stop_daemon());
+    daemon_.reset();
   }
+  // Only with the parasite stopped: closing our ends while it could still
+  // write into them would raise SIGPIPE in the target.
+  sock_.reset();
+  pipe_rd_.reset();
+  pipe_wr_.reset();
+  pipe_sent_ = false;
   if (!remote_.null()) {
-    if (auto st = unmap_remote(); !st && result) result = st;
-    remote_ = RemotePtr<>();
+    note(unmap_remote());
+    remote_ = {};
   }
   local_.reset();
   memfd_.reset();
-  pipe_rd_.reset();
-  pipe_wr_.reset();
   return result;
 }
 

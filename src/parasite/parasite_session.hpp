@@ -4,9 +4,13 @@
 // target on every path, putting back registers, signal mask and memory.
 #pragma once
 
+#include <poll.h>
+
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "base/error.hpp"
@@ -15,6 +19,7 @@
 #include "base/remote_ptr.hpp"
 #include "base/unique_fd.hpp"
 #include "parasite/parasite_protocol.h"
+#include "ptrace/borrowed_thread.hpp"
 #include "ptrace/task_tree.hpp"
 #include "ptrace/tracee_memory.hpp"
 
@@ -63,28 +68,43 @@ class ParasiteSession {
   static constexpr size_t kMaxIovs = MC_PARASITE_ARGS_SIZE / sizeof(ParasiteIovec);
 
  private:
+  using Clock = std::chrono::steady_clock;
+  enum class Wake { ready, trapped };
+
   [[nodiscard]] Status send(uint32_t cmd, uint64_t arg, int fd = -1);
-  [[nodiscard]] Result<ParasiteMsg> receive(std::vector<UniqueFd>* fds = nullptr,
-                                            std::chrono::milliseconds timeout = kStallTimeout);
-  [[nodiscard]] Status check_alive();
+  [[nodiscard]] Result<ParasiteMsg> receive(std::vector<UniqueFd>* fds = nullptr);
+  [[nodiscard]] Result<ParasiteMsg> receive_until(Clock::time_point deadline, std::vector<UniqueFd>* fds);
+  [[nodiscard]] Result<Wake> wait_parasite(std::span<pollfd> fds, Clock::time_point deadline,
+                                           std::string_view what,
+                                           std::chrono::milliseconds tick = std::chrono::milliseconds(100));
+  Error exited_early() const;
+  [[nodiscard]] Status stop_daemon();
   [[nodiscard]] Status unmap_remote();
+  [[nodiscard]] Status open_page_pipe();
+  Clock::time_point stall_deadline() const { return Clock::now() + kStallTimeout; }
   char* local(size_t offset) const { return local_.get<char>() + offset; }
   RemotePtr<> remote(size_t offset) const { return remote_.byte_offset(static_cast<int64_t>(offset)); }
+
+  // [blob][ParasiteCtl + scratch | args][stack]: offsets in the shared area.
+  struct Layout {
+    size_t ctl = 0, scratch = 0, args = 0, stack_top = 0, size = 0;
+  };
+  static Layout layout();
 
   FrozenProcess& process_;
   const TraceeMemory& memory_;
   RemotePtr<> site_;
   const Logger& log_;
+  const Layout layout_;
 
   UniqueFd memfd_;
   Mapping local_;
   RemotePtr<> remote_;
-  size_t size_ = 0;
-  size_t ctl_off_ = 0, args_off_ = 0, scratch_off_ = 0, stack_top_off_ = 0;
-
-  arch::Regs leader_regs_{};
-  uint64_t leader_sigmask_ = 0;
-  bool started_ = false;
+  // The leader while the parasite runs on it (start() to cure()).
+  std::optional<BorrowedThread> daemon_;
+  // The parasite no longer serves commands (it timed out, returned or
+  // crashed): the cure stops it where it is instead of asking it to finish.
+  bool lost_ = false;
   UniqueFd sock_;
   UniqueFd pipe_rd_, pipe_wr_;
   bool pipe_sent_ = false;

@@ -55,3 +55,17 @@ TEST(RegsImage, EveryRegisterGoesIntoTheImageAndComesBack) {
   EXPECT_EQ(std::memcmp(&back, &r, sizeof(r)), 0);
   EXPECT_EQ(image.rip(), r.rip);
 }
+
+TEST(Regs, InjectedCodeIsEnteredAsTheAbisWant) {
+  Regs r{};
+  r.orig_rax = 1;  // stopped in write()
+  set_syscall(r, minicriu::RemotePtr<>(0x5000), 9, {1, 2, 3, 4, 5, 6});
+  EXPECT_EQ(r.rip, 0x5000u);
+  EXPECT_EQ(r.rax, 9u);
+  EXPECT_EQ(r.r10, 4u);  // the fourth syscall argument: not rcx as for calls
+  EXPECT_EQ(static_cast<long>(r.orig_rax), -1);
+  set_call(r, minicriu::RemotePtr<>(0x6000), minicriu::RemotePtr<>(0x7ff8), 42);
+  EXPECT_EQ(r.rsp, 0x7ff0u);  // aligned down to 16
+  EXPECT_EQ(r.rdi, 42u);
+  EXPECT_EQ(r.rip, 0x6000u);
+}
