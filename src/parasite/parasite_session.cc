@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -11,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <optional>
 #include <string_view>
@@ -37,6 +39,17 @@ static_assert(sizeof(ParasiteCtl) <= 1024, "ParasiteCtl must leave the scratch a
 
 }  // namespace
 
+ParasiteOptions ParasiteOptions::from_environment() {
+  ParasiteOptions o;
+  if (const char* t = std::getenv("MINICRIU_PARASITE_TIMEOUT_MS")) {
+    char* end = nullptr;
+    unsigned long ms = std::strtoul(t, &end, 10);
+    if (*t && end && !*end && ms > 0) o.stall_timeout = std::chrono::milliseconds(ms);
+  }
+  if (const char* f = std::getenv("MINICRIU_FAULT")) o.fault_stall = std::string_view(f) == "parasite-stall";
+  return o;
+}
+
 ParasiteSession::Layout ParasiteSession::layout() {
   Layout l;
   l.ctl = page_up(blob::kSize);
@@ -49,41 +62,49 @@ ParasiteSession::Layout ParasiteSession::layout() {
 }
 
 ParasiteSession::ParasiteSession(FrozenProcess& process, const TraceeMemory& memory,
-                                 RemotePtr<> site, const Logger& log)
-    : process_(process), memory_(memory), site_(site), log_(log), layout_(layout()) {}
+                                 RemotePtr<> site, const Logger& log, ParasiteOptions options)
+    : process_(process), memory_(memory), site_(site), log_(log), options_(options), layout_(layout()) {}
 
 ParasiteSession::~ParasiteSession() {
   if (auto st = cure(); !st) log_.error("pid {}: cure failed: {}", process_.pid, st.error().what());
 }
 
 Status ParasiteSession::infect() {
+  if (before_) return failf("pid {}: the parasite is in already", process_.pid);
   Tracee& leader = process_.leader();
-  {
-    RemoteSyscalls rs(leader, memory_, site_, 32);
-    TRY(rs.enter());
-    static const char kName[32] = "minicriu-parasite";
-    TRY(rs.write_scratch(kName, sizeof(kName)));
-    ASSIGN_OR_RETURN(long memfd, rs.syscall(SYS_memfd_create, rs.scratch(), MFD_CLOEXEC));
-    if (memfd < 0) return std::unexpected(Error("memfd_create in the target", static_cast<int>(-memfd)));
-    std::string path = fmt::format("/proc/{}/fd/{}", process_.pid, memfd);
-    memfd_.reset(::open(path.c_str(), O_RDWR | O_CLOEXEC));
-    int open_errno = errno;
-    if (memfd_ && ::ftruncate(memfd_.get(), static_cast<off_t>(layout_.size)) != 0) {
-      open_errno = errno;
-      memfd_.reset();
-    }
-    long addr = -EBADF;
-    if (memfd_) {
-      ASSIGN_OR_RETURN(addr, rs.syscall(SYS_mmap, 0, static_cast<long>(layout_.size),
-                                        PROT_READ | PROT_WRITE | PROT_EXEC, MAP_SHARED, memfd, 0));
-    }
-    ASSIGN_OR_RETURN(long closed, rs.syscall(SYS_close, memfd));
-    (void)closed;
-    if (!memfd_) return std::unexpected(Error("cannot open the parasite memfd", open_errno));
-    if (syscall_failed(addr))
-      return std::unexpected(Error("mmap of the parasite in the target", static_cast<int>(-addr)));
-    remote_ = RemotePtr<>(static_cast<uint64_t>(addr));
+  // Before anything of ours is in the target: whatever differs at cure time
+  // is ours to take away, however far infect() or the rest got.
+  ASSIGN_OR_RETURN(auto before, TargetSnapshot::take(process_.pid, leader.tid()));
+  before_ = std::move(before);
+
+  RemoteSyscalls rs(leader, memory_, site_, sizeof(kParasiteMemfdName));
+  TRY(rs.enter());
+  TRY(rs.write_scratch(kParasiteMemfdName, sizeof(kParasiteMemfdName)));
+  ASSIGN_OR_RETURN(long memfd, rs.syscall(SYS_memfd_create, rs.scratch(), MFD_CLOEXEC));
+  if (syscall_failed(memfd))
+    return std::unexpected(Error(fmt::format("pid {}: memfd_create in the process", process_.pid),
+                                 static_cast<int>(-memfd)));
+  // The same memfd, opened from here through the target's fd table.
+  memfd_.reset(::open(fmt::format("/proc/{}/fd/{}", process_.pid, memfd).c_str(), O_RDWR | O_CLOEXEC));
+  if (!memfd_) return failf_errno("pid {}: cannot open the parasite's memfd", process_.pid);
+  if (::ftruncate(memfd_.get(), static_cast<off_t>(layout_.size)) != 0)
+    return failf_errno("pid {}: cannot size the parasite's memfd", process_.pid);
+  ASSIGN_OR_RETURN(long addr, rs.syscall(SYS_mmap, 0, static_cast<long>(layout_.size),
+                                         PROT_READ | PROT_WRITE | PROT_EXEC, MAP_SHARED, memfd, 0));
+  // The mapping holds the memfd: its fd has no use left in the target.
+  ASSIGN_OR_RETURN(long closed, rs.syscall(SYS_close, memfd));
+  if (syscall_failed(addr)) {
+    // may_expand_vm() counts the mapping against RLIMIT_AS like any other.
+    std::string hint = addr == -ENOMEM ? " (its RLIMIT_AS may leave no room for it)" : "";
+    return std::unexpected(Error(fmt::format("pid {}: cannot map the parasite ({} KiB) into the process{}",
+                                             process_.pid, layout_.size >> 10, hint),
+                                 static_cast<int>(-addr)));
   }
+  remote_ = RemotePtr<>(static_cast<uint64_t>(addr));
+  if (syscall_failed(closed))
+    return std::unexpected(Error(fmt::format("pid {}: close of the parasite's memfd", process_.pid),
+                                 static_cast<int>(-closed)));
+  TRY(rs.leave());
   ASSIGN_OR_RETURN(local_, Mapping::map(nullptr, layout_.size, PROT_READ | PROT_WRITE, MAP_SHARED,
                                         memfd_.get(), 0));
   std::memcpy(local(0), blob::kBytes, blob::kSize);
@@ -165,6 +186,8 @@ Status ParasiteSession::start() {
   ctl->addr_len = len;
   std::memcpy(ctl->sun_path, addr.sun_path, sizeof(ctl->sun_path));
   ctl->args = remote(layout_.args).addr();
+  ctl->fault = options_.fault_stall ? MC_PARASITE_FAULT_STALL : 0;
+  if (options_.fault_stall) log_.debug("pid {}: fault injected: the parasite hangs at its first page drain", process_.pid);
 
   // From here on, cure() stops the parasite and gives the leader back.
   daemon_.emplace(process_.leader());
@@ -201,7 +224,7 @@ Result<ParasiteSession::Wake> ParasiteSession::wait_parasite(std::span<pollfd> f
     if (*trapped) return Wake::trapped;
     if (Clock::now() >= deadline) {
       lost_ = true;
-      return failf("pid {}: the parasite {} within {} ms", process_.pid, what, kStallTimeout.count());
+      return failf("pid {}: the parasite {} within {} ms", process_.pid, what, options_.stall_timeout.count());
     }
   }
 }
@@ -403,12 +426,54 @@ Status ParasiteSession::stop_daemon() {
   return daemon_->give_back();
 }
 
-Status ParasiteSession::unmap_remote() {
-  RemoteSyscalls rs(process_.leader(), memory_, site_, 0);
+Status ParasiteSession::clean_target() {
+  Tracee& leader = process_.leader();
+  ASSIGN_OR_RETURN(auto now, TargetSnapshot::take(process_.pid, leader.tid()));
+  Leftovers left = find_leftovers(*before_, now);
+  bool listed = std::any_of(left.mappings.begin(), left.mappings.end(),
+                            [&](const RemoteRange& m) { return m.start == remote_; });
+  // Ours, though /proc did not name it as expected: unmapped all the same.
+  if (!remote_.null() && !listed) left.mappings.push_back({remote_, layout_.size});
+  if (left.empty()) return {};
+  log_.debug("pid {}: cure: taking away {}", process_.pid, left.describe());
+
+  struct Sigwait {
+    uint64_t set;
+    int64_t tv_sec, tv_nsec;  // a zero timeout: never sleeps
+  };
+  RemoteSyscalls rs(leader, memory_, site_, sizeof(Sigwait));
   TRY(rs.enter());
-  ASSIGN_OR_RETURN(long r, rs.syscall(SYS_munmap, remote_, static_cast<long>(layout_.size)));
-  if (r < 0) return std::unexpected(Error("munmap of the parasite", static_cast<int>(-r)));
-  return rs.leave();
+  Status result;
+  auto note = [&](long r, std::string what) {
+    if (syscall_failed(r) && result) result = std::unexpected(Error(std::move(what), static_cast<int>(-r)));
+  };
+  for (int fd : left.fds) {
+    ASSIGN_OR_RETURN(long r, rs.syscall(SYS_close, fd));
+    note(r, fmt::format("close of fd {}", fd));
+  }
+  for (auto& m : left.mappings) {
+    ASSIGN_OR_RETURN(long r, rs.syscall(SYS_munmap, m.start, static_cast<long>(m.size)));
+    note(r, fmt::format("munmap of {}-{}", m.start, m.end()));
+  }
+  if (left.sigpipe) {
+    // Our write raised it while every signal was blocked; once the mask is
+    // back it would kill the target. rt_sigtimedwait dequeues a pending
+    // signal whether it is blocked or not.
+    Sigwait w{1ull << (SIGPIPE - 1), 0, 0};
+    TRY(rs.write_scratch(&w, sizeof(w)));
+    ASSIGN_OR_RETURN(long r, rs.syscall(SYS_rt_sigtimedwait, rs.scratch(), 0,
+                                        rs.scratch().byte_offset(offsetof(Sigwait, tv_sec)), 8));
+    note(r, "rt_sigtimedwait for the SIGPIPE we raised");
+  }
+  TRY(rs.leave());
+  TRY(result);
+  remote_ = {};
+
+  // What the target holds now must be what it held before we came.
+  ASSIGN_OR_RETURN(auto after, TargetSnapshot::take(process_.pid, leader.tid()));
+  Leftovers still = find_leftovers(*before_, after);
+  if (!still.empty()) return failf("{} still in the process", still.describe());
+  return {};
 }
 
 Status ParasiteSession::cure() {
@@ -426,10 +491,11 @@ Status ParasiteSession::cure() {
   pipe_rd_.reset();
   pipe_wr_.reset();
   pipe_sent_ = false;
-  if (!remote_.null()) {
-    note(unmap_remote());
-    remote_ = {};
+  if (before_) {
+    note(with_context(clean_target(), fmt::format("pid {}: cure", process_.pid)));
+    before_.reset();
   }
+  remote_ = {};
   local_.reset();
   memfd_.reset();
   return result;

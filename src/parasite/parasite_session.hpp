@@ -1,7 +1,9 @@
 // One parasite in one frozen process (as compel's prepare/infect/rpc/cure):
 // maps the blob into the target through remote syscalls, runs it on the leader
 // thread, serves page draining, fd passing and state queries, and cures the
-// target on every path, putting back registers, signal mask and memory.
+// target on every path. The cure takes away every fd and mapping the dump
+// added to the target, whether the parasite finished, never started, or hangs
+// (TargetSnapshot), and puts back registers, signal mask and code bytes.
 #pragma once
 
 #include <poll.h>
@@ -19,6 +21,7 @@
 #include "base/remote_ptr.hpp"
 #include "base/unique_fd.hpp"
 #include "parasite/parasite_protocol.h"
+#include "parasite/target_snapshot.hpp"
 #include "ptrace/borrowed_thread.hpp"
 #include "ptrace/task_tree.hpp"
 #include "ptrace/tracee_memory.hpp"
@@ -33,18 +36,35 @@ struct ThreadSelfState {
   RemotePtr<pid_t> clear_child_tid;
 };
 
+// How a session waits for its parasite, and the faults a test may inject.
+struct ParasiteOptions {
+  // How long the parasite may make no progress (not connect, not answer, move
+  // no page) before the dump gives up on it and cures the target.
+  static constexpr std::chrono::milliseconds kDefaultStallTimeout{30000};
+  std::chrono::milliseconds stall_timeout = kDefaultStallTimeout;
+  // Test only (MC_PARASITE_FAULT_STALL): the parasite hangs at its first page
+  // drain, as one stuck in the kernel would.
+  bool fault_stall = false;
+
+  // The one place that reads the environment:
+  //   MINICRIU_PARASITE_TIMEOUT_MS=N   stall_timeout of N ms (N > 0)
+  //   MINICRIU_FAULT=parasite-stall    fault_stall (for the e2e tests)
+  static ParasiteOptions from_environment();
+};
+
 class ParasiteSession {
  public:
   // site: an executable address of the target where "syscall; int3" may be
   // written for a moment (its bytes are put back).
   ParasiteSession(FrozenProcess& process, const TraceeMemory& memory, RemotePtr<> site,
-                  const Logger& log);
+                  const Logger& log, ParasiteOptions options = ParasiteOptions::from_environment());
   ParasiteSession(const ParasiteSession&) = delete;
   ParasiteSession& operator=(const ParasiteSession&) = delete;
   static void* operator new(size_t) = delete;
   ~ParasiteSession();
 
-  // Maps the blob (memfd shared with us) into the target.
+  // Notes what the target holds, then maps the blob (a memfd shared with us)
+  // into it.
   [[nodiscard]] Status infect();
   // Runs remote syscalls in one thread (blob mapped, daemon not yet started).
   [[nodiscard]] Result<ThreadSelfState> thread_self_state(Tracee& thread);
@@ -59,11 +79,10 @@ class ParasiteSession {
   // Remaining time, interval and overrun of the POSIX timers with these ids.
   [[nodiscard]] Result<std::vector<ParasiteTimer>> get_timers(std::span<const int32_t> ids);
 
-  // Stops the blob, unmaps it, puts registers and mask back. Idempotent.
+  // Stops the blob, closes every fd and unmaps every mapping the dump added
+  // to the target, puts registers, signal mask and code back. Idempotent.
   [[nodiscard]] Status cure();
 
-  // A dump waits this long for the parasite to make progress before giving up.
-  static constexpr std::chrono::milliseconds kStallTimeout{30000};
   // The largest number of ranges drain_pages takes at once.
   static constexpr size_t kMaxIovs = MC_PARASITE_ARGS_SIZE / sizeof(ParasiteIovec);
 
@@ -79,9 +98,9 @@ class ParasiteSession {
                                            std::chrono::milliseconds tick = std::chrono::milliseconds(100));
   Error exited_early() const;
   [[nodiscard]] Status stop_daemon();
-  [[nodiscard]] Status unmap_remote();
+  [[nodiscard]] Status clean_target();
   [[nodiscard]] Status open_page_pipe();
-  Clock::time_point stall_deadline() const { return Clock::now() + kStallTimeout; }
+  Clock::time_point stall_deadline() const { return Clock::now() + options_.stall_timeout; }
   char* local(size_t offset) const { return local_.get<char>() + offset; }
   RemotePtr<> remote(size_t offset) const { return remote_.byte_offset(static_cast<int64_t>(offset)); }
 
@@ -95,8 +114,10 @@ class ParasiteSession {
   const TraceeMemory& memory_;
   RemotePtr<> site_;
   const Logger& log_;
+  ParasiteOptions options_;
   const Layout layout_;
 
+  std::optional<TargetSnapshot> before_;  // taken by infect(): what the cure compares with
   UniqueFd memfd_;
   Mapping local_;
   RemotePtr<> remote_;
