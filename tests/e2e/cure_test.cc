@@ -77,6 +77,12 @@ std::map<int, std::string> wait_for_parasite_fds(pid_t pid, const Holdings& befo
   return {};
 }
 
+char state_of(pid_t pid) {
+  std::string stat = read_text("/proc/" + std::to_string(pid) + "/stat");
+  auto close = stat.rfind(')');
+  return close == std::string::npos || close + 2 >= stat.size() ? '?' : stat[close + 2];
+}
+
 }  // namespace
 
 TEST(Cure, ProgramVerifiesItselfWithoutCheckpoint) {
@@ -146,5 +152,29 @@ TEST(Cure, StalledParasiteIsStoppedAndEverythingItMadeIsTakenAway) {
   EXPECT_LT(took, std::chrono::milliseconds(kTimeoutMs) + std::chrono::seconds(4));
   expect_same_holdings(before, holdings_of(p.pid()));
   EXPECT_FALSE(std::filesystem::exists(images + "/inventory.img"));
+  expect_intact(p);
+}
+
+TEST(Cure, SigstopToAStalledParasiteStopsTheTargetOnceCured) {
+  TempDir dir;
+  std::string images = images_dir(dir);
+  Program p("intact", dir);
+  ASSERT_TRUE(p.wait_ready());
+  Holdings before = holdings_of(p.pid());
+  auto dump = std::async(std::launch::async, [&] { return dump_with_stalling_parasite(p, images); });
+  auto held = wait_for_parasite_fds(p.pid(), before);
+  // SIGSTOP is the one signal that reaches the parasite's thread (with every
+  // other one blocked): the sender wants the target stopped, the dump must
+  // neither swallow that nor be thrown off by it.
+  if (!held.empty()) ::kill(p.pid(), SIGSTOP);
+  auto r = dump.get();
+  ASSERT_EQ(held.size(), 2u) << r.output;
+  expect_one_line_error(r, "the parasite moved no page within");
+  auto deadline = Clock::now() + std::chrono::seconds(5);
+  while (state_of(p.pid()) != 'T' && Clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_EQ(state_of(p.pid()), 'T') << "the target is not stopped as SIGSTOP asked";
+  expect_same_holdings(before, holdings_of(p.pid()));
+  ::kill(p.pid(), SIGCONT);
   expect_intact(p);
 }
