@@ -224,7 +224,8 @@ Result<ParasiteSession::Wake> ParasiteSession::wait_parasite(std::span<pollfd> f
     if (*trapped) return Wake::trapped;
     if (Clock::now() >= deadline) {
       lost_ = true;
-      return failf("pid {}: the parasite {} within {} ms", process_.pid, what, options_.stall_timeout.count());
+      return failf("pid {}: the parasite {} within {} ms (MINICRIU_PARASITE_TIMEOUT_MS sets this limit)",
+                   process_.pid, what, options_.stall_timeout.count());
     }
   }
 }

@@ -20,6 +20,7 @@ Status TraceeMemory::read_bytes(RemotePtr<> at, void* buf, size_t size) const {
   while (done < size) {
     ssize_t n = ::pread(fd_.get(), p + done, size - done, static_cast<off_t>(at.addr() + done));
     if (n < 0 && errno == EINTR) continue;
+    if (n == 0) errno = ESRCH;  // mem_rw() reads nothing once the process has no mm left (it exited)
     if (n <= 0) return failf_errno("pid {}: cannot read {} bytes at {}", pid_, size, at);
     done += static_cast<size_t>(n);
   }
@@ -32,6 +33,7 @@ Status TraceeMemory::write_bytes(RemotePtr<> at, const void* buf, size_t size) c
   while (done < size) {
     ssize_t n = ::pwrite(fd_.get(), p + done, size - done, static_cast<off_t>(at.addr() + done));
     if (n < 0 && errno == EINTR) continue;
+    if (n == 0) errno = ESRCH;
     if (n <= 0) return failf_errno("pid {}: cannot write {} bytes at {}", pid_, size, at);
     done += static_cast<size_t>(n);
   }
