@@ -147,10 +147,10 @@ Status Dumper::run_parasite(FrozenProcess& proc, const proc::Stat& stat, std::ve
   for (size_t i = 0; i < proc.threads.size(); i++) {
     ASSIGN_OR_RETURN(auto self, parasite.thread_self_state(proc.threads[i]));
     img::ThreadCore* t = out.core.mutable_threads(static_cast<int>(i));
-    t->mutable_sigaltstack()->set_sp(self.altstack_sp);
+    t->mutable_sigaltstack()->set_sp(self.altstack_sp.addr());
     t->mutable_sigaltstack()->set_flags(self.altstack_flags);
     t->mutable_sigaltstack()->set_size(self.altstack_size);
-    t->set_clear_child_tid(self.clear_child_tid);
+    t->set_clear_child_tid(self.clear_child_tid.addr());
   }
   TRY(parasite.start());
   log_.info("pid {}: parasite running", proc.pid);

@@ -4,17 +4,23 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <span>
 
+#include "base/page.hpp"
 #include "base/unique_fd.hpp"
 
 namespace minicriu {
 
 namespace {
 
-constexpr uint64_t kPage = 4096;
 constexpr uint64_t kPmPresent = 1ull << 63;
 constexpr uint64_t kPmSwapped = 1ull << 62;
 constexpr uint64_t kPmFileOrSharedAnon = 1ull << 61;
+
+// One page of the target, for arithmetic by pages on RemotePtr<Page>.
+struct Page {
+  uint8_t bytes[kPageSize];
+};
 
 // Collects runs of pages and hands them to the parasite in batches.
 class PageBatcher {
@@ -23,38 +29,38 @@ class PageBatcher {
               const Logger& log)
       : session_(session), out_fd_(out_fd), result_(result), total_(total_bytes), log_(log) {}
 
-  [[nodiscard]] Status add(uint64_t addr, uint64_t pages) {
-    if (!iovs_.empty() && iovs_.back().base + iovs_.back().len == addr) {
-      iovs_.back().len += pages * kPage;
+  [[nodiscard]] Status add(RemotePtr<> at, uint64_t pages) {
+    if (!runs_.empty() && runs_.back().end() == at) {
+      runs_.back().size += pages * kPageSize;
     } else {
-      if (iovs_.size() == ParasiteSession::kMaxIovs) TRY(flush());
-      iovs_.push_back({addr, pages * kPage});
+      if (runs_.size() == ParasiteSession::kMaxIovs) TRY(flush());
+      runs_.push_back({at, pages * kPageSize});
     }
-    pending_bytes_ += pages * kPage;
+    pending_bytes_ += pages * kPageSize;
     // Bounded batches keep the progress line moving.
     if (pending_bytes_ >= (256ull << 20)) TRY(flush());
     return {};
   }
 
   [[nodiscard]] Status flush() {
-    if (iovs_.empty()) return {};
-    TRY(session_.drain_pages(iovs_, out_fd_));
-    for (auto& v : iovs_) append_entry(v.base, v.len / kPage);
+    if (runs_.empty()) return {};
+    TRY(session_.drain_pages(runs_, out_fd_));
+    for (auto& r : runs_) append_entry(r.start, r.size / kPageSize);
     done_ += pending_bytes_;
     log_.progress(fmt::format("pages: {} / {} MiB", done_ >> 20, total_ >> 20));
-    iovs_.clear();
+    runs_.clear();
     pending_bytes_ = 0;
     return {};
   }
 
-  void append_entry(uint64_t addr, uint64_t pages) {
+  void append_entry(RemotePtr<> at, uint64_t pages) {
     auto& e = result_.entries;
-    if (!e.empty() && e.back().vaddr() + e.back().nr_pages() * kPage == addr &&
+    if (!e.empty() && e.back().vaddr() + e.back().nr_pages() * kPageSize == at.addr() &&
         e.back().nr_pages() + pages < (1ull << 31)) {
       e.back().set_nr_pages(static_cast<uint32_t>(e.back().nr_pages() + pages));
     } else {
       img::PagemapEntry entry;
-      entry.set_vaddr(addr);
+      entry.set_vaddr(at.addr());
       entry.set_nr_pages(static_cast<uint32_t>(pages));
       e.push_back(entry);
     }
@@ -67,16 +73,16 @@ class PageBatcher {
   PageDumpResult& result_;
   uint64_t total_;
   const Logger& log_;
-  std::vector<ParasiteIovec> iovs_;
+  std::vector<RemoteRange> runs_;
   uint64_t pending_bytes_ = 0;
   uint64_t done_ = 0;
 };
 
 // Pages the parasite cannot vmsplice (no PROT_READ: get_user_pages refuses
 // them) are read through /proc/PID/mem, which may, and written directly.
-Status copy_unreadable(const TraceeMemory& memory, uint64_t addr, uint64_t pages, int out_fd) {
-  std::vector<char> buf(pages * kPage);
-  TRY(memory.read(RemotePtr<>(addr), buf.data(), buf.size()));
+Status copy_unreadable(const TraceeMemory& memory, RemotePtr<> at, uint64_t pages, int out_fd) {
+  std::vector<char> buf(pages * kPageSize);
+  TRY(memory.read_bytes(at, buf.data(), buf.size()));
   size_t off = 0;
   while (off < buf.size()) {
     ssize_t n = ::write(out_fd, buf.data() + off, buf.size() - off);
@@ -89,12 +95,15 @@ Status copy_unreadable(const TraceeMemory& memory, uint64_t addr, uint64_t pages
 
 constexpr uint64_t kPmPfnMask = (1ull << 55) - 1;
 
-Status read_pagemap(int fd, uint64_t addr, std::vector<uint64_t>& out, pid_t pid) {
-  ssize_t want = static_cast<ssize_t>(out.size() * 8);
-  if (::pread(fd, out.data(), static_cast<size_t>(want), static_cast<off_t>(addr / kPage * 8)) != want)
-    return failf_errno("pid {}: cannot read pagemap at {:#x}", pid, addr);
+// The pagemap entries (one u64 per page) of out.size() pages from at on.
+Status read_pagemap(int fd, RemotePtr<> at, std::span<uint64_t> out, pid_t pid) {
+  ssize_t want = static_cast<ssize_t>(out.size_bytes());
+  if (::pread(fd, out.data(), out.size_bytes(), static_cast<off_t>(at.addr() / kPageSize * 8)) != want)
+    return failf_errno("pid {}: cannot read pagemap at {}", pid, at);
   return {};
 }
+
+RemoteRange range_of(const img::Vma& vma) { return {RemotePtr<>(vma.start()), vma.end() - vma.start()}; }
 
 // Which pages of an anonymous private VMA are still the parent's (fork's
 // copy-on-write, same physical page in both), when the parent's VMA of the
@@ -113,10 +122,11 @@ Result<std::vector<bool>> shared_with_parent(const VmaInfo& info, int child_pm, 
   if (!twin) return shared;
   UniqueFd parent_pm(::open(fmt::format("/proc/{}/pagemap", parent.pid).c_str(), O_RDONLY | O_CLOEXEC));
   if (!parent_pm) return shared;
-  uint64_t pages = (info.vma.end() - info.vma.start()) / kPage;
+  RemoteRange range = range_of(info.vma);
+  uint64_t pages = range.size / kPageSize;
   std::vector<uint64_t> c(pages), p(pages);
-  TRY(read_pagemap(child_pm, info.vma.start(), c, pid));
-  TRY(read_pagemap(parent_pm.get(), info.vma.start(), p, parent.pid));
+  TRY(read_pagemap(child_pm, range.start, c, pid));
+  TRY(read_pagemap(parent_pm.get(), range.start, p, parent.pid));
   shared.assign(pages, false);
   bool any = false;
   for (uint64_t i = 0; i < pages; i++) {
@@ -171,43 +181,44 @@ Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas, Parasit
     uint64_t vma_pages = 0;
     ASSIGN_OR_RETURN(std::vector<bool> inherit, shared_with_parent(info, pagemap.get(), parent, pid));
     if (!inherit.empty()) vma.set_inherited(true);
-    for (uint64_t addr = vma.start(); addr < vma.end();) {
-      uint64_t n = std::min<uint64_t>(pm.size(), (vma.end() - addr) / kPage);
-      ssize_t got = ::pread(pagemap.get(), pm.data(), n * 8, static_cast<off_t>(addr / kPage * 8));
-      if (got != static_cast<ssize_t>(n * 8))
-        return failf_errno("pid {}: cannot read pagemap at {:#x}", pid, addr);
+    const RemoteRange range = range_of(vma);
+    // Pages of the VMA as an array: page k of the VMA is at pages + k.
+    const auto pages = range.start.cast<Page>();
+    const uint64_t vma_total = range.size / kPageSize;
+    for (uint64_t first = 0; first < vma_total;) {
+      uint64_t n = std::min<uint64_t>(pm.size(), vma_total - first);
+      TRY(read_pagemap(pagemap.get(), pages + static_cast<int64_t>(first), std::span(pm).first(n), pid));
+      auto wanted = [&](uint64_t k) {
+        uint64_t e = pm[k];
+        if (!(e & (kPmPresent | kPmSwapped))) return false;
+        if (!inherit.empty() && inherit[first + k]) return false;  // in the parent's image
+        return !file_private || !(e & kPmFileOrSharedAnon);
+      };
       for (uint64_t i = 0; i < n;) {
-        uint64_t first = (addr - vma.start()) / kPage;
-        auto wanted = [&](uint64_t k) {
-          uint64_t e = pm[k];
-          if (!(e & (kPmPresent | kPmSwapped))) return false;
-          if (!inherit.empty() && inherit[first + k]) return false;  // in the parent's image
-          return !file_private || !(e & kPmFileOrSharedAnon);
-        };
         if (!wanted(i)) {
           i++;
           continue;
         }
         uint64_t j = i + 1;
         while (j < n && wanted(j)) j++;
-        uint64_t run_addr = addr + i * kPage;
+        RemotePtr<> run = pages + static_cast<int64_t>(first + i);
         if (readable) {
-          TRY(batcher.add(run_addr, j - i));
+          TRY(batcher.add(run, j - i));
         } else {
           TRY(batcher.flush());
-          TRY(copy_unreadable(memory, run_addr, j - i, pages_fd));
-          batcher.append_entry(run_addr, j - i);
+          TRY(copy_unreadable(memory, run, j - i, pages_fd));
+          batcher.append_entry(run, j - i);
         }
         vma_pages += j - i;
         i = j;
       }
-      addr += n * kPage;
+      first += n;
     }
     if (vma_pages) vma.set_has_pages(true);
     if (!inherit.empty())
-      log.debug("pid {}: vma {:x}-{:x}: {} page(s) still the parent's", pid, vma.start(), vma.end(),
+      log.debug("pid {}: vma {}-{}: {} page(s) still the parent's", pid, range.start, range.end(),
                 std::count(inherit.begin(), inherit.end(), true));
-    log.debug("pid {}: vma {:x}-{:x} {}: {} page(s)", pid, vma.start(), vma.end(), vma.path(), vma_pages);
+    log.debug("pid {}: vma {}-{} {}: {} page(s)", pid, range.start, range.end(), vma.path(), vma_pages);
   }
   TRY(batcher.flush());
   log.progress_done();

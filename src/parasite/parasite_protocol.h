@@ -82,15 +82,22 @@ struct ParasiteTimer {
 };
 MC_STATIC_ASSERT(sizeof(struct ParasiteTimer) == 48, "ParasiteTimer layout");
 
+// Faults a test may inject (ParasiteOptions, parasite_session.hpp).
+// STALL: at its first DUMP_PAGES the parasite stops answering for good, in a
+// blocking syscall, holding its socket and the page pipe: what a parasite
+// stuck in the kernel looks like to the dumper.
+#define MC_PARASITE_FAULT_STALL 1u
+
 // The control block at a fixed offset of the shared area.
 struct ParasiteCtl {
   uint32_t magic;
   uint32_t addr_len;           // of the socket address below
   char sun_path[108];          // abstract: starts with '\0'
-  uint32_t pad;
+  uint32_t fault;              // MC_PARASITE_FAULT_*, 0 outside tests
   uint64_t args;               // remote address of the args area
   int32_t pipe_fd;             // set by SET_PIPE
   int32_t sock_fd;
 };
+MC_STATIC_ASSERT(sizeof(struct ParasiteCtl) == 136, "ParasiteCtl layout");
 
 #define MC_PARASITE_CTL_MAGIC 0x50415243u  // "PARC"

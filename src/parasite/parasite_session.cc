@@ -1,98 +1,138 @@
 #include "parasite/parasite_session.hpp"
 
 #include <fcntl.h>
-#include <poll.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <chrono>
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <optional>
+#include <string_view>
 
+#include "base/page.hpp"
 #include "parasite_blob.h"
 #include "ptrace/remote_syscalls.hpp"
 
 namespace minicriu {
 
 namespace blob = blobs::parasite;
+using namespace std::chrono_literals;
 
 namespace {
-constexpr size_t kPage = 4096;
-size_t page_align(size_t v) { return (v + kPage - 1) & ~(kPage - 1); }
+
+// How long a parasite told to finish may take to say so and trap back.
+constexpr std::chrono::milliseconds kFiniTimeout = 2s;
+
+// A raw syscall's return value that is an error (-4095..-1): mmap returns
+// addresses above 2^63 as negative longs too, so the sign alone does not say.
+bool syscall_failed(long r) { return r < 0 && r > -4096; }
+
+static_assert(sizeof(ParasiteCtl) <= 1024, "ParasiteCtl must leave the scratch area alone");
+
 }  // namespace
 
+ParasiteOptions ParasiteOptions::from_environment() {
+  ParasiteOptions o;
+  if (const char* t = std::getenv("MINICRIU_PARASITE_TIMEOUT_MS")) {
+    char* end = nullptr;
+    unsigned long ms = std::strtoul(t, &end, 10);
+    if (*t && end && !*end && ms > 0) o.stall_timeout = std::chrono::milliseconds(ms);
+  }
+  if (const char* f = std::getenv("MINICRIU_FAULT")) o.fault_stall = std::string_view(f) == "parasite-stall";
+  return o;
+}
+
+ParasiteSession::Layout ParasiteSession::layout() {
+  Layout l;
+  l.ctl = page_up(blob::kSize);
+  l.scratch = l.ctl + 1024;
+  l.args = l.ctl + kPageSize;
+  size_t stack = l.args + MC_PARASITE_ARGS_SIZE;
+  l.stack_top = stack + MC_PARASITE_STACK_SIZE - 64;
+  l.size = stack + MC_PARASITE_STACK_SIZE;
+  return l;
+}
+
 ParasiteSession::ParasiteSession(FrozenProcess& process, const TraceeMemory& memory,
-                                 RemotePtr<> site, const Logger& log)
-    : process_(process), memory_(memory), site_(site), log_(log) {}
+                                 RemotePtr<> site, const Logger& log, ParasiteOptions options)
+    : process_(process), memory_(memory), site_(site), log_(log), options_(options), layout_(layout()) {}
 
 ParasiteSession::~ParasiteSession() {
   if (auto st = cure(); !st) log_.error("pid {}: cure failed: {}", process_.pid, st.error().what());
 }
 
 Status ParasiteSession::infect() {
-  ctl_off_ = page_align(blob::kSize);
-  scratch_off_ = ctl_off_ + 1024;
-  args_off_ = ctl_off_ + kPage;
-  size_t stack_off = args_off_ + MC_PARASITE_ARGS_SIZE;
-  stack_top_off_ = stack_off + MC_PARASITE_STACK_SIZE - 64;
-  size_ = stack_off + MC_PARASITE_STACK_SIZE;
-
+  if (before_) return failf("pid {}: the parasite is in already", process_.pid);
   Tracee& leader = process_.leader();
-  {
-    RemoteSyscalls rs(leader, memory_, site_, 32);
-    TRY(rs.enter());
-    static const char kName[32] = "minicriu-parasite";
-    TRY(rs.write_scratch(kName, sizeof(kName)));
-    ASSIGN_OR_RETURN(long memfd, rs.syscall(SYS_memfd_create, static_cast<long>(rs.scratch().addr()),
-                                            MFD_CLOEXEC));
-    if (memfd < 0) return std::unexpected(Error("memfd_create in the target", static_cast<int>(-memfd)));
-    std::string path = fmt::format("/proc/{}/fd/{}", process_.pid, memfd);
-    memfd_.reset(::open(path.c_str(), O_RDWR | O_CLOEXEC));
-    int open_errno = errno;
-    if (memfd_ && ::ftruncate(memfd_.get(), static_cast<off_t>(size_)) != 0) {
-      open_errno = errno;
-      memfd_.reset();
-    }
-    long addr = -EBADF;
-    if (memfd_) {
-      ASSIGN_OR_RETURN(addr, rs.syscall(SYS_mmap, 0, static_cast<long>(size_),
-                                        PROT_READ | PROT_WRITE | PROT_EXEC, MAP_SHARED, memfd, 0));
-    }
-    ASSIGN_OR_RETURN(long closed, rs.syscall(SYS_close, memfd));
-    (void)closed;
-    if (!memfd_) return std::unexpected(Error("cannot open the parasite memfd", open_errno));
-    if (addr < 0 && addr > -4096)
-      return std::unexpected(Error("mmap of the parasite in the target", static_cast<int>(-addr)));
-    remote_ = RemotePtr<>(static_cast<uint64_t>(addr));
+  // Before anything of ours is in the target: whatever differs at cure time
+  // is ours to take away, however far infect() or the rest got.
+  ASSIGN_OR_RETURN(auto before, TargetSnapshot::take(process_.pid, leader.tid()));
+  before_ = std::move(before);
+
+  RemoteSyscalls rs(leader, memory_, site_, sizeof(kParasiteMemfdName));
+  TRY(rs.enter());
+  TRY(rs.write_scratch(kParasiteMemfdName, sizeof(kParasiteMemfdName)));
+  ASSIGN_OR_RETURN(long memfd, rs.syscall(SYS_memfd_create, rs.scratch(), MFD_CLOEXEC));
+  if (syscall_failed(memfd))
+    return std::unexpected(Error(fmt::format("pid {}: memfd_create in the process", process_.pid),
+                                 static_cast<int>(-memfd)));
+  // The same memfd, opened from here through the target's fd table.
+  memfd_.reset(::open(fmt::format("/proc/{}/fd/{}", process_.pid, memfd).c_str(), O_RDWR | O_CLOEXEC));
+  if (!memfd_) return failf_errno("pid {}: cannot open the parasite's memfd", process_.pid);
+  if (::ftruncate(memfd_.get(), static_cast<off_t>(layout_.size)) != 0)
+    return failf_errno("pid {}: cannot size the parasite's memfd", process_.pid);
+  ASSIGN_OR_RETURN(long addr, rs.syscall(SYS_mmap, 0, static_cast<long>(layout_.size),
+                                         PROT_READ | PROT_WRITE | PROT_EXEC, MAP_SHARED, memfd, 0));
+  // The mapping holds the memfd: its fd has no use left in the target.
+  ASSIGN_OR_RETURN(long closed, rs.syscall(SYS_close, memfd));
+  if (syscall_failed(addr)) {
+    // may_expand_vm() counts the mapping against RLIMIT_AS like any other.
+    std::string hint = addr == -ENOMEM ? " (its RLIMIT_AS may leave no room for it)" : "";
+    return std::unexpected(Error(fmt::format("pid {}: cannot map the parasite ({} KiB) into the process{}",
+                                             process_.pid, layout_.size >> 10, hint),
+                                 static_cast<int>(-addr)));
   }
-  ASSIGN_OR_RETURN(local_, Mapping::map(nullptr, size_, PROT_READ | PROT_WRITE, MAP_SHARED,
+  remote_ = RemotePtr<>(static_cast<uint64_t>(addr));
+  if (syscall_failed(closed))
+    return std::unexpected(Error(fmt::format("pid {}: close of the parasite's memfd", process_.pid),
+                                 static_cast<int>(-closed)));
+  TRY(rs.leave());
+  ASSIGN_OR_RETURN(local_, Mapping::map(nullptr, layout_.size, PROT_READ | PROT_WRITE, MAP_SHARED,
                                         memfd_.get(), 0));
   std::memcpy(local(0), blob::kBytes, blob::kSize);
-  log_.debug("pid {}: parasite mapped at {:#x} ({} KiB)", process_.pid, remote_.addr(), size_ >> 10);
+  log_.debug("pid {}: parasite mapped at {} ({} KiB)", process_.pid, remote_, layout_.size >> 10);
   return {};
 }
 
 Result<ThreadSelfState> ParasiteSession::thread_self_state(Tracee& thread) {
-  RemoteSyscalls rs(thread, remote_ + blob::k_parasite_syscall);
+  if (remote_.null()) return failf("pid {}: no parasite to run syscalls from", process_.pid);
+  RemoteSyscalls rs(thread, remote(blob::k_parasite_syscall));
   TRY(rs.enter());
-  RemotePtr<> scratch = remote_ + scratch_off_;
+  // The scratch area is in the shared memfd: what the kernel writes there we
+  // read locally.
+  RemotePtr<> scratch = remote(layout_.scratch);
   ThreadSelfState st;
-  ASSIGN_OR_RETURN(long r, rs.syscall(SYS_sigaltstack, 0, static_cast<long>(scratch.addr())));
+  ASSIGN_OR_RETURN(long r, rs.syscall(SYS_sigaltstack, 0, scratch));
   if (r < 0) return std::unexpected(Error(fmt::format("thread {}: sigaltstack", thread.tid()), -r));
-  struct { uint64_t sp; int32_t flags; int32_t pad; uint64_t size; } ss;
-  std::memcpy(&ss, local(scratch_off_), sizeof(ss));
-  st.altstack_sp = ss.sp;
+  struct { uint64_t sp; int32_t flags; int32_t pad; uint64_t size; } ss;  // the kernel's stack_t
+  std::memcpy(&ss, local(layout_.scratch), sizeof(ss));
+  st.altstack_sp = RemotePtr<>(ss.sp);
   st.altstack_flags = static_cast<uint32_t>(ss.flags);
   st.altstack_size = ss.size;
-  ASSIGN_OR_RETURN(r, rs.syscall(SYS_prctl, PR_GET_TID_ADDRESS, static_cast<long>(scratch.addr())));
+  ASSIGN_OR_RETURN(r, rs.syscall(SYS_prctl, PR_GET_TID_ADDRESS, scratch));
   if (r < 0) return std::unexpected(Error(fmt::format("thread {}: PR_GET_TID_ADDRESS", thread.tid()), -r));
-  std::memcpy(&st.clear_child_tid, local(scratch_off_), sizeof(uint64_t));
+  uint64_t tid_address;
+  std::memcpy(&tid_address, local(layout_.scratch), sizeof(tid_address));
+  st.clear_child_tid = RemotePtr<pid_t>(tid_address);
+  TRY(rs.leave());
   return st;
 }
 
@@ -130,59 +170,76 @@ Result<UniqueFd> listen_where_target_is(pid_t pid, const sockaddr_un& addr, sock
 }  // namespace
 
 Status ParasiteSession::start() {
-  Tracee& leader = process_.leader();
+  if (remote_.null()) return failf("pid {}: the parasite is not mapped", process_.pid);
+  if (daemon_) return failf("pid {}: the parasite runs already", process_.pid);
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   std::string name = fmt::format("minicriu-parasite-{}-{}-{:x}", ::getpid(), process_.pid,
-                                 std::chrono::steady_clock::now().time_since_epoch().count());
+                                 Clock::now().time_since_epoch().count());
   std::memcpy(addr.sun_path + 1, name.data(), name.size());
   socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
   ASSIGN_OR_RETURN(UniqueFd listener, listen_where_target_is(process_.pid, addr, len));
 
-  auto* ctl = reinterpret_cast<ParasiteCtl*>(local(ctl_off_));
+  auto* ctl = reinterpret_cast<ParasiteCtl*>(local(layout_.ctl));
   std::memset(ctl, 0, sizeof(*ctl));
   ctl->magic = MC_PARASITE_CTL_MAGIC;
   ctl->addr_len = len;
   std::memcpy(ctl->sun_path, addr.sun_path, sizeof(ctl->sun_path));
-  ctl->args = (remote_ + args_off_).addr();
+  ctl->args = remote(layout_.args).addr();
+  ctl->fault = options_.fault_stall ? MC_PARASITE_FAULT_STALL : 0;
+  if (options_.fault_stall) log_.debug("pid {}: fault injected: the parasite hangs at its first page drain", process_.pid);
 
-  ASSIGN_OR_RETURN(leader_regs_, leader.get_regs());
-  ASSIGN_OR_RETURN(leader_sigmask_, leader.get_sigmask());
-  TRY(leader.set_sigmask(~0ull));
-  arch::Regs regs = leader_regs_;
-  arch::set_syscall(regs, 0, static_cast<long>((remote_ + ctl_off_).addr()), 0, 0, 0, 0, 0);
-  regs.rip = (remote_ + blob::k_parasite_entry).addr();
-  regs.rsp = (remote_ + stack_top_off_).addr() & ~0xfull;
-  started_ = true;  // from here on, cure() must put the leader back
-  TRY(leader.set_regs(regs));
-  TRY(leader.resume());
+  // From here on, cure() stops the parasite and gives the leader back.
+  daemon_.emplace(process_.leader());
+  TRY(daemon_->enter());
+  arch::Regs regs = daemon_->saved_regs();
+  arch::set_call(regs, remote(blob::k_parasite_entry), remote(layout_.stack_top),
+                 remote(layout_.ctl).addr());
+  TRY(daemon_->load(regs));
+  TRY(process_.leader().resume());
 
-  auto deadline = std::chrono::steady_clock::now() + kStallTimeout;
-  for (;;) {
-    pollfd pfd{listener.get(), POLLIN, 0};
-    int n = ::poll(&pfd, 1, 100);
-    if (n > 0) break;
-    if (n < 0 && errno != EINTR) return fail_errno("poll for the parasite");
-    TRY(check_alive());
-    if (std::chrono::steady_clock::now() > deadline) return fail("the parasite did not connect");
-  }
+  pollfd pfd{listener.get(), POLLIN, 0};
+  ASSIGN_OR_RETURN(Wake wake, wait_parasite({&pfd, 1}, stall_deadline(), "did not connect"));
+  if (wake == Wake::trapped) return std::unexpected(exited_early());
   sock_.reset(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
   if (!sock_) return fail_errno("accept of the parasite connection");
   log_.debug("pid {}: parasite running", process_.pid);
   return {};
 }
 
-Status ParasiteSession::check_alive() {
-  ASSIGN_OR_RETURN(bool trapped, process_.leader().poll_trap());
-  if (trapped) {
-    auto regs = process_.leader().get_regs();
-    long rc = regs ? static_cast<long>(regs->rax) : 0;
-    return std::unexpected(Error("the parasite exited early", rc < 0 ? static_cast<int>(-rc) : 0));
+Result<ParasiteSession::Wake> ParasiteSession::wait_parasite(std::span<pollfd> fds, Clock::time_point deadline,
+                                                             std::string_view what,
+                                                             std::chrono::milliseconds tick) {
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    int n = ::poll(fds.data(), fds.size(), static_cast<int>(std::clamp(left, 0ms, tick).count()));
+    if (n > 0) return Wake::ready;
+    if (n < 0 && errno != EINTR) {
+      lost_ = true;
+      return fail_errno("poll for the parasite");
+    }
+    auto trapped = process_.leader().poll_trap();
+    if (!trapped || *trapped) lost_ = true;
+    if (!trapped) return std::unexpected(trapped.error());
+    if (*trapped) return Wake::trapped;
+    if (Clock::now() >= deadline) {
+      lost_ = true;
+      return failf("pid {}: the parasite {} within {} ms (MINICRIU_PARASITE_TIMEOUT_MS sets this limit)",
+                   process_.pid, what, options_.stall_timeout.count());
+    }
   }
-  return {};
+}
+
+Error ParasiteSession::exited_early() const {
+  // parasite_main's return value, in rax at the int3 after its call.
+  auto regs = process_.leader().get_regs();
+  long rc = regs ? arch::syscall_result(*regs) : 0;
+  return Error(fmt::format("pid {}: the parasite exited early", process_.pid),
+               rc < 0 ? static_cast<int>(-rc) : 0);
 }
 
 Status ParasiteSession::send(uint32_t cmd, uint64_t arg, int fd) {
+  if (lost_) return failf("pid {}: the parasite no longer answers", process_.pid);
   ParasiteMsg msg{cmd, 0, arg, 0};
   iovec iov{&msg, sizeof(msg)};
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
@@ -198,22 +255,21 @@ Status ParasiteSession::send(uint32_t cmd, uint64_t arg, int fd) {
     c->cmsg_len = CMSG_LEN(sizeof(int));
     std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
   }
-  if (::sendmsg(sock_.get(), &hdr, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof(msg)))
-    return failf_errno("sending parasite command {}", cmd);
+  if (::sendmsg(sock_.get(), &hdr, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof(msg))) {
+    lost_ = true;
+    return failf_errno("pid {}: sending parasite command {}", process_.pid, cmd);
+  }
   return {};
 }
 
-Result<ParasiteMsg> ParasiteSession::receive(std::vector<UniqueFd>* fds,
-                                             std::chrono::milliseconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  for (;;) {
-    pollfd pfd{sock_.get(), POLLIN, 0};
-    int n = ::poll(&pfd, 1, 100);
-    if (n < 0 && errno != EINTR) return fail_errno("poll on the parasite socket");
-    if (n > 0) break;
-    TRY(check_alive());
-    if (std::chrono::steady_clock::now() > deadline) return fail("the parasite stopped answering");
-  }
+Result<ParasiteMsg> ParasiteSession::receive(std::vector<UniqueFd>* fds) {
+  return receive_until(stall_deadline(), fds);
+}
+
+Result<ParasiteMsg> ParasiteSession::receive_until(Clock::time_point deadline, std::vector<UniqueFd>* fds) {
+  pollfd pfd{sock_.get(), POLLIN, 0};
+  ASSIGN_OR_RETURN(Wake wake, wait_parasite({&pfd, 1}, deadline, "did not answer"));
+  if (wake == Wake::trapped) return std::unexpected(exited_early());
   ParasiteMsg msg{};
   iovec iov{&msg, sizeof(msg)};
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * MC_PARASITE_MAX_FDS)];
@@ -224,44 +280,54 @@ Result<ParasiteMsg> ParasiteSession::receive(std::vector<UniqueFd>* fds,
   hdr.msg_controllen = sizeof(control);
   ssize_t n = ::recvmsg(sock_.get(), &hdr, MSG_CMSG_CLOEXEC);
   if (n < 0) return fail_errno("receiving from the parasite");
-  if (n != sizeof(msg)) return fail("the parasite closed its connection");
   for (cmsghdr* c = CMSG_FIRSTHDR(&hdr); c; c = CMSG_NXTHDR(&hdr, c)) {
     if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
     size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
     for (size_t i = 0; i < count; i++) {
       int fd;
       std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-      if (fds) fds->emplace_back(fd);
-      else ::close(fd);
+      UniqueFd owned(fd);
+      if (fds) fds->push_back(std::move(owned));
     }
+  }
+  if (n != sizeof(msg)) {
+    lost_ = true;
+    return failf("pid {}: the parasite closed its connection", process_.pid);
   }
   if (hdr.msg_flags & MSG_CTRUNC) return fail("fds from the parasite were truncated");
   return msg;
 }
 
-Status ParasiteSession::drain_pages(std::span<const ParasiteIovec> iovs, int out_fd) {
-  if (iovs.size() > kMaxIovs) return fail("too many iovecs for one page drain");
-  if (!pipe_sent_) {
-    int p[2];
-    if (::pipe2(p, O_CLOEXEC) != 0) return fail_errno("pipe for pages");
-    pipe_rd_.reset(p[0]);
-    pipe_wr_.reset(p[1]);
-    // As large as an unprivileged pipe may be (fs.pipe-max-size); fewer wakeups.
-    long max = 1 << 20;
-    if (auto t = ::fopen("/proc/sys/fs/pipe-max-size", "r")) {
-      if (fscanf(t, "%ld", &max) != 1) max = 1 << 20;
-      fclose(t);
-    }
-    ::fcntl(pipe_wr_.get(), F_SETPIPE_SZ, static_cast<int>(max));
-    TRY(send(PARASITE_CMD_SET_PIPE, 0, pipe_wr_.get()));
-    ASSIGN_OR_RETURN(auto reply, receive());
-    if (reply.status < 0) return std::unexpected(Error("parasite: set pipe", -reply.status));
-    pipe_sent_ = true;
+Status ParasiteSession::open_page_pipe() {
+  if (pipe_sent_) return {};
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) return fail_errno("pipe for pages");
+  pipe_rd_.reset(p[0]);
+  pipe_wr_.reset(p[1]);
+  // As large as an unprivileged pipe may be (fs.pipe-max-size); fewer wakeups.
+  long max = 1 << 20;
+  if (auto t = ::fopen("/proc/sys/fs/pipe-max-size", "r")) {
+    if (fscanf(t, "%ld", &max) != 1) max = 1 << 20;
+    fclose(t);
   }
+  ::fcntl(pipe_wr_.get(), F_SETPIPE_SZ, static_cast<int>(max));
+  TRY(send(PARASITE_CMD_SET_PIPE, 0, pipe_wr_.get()));
+  ASSIGN_OR_RETURN(auto reply, receive());
+  if (reply.status < 0) return std::unexpected(Error("parasite: set pipe", -reply.status));
+  pipe_sent_ = true;
+  return {};
+}
+
+Status ParasiteSession::drain_pages(std::span<const RemoteRange> ranges, int out_fd) {
+  if (ranges.size() > kMaxIovs) return fail("too many ranges for one page drain");
+  TRY(open_page_pipe());
   uint64_t total = 0;
-  for (auto& v : iovs) total += v.len;
-  std::memcpy(local(args_off_), iovs.data(), iovs.size_bytes());
-  TRY(send(PARASITE_CMD_DUMP_PAGES, iovs.size()));
+  auto* iovs = reinterpret_cast<ParasiteIovec*>(local(layout_.args));
+  for (size_t i = 0; i < ranges.size(); i++) {
+    iovs[i] = ParasiteIovec{ranges[i].start.addr(), ranges[i].size};
+    total += ranges[i].size;
+  }
+  TRY(send(PARASITE_CMD_DUMP_PAGES, ranges.size()));
 
   // Splice out while the parasite splices in; the reply comes when it is done,
   // or early with an error (then fewer bytes than asked will ever arrive). If
@@ -271,16 +337,11 @@ Status ParasiteSession::drain_pages(std::span<const ParasiteIovec> iovs, int out
   uint64_t moved = 0;
   std::optional<Error> sink_error;
   UniqueFd devnull;
-  auto deadline = std::chrono::steady_clock::now() + kStallTimeout;
+  auto deadline = stall_deadline();
   while (moved < total) {
     pollfd pfds[2] = {{pipe_rd_.get(), POLLIN, 0}, {sock_.get(), POLLIN, 0}};
-    int n = ::poll(pfds, 2, 100);
-    if (n < 0 && errno != EINTR) return fail_errno("poll on the page pipe");
-    if (n <= 0) {
-      TRY(check_alive());
-      if (std::chrono::steady_clock::now() > deadline) return fail("page drain stalled");
-      continue;
-    }
+    ASSIGN_OR_RETURN(Wake wake, wait_parasite(pfds, deadline, "moved no page"));
+    if (wake == Wake::trapped) return std::unexpected(exited_early());
     if (pfds[0].revents & POLLIN) {
       ssize_t s = ::splice(pipe_rd_.get(), nullptr, sink_error ? devnull.get() : out_fd, nullptr,
                            total - moved, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
@@ -293,7 +354,7 @@ Status ParasiteSession::drain_pages(std::span<const ParasiteIovec> iovs, int out
       }
       if (s > 0) {
         moved += static_cast<uint64_t>(s);
-        deadline = std::chrono::steady_clock::now() + kStallTimeout;
+        deadline = stall_deadline();
       }
       continue;
     }
@@ -311,7 +372,7 @@ Result<std::vector<UniqueFd>> ParasiteSession::fetch_fds(std::span<const int32_t
   std::vector<UniqueFd> out;
   if (fds.empty()) return out;
   if (fds.size_bytes() > MC_PARASITE_ARGS_SIZE) return fail("too many fds to fetch at once");
-  std::memcpy(local(args_off_), fds.data(), fds.size_bytes());
+  std::memcpy(local(layout_.args), fds.data(), fds.size_bytes());
   TRY(send(PARASITE_CMD_SEND_FDS, fds.size()));
   size_t batches = (fds.size() + MC_PARASITE_MAX_FDS - 1) / MC_PARASITE_MAX_FDS;
   for (size_t i = 0; i < batches; i++) {
@@ -331,7 +392,7 @@ Result<ParasiteMisc> ParasiteSession::get_misc() {
   ASSIGN_OR_RETURN(auto reply, receive());
   if (reply.status < 0) return std::unexpected(Error("parasite: misc state", -reply.status));
   ParasiteMisc misc;
-  std::memcpy(&misc, local(args_off_), sizeof(misc));
+  std::memcpy(&misc, local(layout_.args), sizeof(misc));
   return misc;
 }
 
@@ -340,66 +401,104 @@ Result<std::vector<ParasiteTimer>> ParasiteSession::get_timers(std::span<const i
   if (ids.empty()) return timers;
   if (timers.size() * sizeof(ParasiteTimer) > MC_PARASITE_ARGS_SIZE) return fail("too many POSIX timers");
   for (size_t i = 0; i < ids.size(); i++) timers[i].id = ids[i];
-  std::memcpy(local(args_off_), timers.data(), timers.size() * sizeof(ParasiteTimer));
+  std::memcpy(local(layout_.args), timers.data(), timers.size() * sizeof(ParasiteTimer));
   TRY(send(PARASITE_CMD_GET_TIMERS, ids.size()));
   ASSIGN_OR_RETURN(auto reply, receive());
   if (reply.status < 0) return std::unexpected(Error("parasite: POSIX timers", -reply.status));
-  std::memcpy(timers.data(), local(args_off_), timers.size() * sizeof(ParasiteTimer));
+  std::memcpy(timers.data(), local(layout_.args), timers.size() * sizeof(ParasiteTimer));
   return timers;
 }
 
-Status ParasiteSession::unmap_remote() {
+Status ParasiteSession::stop_daemon() {
+  Tracee& leader = daemon_->thread();
+  if (!lost_ && sock_ && send(PARASITE_CMD_FINI, 0)) {
+    // Replies to a failed command may still be queued before FINI's own.
+    auto deadline = Clock::now() + kFiniTimeout;
+    for (int i = 0; i < 4; i++) {
+      auto reply = receive_until(deadline, nullptr);
+      if (!reply || reply->cmd == PARASITE_CMD_FINI) break;
+    }
+    // It returns from its main loop and hits int3 right after.
+    if (!lost_) (void)wait_parasite({}, Clock::now() + kFiniTimeout, "did not finish", 1ms);
+  }
+  // A parasite that hangs, or one that did not finish in time, is stopped
+  // where it is (nothing happens to one already stopped at its trap).
+  leader.interrupt_and_wait();
+  return daemon_->give_back();
+}
+
+Status ParasiteSession::clean_target() {
   Tracee& leader = process_.leader();
-  RemoteSyscalls rs(leader, memory_, site_, 0);
+  ASSIGN_OR_RETURN(auto now, TargetSnapshot::take(process_.pid, leader.tid()));
+  Leftovers left = find_leftovers(*before_, now);
+  bool listed = std::any_of(left.mappings.begin(), left.mappings.end(),
+                            [&](const RemoteRange& m) { return m.start == remote_; });
+  // Ours, though /proc did not name it as expected: unmapped all the same.
+  if (!remote_.null() && !listed) left.mappings.push_back({remote_, layout_.size});
+  if (left.empty()) return {};
+  log_.debug("pid {}: cure: taking away {}", process_.pid, left.describe());
+
+  struct Sigwait {
+    uint64_t set;
+    int64_t tv_sec, tv_nsec;  // a zero timeout: never sleeps
+  };
+  RemoteSyscalls rs(leader, memory_, site_, sizeof(Sigwait));
   TRY(rs.enter());
-  ASSIGN_OR_RETURN(long r, rs.syscall(SYS_munmap, static_cast<long>(remote_.addr()),
-                                      static_cast<long>(size_)));
-  if (r < 0) return std::unexpected(Error("munmap of the parasite", static_cast<int>(-r)));
+  Status result;
+  auto note = [&](long r, std::string what) {
+    if (syscall_failed(r) && result) result = std::unexpected(Error(std::move(what), static_cast<int>(-r)));
+  };
+  for (int fd : left.fds) {
+    ASSIGN_OR_RETURN(long r, rs.syscall(SYS_close, fd));
+    note(r, fmt::format("close of fd {}", fd));
+  }
+  for (auto& m : left.mappings) {
+    ASSIGN_OR_RETURN(long r, rs.syscall(SYS_munmap, m.start, static_cast<long>(m.size)));
+    note(r, fmt::format("munmap of {}-{}", m.start, m.end()));
+  }
+  if (left.sigpipe) {
+    // Our write raised it while every signal was blocked; once the mask is
+    // back it would kill the target. rt_sigtimedwait dequeues a pending
+    // signal whether it is blocked or not.
+    Sigwait w{1ull << (SIGPIPE - 1), 0, 0};
+    TRY(rs.write_scratch(&w, sizeof(w)));
+    ASSIGN_OR_RETURN(long r, rs.syscall(SYS_rt_sigtimedwait, rs.scratch(), 0,
+                                        rs.scratch().byte_offset(offsetof(Sigwait, tv_sec)), 8));
+    note(r, "rt_sigtimedwait for the SIGPIPE we raised");
+  }
+  TRY(rs.leave());
+  TRY(result);
+  remote_ = {};
+
+  // What the target holds now must be what it held before we came.
+  ASSIGN_OR_RETURN(auto after, TargetSnapshot::take(process_.pid, leader.tid()));
+  Leftovers still = find_leftovers(*before_, after);
+  if (!still.empty()) return failf("{} still in the process", still.describe());
   return {};
 }
 
 Status ParasiteSession::cure() {
-  Tracee& leader = process_.leader();
   Status result;
-  if (started_) {
-    started_ = false;
-    bool trapped = false;
-    if (sock_) {
-      if (send(PARASITE_CMD_FINI, 0)) {
-        // Replies to a failed command may still be queued before FINI's own.
-        for (int i = 0; i < 4; i++) {
-          auto reply = receive(nullptr, std::chrono::milliseconds(2000));
-          if (!reply || reply->cmd == PARASITE_CMD_FINI) break;
-        }
-      }
-      sock_.reset();
-      // It returns from its main loop and hits int3 right after.
-      auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-      while (std::chrono::steady_clock::now() < deadline) {
-        auto t = leader.poll_trap();
-        if (!t) break;
-        if (*t) {
-          trapped = true;
-          break;
-        }
-        ::usleep(1000);
-      }
-    } else {
-      auto t = leader.poll_trap();
-      trapped = t && *t;
-    }
-    if (!trapped) leader.interrupt_and_wait();
-    if (auto st = leader.set_regs(leader_regs_); !st) result = st;
-    if (auto st = leader.set_sigmask(leader_sigmask_); !st && result) result = st;
+  auto note = [&](Status st) {
+    if (!st && result) result = std::move(st);
+  };
+  if (daemon_) {
+    note(stop_daemon());
+    daemon_.reset();
   }
-  if (!remote_.null()) {
-    if (auto st = unmap_remote(); !st && result) result = st;
-    remote_ = RemotePtr<>();
-  }
-  local_.reset();
-  memfd_.reset();
+  // Only with the parasite stopped: closing our ends while it could still
+  // write into them would raise SIGPIPE in the target.
+  sock_.reset();
   pipe_rd_.reset();
   pipe_wr_.reset();
+  pipe_sent_ = false;
+  if (before_) {
+    note(with_context(clean_target(), fmt::format("pid {}: cure", process_.pid)));
+    before_.reset();
+  }
+  remote_ = {};
+  local_.reset();
+  memfd_.reset();
   return result;
 }
 

@@ -1,12 +1,18 @@
 // One parasite in one frozen process (as compel's prepare/infect/rpc/cure):
 // maps the blob into the target through remote syscalls, runs it on the leader
 // thread, serves page draining, fd passing and state queries, and cures the
-// target on every path, putting back registers, signal mask and memory.
+// target on every path. The cure takes away every fd and mapping the dump
+// added to the target, whether the parasite finished, never started, or hangs
+// (TargetSnapshot), and puts back registers, signal mask and code bytes.
 #pragma once
+
+#include <poll.h>
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "base/error.hpp"
@@ -15,6 +21,8 @@
 #include "base/remote_ptr.hpp"
 #include "base/unique_fd.hpp"
 #include "parasite/parasite_protocol.h"
+#include "parasite/target_snapshot.hpp"
+#include "ptrace/borrowed_thread.hpp"
 #include "ptrace/task_tree.hpp"
 #include "ptrace/tracee_memory.hpp"
 
@@ -22,10 +30,26 @@ namespace minicriu {
 
 // Per-thread state only the thread itself can tell.
 struct ThreadSelfState {
-  uint64_t altstack_sp = 0;
+  RemotePtr<> altstack_sp;
   uint32_t altstack_flags = 0;
   uint64_t altstack_size = 0;
-  uint64_t clear_child_tid = 0;
+  RemotePtr<pid_t> clear_child_tid;
+};
+
+// How a session waits for its parasite, and the faults a test may inject.
+struct ParasiteOptions {
+  // How long the parasite may make no progress (not connect, not answer, move
+  // no page) before the dump gives up on it and cures the target.
+  static constexpr std::chrono::milliseconds kDefaultStallTimeout{30000};
+  std::chrono::milliseconds stall_timeout = kDefaultStallTimeout;
+  // Test only (MC_PARASITE_FAULT_STALL): the parasite hangs at its first page
+  // drain, as one stuck in the kernel would.
+  bool fault_stall = false;
+
+  // The one place that reads the environment:
+  //   MINICRIU_PARASITE_TIMEOUT_MS=N   stall_timeout of N ms (N > 0)
+  //   MINICRIU_FAULT=parasite-stall    fault_stall (for the e2e tests)
+  static ParasiteOptions from_environment();
 };
 
 class ParasiteSession {
@@ -33,57 +57,75 @@ class ParasiteSession {
   // site: an executable address of the target where "syscall; int3" may be
   // written for a moment (its bytes are put back).
   ParasiteSession(FrozenProcess& process, const TraceeMemory& memory, RemotePtr<> site,
-                  const Logger& log);
+                  const Logger& log, ParasiteOptions options = ParasiteOptions::from_environment());
   ParasiteSession(const ParasiteSession&) = delete;
   ParasiteSession& operator=(const ParasiteSession&) = delete;
   static void* operator new(size_t) = delete;
   ~ParasiteSession();
 
-  // Maps the blob (memfd shared with us) into the target.
+  // Notes what the target holds, then maps the blob (a memfd shared with us)
+  // into it.
   [[nodiscard]] Status infect();
   // Runs remote syscalls in one thread (blob mapped, daemon not yet started).
   [[nodiscard]] Result<ThreadSelfState> thread_self_state(Tracee& thread);
   // Starts the blob on the leader and waits for it to connect.
   [[nodiscard]] Status start();
 
-  // vmsplice the iovecs into our pipe, splicing them into out_fd as they come.
-  [[nodiscard]] Status drain_pages(std::span<const ParasiteIovec> iovs, int out_fd);
+  // vmsplice the ranges into our pipe, splicing them into out_fd as they come.
+  [[nodiscard]] Status drain_pages(std::span<const RemoteRange> ranges, int out_fd);
   // The target's fds, as fds of ours (same open file descriptions).
   [[nodiscard]] Result<std::vector<UniqueFd>> fetch_fds(std::span<const int32_t> fds);
   [[nodiscard]] Result<ParasiteMisc> get_misc();
   // Remaining time, interval and overrun of the POSIX timers with these ids.
   [[nodiscard]] Result<std::vector<ParasiteTimer>> get_timers(std::span<const int32_t> ids);
 
-  // Stops the blob, unmaps it, puts registers and mask back. Idempotent.
+  // Stops the blob, closes every fd and unmaps every mapping the dump added
+  // to the target, puts registers, signal mask and code back. Idempotent.
   [[nodiscard]] Status cure();
 
-  // A dump waits this long for the parasite to make progress before giving up.
-  static constexpr std::chrono::milliseconds kStallTimeout{30000};
-  // The largest number of iovecs drain_pages takes at once.
+  // The largest number of ranges drain_pages takes at once.
   static constexpr size_t kMaxIovs = MC_PARASITE_ARGS_SIZE / sizeof(ParasiteIovec);
 
  private:
+  using Clock = std::chrono::steady_clock;
+  enum class Wake { ready, trapped };
+
   [[nodiscard]] Status send(uint32_t cmd, uint64_t arg, int fd = -1);
-  [[nodiscard]] Result<ParasiteMsg> receive(std::vector<UniqueFd>* fds = nullptr,
-                                            std::chrono::milliseconds timeout = kStallTimeout);
-  [[nodiscard]] Status check_alive();
-  [[nodiscard]] Status unmap_remote();
+  [[nodiscard]] Result<ParasiteMsg> receive(std::vector<UniqueFd>* fds = nullptr);
+  [[nodiscard]] Result<ParasiteMsg> receive_until(Clock::time_point deadline, std::vector<UniqueFd>* fds);
+  [[nodiscard]] Result<Wake> wait_parasite(std::span<pollfd> fds, Clock::time_point deadline,
+                                           std::string_view what,
+                                           std::chrono::milliseconds tick = std::chrono::milliseconds(100));
+  Error exited_early() const;
+  [[nodiscard]] Status stop_daemon();
+  [[nodiscard]] Status clean_target();
+  [[nodiscard]] Status open_page_pipe();
+  Clock::time_point stall_deadline() const { return Clock::now() + options_.stall_timeout; }
   char* local(size_t offset) const { return local_.get<char>() + offset; }
+  RemotePtr<> remote(size_t offset) const { return remote_.byte_offset(static_cast<int64_t>(offset)); }
+
+  // [blob][ParasiteCtl + scratch | args][stack]: offsets in the shared area.
+  struct Layout {
+    size_t ctl = 0, scratch = 0, args = 0, stack_top = 0, size = 0;
+  };
+  static Layout layout();
 
   FrozenProcess& process_;
   const TraceeMemory& memory_;
   RemotePtr<> site_;
   const Logger& log_;
+  ParasiteOptions options_;
+  const Layout layout_;
 
+  std::optional<TargetSnapshot> before_;  // taken by infect(): what the cure compares with
   UniqueFd memfd_;
   Mapping local_;
   RemotePtr<> remote_;
-  size_t size_ = 0;
-  size_t ctl_off_ = 0, args_off_ = 0, scratch_off_ = 0, stack_top_off_ = 0;
-
-  arch::Regs leader_regs_{};
-  uint64_t leader_sigmask_ = 0;
-  bool started_ = false;
+  // The leader while the parasite runs on it (start() to cure()).
+  std::optional<BorrowedThread> daemon_;
+  // The parasite no longer serves commands (it timed out, returned or
+  // crashed): the cure stops it where it is instead of asking it to finish.
+  bool lost_ = false;
   UniqueFd sock_;
   UniqueFd pipe_rd_, pipe_wr_;
   bool pipe_sent_ = false;

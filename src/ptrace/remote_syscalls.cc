@@ -4,53 +4,52 @@
 
 namespace minicriu {
 
-RemoteSyscalls::RemoteSyscalls(Tracee& tracee, RemotePtr<> gadget) : tracee_(tracee), site_(gadget) {}
+RemoteSyscalls::RemoteSyscalls(Tracee& tracee, RemotePtr<> gadget) : thread_(tracee), site_(gadget) {}
 
 RemoteSyscalls::RemoteSyscalls(Tracee& tracee, const TraceeMemory& memory, RemotePtr<> site,
                                size_t scratch)
-    : tracee_(tracee), memory_(&memory), site_(site), scratch_size_(scratch) {}
+    : thread_(tracee), memory_(&memory), site_(site), scratch_size_(scratch) {}
 
 Status RemoteSyscalls::enter() {
-  ASSIGN_OR_RETURN(saved_regs_, tracee_.get_regs());
-  ASSIGN_OR_RETURN(saved_sigmask_, tracee_.get_sigmask());
-  // Block everything (SIGKILL and SIGSTOP cannot be): no handler of the target
-  // may run on our registers.
-  TRY(tracee_.set_sigmask(~0ull));
-  entered_ = true;
+  TRY(thread_.enter());
   if (memory_) {
-    saved_code_.resize(8 + scratch_size_);
-    TRY(memory_->read(site_, saved_code_.data(), saved_code_.size()));
-    uint8_t code[8];
+    ASSIGN_OR_RETURN(saved_code_, memory_->read_array(site_.cast<uint8_t>(), kCodeSize + scratch_size_));
+    uint8_t code[kCodeSize];
     std::memset(code, 0x90, sizeof(code));
     std::memcpy(code, arch::kSyscallInsn, sizeof(arch::kSyscallInsn));
+    // Set first: a write that fails halfway may still have changed bytes.
     code_written_ = true;
-    TRY(memory_->write(site_, code, sizeof(code)));
+    TRY(memory_->write_bytes(site_, code, sizeof(code)));
   }
   return {};
 }
 
 Status RemoteSyscalls::write_scratch(const void* data, size_t size) const {
   if (!memory_ || size > scratch_size_) return fail("remote scratch memory too small");
-  return memory_->write(scratch(), data, size);
+  return memory_->write_bytes(scratch(), data, size);
 }
 
-Result<long> RemoteSyscalls::syscall(long nr, long a1, long a2, long a3, long a4, long a5, long a6) {
-  if (!entered_) return fail("remote syscall outside an entered scope");
-  arch::Regs regs = saved_regs_;
-  arch::set_syscall(regs, nr, a1, a2, a3, a4, a5, a6);
-  regs.rip = site_.addr();
-  TRY(tracee_.set_regs(regs));
-  TRY(with_context(tracee_.run_to_trap(), fmt::format("remote syscall {}", nr)));
-  ASSIGN_OR_RETURN(arch::Regs after, tracee_.get_regs());
-  return static_cast<long>(after.rax);
+Result<long> RemoteSyscalls::syscall(long nr, SyscallArg a1, SyscallArg a2, SyscallArg a3, SyscallArg a4,
+                                     SyscallArg a5, SyscallArg a6) {
+  if (!thread_.entered()) return fail("remote syscall outside an entered scope");
+  arch::Regs regs = thread_.saved_regs();
+  arch::set_syscall(regs, site_, nr, {a1.value(), a2.value(), a3.value(), a4.value(), a5.value(), a6.value()});
+  TRY(thread_.load(regs));
+  TRY(with_context(thread_.thread().run_to_trap(), fmt::format("remote syscall {}", nr)));
+  ASSIGN_OR_RETURN(arch::Regs after, thread_.thread().get_regs());
+  return arch::syscall_result(after);
 }
 
-RemoteSyscalls::~RemoteSyscalls() {
-  if (!entered_) return;
-  // Best effort on every path: each step is independent of the others.
-  if (code_written_) (void)memory_->write(site_, saved_code_.data(), saved_code_.size());
-  (void)tracee_.set_regs(saved_regs_);
-  (void)tracee_.set_sigmask(saved_sigmask_);
+Status RemoteSyscalls::leave() {
+  Status code;
+  if (code_written_) {
+    code_written_ = false;
+    code = memory_->write_array<uint8_t>(site_.cast<uint8_t>(), saved_code_);
+  }
+  // Each step is independent of the others: all are tried.
+  Status back = thread_.give_back();
+  TRY(code);
+  return back;
 }
 
 }  // namespace minicriu

@@ -1,20 +1,33 @@
 // A scope in which a stopped thread runs syscalls for us (as rr's
-// AutoRemoteSyscalls). It blocks every signal, points the thread at a
-// "syscall; int3" sequence and lets it run to the trap. Leaving the scope, by
-// any path, puts back the registers, the signal mask and any code bytes it
-// wrote.
+// AutoRemoteSyscalls): a BorrowedThread pointed at a "syscall; int3" sequence
+// and run to the trap, once per call. Leaving the scope, by any path, puts back
+// any code bytes it wrote, then the registers and the signal mask.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
 #include "arch/x86_64/regs.hpp"
 #include "base/error.hpp"
 #include "base/remote_ptr.hpp"
+#include "ptrace/borrowed_thread.hpp"
 #include "ptrace/tracee.hpp"
 #include "ptrace/tracee_memory.hpp"
 
 namespace minicriu {
+
+// One argument of a remote syscall: a number, or an address in the target.
+class SyscallArg {
+ public:
+  constexpr SyscallArg(long v) : v_(v) {}
+  template <typename T>
+  constexpr SyscallArg(RemotePtr<T> p) : v_(static_cast<long>(p.addr())) {}
+  constexpr long value() const { return v_; }
+
+ private:
+  long v_;
+};
 
 class RemoteSyscalls {
  public:
@@ -26,26 +39,30 @@ class RemoteSyscalls {
   RemoteSyscalls(const RemoteSyscalls&) = delete;
   RemoteSyscalls& operator=(const RemoteSyscalls&) = delete;
   static void* operator new(size_t) = delete;
-  ~RemoteSyscalls();
+  ~RemoteSyscalls() { (void)leave(); }
 
   // Must succeed before syscall(): saves the state it will put back.
   [[nodiscard]] Status enter();
-  [[nodiscard]] Result<long> syscall(long nr, long a1 = 0, long a2 = 0, long a3 = 0, long a4 = 0,
-                                     long a5 = 0, long a6 = 0);
+  // The kernel's return value: a negative errno is a value, not an error; an
+  // error means the thread could not be run to the trap.
+  [[nodiscard]] Result<long> syscall(long nr, SyscallArg a1 = 0, SyscallArg a2 = 0, SyscallArg a3 = 0,
+                                     SyscallArg a4 = 0, SyscallArg a5 = 0, SyscallArg a6 = 0);
   // Scratch memory right after the code written at site (only with that form).
-  RemotePtr<> scratch() const { return site_ + 8; }
+  RemotePtr<> scratch() const { return site_.byte_offset(kCodeSize); }
   [[nodiscard]] Status write_scratch(const void* data, size_t size) const;
-  const arch::Regs& saved_regs() const { return saved_regs_; }
+
+  // Puts code bytes, registers and signal mask back now: the first failure,
+  // after trying all of them. Does nothing a second time.
+  [[nodiscard]] Status leave();
 
  private:
-  Tracee& tracee_;
+  static constexpr size_t kCodeSize = 8;  // "syscall; int3", padded with nops
+
+  BorrowedThread thread_;
   const TraceeMemory* memory_ = nullptr;
   RemotePtr<> site_;
   size_t scratch_size_ = 0;
   std::vector<uint8_t> saved_code_;
-  arch::Regs saved_regs_{};
-  uint64_t saved_sigmask_ = 0;
-  bool entered_ = false;
   bool code_written_ = false;
 };
 

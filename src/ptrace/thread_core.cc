@@ -3,29 +3,11 @@
 #include <signal.h>
 #include <sys/ptrace.h>
 
+#include "arch/x86_64/regs_image.hpp"
 #include "base/syscalls.hpp"
 #include "proc/proc_parse.hpp"
 
 namespace minicriu {
-
-#define MC_REGS_FIELDS(X)                                                                  \
-  X(r15) X(r14) X(r13) X(r12) X(rbp) X(rbx) X(r11) X(r10) X(r9) X(r8) X(rax) X(rcx) X(rdx) \
-  X(rsi) X(rdi) X(orig_rax) X(rip) X(cs) X(eflags) X(rsp) X(ss) X(fs_base) X(gs_base) X(ds) \
-  X(es) X(fs) X(gs)
-
-void regs_to_image(const arch::Regs& r, img::X86Regs& out) {
-#define X(f) out.set_##f(r.f);
-  MC_REGS_FIELDS(X)
-#undef X
-}
-
-arch::Regs regs_from_image(const img::X86Regs& in) {
-  arch::Regs r{};
-#define X(f) r.f = in.f();
-  MC_REGS_FIELDS(X)
-#undef X
-  return r;
-}
 
 Result<std::vector<img::SigInfo>> peek_pending_signals(pid_t tid, bool shared) {
   std::vector<img::SigInfo> out;
@@ -53,7 +35,7 @@ Result<img::ThreadCore> dump_thread_core(const Tracee& t) {
   core.set_restart(restart == arch::Restart::reissue ? img::RESTART_REISSUE
                    : restart == arch::Restart::eintr ? img::RESTART_EINTR
                                                      : img::RESTART_NONE);
-  regs_to_image(regs, *core.mutable_regs());
+  arch::regs_to_image(regs, *core.mutable_regs());
   ASSIGN_OR_RETURN(auto xsave, t.get_xsave());
   core.set_xsave(std::string(xsave.begin(), xsave.end()));
   ASSIGN_OR_RETURN(uint64_t mask, t.get_sigmask());

@@ -14,7 +14,4 @@ namespace minicriu {
 // Signals queued for the thread alone, or (shared) for the whole process.
 [[nodiscard]] Result<std::vector<img::SigInfo>> peek_pending_signals(pid_t tid, bool shared);
 
-void regs_to_image(const arch::Regs& r, img::X86Regs& out);
-arch::Regs regs_from_image(const img::X86Regs& in);
-
 }  // namespace minicriu

@@ -133,8 +133,19 @@ Result<bool> Tracee::check_trap_status(int status) {
   int sig = WSTOPSIG(status);
   if ((status >> 16) == 0 && sig == SIGTRAP) return true;
   if ((status >> 16) == PTRACE_EVENT_STOP) {
-    // A group stop (someone sent SIGSTOP) while our code ran: go on.
+    // A group stop while our code ran: go on. The kernel keeps the group stop
+    // in effect (SIGNAL_STOP_STOPPED) and puts the thread back into it when
+    // we detach (ptrace_unlink), so the process stops as its sender asked.
     TRY(resume());
+    return false;
+  }
+  if (sig == SIGSTOP) {
+    // With every other signal blocked by us, SIGSTOP is the one that can be
+    // dequeued here. Swallowing it would lose the sender's stop: deliver it,
+    // which starts the group stop handled above.
+    if (::ptrace(PTRACE_CONT, tid_, nullptr, reinterpret_cast<void*>(static_cast<long>(sig))) != 0)
+      return failf_errno("thread {}: cannot pass SIGSTOP on", tid_);
+    running_ = true;
     return false;
   }
   return failf("thread {} stopped with signal {} ({}) in injected code at rip {:#x}", tid_, sig,

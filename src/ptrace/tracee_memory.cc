@@ -14,25 +14,27 @@ Result<TraceeMemory> TraceeMemory::open(pid_t pid) {
   return TraceeMemory(pid, std::move(fd));
 }
 
-Status TraceeMemory::read(RemotePtr<> addr, void* buf, size_t size) const {
+Status TraceeMemory::read_bytes(RemotePtr<> at, void* buf, size_t size) const {
   char* p = static_cast<char*>(buf);
   size_t done = 0;
   while (done < size) {
-    ssize_t n = ::pread(fd_.get(), p + done, size - done, static_cast<off_t>(addr.addr() + done));
+    ssize_t n = ::pread(fd_.get(), p + done, size - done, static_cast<off_t>(at.addr() + done));
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return failf_errno("pid {}: cannot read {} bytes at {:#x}", pid_, size, addr.addr());
+    if (n == 0) errno = ESRCH;  // mem_rw() reads nothing once the process has no mm left (it exited)
+    if (n <= 0) return failf_errno("pid {}: cannot read {} bytes at {}", pid_, size, at);
     done += static_cast<size_t>(n);
   }
   return {};
 }
 
-Status TraceeMemory::write(RemotePtr<> addr, const void* buf, size_t size) const {
+Status TraceeMemory::write_bytes(RemotePtr<> at, const void* buf, size_t size) const {
   const char* p = static_cast<const char*>(buf);
   size_t done = 0;
   while (done < size) {
-    ssize_t n = ::pwrite(fd_.get(), p + done, size - done, static_cast<off_t>(addr.addr() + done));
+    ssize_t n = ::pwrite(fd_.get(), p + done, size - done, static_cast<off_t>(at.addr() + done));
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return failf_errno("pid {}: cannot write {} bytes at {:#x}", pid_, size, addr.addr());
+    if (n == 0) errno = ESRCH;
+    if (n <= 0) return failf_errno("pid {}: cannot write {} bytes at {}", pid_, size, at);
     done += static_cast<size_t>(n);
   }
   return {};

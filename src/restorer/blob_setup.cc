@@ -6,9 +6,11 @@
 #include <algorithm>
 #include <cstring>
 
+#include "arch/x86_64/jump.hpp"
+#include "arch/x86_64/regs_image.hpp"
 #include "arch/x86_64/sigframe.hpp"
+#include "base/page.hpp"
 #include "proc/process_state.hpp"
-#include "ptrace/thread_core.hpp"
 #include "restorer_blob.h"
 
 namespace minicriu {
@@ -17,8 +19,6 @@ namespace blob = blobs::restorer;
 
 namespace {
 
-constexpr uint64_t kPage = 4096;
-uint64_t page_up(uint64_t v) { return (v + kPage - 1) & ~(kPage - 1); }
 uint64_t align16(uint64_t v) { return (v + 15) & ~uint64_t{15}; }
 
 uint64_t code_size() { return page_up(blob::kSize); }
@@ -212,7 +212,7 @@ Result<BlobJump> install_blob(const BlobInputs& in) {
     t.tid = tc.tid();
     t.stack_top = stacks + (i + 1) * rst::kBlobStackSize;
     arch::SigframeInput fin;
-    fin.regs = regs_from_image(tc.regs());
+    fin.regs = arch::regs_from_image(tc.regs());
     fin.sigmask = tc.blocked_signals();
     fin.altstack_sp = tc.sigaltstack().sp();
     fin.altstack_flags = tc.sigaltstack().flags();
@@ -260,15 +260,6 @@ Result<BlobJump> install_blob(const BlobInputs& in) {
   return BlobJump{plan.blob + blob::k_restorer_entry, stacks + rst::kBlobStackSize, args_at};
 }
 
-void jump_to_blob(const BlobJump& j) {
-  asm volatile(
-      "mov %0, %%rsp\n\t"
-      "xor %%ebp, %%ebp\n\t"
-      "jmp *%1\n\t"
-      :
-      : "r"(j.stack_top), "r"(j.entry), "D"(j.args)
-      : "memory");
-  __builtin_unreachable();
-}
+void jump_to_blob(const BlobJump& j) { arch::jump_on_stack(j.entry, j.stack_top, j.args); }
 
 }  // namespace minicriu

@@ -1,19 +1,10 @@
 #include "restorer/machine.hpp"
 
-#include <cpuid.h>
 #include <unistd.h>
 
+#include "arch/x86_64/cpu.hpp"
+
 namespace minicriu {
-
-namespace {
-
-uint64_t read_xcr0() {
-  uint32_t lo, hi;
-  asm volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-  return (static_cast<uint64_t>(hi) << 32) | lo;
-}
-
-}  // namespace
 
 SpecialMappings find_special_mappings(const std::vector<proc::MapsEntry>& maps) {
   SpecialMappings s;
@@ -28,10 +19,8 @@ SpecialMappings find_special_mappings(const std::vector<proc::MapsEntry>& maps) 
 Result<MachineInfo> probe_machine() {
   MachineInfo m;
   m.page_size = static_cast<uint32_t>(::sysconf(_SC_PAGESIZE));
-  m.xcr0 = read_xcr0();
-  unsigned a, b, c, d;
-  if (!__get_cpuid_count(0xd, 0, &a, &b, &c, &d)) return fail("CPUID leaf 0xD (xsave) is missing");
-  m.xsave_size = b;
+  m.xcr0 = arch::read_xcr0();
+  ASSIGN_OR_RETURN(m.xsave_size, arch::xsave_area_size());
   ASSIGN_OR_RETURN(auto text, proc::read_file("/proc/self/maps"));
   ASSIGN_OR_RETURN(auto maps, proc::parse_maps(text));
   SpecialMappings s = find_special_mappings(maps);

@@ -5,13 +5,12 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
+#include "ptrace/borrowed_thread.hpp"
 #include "ptrace/tracee.hpp"
 
 namespace minicriu {
 
 namespace {
-
-constexpr long kSysRtSigreturn = 15;
 
 struct SyscallStop {
   bool entry;
@@ -55,11 +54,11 @@ Result<std::unique_ptr<TailUnmapper>> TailUnmapper::attach(pid_t pid, const std:
                                                            const rst::Msg& ready) {
   std::unique_ptr<TailUnmapper> u(new TailUnmapper());
   u->pid_ = pid;
-  u->tail_ = ready.tail;
+  u->tail_ = RemotePtr<>(ready.tail);
   u->tail_size_ = ready.tail_size;
-  u->tail_syscall_ = ready.tail_syscall;
-  if (!u->tail_ || !u->tail_size_ || u->tail_syscall_ < u->tail_ ||
-      u->tail_syscall_ >= u->tail_ + u->tail_size_)
+  u->tail_syscall_ = RemotePtr<>(ready.tail_syscall);
+  if (u->tail_.null() || !u->tail_size_ || u->tail_syscall_ < u->tail_ ||
+      u->tail_syscall_ >= u->tail_.byte_offset(static_cast<int64_t>(u->tail_size_)))
     return failf("pid {}: the restorer reported no usable tail", pid);
   for (pid_t tid : tids) {
     ASSIGN_OR_RETURN(Tracee t, Tracee::seize(pid, tid));
@@ -78,7 +77,7 @@ Status TailUnmapper::run_to_sigreturn_exit(Tracee& t) {
   for (int steps = 0; steps < 1000; steps++) {
     ASSIGN_OR_RETURN(SyscallStop s, next_syscall_stop(t.tid()));
     if (s.entry) {
-      in_sigreturn = s.nr == kSysRtSigreturn;
+      in_sigreturn = s.nr == SYS_rt_sigreturn;
     } else if (in_sigreturn) {
       return {};  // the thread holds its dumped registers, still stopped
     }
@@ -87,35 +86,22 @@ Status TailUnmapper::run_to_sigreturn_exit(Tracee& t) {
 }
 
 Status TailUnmapper::unmap_from(Tracee& t) {
-  ASSIGN_OR_RETURN(arch::Regs saved, t.get_regs());
-  ASSIGN_OR_RETURN(uint64_t saved_mask, t.get_sigmask());
-  // No handler of the process may run on our registers.
-  TRY(t.set_sigmask(~0ull));
-  arch::Regs regs = saved;
-  arch::set_syscall(regs, SYS_munmap, static_cast<long>(tail_), static_cast<long>(tail_size_), 0, 0, 0, 0);
-  regs.rip = tail_syscall_;
-  Status st = t.set_regs(regs);
-  long ret = 0;
-  if (st) {
-    // Entry, then exit: the exit stop catches the thread before it returns
-    // into the page it just unmapped.
-    auto entry = next_syscall_stop(t.tid());
-    if (!entry) st = std::unexpected(entry.error());
-    else if (!entry->entry || entry->nr != SYS_munmap) st = failf("thread {}: unexpected syscall stop", t.tid());
-    if (st) {
-      auto exit = next_syscall_stop(t.tid());
-      if (!exit) st = std::unexpected(exit.error());
-      else ret = exit->ret;
-    }
-  }
-  // Back to the dumped state on every path (the thread is stopped here).
-  Status put = t.set_regs(saved);
-  Status mask = t.set_sigmask(saved_mask);
-  TRY(st);
-  TRY(put);
-  TRY(mask);
-  if (ret < 0) return std::unexpected(Error(fmt::format("munmap of the restorer tail at {:#x}", tail_),
-                                            static_cast<int>(-ret)));
+  // Back to the dumped state on every path (the thread is stopped at each
+  // syscall stop below, and after a failed step).
+  BorrowedThread thread(t);
+  TRY(thread.enter());
+  arch::Regs regs = thread.saved_regs();
+  arch::set_syscall(regs, tail_syscall_, SYS_munmap,
+                    {static_cast<long>(tail_.addr()), static_cast<long>(tail_size_)});
+  TRY(thread.load(regs));
+  // Entry, then exit: the exit stop catches the thread before it returns
+  // into the page it just unmapped.
+  ASSIGN_OR_RETURN(SyscallStop entry, next_syscall_stop(t.tid()));
+  if (!entry.entry || entry.nr != SYS_munmap) return failf("thread {}: unexpected syscall stop", t.tid());
+  ASSIGN_OR_RETURN(SyscallStop exit, next_syscall_stop(t.tid()));
+  TRY(thread.give_back());
+  if (exit.ret < 0)
+    return std::unexpected(Error(fmt::format("munmap of the restorer tail at {}", tail_), static_cast<int>(-exit.ret)));
   return {};
 }
 

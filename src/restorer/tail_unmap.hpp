@@ -18,6 +18,7 @@
 
 #include "base/error.hpp"
 #include "base/log.hpp"
+#include "base/remote_ptr.hpp"
 #include "restorer/restorer_args.hpp"
 
 namespace minicriu {
@@ -40,7 +41,9 @@ class TailUnmapper {
   [[nodiscard]] Status unmap_from(Tracee& t);
 
   pid_t pid_ = 0;
-  uint64_t tail_ = 0, tail_size_ = 0, tail_syscall_ = 0;
+  RemotePtr<> tail_;           // the tail mapping in the restored process
+  uint64_t tail_size_ = 0;
+  RemotePtr<> tail_syscall_;   // its `syscall` instruction
   std::vector<Tracee> threads_;
 };
 

@@ -1,10 +1,14 @@
-// x86_64 registers: the user_regs_struct, the syscall ABI, and how a syscall
-// interrupted by a stop is restarted (arch/x86/kernel/signal.c).
+// x86_64 registers: the user_regs_struct, the syscall ABI, the call ABI our
+// injected code is entered with, and how a syscall interrupted by a stop is
+// restarted (arch/x86/kernel/signal.c).
 #pragma once
 
 #include <sys/user.h>
 
+#include <array>
 #include <cstdint>
+
+#include "base/remote_ptr.hpp"
 
 namespace minicriu::arch {
 
@@ -14,17 +18,36 @@ using Regs = user_regs_struct;
 inline constexpr uint8_t kSyscallInsn[] = {0x0f, 0x05, 0xcc};
 inline constexpr unsigned kSyscallInsnLen = 2;
 
-inline void set_syscall(Regs& r, long nr, long a1, long a2, long a3, long a4, long a5, long a6) {
+using SyscallArgs = std::array<long, 6>;
+
+// Registers that run syscall nr with args at the `syscall` instruction at
+// `at`, the rest of r left as it was.
+inline void set_syscall(Regs& r, RemotePtr<> at, long nr, const SyscallArgs& args) {
   r.rax = static_cast<uint64_t>(nr);
-  r.rdi = static_cast<uint64_t>(a1);
-  r.rsi = static_cast<uint64_t>(a2);
-  r.rdx = static_cast<uint64_t>(a3);
-  r.r10 = static_cast<uint64_t>(a4);
-  r.r8 = static_cast<uint64_t>(a5);
-  r.r9 = static_cast<uint64_t>(a6);
+  r.rdi = static_cast<uint64_t>(args[0]);
+  r.rsi = static_cast<uint64_t>(args[1]);
+  r.rdx = static_cast<uint64_t>(args[2]);
+  r.r10 = static_cast<uint64_t>(args[3]);
+  r.r8 = static_cast<uint64_t>(args[4]);
+  r.r9 = static_cast<uint64_t>(args[5]);
+  r.rip = at.addr();
   // -1: not in a syscall, so resuming applies no restart logic to our regs.
   r.orig_rax = static_cast<uint64_t>(-1);
 }
+// What the syscall returned, once the thread stopped after it.
+inline long syscall_result(const Regs& r) { return static_cast<long>(r.rax); }
+
+// Registers that enter the function at `entry` with its first argument, on a
+// stack whose top is stack_top (aligned down to 16 bytes: the SysV ABI wants
+// rsp % 16 == 0 at a call, and our entry stubs `call` the C++ code).
+inline void set_call(Regs& r, RemotePtr<> entry, RemotePtr<> stack_top, uint64_t arg0) {
+  r.rip = entry.addr();
+  r.rsp = stack_top.addr() & ~uint64_t{15};
+  r.rdi = arg0;
+  r.orig_rax = static_cast<uint64_t>(-1);
+}
+
+inline RemotePtr<> instruction_pointer(const Regs& r) { return RemotePtr<>(r.rip); }
 
 // The kernel's internal restart codes (include/linux/errno.h).
 inline constexpr long kERestartSys = 512;

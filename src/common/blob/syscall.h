@@ -51,6 +51,7 @@ enum {
   MC_NR_rt_sigprocmask = 14,
   MC_NR_rt_sigreturn = 15,
   MC_NR_madvise = 28,
+  MC_NR_pause = 34,
   MC_NR_getitimer = 36,
   MC_NR_setitimer = 38,
   MC_NR_getpid = 39,

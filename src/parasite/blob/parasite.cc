@@ -105,6 +105,14 @@ long dump_pages(int pipe_fd, ParasiteIovec* iovs, unsigned long n) {
   return 0;
 }
 
+// MC_PARASITE_FAULT_STALL: never returns by itself. pause() with every signal
+// blocked sleeps until the dumper's PTRACE_INTERRUPT wakes it into a stop;
+// it sets no restart_block (a nanosleep would, and the restart of a syscall
+// the target itself was stopped in would then run ours).
+[[noreturn]] void stall() {
+  for (;;) mc_syscall0(MC_NR_pause);
+}
+
 long send_fds(int sock, const int32_t* fds, unsigned long n) {
   for (unsigned long i = 0; i < n; i += MC_PARASITE_MAX_FDS) {
     int batch = (int)(n - i < MC_PARASITE_MAX_FDS ? n - i : MC_PARASITE_MAX_FDS);
@@ -176,6 +184,7 @@ extern "C" __attribute__((used, visibility("hidden"))) long parasite_main(Parasi
         reply.status = fd >= 0 ? 0 : -22;
         break;
       case PARASITE_CMD_DUMP_PAGES:
+        if (ctl->fault == MC_PARASITE_FAULT_STALL) stall();
         reply.status = ctl->pipe_fd < 0
                            ? -9
                            : (int32_t)dump_pages(ctl->pipe_fd,
