@@ -9,6 +9,8 @@
 #include <chrono>
 #include <memory>
 
+#include "arch/x86_64/cpu.hpp"
+#include "base/page.hpp"
 #include "base/error.hpp"
 #include "base/external.hpp"
 #include "base/log.hpp"
@@ -36,12 +38,6 @@ using Clock = std::chrono::steady_clock;
 uint64_t ns_since(Clock::time_point t) {
   return static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t).count());
-}
-
-uint64_t read_xcr0() {
-  uint32_t lo, hi;
-  asm volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-  return (static_cast<uint64_t>(hi) << 32) | lo;
 }
 
 struct DumpedProcess {
@@ -180,7 +176,7 @@ Status Dumper::run_parasite(FrozenProcess& proc, const proc::Stat& stat, std::ve
                                 fmt::format("pid {}: dumping pages into {}", proc.pid, dir_.path())));
   double secs = static_cast<double>(ns_since(t0)) / 1e9;
   log_.info("pid {}: {} page(s) ({} MiB) in {:.3f} s", proc.pid, result.pages,
-            (result.pages * 4096) >> 20, secs);
+            (result.pages * kPageSize) >> 20, secs);
   stats_.pages_dumped += result.pages;
   out.pagemap = std::move(result.entries);
   TRY(parasite.cure());
@@ -246,7 +242,7 @@ Status Dumper::dump_tree(TaskTree& tree) {
   }
   stats_.processes = static_cast<unsigned>(tree.processes().size());
   stats_.threads = tree.thread_count();
-  stats_.page_bytes = stats_.pages_dumped * 4096;
+  stats_.page_bytes = stats_.pages_dumped * kPageSize;
   return {};
 }
 
@@ -329,7 +325,7 @@ img::Inventory Dumper::inventory(pid_t root, const NetworkLock::Kept& kept) cons
           std::chrono::system_clock::now().time_since_epoch()).count()));
   inv.set_page_size(static_cast<uint32_t>(::sysconf(_SC_PAGESIZE)));
   inv.set_xsave_size(xsave_size_);
-  inv.set_xsave_features(read_xcr0());
+  inv.set_xsave_features(arch::read_xcr0());
   inv.set_leave_running(options_.leave_running);
   if (!kept.table.empty()) {
     inv.set_network_lock_backend(network_lock_mode_name(kept.mode));

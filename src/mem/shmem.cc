@@ -1,4 +1,5 @@
 #include "mem/shmem.hpp"
+#include "base/page.hpp"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -123,7 +124,7 @@ Result<int> ShmemRestorer::object_fd(uint32_t id) {
   } else {
     // Anonymous shared memory is shmem made by mmap; map_files gives us an fd
     // on that very object, which every process then maps ("/dev/zero").
-    size_t len = obj.size() ? obj.size() : 4096;
+    size_t len = obj.size() ? obj.size() : kPageSize;
     void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) return failf_errno("shared anonymous memory of {} bytes", obj.size());
     auto start = reinterpret_cast<uint64_t>(p);
@@ -180,7 +181,7 @@ Result<UniqueFd> ShmemRestorer::create_sysv(const img::ShmemObject& obj) {
   void* at = ::shmat(id, nullptr, 0);
   if (at == reinterpret_cast<void*>(-1)) return failf_errno("System V segment {}: shmat", id);
   auto start = reinterpret_cast<uint64_t>(at);
-  uint64_t len = (obj.size() + 4095) & ~4095ull;
+  uint64_t len = page_up(obj.size());
   UniqueFd fd(::open(fmt::format("/proc/self/map_files/{:x}-{:x}", start, start + len).c_str(),
                      O_RDWR | O_CLOEXEC));
   int e = errno;

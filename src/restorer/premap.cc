@@ -1,4 +1,5 @@
 #include "restorer/premap.hpp"
+#include "base/page.hpp"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -14,8 +15,7 @@ namespace minicriu {
 
 namespace {
 
-constexpr uint64_t kPage = 4096;
-constexpr uint64_t kGap = kPage;            // keeps neighbouring slots from merging
+constexpr uint64_t kGap = kPageSize;            // keeps neighbouring slots from merging
 constexpr uint64_t kMargin = 16ull << 20;   // room around others' mappings (stack guard gaps)
 constexpr uint64_t kLowest = 1ull << 32;    // stay clear of low, non-PIE layouts
 constexpr uint64_t kHighest = 0x7ffffffff000ull - kMargin;
@@ -25,7 +25,6 @@ bool is_special(img::VmaKind k) {
          k == img::VMA_VSYSCALL;
 }
 
-uint64_t page_up(uint64_t v) { return (v + kPage - 1) & ~(kPage - 1); }
 
 // The highest address at which `size` bytes fit between the busy ranges.
 Result<uint64_t> find_hole(std::vector<AddrRange> busy, uint64_t size) {
@@ -43,7 +42,7 @@ Result<uint64_t> find_hole(std::vector<AddrRange> busy, uint64_t size) {
   }
   if (cur < kHighest) holes.push_back({cur, kHighest});
   for (auto h = holes.rbegin(); h != holes.rend(); ++h)
-    if (h->end - h->start >= size) return (h->end - size) & ~(kPage - 1);
+    if (h->end - h->start >= size) return page_down(h->end - size);
   return failf("no hole of {} MiB is free both in this program and in the dumped layout",
                size >> 20);
 }
@@ -203,7 +202,7 @@ Status fill_pages(const ProcessImages& p, const PremapPlan& plan) {
     // A run may span back-to-back VMAs (validated); their slots are apart.
     auto it = std::upper_bound(vmas.begin(), vmas.end(), e.vaddr(),
                                [](uint64_t a, const img::Vma& v) { return a < v.end(); });
-    uint64_t end = e.vaddr() + uint64_t{e.nr_pages()} * kPage;
+    uint64_t end = e.vaddr() + uint64_t{e.nr_pages()} * kPageSize;
     for (uint64_t at = e.vaddr(); at < end; ++it) {
       auto idx = static_cast<size_t>(it - vmas.begin());
       uint64_t piece_end = std::min(end, it->end());

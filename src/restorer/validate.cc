@@ -1,4 +1,5 @@
 #include "restorer/validate.hpp"
+#include "base/page.hpp"
 
 #include <signal.h>
 #include <sys/resource.h>
@@ -14,7 +15,6 @@ namespace minicriu {
 
 namespace {
 
-constexpr uint64_t kPage = 4096;
 // The highest user address of a 4-level-paging task (TASK_SIZE_MAX).
 constexpr uint64_t kTaskSize = 0x7ffffffff000ull;
 
@@ -126,7 +126,7 @@ Status check_vmas(const Checkpoint& c, const ProcessImages& p, const MachineInfo
   bool vdso = false, vvar = false, vclock = false;
   for (auto& v : vmas) {
     auto where = fmt::format("vma {:x}-{:x} ({})", v.start(), v.end(), v.path());
-    if (v.start() % kPage || v.end() % kPage || v.start() >= v.end())
+    if (!page_aligned(v.start()) || !page_aligned(v.end()) || v.start() >= v.end())
       return failf("{}: not a page-aligned range", where);
     if (v.start() < prev_end) return failf("{}: overlaps the VMA before it or out of order", where);
     prev_end = v.end();
@@ -155,7 +155,7 @@ Status check_vmas(const Checkpoint& c, const ProcessImages& p, const MachineInfo
       return failf("{}: shared memory without its object", where);
     if (v.kind() == img::VMA_FILE_PRIVATE || v.kind() == img::VMA_FILE_SHARED) {
       if (v.path().empty() || v.path()[0] != '/') return failf("{}: file mapping without a path", where);
-      if (v.pgoff() % kPage) return failf("{}: file offset {} is not page-aligned", where, v.pgoff());
+      if (!page_aligned(v.pgoff())) return failf("{}: file offset {} is not page-aligned", where, v.pgoff());
     }
   }
   // Whatever this kernel maps must get a dumped place, or it would stay where
@@ -175,9 +175,9 @@ Status check_pagemap(const ProcessImages& p) {
   std::vector<std::pair<uint64_t, uint64_t>> runs;
   uint64_t pages = 0;
   for (auto& e : p.pagemap) {
-    if (e.vaddr() % kPage || e.nr_pages() == 0)
+    if (!page_aligned(e.vaddr()) || e.nr_pages() == 0)
       return failf("pagemap run at {:#x} of {} page(s) is malformed", e.vaddr(), e.nr_pages());
-    uint64_t end = e.vaddr() + uint64_t{e.nr_pages()} * kPage;
+    uint64_t end = e.vaddr() + uint64_t{e.nr_pages()} * kPageSize;
     // The dump merges runs across adjacent VMAs: the run must be covered by
     // back-to-back VMAs, each of which has pages.
     if (end < e.vaddr()) return failf("pagemap run at {:#x} wraps around", e.vaddr());
@@ -199,9 +199,9 @@ Status check_pagemap(const ProcessImages& p) {
   for (size_t i = 1; i < runs.size(); i++)
     if (runs[i].first < runs[i - 1].second)
       return failf("pagemap runs at {:#x} and {:#x} overlap", runs[i - 1].first, runs[i].first);
-  if (p.pages_file_size != pages * kPage)
+  if (p.pages_file_size != pages * kPageSize)
     return failf("{} holds {} bytes, the pagemap describes {} page(s) = {} bytes (truncated or "
-                 "mismatched page image)", p.pages_path, p.pages_file_size, pages, pages * kPage);
+                 "mismatched page image)", p.pages_path, p.pages_file_size, pages, pages * kPageSize);
   return {};
 }
 
