@@ -81,9 +81,7 @@ std::string text(const Checkpoint& c, const KindSet& kinds) {
     out += fmt::format("\nprocess {} ({}): ppid {}, pgid {}, sid {}, {} thread(s){}\n", e.pid(),
                        p.core.comm(), e.ppid(), e.pgid(), e.sid(), e.tids_size(),
                        e.stopped() ? ", stopped" : "");
-    if (e.has_ctty())
-      out += fmt::format("  controlling terminal: /dev/pts/{}, foreground group {}\n", e.ctty().pts_index(),
-                         e.ctty().foreground_pgid());
+    for (auto& k : kinds.kinds()) k->describe_process(p, out);
     for (auto& t : p.core.threads())
       out += fmt::format("  thread {} ({}): rip {} rsp {} fs_base {}, xsave {} bytes, sigmask {:#x}{}\n",
                          t.tid(), t.comm(), hex(t.regs().rip()), hex(t.regs().rsp()),

@@ -441,6 +441,12 @@ class TtyKind final : public Kind {
     return {};
   }
 
+  void describe_process(const ProcessImages& p, std::string& out) const override {
+    if (p.entry.has_ctty())
+      out += fmt::format("  controlling terminal: /dev/pts/{}, foreground group {}\n", p.entry.ctty().pts_index(),
+                         p.entry.ctty().foreground_pgid());
+  }
+
   std::string describe(const img::FileEntry& f) const override {
     const auto& t = f.tty();
     if (t.external())

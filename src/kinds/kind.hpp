@@ -40,8 +40,8 @@
 //   after_resume()      the tree runs
 //   (a failed restore destroys the Kind: its destructor takes back what it made)
 //
-// Show: describe(entry) for one fd, describe_images() and add_to_view() for
-// the kind's own images.
+// Show: describe(entry) for one fd, describe_process() for a process,
+// describe_images() and add_to_view() for the kind's own images.
 #pragma once
 
 #include <sys/stat.h>
@@ -253,6 +253,8 @@ class Kind {
   virtual std::string describe(const img::FileEntry& entry) const;
   // Lines about the kind's own images (after load()), each ending in '\n'.
   virtual void describe_images(std::string& out) const { (void)out; }
+  // Lines about what this kind keeps of one process ("  " first, '\n' last).
+  virtual void describe_process(const ProcessImages& p, std::string& out) const { (void)p, (void)out; }
   // The kind's own images, for `show --json`.
   virtual void add_to_view(img::CheckpointView& view) const { (void)view; }
 };
