@@ -16,6 +16,7 @@
 #include "base/log.hpp"
 #include "base/version.hpp"
 #include "fs/fd_table.hpp"
+#include "images/checkpoint.hpp"
 #include "images/image_dir.hpp"
 #include "images/image_io.hpp"
 #include "images/image_set.hpp"
@@ -40,12 +41,9 @@ uint64_t ns_since(Clock::time_point t) {
       std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t).count());
 }
 
-struct DumpedProcess {
-  img::ProcessEntry entry;
-  img::ProcessCore core;
-  img::MmCore mm;
-  std::vector<img::PagemapEntry> pagemap;
-  std::vector<img::FdEntry> fds;
+// The images of one process as a restore reads them, and its page image
+// while it is being written.
+struct DumpedProcess : ProcessImages {
   std::unique_ptr<RawImageFile> pages;
 };
 
