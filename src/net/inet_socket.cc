@@ -17,6 +17,7 @@
 #include "net/inet_options.hpp"
 #include "net/network_lock.hpp"
 #include "net/sock_diag.hpp"
+#include "net/socket_options.hpp"
 #include "net/tcp_repair.hpp"
 #include "net/udp_queue.hpp"
 
@@ -158,6 +159,7 @@ Status InetSocketStore::dump(const std::string& what_fd, int local_fd, uint64_t 
   if (udp) {
     sk.set_state(remote ? kEstablished : kClose);
     what = fmt::format("{}: {}", what_fd, describe_inet_socket(sk));
+    TRY(read_socket_options(local_fd, family, type, protocol, 0, what, *sk.mutable_sockopts()));
     ASSIGN_OR_RETURN(auto queue, peek_udp_queue(local_fd, what));
     for (auto& d : queue) *sk.add_queue() = std::move(d);
     sockets_[ino] = Seen{what, sk, std::move(copy), false};
@@ -170,6 +172,7 @@ Status InetSocketStore::dump(const std::string& what_fd, int local_fd, uint64_t 
   if (::getsockopt(local_fd, SOL_TCP, TCP_INFO, &ti, &len) != 0) return failf_errno("{}: TCP_INFO", what_fd);
   sk.set_state(ti.tcpi_state);
   what = fmt::format("{}: {}", what_fd, describe_inet_socket(sk));
+  TRY(read_socket_options(local_fd, family, type, protocol, ti.tcpi_state, what, *sk.mutable_sockopts()));
   switch (ti.tcpi_state) {
     case kListen: {
       ASSIGN_OR_RETURN(const auto* diag, with_context(tcp_diag(), what));
@@ -449,6 +452,7 @@ Result<std::unique_ptr<InetSocketRestorer>> InetSocketRestorer::create_all(
       made.in_repair = true;
     }
     TRY(set_inet_options(s, sk, repair, what));
+    TRY(set_socket_options(s, sk.sockopts(), what));
     InetEndpoint local = local_of(sk);
     if (is_tcp(sk)) {
       switch (sk.state()) {
@@ -499,9 +503,9 @@ Result<std::unique_ptr<InetSocketRestorer>> InetSocketRestorer::create_all(
     return wildcard;
   };
   for (auto& [ino, m] : r->sockets_) {
-    if (is_tcp(m.sk) || m.sk.queue_size() == 0) continue;
     std::string what = fmt::format("socket:[{}] ({})", ino, describe_inet_socket(m.sk));
-    TRY(refill_udp_queue(m.fd.get(), m.sk, senders, what));
+    if (!is_tcp(m.sk) && m.sk.queue_size() > 0) TRY(refill_udp_queue(m.fd.get(), m.sk, senders, what));
+    TRY(attach_socket_filter(m.fd.get(), m.sk.sockopts(), what));
   }
   return r;
 }
@@ -539,6 +543,7 @@ std::string describe_inet(const img::InetSocketFile& sk) {
     s += fmt::format(", waiting to be accepted (#{}) with {} byte(s) received", sk.pending_order(),
                      sk.pending_received().size());
   if (sk.flags() & O_NONBLOCK) s += ", non-blocking";
+  if (std::string o = describe_socket_options(sk.sockopts()); !o.empty()) s += ", " + o;
   return s;
 }
 

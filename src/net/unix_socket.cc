@@ -17,6 +17,7 @@
 
 #include "images/checkpoint.hpp"
 #include "net/sock_diag.hpp"
+#include "net/socket_options.hpp"
 #include "net/unix_named.hpp"
 #include "proc/proc_parse.hpp"
 
@@ -276,6 +277,7 @@ Status dump_unix_socket(const std::string& what_fd, int local_fd, uint64_t ino, 
   out.set_shutdown(d.shutdown);
   out.set_peek_off(sock_int(local_fd, SOL_SOCKET, SO_PEEK_OFF, -1));
   out.set_passcred(passcred);
+  TRY(read_socket_options(local_fd, AF_UNIX, d.type, 0, 0, what, *out.mutable_sockopts()));
   out.set_sndbuf(static_cast<uint32_t>(sock_int(local_fd, SOL_SOCKET, SO_SNDBUF, 0)));
   out.set_rcvbuf(static_cast<uint32_t>(sock_int(local_fd, SOL_SOCKET, SO_RCVBUF, 0)));
   for (auto& m : queue) out.add_queue(std::move(m));
@@ -487,6 +489,8 @@ Status set_state(int fd, const img::UnixSocketFile& sk) {
     int how = (sk.shutdown() & 3) == 3 ? SHUT_RDWR : (sk.shutdown() & 1) ? SHUT_RD : SHUT_WR;
     if (::shutdown(fd, how) != 0) return failf_errno("{}: shutdown", what);
   }
+  TRY(set_socket_options(fd, sk.sockopts(), what));
+  TRY(attach_socket_filter(fd, sk.sockopts(), what));
   // Exactly as dumped: a stand-in for an external socket may come with
   // other flags.
   int fl = ::fcntl(fd, F_GETFL);
@@ -579,8 +583,10 @@ std::string describe_unix(const img::UnixSocketFile& sk) {
   std::string peer = sk.peer_ino() ? fmt::format("peer socket:[{}]", sk.peer_ino())
                      : sk.state() == kUnixConnected ? std::string("waiting to be accepted")
                                                     : std::string("unconnected");
-  return fmt::format("unix {} socket:[{}]{} {}, {}{}", unix_type_name(static_cast<int>(sk.type())), sk.ino(),
-                     named, peer, queued, (sk.flags() & 04000) ? ", non-blocking" : "");
+  std::string opts = describe_socket_options(sk.sockopts());
+  return fmt::format("unix {} socket:[{}]{} {}, {}{}{}", unix_type_name(static_cast<int>(sk.type())), sk.ino(),
+                     named, peer, queued, (sk.flags() & 04000) ? ", non-blocking" : "",
+                     opts.empty() ? "" : ", " + opts);
 }
 
 class UnixSocketKind final : public Kind {

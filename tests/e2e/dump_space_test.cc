@@ -39,7 +39,7 @@ TEST(DumpOutOfSpace, PendingUnixAndTcpConnectionsSurviveEveryShortDisk) {
   uint64_t needed = 0;
   {
     TempDir dir;
-    Program p("pendingboth", dir, {dir.path()});
+    Program p("pendingboth", dir);
     ASSERT_TRUE(p.wait_ready());
     pid_t pid = p.pid();
     std::string images = images_dir(dir);
@@ -56,7 +56,7 @@ TEST(DumpOutOfSpace, PendingUnixAndTcpConnectionsSurviveEveryShortDisk) {
   // Every disk smaller than that: the dump fails in one line, leaves nothing
   // in the directory, and the connections still wait with their data.
   TempDir dir;
-  Program p("pendingboth", dir, {dir.path()});
+  Program p("pendingboth", dir);
   ASSERT_TRUE(p.wait_ready());
   std::string small = dir / "small";
   uint64_t step = std::max<uint64_t>(4096, (needed / 48) & ~4095ull);

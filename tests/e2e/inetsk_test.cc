@@ -414,3 +414,16 @@ TEST(InetSocketDump, RawSocketsAreRefused) {
   expect_refused_as_fd0(raw, "is a raw socket (AF_INET), which minicriu cannot checkpoint");
   ::close(raw);
 }
+
+TEST(InetSocketRestore, OptionsTimeoutsDevicesAndClassicFiltersComeBackTwice) { cycle("sockopts", 2); }
+
+TEST(InetSocketDump, AnEbpfSocketFilterIsRefusedInOneLineAndTheTargetRunsOn) {
+  TempDir dir;
+  Program p("sockopts", dir, {"ebpf"});
+  ASSERT_TRUE(p.wait_ready());
+  auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", images_dir(dir)});
+  expect_one_line_error(r, "has an eBPF socket filter (SO_ATTACH_BPF), which cannot be read back");
+  EXPECT_NE(r.output.find(fmt::format("pid {}: fd ", p.pid())), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir / "images/inventory.img"));
+  expect_intact(p);
+}
