@@ -342,7 +342,6 @@ img::Inventory Dumper::inventory(pid_t root, const NetworkLock::Kept& kept) cons
 Status Dumper::write_images(pid_t root) {
   TRY(write_process_images());
   TRY(commit_kinds(false));
-  TRY(images_.sync_dir());
   ASSIGN_OR_RETURN(kept_lock_, keep_network_lock());
   img::Inventory inv = inventory(root, kept_lock_);
 
@@ -366,7 +365,7 @@ Status Dumper::write_images(pid_t root) {
   TRY(images_.commit(files_img));
   TRY(inventory_img.write(inv));
   TRY(images_.commit(inventory_img));
-  return images_.sync_dir();
+  return images_.publish();
 }
 
 void Dumper::kill_tree(TaskTree& tree) {
@@ -381,7 +380,6 @@ Result<DumpStats> Dumper::run() {
   auto start = Clock::now();
   TRY(dir_.check_writable());
   TRY(kinds_.each([&](Kind& k) { return k.begin(env_); }));
-  TRY(dir_.invalidate());
   log_.info("dumping pid {} into {}", options_.pid, dir_.path());
 
   ASSIGN_OR_RETURN(auto tree, TaskTree::freeze(options_.pid, log_));

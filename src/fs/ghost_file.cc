@@ -77,8 +77,13 @@ Result<RecreatedGhosts> RecreatedGhosts::recreate(const ImageDir& dir,
                                                   const std::string& fallback_dir) {
   RecreatedGhosts out;
   for (auto& g : ghosts) {
+    if (g.path().empty() || g.path()[0] != '/')
+      return failf("ghost file {:?}: not an absolute path; the images are damaged", g.path());
     std::string parent = std::filesystem::path(g.path()).parent_path();
-    if (parent.empty() || !std::filesystem::is_directory(parent)) {
+    // A name too long, a symlink loop, no permission: all "gone" here, said
+    // by the error below, never thrown.
+    std::error_code ec;
+    if (parent.empty() || !std::filesystem::is_directory(parent, ec)) {
       if (fallback_dir.empty())
         return failf("ghost file {}: its directory {} is gone; give another with --ghost-dir DIR",
                      g.path(), parent);
@@ -86,7 +91,7 @@ Result<RecreatedGhosts> RecreatedGhosts::recreate(const ImageDir& dir,
     }
     auto stamp = std::chrono::steady_clock::now().time_since_epoch().count();
     std::string tmp = fmt::format("{}/.minicriu-ghost-{}-{}-{:x}", parent, g.id(), ::getpid(), stamp);
-    UniqueFd fd(::open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    UniqueFd fd(::open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!fd) return failf_errno("ghost file {}: cannot recreate it as {}", g.path(), tmp);
     out.paths_[g.id()] = tmp;
     // The size first: what no extent fills stays a hole.

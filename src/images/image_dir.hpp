@@ -28,9 +28,6 @@ class ImageDir {
 
   // The directory exists, is a directory, and a file can be created in it.
   [[nodiscard]] Status check_writable() const;
-  // Removes a previous checkpoint's inventory first, so that a dump that fails
-  // midway never leaves a directory that looks complete.
-  [[nodiscard]] Status invalidate() const;
 
  private:
   std::string per_pid(const char* kind, pid_t pid) const {

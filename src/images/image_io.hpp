@@ -18,6 +18,9 @@ namespace minicriu {
 inline constexpr uint32_t kImageMagic = 0x4952434d;  // "MCRI"
 inline constexpr uint32_t kImageFormatVersion = 1;
 inline constexpr uint32_t kMaxMessageSize = 64u << 20;
+// No stream image minicriu writes comes near this; a larger one is refused
+// before it is read (a hostile image must not make the reader run for ever).
+inline constexpr uint64_t kMaxStreamImageSize = 4ull << 30;
 
 // What an image file holds, as its head says. The orchestration's images are
 // listed here; a kind with images of its own defines its ImageKind in its file
@@ -36,8 +39,10 @@ inline constexpr ImageKind ImageKind::pagemap{5, "pagemap"};
 inline constexpr ImageKind ImageKind::files{6, "files"};
 inline constexpr ImageKind ImageKind::fdinfo{7, "fdinfo"};
 
-// Writes one image file. Nothing is visible under the final name until commit(),
-// which fsyncs and renames: a failed dump leaves no half-written image behind.
+// Writes one image file, under PATH.part until commit(), which fsyncs and
+// renames it: a failed dump leaves no half-written image behind. A dump's
+// images are synced by sync() one by one and renamed all together, at the
+// end, by ImageSet::publish().
 class ImageWriter {
  public:
   ImageWriter(ImageWriter&&) = default;
@@ -49,6 +54,9 @@ class ImageWriter {
   // what was not used.
   [[nodiscard]] Status reserve(uint64_t bytes);
   [[nodiscard]] Status write(const google::protobuf::MessageLite& msg);
+  // Everything written and fsynced; the file stays PATH.part.
+  [[nodiscard]] Status sync();
+  // sync(), then the file is PATH.
   [[nodiscard]] Status commit();
   const std::string& path() const { return path_; }
 
@@ -73,6 +81,7 @@ class RawImageFile {
   ~RawImageFile();
   int fd() const { return fd_.get(); }
   const std::string& path() const { return path_; }
+  [[nodiscard]] Status sync();
   [[nodiscard]] Status commit();
 
  private:
@@ -81,7 +90,17 @@ class RawImageFile {
   UniqueFd fd_;
 };
 
-// Reads one image file whole and hands out its messages in order.
+// PATH.part, where an image is written before it is made visible; created
+// new (a stale one is removed first, a symlink there is never followed).
+std::string image_part_path(const std::string& path);
+[[nodiscard]] Result<UniqueFd> create_image_part(const std::string& path);
+// PATH.part becomes PATH.
+[[nodiscard]] Status rename_image_part(const std::string& path);
+
+// Reads one image file message by message: the head is checked first, and
+// each message's length against kMaxMessageSize and what is left of the file
+// before anything is allocated for it, so a huge or truncated image is an
+// error, never an allocation of its size.
 class ImageReader {
  public:
   [[nodiscard]] static Result<ImageReader> open(const std::string& path, ImageKind kind);
@@ -90,10 +109,15 @@ class ImageReader {
   const std::string& path() const { return path_; }
 
  private:
-  ImageReader(std::string path, std::string data) : path_(std::move(path)), data_(std::move(data)) {}
+  ImageReader(std::string path, UniqueFd fd, uint64_t size)
+      : path_(std::move(path)), fd_(std::move(fd)), size_(size) {}
+  [[nodiscard]] Status read_at(uint64_t offset, void* buf, size_t len);
+
   std::string path_;
-  std::string data_;
-  size_t pos_ = 16;
+  UniqueFd fd_;
+  uint64_t size_ = 0;
+  uint64_t pos_ = 16;
+  std::string buf_;
 };
 
 // Reads an image that must hold exactly one message.

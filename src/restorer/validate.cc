@@ -208,7 +208,10 @@ Status check_pagemap(const ProcessImages& p) {
 Status check_files(const Checkpoint& c, const ProcessImages& p, const KindSet& kinds) {
   std::set<int> fds;
   for (auto& f : p.fds) {
-    if (f.fd() < 0 || !fds.insert(f.fd()).second) return failf("fd {} is invalid or twice", f.fd());
+    // fs.nr_open cannot go above this (sysctl_nr_open_max on 64 bits).
+    constexpr int kMaxFd = 1073741816;
+    if (f.fd() < 0 || f.fd() >= kMaxFd || !fds.insert(f.fd()).second)
+      return failf("fd {} is invalid or twice", f.fd());
     const img::FileEntry* e = c.file(f.file_id());
     if (!e) return failf("fd {}: file {} is not in files.img", f.fd(), f.file_id());
     TRY(with_context(kinds.owner(*e), fmt::format("fd {}", f.fd())));

@@ -75,3 +75,40 @@ TEST(DumpOutOfSpace, PendingUnixAndTcpConnectionsSurviveEveryShortDisk) {
   // The application accepts both connections and reads all their data.
   expect_intact(p);
 }
+
+// A dump into a directory that holds a good checkpoint builds the new one
+// beside it and replaces it only once complete: one that fails (here, for
+// lack of space) leaves the old one whole, and it still restores.
+TEST(DumpOutOfSpace, AFailedDumpLeavesThePreviousCheckpointWhole) {
+  TempDir dir;
+  Program p("basic", dir);
+  ASSERT_TRUE(p.wait_ready());
+  std::string measure = images_dir(dir, "measure");
+  ASSERT_NO_FATAL_FAILURE(dump_leave_running(p, measure));
+  uint64_t size = space_of(measure);
+  std::string small = dir / "small";
+  TmpfsMount disk(small, fmt::format("size={}", size + size / 2));
+  ASSERT_TRUE(disk.ok());
+  ASSERT_NO_FATAL_FAILURE(dump_leave_running(p, small));
+  std::string before = listing(small);
+  auto view_before = show_json(small);
+
+  auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", small, "--leave-running"});
+  expect_one_line_error(r, "No space left on device");
+  EXPECT_EQ(listing(small), before) << "the previous checkpoint changed";
+  auto view_after = show_json(small);
+  EXPECT_EQ(view_after.inventory().dump_time_unix_ns(), view_before.inventory().dump_time_unix_ns());
+  ASSERT_TRUE(p.alive());
+
+  // The old checkpoint restores: the program, killed, comes back from it.
+  pid_t pid = p.pid();
+  p.signal(SIGKILL);
+  EXPECT_EQ(p.wait_exit().value_or(-1), 128 + SIGKILL);
+  p.forget();
+  ASSERT_TRUE(wait_gone(pid));
+  RestoredTree restored;
+  restored.add_from(small);
+  ASSERT_EQ(restore_detached(small), pid);
+  ::kill(pid, SIGUSR1);
+  EXPECT_EQ(wait_pid(pid).value_or(-1), 0) << read_text(dir / "basic.log");
+}

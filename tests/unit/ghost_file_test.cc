@@ -55,6 +55,7 @@ TEST_F(GhostFileTest, SparseRoundTripKeepsDataHolesAndMode) {
   ASSERT_EQ(g.extents_size(), 2);
   ImageSet images(dir);
   ASSERT_TRUE(store.commit(images));
+  ASSERT_TRUE(images.publish());
   EXPECT_EQ(std::filesystem::file_size(ghost_data_image(dir, *id)), 8192u + 4096u);
   EXPECT_TRUE(std::filesystem::exists(ghosts_image(dir)));
 

@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "images/image_io.hpp"
+#include "images/image_set.hpp"
 #include "minicriu.pb.h"
 
 using namespace minicriu;
@@ -106,4 +107,76 @@ TEST_F(ImageIoTest, CorruptLengthIsRefused) {
 TEST_F(ImageIoTest, SingleImageMustHoldOneMessage) {
   write_two_entries(path("two.img"));
   EXPECT_FALSE(read_single_image<img::PagemapEntry>(path("two.img"), ImageKind::pagemap));
+}
+
+TEST_F(ImageIoTest, AHugeSparseImageIsRefusedBeforeAnythingIsAllocated) {
+  write_two_entries(path("pagemap.img"));
+  // 1 TiB of apparent size: refused by its size alone.
+  ASSERT_EQ(::truncate(path("pagemap.img").c_str(), 1ll << 40), 0);
+  auto r = read_all_images<img::PagemapEntry>(path("pagemap.img"), ImageKind::pagemap);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().what().find("more than any image minicriu writes"), std::string::npos) << r.error().what();
+  // Within the limit, the hole after the messages reads as empty messages: corrupt, not a
+  // long run of default messages.
+  ASSERT_EQ(::truncate(path("pagemap.img").c_str(), 1ll << 20), 0);
+  r = read_all_images<img::PagemapEntry>(path("pagemap.img"), ImageKind::pagemap);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().what().find("truncated or corrupt"), std::string::npos) << r.error().what();
+}
+
+TEST_F(ImageIoTest, AMessageLongerThanTheFileIsRefused) {
+  write_two_entries(path("pagemap.img"));
+  auto size = std::filesystem::file_size(path("pagemap.img"));
+  ASSERT_EQ(::truncate(path("pagemap.img").c_str(), static_cast<off_t>(size - 1)), 0);
+  auto r = read_all_images<img::PagemapEntry>(path("pagemap.img"), ImageKind::pagemap);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().what().find("truncated or corrupt"), std::string::npos) << r.error().what();
+}
+
+TEST_F(ImageIoTest, APartFileThatIsASymlinkIsReplacedNotFollowed) {
+  std::string victim = path("victim");
+  { std::ofstream(victim) << "keep me"; }
+  ASSERT_EQ(::symlink(victim.c_str(), (path("pagemap.img") + ".part").c_str()), 0);
+  write_two_entries(path("pagemap.img"));
+  std::ifstream in(victim);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(text, "keep me");
+  EXPECT_TRUE(read_all_images<img::PagemapEntry>(path("pagemap.img"), ImageKind::pagemap));
+}
+
+TEST_F(ImageIoTest, PublishReplacesAPreviousCheckpointAndLeavesOtherFiles) {
+  ImageDir dir(dir_);
+  for (auto name : {"inventory.img", "core-5.img", "shmem-2.data"}) std::ofstream(path(name)) << "old";
+  std::ofstream(path("notes.txt")) << "mine";
+  {
+    ImageSet images(dir);
+    img::Inventory inv;
+    inv.set_root_pid(7);
+    img::ProcessCore core;
+    core.set_pid(7);
+    ASSERT_TRUE(images.write(dir.core(7), ImageKind::core, std::vector<img::ProcessCore>{core}));
+    ASSERT_TRUE(images.write(dir.inventory(), ImageKind::inventory, std::vector<img::Inventory>{inv}));
+    // Nothing changed before publish().
+    EXPECT_TRUE(std::filesystem::exists(path("core-5.img")));
+    EXPECT_FALSE(std::filesystem::exists(path("core-7.img")));
+    ASSERT_TRUE(images.publish());
+  }
+  EXPECT_FALSE(std::filesystem::exists(path("core-5.img")));
+  EXPECT_FALSE(std::filesystem::exists(path("shmem-2.data")));
+  EXPECT_TRUE(std::filesystem::exists(path("core-7.img")));
+  EXPECT_TRUE(std::filesystem::exists(path("notes.txt")));
+  auto inv = read_single_image<img::Inventory>(path("inventory.img"), ImageKind::inventory);
+  ASSERT_TRUE(inv) << inv.error().what();
+  EXPECT_EQ(inv->root_pid(), 7u);
+}
+
+TEST_F(ImageIoTest, ASetNotPublishedLeavesNothing) {
+  ImageDir dir(dir_);
+  {
+    ImageSet images(dir);
+    img::ProcessCore core;
+    core.set_pid(7);
+    ASSERT_TRUE(images.write(dir.core(7), ImageKind::core, std::vector<img::ProcessCore>{core}));
+  }
+  EXPECT_TRUE(std::filesystem::is_empty(dir_));
 }

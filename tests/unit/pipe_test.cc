@@ -31,6 +31,7 @@ TEST(Pipe, BytesRoundTripWithoutBeingConsumed) {
     EXPECT_EQ(store.entries()[0].capacity(), 1u << 17);
     ImageSet images(dir);
     ASSERT_TRUE(store.commit(images));
+    ASSERT_TRUE(images.publish());
   }
   // Still there for the application.
   char buf[64] = {};
@@ -78,6 +79,7 @@ TEST(Pipe, FifoBytesComeBackBeforeAnyHolderOpensIt) {
     ASSERT_TRUE(store.add("test: fd 3", rw, st.st_ino));
     ImageSet images(dir);
     ASSERT_TRUE(store.commit(images));
+    ASSERT_TRUE(images.publish());
   }
   close(rw);  // the queued bytes go with the last holder
   auto restorer = PipeRestorer::load(dir);
