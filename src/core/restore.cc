@@ -93,6 +93,9 @@ class KeptNetworkLock {
     auto mode = parse_network_lock_mode(backend_);
     if (!mode || *mode == NetworkLockMode::automatic || *mode == NetworkLockMode::skip)
       return failf("inventory: unknown network lock backend {:?} (table {})", backend_, table_);
+    if (!is_network_lock_name(*mode, table_))
+      return failf("inventory: the network lock {:?} is not a name minicriu gives its tables; the images "
+                   "are damaged", table_);
     return {};
   }
 

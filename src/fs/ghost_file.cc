@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <optional>
 
+#include "base/paths.hpp"
 #include "base/unique_fd.hpp"
 #include "fs/regular_file.hpp"
 #include "kinds/kind.hpp"
@@ -77,8 +78,9 @@ Result<RecreatedGhosts> RecreatedGhosts::recreate(const ImageDir& dir,
                                                   const std::string& fallback_dir) {
   RecreatedGhosts out;
   for (auto& g : ghosts) {
-    if (g.path().empty() || g.path()[0] != '/')
-      return failf("ghost file {:?}: not an absolute path; the images are damaged", g.path());
+    if (!is_canonical_path(g.path()))
+      return failf("ghost file {:?}: not an absolute path without . or .. components; the images are damaged",
+                   g.path());
     std::string parent = std::filesystem::path(g.path()).parent_path();
     // A name too long, a symlink loop, no permission: all "gone" here, said
     // by the error below, never thrown.

@@ -8,6 +8,7 @@
 
 #include <filesystem>
 
+#include "base/paths.hpp"
 #include "base/unique_fd.hpp"
 #include "fs/ghost_file.hpp"
 #include "fs/regular_file.hpp"
@@ -16,6 +17,9 @@
 namespace minicriu {
 
 namespace {
+
+// The name of a link remap: .minicriu-link-DEV-INO beside the unlinked name.
+constexpr std::string_view kRemapPrefix = ".minicriu-link-";
 
 bool ends_with_deleted(const std::string& s) { return has_deleted_suffix(s); }
 
@@ -43,7 +47,7 @@ Result<std::pair<std::string, bool>> surviving_name(const FdDumpInfo& fd,
     return failf("{}: {} was unlinked and its directory is gone; cannot reach the file again",
                  fd.what, old.string());
   }
-  std::string remap = fmt::format("{}/.minicriu-link-{:x}-{}", dir, fd.st.st_dev, fd.st.st_ino);
+  std::string remap = fmt::format("{}/{}{:x}-{}", dir, kRemapPrefix, fd.st.st_dev, fd.st.st_ino);
   std::string src = fmt::format("/proc/self/fd/{}", fd.local_fd);
   if (::linkat(AT_FDCWD, src.c_str(), AT_FDCWD, remap.c_str(), AT_SYMLINK_FOLLOW) == 0)
     created.push_back(remap);
@@ -90,6 +94,17 @@ class RegularFileKind final : public Kind {
 
   bool owns(const img::FileEntry& entry) const override {
     return entry.has_reg() && entry.reg().ghost_id() == 0;
+  }
+
+  // A link remap is removed after the restore: only one this kind made, by
+  // its name, beside where the dump found the file.
+  Status load(const RestoreEnv& env) override {
+    for (auto& f : env.checkpoint.files)
+      if (f.has_reg() && f.reg().remove_after_restore() &&
+          (!is_canonical_path(f.reg().path()) || !path_basename(f.reg().path()).starts_with(kRemapPrefix)))
+        return failf("file {}: {:?} is marked to be removed after the restore but is not a link remap "
+                     "minicriu makes; the images are damaged", f.id(), f.reg().path());
+    return {};
   }
 
   Result<UniqueFd> open(const img::FileEntry& entry) override {

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <ctime>
+#include <regex>
 
 #include "net/network_lock_backend.hpp"
 
@@ -145,8 +146,20 @@ NetworkLockMode NetworkLock::mode() const {
 
 std::string NetworkLock::table() const { return impl_->backend ? impl_->backend->table() : ""; }
 
+bool is_network_lock_name(NetworkLockMode mode, const std::string& table) {
+  // What choose() and keep() make: minicriu-ROOTPID-8HEX[-kept], MINICRIU-8HEX:
+  // nothing that could end a command of the firewall's script.
+  static const std::regex nft("minicriu-[A-Za-z0-9_]+-[0-9a-f]{8}(-kept)?"), ipt("MINICRIU-[0-9a-f]{8}");
+  if (mode == NetworkLockMode::nftables) return std::regex_match(table, nft);
+  if (mode == NetworkLockMode::iptables) return std::regex_match(table, ipt);
+  return false;
+}
+
 Status network_unlock(NetworkLockMode mode, const std::string& table, const Logger& log) {
   if (table.empty() || mode == NetworkLockMode::skip) return {};
+  // The name comes from an image: it goes into a firewall command.
+  if (!is_network_lock_name(mode, table))
+    return failf("network lock {:?}: not a name minicriu gives its tables; the images are damaged", table);
   if (mode == NetworkLockMode::nftables) {
     TRY(nftables_unlock(table));
   } else if (mode == NetworkLockMode::iptables) {

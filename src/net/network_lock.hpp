@@ -81,6 +81,9 @@ class NetworkLock {
   std::unique_ptr<Impl> impl_;
 };
 
+// The name is one a dump of this backend makes (images are checked with it).
+bool is_network_lock_name(NetworkLockMode mode, const std::string& table);
+
 // The restore side: removes a table a dump kept.
 [[nodiscard]] Status network_unlock(NetworkLockMode mode, const std::string& table, const Logger& log);
 

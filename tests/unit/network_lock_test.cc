@@ -515,3 +515,15 @@ TEST(NetworkLockCApi, BadModeFailsTheDumpBeforeAnythingIsTouched) {
   EXPECT_STREQ(minicriu_last_error(), "--network-lock \"bogus\": expected auto, nftables, iptables or skip");
   minicriu_dump_opts_free(opts);
 }
+
+TEST(NetworkLock, OnlyNamesMinicriuMakesAreUnlocked) {
+  EXPECT_TRUE(is_network_lock_name(NetworkLockMode::nftables, "minicriu-1234-0badf00d"));
+  EXPECT_TRUE(is_network_lock_name(NetworkLockMode::nftables, "minicriu-1234-0badf00d-kept"));
+  EXPECT_TRUE(is_network_lock_name(NetworkLockMode::iptables, "MINICRIU-0badf00d"));
+  EXPECT_FALSE(is_network_lock_name(NetworkLockMode::nftables, "filter"));
+  EXPECT_FALSE(is_network_lock_name(NetworkLockMode::nftables, "minicriu-1-0badf00d\nflush ruleset"));
+  EXPECT_FALSE(is_network_lock_name(NetworkLockMode::iptables, "INPUT"));
+  auto st = network_unlock(NetworkLockMode::nftables, "x; flush ruleset", quiet());
+  ASSERT_FALSE(st);
+  EXPECT_NE(st.error().what().find("not a name minicriu gives its tables"), std::string::npos) << st.error().what();
+}
