@@ -174,6 +174,9 @@ Result<BlobJump> prepare(const TreeRestore& tree, const ProcessImages& p, int& c
   TRY(kinds_in_task(*tree.kinds, c, p, channel, &Kind::restore_process));
   // What the restore opened for itself (pipe ends, shmem objects) goes now.
   TRY(close_fds_above(*fds_end, keep));
+  // Nothing of the restore closes an fd of the table after this (but the
+  // executable, in the blob).
+  TRY(kinds_in_task(*tree.kinds, c, p, channel, &Kind::restore_process_last));
 
   BlobInputs in;
   in.process = &p;
