@@ -1,4 +1,5 @@
-// File locks and leases (tests/programs/locks.c): restored twice and
+// File locks and leases, signal-driven I/O owners (tests/programs/locks.c,
+// sigio.c): each restored twice and
 // checked by the program itself; each refusal is one line and leaves the
 // tree running. The plain and --leave-running modes are in modes_test.cc.
 #include <gtest/gtest.h>
@@ -68,6 +69,16 @@ TEST(FileLocks, APosixLockOnItsOwnExecutableIsRefused) {
   expect_refused("locks", {"exe"}, [](pid_t pid) -> std::vector<std::string> {
     return {fmt::format("pid {}: fd 3: a POSIX read lock (bytes 0-EOF) on ", pid),
             fmt::format(", the executable of pid {}: the restore opens and closes that executable again", pid)};
+  });
+}
+
+TEST(SignalDrivenIo, OwnersSignalsAndOAsyncComeBackTwice) { cycle("sigio", 2); }
+
+TEST(SignalDrivenIo, AnOwnerOutsideTheTreeIsRefused) {
+  pid_t self = ::getpid();
+  expect_refused("sigio", {"outside"}, [self](pid_t pid) -> std::vector<std::string> {
+    return {fmt::format("]): its signal-driven I/O owner (F_SETOWN) is process {} (", self),
+            fmt::format("pid {}: fd 3 (pipe:[", pid), "outside the dumped tree"};
   });
 }
 
