@@ -1,5 +1,5 @@
-// File locks and leases, signal-driven I/O owners (tests/programs/locks.c,
-// sigio.c): each restored twice and
+// File locks and leases, signal-driven I/O owners, shared fd tables and fs
+// (tests/programs/locks.c, sigio.c, shared.c): each restored twice and
 // checked by the program itself; each refusal is one line and leaves the
 // tree running. The plain and --leave-running modes are in modes_test.cc.
 #include <gtest/gtest.h>
@@ -82,3 +82,24 @@ TEST(SignalDrivenIo, AnOwnerOutsideTheTreeIsRefused) {
   });
 }
 
+TEST(SharedTables, FdTableAndFsSharedWithParentsComeBackTwice) { cycle("shared", 2); }
+
+TEST(SharedTables, AThreadWithAnFdTableOfItsOwnIsRefused) {
+  expect_refused("shared", {"thread"}, [](pid_t pid) -> std::vector<std::string> {
+    return {" has its own fd table (unshare(CLONE_FILES), or cloned without CLONE_FILES)",
+            fmt::format("pid {}: thread ", pid)};
+  });
+}
+
+TEST(SharedTables, SharingWithASiblingIsRefused) {
+  expect_refused("shared", {"sibling"}, [](pid_t) -> std::vector<std::string> {
+    return {"shares its fd table (CLONE_FILES) with pid ", ", which is not its parent"};
+  });
+}
+
+TEST(SharedTables, SharingWithAProcessOutsideTheTreeIsRefused) {
+  expect_refused("shared", {"outside"}, [](pid_t pid) -> std::vector<std::string> {
+    return {", which is outside the dumped tree",
+            fmt::format("pid {} shares its fd table (CLONE_FILES) with pid ", pid)};
+  });
+}

@@ -60,5 +60,5 @@ INSTANTIATE_TEST_SUITE_P(
                     Case{"tcpstream", {"pair", "v4"}}, Case{"tcpstream", {"pair", "v6"}},
                     Case{"tcpstream", {"pair", "mapped"}}, Case{"udp", {}}, Case{"tcphalf", {}},
                     Case{"pty", {}}, Case{"unixnamed", {"nopending"}}, Case{"unixdgram", {}},
-                    Case{"opath", {}}, Case{"locks", {}}, Case{"sigio", {}}),
+                    Case{"opath", {}}, Case{"locks", {}}, Case{"sigio", {}}, Case{"shared", {}}),
     name_of);
