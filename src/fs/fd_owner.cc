@@ -58,6 +58,8 @@ class FdOwnerKind final : public Kind {
   // ---- dump ----------------------------------------------------------------
 
   Status observe_fd(const FdDumpInfo& fd, uint32_t file_id, DumpEnv&) override {
+    // An O_PATH fd signals nobody: fcntl refuses it F_GETOWN_EX (EBADF).
+    if (fd.fdinfo.flags & O_PATH) return {};
     if (!seen_.insert(file_id).second) return {};
     f_owner_ex owner{};
     if (::fcntl(fd.local_fd, F_GETOWN_EX, &owner) != 0) return failf_errno("{}: F_GETOWN_EX", fd.what);
