@@ -19,7 +19,7 @@ Result<uint32_t> FileRegistry::add_entry(const FdDumpInfo& info) {
   return entries_.back().id();
 }
 
-Result<uint32_t> FileRegistry::add(const FdDumpInfo& fd) {
+Result<uint32_t> FileRegistry::find_or_add(const FdDumpInfo& fd) {
   for (auto& s : seen_) {
     if (s.dev != fd.st.st_dev || s.ino != fd.st.st_ino) continue;
     if (sys::kcmp(s.pid, fd.pid, KCMP_FILE, static_cast<unsigned long>(s.fd),
@@ -28,6 +28,12 @@ Result<uint32_t> FileRegistry::add(const FdDumpInfo& fd) {
   }
   ASSIGN_OR_RETURN(uint32_t id, add_entry(fd));
   seen_.push_back({fd.pid, fd.fd, fd.st.st_dev, fd.st.st_ino, id});
+  return id;
+}
+
+Result<uint32_t> FileRegistry::add(const FdDumpInfo& fd) {
+  ASSIGN_OR_RETURN(uint32_t id, find_or_add(fd));
+  TRY(kinds_.each([&](Kind& k) { return k.observe_fd(fd, id, env_); }));
   return id;
 }
 

@@ -25,7 +25,8 @@ class FileRegistry {
   FileRegistry(KindSet& kinds, DumpEnv& env) : kinds_(kinds), env_(env) { env_.files = &entries_; }
   FileRegistry(const FileRegistry&) = delete;
   FileRegistry& operator=(const FileRegistry&) = delete;
-  // The id of the file behind fd, dumping it the first time it is seen.
+  // The id of the file behind fd, dumping it the first time it is seen;
+  // then every kind observes the fd (Kind::observe_fd).
   [[nodiscard]] Result<uint32_t> add(const FdDumpInfo& fd);
   // A file reached by a /proc link without an fd (cwd, root, exe).
   [[nodiscard]] Result<uint32_t> add_link(pid_t pid, const std::string& link_name);
@@ -44,6 +45,7 @@ class FileRegistry {
     uint32_t id;
   };
   [[nodiscard]] Result<uint32_t> add_entry(const FdDumpInfo& info);
+  [[nodiscard]] Result<uint32_t> find_or_add(const FdDumpInfo& fd);
 
   KindSet& kinds_;
   DumpEnv& env_;

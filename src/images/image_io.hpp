@@ -24,7 +24,8 @@ inline constexpr uint64_t kMaxStreamImageSize = 4ull << 30;
 
 // What an image file holds, as its head says. The orchestration's images are
 // listed here; a kind with images of its own defines its ImageKind in its file
-// with the next free id (taken: 1-7 here, 8 ghosts, 9 pipes, 10 shmem).
+// with the next free id (taken: 1-7 here, 8 ghosts, 9 pipes, 10 shmem,
+// 11 file-locks, 12 fd-owners).
 struct ImageKind {
   uint32_t id;
   const char* name;

@@ -12,6 +12,9 @@
 // Dump, in this order:
 //   begin()             before the tree is frozen: the kind's options are checked
 //   take(fd)            each fd this kind takes(), as the parasite handed it over
+//   observe_fd(fd, id)  every fd of every process (dup'd ones too), whatever
+//                       kind took its file: state the kernel keeps on any
+//                       open file (locks, the SIGIO owner)
 //   take_vma(vma)       each mapping (the object it maps, if it is this kind's)
 //   take_process(p)     each process, once its fds and mappings were taken
 //   check(tree)         once the whole tree is seen: peers outside, options
@@ -36,6 +39,9 @@
 //   open_after(entry)   once every fd of the task is in place (references)
 //   map(vma)            a mapping of an object this kind made (shared memory)
 //   restore_process()   in each task, its fds and memory in place, before the blob
+//   restore_process_last()  in each task, once only its dumped fds are open (the
+//                       restore's own are closed): what a close() would undo
+//                       (a process's POSIX locks go with any close of their file)
 //   resume()            every task is ready: the last touches before they run
 //   after_resume()      the tree runs
 //   (a failed restore destroys the Kind: its destructor takes back what it made)
@@ -163,6 +169,12 @@ class Kind {
   // Fills the kind's part of entry (its id is set already), or refuses the fd
   // in one line naming it and what to do.
   [[nodiscard]] virtual Status take(const FdDumpInfo& fd, img::FileEntry& entry, DumpEnv& env);
+  // Every fd of every process, dup'd and inherited ones included (file_id:
+  // the entry of its open file description, taken by its own kind first).
+  [[nodiscard]] virtual Status observe_fd(const FdDumpInfo& fd, uint32_t file_id, DumpEnv& env) {
+    (void)fd, (void)file_id, (void)env;
+    return {};
+  }
   [[nodiscard]] virtual Status take_vma(pid_t pid, VmaInfo& vma, DumpEnv& env) {
     (void)pid, (void)vma, (void)env;
     return {};
@@ -239,6 +251,10 @@ class Kind {
   }
   [[nodiscard]] virtual Status map(const img::Vma& vma, void* at, int prot);
   [[nodiscard]] virtual Status restore_process(TaskEnv& task) {
+    (void)task;
+    return {};
+  }
+  [[nodiscard]] virtual Status restore_process_last(TaskEnv& task) {
     (void)task;
     return {};
   }

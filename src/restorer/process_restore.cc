@@ -10,7 +10,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <list>
 
 #include "base/unique_fd.hpp"
 #include "fs/fd_table.hpp"
@@ -20,6 +22,7 @@
 #include "restorer/restore_channel.hpp"
 #include "restorer/rlimit_plan.hpp"
 #include "restorer/task_builder.hpp"
+#include "restorer/task_sharing.hpp"
 
 // After the images' headers: <signal.h> defines a sigmask() macro.
 #include <signal.h>
@@ -137,8 +140,49 @@ Status kinds_in_task(KindSet& kinds, const Checkpoint& c, const ProcessImages& p
   return st;
 }
 
+// What a task shares with its parent and with its children (task_sharing.hpp):
+// the link to its parent, if it shares the parent's fd table or fs, and the
+// links to its children that share its own.
+struct Sharing {
+  SharingLink* parent = nullptr;
+  bool files_of_parent = false;      // its fd table is installed by its parent
+  std::list<SharingLink> children;   // stable: each child works from its copy's address
+};
+
+// The first number above the dumped fds of a task whose table its parent
+// installs (restore_fd_table's result for that table).
+int dumped_fds_end(const ProcessImages& p) {
+  int hi = 0;
+  for (auto& f : p.fds) hi = std::max(hi, f.fd() + 1);
+  return hi;
+}
+
+// The restore's own fds go (pipe ends, shmem objects, what was inherited
+// from minicriu), once nobody sharing the table needs them: the one that
+// installed the table closes them, keeping what each sharing child still
+// needs (its channel, its executable, its own links), and tells them.
+Status close_restore_fds(Sharing& sharing, int fds_end, std::vector<int> keep) {
+  for (SharingLink& child : sharing.children) {
+    if (!child.files()) continue;
+    TRY(child.tell_child(SharingStep::installed));
+    ASSIGN_OR_RETURN(auto needs, child.wait_child(SharingStep::prepared));
+    keep.insert(keep.end(), needs.begin(), needs.end());
+    for (int fd : child.fds()) keep.push_back(fd);
+  }
+  if (sharing.files_of_parent) {
+    TRY(sharing.parent->tell_parent(SharingStep::prepared, keep));
+    TRY(sharing.parent->wait_parent(SharingStep::closed));
+    sharing.parent->close();
+  } else {
+    TRY(close_fds_above(fds_end, keep));
+  }
+  for (SharingLink& child : sharing.children)
+    if (child.files()) TRY(child.tell_child(SharingStep::closed));
+  return {};
+}
+
 Result<BlobJump> prepare(const TreeRestore& tree, const ProcessImages& p, int& channel, bool root,
-                         PremappedMemory& mem) {
+                         PremappedMemory& mem, Sharing& sharing) {
   const Checkpoint& c = *tree.checkpoint;
   ::personality(p.core.personality());
   // prctl state; pdeathsig waits for the blob (SIGKILL until the parent says go).
@@ -154,7 +198,8 @@ Result<BlobJump> prepare(const TreeRestore& tree, const ProcessImages& p, int& c
   ASSIGN_OR_RETURN(UniqueFd exe, open_exe(c, p));
   std::vector<int> keep{channel};
   if (exe) keep.push_back(exe.release());
-  Result<int> fds_end = restore_fd_table(p, c, *tree.kinds, *tree.shared, keep);
+  Result<int> fds_end = sharing.files_of_parent ? dumped_fds_end(p)
+                                                : restore_fd_table(p, c, *tree.kinds, *tree.shared, keep);
   channel = keep[0];
   if (!fds_end) return std::unexpected(fds_end.error());
   int exe_fd = keep.size() > 1 ? keep[1] : -1;
@@ -173,7 +218,10 @@ Result<BlobJump> prepare(const TreeRestore& tree, const ProcessImages& p, int& c
   // would have forbidden the writable mappings).
   TRY(kinds_in_task(*tree.kinds, c, p, channel, &Kind::restore_process));
   // What the restore opened for itself (pipe ends, shmem objects) goes now.
-  TRY(close_fds_above(*fds_end, keep));
+  TRY(close_restore_fds(sharing, *fds_end, keep));
+  // Nothing of the restore closes an fd of the table after this (but the
+  // executable, in the blob).
+  TRY(kinds_in_task(*tree.kinds, c, p, channel, &Kind::restore_process_last));
 
   BlobInputs in;
   in.process = &p;
@@ -197,9 +245,13 @@ Result<BlobJump> prepare(const TreeRestore& tree, const ProcessImages& p, int& c
 
 }  // namespace
 
-void restore_task(const TreeRestore& tree, const ProcessImages& p, const InheritedSlots& inherited) {
+void restore_task(const TreeRestore& tree, const ProcessImages& p, const InheritedSlots& inherited,
+                  SharingLink* parent_link) {
   const Checkpoint& c = *tree.checkpoint;
   int channel = tree.channels.at(static_cast<pid_t>(p.entry.pid()));
+  Sharing sharing;
+  sharing.parent = parent_link;
+  sharing.files_of_parent = p.entry.files_of_parent();
   // Signals wait until each thread's rt_sigreturn sets its dumped mask.
   sigset_t all;
   sigfillset(&all);
@@ -210,6 +262,8 @@ void restore_task(const TreeRestore& tree, const ProcessImages& p, const Inherit
   ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
   auto fail_task = [&](Error e) {
     e.context(fmt::format("pid {}", p.entry.pid()));
+    // A parent waiting on the link would wait forever: it fails with this.
+    if (sharing.parent) sharing.parent->tell_parent_failed(e);
     send_error(channel, e);
     ::_exit(1);
   };
@@ -227,12 +281,34 @@ void restore_task(const TreeRestore& tree, const ProcessImages& p, const Inherit
       mine[p.mm.vmas(i).start()] = mem->plan.slot[i];
   // Children now, while this task is minicriu code and single-threaded: they
   // inherit its session and group, its memory, every shared object opened.
+  int floor = restore_fd_floor(c);
   for (const ProcessImages& child : c.processes) {
     if (child.entry.ppid() != p.entry.pid()) continue;
-    if (auto st = create_child_task(child, [&] { restore_task(tree, child, mine); }); !st)
+    uint64_t shares = child.entry.zombie() ? 0 : sharing_flags(child.entry);
+    if (!shares) {
+      if (auto st = create_child_task(child, [&] { restore_task(tree, child, mine); }); !st)
+        fail_task(st.error());
+      continue;
+    }
+    auto link = SharingLink::make(static_cast<pid_t>(child.entry.pid()), shares, floor);
+    if (!link) fail_task(link.error());
+    SharingLink& to_child = sharing.children.emplace_back(std::move(*link));
+    UniqueFd pidfd;
+    if (auto st = create_child_task(child, [&] { restore_task(tree, child, mine, &to_child); }, &pidfd, floor); !st)
       fail_task(st.error());
+    to_child.set_child_pidfd(std::move(pidfd));
   }
-  auto jump = prepare(tree, p, channel, root, *mem);
+  // Nothing shared changes before every child that shares it is done with
+  // what it inherited (the tree's shared files, its pages file, the cwd the
+  // image directory may be relative to).
+  for (SharingLink& child : sharing.children)
+    if (auto st = child.wait_child(SharingStep::inherited); !st) fail_task(st.error());
+  if (sharing.parent) {
+    Status st = sharing.parent->tell_parent(SharingStep::inherited);
+    if (st && sharing.files_of_parent) st = sharing.parent->wait_parent(SharingStep::installed);
+    if (!st) fail_task(st.error());
+  }
+  auto jump = prepare(tree, p, channel, root, *mem, sharing);
   if (!jump) fail_task(jump.error());
   unregister_glibc_rseq();
   jump_to_blob(*jump);

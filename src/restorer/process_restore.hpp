@@ -16,6 +16,8 @@
 
 namespace minicriu {
 
+class SharingLink;
+
 // What every task of one restore works from; each task has its own copy (a
 // clone of its parent's memory), and inherits the fds behind it.
 struct TreeRestore {
@@ -33,8 +35,10 @@ struct TreeRestore {
 // jumps into the blob, or reports the error on its channel and exits (the task
 // dies here, never the program that restores).
 // inherited: the slots of the parent's anonymous VMAs (by start address),
-// which this task inherited mapped; empty for the root.
+// which this task inherited mapped; empty for the root. parent_link: the talk
+// with the parent whose fd table or fs this task shares (task_sharing.hpp),
+// null if it shares neither.
 [[noreturn]] void restore_task(const TreeRestore& tree, const ProcessImages& p,
-                               const InheritedSlots& inherited = {});
+                               const InheritedSlots& inherited = {}, SharingLink* parent_link = nullptr);
 
 }  // namespace minicriu

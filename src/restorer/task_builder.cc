@@ -7,6 +7,7 @@
 
 #include "base/syscalls.hpp"
 #include "restorer/restore_channel.hpp"
+#include "restorer/task_sharing.hpp"
 
 namespace minicriu {
 
@@ -66,9 +67,16 @@ Result<RestoringTask> create_task(const ProcessImages& p, ChannelPair ch, const 
   return RestoringTask(pid, std::move(ch.parent));
 }
 
-Status create_child_task(const ProcessImages& child, const std::function<void()>& body) {
+Status create_child_task(const ProcessImages& child, const std::function<void()>& body, UniqueFd* pidfd,
+                         int floor) {
   pid_t pid = static_cast<pid_t>(child.entry.pid());
   clone_args args{};
+  args.flags = sharing_flags(child.entry);
+  int child_pidfd = -1;
+  if (pidfd) {
+    args.flags |= CLONE_PIDFD;
+    args.pidfd = reinterpret_cast<uint64_t>(&child_pidfd);
+  }
   // A zombie has no core image: its parent was told of it with SIGCHLD.
   int exit_signal = child.entry.zombie() ? SIGCHLD : static_cast<int>(child.core.exit_signal());
   args.exit_signal = static_cast<uint64_t>(exit_signal ? exit_signal : SIGCHLD);
@@ -77,7 +85,10 @@ Status create_child_task(const ProcessImages& child, const std::function<void()>
   args.set_tid_size = 1;
   long r = sys::clone3(&args, sizeof(args));
   if (r < 0) return std::unexpected(clone_error(pid, errno));
-  if (r > 0) return {};
+  if (r > 0) {
+    if (pidfd) *pidfd = move_fd_above(UniqueFd(child_pidfd), floor);
+    return {};
+  }
   if (child.entry.zombie()) {
     // Dead again, the way it died: its parent reaps the same status.
     int status = static_cast<int>(child.entry.exit_status());

@@ -54,7 +54,11 @@ using TaskBody = std::function<void(int channel)>;
 
 // Inside a task being restored (single-threaded): clone3 of one of its dumped
 // children with its pid. A zombie child exits at once with its dumped status;
-// any other runs body(), which must not return.
-[[nodiscard]] Status create_child_task(const ProcessImages& child, const std::function<void()>& body);
+// any other runs body(), which must not return. A child that shared its
+// parent's fd table or fs is cloned sharing them again (sharing_flags,
+// task_sharing.hpp); pidfd, if given, receives a pidfd of the child above
+// floor (CLONE_PIDFD).
+[[nodiscard]] Status create_child_task(const ProcessImages& child, const std::function<void()>& body,
+                                       UniqueFd* pidfd = nullptr, int floor = 0);
 
 }  // namespace minicriu

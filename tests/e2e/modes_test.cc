@@ -60,5 +60,6 @@ INSTANTIATE_TEST_SUITE_P(
                     Case{"tcpstream", {"pair", "v4"}}, Case{"tcpstream", {"pair", "v6"}},
                     Case{"tcpstream", {"pair", "mapped"}}, Case{"udp", {}}, Case{"tcphalf", {}},
                     Case{"pty", {}}, Case{"unixnamed", {"nopending"}}, Case{"unixdgram", {}},
-                    Case{"opath", {}}, Case{"sockopts", {}}),
+                    Case{"opath", {}}, Case{"sockopts", {}}, Case{"locks", {}}, Case{"sigio", {}},
+                    Case{"shared", {}}),
     name_of);

@@ -76,6 +76,9 @@ int main(int argc, char** argv) {
   dump_cmd->add_flag("--tcp-drop-pending", dump.tcp_drop_pending,
                      "Drop connections from outside the tree that wait to be accepted on a "
                      "listening socket of the tree (default: refuse the dump)");
+  bool file_locks = false;  // CRIU's --file-locks: minicriu always carries them
+  dump_cmd->add_flag("--file-locks", file_locks,
+                     "Accepted for CRIU recipes; file locks and leases are always carried");
   dump_cmd->add_flag("-v,--verbose", verbosity, "Same as the global -v");
 
   minicriu::RestoreOptions restore;
@@ -91,6 +94,8 @@ int main(int argc, char** argv) {
                           "fd[N]:socket:[INODE]: minicriu's fd N stands in for the external "
                           "socket INODE of the images (dumped with --ext-unix-sk or --external); "
                           "the restored processes get it in the socket's place; repeatable");
+  restore_cmd->add_flag("--file-locks", file_locks,
+                        "Accepted for CRIU recipes; file locks and leases are always restored");
   restore_cmd->add_flag("-v,--verbose", verbosity, "Same as the global -v");
 
   minicriu::ShowOptions show;
