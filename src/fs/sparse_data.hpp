@@ -3,7 +3,12 @@
 // holes stay holes; the bytes move in the kernel (sendfile).
 #pragma once
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -38,6 +43,31 @@ Status copy_extents_in(int out, int data, const Extents& extents, const std::str
     TRY(copy_range(out, data, &in, e.length(), what));
   }
   return {};
+}
+
+// Reads out.size() bytes at `offset` of a sparse object of `size` bytes whose
+// extents' bytes lie back to back in data (an image's .data file); what no
+// extent covers reads as zeros. Returns how many bytes it read: fewer only at
+// the object's end.
+template <typename Extents>
+[[nodiscard]] Result<size_t> read_sparse(int data, const Extents& extents, uint64_t size, uint64_t offset,
+                                         std::span<uint8_t> out, const std::string& what) {
+  if (offset >= size) return 0;
+  size_t n = static_cast<size_t>(std::min<uint64_t>(out.size(), size - offset));
+  std::memset(out.data(), 0, n);
+  uint64_t end = offset + n;
+  uint64_t data_off = 0;  // where the extent's bytes start in data
+  for (const img::DataExtent& e : extents) {
+    uint64_t from = std::max(offset, e.offset()), to = std::min(end, e.offset() + e.length());
+    if (from < to) {
+      size_t len = static_cast<size_t>(to - from);
+      ssize_t got = ::pread(data, out.data() + (from - offset), len, static_cast<off_t>(data_off + from - e.offset()));
+      if (got < 0) return failf_errno("{}: reading its data", what);
+      if (static_cast<size_t>(got) != len) return failf("{}: its data ends early", what);
+    }
+    data_off += e.length();
+  }
+  return n;
 }
 
 }  // namespace minicriu

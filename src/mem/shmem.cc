@@ -276,6 +276,7 @@ class ShmemKind final : public Kind {
 
   Status load(const RestoreEnv& env) override {
     ASSIGN_OR_RETURN(restorer_, ShmemRestorer::load(env.dir));
+    dir_ = &env.dir;
     return {};
   }
 
@@ -345,7 +346,36 @@ class ShmemKind final : public Kind {
     for (auto& [id, o] : restorer_->objects()) *view.add_shmem() = o;
   }
 
+  void summarize(img::ShowSummary& summary) const override {
+    if (!restorer_ || restorer_->objects().empty()) return;
+    img::ObjectTally* t = summary.add_objects();
+    t->set_what("shared memory objects");
+    for (auto& [id, o] : restorer_->objects()) {
+      t->set_count(t->count() + 1);
+      t->set_bytes(t->bytes() + o.allocated());
+    }
+  }
+
+  bool reads(const img::Vma& v) const override {
+    return v.shmem_id() != 0 && restorer_ && restorer_->object(v.shmem_id());
+  }
+
+  Result<size_t> read_mapped(const img::Vma& v, uint64_t offset, std::span<uint8_t> out) const override {
+    const img::ShmemObject* obj = restorer_ ? restorer_->object(v.shmem_id()) : nullptr;
+    if (!obj) return failf("shared memory object {} is not in shmem.img", v.shmem_id());
+    std::string path = shmem_data_image(*dir_, obj->id());
+    auto it = data_fds_.find(obj->id());
+    if (it == data_fds_.end()) {
+      UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+      if (!fd) return failf_errno("cannot open {}", path);
+      it = data_fds_.emplace(obj->id(), std::move(fd)).first;
+    }
+    return read_sparse(it->second.get(), obj->extents(), obj->size(), offset, out, path);
+  }
+
  private:
+  const ImageDir* dir_ = nullptr;
+  mutable std::map<uint32_t, UniqueFd> data_fds_;  // the objects' data, opened as read
   std::optional<ShmemStore> store_;
   std::unique_ptr<ShmemRestorer> restorer_;
 };
