@@ -5,6 +5,7 @@
 // frame, and corrupted or partial images give one error line, never a crash.
 #include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -258,4 +259,53 @@ TEST(InspectFails, RandomDamageNeverCrashes) {
     }
   }
   expect_intact(*d.program);
+}
+
+// The summary counts what the kinds hold; the core files of two processes
+// that map an unlinked 64 MiB pool carry the pool from its ghost's data.
+TEST(Show, TheSummaryCountsEachKindAndCoresReadGhostData) {
+  TempDir dir;
+  std::string images = images_dir(dir);
+  Program p("ghost", dir, {"shared"});
+  ASSERT_TRUE(p.wait_ready());
+  ASSERT_NO_FATAL_FAILURE(dump_leave_running(p, images));
+  auto view = show_json(images);
+  EXPECT_EQ(view.schema_version(), 1u);
+  const auto& s = view.summary();
+  EXPECT_EQ(s.processes(), 2u);
+  EXPECT_EQ(s.threads(), 2u);
+  EXPECT_GT(s.image_bytes(), 64u << 20);
+  std::map<std::string, uint32_t> fds;
+  for (auto& f : s.fds()) fds[f.kind()] = f.fds();
+  EXPECT_GE(fds["ghost file"], 1u);
+  bool ghosts = false;
+  for (auto& o : s.objects())
+    if (o.what() == "ghost files") {
+      ghosts = true;
+      EXPECT_EQ(o.count(), 1u);
+      EXPECT_EQ(o.bytes(), 64u << 20);
+    }
+  EXPECT_TRUE(ghosts);
+  bool shared_files = false;
+  for (auto& m : s.memory())
+    if (m.kind() == "file-shared") shared_files = m.mapped_bytes() >= (64u << 20);
+  EXPECT_TRUE(shared_files);
+  auto text = run_minicriu({"show", "-D", images});
+  ASSERT_EQ(text.status, 0);
+  EXPECT_NE(text.output.find("summary: 2 process(es), 2 thread(s)"), std::string::npos) << text.output;
+  EXPECT_NE(text.output.find("ghost files: 1, 64.0 MiB of data"), std::string::npos) << text.output;
+
+  std::string cores = images_dir(dir, "cores");
+  auto r = run_minicriu({"coredump", "-D", images, "-o", cores});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(r.output.find("left out"), std::string::npos) << r.output;
+  for (auto& proc : view.processes()) {
+    std::string core = cores + "/core." + std::to_string(proc.pstree().pid());
+    ASSERT_TRUE(fs::exists(core)) << r.output;
+    // The pool is written by both processes all over: its pages are data, not holes.
+    struct stat st;
+    ASSERT_EQ(::stat(core.c_str(), &st), 0);
+    EXPECT_GE(static_cast<uint64_t>(st.st_blocks) * 512, 64u << 20) << core;
+  }
+  expect_intact(p);
 }
