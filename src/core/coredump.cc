@@ -48,7 +48,8 @@ std::vector<Segment> plan_loads(const ProcessMemory& memory, std::vector<std::st
   for (auto& r : memory.regions()) {
     const img::Vma& v = *r.vma;
     uint32_t flags = segment_flags(v.prot());
-    auto ranges = v.prot() & PROT_READ ? memory.readable_ranges(r) : decltype(memory.readable_ranges(r)){};
+    ProcessMemory::Ranges ranges;
+    if (v.prot() & PROT_READ) ranges = memory.readable_ranges(r);
     uint64_t at = v.start();
     auto add = [&](uint64_t start, uint64_t end, bool data) {
       if (start < end) loads.push_back({start, end - start, data ? end - start : 0, 0, flags});

@@ -130,7 +130,7 @@ void ModuleMap::report_to_dwfl(const ProcessMemory& memory) {
     const ProcessMemory::Region* r = memory.region_at(m.base);
     int fd = -1;
     if (r && r->source == ProcessMemory::Source::file) {
-      fd = ::fcntl(r->file.get(), F_DUPFD_CLOEXEC, 0);
+      fd = ::fcntl(r->file, F_DUPFD_CLOEXEC, 0);
     } else if (r && r->source == ProcessMemory::Source::local_vdso) {
       std::vector<uint8_t> bytes(r->vma->end() - r->vma->start());
       fd = ::memfd_create("vdso", MFD_CLOEXEC);

@@ -38,9 +38,9 @@ std::vector<uint8_t> local_vdso(const Checkpoint& c, uint64_t size, std::string&
     why_not = fmt::format("the vDSO of kernel {} (this is {}) is not in the images", c.inventory.kernel(), u.release);
     return {};
   }
-  auto text = proc::read_file("/proc/self/maps");
-  auto maps = text ? proc::parse_maps(*text) : Result<std::vector<proc::MapsEntry>>(std::unexpected(text.error()));
-  SpecialMappings here = maps ? find_special_mappings(*maps) : SpecialMappings{};
+  SpecialMappings here;
+  if (auto text = proc::read_file("/proc/self/maps"))
+    if (auto maps = proc::parse_maps(*text)) here = find_special_mappings(*maps);
   if (!here.has_vdso || here.vdso.end - here.vdso.start != size) {
     why_not = "this kernel's vDSO differs from the dump's";
     return {};
@@ -51,7 +51,7 @@ std::vector<uint8_t> local_vdso(const Checkpoint& c, uint64_t size, std::string&
 
 // Whether the file at path is still the one the VMA mapped (its inode and
 // device): a binary rebuilt or upgraded since the dump is another file.
-Result<UniqueFd> open_same_file(const img::Vma& v, std::string& why_not) {
+UniqueFd open_same_file(const img::Vma& v, std::string& why_not) {
   std::string path = strip_deleted_suffix(v.path());
   if (path != v.path()) {
     why_not = fmt::format("{} was deleted before the dump and its data is not in the images", path);
@@ -107,10 +107,13 @@ Result<std::unique_ptr<ProcessMemory>> ProcessMemory::open(const Checkpoint& c, 
           break;
         case img::VMA_FILE_PRIVATE:
         case img::VMA_FILE_SHARED: {
-          ASSIGN_OR_RETURN(r.file, open_same_file(v, r.note));
-          if (r.file) {
-            struct stat st{};
-            ::fstat(r.file.get(), &st);
+          auto key = std::make_tuple(v.path(), v.ino(), v.dev());
+          auto it = m->files_.find(key);
+          if (it == m->files_.end()) it = m->files_.emplace(key, open_same_file(v, r.note)).first;
+          else if (!it->second) open_same_file(v, r.note);  // the same reason again
+          struct stat st{};
+          if (it->second && ::fstat(it->second.get(), &st) == 0) {
+            r.file = it->second.get();
             r.file_size = static_cast<uint64_t>(st.st_size);
             r.source = Source::file;
             r.note = v.path();
@@ -176,7 +179,7 @@ bool ProcessMemory::read_source(const Region& r, uint64_t addr, std::span<uint8_
       if (off + out.size() > page_up(r.file_size)) return false;
       std::memset(out.data(), 0, out.size());
       size_t want = off < r.file_size ? static_cast<size_t>(std::min<uint64_t>(out.size(), r.file_size - off)) : 0;
-      return want == 0 || ::pread(r.file.get(), out.data(), want, static_cast<off_t>(off)) == static_cast<ssize_t>(want);
+      return want == 0 || ::pread(r.file, out.data(), want, static_cast<off_t>(off)) == static_cast<ssize_t>(want);
     }
     case Source::object: {
       auto n = r.kind->read_mapped(v, off, out);
@@ -225,8 +228,8 @@ bool ProcessMemory::read(uint64_t addr, std::span<uint8_t> out) const {
   return true;
 }
 
-std::vector<std::pair<uint64_t, uint64_t>> ProcessMemory::image_ranges(uint64_t start, uint64_t end) const {
-  std::vector<std::pair<uint64_t, uint64_t>> out;
+ProcessMemory::Ranges ProcessMemory::image_ranges(uint64_t start, uint64_t end) const {
+  Ranges out;
   for (uint64_t at = start; at < end;) {
     Hit hit = find(at, end);
     if (hit.layer) {
@@ -240,7 +243,7 @@ std::vector<std::pair<uint64_t, uint64_t>> ProcessMemory::image_ranges(uint64_t 
   return out;
 }
 
-std::vector<std::pair<uint64_t, uint64_t>> ProcessMemory::readable_ranges(const Region& r) const {
+ProcessMemory::Ranges ProcessMemory::readable_ranges(const Region& r) const {
   const img::Vma& v = *r.vma;
   uint64_t end = v.end();
   switch (r.source) {
@@ -256,7 +259,7 @@ std::vector<std::pair<uint64_t, uint64_t>> ProcessMemory::readable_ranges(const 
     default:
       break;
   }
-  std::vector<std::pair<uint64_t, uint64_t>> out;
+  Ranges out;
   if (end > v.start()) out.emplace_back(v.start(), end);
   for (auto& range : image_ranges(end, v.end())) {
     if (!out.empty() && out.back().second == range.first)

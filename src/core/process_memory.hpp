@@ -16,6 +16,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "base/error.hpp"
@@ -27,6 +28,8 @@ namespace minicriu {
 
 class ProcessMemory {
  public:
+  using Ranges = std::vector<std::pair<uint64_t, uint64_t>>;  // [start, end) each, in order
+
   // Where the bytes of a VMA that the page images lack come from.
   enum class Source { zeros, file, object, local_vdso, none };
 
@@ -36,7 +39,7 @@ class ProcessMemory {
     // Source::none: why, in words ("/usr/lib/libfoo.so changed since the dump
     // (inode 12, was 34)"); Source::file: the path read.
     std::string note;
-    UniqueFd file;           // Source::file
+    int file = -1;           // Source::file: an fd the ProcessMemory owns
     uint64_t file_size = 0;
     const Kind* kind = nullptr;  // Source::object
   };
@@ -57,9 +60,9 @@ class ProcessMemory {
 
   // The parts of [start, end) whose pages are in the page images (the
   // process's or, where inherited, an ancestor's), in order.
-  std::vector<std::pair<uint64_t, uint64_t>> image_ranges(uint64_t start, uint64_t end) const;
-  // The parts of a region's VMA that read() can read, in order.
-  std::vector<std::pair<uint64_t, uint64_t>> readable_ranges(const Region& r) const;
+  Ranges image_ranges(uint64_t start, uint64_t end) const;
+  // The parts of a region's VMA that read() can read.
+  Ranges readable_ranges(const Region& r) const;
 
  private:
   // The page image of one process of the chain (0: this one, 1: its parent...).
@@ -89,6 +92,8 @@ class ProcessMemory {
   const ProcessImages& process_;
   std::vector<Layer> layers_;
   std::vector<Region> regions_;  // one per VMA, in order
+  // The files mapped, each opened once however many VMAs map it.
+  std::map<std::tuple<std::string, uint64_t, uint64_t>, UniqueFd> files_;
   std::vector<uint8_t> vdso_;    // this kernel's vDSO, when it is the dump's
   mutable std::map<uint64_t, std::vector<uint8_t>> cache_;
 };

@@ -72,6 +72,13 @@ std::vector<uint64_t> image_bytes_by_vma(const ProcessImages& p) {
   return out;
 }
 
+// The name of the kind of a file (validate_images saw that it has one).
+std::string kind_name(const InspectedCheckpoint& ic, uint32_t file_id) {
+  const img::FileEntry* f = ic.checkpoint.file(file_id);
+  auto kind = f ? ic.kinds.owner(*f) : Result<Kind*>(nullptr);
+  return kind && *kind ? (*kind)->name() : "unknown";
+}
+
 // The figures of the summary: the orchestration's images counted here, each
 // kind's own objects counted by the kind.
 img::ShowSummary summarize(const InspectedCheckpoint& ic) {
@@ -97,9 +104,7 @@ img::ShowSummary summarize(const InspectedCheckpoint& ic) {
       t.set_image_bytes(t.image_bytes() + in_image[static_cast<size_t>(i)]);
     }
     for (auto& fd : p.fds) {
-      const img::FileEntry* f = c.file(fd.file_id());
-      auto kind = f ? ic.kinds.owner(*f) : Result<Kind*>(std::unexpected(Error("")));
-      auto& tally = fds[kind ? (*kind)->name() : "unknown"];
+      auto& tally = fds[kind_name(ic, fd.file_id())];
       tally.first++;
       tally.second.insert(fd.file_id());
     }
