@@ -74,6 +74,9 @@ UniqueFd open_same_file(const img::Vma& v, std::string& why_not) {
 
 Result<std::unique_ptr<ProcessMemory>> ProcessMemory::open(const Checkpoint& c, const ProcessImages& p,
                                                            const KindSet& kinds) {
+  if (c.inventory.page_size() != kPageSize)
+    return failf("the checkpoint was taken with {}-byte pages; its memory can be read with {}-byte pages only",
+                 c.inventory.page_size(), kPageSize);
   std::unique_ptr<ProcessMemory> m(new ProcessMemory(c, p));
   // The chain of page images: this process, then each parent as long as
   // the one before it inherited memory from it.

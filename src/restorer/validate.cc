@@ -245,7 +245,7 @@ Status validate(const Checkpoint& c, const MachineInfo& m, const KindSet& kinds,
 // and the kernel's special mappings (the first process that has them).
 MachineInfo machine_of(const Checkpoint& c) {
   MachineInfo m;
-  m.page_size = static_cast<uint32_t>(kPageSize);
+  m.page_size = c.inventory.page_size();
   m.xcr0 = c.inventory.xsave_features();
   m.xsave_size = c.inventory.xsave_size();
   for (auto& p : c.processes) {
