@@ -58,7 +58,7 @@ elf_prstatus prstatus(const ProcessImages& p, const img::ThreadCore& t) {
   st.pr_pgrp = static_cast<pid_t>(p.entry.pgid());
   st.pr_sid = static_cast<pid_t>(p.entry.sid());
   arch::core_gregs(t.regs(), st.pr_reg);
-  st.pr_fpvalid = t.xsave().size() >= arch::kFxsaveSize;
+  st.pr_fpvalid = !arch::extended_register_notes(t).empty();
   return st;
 }
 
@@ -135,10 +135,7 @@ std::vector<uint8_t> core_notes(const ProcessImages& p, const ProcessMemory& mem
       w.add("CORE", NT_FILE, files.data(), files.size());
       first = false;
     }
-    if (t.xsave().size() >= arch::kFxsaveSize) {
-      w.add("CORE", NT_FPREGSET, t.xsave().data(), arch::kFxsaveSize);
-      w.add("LINUX", NT_X86_XSTATE, t.xsave().data(), t.xsave().size());
-    }
+    for (auto& note : arch::extended_register_notes(t)) w.add(note.name, note.type, note.desc.data(), note.desc.size());
   }
   return w.take();
 }

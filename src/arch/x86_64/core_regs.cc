@@ -15,6 +15,14 @@ void core_gregs(const img::X86Regs& regs, elf_gregset_t& out) {
   std::memcpy(&out, &r, sizeof(r));
 }
 
+std::vector<RegisterNote> extended_register_notes(const img::ThreadCore& t) {
+  constexpr size_t kFxsaveSize = sizeof(elf_fpregset_t);
+  static_assert(kFxsaveSize == 512);
+  if (t.xsave().size() < kFxsaveSize) return {};
+  std::string_view xsave = t.xsave();
+  return {{"CORE", NT_FPREGSET, xsave.substr(0, kFxsaveSize)}, {"LINUX", NT_X86_XSTATE, xsave}};
+}
+
 std::optional<uint64_t> unwind_register(const img::X86Regs& r, int regnum) {
   switch (regnum) {
     case UNW_X86_64_RAX: return r.rax();
