@@ -207,14 +207,7 @@ class GhostFileKind final : public Kind {
   Result<size_t> read_mapped(const img::Vma& v, uint64_t offset, std::span<uint8_t> out) const override {
     const img::GhostFile* g = ghost_of(v);
     if (!g) return failf("vma {:x}-{:x}: no ghost file holds its data", v.start(), v.end());
-    std::string path = ghost_data_image(*dir_, g->id());
-    auto it = data_fds_.find(g->id());
-    if (it == data_fds_.end()) {
-      UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-      if (!fd) return failf_errno("cannot open {}", path);
-      it = data_fds_.emplace(g->id(), std::move(fd)).first;
-    }
-    return read_sparse(it->second.get(), g->extents(), g->size(), offset, out, path);
+    return data_.read(ghost_data_image(*dir_, g->id()), g->extents(), g->size(), offset, out);
   }
 
  private:
@@ -228,7 +221,7 @@ class GhostFileKind final : public Kind {
 
   const ImageDir* dir_ = nullptr;
   const Checkpoint* checkpoint_ = nullptr;
-  mutable std::map<uint32_t, UniqueFd> data_fds_;  // the ghosts' data, opened as read
+  mutable SparseDataFiles data_;  // the ghosts' data, opened as read
   std::optional<GhostStore> store_;
   std::vector<img::GhostFile> ghosts_;
   RecreatedGhosts recreated_;

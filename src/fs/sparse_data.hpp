@@ -3,16 +3,19 @@
 // holes stay holes; the bytes move in the kernel (sendfile).
 #pragma once
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <map>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "base/error.hpp"
+#include "base/unique_fd.hpp"
 #include "minicriu.pb.h"
 
 namespace minicriu {
@@ -69,5 +72,25 @@ template <typename Extents>
   }
   return n;
 }
+
+// The data files of a kind's sparse objects (ghost-ID.data, shmem-ID.data),
+// each opened on its first read and kept, as show and coredump read them.
+class SparseDataFiles {
+ public:
+  template <typename Extents>
+  [[nodiscard]] Result<size_t> read(const std::string& path, const Extents& extents, uint64_t size,
+                                    uint64_t offset, std::span<uint8_t> out) {
+    auto it = fds_.find(path);
+    if (it == fds_.end()) {
+      UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+      if (!fd) return failf_errno("cannot open {}", path);
+      it = fds_.emplace(path, std::move(fd)).first;
+    }
+    return read_sparse(it->second.get(), extents, size, offset, out, path);
+  }
+
+ private:
+  std::map<std::string, UniqueFd> fds_;
+};
 
 }  // namespace minicriu

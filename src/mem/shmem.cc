@@ -363,19 +363,12 @@ class ShmemKind final : public Kind {
   Result<size_t> read_mapped(const img::Vma& v, uint64_t offset, std::span<uint8_t> out) const override {
     const img::ShmemObject* obj = restorer_ ? restorer_->object(v.shmem_id()) : nullptr;
     if (!obj) return failf("shared memory object {} is not in shmem.img", v.shmem_id());
-    std::string path = shmem_data_image(*dir_, obj->id());
-    auto it = data_fds_.find(obj->id());
-    if (it == data_fds_.end()) {
-      UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-      if (!fd) return failf_errno("cannot open {}", path);
-      it = data_fds_.emplace(obj->id(), std::move(fd)).first;
-    }
-    return read_sparse(it->second.get(), obj->extents(), obj->size(), offset, out, path);
+    return data_.read(shmem_data_image(*dir_, obj->id()), obj->extents(), obj->size(), offset, out);
   }
 
  private:
   const ImageDir* dir_ = nullptr;
-  mutable std::map<uint32_t, UniqueFd> data_fds_;  // the objects' data, opened as read
+  mutable SparseDataFiles data_;  // the objects' data, opened as read
   std::optional<ShmemStore> store_;
   std::unique_ptr<ShmemRestorer> restorer_;
 };
