@@ -11,6 +11,14 @@ static void on_log(int level, const char* line, void* arg) {
   if (level <= MINICRIU_LOG_INFO) fprintf(stderr, "[minicriu] %s\n", line);
 }
 
+/* A checkpoint of a large rank takes a while: say how far its pages are. */
+static void on_progress(const minicriu_progress* p, void* arg) {
+  (void)arg;
+  fprintf(stderr, "[progress] %s pid %d: %llu of %llu MiB%s\n", p->phase, (int)p->pid,
+          (unsigned long long)(p->bytes_done >> 20), (unsigned long long)(p->bytes_total >> 20),
+          p->finished ? ", done" : "");
+}
+
 int main(int argc, char** argv) {
   if (argc != 3) {
     fprintf(stderr, "usage: %s PID DIR\n", argv[0]);
@@ -23,6 +31,7 @@ int main(int argc, char** argv) {
   /* An MPI job's shared-memory pool under /dev/shm is always carried. */
   minicriu_dump_opts_add_ghost_policy(opts, "/dev/shm/*:copy");
   minicriu_dump_opts_set_log(opts, MINICRIU_LOG_INFO, on_log, NULL);
+  minicriu_dump_opts_set_progress(opts, on_progress, NULL, 1000);
   int rc = minicriu_dump(opts);
   minicriu_dump_opts_free(opts);
   if (rc != 0) {

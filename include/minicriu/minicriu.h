@@ -23,6 +23,22 @@ enum minicriu_log_level {
 /* Receives each log line (already timestamped, no newline). */
 typedef void (*minicriu_log_fn)(int level, const char* line, void* arg);
 
+/* How far the pages of a dump or a restore have moved (see minicriu.hpp's
+ * Progress): reported at most every ~100 ms while they move, and once with
+ * finished set, for transfers longer than after_ms. Called in the thread that
+ * called minicriu_dump or minicriu_restore; phase is valid during the call. */
+typedef struct minicriu_progress {
+  const char* phase;       /* "dump", "restore" */
+  pid_t pid;               /* dump: the process whose pages move; restore: the root */
+  uint64_t bytes_done;
+  uint64_t bytes_total;    /* dump: an estimate (resident + swapped memory) */
+  double elapsed_s;
+  double bytes_per_s;
+  double eta_s;            /* -1 when unknown */
+  int finished;
+} minicriu_progress;
+typedef void (*minicriu_progress_fn)(const minicriu_progress* progress, void* arg);
+
 typedef struct minicriu_dump_opts minicriu_dump_opts;
 minicriu_dump_opts* minicriu_dump_opts_new(void);
 void minicriu_dump_opts_free(minicriu_dump_opts* opts);
@@ -30,6 +46,9 @@ int minicriu_dump_opts_set_pid(minicriu_dump_opts* opts, pid_t pid);
 int minicriu_dump_opts_set_images_dir(minicriu_dump_opts* opts, const char* dir);
 int minicriu_dump_opts_set_leave_running(minicriu_dump_opts* opts, int leave_running);
 int minicriu_dump_opts_set_log(minicriu_dump_opts* opts, int level, minicriu_log_fn fn, void* arg);
+/* fn NULL: no progress reports. */
+int minicriu_dump_opts_set_progress(minicriu_dump_opts* opts, minicriu_progress_fn fn, void* arg,
+                                    unsigned after_ms);
 /* Ghost files: the largest allocated size one may carry ("64M", "2G"; NULL or
  * "" for the default, 1G), and rules by path that win over it, first match
  * first ("/tmp/ompi-SESSION:copy" where SESSION is a glob, "/scratch/...:fail").
@@ -85,6 +104,8 @@ void minicriu_restore_opts_free(minicriu_restore_opts* opts);
 int minicriu_restore_opts_set_images_dir(minicriu_restore_opts* opts, const char* dir);
 int minicriu_restore_opts_set_detach(minicriu_restore_opts* opts, int detach);
 int minicriu_restore_opts_set_log(minicriu_restore_opts* opts, int level, minicriu_log_fn fn, void* arg);
+int minicriu_restore_opts_set_progress(minicriu_restore_opts* opts, minicriu_progress_fn fn, void* arg,
+                                       unsigned after_ms);
 /* Where to recreate ghost files whose directory is gone. */
 int minicriu_restore_opts_set_ghost_dir(minicriu_restore_opts* opts, const char* dir);
 /* "fd[N]:socket:[INODE]" (--inherit-fd), and a callback asked for the others. */
@@ -94,6 +115,10 @@ int minicriu_restore_opts_set_external_hook(minicriu_restore_opts* opts, minicri
 /* Restores the tree. root_pid (may be NULL) receives the restored root; unless
  * detached, wait_status (may be NULL) receives its wait status. */
 int minicriu_restore(const minicriu_restore_opts* opts, pid_t* root_pid, int* wait_status);
+
+/* Writes an ELF core file, core.PID, per process of the checkpoint in
+ * images_dir into output_dir (NULL: the current directory), for gdb. */
+int minicriu_coredump(const char* images_dir, const char* output_dir);
 
 const char* minicriu_last_error(void);
 int minicriu_last_errno(void);

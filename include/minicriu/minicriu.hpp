@@ -50,10 +50,30 @@ enum class LogLevel { error = 0, warn = 1, info = 2, debug = 3 };
 // timestamp. Default: stderr.
 using LogSink = std::function<void(LogLevel, std::string_view line)>;
 
+// How far the pages of a dump or a restore have moved, reported while they
+// move (at most every ~100 ms) and once when they are all through.
+struct Progress {
+  std::string_view phase;        // "dump" or "restore"
+  pid_t pid = 0;                 // dump: the process whose pages move; restore: the root
+  uint64_t bytes_done = 0;
+  uint64_t bytes_total = 0;      // dump: the process's resident and swapped memory, an estimate
+  double elapsed_s = 0;          // since the transfer began
+  double bytes_per_s = 0;        // on average so far
+  double eta_s = -1;             // time left at that rate; -1 when unknown
+  bool finished = false;         // the last report of this transfer
+};
+using ProgressSink = std::function<void(const Progress&)>;
+
 struct LogOptions {
   LogLevel level = LogLevel::warn;
   LogSink sink;             // empty: stderr
-  bool progress = false;    // a progress line for long page dumps (terminals)
+  // Transfers of pages that last longer than progress_after_ms report how
+  // far they are: to progress_sink when set (in the calling thread); else,
+  // with progress, as one line redrawn on stderr (a terminal); else as
+  // info-level log lines, once a second.
+  bool progress = false;
+  ProgressSink progress_sink;
+  uint32_t progress_after_ms = 1000;
 };
 
 // An object of the tree that reaches outside it: today a unix socket whose
@@ -149,11 +169,36 @@ struct RestoreResult {
 
 struct ShowOptions {
   std::string images_dir;
-  bool json = false;
+  bool json = false;        // the schema of docs/show-json.md
+  // Each thread's stack at the dump, unwound from the images and named from
+  // the binaries they map (a binary changed or gone since is said per frame).
+  bool backtrace = false;
 };
 
-// Decodes every image of a checkpoint for people (text) or scripts (JSON).
+// Decodes every image of a checkpoint for people (text, a summary first) or
+// scripts (JSON). A checkpoint that is incomplete or inconsistent is an
+// error naming what is wrong.
 [[nodiscard]] Result<std::string> show(const ShowOptions& options);
+
+struct CoredumpOptions {
+  std::string images_dir;
+  std::string output_dir;   // where core.PID files go; empty: the current directory
+  LogOptions log;
+};
+
+struct CoreFile {
+  pid_t pid = 0;
+  std::string path;         // OUTPUT_DIR/core.PID
+  uint64_t bytes = 0;       // its size (a sparse file: zero pages are holes)
+  uint32_t segments = 0;    // PT_LOADs
+  // What the images lack and the files no longer give (a library changed
+  // since the dump): its PT_LOADs have no data (p_filesz 0). One line each.
+  std::vector<std::string> left_out;
+};
+
+// An ELF core file per process of a checkpoint (zombies have none), for
+// gdb: `gdb -c core.PID EXE`.
+[[nodiscard]] Result<std::vector<CoreFile>> coredump(const CoredumpOptions& options);
 
 // What this kernel and this process's privileges support, item by item.
 struct CheckItem {

@@ -57,15 +57,27 @@ auto guarded(F&& body, decltype(body()) on_exception) noexcept -> decltype(body(
   return on_exception;
 }
 
-minicriu::LogOptions log_options(int level, minicriu_log_fn fn, void* arg) {
-  minicriu::LogOptions log;
+// The level and sink of log, the rest (progress) left as it was set.
+void set_log(minicriu::LogOptions& log, int level, minicriu_log_fn fn, void* arg) {
   log.level = static_cast<minicriu::LogLevel>(level < 0 ? 0 : level > 3 ? 3 : level);
+  log.sink = nullptr;
   if (fn)
     log.sink = [fn, arg](minicriu::LogLevel l, std::string_view line) {
       std::string s(line);
       fn(static_cast<int>(l), s.c_str(), arg);
     };
-  return log;
+}
+
+void set_progress(minicriu::LogOptions& log, minicriu_progress_fn fn, void* arg, unsigned after_ms) {
+  log.progress_sink = nullptr;
+  log.progress_after_ms = after_ms;
+  if (fn)
+    log.progress_sink = [fn, arg](const minicriu::Progress& p) {
+      std::string phase(p.phase);
+      minicriu_progress c{phase.c_str(), p.pid,     p.bytes_done, p.bytes_total, p.elapsed_s,
+                          p.bytes_per_s, p.eta_s, p.finished ? 1 : 0};
+      fn(&c, arg);
+    };
 }
 
 // The C view of an object: its strings live as long as obj.
@@ -106,7 +118,15 @@ int minicriu_dump_opts_set_leave_running(minicriu_dump_opts* opts, int leave_run
 int minicriu_dump_opts_set_log(minicriu_dump_opts* opts, int level, minicriu_log_fn fn, void* arg) {
   return guarded([&]() -> int {
     if (!opts) return bad_argument("opts");
-    opts->options.log = log_options(level, fn, arg);
+    set_log(opts->options.log, level, fn, arg);
+    return 0;
+  }, -1);
+}
+int minicriu_dump_opts_set_progress(minicriu_dump_opts* opts, minicriu_progress_fn fn, void* arg,
+                                    unsigned after_ms) {
+  return guarded([&]() -> int {
+    if (!opts) return bad_argument("opts");
+    set_progress(opts->options.log, fn, arg, after_ms);
     return 0;
   }, -1);
 }
@@ -205,7 +225,15 @@ int minicriu_restore_opts_set_detach(minicriu_restore_opts* opts, int detach) {
 int minicriu_restore_opts_set_log(minicriu_restore_opts* opts, int level, minicriu_log_fn fn, void* arg) {
   return guarded([&]() -> int {
     if (!opts) return bad_argument("opts");
-    opts->options.log = log_options(level, fn, arg);
+    set_log(opts->options.log, level, fn, arg);
+    return 0;
+  }, -1);
+}
+int minicriu_restore_opts_set_progress(minicriu_restore_opts* opts, minicriu_progress_fn fn, void* arg,
+                                       unsigned after_ms) {
+  return guarded([&]() -> int {
+    if (!opts) return bad_argument("opts");
+    set_progress(opts->options.log, fn, arg, after_ms);
     return 0;
   }, -1);
 }
@@ -245,6 +273,17 @@ int minicriu_restore(const minicriu_restore_opts* opts, pid_t* root_pid, int* wa
     if (root_pid) *root_pid = r->root_pid;
     if (wait_status) *wait_status = r->exit_status;
     return 0;
+  }, -1);
+}
+
+int minicriu_coredump(const char* images_dir, const char* output_dir) {
+  return guarded([&]() -> int {
+    if (!images_dir) return bad_argument("images dir");
+    minicriu::CoredumpOptions options;
+    options.images_dir = images_dir;
+    if (output_dir) options.output_dir = output_dir;
+    auto r = minicriu::coredump(options);
+    return r ? 0 : failed(r.error());
   }, -1);
 }
 

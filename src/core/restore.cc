@@ -4,10 +4,14 @@
 // go, a failure kills what was created (RestoringTask), so no half-restored
 // process is ever left running.
 
+#include <poll.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <set>
 #include <memory>
@@ -16,6 +20,7 @@
 #include "base/error.hpp"
 #include "base/external.hpp"
 #include "base/log.hpp"
+#include "base/mapping.hpp"
 #include "fs/fd_table.hpp"
 #include "images/checkpoint.hpp"
 #include "images/image_dir.hpp"
@@ -50,9 +55,35 @@ Result<int> raise_fd_floor(const Checkpoint& c) {
   return floor;
 }
 
-// Relays a task's warnings until it is ready; its error becomes ours.
-Result<rst::Msg> wait_ready(RestoringTask& task, const Logger& log) {
+// The bytes of pages the tasks have read back, counted where minicriu sees
+// them: in a page shared with every task it makes (MAP_SHARED survives
+// clone3 without CLONE_VM; each restored process's blob unmaps it with the
+// rest of the restoring program).
+class SharedCounter {
+ public:
+  [[nodiscard]] static Result<SharedCounter> make() {
+    ASSIGN_OR_RETURN(Mapping page, Mapping::map(nullptr, sizeof(std::atomic<uint64_t>), PROT_READ | PROT_WRITE,
+                                                MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+    static_assert(std::atomic<uint64_t>::is_always_lock_free, "shared by processes: no lock may hide inside");
+    new (page.get()) std::atomic<uint64_t>(0);
+    return SharedCounter(std::move(page));
+  }
+  std::atomic<uint64_t>* get() const { return page_.get<std::atomic<uint64_t>>(); }
+
+ private:
+  explicit SharedCounter(Mapping page) : page_(std::move(page)) {}
+  Mapping page_;
+};
+
+// Relays a task's warnings until it is ready; its error becomes ours. While
+// it waits, tick() runs every 100 ms (the progress of the tree's pages).
+Result<rst::Msg> wait_ready(RestoringTask& task, const Logger& log, const std::function<void()>& tick) {
   for (;;) {
+    pollfd pfd{task.channel(), POLLIN, 0};
+    int ready = ::poll(&pfd, 1, 100);
+    if (ready < 0 && errno != EINTR) return failf_errno("pid {}: waiting on the restore channel", task.pid());
+    tick();
+    if (ready <= 0) continue;
     ASSIGN_OR_RETURN(rst::Msg m, with_context(receive(task.channel()), fmt::format("pid {}", task.pid())));
     switch (m.type) {
       case rst::MSG_WARN:
@@ -147,7 +178,13 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   ASSIGN_OR_RETURN(env.fd_floor, raise_fd_floor(ckpt));
   TRY(kinds.each([&](Kind& k) { return k.create_shared(env); }));
   ASSIGN_OR_RETURN(SharedFiles shared, open_shared_files(ckpt, kinds, env.fd_floor));
+  ASSIGN_OR_RETURN(SharedCounter pages_restored, SharedCounter::make());
+  uint64_t page_bytes = 0;
+  for (auto& p : ckpt.processes) page_bytes += p.pages_file_size;
+  ProgressMeter progress(log, "restore", static_cast<pid_t>(ckpt.inventory.root_pid()), page_bytes);
+  auto tick = [&] { progress.set(pages_restored.get()->load(std::memory_order_relaxed)); };
   TreeRestore tree;
+  tree.pages_restored = pages_restored.get();
   tree.checkpoint = &ckpt;
   tree.kinds = &kinds;
   tree.shared = &shared;
@@ -183,12 +220,14 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
 
   std::vector<std::unique_ptr<TailUnmapper>> tails;
   for (size_t i = 0; i < tasks.size(); i++) {
-    ASSIGN_OR_RETURN(rst::Msg ready, wait_ready(tasks[i], log));
+    ASSIGN_OR_RETURN(rst::Msg ready, wait_ready(tasks[i], log, tick));
     std::vector<pid_t> tids(restored[i]->entry.tids().begin(), restored[i]->entry.tids().end());
     auto tail = TailUnmapper::attach(tasks[i].pid(), tids, ready);
     if (!tail) log.warn("the restorer tail will stay mapped: {}", tail.error().what());
     tails.push_back(tail ? std::move(*tail) : nullptr);
   }
+  tick();
+  progress.finish();
   log.info("every process is ready; resuming");
   // Every holder has its files: our own copies of what the tree shares must
   // not keep it open, and each kind puts its last touches (ghosts become

@@ -11,6 +11,7 @@
 #include "base/paths.hpp"
 #include "base/unique_fd.hpp"
 #include "fs/regular_file.hpp"
+#include "images/checkpoint.hpp"
 #include "kinds/kind.hpp"
 #include "fs/sparse_data.hpp"
 
@@ -161,6 +162,8 @@ class GhostFileKind final : public Kind {
 
   Status load(const RestoreEnv& env) override {
     ASSIGN_OR_RETURN(ghosts_, read_all_images<img::GhostFile>(ghosts_image(env.dir), kGhostsImage));
+    dir_ = &env.dir;
+    checkpoint_ = &env.checkpoint;
     return {};
   }
 
@@ -196,7 +199,36 @@ class GhostFileKind final : public Kind {
     for (auto& g : ghosts_) *view.add_ghosts() = g;
   }
 
+  void summarize(img::ShowSummary& summary) const override {
+    if (ghosts_.empty()) return;
+    img::ObjectTally* t = summary.add_objects();
+    t->set_what("ghost files");
+    t->set_count(ghosts_.size());
+    for (auto& g : ghosts_) t->set_bytes(t->bytes() + g.allocated());
+  }
+
+  // A mapping of a file that had no name left (a deleted library, a shared
+  // memory pool file): its data is the ghost's.
+  bool reads(const img::Vma& v) const override { return ghost_of(v) != nullptr; }
+
+  Result<size_t> read_mapped(const img::Vma& v, uint64_t offset, std::span<uint8_t> out) const override {
+    const img::GhostFile* g = ghost_of(v);
+    if (!g) return failf("vma {:x}-{:x}: no ghost file holds its data", v.start(), v.end());
+    return data_.read(ghost_data_image(*dir_, g->id()), g->extents(), g->size(), offset, out);
+  }
+
  private:
+  const img::GhostFile* ghost_of(const img::Vma& v) const {
+    const img::FileEntry* f = checkpoint_ && v.file_id() ? checkpoint_->file(v.file_id()) : nullptr;
+    if (!f || !owns(*f)) return nullptr;
+    for (auto& g : ghosts_)
+      if (g.id() == f->reg().ghost_id()) return &g;
+    return nullptr;
+  }
+
+  const ImageDir* dir_ = nullptr;
+  const Checkpoint* checkpoint_ = nullptr;
+  mutable SparseDataFiles data_;  // the ghosts' data, opened as read
   std::optional<GhostStore> store_;
   std::vector<img::GhostFile> ghosts_;
   RecreatedGhosts recreated_;

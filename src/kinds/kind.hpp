@@ -47,7 +47,10 @@
 //   (a failed restore destroys the Kind: its destructor takes back what it made)
 //
 // Show: describe(entry) for one fd, describe_process() for a process,
-// describe_images() and add_to_view() for the kind's own images.
+// describe_images() and add_to_view() for the kind's own images, summarize()
+// for the figures of the summary, and read_mapped() for the data of the
+// objects that VMAs map (show --backtrace and coredump read a checkpoint's
+// memory without restoring it). All after load().
 #pragma once
 
 #include <sys/stat.h>
@@ -55,6 +58,7 @@
 
 #include <functional>
 #include <set>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -273,6 +277,19 @@ class Kind {
   virtual void describe_process(const ProcessImages& p, std::string& out) const { (void)p, (void)out; }
   // The kind's own images, for `show --json`.
   virtual void add_to_view(img::CheckpointView& view) const { (void)view; }
+  // Counts of the kind's own objects for the summary (summary.objects:
+  // "ghost files", how many, the bytes of data the images hold for them).
+  virtual void summarize(img::ShowSummary& summary) const { (void)summary; }
+  // This kind holds the data of the object the VMA maps (shared memory, a
+  // ghost file): read_mapped() reads it at `offset` bytes into the object
+  // (the VMA's pgoff and beyond), what is a hole reading as zeros. It returns
+  // how many bytes it read, fewer than out.size() only at the object's end.
+  virtual bool reads(const img::Vma& vma) const {
+    (void)vma;
+    return false;
+  }
+  [[nodiscard]] virtual Result<size_t> read_mapped(const img::Vma& vma, uint64_t offset,
+                                                   std::span<uint8_t> out) const;
 };
 
 }  // namespace minicriu

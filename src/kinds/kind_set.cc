@@ -18,6 +18,10 @@ Status Kind::map(const img::Vma& vma, void*, int) {
   return failf("vma {:x}-{:x}: the {} kind maps nothing", vma.start(), vma.end(), name());
 }
 
+Result<size_t> Kind::read_mapped(const img::Vma& vma, uint64_t, std::span<uint8_t>) const {
+  return failf("vma {:x}-{:x}: the {} kind holds no data for it", vma.start(), vma.end(), name());
+}
+
 std::string Kind::describe(const img::FileEntry& entry) const {
   return fmt::format("{} (file {})", name(), entry.id());
 }
@@ -80,6 +84,12 @@ Result<Kind*> KindSet::owner(const img::FileEntry& entry) const {
 Kind* KindSet::mapper(const img::Vma& vma) const {
   for (auto& k : kinds_)
     if (k->maps(vma)) return k.get();
+  return nullptr;
+}
+
+const Kind* KindSet::reader(const img::Vma& vma) const {
+  for (auto& k : kinds_)
+    if (k->reads(vma)) return k.get();
   return nullptr;
 }
 

@@ -33,6 +33,8 @@ class KindSet {
   [[nodiscard]] Result<Kind*> owner(const img::FileEntry& entry) const;
   // The kind that maps a VMA's object, or null (an ordinary file or memory).
   Kind* mapper(const img::Vma& vma) const;
+  // The kind that holds the data of a VMA's object (reads()), or null.
+  const Kind* reader(const img::Vma& vma) const;
 
   // An fd on the entry, opened by its kind.
   [[nodiscard]] Result<UniqueFd> open(const img::FileEntry& entry) const;

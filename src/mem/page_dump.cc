@@ -25,9 +25,8 @@ struct Page {
 // Collects runs of pages and hands them to the parasite in batches.
 class PageBatcher {
  public:
-  PageBatcher(ParasiteSession& session, int out_fd, PageDumpResult& result, uint64_t total_bytes,
-              const Logger& log)
-      : session_(session), out_fd_(out_fd), result_(result), total_(total_bytes), log_(log) {}
+  PageBatcher(ParasiteSession& session, int out_fd, PageDumpResult& result, ProgressMeter& progress)
+      : session_(session), out_fd_(out_fd), result_(result), progress_(progress) {}
 
   [[nodiscard]] Status add(RemotePtr<> at, uint64_t pages) {
     if (!runs_.empty() && runs_.back().end() == at) {
@@ -37,8 +36,9 @@ class PageBatcher {
       runs_.push_back({at, pages * kPageSize});
     }
     pending_bytes_ += pages * kPageSize;
-    // Bounded batches keep the progress line moving.
-    if (pending_bytes_ >= (256ull << 20)) TRY(flush());
+    // Bounded batches keep the progress line moving (64 MiB: a few tens of
+    // milliseconds at the page path's speed, one parasite command each).
+    if (pending_bytes_ >= (64ull << 20)) TRY(flush());
     return {};
   }
 
@@ -46,8 +46,7 @@ class PageBatcher {
     if (runs_.empty()) return {};
     TRY(session_.drain_pages(runs_, out_fd_));
     for (auto& r : runs_) append_entry(r.start, r.size / kPageSize);
-    done_ += pending_bytes_;
-    log_.progress(fmt::format("pages: {} / {} MiB", done_ >> 20, total_ >> 20));
+    progress_.add(pending_bytes_);
     runs_.clear();
     pending_bytes_ = 0;
     return {};
@@ -71,11 +70,9 @@ class PageBatcher {
   ParasiteSession& session_;
   int out_fd_;
   PageDumpResult& result_;
-  uint64_t total_;
-  const Logger& log_;
+  ProgressMeter& progress_;
   std::vector<RemoteRange> runs_;
   uint64_t pending_bytes_ = 0;
-  uint64_t done_ = 0;
 };
 
 // Pages the parasite cannot vmsplice (no PROT_READ: get_user_pages refuses
@@ -169,7 +166,8 @@ Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas, Parasit
   uint64_t total = 0;
   for (auto& v : vmas)
     if (vma_dumps_pages(v.vma)) total += (v.maps.rss_kb + v.maps.swap_kb) << 10;
-  PageBatcher batcher(session, pages_fd, result, total, log);
+  ProgressMeter progress(log, "dump", pid, total);
+  PageBatcher batcher(session, pages_fd, result, progress);
 
   std::vector<uint64_t> pm(16384);
   for (auto& info : vmas) {
@@ -208,6 +206,7 @@ Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas, Parasit
           TRY(batcher.flush());
           TRY(copy_unreadable(memory, run, j - i, pages_fd));
           batcher.append_entry(run, j - i);
+          progress.add((j - i) * kPageSize);
         }
         vma_pages += j - i;
         i = j;
@@ -221,7 +220,7 @@ Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas, Parasit
     log.debug("pid {}: vma {}-{} {}: {} page(s)", pid, range.start, range.end(), vma.path(), vma_pages);
   }
   TRY(batcher.flush());
-  log.progress_done();
+  progress.finish();
   return result;
 }
 

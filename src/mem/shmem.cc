@@ -276,6 +276,7 @@ class ShmemKind final : public Kind {
 
   Status load(const RestoreEnv& env) override {
     ASSIGN_OR_RETURN(restorer_, ShmemRestorer::load(env.dir));
+    dir_ = &env.dir;
     return {};
   }
 
@@ -345,7 +346,29 @@ class ShmemKind final : public Kind {
     for (auto& [id, o] : restorer_->objects()) *view.add_shmem() = o;
   }
 
+  void summarize(img::ShowSummary& summary) const override {
+    if (!restorer_ || restorer_->objects().empty()) return;
+    img::ObjectTally* t = summary.add_objects();
+    t->set_what("shared memory objects");
+    for (auto& [id, o] : restorer_->objects()) {
+      t->set_count(t->count() + 1);
+      t->set_bytes(t->bytes() + o.allocated());
+    }
+  }
+
+  bool reads(const img::Vma& v) const override {
+    return v.shmem_id() != 0 && restorer_ && restorer_->object(v.shmem_id());
+  }
+
+  Result<size_t> read_mapped(const img::Vma& v, uint64_t offset, std::span<uint8_t> out) const override {
+    const img::ShmemObject* obj = restorer_ ? restorer_->object(v.shmem_id()) : nullptr;
+    if (!obj) return failf("shared memory object {} is not in shmem.img", v.shmem_id());
+    return data_.read(shmem_data_image(*dir_, obj->id()), obj->extents(), obj->size(), offset, out);
+  }
+
  private:
+  const ImageDir* dir_ = nullptr;
+  mutable SparseDataFiles data_;  // the objects' data, opened as read
   std::optional<ShmemStore> store_;
   std::unique_ptr<ShmemRestorer> restorer_;
 };

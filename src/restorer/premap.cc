@@ -162,14 +162,18 @@ Result<Mapping> premap_vmas(const Checkpoint& c, const ProcessImages& p, const P
   return area;
 }
 
-Status fill_pages(const ProcessImages& p, const PremapPlan& plan) {
+Status fill_pages(const ProcessImages& p, const PremapPlan& plan, std::atomic<uint64_t>* progress) {
   UniqueFd fd(::open(p.pages_path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) return failf_errno("cannot open {}", p.pages_path);
   const auto& vmas = p.mm.vmas();
   std::vector<iovec> iov;
   iov.reserve(IOV_MAX);
   off_t off = 0;
-  // One preadv per IOV_MAX runs; a short read (the kernel caps one call near
+  size_t batch = 0;  // bytes in iov
+  // Batches of at most 64 MiB keep the progress report moving, at no cost
+  // to the page path (a syscall per tens of milliseconds of copying).
+  constexpr size_t kBatch = 64u << 20;
+  // One preadv per batch; a short read (the kernel caps one call near
   // 2 GiB) resumes where it stopped.
   auto flush = [&]() -> Status {
     size_t first = 0;
@@ -179,6 +183,7 @@ Status fill_pages(const ProcessImages& p, const PremapPlan& plan) {
       if (n < 0) return failf_errno("cannot read {} at offset {}", p.pages_path, off);
       if (n == 0) return failf("{} ends early at offset {}", p.pages_path, off);
       off += n;
+      if (progress) progress->fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
       auto done = static_cast<size_t>(n);
       while (first < iov.size() && done >= iov[first].iov_len) done -= iov[first++].iov_len;
       if (done) {
@@ -187,15 +192,22 @@ Status fill_pages(const ProcessImages& p, const PremapPlan& plan) {
       }
     }
     iov.clear();
+    batch = 0;
     return {};
   };
   auto add = [&](uint64_t dst, size_t len) -> Status {
-    if (!iov.empty() && static_cast<char*>(iov.back().iov_base) + iov.back().iov_len ==
-                            reinterpret_cast<char*>(dst))
-      iov.back().iov_len += len;
-    else
-      iov.push_back({reinterpret_cast<void*>(dst), len});
-    if (iov.size() == IOV_MAX) TRY(flush());
+    while (len) {
+      size_t piece = std::min(len, kBatch - batch);
+      if (!iov.empty() && static_cast<char*>(iov.back().iov_base) + iov.back().iov_len ==
+                              reinterpret_cast<char*>(dst))
+        iov.back().iov_len += piece;
+      else
+        iov.push_back({reinterpret_cast<void*>(dst), piece});
+      batch += piece;
+      dst += piece;
+      len -= piece;
+      if (iov.size() == IOV_MAX || batch == kBatch) TRY(flush());
+    }
     return {};
   };
   for (auto& e : p.pagemap) {

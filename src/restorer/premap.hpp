@@ -7,6 +7,8 @@
 // no ordering between VMAs is needed and no move can clobber another's source.
 #pragma once
 
+#include <atomic>
+
 #include <cstdint>
 #include <map>
 #include <vector>
@@ -67,7 +69,10 @@ bool needs_slot(const img::Vma& v);
                                           const PremapPlan& plan, const KindSet& kinds);
 
 // Reads pages-PID.img into the slots with large preadv() calls: the page data
-// goes from the page cache straight into the premapped memory.
-[[nodiscard]] Status fill_pages(const ProcessImages& p, const PremapPlan& plan);
+// goes from the page cache straight into the premapped memory. Each read's
+// bytes are added to *progress (if not null: a counter the restoring
+// program shares with the tasks it makes, for its progress report).
+[[nodiscard]] Status fill_pages(const ProcessImages& p, const PremapPlan& plan,
+                                std::atomic<uint64_t>* progress = nullptr);
 
 }  // namespace minicriu

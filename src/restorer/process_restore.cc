@@ -104,8 +104,10 @@ struct PremappedMemory {
   SpecialMappings here;
 };
 
-Result<PremappedMemory> prepare_memory(const Checkpoint& c, const ProcessImages& p, const KindSet& kinds,
+Result<PremappedMemory> prepare_memory(const TreeRestore& tree, const ProcessImages& p,
                                        const InheritedSlots& inherited) {
+  const Checkpoint& c = *tree.checkpoint;
+  const KindSet& kinds = *tree.kinds;
   PremappedMemory m;
   ASSIGN_OR_RETURN(auto maps_text, proc::read_file("/proc/self/maps"));
   ASSIGN_OR_RETURN(auto maps, proc::parse_maps(maps_text));
@@ -126,7 +128,7 @@ Result<PremappedMemory> prepare_memory(const Checkpoint& c, const ProcessImages&
   sizes.tail = blob.tail;
   ASSIGN_OR_RETURN(m.plan, plan_premap(p.mm, busy, sizes, inherited));
   ASSIGN_OR_RETURN(m.area, premap_vmas(c, p, m.plan, kinds));
-  TRY(fill_pages(p, m.plan));
+  TRY(fill_pages(p, m.plan, tree.pages_restored));
   return m;
 }
 
@@ -271,7 +273,7 @@ void restore_task(const TreeRestore& tree, const ProcessImages& p, const Inherit
   if (auto st = enter_session(p, channel, root); !st) fail_task(st.error());
   // Before the children: they inherit the session's terminal.
   if (auto st = kinds_in_task(*tree.kinds, c, p, channel, &Kind::restore_session); !st) fail_task(st.error());
-  auto mem = prepare_memory(c, p, *tree.kinds, inherited);
+  auto mem = prepare_memory(tree, p, inherited);
   if (!mem) fail_task(mem.error());
   // Where this process's anonymous memory waits: its children's twins of it
   // start from these slots, inherited.

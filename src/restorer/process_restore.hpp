@@ -7,6 +7,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <map>
 
 #include "fs/fd_table.hpp"
@@ -28,6 +29,9 @@ struct TreeRestore {
   // Files held by several processes, opened once.
   const SharedFiles* shared = nullptr;
   std::map<pid_t, int> channels;  // each task's end of its channel to minicriu
+  // Bytes of pages read back so far, over the whole tree: in memory the
+  // tasks share with minicriu (MAP_SHARED), which reports the progress.
+  std::atomic<uint64_t>* pages_restored = nullptr;
 };
 
 // The body of a task: takes its session and group, creates its children (each

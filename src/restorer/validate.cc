@@ -66,7 +66,9 @@ Status check_ids(const Checkpoint& c) {
   return {};
 }
 
-Status check_threads(const ProcessImages& p, const MachineInfo& m) {
+// What the images must be, and, for a restore (restore_limits), what this
+// version can restore.
+Status check_threads(const ProcessImages& p, const MachineInfo& m, bool restore_limits) {
   const auto& core = p.core;
   if (core.pid() != p.entry.pid())
     return failf("core image is of pid {}", core.pid());
@@ -92,7 +94,7 @@ Status check_threads(const ProcessImages& p, const MachineInfo& m) {
     if (t.has_rseq() && t.rseq().addr() && t.rseq().len() < 32)
       return failf("thread {}: rseq area of {} bytes", t.tid(), t.rseq().len());
   }
-  if (core.creds().groups_size() > static_cast<int>(rst::kMaxGroups))
+  if (restore_limits && core.creds().groups_size() > static_cast<int>(rst::kMaxGroups))
     return failf("{} supplementary groups; at most {} are restored", core.creds().groups_size(),
                  rst::kMaxGroups);
   for (auto& s : core.shared_pending())
@@ -205,7 +207,7 @@ Status check_pagemap(const ProcessImages& p) {
   return {};
 }
 
-Status check_files(const Checkpoint& c, const ProcessImages& p, const KindSet& kinds) {
+Status check_files(const Checkpoint& c, const ProcessImages& p, const KindSet& kinds, bool restore_limits) {
   std::set<int> fds;
   for (auto& f : p.fds) {
     // fs.nr_open cannot go above this (sysctl_nr_open_max on 64 bits).
@@ -221,27 +223,55 @@ Status check_files(const Checkpoint& c, const ProcessImages& p, const KindSet& k
   if (p.core.root_file_id()) {
     const img::FileEntry* root = c.file(p.core.root_file_id());
     if (!root || !root->has_reg()) return failf("root file {} is not in files.img", p.core.root_file_id());
-    if (root->reg().path() != "/")
+    if (restore_limits && root->reg().path() != "/")
       return failf("the process ran chrooted in {}; restoring a chroot is not supported yet",
                    root->reg().path());
   }
   return {};
 }
 
-}  // namespace
-
-Status validate_checkpoint(const Checkpoint& c, const MachineInfo& m, const KindSet& kinds) {
+Status validate(const Checkpoint& c, const MachineInfo& m, const KindSet& kinds, bool restore_limits) {
   TRY(check_inventory(c, m));
   TRY(check_ids(c));
   for (auto& p : c.processes) {
     if (p.entry.zombie()) continue;  // its pstree entry is all there is
     auto ctx = fmt::format("pid {}", p.entry.pid());
-    TRY(with_context(check_threads(p, m), ctx));
+    TRY(with_context(check_threads(p, m, restore_limits), ctx));
     TRY(with_context(check_vmas(c, p, m), ctx));
     TRY(with_context(check_pagemap(p), ctx));
-    TRY(with_context(check_files(c, p, kinds), ctx));
+    TRY(with_context(check_files(c, p, kinds, restore_limits), ctx));
   }
   return {};
+}
+
+// The machine the checkpoint describes: what its own images say of the CPU
+// and the kernel's special mappings (the first process that has them).
+MachineInfo machine_of(const Checkpoint& c) {
+  MachineInfo m;
+  m.page_size = c.inventory.page_size();
+  m.xcr0 = c.inventory.xsave_features();
+  m.xsave_size = c.inventory.xsave_size();
+  for (auto& p : c.processes) {
+    bool any = false;
+    for (auto& v : p.mm.vmas()) {
+      uint64_t size = v.end() - v.start();
+      if (v.kind() == img::VMA_VDSO) m.vdso_size = size, any = true;
+      if (v.kind() == img::VMA_VVAR) m.vvar_size = size, any = true;
+      if (v.kind() == img::VMA_VVAR_VCLOCK) m.vvar_vclock_size = size, any = true;
+    }
+    if (any) break;
+  }
+  return m;
+}
+
+}  // namespace
+
+Status validate_checkpoint(const Checkpoint& c, const MachineInfo& m, const KindSet& kinds) {
+  return validate(c, m, kinds, true);
+}
+
+Status validate_images(const Checkpoint& c, const KindSet& kinds) {
+  return validate(c, machine_of(c), kinds, false);
 }
 
 }  // namespace minicriu

@@ -14,4 +14,10 @@ namespace minicriu {
 // kinds: every entry of files.img must have a kind that restores it.
 [[nodiscard]] Status validate_checkpoint(const Checkpoint& c, const MachineInfo& machine, const KindSet& kinds);
 
+// The same checks of the images among themselves, against the machine they
+// describe rather than this one, without what only a restore needs (a
+// chroot, the number of groups): what show, show --backtrace and coredump
+// need before they read a checkpoint.
+[[nodiscard]] Status validate_images(const Checkpoint& c, const KindSet& kinds);
+
 }  // namespace minicriu

@@ -69,7 +69,9 @@ void redirect_stdio(const std::string& out, int pass_fd) {
 }  // namespace
 
 std::string minicriu_bin() { return MINICRIU_BIN; }
-std::string program(const std::string& name) { return std::string(PROGRAMS_DIR) + "/" + name; }
+std::string program(const std::string& name) {
+  return name.find('/') != std::string::npos ? name : std::string(PROGRAMS_DIR) + "/" + name;
+}
 
 TempDir::TempDir() {
   char tmpl[] = "/tmp/minicriu-e2e-XXXXXX";
@@ -113,8 +115,9 @@ CommandResult run_minicriu(const std::vector<std::string>& args, int pass_fd) {
 
 Program::Program(const std::string& name, const TempDir& dir, std::vector<std::string> extra_args,
                  int pass_fd) {
-  ready_file_ = dir / (name + ".ready");
-  log_file_ = dir / (name + ".log");
+  std::string base = std::filesystem::path(name).filename();
+  ready_file_ = dir / (base + ".ready");
+  log_file_ = dir / (base + ".log");
   std::vector<std::string> argv{program(name), ready_file_, dir.path()};
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   pid_ = ::fork();

@@ -14,6 +14,7 @@
 namespace e2e {
 
 std::string minicriu_bin();
+// A program of tests/programs by name, or any by its path (a name with a '/').
 std::string program(const std::string& name);
 
 // A fresh directory under /tmp, removed at destruction.

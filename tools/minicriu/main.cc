@@ -1,22 +1,34 @@
-// The minicriu command line: a thin client of libminicriu.
+// The minicriu command line: a thin client of libminicriu. Every option says
+// what it does and shows an example; `minicriu --man` prints the manual page
+// made from the same text (installed as minicriu.1).
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <google/protobuf/stubs/logging.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <string>
 
 #include "base/version.hpp"
+#include "man_page.hpp"
 #include "minicriu/minicriu.hpp"
 
 namespace {
 
-minicriu::LogOptions log_options(int verbosity) {
+// The description of an option, and an example of its use.
+std::string with_example(const std::string& what, const std::string& example) {
+  return what + ". Example: " + example;
+}
+
+minicriu::LogOptions log_options(int verbosity, uint32_t progress_after_ms) {
   minicriu::LogOptions log;
   log.level = verbosity <= 0   ? minicriu::LogLevel::warn
               : verbosity == 1 ? minicriu::LogLevel::info
                                : minicriu::LogLevel::debug;
+  // On a terminal one line redrawn; in a log, lines (at -v).
   log.progress = ::isatty(STDERR_FILENO) != 0;
+  log.progress_after_ms = progress_after_ms;
   return log;
 }
 
@@ -25,92 +37,190 @@ int report(const minicriu::Error& e) {
   return 1;
 }
 
+void add_verbose(CLI::App* cmd, int& verbosity) {
+  cmd->add_flag("-v,--verbose", verbosity,
+                with_example("More log lines on stderr: -v one line per step (info), -vv details (debug)",
+                             "minicriu " + cmd->get_name() + " -v ..."));
+}
+
+void add_progress_after(CLI::App* cmd, uint32_t& ms) {
+  cmd->add_option("--progress-after", ms,
+                  with_example("Report the progress of the pages (bytes done, rate, time left; one line "
+                               "redrawn on a terminal, log lines at -v otherwise) for transfers that last "
+                               "longer than MS milliseconds (default 1000; 0: always)",
+                               "--progress-after 0"))
+      ->type_name("MS");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A damaged image is reported by the engine in one line of its own;
+  // protobuf's own complaint about it (invalid UTF-8...) would be a second.
+  google::protobuf::SetLogHandler([](google::protobuf::LogLevel, const char*, int, const std::string&) {});
   CLI::App app{"minicriu: checkpoint and restore Linux process trees"};
   app.set_version_flag("--version", minicriu::kVersion);
-  app.require_subcommand(1);
+  app.footer(
+      "Examples:\n"
+      "  minicriu dump -t 1234 -D /tmp/ckpt           checkpoint the tree of pid 1234, killing it\n"
+      "  minicriu restore -D /tmp/ckpt                restore it and wait for its root\n"
+      "  minicriu show -D /tmp/ckpt --backtrace       where each of its threads was\n"
+      "  minicriu coredump -D /tmp/ckpt --output-dir /tmp/cores\n"
+      "Each command's options: minicriu COMMAND --help");
+  bool man = false;
+  app.add_flag("--man", man, "Print the manual page (troff) and exit")->group("");
   int verbosity = 0;
   app.add_flag("-v,--verbose", verbosity,
-               "More log lines on stderr: -v one line per step (info), -vv details (debug)");
+               with_example("More log lines on stderr: -v one line per step (info), -vv details (debug)",
+                            "minicriu -v dump -t 1234 -D /tmp/ckpt"));
 
   minicriu::DumpOptions dump;
+  uint32_t progress_after_ms = 1000;
   auto* dump_cmd = app.add_subcommand("dump", "Checkpoint the tree rooted at a process into a directory");
-  dump_cmd->add_option("-t,--tree", dump.pid, "PID of the root of the tree to dump")->required();
+  dump_cmd->footer(
+      "Examples:\n"
+      "  minicriu dump -t 1234 -D /tmp/ckpt                 the tree dies once the images are complete\n"
+      "  minicriu dump -t 1234 -D /tmp/ckpt -R              it runs on\n"
+      "  minicriu dump -t $(pgrep -o mpirun) -D /tmp/job --ghost-limit 2G --ext-unix-sk");
+  dump_cmd->add_option("-t,--tree", dump.pid, with_example("PID of the root of the tree to dump", "-t 1234"))
+      ->type_name("PID")
+      ->required();
   dump_cmd->add_option("-D,--images-dir", dump.images_dir,
-                       "Directory to write the images to (must exist)")->required();
+                       with_example("Directory to write the images to (must exist)", "-D /tmp/ckpt"))
+      ->type_name("DIR")
+      ->required();
   dump_cmd->add_flag("-R,--leave-running", dump.leave_running,
-                     "Leave the tree running after the dump (default: kill it once the "
-                     "images are complete)");
+                     with_example("Leave the tree running after the dump (default: kill it once the "
+                                  "images are complete)", "-R"));
   dump_cmd->add_option("--ghost-limit", dump.ghost_limit,
-                       "Largest ghost file (open, no name left) whose data a dump carries, "
-                       "counting allocated data only, e.g. 64M, 2G (default 1G)");
+                       with_example("Largest ghost file (open, no name left) whose data a dump carries, "
+                                    "counting allocated data only (default 1G)", "--ghost-limit 64M"))
+      ->type_name("SIZE");
   dump_cmd->add_option("--ghost-policy", dump.ghost_policy,
-                       "PATTERN:copy or PATTERN:fail for ghost files whose last path matches "
-                       "the glob PATTERN, regardless of --ghost-limit; repeatable, first match "
-                       "wins (e.g. '/tmp/ompi-*:copy')");
+                       with_example("PATTERN:copy or PATTERN:fail for ghost files whose last path matches "
+                                    "the glob PATTERN, regardless of --ghost-limit; repeatable, first match "
+                                    "wins", "--ghost-policy '/tmp/ompi-*:copy'"))
+      ->type_name("RULE");
   dump_cmd->add_flag("--ext-unix-sk", dump.ext_unix_sk,
-                     "Dump unix sockets whose peer is outside the tree (stream, seqpacket and "
-                     "dgram) as external: at restore each needs --inherit-fd, except a dgram "
-                     "socket whose peer has a path, which is connected to it again");
+                     with_example("Dump unix sockets whose peer is outside the tree (stream, seqpacket and "
+                                  "dgram) as external: at restore each needs --inherit-fd, except a dgram "
+                                  "socket whose peer has a path, which is connected to it again",
+                                  "--ext-unix-sk"));
   dump_cmd->add_option("--external", dump.external,
-                       "unix[INODE]: dump this one unix socket of the tree (its own inode, as a "
-                       "refusal names it) as external although its peer is outside; tty[N]: "
-                       "dump the terminal /dev/pts/N although its master is outside, to be "
-                       "reopened by path at restore while that master still holds it; repeatable");
+                       with_example("unix[INODE]: dump this one unix socket of the tree (its own inode, as a "
+                                    "refusal names it) as external although its peer is outside; tty[N]: "
+                                    "dump the terminal /dev/pts/N although its master is outside, to be "
+                                    "reopened by path at restore while that master still holds it; repeatable",
+                                    "--external unix[48213] --external tty[3]"))
+      ->type_name("KIND[ID]");
   dump_cmd->add_flag("-j,--shell-job", dump.shell_job,
-                     "Accept every terminal /dev/pts/N of the tree whose master is outside it "
-                     "(a job started from a shell), as --external tty[N] would: reopened by "
-                     "path at restore while that master still holds it");
+                     with_example("Accept every terminal /dev/pts/N of the tree whose master is outside it "
+                                  "(a job started from a shell), as --external tty[N] would: reopened by "
+                                  "path at restore while that master still holds it", "-j"));
   dump_cmd->add_option("--network-lock", dump.network_lock,
-                       "How TCP connections are held silent while the tree is frozen (and, for "
-                       "peers outside the tree, until the restore): auto (nftables, else the "
-                       "iptables commands), nftables (through libnftables, no command needed), "
-                       "iptables, or skip (no lock); default auto. Rules live in a table of "
-                       "minicriu's own, removed again after every dump");
+                       with_example("How TCP connections are held silent while the tree is frozen (and, for "
+                                    "peers outside the tree, until the restore): auto (nftables, else the "
+                                    "iptables commands), nftables (through libnftables, no command needed), "
+                                    "iptables, or skip (no lock); default auto. Rules live in a table of "
+                                    "minicriu's own, removed again after every dump", "--network-lock nftables"))
+      ->type_name("MODE");
   dump_cmd->add_flag("--tcp-established", dump.tcp_established,
-                     "Dump TCP connections whose peer is outside the tree (restored with "
-                     "TCP_REPAIR; the peer must keep the connection until the restore). "
-                     "Connections with both ends in the tree need no option");
+                     with_example("Dump TCP connections whose peer is outside the tree (restored with "
+                                  "TCP_REPAIR; the peer must keep the connection until the restore). "
+                                  "Connections with both ends in the tree need no option", "--tcp-established"));
   dump_cmd->add_flag("--tcp-drop-pending", dump.tcp_drop_pending,
-                     "Drop connections from outside the tree that wait to be accepted on a "
-                     "listening socket of the tree (default: refuse the dump)");
+                     with_example("Drop connections from outside the tree that wait to be accepted on a "
+                                  "listening socket of the tree (default: refuse the dump)", "--tcp-drop-pending"));
   bool file_locks = false;  // CRIU's --file-locks: minicriu always carries them
   dump_cmd->add_flag("--file-locks", file_locks,
-                     "Accepted for CRIU recipes; file locks and leases are always carried");
-  dump_cmd->add_flag("-v,--verbose", verbosity, "Same as the global -v");
+                     with_example("Accepted for CRIU recipes; file locks and leases are always carried",
+                                  "--file-locks"));
+  add_progress_after(dump_cmd, progress_after_ms);
+  add_verbose(dump_cmd, verbosity);
 
   minicriu::RestoreOptions restore;
   auto* restore_cmd = app.add_subcommand("restore", "Restore a tree from a directory of images");
-  restore_cmd->add_option("-D,--images-dir", restore.images_dir, "Directory of the images")->required();
+  restore_cmd->footer(
+      "Examples:\n"
+      "  minicriu restore -D /tmp/ckpt             wait for the restored root, exit with its status\n"
+      "  pid=$(minicriu restore -D /tmp/ckpt -d)   return once the tree runs\n"
+      "  minicriu restore -D /tmp/ckpt --inherit-fd 'fd[3]:socket:[48213]'   (fd 3: a socket the caller opened)");
+  restore_cmd->add_option("-D,--images-dir", restore.images_dir,
+                          with_example("Directory of the images", "-D /tmp/ckpt"))
+      ->type_name("DIR")
+      ->required();
   restore_cmd->add_flag("-d,--detach", restore.detach,
-                        "Print the root PID and return once the tree runs (default: wait for "
-                        "the restored root and exit with its status)");
+                        with_example("Print the root PID and return once the tree runs (default: wait for "
+                                     "the restored root and exit with its status)", "-d"));
   restore_cmd->add_option("--ghost-dir", restore.ghost_dir,
-                          "Directory to recreate ghost files in when the directory they "
-                          "were in is gone (they are unlinked again once restored)");
+                          with_example("Directory to recreate ghost files in when the directory they "
+                                       "were in is gone (they are unlinked again once restored)",
+                                       "--ghost-dir /tmp"))
+      ->type_name("DIR");
   restore_cmd->add_option("--inherit-fd", restore.inherit_fds,
-                          "fd[N]:socket:[INODE]: minicriu's fd N stands in for the external "
-                          "socket INODE of the images (dumped with --ext-unix-sk or --external); "
-                          "the restored processes get it in the socket's place; repeatable");
+                          with_example("fd[N]:socket:[INODE]: minicriu's fd N stands in for the external "
+                                       "socket INODE of the images (dumped with --ext-unix-sk or --external); "
+                                       "the restored processes get it in the socket's place; repeatable",
+                                       "--inherit-fd 'fd[3]:socket:[48213]'"))
+      ->type_name("SPEC");
   restore_cmd->add_flag("--file-locks", file_locks,
-                        "Accepted for CRIU recipes; file locks and leases are always restored");
-  restore_cmd->add_flag("-v,--verbose", verbosity, "Same as the global -v");
+                        with_example("Accepted for CRIU recipes; file locks and leases are always restored",
+                                     "--file-locks"));
+  add_progress_after(restore_cmd, progress_after_ms);
+  add_verbose(restore_cmd, verbosity);
 
   minicriu::ShowOptions show;
-  auto* show_cmd = app.add_subcommand("show", "Decode the images of a checkpoint");
-  show_cmd->add_option("-D,--images-dir", show.images_dir, "Directory of the images")->required();
-  show_cmd->add_flag("--json", show.json, "Print JSON for scripts instead of text");
+  auto* show_cmd = app.add_subcommand("show", "Decode the images of a checkpoint: a summary, then every image");
+  show_cmd->footer(
+      "Examples:\n"
+      "  minicriu show -D /tmp/ckpt\n"
+      "  minicriu show -D /tmp/ckpt --backtrace\n"
+      "  minicriu show -D /tmp/ckpt --json | jq '.summary'    (schema: docs/show-json.md)");
+  show_cmd->add_option("-D,--images-dir", show.images_dir, with_example("Directory of the images", "-D /tmp/ckpt"))
+      ->type_name("DIR")
+      ->required();
+  show_cmd->add_flag("--json", show.json,
+                     with_example("Print JSON for scripts instead of text (a stable schema with a "
+                                  "schema_version field, documented in docs/show-json.md)", "--json"));
+  show_cmd->add_flag("--backtrace", show.backtrace,
+                     with_example("Also unwind each thread's stack at the dump from the images: function, "
+                                  "offset and, where the binaries have debug information, file:line (a "
+                                  "binary changed or gone since the dump is said per frame)",
+                                  "--backtrace"));
+
+  minicriu::CoredumpOptions coredump;
+  auto* coredump_cmd = app.add_subcommand(
+      "coredump", "Write an ELF core file per process of a checkpoint (core.PID), for gdb");
+  coredump_cmd->footer(
+      "Examples:\n"
+      "  minicriu coredump -D /tmp/ckpt --output-dir /tmp/cores\n"
+      "  gdb -c /tmp/cores/core.1234 /usr/bin/myprog -ex 'thread apply all bt'");
+  coredump_cmd->add_option("-D,--images-dir", coredump.images_dir,
+                           with_example("Directory of the images", "-D /tmp/ckpt"))
+      ->type_name("DIR")
+      ->required();
+  coredump_cmd->add_option("-o,--output-dir", coredump.output_dir,
+                           with_example("Directory to write core.PID files to (default: the current "
+                                        "directory)", "--output-dir /tmp/cores"))
+      ->type_name("DIR");
+  add_verbose(coredump_cmd, verbosity);
 
   auto* check_cmd = app.add_subcommand(
       "check", "Probe what this kernel and these privileges support; exit 1 if a required "
                "feature is missing");
+  check_cmd->footer("Example:\n  minicriu check");
 
+  // --man needs no command; every other use needs one.
+  app.require_subcommand(0, 1);
   CLI11_PARSE(app, argc, argv);
+  if (man) {
+    std::string page = minicriu::cli::man_page(app, minicriu::kVersion);
+    std::fwrite(page.data(), 1, page.size(), stdout);
+    return 0;
+  }
 
   if (dump_cmd->parsed()) {
-    dump.log = log_options(verbosity);
+    dump.log = log_options(verbosity, progress_after_ms);
     auto r = minicriu::dump(dump);
     if (!r) return report(r.error());
     if (verbosity > 0)
@@ -120,7 +230,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (restore_cmd->parsed()) {
-    restore.log = log_options(verbosity);
+    restore.log = log_options(verbosity, progress_after_ms);
     auto r = minicriu::restore(restore);
     if (!r) return report(r.error());
     if (restore.detach) {
@@ -149,5 +259,19 @@ int main(int argc, char** argv) {
     std::fwrite(r->data(), 1, r->size(), stdout);
     return 0;
   }
-  return 0;
+  if (coredump_cmd->parsed()) {
+    coredump.log = log_options(verbosity, progress_after_ms);
+    auto r = minicriu::coredump(coredump);
+    if (!r) return report(r.error());
+    for (auto& core : *r) {
+      std::printf("%s: pid %d, %u segment(s), %.1f MiB\n", core.path.c_str(), core.pid, core.segments,
+                  static_cast<double>(core.bytes) / (1 << 20));
+      for (auto& what : core.left_out)
+        std::fprintf(stderr, "minicriu: warning: %s: left out (no data in its segments): %s\n",
+                     core.path.c_str(), what.c_str());
+    }
+    return 0;
+  }
+  std::fputs(app.help().c_str(), stderr);
+  return 1;
 }
