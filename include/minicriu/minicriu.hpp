@@ -56,16 +56,20 @@ struct LogOptions {
   bool progress = false;    // a progress line for long page dumps (terminals)
 };
 
-// An object of the tree that reaches outside it: today a unix socket whose
-// peer is held by a process that is not dumped (a rank's connection to its
-// runtime). It is only dumped when accepted (--ext-unix-sk, --external
-// unix[INODE], or the dump hook), and at restore something must stand in
-// for it (--inherit-fd fd[N]:socket:[INODE], or the restore hook).
+// An object of the tree that reaches outside it: a unix socket whose peer is
+// held by a process that is not dumped (a rank's connection to its runtime),
+// a pipe or fifo also held by one (a rank's stdio), a terminal whose master
+// is. It is only dumped when accepted (--ext-unix-sk, --ext-pipes, --external
+// unix[INODE]|pipe[INODE]|tty[N], or the dump hook), and at restore something
+// must stand in for it (--inherit-fd fd[N]:socket:[INODE] or
+// fd[N]:pipe:[INODE], or the restore hook).
 struct ExternalObject {
-  std::string kind;          // "unix", "tty" (a pty slave whose master is outside)
-  std::string key;           // "socket:[INODE]": the name --inherit-fd uses
-  uint64_t inode = 0;        // the socket's own inode (held in the tree); a tty's pts index
-  std::string type;          // "stream", "dgram", "seqpacket"
+  std::string kind;          // "unix", "pipe" (a pipe or fifo), "tty" (a pty slave whose master is outside)
+  std::string key;           // "socket:[INODE]", "pipe:[INODE]": the name --inherit-fd uses
+  uint64_t inode = 0;        // the socket's own inode (held in the tree); the pipe's (a fifo's
+                             // file's); a tty's pts index
+  std::string type;          // "stream", "dgram", "seqpacket"; for a pipe the end the tree
+                             // holds, "read" or "write" (the stand-in must be such an end)
   uint64_t peer_inode = 0;   // the peer socket, outside the tree
   std::string peer_name;     // the peer's bound path or @abstract name, if any
   pid_t pid = 0;             // at dump: one process of the tree holding it
@@ -97,6 +101,12 @@ struct DumpOptions {
   // "tty[N]" in external: the terminal /dev/pts/N whose master is outside
   // the tree, reopened by path at restore (its master must still hold it).
   bool ext_unix_sk = false;
+  // Pipes and fifos also held by a process outside the tree (a rank's stdio,
+  // whose other ends are its runtime's): all of them (ext_pipes), or the ones
+  // named "pipe[INODE]" in external. Others make the dump fail. The tree must
+  // hold one end only; bytes queued in a pipe it reads from are carried, a
+  // pipe it writes to must have none queued.
+  bool ext_pipes = false;
   std::vector<std::string> external;
   ExternalDumpHook external_hook;
   // Every terminal whose master is outside the tree (a job started from a
@@ -134,6 +144,10 @@ struct RestoreOptions {
   std::string ghost_dir;
   // "fd[N]:socket:[INODE]": the caller's fd N stands in for the external
   // socket INODE of the images (the restored processes get a dup of it).
+  // "fd[N]:pipe:[INODE]": fd N, an end of a pipe (or a fifo) of the same
+  // direction, stands in for every end the tree held of the external pipe
+  // INODE (each a new open file description of it, with the dumped flags);
+  // the bytes the tree had not read yet are written into it first.
   std::vector<std::string> inherit_fds;
   ExternalRestoreHook external_hook;
   bool detach = false;           // return after the tree runs; else wait for the root

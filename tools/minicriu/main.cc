@@ -54,9 +54,14 @@ int main(int argc, char** argv) {
                      "Dump unix sockets whose peer is outside the tree (stream, seqpacket and "
                      "dgram) as external: at restore each needs --inherit-fd, except a dgram "
                      "socket whose peer has a path, which is connected to it again");
+  dump_cmd->add_flag("--ext-pipes", dump.ext_pipes,
+                     "Dump pipes and fifos that a process outside the tree holds too (a rank's "
+                     "stdio) as external: at restore each needs --inherit-fd fd[N]:pipe:[INODE] "
+                     "or the restore hook");
   dump_cmd->add_option("--external", dump.external,
                        "unix[INODE]: dump this one unix socket of the tree (its own inode, as a "
-                       "refusal names it) as external although its peer is outside; tty[N]: "
+                       "refusal names it) as external although its peer is outside; pipe[INODE]: "
+                       "the same for a pipe or fifo also held outside; tty[N]: "
                        "dump the terminal /dev/pts/N although its master is outside, to be "
                        "reopened by path at restore while that master still holds it; repeatable");
   dump_cmd->add_flag("-j,--shell-job", dump.shell_job,
@@ -90,7 +95,9 @@ int main(int argc, char** argv) {
   restore_cmd->add_option("--inherit-fd", restore.inherit_fds,
                           "fd[N]:socket:[INODE]: minicriu's fd N stands in for the external "
                           "socket INODE of the images (dumped with --ext-unix-sk or --external); "
-                          "the restored processes get it in the socket's place; repeatable");
+                          "the restored processes get it in the socket's place; fd[N]:pipe:[INODE]: "
+                          "fd N, an end of a pipe of the same direction, stands in for the external "
+                          "pipe INODE (--ext-pipes); repeatable");
   restore_cmd->add_flag("-v,--verbose", verbosity, "Same as the global -v");
 
   minicriu::ShowOptions show;
