@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "base/version.hpp"
@@ -23,6 +24,38 @@ minicriu::LogOptions log_options(int verbosity) {
 int report(const minicriu::Error& e) {
   std::fprintf(stderr, "minicriu: error: %s\n", e.what().c_str());
   return 1;
+}
+
+// "HOST:PID:DIR" (with_pid) or "HOST:DIR"; DIR may hold colons.
+minicriu::Result<minicriu::NodeTree> parse_node(const std::string& spec, bool with_pid) {
+  minicriu::NodeTree node;
+  auto first = spec.find(':');
+  auto second = with_pid && first != std::string::npos ? spec.find(':', first + 1) : first;
+  if (first == 0 || second == std::string::npos || second + 1 >= spec.size())
+    return std::unexpected(minicriu::Error(
+        "--node " + spec + ": expected " + (with_pid ? "HOST:PID:DIR" : "HOST:DIR")));
+  node.host = spec.substr(0, first);
+  node.images_dir = spec.substr(second + 1);
+  if (with_pid) {
+    std::string pid = spec.substr(first + 1, second - first - 1);
+    char* end = nullptr;
+    long v = std::strtol(pid.c_str(), &end, 10);
+    if (pid.empty() || *end != 0 || v <= 0)
+      return std::unexpected(minicriu::Error("--node " + spec + ": " + pid + " is not a pid"));
+    node.pid = static_cast<pid_t>(v);
+  }
+  return node;
+}
+
+// The agent as a shell would split it ("ssh -x"), without quotes.
+std::vector<std::string> split_words(const std::string& text) {
+  std::vector<std::string> words;
+  std::string w;
+  for (char c : text + " ") {
+    if (c != ' ' && c != '\t') w += c;
+    else if (!w.empty()) words.push_back(std::move(w)), w.clear();
+  }
+  return words;
 }
 
 }  // namespace
@@ -82,6 +115,46 @@ int main(int argc, char** argv) {
                      "Drop connections from outside the tree that wait to be accepted on a "
                      "listening socket of the tree (default: refuse the dump)");
   dump_cmd->add_flag("-v,--verbose", verbosity, "Same as the global -v");
+  bool coordinated = false;
+  unsigned coordinated_timeout_ms = 60000;
+  dump_cmd->add_flag("--coordinated", coordinated,
+                     "One node's dump of `minicriu dump-nodes` (which starts it through the agent): once "
+                     "the images are synced, say so on stdout and keep the tree frozen until the word on "
+                     "stdin, go or no (no, or none: the tree runs on and the images go)");
+  dump_cmd->add_option("--coordinated-timeout", coordinated_timeout_ms,
+                       "With --coordinated: how long to wait for the word, in ms (default 60000)");
+
+  minicriu::CoordinatedDumpOptions dump_nodes;
+  std::string nodes_agent = "ssh";
+  std::vector<std::string> dump_node_specs;
+  auto* dump_nodes_cmd = app.add_subcommand(
+      "dump-nodes", "Checkpoint a job over several nodes at once, one dump per node started through the "
+                    "job's rsh/ssh agent; every tree is left running if any node's dump fails");
+  dump_nodes_cmd->add_option("--node", dump_node_specs,
+                             "HOST:PID:DIR: the tree rooted at PID on HOST (mpirun's, an orted's) goes into "
+                             "DIR there; repeatable")->required()->allow_extra_args(false);
+  dump_nodes_cmd->add_option("--agent", nodes_agent,
+                             "The command that runs a command on a node, as `AGENT HOST COMMAND` (the job's "
+                             "--mca plm_rsh_agent; default ssh)");
+  dump_nodes_cmd->add_option("--minicriu", dump_nodes.minicriu, "minicriu on the nodes (default: minicriu)");
+  dump_nodes_cmd->add_flag("-R,--leave-running", dump_nodes.leave_running, "Leave every tree running");
+  dump_nodes_cmd->add_option("--word-timeout", dump_nodes.word_timeout_ms,
+                             "How long a ready node waits for the word to go on, in ms (default 60000)");
+  dump_nodes_cmd->add_option("dump_options", dump_nodes.dump_args,
+                             "After --: options for every node's dump (--tcp-established for the "
+                             "connections between nodes, --ext-pipes...)");
+  dump_nodes_cmd->add_flag("-v,--verbose", verbosity, "Same as the global -v");
+
+  minicriu::CoordinatedRestoreOptions restore_nodes;
+  std::vector<std::string> restore_node_specs;
+  auto* restore_nodes_cmd = app.add_subcommand(
+      "restore-nodes", "Restore a job checkpointed by dump-nodes: `minicriu restore -d` on every node at once");
+  restore_nodes_cmd->add_option("--node", restore_node_specs, "HOST:DIR; repeatable")->required()->allow_extra_args(false);
+  restore_nodes_cmd->add_option("--agent", nodes_agent, "As for dump-nodes (default ssh)");
+  restore_nodes_cmd->add_option("--minicriu", restore_nodes.minicriu, "minicriu on the nodes (default: minicriu)");
+  restore_nodes_cmd->add_option("restore_options", restore_nodes.restore_args,
+                                "After --: options for every node's restore");
+  restore_nodes_cmd->add_flag("-v,--verbose", verbosity, "Same as the global -v");
 
   minicriu::RestoreOptions restore;
   auto* restore_cmd = app.add_subcommand("restore", "Restore a tree from a directory of images");
@@ -113,8 +186,10 @@ int main(int argc, char** argv) {
 
   if (dump_cmd->parsed()) {
     dump.log = log_options(verbosity);
+    if (coordinated) dump.commit_gate = minicriu::coordinated_node_gate(STDIN_FILENO, STDOUT_FILENO, coordinated_timeout_ms);
     auto r = minicriu::dump(dump);
     if (!r) return report(r.error());
+    if (coordinated) minicriu::coordinated_node_report(STDOUT_FILENO, *r);
     if (verbosity > 0)
       std::fprintf(stderr, "dumped %u process(es), %u thread(s), %.1f MiB of pages; frozen %.3f s\n",
                    r->processes, r->threads, static_cast<double>(r->page_bytes) / (1 << 20),
@@ -133,6 +208,35 @@ int main(int argc, char** argv) {
     if (WIFEXITED(st)) return WEXITSTATUS(st);
     if (WIFSIGNALED(st)) return 128 + WTERMSIG(st);
     return 1;
+  }
+  if (dump_nodes_cmd->parsed() || restore_nodes_cmd->parsed()) {
+    bool dumping = dump_nodes_cmd->parsed();
+    std::vector<minicriu::NodeTree> nodes;
+    for (auto& spec : dumping ? dump_node_specs : restore_node_specs) {
+      auto node = parse_node(spec, dumping);
+      if (!node) return report(node.error());
+      nodes.push_back(*node);
+    }
+    std::vector<std::string> agent = split_words(nodes_agent);
+    if (dumping) {
+      dump_nodes.nodes = nodes;
+      dump_nodes.agent = agent;
+      dump_nodes.log = log_options(verbosity);
+      auto r = minicriu::coordinated_dump(dump_nodes);
+      if (!r) return report(r.error());
+      for (auto& n : r->nodes)
+        std::printf("%s: %u process(es), %.1f MiB of pages, frozen %.3f s\n", n.host.c_str(), n.stats.processes,
+                    static_cast<double>(n.stats.page_bytes) / (1 << 20), static_cast<double>(n.stats.frozen_ns) / 1e9);
+      std::printf("all nodes dumped in %.3f s\n", static_cast<double>(r->total_ns) / 1e9);
+      return 0;
+    }
+    restore_nodes.nodes = nodes;
+    restore_nodes.agent = agent;
+    restore_nodes.log = log_options(verbosity);
+    auto r = minicriu::coordinated_restore(restore_nodes);
+    if (!r) return report(r.error());
+    for (auto& n : r->nodes) std::printf("%s: %d\n", n.host.c_str(), n.root_pid);
+    return 0;
   }
   if (check_cmd->parsed()) {
     auto r = minicriu::check();
