@@ -18,7 +18,7 @@
 #include <thread>
 
 #include "e2e_util.hpp"
-#include "mpi_job.hpp"
+#include "mpi_job.hpp"  // tests/mpi
 
 using namespace e2e;
 
@@ -29,7 +29,7 @@ namespace {
 constexpr int kIterations = 400;
 constexpr int kRanks = 4;
 
-std::string expected_answer() { return mpi_ring_answer(kRanks, kIterations); }
+std::string expected_answer() { return mpi_job::ring_answer(kRanks, kIterations); }
 
 // mpirun in a session of its own, the ranks' traffic over the given BTLs,
 // stdio to files in dir.

@@ -22,7 +22,7 @@
 #include <thread>
 
 #include "e2e_util.hpp"
-#include "mpi_job.hpp"
+#include "mpi_job.hpp"  // tests/mpi
 
 using namespace e2e;
 
@@ -33,80 +33,10 @@ namespace {
 constexpr int kRanks = 4;  // two a node
 constexpr int kIterations = 400;
 
-CommandResult sh(const std::string& command) { return run({"/bin/sh", "-c", command}); }
-
-// Two nodes, "nodea" and "nodeb": a network namespace each, joined by a veth
-// pair on 10.77.0.0/24, and the agent that reaches them. Names carry our pid:
-// other test runs may share the machine.
-class TwoNodes {
- public:
-  explicit TwoNodes(const TempDir& dir) : agent_(dir / "agent") {
-    std::string id = std::to_string(::getpid());
-    ns_[0] = "mc" + id + "a", ns_[1] = "mc" + id + "b";
-    auto made = sh(fmt::format("ip netns add {0} && ip netns add {1} && "
-                               "ip link add {0}v type veth peer name {1}v && "
-                               "ip link set {0}v netns {0} && ip link set {1}v netns {1} && "
-                               "ip -n {0} addr add 10.77.0.1/24 dev {0}v && ip -n {1} addr add 10.77.0.2/24 dev {1}v && "
-                               "ip -n {0} link set {0}v up && ip -n {1} link set {1}v up && "
-                               "ip -n {0} link set lo up && ip -n {1} link set lo up 2>&1",
-                               ns_[0], ns_[1]));
-    made_ = true;
-    if (made.status != 0) {
-      why_ = made.output.substr(0, made.output.find('\n'));
-      return;
-    }
-    for (auto& ns : ns_) {
-      std::filesystem::create_directories("/etc/netns/" + ns);
-      std::ofstream("/etc/netns/" + ns + "/hosts") << "127.0.0.1 localhost\n10.77.0.1 nodea\n10.77.0.2 nodeb\n";
-    }
-    // `agent [-f] HOST COMMAND`: COMMAND (one string, for a shell, as ssh
-    // takes it) on HOST, in the foreground with our stdio, or with -f in the
-    // background as `ssh -f` would (how mpirun starts orted here).
-    std::ofstream(agent_) << fmt::format(R"(#!/bin/sh
-detach=; [ "$1" = -f ] && {{ detach=1; shift; }}
-host=$1; shift
-case "$host" in nodea) ns={0};; nodeb) ns={1};; *) echo "agent: no node $host" >&2; exit 255;; esac
-on_node() {{ exec ip netns exec $ns unshare --uts sh -c 'hostname "$1"; shift; exec "$@"' agent "$host" "$@"; }}
-[ -n "$detach" ] && on_node setsid -f sh -c "$*" </dev/null >>{2}/$host.log 2>&1
-on_node sh -c "$*"
-)", ns_[0], ns_[1], dir.path());
-    ::chmod(agent_.c_str(), 0755);
-    ok_ = true;
-  }
-  ~TwoNodes() {
-    if (!made_) return;
-    // Whatever still runs on a node goes with it.
-    for (auto& ns : ns_) sh(fmt::format("ip netns pids {0} 2>/dev/null | xargs -r kill -9; rm -rf /etc/netns/{0}", ns));
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    reap_zombies();
-    for (auto& ns : ns_) sh(fmt::format("ip netns del {} 2>/dev/null", ns));
-  }
-  bool ok() const { return ok_; }
-  const std::string& why() const { return why_; }
-  const std::string& agent() const { return agent_; }
-  // The network namespace of node i, as /proc/PID/ns/net names it.
-  std::string net_ns(int i) const {
-    struct stat st {};
-    ::stat(("/run/netns/" + ns_[i]).c_str(), &st);
-    return fmt::format("net:[{}]", st.st_ino);
-  }
-
- private:
-  std::string ns_[2];
-  std::string agent_;
-  bool made_ = false, ok_ = false;
-  std::string why_;
-};
-
-std::string quoted(const std::string& s) { return "'" + s + "'"; }
-
 // The job: the agent runs mpirun on node A (in a session of its own); the
 // pid returned is the root of node A's tree.
-pid_t start_job(const TempDir& dir, const TwoNodes& nodes) {
-  std::string mpirun = fmt::format(
-      "{} -np {} --host nodea:2,nodeb:2 --mca plm_rsh_agent {} --mca oob_tcp_if_include 10.77.0.0/24 "
-      "--mca btl_tcp_if_include 10.77.0.0/24 --mca btl self,vader,tcp {} {} {}",
-      MPIRUN_BIN, kRanks, quoted(nodes.agent() + " -f"), MPI_RING_BIN, kIterations, dir / "progress");
+pid_t start_job(const TempDir& dir, const mpi_job::TwoNodes& nodes) {
+  std::string mpirun = nodes.mpirun_command(MPIRUN_BIN, MPI_RING_BIN, kRanks, kIterations, dir / "progress");
   pid_t pid = ::fork();
   if (pid == 0) {
     ::setsid();
@@ -124,49 +54,18 @@ pid_t start_job(const TempDir& dir, const TwoNodes& nodes) {
   return pid;
 }
 
-int progress_of(const TempDir& dir) {
-  std::ifstream in(dir / "progress");
-  int it = 0;
-  in >> it;
-  return it;
-}
-
-bool wait_progress(const TempDir& dir, int at_least) {
-  for (int i = 0; i < 9000 && progress_of(dir) < at_least; i++)
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  return progress_of(dir) >= at_least;
-}
-
-// The root of node B's tree: the session leader the agent started, orted's
-// parent (the shell that runs it, as sshd's would on a real node).
-pid_t node_b_root(const TwoNodes& nodes) {
-  std::string net = nodes.net_ns(1);
-  for (int i = 0; i < 500; i++) {
-    for (auto& e : std::filesystem::directory_iterator("/proc")) {
-      std::string name = e.path().filename();
-      if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-      if (read_text(e.path().string() + "/comm") != "orted\n") continue;
-      std::error_code ec;
-      if (std::filesystem::read_symlink(e.path() / "ns/net", ec).string() != net) continue;
-      std::string stat = read_text(e.path().string() + "/stat");
-      int ppid = 0, pgrp = 0, sid = 0;
-      std::sscanf(stat.c_str() + stat.rfind(')') + 2, "%*c %d %d %d", &ppid, &pgrp, &sid);
-      return sid == ppid ? ppid : std::stoi(name);
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return -1;
-}
+int progress_of(const TempDir& dir) { return mpi_job::progress(dir / "progress"); }
+bool wait_progress(const TempDir& dir, int at_least) { return mpi_job::wait_progress(dir / "progress", at_least); }
 
 }  // namespace
 
 TEST(TwoNodes, AJobOverTwoNodesCheckpointedByOneCoordinatedDumpEndsWithTheSameAnswer) {
   TempDir dir;
-  TwoNodes nodes(dir);
+  mpi_job::TwoNodes nodes(dir.path());
   if (!nodes.ok()) GTEST_SKIP() << "network namespaces cannot be made here: " << nodes.why();
   pid_t a = start_job(dir, nodes);
   ASSERT_TRUE(wait_progress(dir, 60)) << read_text(dir / "err");
-  pid_t b = node_b_root(nodes);
+  pid_t b = nodes.node_b_root();
   ASSERT_GT(b, 0) << "no orted on node B";
   std::string images_a = images_dir(dir, "nodea"), images_b = images_dir(dir, "nodeb");
   auto node_args = [&](const std::string& dir_b) {
@@ -208,7 +107,7 @@ TEST(TwoNodes, AJobOverTwoNodesCheckpointedByOneCoordinatedDumpEndsWithTheSameAn
   EXPECT_NE(restored.output.find(fmt::format("nodea: {}", a)), std::string::npos) << restored.output;
   EXPECT_NE(restored.output.find(fmt::format("nodeb: {}", b)), std::string::npos) << restored.output;
   EXPECT_EQ(wait_pid(a, 120000), 0) << read_text(dir / "err");
-  EXPECT_EQ(read_text(dir / "out"), mpi_ring_answer(kRanks, kIterations) + "\n") << read_text(dir / "err");
+  EXPECT_EQ(read_text(dir / "out"), mpi_job::ring_answer(kRanks, kIterations) + "\n") << read_text(dir / "err");
 }
 
 #endif
