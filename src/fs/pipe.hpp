@@ -30,8 +30,16 @@ namespace minicriu {
 inline constexpr ImageKind kPipesImage{9, "pipes"};
 inline std::string pipes_image(const ImageDir& dir) { return dir.file("pipes.img"); }
 inline std::string pipes_data_image(const ImageDir& dir) { return dir.file("pipes-data.img"); }
+// How /proc names a pipe's fd, and the key of an external one
+// (--inherit-fd fd[N]:pipe:[INODE]).
+inline std::string pipe_link(uint64_t ino) { return fmt::format("pipe:[{}]", ino); }
+// The end a tree holds of an external pipe, as ExternalObject::type says it.
+inline const char* end_name(bool reads) { return reads ? "read" : "write"; }
+// Bytes queued in a pipe (FIONREAD), -1 if it cannot say.
+int queued_bytes(int fd);
 
 // Dump side: the pipes of one dump and their queued bytes.
+// The external pipes' members are in pipe_external.cc.
 class PipeStore {
  public:
   explicit PipeStore(const ImageDir& dir) : dir_(dir) {}
