@@ -306,6 +306,16 @@ TEST(ExternalPipe, TheLibraryHooksAcceptThePipesAndGiveTheirStandIns) {
   StdioPipes pipes;
   StdioRank rank(dir, pipes);
   EXPECT_EQ(rank.ask(1), "1 0 ok");
+  // minicriu_dump_opts_set_ext_pipes, --ext-pipes' twin: the rank left
+  // running goes on on its own pipes.
+  minicriu_dump_opts* all = minicriu_dump_opts_new();
+  ASSERT_EQ(minicriu_dump_opts_set_pid(all, rank.pid()), 0);
+  ASSERT_EQ(minicriu_dump_opts_set_images_dir(all, images.c_str()), 0);
+  ASSERT_EQ(minicriu_dump_opts_set_leave_running(all, 1), 0);
+  ASSERT_EQ(minicriu_dump_opts_set_ext_pipes(all, 1), 0);
+  ASSERT_EQ(minicriu_dump(all), 0) << minicriu_last_error();
+  minicriu_dump_opts_free(all);
+  EXPECT_EQ(rank.ask(2), "2 1 ok");
   HookState state;
   minicriu_dump_opts* d = minicriu_dump_opts_new();
   ASSERT_EQ(minicriu_dump_opts_set_pid(d, rank.pid()), 0);
@@ -346,7 +356,7 @@ TEST(ExternalPipe, TheLibraryHooksAcceptThePipesAndGiveTheirStandIns) {
   rank.restored(pid);
   fresh.close_rank_ends();
   rank.talk_on(fresh);
-  EXPECT_EQ(rank.ask(2), "2 1 ok");
+  EXPECT_EQ(rank.ask(3), "3 2 ok");
   EXPECT_EQ(rank.quit(), 0);
 }
 
