@@ -260,7 +260,8 @@ Status Dumper::check_tree(TaskTree& tree) {
 Status Dumper::refuse_destructive() const {
   std::string kinds;
   for (auto& k : kinds_.kinds())
-    if (k->is_destructive() && k->destructive_room(env_) > 0) kinds += (kinds.empty() ? "" : ", ") + std::string(k->name());
+    if (k->is_destructive() && k->destructive_room(env_) > 0)
+      kinds += (kinds.empty() ? "" : ", ") + std::string(k->name());
   if (kinds.empty()) return {};
   return failf("pid {}: the dump of its {} would take state from the application (connections not yet "
                "accepted, accepted to read their data), which cannot be undone if the coordinator then "
