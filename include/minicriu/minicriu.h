@@ -56,15 +56,17 @@ int minicriu_dump_opts_set_progress(minicriu_dump_opts* opts, minicriu_progress_
 int minicriu_dump_opts_set_ghost_limit(minicriu_dump_opts* opts, const char* size);
 int minicriu_dump_opts_add_ghost_policy(minicriu_dump_opts* opts, const char* rule);
 /* An object of the tree reaching outside it (see minicriu.hpp's
- * ExternalObject): a unix socket whose peer is held outside the tree, or a
- * terminal /dev/pts/N whose master is (kind "tty", key "tty[N]", inode N;
- * reopened by path at restore, the restore callback is not asked for it).
+ * ExternalObject): a unix socket whose peer is held outside the tree, a pipe
+ * or fifo also held outside it (kind "pipe", key "pipe:[INODE]", type the end
+ * the tree holds: "read" or "write"), or a terminal /dev/pts/N whose master
+ * is (kind "tty", key "tty[N]", inode N; reopened by path at restore, the
+ * restore callback is not asked for it).
  * Strings are valid during the callback only. */
 typedef struct minicriu_external {
-  const char* kind;        /* "unix", "tty" */
-  const char* key;         /* "socket:[INODE]", the --inherit-fd name */
+  const char* kind;        /* "unix", "pipe", "tty" */
+  const char* key;         /* "socket:[INODE]", "pipe:[INODE]": the --inherit-fd name */
   uint64_t inode;
-  const char* type;        /* "stream", "dgram", "seqpacket" */
+  const char* type;        /* "stream", "dgram", "seqpacket"; a pipe's "read", "write" */
   uint64_t peer_inode;
   const char* peer_name;   /* "" when the peer has no name */
   pid_t pid;               /* at dump: a holder in the tree and its fd */
@@ -75,7 +77,8 @@ typedef struct minicriu_external {
 /* Dump: return nonzero to dump the object as external. */
 typedef int (*minicriu_external_dump_fn)(const minicriu_external* obj, void* arg);
 /* Restore: return an fd to stand in for the object (the restore dups it; the
- * caller keeps its own), or -1 to give none. */
+ * caller keeps its own), or -1 to give none. For a pipe: an end of the same
+ * direction as the tree's ("read": a read end). */
 typedef int (*minicriu_external_restore_fn)(const minicriu_external* obj, void* arg);
 
 /* Unix sockets whose peer is outside the tree: all (--ext-unix-sk), one by
@@ -84,6 +87,10 @@ typedef int (*minicriu_external_restore_fn)(const minicriu_external* obj, void* 
 int minicriu_dump_opts_set_ext_unix_sk(minicriu_dump_opts* opts, int on);
 /* Every terminal whose master is outside the tree (--shell-job). */
 int minicriu_dump_opts_set_shell_job(minicriu_dump_opts* opts, int on);
+/* Every pipe and fifo also held outside the tree (--ext-pipes); one by
+ * "pipe[INODE]" (minicriu_dump_opts_add_external), or the callback's (kind
+ * "pipe"). */
+int minicriu_dump_opts_set_ext_pipes(minicriu_dump_opts* opts, int on);
 int minicriu_dump_opts_add_external(minicriu_dump_opts* opts, const char* spec);
 int minicriu_dump_opts_set_external_hook(minicriu_dump_opts* opts, minicriu_external_dump_fn fn, void* arg);
 /* The network lock: "auto" (the default), "nftables", "iptables" or "skip".
@@ -108,7 +115,8 @@ int minicriu_restore_opts_set_progress(minicriu_restore_opts* opts, minicriu_pro
                                        unsigned after_ms);
 /* Where to recreate ghost files whose directory is gone. */
 int minicriu_restore_opts_set_ghost_dir(minicriu_restore_opts* opts, const char* dir);
-/* "fd[N]:socket:[INODE]" (--inherit-fd), and a callback asked for the others. */
+/* "fd[N]:socket:[INODE]" or "fd[N]:pipe:[INODE]" (--inherit-fd), and a
+ * callback asked for the others. */
 int minicriu_restore_opts_add_inherit_fd(minicriu_restore_opts* opts, const char* spec);
 int minicriu_restore_opts_set_external_hook(minicriu_restore_opts* opts, minicriu_external_restore_fn fn,
                                             void* arg);

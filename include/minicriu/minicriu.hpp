@@ -76,16 +76,20 @@ struct LogOptions {
   uint32_t progress_after_ms = 1000;
 };
 
-// An object of the tree that reaches outside it: today a unix socket whose
-// peer is held by a process that is not dumped (a rank's connection to its
-// runtime). It is only dumped when accepted (--ext-unix-sk, --external
-// unix[INODE], or the dump hook), and at restore something must stand in
-// for it (--inherit-fd fd[N]:socket:[INODE], or the restore hook).
+// An object of the tree that reaches outside it: a unix socket whose peer is
+// held by a process that is not dumped (a rank's connection to its runtime),
+// a pipe or fifo also held by one (a rank's stdio), a terminal whose master
+// is. It is only dumped when accepted (--ext-unix-sk, --ext-pipes, --external
+// unix[INODE]|pipe[INODE]|tty[N], or the dump hook), and at restore something
+// must stand in for it (--inherit-fd fd[N]:socket:[INODE] or
+// fd[N]:pipe:[INODE], or the restore hook).
 struct ExternalObject {
-  std::string kind;          // "unix", "tty" (a pty slave whose master is outside)
-  std::string key;           // "socket:[INODE]": the name --inherit-fd uses
-  uint64_t inode = 0;        // the socket's own inode (held in the tree); a tty's pts index
-  std::string type;          // "stream", "dgram", "seqpacket"
+  std::string kind;          // "unix", "pipe" (a pipe or fifo), "tty" (a pty slave whose master is outside)
+  std::string key;           // "socket:[INODE]", "pipe:[INODE]": the name --inherit-fd uses
+  uint64_t inode = 0;        // the socket's own inode (held in the tree); the pipe's (a fifo's
+                             // file's); a tty's pts index
+  std::string type;          // "stream", "dgram", "seqpacket"; for a pipe the end the tree
+                             // holds, "read" or "write" (the stand-in must be such an end)
   uint64_t peer_inode = 0;   // the peer socket, outside the tree
   std::string peer_name;     // the peer's bound path or @abstract name, if any
   pid_t pid = 0;             // at dump: one process of the tree holding it
@@ -117,6 +121,12 @@ struct DumpOptions {
   // "tty[N]" in external: the terminal /dev/pts/N whose master is outside
   // the tree, reopened by path at restore (its master must still hold it).
   bool ext_unix_sk = false;
+  // Pipes and fifos also held by a process outside the tree (a rank's stdio,
+  // whose other ends are its runtime's): all of them (ext_pipes), or the ones
+  // named "pipe[INODE]" in external. Others make the dump fail. The tree must
+  // hold one end only; bytes queued in a pipe it reads from are carried, a
+  // pipe it writes to must have none queued.
+  bool ext_pipes = false;
   std::vector<std::string> external;
   ExternalDumpHook external_hook;
   // Every terminal whose master is outside the tree (a job started from a
@@ -134,6 +144,14 @@ struct DumpOptions {
   // connecting end is outside the tree is dropped instead of refused.
   bool tcp_drop_pending = false;
   LogOptions log;
+  // One node's dump of a coordinated dump (coordinated_dump() below): called
+  // once every image is complete and synced, the tree still frozen (with
+  // leave_running: already running again). The dump goes on (the tree dies)
+  // only if it returns success; else it fails like any other, images
+  // removed and the tree left running. A dump with a gate refuses a tree
+  // whose dump needs a destructive step (connections not yet accepted): that
+  // step could not be undone on a no.
+  std::function<Status()> commit_gate;
 };
 
 struct DumpStats {
@@ -154,6 +172,10 @@ struct RestoreOptions {
   std::string ghost_dir;
   // "fd[N]:socket:[INODE]": the caller's fd N stands in for the external
   // socket INODE of the images (the restored processes get a dup of it).
+  // "fd[N]:pipe:[INODE]": fd N, an end of a pipe (or a fifo) of the same
+  // direction, stands in for every end the tree held of the external pipe
+  // INODE (each a new open file description of it, with the dumped flags);
+  // the bytes the tree had not read yet are written into it first.
   std::vector<std::string> inherit_fds;
   ExternalRestoreHook external_hook;
   bool detach = false;           // return after the tree runs; else wait for the root
@@ -166,6 +188,90 @@ struct RestoreResult {
 };
 
 [[nodiscard]] Result<RestoreResult> restore(const RestoreOptions& options);
+
+// ---- A job over several machines: one coordinated checkpoint --------------
+//
+// The runtime that spans nodes is the job's own (mpirun on the first node
+// starting orted on the others over rsh/ssh); minicriu runs under it, one
+// dump per node, reached through the same agent as `AGENT HOST COMMAND`.
+// coordinated_dump() starts `minicriu dump --coordinated` on every node at
+// once. Each dumps its tree and, once its images are synced, holds the tree
+// frozen (its connections locked) and says it is ready. Only when every node
+// is ready are all told to go on (and kill their trees, or leave them
+// running); if any node fails first, all the others are told no: their
+// images go and their trees run on, as after any failed dump. The
+// connections between nodes have their peers outside each node's tree, so
+// dump_args needs "--tcp-established"; each node's network lock then holds
+// its side silent from its kill until its own restore, and the other side's
+// retransmissions meet no reset.
+
+// One node's part of the job: the tree that runs it there (mpirun's, an
+// orted's: its root, a session leader such as the shell the agent started)
+// and the images directory, as that node sees them.
+struct NodeTree {
+  std::string host;          // as the agent reaches it
+  pid_t pid = 0;             // the root of the tree there (dump only)
+  std::string images_dir;
+};
+
+struct CoordinatedDumpOptions {
+  std::vector<NodeTree> nodes;
+  // The agent's command before the host, as --mca plm_rsh_agent spells it:
+  // {"ssh"}, {"ssh", "-x"}. The command on the node follows as one string
+  // for its shell, as ssh passes it.
+  std::vector<std::string> agent{"ssh"};
+  std::string minicriu = "minicriu";   // the command on the nodes
+  // Options of every node's dump, as the CLI spells them ("--tcp-established").
+  std::vector<std::string> dump_args;
+  bool leave_running = false;
+  // How long a ready node waits for the word (then its tree runs on), and
+  // how long the coordinator waits for every node to be ready.
+  unsigned word_timeout_ms = 60000;
+  unsigned ready_timeout_ms = 600000;
+  LogOptions log;
+};
+
+struct NodeDumpStats {
+  std::string host;
+  DumpStats stats;               // as the node reported them
+};
+struct CoordinatedDumpStats {
+  std::vector<NodeDumpStats> nodes;
+  uint64_t frozen_ns = 0;        // the longest any node's tree was frozen
+  uint64_t total_ns = 0;
+};
+
+// Fails in one line naming the node that failed and what it said; unless
+// the failure came after the word to go on (reported as such), every node's
+// tree was left running.
+[[nodiscard]] Result<CoordinatedDumpStats> coordinated_dump(const CoordinatedDumpOptions& options);
+
+struct CoordinatedRestoreOptions {
+  std::vector<NodeTree> nodes;   // pid unused
+  std::vector<std::string> agent{"ssh"};
+  std::string minicriu = "minicriu";
+  std::vector<std::string> restore_args;
+  LogOptions log;
+};
+struct NodeRestoreResult {
+  std::string host;
+  pid_t root_pid = 0;
+  uint64_t ns = 0;               // the node's restore, as the coordinator saw it
+};
+struct CoordinatedRestoreResult {
+  std::vector<NodeRestoreResult> nodes;
+  uint64_t total_ns = 0;
+};
+
+// `minicriu restore -d` on every node at once (each removes its own network
+// lock once its tree runs); fails naming the nodes that did not restore.
+[[nodiscard]] Result<CoordinatedRestoreResult> coordinated_restore(const CoordinatedRestoreOptions& options);
+
+// The node's side, for `minicriu dump --coordinated`: a commit gate that
+// tells the coordinator on out_fd that the node is ready and waits on in_fd
+// for its word, and the node's last line on out_fd, with its stats.
+std::function<Status()> coordinated_node_gate(int in_fd, int out_fd, unsigned timeout_ms);
+void coordinated_node_report(int out_fd, const DumpStats& stats);
 
 struct ShowOptions {
   std::string images_dir;

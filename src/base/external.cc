@@ -25,8 +25,9 @@ Result<uint64_t> parse_external_unix(const std::string& text) {
   uint64_t ino = 0;
   if (!bracketed_number(text, "unix[", ino) || ino == 0)
     return failf("--external {}: expected unix[INODE], the inode of a unix socket of the tree "
-                 "whose peer is outside it, or tty[N], a terminal /dev/pts/N whose master is outside "
-                 "it (as the dump's refusal names them)", text);
+                 "whose peer is outside it, pipe[INODE], a pipe or fifo of the tree also held outside "
+                 "it, or tty[N], a terminal /dev/pts/N whose master is outside it (as the dump's "
+                 "refusal names them)", text);
   return ino;
 }
 
@@ -36,14 +37,22 @@ std::optional<uint32_t> parse_external_tty(const std::string& text) {
   return index;
 }
 
+std::optional<uint64_t> parse_external_pipe(const std::string& text) {
+  uint64_t ino = 0;
+  if (!bracketed_number(text, "pipe[", ino) || ino == 0) return std::nullopt;
+  return ino;
+}
+
 Result<std::pair<int, std::string>> parse_inherit_fd(const std::string& text) {
   auto colon = text.find(':');
   int fd = -1;
   uint64_t ino = 0;
+  std::string_view key = colon == std::string::npos ? std::string_view() : std::string_view(text).substr(colon + 1);
   if (colon == std::string::npos || !bracketed_number(std::string_view(text).substr(0, colon), "fd[", fd) ||
-      fd < 0 || !bracketed_number(std::string_view(text).substr(colon + 1), "socket:[", ino) || ino == 0)
-    return failf("--inherit-fd {}: expected fd[N]:socket:[INODE], N an fd open in minicriu "
-                 "and INODE an external socket of the images", text);
+      fd < 0 ||
+      !(bracketed_number(key, "socket:[", ino) || bracketed_number(key, "pipe:[", ino)) || ino == 0)
+    return failf("--inherit-fd {}: expected fd[N]:socket:[INODE] or fd[N]:pipe:[INODE], N an fd "
+                 "open in minicriu and INODE an external socket or pipe of the images", text);
   return std::pair{fd, text.substr(colon + 1)};
 }
 
@@ -51,9 +60,14 @@ Result<ExternalPolicy> ExternalPolicy::from_options(const DumpOptions& options) 
   ExternalPolicy p;
   p.all_unix_ = options.ext_unix_sk;
   p.all_ttys_ = options.shell_job;
+  p.all_pipes_ = options.ext_pipes;
   for (auto& e : options.external) {
     if (auto tty = parse_external_tty(e)) {
       p.tty_indexes_.insert(*tty);
+      continue;
+    }
+    if (auto pipe = parse_external_pipe(e)) {
+      p.pipe_inodes_.insert(*pipe);
       continue;
     }
     ASSIGN_OR_RETURN(uint64_t ino, parse_external_unix(e));
@@ -66,6 +80,7 @@ Result<ExternalPolicy> ExternalPolicy::from_options(const DumpOptions& options) 
 bool ExternalPolicy::accepts(const ExternalObject& obj) const {
   if (obj.kind == "unix" && (all_unix_ || unix_inodes_.count(obj.inode))) return true;
   if (obj.kind == "tty" && (all_ttys_ || tty_indexes_.count(static_cast<uint32_t>(obj.inode)))) return true;
+  if (obj.kind == "pipe" && (all_pipes_ || pipe_inodes_.count(obj.inode))) return true;
   return hook_ && hook_(obj);
 }
 
@@ -78,8 +93,12 @@ Result<ExternalStandIns> ExternalStandIns::from_options(const RestoreOptions& op
     if (::fstat(fd, &st) != 0)
       return failf_errno("--inherit-fd {}: fd {} is not open in minicriu; pass it to the "
                          "restore open", text, fd);
-    if (!S_ISSOCK(st.st_mode))
-      return failf("--inherit-fd {}: fd {} is not a socket, and it stands in for one", text, fd);
+    // The stand-in must be the kind of object it stands for; the kind checks
+    // the rest (a pipe's end) when it takes it.
+    bool pipe = key.starts_with("pipe:");
+    if (pipe ? !S_ISFIFO(st.st_mode) : !S_ISSOCK(st.st_mode))
+      return failf("--inherit-fd {}: fd {} is not a {}, and it stands in for one", text, fd,
+                   pipe ? "pipe or fifo" : "socket");
     if (!s.inherited_.emplace(key, fd).second)
       return failf("--inherit-fd {}: {} is given twice", text, key);
   }

@@ -1,7 +1,8 @@
-// Objects of a tree that reach outside it (today: unix sockets whose peer is
-// held by a process not dumped). The dump accepts them only when told to;
-// the restore plants what the caller gives in their place. This file holds the
-// options' side; each kind builds its ExternalObject and asks.
+// Objects of a tree that reach outside it: unix sockets whose peer is held by
+// a process not dumped, terminals whose master is, pipes and fifos also held
+// outside. The dump accepts them only when told to; the restore plants what
+// the caller gives in their place. This file holds the options' side; each
+// kind builds its ExternalObject and asks.
 #pragma once
 
 #include <cstdint>
@@ -17,7 +18,8 @@
 
 namespace minicriu {
 
-// Dump side: --ext-unix-sk, --external unix[INODE]..., and the hook.
+// Dump side: --ext-unix-sk, --ext-pipes, --external unix[INODE]|pipe[INODE]|
+// tty[N]..., and the hook.
 class ExternalPolicy {
  public:
   ExternalPolicy() = default;
@@ -32,10 +34,13 @@ class ExternalPolicy {
   std::set<uint64_t> unix_inodes_;
   std::set<uint32_t> tty_indexes_;
   bool all_ttys_ = false;
+  bool all_pipes_ = false;
+  std::set<uint64_t> pipe_inodes_;
   ExternalDumpHook hook_;
 };
 
-// Restore side: --inherit-fd fd[N]:socket:[INODE]... and the hook.
+// Restore side: --inherit-fd fd[N]:socket:[INODE] and fd[N]:pipe:[INODE]...,
+// and the hook.
 class ExternalStandIns {
  public:
   ExternalStandIns() = default;
@@ -57,7 +62,10 @@ class ExternalStandIns {
 [[nodiscard]] Result<uint64_t> parse_external_unix(const std::string& text);
 // "tty[4]" -> 4: the pty slave /dev/pts/4, whose master is outside the tree.
 [[nodiscard]] std::optional<uint32_t> parse_external_tty(const std::string& text);
-// "fd[7]:socket:[123]" -> {7, "socket:[123]"}.
+// "pipe[123]" -> 123: the pipe (or fifo) of that inode, also held outside.
+[[nodiscard]] std::optional<uint64_t> parse_external_pipe(const std::string& text);
+// "fd[7]:socket:[123]" -> {7, "socket:[123]"}; "fd[7]:pipe:[123]" -> {7,
+// "pipe:[123]"}.
 [[nodiscard]] Result<std::pair<int, std::string>> parse_inherit_fd(const std::string& text);
 
 }  // namespace minicriu

@@ -158,6 +158,13 @@ int minicriu_dump_opts_set_shell_job(minicriu_dump_opts* opts, int on) {
     return 0;
   }, -1);
 }
+int minicriu_dump_opts_set_ext_pipes(minicriu_dump_opts* opts, int on) {
+  return guarded([&]() -> int {
+    if (!opts) return bad_argument("opts");
+    opts->options.ext_pipes = on != 0;
+    return 0;
+  }, -1);
+}
 int minicriu_dump_opts_add_external(minicriu_dump_opts* opts, const char* spec) {
   return guarded([&]() -> int {
     if (!opts || !spec) return bad_argument("external spec");

@@ -74,6 +74,7 @@ class Dumper {
                                     const std::vector<FdListing>& fds, DumpedProcess& out,
                                     const ParentMemory& parent);
   [[nodiscard]] Status check_tree(TaskTree& tree);
+  [[nodiscard]] Status refuse_destructive() const;
   [[nodiscard]] Status release_running(TaskTree& tree);
   [[nodiscard]] Status write_images(pid_t root);
   [[nodiscard]] Status write_process_images();
@@ -251,6 +252,21 @@ Status Dumper::check_tree(TaskTree& tree) {
   return kinds_.each([&](Kind& k) { return k.check(view, env_); });
 }
 
+// A gated dump (DumpOptions::commit_gate) must leave the tree as it was when
+// the gate says no, after every image is written: a destructive step would
+// already have consumed application state by then.
+Status Dumper::refuse_destructive() const {
+  std::string kinds;
+  for (auto& k : kinds_.kinds())
+    if (k->is_destructive() && k->destructive_room(env_) > 0)
+      kinds += (kinds.empty() ? "" : ", ") + std::string(k->name());
+  if (kinds.empty()) return {};
+  return failf("pid {}: the dump of its {} would take state from the application (connections not yet "
+               "accepted, accepted to read their data), which cannot be undone if the coordinator then "
+               "says no, so a coordinated dump refuses it; let the application accept them, then dump again",
+               options_.pid, kinds);
+}
+
 void Dumper::release_kinds(TreeFate fate) {
   if (released_) return;
   released_ = true;
@@ -387,8 +403,12 @@ Result<DumpStats> Dumper::run() {
   FailureGuard guard(*this, *tree);
   TRY(dump_tree(*tree));
   TRY(check_tree(*tree));
+  if (options_.commit_gate && !options_.leave_running) TRY(refuse_destructive());
   if (options_.leave_running) TRY(release_running(*tree));
   TRY(write_images(tree->root()));
+  // Every image is synced; the tree dies (or its images stay) only on the
+  // gate's word. A no fails the dump as anything else would.
+  if (options_.commit_gate) TRY(options_.commit_gate());
   guard.dismiss();
 
   if (!options_.leave_running) {

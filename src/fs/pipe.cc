@@ -6,17 +6,12 @@
 #include <unistd.h>
 
 #include <climits>
+#include <utility>
 
 #include "kinds/kind.hpp"
 #include "proc/proc_parse.hpp"
 
 namespace minicriu {
-
-namespace {
-
-std::string pipe_link(uint64_t ino) { return fmt::format("pipe:[{}]", ino); }
-
-}  // namespace
 
 Status PipeStore::add(const std::string& what, int local_fd, uint64_t pipe_ino) {
   for (auto& p : entries_)
@@ -49,29 +44,30 @@ Status PipeStore::add(const std::string& what, int local_fd, uint64_t pipe_ino) 
       left -= static_cast<uint64_t>(s);
     }
   }
-  first_holder_[pipe_ino] = what;
+  struct stat st {};
+  if (::fstat(rd.get(), &st) != 0) return failf_errno("{}: {}: fstat", what, pipe_link(pipe_ino));
   img::PipeData d;
   d.set_pipe_ino(pipe_ino);
   d.set_capacity(static_cast<uint32_t>(capacity));
   d.set_bytes(bytes);
+  d.set_dev(st.st_dev);
   entries_.push_back(d);
   return {};
 }
 
-Result<std::string> PipeStore::find_external_holder(const std::set<pid_t>& tree) const {
-  if (entries_.empty()) return std::string();
-  std::map<std::string, uint64_t> ino_of;
-  std::set<std::string> links;
-  for (auto& p : entries_) {
-    ino_of[pipe_link(p.pipe_ino())] = p.pipe_ino();
-    links.insert(pipe_link(p.pipe_ino()));
-  }
-  // Ourselves included: a runtime linking us may hold the other end.
-  ASSIGN_OR_RETURN(auto holder, proc::find_fd_holder(links, tree));
-  if (!holder) return std::string();
-  return fmt::format("{}: {} is also held by pid {} ({}) as fd {}, outside the dumped tree",
-                     first_holder_.at(ino_of.at(holder->link)), holder->link, holder->pid, holder->comm,
-                     holder->fd);
+void PipeStore::add_end(uint64_t pipe_ino, pid_t pid, int fd, uint32_t flags, const std::string& what,
+                        const std::string& link) {
+  ends_[pipe_ino].push_back({pid, fd, flags, what, link});
+}
+
+const img::PipeData* PipeStore::entry(uint64_t pipe_ino) const {
+  for (auto& p : entries_)
+    if (p.pipe_ino() == pipe_ino) return &p;
+  return nullptr;
+}
+
+img::PipeData* PipeStore::entry(uint64_t pipe_ino) {
+  return const_cast<img::PipeData*>(std::as_const(*this).entry(pipe_ino));
 }
 
 Status PipeStore::commit(ImageSet& images) {
@@ -108,6 +104,7 @@ Result<PipeRestorer::Pipe*> PipeRestorer::create(uint64_t ino) {
   if (d == data_.end()) return failf("pipe {} has no entry in pipes.img", ino);
   int p[2];
   if (::pipe2(p, O_CLOEXEC) != 0) return fail_errno("pipe2");
+  if (d->second.external()) return failf("{}: external, and nothing stands in for it", pipe_link(ino));
   Pipe pipe;
   pipe.read_end = move_fd_above(UniqueFd(p[0]), fd_floor_);
   pipe.write_end = move_fd_above(UniqueFd(p[1]), fd_floor_);
@@ -121,7 +118,11 @@ Result<PipeRestorer::Pipe*> PipeRestorer::create(uint64_t ino) {
 Status PipeRestorer::create_all(int fd_floor) {
   fd_floor_ = fd_floor;
   for (auto& [ino, d] : data_) {
-    (void)d;
+    if (auto in = stand_ins_.find(ino); in != stand_ins_.end()) {
+      in->second.fd = move_fd_above(std::move(in->second.fd), fd_floor);
+      continue;
+    }
+    if (d.external()) return failf("{}: external, and nothing stands in for it", pipe_link(ino));
     TRY(create(ino));
   }
   return {};
@@ -145,6 +146,8 @@ Status PipeRestorer::write_data(uint64_t ino, int write_end) {
 Result<UniqueFd> PipeRestorer::open_fifo(const img::FifoFile& fifo) {
   uint64_t ino = fifo.pipe_ino();
   if (!data_.count(ino)) return failf("fifo {} has no entry in pipes.img", fifo.path());
+  if (stand_ins_.count(ino)) return open_stand_in(ino, fifo.flags());
+  if (data_.at(ino).external()) return failf("fifo {}: external, and nothing stands in for it", fifo.path());
   if (!fifo_anchors_.count(ino)) {
     UniqueFd anchor(::open(fifo.path().c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC));
     if (!anchor) return failf_errno("cannot open the fifo {}", fifo.path());
@@ -168,6 +171,7 @@ Result<UniqueFd> PipeRestorer::open_fifo(const img::FifoFile& fifo) {
 }
 
 Result<UniqueFd> PipeRestorer::open_end(const img::PipeFile& end) {
+  if (stand_ins_.count(end.pipe_ino())) return open_stand_in(end.pipe_ino(), end.flags());
   ASSIGN_OR_RETURN(Pipe * pipe, create(end.pipe_ino()));
   bool reading = (end.flags() & O_ACCMODE) == O_RDONLY;
   UniqueFd& ours = reading ? pipe->read_end : pipe->write_end;
@@ -202,6 +206,7 @@ class PipeKind final : public Kind {
 
   Status take(const FdDumpInfo& fd, img::FileEntry& entry, DumpEnv&) override {
     uint32_t flags = fd.fdinfo.flags & (O_ACCMODE | O_NONBLOCK | O_DIRECT);
+    store_->add_end(fd.st.st_ino, fd.pid, fd.fd, flags, fd.what, fd.link);
     if (fd.link[0] != '/') {
       TRY(store_->add(fd.what, fd.local_fd, fd.st.st_ino));
       img::PipeFile* p = entry.mutable_pipe();
@@ -209,9 +214,9 @@ class PipeKind final : public Kind {
       p->set_flags(flags);
       return {};
     }
-    // A fifo: opened again by its path, which must still name it. Who else
-    // may open the path outside the tree cannot be known: only the holders
-    // in the tree count.
+    // A fifo: opened again by its path, which must still name it. Who may
+    // open the path later cannot be known: only those holding it now count
+    // (check()).
     struct stat by_path;
     if (::stat(fd.link.c_str(), &by_path) != 0 || by_path.st_ino != fd.st.st_ino ||
         by_path.st_dev != fd.st.st_dev)
@@ -224,21 +229,44 @@ class PipeKind final : public Kind {
     return {};
   }
 
-  // A pipe whose other end lives outside the tree would come back connected
-  // to nothing: refuse it until the user brings that process into the dump.
-  Status check(const DumpTree& tree, DumpEnv&) override {
-    ASSIGN_OR_RETURN(std::string holder, store_->find_external_holder(tree.pids));
-    if (holder.empty()) return {};
-    return failf("{}; dump the tree that holds both ends, or close the pipe there before the dump", holder);
+  // A pipe also held outside the tree would come back connected to nothing:
+  // refused unless accepted as external, to be given a stand-in at restore.
+  Status check(const DumpTree& tree, DumpEnv& env) override {
+    TRY(store_->check_outside(tree.pids, env.external));
+    // A tree left running reads its pipes again at once: nothing to watch.
+    if (!env.options.leave_running) TRY(store_->watch_external());
+    return {};
   }
 
-  Status commit(ImageSet& images, DumpEnv&) override { return store_->commit(images); }
+  Status commit(ImageSet& images, DumpEnv&) override {
+    TRY(store_->check_watched());
+    return store_->commit(images);
+  }
+
+  void release(TreeFate fate, DumpEnv& env) override {
+    if (!store_) return;
+    if (fate == TreeFate::dies) store_->warn_late_bytes(env.log);
+    else store_->drop_watches();
+  }
+
+  void finish(bool, DumpEnv&) override {
+    if (store_) store_->drop_watches();
+  }
 
   bool owns(const img::FileEntry& entry) const override { return entry.has_pipe() || entry.has_fifo(); }
 
   Status load(const RestoreEnv& env) override {
     ASSIGN_OR_RETURN(restorer_, PipeRestorer::load(env.dir));
     return {};
+  }
+
+  void list_external(const RestoreEnv&, std::set<std::string>& keys) const override {
+    if (restorer_) keys.merge(restorer_->external_keys());
+  }
+
+  // Asked for before anything is made, so a missing stand-in costs nothing.
+  Status take_stand_ins(const ExternalStandIns& stand_ins, const RestoreEnv&) override {
+    return restorer_->take_stand_ins(stand_ins);
   }
 
   Status create_shared(const RestoreEnv& env) override {
@@ -253,20 +281,38 @@ class PipeKind final : public Kind {
 
   // Every holder has its ends: ours go, so that a reader sees the end of the
   // stream when the last writer of the tree closes.
+  // The bytes an external pipe held go into its stand-in last, once the
+  // restore can no longer fail for want of anything else.
   Status resume(const RestoreEnv&) override {
+    TRY(restorer_->fill_stand_ins());
     restorer_.reset();
     return {};
   }
 
   std::string describe(const img::FileEntry& f) const override {
-    if (f.has_fifo()) return fmt::format("fifo {} {}", f.fifo().path(), end_words(f.fifo().flags()));
-    return fmt::format("pipe:[{}] {}", f.pipe().pipe_ino(), end_words(f.pipe().flags()));
+    uint64_t ino = f.has_fifo() ? f.fifo().pipe_ino() : f.pipe().pipe_ino();
+    std::string end = f.has_fifo() ? fmt::format("fifo {} {}", f.fifo().path(), end_words(f.fifo().flags()))
+                                   : fmt::format("pipe:[{}] {}", ino, end_words(f.pipe().flags()));
+    return end + external_words(ino);
   }
 
   void describe_images(std::string& out) const override {
     if (!restorer_) return;
     for (auto& [ino, p] : restorer_->pipes())
-      out += fmt::format("pipe:[{}]: {} bytes queued, capacity {}\n", p.pipe_ino(), p.bytes(), p.capacity());
+      out += fmt::format("pipe:[{}]: {} bytes queued, capacity {}{}\n", p.pipe_ino(), p.bytes(), p.capacity(),
+                         external_words(ino));
+  }
+
+  // ", external: ..." for a pipe held outside the tree too, else "".
+  std::string external_words(uint64_t ino) const {
+    if (!restorer_) return "";
+    auto it = restorer_->pipes().find(ino);
+    if (it == restorer_->pipes().end() || !it->second.external()) return "";
+    const img::PipeData& p = it->second;
+    return fmt::format(", external (pid {} ({}) outside the tree held it too; the tree {} it): restore "
+                       "with --inherit-fd fd[N]:pipe:[{}], N the {} end of a pipe", p.outside_pid(),
+                       p.outside_comm(), p.tree_reads() ? "read from" : "wrote to", ino,
+                       end_name(p.tree_reads()));
   }
 
   void add_to_view(img::CheckpointView& view) const override {

@@ -160,3 +160,30 @@ Result<std::vector<InetDiag>> inet_diag_dump_all(int protocol) {
 }
 
 }  // namespace minicriu
+
+namespace minicriu {
+
+Status inet_diag_destroy(const InetDiag& d) {
+  struct {
+    nlmsghdr hdr;
+    inet_diag_req_v2 req;
+  } rq{};
+  rq.hdr.nlmsg_len = sizeof rq;
+  rq.hdr.nlmsg_type = SOCK_DESTROY;
+  rq.hdr.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+  rq.hdr.nlmsg_seq = 1;
+  rq.req.sdiag_family = static_cast<uint8_t>(d.family);
+  rq.req.sdiag_protocol = IPPROTO_TCP;
+  rq.req.idiag_states = 1u << d.state;
+  size_t alen = d.family == AF_INET ? 4 : 16;
+  std::memcpy(rq.req.id.idiag_src, d.local.addr.data(), alen);
+  std::memcpy(rq.req.id.idiag_dst, d.remote.addr.data(), alen);
+  rq.req.id.idiag_sport = htons(d.local.port);
+  rq.req.id.idiag_dport = htons(d.remote.port);
+  rq.req.id.idiag_cookie[0] = rq.req.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+  std::string what = fmt::format("tcp {} -> {}", format_endpoint(d.local), format_endpoint(d.remote));
+  return sock_diag_exchange(rq.hdr, what, fmt::format("{}: SOCK_DESTROY", what),
+                            [](const nlmsghdr&) { return Status{}; });
+}
+
+}  // namespace minicriu

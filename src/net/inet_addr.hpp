@@ -71,5 +71,8 @@ struct InetDiag {
 [[nodiscard]] Result<std::vector<InetDiag>> inet_diag_dump(int family, int protocol);
 // Both families.
 [[nodiscard]] Result<std::vector<InetDiag>> inet_diag_dump_all(int protocol);
+// Destroys one TCP socket found by inet_diag_dump (SOCK_DESTROY: tcp_abort;
+// for a TIME_WAIT one, its early end). Needs CAP_NET_ADMIN.
+[[nodiscard]] Status inet_diag_destroy(const InetDiag& d);
 
 }  // namespace minicriu

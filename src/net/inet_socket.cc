@@ -355,11 +355,33 @@ void InetSocketStore::finish(bool killing) {
 
 namespace {
 
+// Connections in TIME_WAIT on a listener's port, which keep it from being
+// bound again: closed ones of the tree's own past (an MPI job's TCP BTL closes
+// the redundant one of two crossed connects). A listener whose application
+// did not set SO_REUSEADDR has them inherit that (tw_reuse), so no option
+// gets past them; they go early instead (SOCK_DESTROY ends a TIME_WAIT socket
+// since Linux 4.5). True if any went.
+bool end_time_waits_on(const InetEndpoint& local) {
+  constexpr int kTimeWait = 6;
+  auto all = inet_diag_dump_all(IPPROTO_TCP);
+  if (!all) return false;
+  bool any = false;
+  for (auto& d : *all) {
+    if (d.state != kTimeWait || d.local.port != local.port) continue;
+    if (!local.is_any() && !(d.local.normalized() == local.normalized())) continue;
+    any |= inet_diag_destroy(d).has_value();
+  }
+  return any;
+}
+
 Status bind_to(int fd, const img::InetSocketFile& sk, const std::string& what) {
   sockaddr_storage ss;
   InetEndpoint local = local_of(sk);
   socklen_t len = endpoint_to_sockaddr(local, static_cast<int>(sk.family()), ss);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0)
+  int r = ::bind(fd, reinterpret_cast<sockaddr*>(&ss), len);
+  if (r != 0 && errno == EADDRINUSE && is_tcp(sk) && sk.state() == kListen && end_time_waits_on(local))
+    r = ::bind(fd, reinterpret_cast<sockaddr*>(&ss), len);
+  if (r != 0)
     return failf_errno("{}: bind to {} (is the address in use, or not on this machine?)", what,
                        format_endpoint(local));
   return {};

@@ -32,6 +32,9 @@ Status sock_diag_exchange(const nlmsghdr& req, const std::string& what, const st
       if (h->nlmsg_type == NLMSG_DONE) return {};
       if (h->nlmsg_type == NLMSG_ERROR) {
         auto* e = static_cast<const nlmsgerr*>(NLMSG_DATA(h));
+        // Error 0 is the acknowledgement a request without an answer
+        // (SOCK_DESTROY, with NLM_F_ACK) gets.
+        if (e->error == 0) return {};
         return std::unexpected(Error(not_found, -e->error));
       }
       TRY(each(*h));

@@ -43,17 +43,22 @@ int decode(int status) {
   return -1;
 }
 
-// stdin from /dev/null, stdout and stderr to out; pass_fd (if any) as fd 3,
+// stdin from /dev/null, stdout and stderr to out; pass_fds[i] as fd 3 + i,
 // nothing else.
-void redirect_stdio(const std::string& out, int pass_fd) {
-  int keep = pass_fd >= 0 ? ::fcntl(pass_fd, F_DUPFD, 10) : -1;
+void redirect_stdio(const std::string& out, const std::vector<int>& pass_fds) {
+  std::vector<int> keep;
+  for (int fd : pass_fds) keep.push_back(::fcntl(fd, F_DUPFD, 10 + static_cast<int>(pass_fds.size())));
   int in = ::open("/dev/null", O_RDONLY);
   int o = ::open(out.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
   ::dup2(in, 0);
   ::dup2(o, 1);
   ::dup2(o, 2);
-  if (keep >= 0) ::dup2(keep, 3);
-  ::close_range(keep >= 0 ? 4 : 3, ~0u, 0);
+  for (size_t i = 0; i < keep.size(); i++) ::dup2(keep[i], 3 + static_cast<int>(i));
+  ::close_range(3 + static_cast<unsigned>(keep.size()), ~0u, 0);
+}
+
+void redirect_stdio(const std::string& out, int pass_fd) {
+  redirect_stdio(out, pass_fd >= 0 ? std::vector<int>{pass_fd} : std::vector<int>{});
 }
 
 [[noreturn]] void exec_child(const std::vector<std::string>& argv, const std::string& out, int pass_fd) {
@@ -84,13 +89,17 @@ TempDir::~TempDir() {
 }
 
 CommandResult run(const std::vector<std::string>& argv, int pass_fd) {
+  return run(argv, pass_fd >= 0 ? std::vector<int>{pass_fd} : std::vector<int>{});
+}
+
+CommandResult run(const std::vector<std::string>& argv, const std::vector<int>& pass_fds) {
   char tmpl[] = "/tmp/minicriu-out-XXXXXX";
   int fd = ::mkstemp(tmpl);
   ::close(fd);
   pid_t pid = ::fork();
   if (pid == 0) {
     // Keep our process group: the command may restore a tree into it.
-    redirect_stdio(tmpl, pass_fd);
+    redirect_stdio(tmpl, pass_fds);
     std::vector<char*> args;
     for (auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
@@ -111,6 +120,12 @@ CommandResult run_minicriu(const std::vector<std::string>& args, int pass_fd) {
   std::vector<std::string> argv{minicriu_bin()};
   argv.insert(argv.end(), args.begin(), args.end());
   return run(argv, pass_fd);
+}
+
+CommandResult run_minicriu(const std::vector<std::string>& args, const std::vector<int>& pass_fds) {
+  std::vector<std::string> argv{minicriu_bin()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run(argv, pass_fds);
 }
 
 Program::Program(const std::string& name, const TempDir& dir, std::vector<std::string> extra_args,

@@ -37,6 +37,9 @@ struct CommandResult {
 // is its fd 3, no other fd is inherited.
 CommandResult run(const std::vector<std::string>& argv, int pass_fd = -1);
 CommandResult run_minicriu(const std::vector<std::string>& args, int pass_fd = -1);
+// The same with several fds: pass_fds[i] is the command's fd 3 + i.
+CommandResult run(const std::vector<std::string>& argv, const std::vector<int>& pass_fds);
+CommandResult run_minicriu(const std::vector<std::string>& args, const std::vector<int>& pass_fds);
 
 // A test program started as our child: stdio to a log file in dir, pass_fd
 // (if not -1) as its fd 3, no other fd inherited; ready once it wrote its

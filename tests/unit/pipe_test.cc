@@ -7,6 +7,7 @@
 
 #include <filesystem>
 
+#include "base/external.hpp"
 #include "fs/pipe.hpp"
 
 using namespace minicriu;
@@ -96,5 +97,104 @@ TEST(Pipe, FifoBytesComeBackBeforeAnyHolderOpensIt) {
   EXPECT_STREQ(buf, "queued");
   fd->reset();
   restorer->reset();
+  std::filesystem::remove_all(root);
+}
+
+TEST(Pipe, ExternalOptionsParse) {
+  EXPECT_EQ(parse_external_pipe("pipe[42]").value(), 42u);
+  for (auto bad : {"pipe[]", "pipe[x]", "pipe[0]", "pipe[1", "fifo[1]"}) EXPECT_FALSE(parse_external_pipe(bad)) << bad;
+  auto fd = parse_inherit_fd("fd[4]:pipe:[99]");
+  ASSERT_TRUE(fd);
+  EXPECT_EQ(fd->first, 4);
+  EXPECT_EQ(fd->second, "pipe:[99]");
+  DumpOptions o;
+  o.external = {"pipe[7]"};
+  auto policy = ExternalPolicy::from_options(o);
+  ASSERT_TRUE(policy);
+  ExternalObject obj;
+  obj.kind = "pipe";
+  obj.inode = 7;
+  EXPECT_TRUE(policy->accepts(obj));
+  obj.inode = 8;
+  EXPECT_FALSE(policy->accepts(obj));
+  o.ext_pipes = true;
+  EXPECT_TRUE(ExternalPolicy::from_options(o)->accepts(obj));
+}
+
+// The tree (pid 1 here, a stand-in number) holds the read end; this test
+// process, outside the tree, holds both. Refused, then accepted with the
+// queued bytes carried into a stand-in that a caller gives at restore.
+TEST(Pipe, AnExternalPipeIsRefusedThenCarriedIntoItsStandIn) {
+  char tmpl[] = "/tmp/minicriu-pipe-XXXXXX";
+  std::string root = mkdtemp(tmpl);
+  ImageDir dir(root);
+  int p[2];
+  ASSERT_EQ(pipe(p), 0);
+  ASSERT_EQ(write(p[1], "queued", 6), 6);
+  struct stat st;
+  fstat(p[0], &st);
+  std::string link = "pipe:[" + std::to_string(st.st_ino) + "]";
+  {
+    PipeStore store(dir);
+    ASSERT_TRUE(store.add("pid 1: fd 0", p[0], st.st_ino));
+    store.add_end(st.st_ino, 1, 0, O_RDONLY, "pid 1: fd 0", link);
+    auto refused = store.check_outside({1}, ExternalPolicy());
+    ASSERT_FALSE(refused);
+    EXPECT_NE(refused.error().what().find("pid 1: fd 0: " + link + " is also held by pid " +
+                                          std::to_string(getpid())), std::string::npos) << refused.error().what();
+    EXPECT_NE(refused.error().what().find("--ext-pipes"), std::string::npos);
+    DumpOptions all;
+    all.ext_pipes = true;
+    ASSERT_TRUE(store.check_outside({1}, ExternalPolicy::from_options(all).value()));
+    ASSERT_EQ(store.entries().size(), 1u);
+    EXPECT_TRUE(store.entries()[0].external());
+    EXPECT_TRUE(store.entries()[0].tree_reads());
+    EXPECT_EQ(store.entries()[0].outside_pid(), static_cast<uint32_t>(getpid()));
+    ImageSet images(dir);
+    ASSERT_TRUE(store.commit(images));
+  }
+  {
+    // The same pipe, written to by the tree, with bytes queued: refused.
+    PipeStore store(dir);
+    ASSERT_TRUE(store.add("pid 1: fd 1", p[1], st.st_ino));
+    store.add_end(st.st_ino, 1, 1, O_WRONLY, "pid 1: fd 1", link);
+    DumpOptions all;
+    all.ext_pipes = true;
+    auto queued = store.check_outside({1}, ExternalPolicy::from_options(all).value());
+    ASSERT_FALSE(queued);
+    EXPECT_NE(queued.error().what().find("6 byte(s) the tree wrote into " + link), std::string::npos)
+        << queued.error().what();
+  }
+  int fresh[2];
+  ASSERT_EQ(pipe(fresh), 0);
+  auto restorer = PipeRestorer::load(dir);
+  ASSERT_TRUE(restorer) << restorer.error().what();
+  EXPECT_EQ((*restorer)->external_keys(), std::set<std::string>{link});
+  auto none = (*restorer)->take_stand_ins(ExternalStandIns());
+  ASSERT_FALSE(none);
+  EXPECT_NE(none.error().what().find("--inherit-fd fd[N]:" + link), std::string::npos) << none.error().what();
+  RestoreOptions wrong;
+  wrong.inherit_fds = {"fd[" + std::to_string(fresh[1]) + "]:" + link};
+  auto write_end = (*restorer)->take_stand_ins(ExternalStandIns::from_options(wrong).value());
+  ASSERT_FALSE(write_end);
+  EXPECT_NE(write_end.error().what().find("is a write end; give the read end"), std::string::npos);
+  RestoreOptions right;
+  right.inherit_fds = {"fd[" + std::to_string(fresh[0]) + "]:" + link};
+  ASSERT_TRUE((*restorer)->take_stand_ins(ExternalStandIns::from_options(right).value()));
+  ASSERT_TRUE((*restorer)->create_all(100));
+  img::PipeFile end;
+  end.set_pipe_ino(st.st_ino);
+  end.set_flags(O_RDONLY | O_NONBLOCK);
+  auto rd = (*restorer)->open_end(end);
+  ASSERT_TRUE(rd) << rd.error().what();
+  EXPECT_TRUE(fcntl(rd->get(), F_GETFL) & O_NONBLOCK);
+  EXPECT_FALSE(fcntl(fresh[0], F_GETFL) & O_NONBLOCK) << "the caller's description was changed";
+  ASSERT_TRUE((*restorer)->fill_stand_ins());
+  char buf[16] = {};
+  ASSERT_EQ(read(rd->get(), buf, sizeof buf), 6);
+  EXPECT_STREQ(buf, "queued");
+  restorer->reset();
+  rd->reset();
+  for (int fd : {p[0], p[1], fresh[0], fresh[1]}) close(fd);
   std::filesystem::remove_all(root);
 }

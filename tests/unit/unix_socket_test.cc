@@ -316,7 +316,7 @@ TEST(UnixSocket, ExternalOptionsParse) {
   ASSERT_TRUE(fd);
   EXPECT_EQ(fd->first, 7);
   EXPECT_EQ(fd->second, "socket:[123]");
-  for (auto bad : {"fd[7]", "fd[]:socket:[1]", "7:socket:[1]", "fd[7]:pipe:[1]", "fd[-1]:socket:[1]"})
+  for (auto bad : {"fd[7]", "fd[]:socket:[1]", "7:socket:[1]", "fd[7]:pipe:[0]", "fd[7]:tcp:[1]", "fd[-1]:socket:[1]"})
     EXPECT_FALSE(parse_inherit_fd(bad)) << bad;
   RestoreOptions closed;
   closed.inherit_fds = {"fd[1000]:socket:[5]"};

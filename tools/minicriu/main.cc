@@ -8,6 +8,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "base/version.hpp"
@@ -50,6 +51,38 @@ void add_progress_after(CLI::App* cmd, uint32_t& ms) {
                                "longer than MS milliseconds (default 1000; 0: always)",
                                "--progress-after 0"))
       ->type_name("MS");
+}
+
+// "HOST:PID:DIR" (with_pid) or "HOST:DIR"; DIR may hold colons.
+minicriu::Result<minicriu::NodeTree> parse_node(const std::string& spec, bool with_pid) {
+  minicriu::NodeTree node;
+  auto first = spec.find(':');
+  auto second = with_pid && first != std::string::npos ? spec.find(':', first + 1) : first;
+  if (first == 0 || second == std::string::npos || second + 1 >= spec.size())
+    return std::unexpected(minicriu::Error(
+        "--node " + spec + ": expected " + (with_pid ? "HOST:PID:DIR" : "HOST:DIR")));
+  node.host = spec.substr(0, first);
+  node.images_dir = spec.substr(second + 1);
+  if (with_pid) {
+    std::string pid = spec.substr(first + 1, second - first - 1);
+    char* end = nullptr;
+    long v = std::strtol(pid.c_str(), &end, 10);
+    if (pid.empty() || *end != 0 || v <= 0)
+      return std::unexpected(minicriu::Error("--node " + spec + ": " + pid + " is not a pid"));
+    node.pid = static_cast<pid_t>(v);
+  }
+  return node;
+}
+
+// The agent as a shell would split it ("ssh -x"), without quotes.
+std::vector<std::string> split_words(const std::string& text) {
+  std::vector<std::string> words;
+  std::string w;
+  for (char c : text + " ") {
+    if (c != ' ' && c != '\t') w += c;
+    else if (!w.empty()) words.push_back(std::move(w)), w.clear();
+  }
+  return words;
 }
 
 }  // namespace
@@ -106,12 +139,18 @@ int main(int argc, char** argv) {
                                   "dgram) as external: at restore each needs --inherit-fd, except a dgram "
                                   "socket whose peer has a path, which is connected to it again",
                                   "--ext-unix-sk"));
+  dump_cmd->add_flag("--ext-pipes", dump.ext_pipes,
+                     with_example("Dump pipes and fifos that a process outside the tree holds too (a rank's "
+                                  "stdio) as external: at restore each needs --inherit-fd fd[N]:pipe:[INODE] "
+                                  "or the restore hook",
+                                  "--ext-pipes"));
   dump_cmd->add_option("--external", dump.external,
                        with_example("unix[INODE]: dump this one unix socket of the tree (its own inode, as a "
-                                    "refusal names it) as external although its peer is outside; tty[N]: "
+                                    "refusal names it) as external although its peer is outside; pipe[INODE]: "
+                                    "the same for a pipe or fifo also held outside; tty[N]: "
                                     "dump the terminal /dev/pts/N although its master is outside, to be "
                                     "reopened by path at restore while that master still holds it; repeatable",
-                                    "--external unix[48213] --external tty[3]"))
+                                    "--external unix[48213] --external pipe[48300] --external tty[3]"))
       ->type_name("KIND[ID]");
   dump_cmd->add_flag("-j,--shell-job", dump.shell_job,
                      with_example("Accept every terminal /dev/pts/N of the tree whose master is outside it "
@@ -137,6 +176,67 @@ int main(int argc, char** argv) {
                                   "--file-locks"));
   add_progress_after(dump_cmd, progress_after_ms);
   add_verbose(dump_cmd, verbosity);
+  bool coordinated = false;
+  unsigned coordinated_timeout_ms = 60000;
+  dump_cmd->add_flag("--coordinated", coordinated,
+                     with_example("One node's dump of `minicriu dump-nodes` (which starts it through the agent): "
+                                  "once the images are synced, say so on stdout and keep the tree frozen until "
+                                  "the word on stdin, go or no (no, or none: the tree runs on and the images go)",
+                                  "--coordinated"));
+  dump_cmd->add_option("--coordinated-timeout", coordinated_timeout_ms,
+                       with_example("With --coordinated: how long to wait for the word, in ms (default 60000)",
+                                    "--coordinated-timeout 30000"))
+      ->type_name("MS");
+
+  minicriu::CoordinatedDumpOptions dump_nodes;
+  std::string nodes_agent = "ssh";
+  std::vector<std::string> dump_node_specs;
+  auto* dump_nodes_cmd = app.add_subcommand(
+      "dump-nodes", "Checkpoint a job over several nodes at once, one dump per node started through the "
+                    "job's rsh/ssh agent; every tree is left running if any node's dump fails");
+  dump_nodes_cmd->footer(
+      "Examples:\n"
+      "  minicriu dump-nodes --node nodeA:4242:/ckpt/a --node nodeB:777:/ckpt/b -- --tcp-established\n"
+      "  minicriu dump-nodes --agent 'ssh -x' --node n1:1234:/shared/ckpt/n1 -R");
+  dump_nodes_cmd->add_option("--node", dump_node_specs,
+                             with_example("HOST:PID:DIR: the tree rooted at PID on HOST (mpirun's, an orted's) "
+                                          "goes into DIR there; repeatable", "--node nodeB:777:/ckpt/b"))
+      ->required()->allow_extra_args(false)->type_name("HOST:PID:DIR");
+  dump_nodes_cmd->add_option("--agent", nodes_agent,
+                             with_example("The command that runs a command on a node, as `AGENT HOST COMMAND` "
+                                          "(the job's --mca plm_rsh_agent; default ssh)", "--agent 'ssh -x'"));
+  dump_nodes_cmd->add_option("--minicriu", dump_nodes.minicriu,
+                             with_example("minicriu on the nodes (default: minicriu)", "--minicriu /opt/bin/minicriu"));
+  dump_nodes_cmd->add_flag("-R,--leave-running", dump_nodes.leave_running,
+                           with_example("Leave every tree running", "-R"));
+  dump_nodes_cmd->add_option("--word-timeout", dump_nodes.word_timeout_ms,
+                             with_example("How long a ready node waits for the word to go on, in ms (default 60000)",
+                                          "--word-timeout 30000"))
+      ->type_name("MS");
+  dump_nodes_cmd->add_option("dump_options", dump_nodes.dump_args,
+                             with_example("After --: options for every node's dump (--tcp-established for the "
+                                          "connections between nodes, --ext-pipes...)", "-- --tcp-established"));
+  add_verbose(dump_nodes_cmd, verbosity);
+
+  minicriu::CoordinatedRestoreOptions restore_nodes;
+  std::vector<std::string> restore_node_specs;
+  auto* restore_nodes_cmd = app.add_subcommand(
+      "restore-nodes", "Restore a job checkpointed by dump-nodes: `minicriu restore -d` on every node at once");
+  restore_nodes_cmd->footer(
+      "Examples:\n"
+      "  minicriu restore-nodes --node nodeA:/ckpt/a --node nodeB:/ckpt/b\n"
+      "  minicriu restore-nodes --agent 'ssh -x' --node n1:/shared/ckpt/n1 -- --tcp-established");
+  restore_nodes_cmd->add_option("--node", restore_node_specs,
+                                with_example("HOST:DIR: restore the images in DIR on HOST; repeatable",
+                                             "--node nodeB:/ckpt/b"))
+      ->required()->allow_extra_args(false)->type_name("HOST:DIR");
+  restore_nodes_cmd->add_option("--agent", nodes_agent,
+                                with_example("As for dump-nodes (default ssh)", "--agent 'ssh -x'"));
+  restore_nodes_cmd->add_option("--minicriu", restore_nodes.minicriu,
+                                with_example("minicriu on the nodes (default: minicriu)", "--minicriu /opt/bin/minicriu"));
+  restore_nodes_cmd->add_option("restore_options", restore_nodes.restore_args,
+                                with_example("After --: options for every node's restore", "-- --tcp-established"));
+  add_verbose(restore_nodes_cmd, verbosity);
 
   minicriu::RestoreOptions restore;
   auto* restore_cmd = app.add_subcommand("restore", "Restore a tree from a directory of images");
@@ -160,8 +260,10 @@ int main(int argc, char** argv) {
   restore_cmd->add_option("--inherit-fd", restore.inherit_fds,
                           with_example("fd[N]:socket:[INODE]: minicriu's fd N stands in for the external "
                                        "socket INODE of the images (dumped with --ext-unix-sk or --external); "
-                                       "the restored processes get it in the socket's place; repeatable",
-                                       "--inherit-fd 'fd[3]:socket:[48213]'"))
+                                       "the restored processes get it in the socket's place; fd[N]:pipe:[INODE]: "
+                                       "fd N, an end of a pipe of the same direction, stands in for the external "
+                                       "pipe INODE (--ext-pipes); repeatable",
+                                       "--inherit-fd 'fd[3]:socket:[48213]' --inherit-fd 'fd[4]:pipe:[48300]'"))
       ->type_name("SPEC");
   restore_cmd->add_flag("--file-locks", file_locks,
                         with_example("Accepted for CRIU recipes; file locks and leases are always restored",
@@ -221,8 +323,10 @@ int main(int argc, char** argv) {
 
   if (dump_cmd->parsed()) {
     dump.log = log_options(verbosity, progress_after_ms);
+    if (coordinated) dump.commit_gate = minicriu::coordinated_node_gate(STDIN_FILENO, STDOUT_FILENO, coordinated_timeout_ms);
     auto r = minicriu::dump(dump);
     if (!r) return report(r.error());
+    if (coordinated) minicriu::coordinated_node_report(STDOUT_FILENO, *r);
     if (verbosity > 0)
       std::fprintf(stderr, "dumped %u process(es), %u thread(s), %.1f MiB of pages; frozen %.3f s\n",
                    r->processes, r->threads, static_cast<double>(r->page_bytes) / (1 << 20),
@@ -241,6 +345,35 @@ int main(int argc, char** argv) {
     if (WIFEXITED(st)) return WEXITSTATUS(st);
     if (WIFSIGNALED(st)) return 128 + WTERMSIG(st);
     return 1;
+  }
+  if (dump_nodes_cmd->parsed() || restore_nodes_cmd->parsed()) {
+    bool dumping = dump_nodes_cmd->parsed();
+    std::vector<minicriu::NodeTree> nodes;
+    for (auto& spec : dumping ? dump_node_specs : restore_node_specs) {
+      auto node = parse_node(spec, dumping);
+      if (!node) return report(node.error());
+      nodes.push_back(*node);
+    }
+    std::vector<std::string> agent = split_words(nodes_agent);
+    if (dumping) {
+      dump_nodes.nodes = nodes;
+      dump_nodes.agent = agent;
+      dump_nodes.log = log_options(verbosity);
+      auto r = minicriu::coordinated_dump(dump_nodes);
+      if (!r) return report(r.error());
+      for (auto& n : r->nodes)
+        std::printf("%s: %u process(es), %.1f MiB of pages, frozen %.3f s\n", n.host.c_str(), n.stats.processes,
+                    static_cast<double>(n.stats.page_bytes) / (1 << 20), static_cast<double>(n.stats.frozen_ns) / 1e9);
+      std::printf("all nodes dumped in %.3f s\n", static_cast<double>(r->total_ns) / 1e9);
+      return 0;
+    }
+    restore_nodes.nodes = nodes;
+    restore_nodes.agent = agent;
+    restore_nodes.log = log_options(verbosity);
+    auto r = minicriu::coordinated_restore(restore_nodes);
+    if (!r) return report(r.error());
+    for (auto& n : r->nodes) std::printf("%s: %d\n", n.host.c_str(), n.root_pid);
+    return 0;
   }
   if (check_cmd->parsed()) {
     auto r = minicriu::check();
