@@ -354,7 +354,8 @@ img::Inventory Dumper::inventory(pid_t root, const NetworkLock::Kept& kept) cons
 // reserved; only then does the destructive phase consume application state
 // (a dump that kills the tree only), and nothing after it can fail for lack
 // of space. The inventory comes last: only a directory with one is a
-// checkpoint.
+// checkpoint (and every image becomes visible at once, in run(), by
+// publish()).
 Status Dumper::write_images(pid_t root) {
   TRY(write_process_images());
   TRY(commit_kinds(false));
@@ -380,8 +381,7 @@ Status Dumper::write_images(pid_t root) {
   for (auto& f : files_.entries()) TRY(files_img.write(f));
   TRY(images_.commit(files_img));
   TRY(inventory_img.write(inv));
-  TRY(images_.commit(inventory_img));
-  return images_.publish();
+  return images_.commit(inventory_img);
 }
 
 void Dumper::kill_tree(TaskTree& tree) {
@@ -409,6 +409,7 @@ Result<DumpStats> Dumper::run() {
   // Every image is synced; the tree dies (or its images stay) only on the
   // gate's word. A no fails the dump as anything else would.
   if (options_.commit_gate) TRY(options_.commit_gate());
+  TRY(images_.publish());
   guard.dismiss();
 
   if (!options_.leave_running) {

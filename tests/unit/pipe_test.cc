@@ -152,6 +152,7 @@ TEST(Pipe, AnExternalPipeIsRefusedThenCarriedIntoItsStandIn) {
     EXPECT_EQ(store.entries()[0].outside_pid(), static_cast<uint32_t>(getpid()));
     ImageSet images(dir);
     ASSERT_TRUE(store.commit(images));
+    ASSERT_TRUE(images.publish());
   }
   {
     // The same pipe, written to by the tree, with bytes queued: refused.

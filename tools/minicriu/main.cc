@@ -358,7 +358,7 @@ int main(int argc, char** argv) {
     if (dumping) {
       dump_nodes.nodes = nodes;
       dump_nodes.agent = agent;
-      dump_nodes.log = log_options(verbosity);
+      dump_nodes.log = log_options(verbosity, progress_after_ms);
       auto r = minicriu::coordinated_dump(dump_nodes);
       if (!r) return report(r.error());
       for (auto& n : r->nodes)
@@ -369,7 +369,7 @@ int main(int argc, char** argv) {
     }
     restore_nodes.nodes = nodes;
     restore_nodes.agent = agent;
-    restore_nodes.log = log_options(verbosity);
+    restore_nodes.log = log_options(verbosity, progress_after_ms);
     auto r = minicriu::coordinated_restore(restore_nodes);
     if (!r) return report(r.error());
     for (auto& n : r->nodes) std::printf("%s: %d\n", n.host.c_str(), n.root_pid);
