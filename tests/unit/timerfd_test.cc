@@ -69,10 +69,10 @@ TEST(TimerFd, PeriodicTimerKeepsTimeLeftAndTicksAtTheSameInterval) {
   int64_t t0 = now_ns(CLOCK_MONOTONIC);
   EXPECT_EQ(read_ticks(restored->get()), 1u);
   int64_t t1 = now_ns(CLOCK_MONOTONIC);
-  EXPECT_LE(t1 - t0, 250 * kMs);
+  EXPECT_LE(t1 - t0, 400 * kMs);  // wide: a loaded machine wakes readers late
   EXPECT_EQ(read_ticks(restored->get()), 1u);
   int64_t t2 = now_ns(CLOCK_MONOTONIC);
-  EXPECT_NEAR(static_cast<double>(t2 - t1), 1000.0 * kMs, 100.0 * kMs);
+  EXPECT_NEAR(static_cast<double>(t2 - t1), 1000.0 * kMs, 250.0 * kMs);
 }
 
 TEST(TimerFd, ExpirationsNotReadComeBackAndTheTimerGoesOn) {
