@@ -33,6 +33,10 @@ namespace {
 struct Segment {
   uint64_t vaddr = 0, memsz = 0, filesz = 0, offset = 0;
   uint32_t flags = 0;
+  // Memory that is zeros but where the images hold pages (anonymous memory):
+  // only those pages are read, the rest stays a hole without being looked at
+  // (a reservation of terabytes costs nothing).
+  bool sparse = false;
 };
 
 uint32_t segment_flags(uint32_t prot) {
@@ -52,7 +56,9 @@ std::vector<Segment> plan_loads(const ProcessMemory& memory, std::vector<std::st
     if (v.prot() & PROT_READ) ranges = memory.readable_ranges(r);
     uint64_t at = v.start();
     auto add = [&](uint64_t start, uint64_t end, bool data) {
-      if (start < end) loads.push_back({start, end - start, data ? end - start : 0, 0, flags});
+      if (start < end)
+        loads.push_back({start, end - start, data ? end - start : 0, 0, flags,
+                         data && r.source == ProcessMemory::Source::zeros});
     };
     for (auto& [start, end] : ranges) {
       add(at, start, false);
@@ -163,10 +169,11 @@ bool all_zero(const uint8_t* p, size_t n) {
 
 // A segment's memory, chunk by chunk; zero pages stay holes. A page that
 // cannot be read after all (a file shrank meanwhile) stays a hole too, counted.
-Status write_memory(CoreFileWriter& out, const ProcessMemory& memory, const Segment& s, uint64_t& unreadable) {
-  std::vector<uint8_t> buf(1 << 20);
-  for (uint64_t done = 0; done < s.filesz;) {
-    size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), s.filesz - done));
+Status write_range(CoreFileWriter& out, const ProcessMemory& memory, const Segment& s, uint64_t from, uint64_t to,
+                   uint64_t& unreadable) {
+  std::vector<uint8_t> buf(static_cast<size_t>(std::min<uint64_t>(1 << 20, to - from)));
+  for (uint64_t done = from; done < to;) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), to - done));
     std::span<uint8_t> chunk(buf.data(), n);
     bool whole = memory.read(s.vaddr + done, chunk);
     for (size_t page = 0; page < n; page += kPageSize) {
@@ -179,6 +186,13 @@ Status write_memory(CoreFileWriter& out, const ProcessMemory& memory, const Segm
     }
     done += n;
   }
+  return {};
+}
+
+Status write_memory(CoreFileWriter& out, const ProcessMemory& memory, const Segment& s, uint64_t& unreadable) {
+  if (!s.sparse) return write_range(out, memory, s, 0, s.filesz, unreadable);
+  for (auto& [start, end] : memory.image_ranges(s.vaddr, s.vaddr + s.filesz))
+    TRY(write_range(out, memory, s, start - s.vaddr, end - s.vaddr, unreadable));
   return {};
 }
 
