@@ -1,0 +1,81 @@
+// Process attributes and seccomp (tests/programs/seccomp.c, procattr.c,
+// timer_tid.c): each restored twice and checked by the program itself; each
+// refusal is one line and leaves the process running. The plain and
+// --leave-running modes are in modes_test.cc.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "e2e_util.hpp"
+
+using namespace e2e;
+
+namespace {
+
+void expect_refused(const std::string& program, const std::vector<std::string>& args,
+                    const std::function<std::vector<std::string>(pid_t)>& needles) {
+  TempDir dir;
+  Program p(program, dir, args);
+  ASSERT_TRUE(p.wait_ready());
+  auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", images_dir(dir)});
+  auto want = needles(p.pid());
+  expect_one_line_error(r, want.front());
+  for (auto& n : want) EXPECT_NE(r.output.find(n), std::string::npos) << n << "\n" << r.output;
+  expect_intact(p);
+  reap_zombies();
+}
+
+}  // namespace
+
+// Filters that kill the process on the parasite's syscalls: the dump runs
+// them suspended; the filters come back per thread, in order, F1 shared.
+TEST(Seccomp, FiltersPerThreadSharedByTsyncComeBackTwice) { cycle("seccomp", 2); }
+
+TEST(Seccomp, StrictModeComesBackTwice) { cycle("seccomp", 2, {"strict"}); }
+
+TEST(Seccomp, TheImagesHoldEachSharedFilterOnce) {
+  TempDir dir;
+  Program p("seccomp", dir);
+  ASSERT_TRUE(p.wait_ready());
+  pid_t pid = p.pid();
+  std::string images = images_dir(dir);
+  ASSERT_NO_FATAL_FAILURE(dump_and_reap(pid, images, &p));
+  auto view = show_json(images);
+  ASSERT_EQ(view.processes_size(), 1);
+  const auto& core = view.processes(0).core();
+  ASSERT_EQ(core.seccomp_filters_size(), 2) << "F1 once for three threads, F2 of T1";
+  EXPECT_EQ(core.seccomp_filters(0).parent(), 0u);
+  EXPECT_EQ(core.seccomp_filters(1).parent(), 1u);
+  EXPECT_EQ(core.seccomp_filters(1).flags(), 2u) << "SECCOMP_FILTER_FLAG_LOG";
+  int on_f1 = 0, on_f2 = 0;
+  for (auto& t : core.threads()) {
+    EXPECT_EQ(t.seccomp_mode(), 2u) << t.tid();
+    on_f1 += t.seccomp_filter() == 1;
+    on_f2 += t.seccomp_filter() == 2;
+  }
+  EXPECT_EQ(on_f1, 2);
+  EXPECT_EQ(on_f2, 1);
+  RestoredTree restored;
+  restored.add_from(images);
+  ASSERT_EQ(restore_detached(images), pid);
+  ::kill(pid, SIGUSR1);
+  EXPECT_EQ(wait_pid(pid).value_or(-1), 0) << read_text(dir / "seccomp.log");
+}
+
+TEST(Seccomp, AUserNotificationFilterIsRefused) {
+  expect_refused("seccomp", {"notify"}, [](pid_t pid) -> std::vector<std::string> {
+    return {fmt::format("pid {}: thread {}: its seccomp filter 1 (of 1, oldest first) can answer "
+                        "SECCOMP_RET_USER_NOTIF", pid, pid),
+            "whose listener minicriu cannot make again"};
+  });
+}
+
+TEST(ProcessAttrs, SchedulingPerThreadOomLoginuidMembarrierMlockallComeBackTwice) { cycle("procattr", 2); }
+
+TEST(PosixTimers, TimersSignallingOneThreadComeBackTwice) { cycle("timer_tid", 2); }
