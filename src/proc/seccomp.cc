@@ -40,9 +40,10 @@ bool can_notify_user(const std::string& program) {
   return false;
 }
 
-// The thread's filters, oldest first.
+// The thread's filters, oldest first (filter_off 0 is the oldest: the kernel
+// counts back from the newest, total - 1 - off steps).
 Result<std::vector<img::SeccompFilter>> read_filters(pid_t pid, pid_t tid) {
-  std::vector<img::SeccompFilter> newest_first;
+  std::vector<img::SeccompFilter> chain;
   for (unsigned long i = 0;; i++) {
     long n = ::ptrace(static_cast<__ptrace_request>(kGetFilter), tid, reinterpret_cast<void*>(i), nullptr);
     if (n < 0 && errno == ENOENT) break;
@@ -56,9 +57,9 @@ Result<std::vector<img::SeccompFilter>> read_filters(pid_t pid, pid_t tid) {
     img::SeccompFilter f;
     f.set_program(std::string(reinterpret_cast<const char*>(insns.data()), insns.size() * sizeof(sock_filter)));
     f.set_flags(static_cast<uint32_t>(md.flags));
-    newest_first.push_back(std::move(f));
+    chain.push_back(std::move(f));
   }
-  return std::vector<img::SeccompFilter>(newest_first.rbegin(), newest_first.rend());
+  return chain;
 }
 
 }  // namespace

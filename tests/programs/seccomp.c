@@ -62,8 +62,8 @@ static const struct rule f1[] = {
 static const struct rule f2[] = {{SYS_getcwd, SECCOMP_RET_ERRNO | ENOKEY}};
 static const struct rule f3[] = {{SYS_uname, SECCOMP_RET_ERRNO | EL2HLT}};
 
-static volatile int phase;      /* 1: check; 2: T1 did its TSYNC; 3: check F3 */
-static volatile int done[4];
+static volatile int phase;      /* set up (1, 2), check (3), T1's TSYNC (4), check it (5) */
+static volatile int done[4];  /* the last phase each thread finished */
 static volatile pid_t tids[4];
 static volatile int t1_tsync = -2;
 static int strict_in[2], strict_out[2];
@@ -125,14 +125,16 @@ static void* worker(void* arg) {
   done[me] = 2;
   while (phase < 3) nap();  /* after SIGUSR1 */
   CHECK(getcwd_errno() == (me == 1 ? ENOKEY : EXDEV), "T%d: getcwd answers %ld", me, getcwd_errno());
+  done[me] = 3;
+  while (phase < 4) nap();
   if (me == 1) {
     /* TSYNC from T1: main's and T3's filter must be an ancestor of T1's */
     t1_tsync = install(f3, 1, SECCOMP_FILTER_FLAG_TSYNC);
   }
-  done[me] = 3;
-  while (phase < 4) nap();
-  CHECK(uname_errno() == EL2HLT, "T%d: uname answers %ld after T1's TSYNC", me, uname_errno());
   done[me] = 4;
+  while (phase < 5) nap();
+  CHECK(uname_errno() == EL2HLT, "T%d: uname answers %ld after T1's TSYNC", me, uname_errno());
+  done[me] = 5;
   return NULL;
 }
 
@@ -195,7 +197,7 @@ static int run_notify(const char* ready) {
 int main(int argc, char** argv) {
   if (argc < 2) return 2;
   prog_install_usr1();
-  const char* mode = argc > 2 ? argv[2] : "";
+  const char* mode = argc > 3 ? argv[3] : "";  /* argv[2]: the test directory */
   if (!strcmp(mode, "strict")) return run_strict(argv[1]);
   if (!strcmp(mode, "notify")) return run_notify(argv[1]);
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return 2;
@@ -226,13 +228,15 @@ int main(int argc, char** argv) {
   CHECK(r == tids[1], "main's TSYNC answered %d, T1 (%d) expected", r, (int)tids[1]);
   phase = 3;
   wait_done(3, 1, 3);
+  phase = 4;
+  wait_done(4, 1, 3);
   CHECK(t1_tsync == 0, "T1's TSYNC answered %d (errno %d): F1 is no longer shared", t1_tsync, errno);
   for (int i = 0; i < 4; i++)
     if (i != 2) CHECK(filters_of(tids[i]) == 3, "thread %d has %d filters after T1's TSYNC", i, filters_of(tids[i]));
   CHECK(uname_errno() == EL2HLT, "main: uname answers %ld after T1's TSYNC", uname_errno());
   CHECK(getcwd_errno() == ENOKEY, "main: getcwd answers %ld after T1's TSYNC (F2 is main's now)", getcwd_errno());
-  phase = 4;
-  wait_done(4, 1, 3);
+  phase = 5;
+  wait_done(5, 1, 3);
   pthread_join(t1, NULL);
   pthread_join(t3, NULL);
   return prog_finish();
