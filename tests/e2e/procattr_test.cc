@@ -79,3 +79,37 @@ TEST(Seccomp, AUserNotificationFilterIsRefused) {
 TEST(ProcessAttrs, SchedulingPerThreadOomLoginuidMembarrierMlockallComeBackTwice) { cycle("procattr", 2); }
 
 TEST(PosixTimers, TimersSignallingOneThreadComeBackTwice) { cycle("timer_tid", 2); }
+
+TEST(Seccomp, FiltersOfAThreadThatDroppedCapSysAdminWithoutNoNewPrivsAreRefused) {
+  expect_refused("seccomp", {"dropped"}, [](pid_t pid) -> std::vector<std::string> {
+    return {fmt::format("pid {}: thread {} has seccomp filters but neither no_new_privs nor CAP_SYS_ADMIN any more",
+                        pid, pid),
+            "set PR_SET_NO_NEW_PRIVS before installing the filters"};
+  });
+}
+
+// A dumper that runs under seccomp itself may not suspend its targets'
+// filters: a target under seccomp is refused before anything runs in it,
+// and one without is dumped as ever.
+TEST(Seccomp, ADumperUnderSeccompRefusesAThreadUnderSeccompAndLeavesItRunning) {
+  TempDir dir;
+  Program p("seccomp", dir, {"strict"});
+  ASSERT_TRUE(p.wait_ready());
+  auto r = run({program("under_seccomp"), minicriu_bin(), "dump", "-t", std::to_string(p.pid()), "-D",
+                images_dir(dir)});
+  expect_one_line_error(r, fmt::format("pid {}: thread ", p.pid()));
+  EXPECT_NE(r.output.find(" runs under strict mode (SECCOMP_SET_MODE_STRICT), and minicriu could not seize it "
+                          "with PTRACE_O_SUSPEND_SECCOMP"), std::string::npos) << r.output;
+  expect_intact(p);
+  reap_zombies();
+}
+
+TEST(Seccomp, ADumperUnderSeccompStillDumpsAProcessWithout) {
+  TempDir dir;
+  Program p("threads", dir);
+  ASSERT_TRUE(p.wait_ready());
+  auto r = run({program("under_seccomp"), minicriu_bin(), "dump", "-t", std::to_string(p.pid()), "-D",
+                images_dir(dir), "--leave-running"});
+  EXPECT_EQ(r.status, 0) << r.output;
+  expect_intact(p);
+}

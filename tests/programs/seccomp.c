@@ -16,6 +16,9 @@
  * strict: T2 enters strict mode (SECCOMP_SET_MODE_STRICT) and waits in
  *   read() on a pipe; after SIGUSR1 main sends a byte, T2 answers it + 1 and
  *   leaves with a raw exit; its status shows Seccomp 1 before.
+ * dropped: main installs a filter without no_new_privs (as root may), then
+ *   drops CAP_SYS_ADMIN: the dump must refuse it in one line (the restore
+ *   could not install the filter again), and the process runs on.
  * notify: main installs a filter with SECCOMP_FILTER_FLAG_NEW_LISTENER
  *   (getppid -> SECCOMP_RET_USER_NOTIF) and keeps the listener: the dump
  *   must refuse it in one line, and the process runs on. */
@@ -194,12 +197,27 @@ static int run_notify(const char* ready) {
   return prog_finish();
 }
 
+static int run_dropped(const char* ready) {
+  if (install(f2, 1, 0) != 0) return 2;
+  struct { uint32_t version; int pid; } head = {0x20080522, 0};  /* _LINUX_CAPABILITY_VERSION_3 */
+  struct { uint32_t eff, prm, inh; } data[2];
+  if (syscall(SYS_capget, &head, data) != 0) return 2;
+  data[0].eff &= ~(1u << 21);  /* CAP_SYS_ADMIN */
+  data[0].prm &= ~(1u << 21);
+  if (syscall(SYS_capset, &head, data) != 0) return 2;
+  prog_ready(ready);
+  prog_wait_usr1();
+  CHECK(getcwd_errno() == ENOKEY, "getcwd answers %ld", getcwd_errno());
+  return prog_finish();
+}
+
 int main(int argc, char** argv) {
   if (argc < 2) return 2;
   prog_install_usr1();
   const char* mode = argc > 3 ? argv[3] : "";  /* argv[2]: the test directory */
   if (!strcmp(mode, "strict")) return run_strict(argv[1]);
   if (!strcmp(mode, "notify")) return run_notify(argv[1]);
+  if (!strcmp(mode, "dropped")) return run_dropped(argv[1]);
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return 2;
   tids[0] = (pid_t)syscall(SYS_gettid);
   pthread_t t1, t3;
