@@ -161,6 +161,7 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   ASSIGN_OR_RETURN(MachineInfo machine, probe_machine());
   TRY(with_context(validate_checkpoint(ckpt, machine, kinds),
                    fmt::format("{} cannot be restored here", dir.path())));
+  TRY(check_restorer_not_under_seccomp());
   RestoreEnv env{options, dir, ckpt, log};
   // Every kind reads and checks its own images now.
   TRY(kinds.each([&](Kind& k) { return k.load(env); }));

@@ -117,12 +117,13 @@ class ProcessAttrsKind final : public Kind {
   void describe_process(const ProcessImages& p, std::string& out) const override {
     if (!p.core.has_attrs()) return;
     const img::ProcessAttrs& a = p.core.attrs();
-    out += fmt::format("  oom_score_adj {}", a.oom_score_adj());
-    if (a.has_loginuid() && a.loginuid() != kLoginuidUnset) out += fmt::format(", loginuid {}", a.loginuid());
-    if (a.membarrier()) out += fmt::format(", membarrier registrations {:#x}", a.membarrier());
-    if (a.mlockall())
-      out += fmt::format(", mlockall(MCL_FUTURE{})", (a.mlockall() & MCL_ONFAULT) ? " | MCL_ONFAULT" : "");
-    out += "\n";
+    std::string line;
+    auto add = [&](const std::string& part) { line += (line.empty() ? "  " : ", ") + part; };
+    if (a.oom_score_adj()) add(fmt::format("oom_score_adj {}", a.oom_score_adj()));
+    if (a.has_loginuid() && a.loginuid() != kLoginuidUnset) add(fmt::format("loginuid {}", a.loginuid()));
+    if (a.membarrier()) add(fmt::format("membarrier registrations {:#x}", a.membarrier()));
+    if (a.mlockall()) add(fmt::format("mlockall(MCL_FUTURE{})", (a.mlockall() & MCL_ONFAULT) ? " | MCL_ONFAULT" : ""));
+    if (!line.empty()) out += line + "\n";
   }
 
  private:

@@ -140,6 +140,15 @@ bool has_seccomp(const img::ProcessCore& core) {
   return false;
 }
 
+Status check_restorer_not_under_seccomp() {
+  ASSIGN_OR_RETURN(auto status, proc::read_file("/proc/self/status"));
+  auto mode = proc::status_field(status, "Seccomp");
+  if (mode && *mode != "0")
+    return failf("minicriu runs under seccomp ({}), and every process it restores would inherit it; restore "
+                 "outside any seccomp sandbox", *mode == "1" ? "strict mode" : "filters");
+  return {};
+}
+
 Result<SeccompPlan> plan_seccomp(const img::ProcessCore& core) {
   SeccompPlan plan;
   std::vector<std::vector<uint32_t>> chains;

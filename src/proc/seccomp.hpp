@@ -34,6 +34,10 @@ class Tracee;
 // threads traced with PTRACE_O_SUSPEND_SECCOMP until they are out of the blob.
 bool has_seccomp(const img::ProcessCore& core);
 
+// A restore run under seccomp would hand its filters to every process it
+// makes (they inherit them): refused before anything is made.
+[[nodiscard]] Status check_restorer_not_under_seccomp();
+
 // What the blob installs: the filters (indices into core.seccomp_filters)
 // that every thread shares, oldest first, installed once with TSYNC; then
 // each thread's own, oldest first.

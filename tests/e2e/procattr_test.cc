@@ -113,3 +113,21 @@ TEST(Seccomp, ADumperUnderSeccompStillDumpsAProcessWithout) {
   EXPECT_EQ(r.status, 0) << r.output;
   expect_intact(p);
 }
+
+// A restore under seccomp would give its filters to every process it makes.
+TEST(Seccomp, ARestoreUnderSeccompIsRefusedAndCreatesNothing) {
+  TempDir dir;
+  Program p("seccomp", dir);
+  ASSERT_TRUE(p.wait_ready());
+  pid_t pid = p.pid();
+  std::string images = images_dir(dir);
+  ASSERT_NO_FATAL_FAILURE(dump_and_reap(pid, images, &p));
+  auto r = run({program("under_seccomp"), minicriu_bin(), "restore", "-d", "-D", images});
+  expect_one_line_error(r, "minicriu runs under seccomp (filters), and every process it restores would inherit it");
+  EXPECT_FALSE(pid_exists(pid));
+  RestoredTree restored;
+  restored.add_from(images);
+  ASSERT_EQ(restore_detached(images), pid);
+  ::kill(pid, SIGUSR1);
+  EXPECT_EQ(wait_pid(pid).value_or(-1), 0) << read_text(dir / "seccomp.log");
+}
