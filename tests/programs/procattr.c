@@ -10,8 +10,8 @@
  *   T6    SCHED_DEADLINE runtime 1 ms, deadline 20 ms, period 20 ms (where
  *         the kernel admits it; else SCHED_OTHER nice 1)
  * Process-wide: oom_score_adj 345; the audit loginuid 4242 (where it is
- * still unset and settable); membarrier registrations PRIVATE_EXPEDITED and
- * PRIVATE_EXPEDITED_RSEQ; mlockall(MCL_FUTURE | MCL_ONFAULT).
+ * still unset and settable); membarrier registrations GLOBAL_EXPEDITED,
+ * PRIVATE_EXPEDITED and PRIVATE_EXPEDITED_RSEQ; mlockall(MCL_FUTURE | MCL_ONFAULT).
  * After SIGUSR1 each thread compares sched_getattr and getpriority with
  * what it set; main checks the rest (a new mapping is locked on fault: its
  * VmFlags show "lo" and its pages are not populated). */
@@ -208,6 +208,8 @@ int main(int argc, char** argv) {
   if (!have_loginuid) fprintf(stderr, "the loginuid is set already (%lld): not checked\n", v);
   CHECK(syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0, "membarrier register: %s",
         strerror(errno));
+  CHECK(syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) == 0,
+        "membarrier register global: %s", strerror(errno));
   CHECK(syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0, 0) == 0,
         "membarrier register rseq: %s", strerror(errno));
   CHECK(mlockall(MCL_FUTURE | MCL_ONFAULT) == 0, "mlockall: %s", strerror(errno));
@@ -220,7 +222,8 @@ int main(int argc, char** argv) {
   CHECK(read_int("/proc/self/oom_score_adj", &v) == 0 && v == 345, "oom_score_adj %lld, 345 expected", v);
   if (have_loginuid) CHECK(read_int("/proc/self/loginuid", &v) == 0 && v == 4242, "loginuid %lld, 4242 expected", v);
   long regs = syscall(SYS_membarrier, MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0);
-  CHECK(regs == (MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED | MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ),
+  CHECK(regs == (MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED | MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED |
+                 MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ),
         "membarrier registrations %#lx", regs);
   CHECK(syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0,
         "MEMBARRIER_CMD_PRIVATE_EXPEDITED: %s (not registered)", strerror(errno));
