@@ -5,6 +5,7 @@
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -65,6 +66,34 @@ CheckItem check_ptrace() {
     }
   }
   reap(pid);
+  return item;
+}
+
+// Needed only for processes under seccomp (proc/seccomp.cc).
+CheckItem check_suspend_seccomp() {
+  CheckItem item{"PTRACE_O_SUSPEND_SECCOMP (processes under seccomp)", false, false, {}};
+  pid_t pid = spawn_sleeper();
+  if (pid < 0) {
+    item.detail = "fork failed";
+    return item;
+  }
+  {
+    auto t = Tracee::seize(pid, pid);
+    if (!t) item.detail = t.error().what();
+    else if ((item.ok = t->seccomp_suspended())) item.detail = "a thread's seccomp filters do not apply to the dump's syscalls";
+    else item.detail = "not permitted (needs CAP_SYS_ADMIN, and minicriu not under seccomp itself)";
+  }
+  reap(pid);
+  return item;
+}
+
+// Needed only for POSIX timers that signal a thread other than the leader.
+CheckItem check_timer_restore_ids() {
+  CheckItem item{"prctl(PR_TIMER_CREATE_RESTORE_IDS) (POSIX timers of other threads)", false, false, {}};
+  constexpr int kPrTimerCreateRestoreIds = 77;
+  item.ok = ::prctl(kPrTimerCreateRestoreIds, 1, 0, 0, 0) == 0;
+  if (item.ok) ::prctl(kPrTimerCreateRestoreIds, 0, 0, 0, 0);
+  item.detail = item.ok ? "timers are made again with their ids" : "this kernel lacks it (Linux 6.17)";
   return item;
 }
 
@@ -193,6 +222,8 @@ Result<std::vector<CheckItem>> check() {
   items.push_back({"kernel", true, false, fmt::format("{} {}", u.sysname, u.release)});
   items.push_back(check_capabilities());
   items.push_back(check_ptrace());
+  items.push_back(check_suspend_seccomp());
+  items.push_back(check_timer_restore_ids());
   items.push_back(check_clone3_set_tid());
   items.push_back(check_kcmp());
   items.push_back(check_vdso());

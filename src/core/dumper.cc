@@ -27,6 +27,8 @@
 #include "net/network_lock.hpp"
 #include "parasite/parasite_session.hpp"
 #include "proc/process_state.hpp"
+#include "proc/sched_attr.hpp"
+#include "proc/seccomp.hpp"
 #include "ptrace/task_tree.hpp"
 #include "ptrace/thread_core.hpp"
 
@@ -217,6 +219,10 @@ Status Dumper::dump_process(FrozenProcess& proc, DumpedProcess& out, const Paren
     if (xsave_size_ == 0) xsave_size_ = static_cast<uint32_t>(core.xsave().size());
     *out.core.add_threads() = std::move(core);
   }
+  // Before any code of ours runs in a thread: a thread under seccomp that
+  // we could not seize with its filters suspended is refused here.
+  TRY(dump_seccomp(pid, proc.threads, out.core));
+  TRY(dump_sched(pid, out.core));
   ASSIGN_OR_RETURN(auto shared_pending, peek_pending_signals(pid, true));
   for (auto& s : shared_pending) *out.core.add_shared_pending() = std::move(s);
   log_.info("pid {}: registers and xsave of {} thread(s)", pid, proc.threads.size());

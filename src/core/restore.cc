@@ -30,6 +30,7 @@
 #include "restorer/pid_check.hpp"
 #include "restorer/process_restore.hpp"
 #include "restorer/restore_channel.hpp"
+#include "proc/seccomp.hpp"
 #include "restorer/tail_unmap.hpp"
 #include "restorer/task_builder.hpp"
 #include "restorer/validate.hpp"
@@ -160,6 +161,7 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   ASSIGN_OR_RETURN(MachineInfo machine, probe_machine());
   TRY(with_context(validate_checkpoint(ckpt, machine, kinds),
                    fmt::format("{} cannot be restored here", dir.path())));
+  TRY(check_restorer_not_under_seccomp());
   RestoreEnv env{options, dir, ckpt, log};
   // Every kind reads and checks its own images now.
   TRY(kinds.each([&](Kind& k) { return k.load(env); }));
@@ -223,6 +225,12 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
     ASSIGN_OR_RETURN(rst::Msg ready, wait_ready(tasks[i], log, tick));
     std::vector<pid_t> tids(restored[i]->entry.tids().begin(), restored[i]->entry.tids().end());
     auto tail = TailUnmapper::attach(tasks[i].pid(), tids, ready);
+    // The blob gives the threads their seccomp state after go, and only
+    // threads traced with it suspended can then leave the blob.
+    if (has_seccomp(restored[i]->core) && !(tail && (*tail)->suspends_seccomp()))
+      return failf("pid {}: its threads run under seccomp, and minicriu cannot trace them with "
+                   "PTRACE_O_SUSPEND_SECCOMP until they leave the restorer ({}); restore as root outside any "
+                   "seccomp sandbox", tasks[i].pid(), tail ? "not permitted" : tail.error().what());
     if (!tail) log.warn("the restorer tail will stay mapped: {}", tail.error().what());
     tails.push_back(tail ? std::move(*tail) : nullptr);
   }

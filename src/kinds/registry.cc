@@ -20,6 +20,7 @@
   KIND(unix_socket)   /* src/net/unix_socket.cc, named ones in unix_named.cc */     \
   KIND(inet_socket)   /* src/net/inet_socket.cc */                                  \
   KIND(posix_timer)   /* src/proc/posix_timers.cc */                                \
+  KIND(process_attrs) /* src/proc/process_attrs.cc: oom_score_adj, loginuid, membarrier, mlockall */ \
   KIND(file_lock)     /* src/fs/file_lock.cc: before fd_owner, a lease sets an owner */ \
   KIND(fd_owner)      /* src/fs/fd_owner.cc: F_SETOWN, F_SETSIG, O_ASYNC */         \
   KIND(task_sharing)  /* src/restorer/task_sharing.cc: CLONE_FILES, CLONE_FS */

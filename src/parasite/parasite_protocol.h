@@ -70,6 +70,12 @@ struct ParasiteMisc {
   int32_t securebits;
   int32_t no_new_privs;
   int32_t thp_disable;
+  // MEMBARRIER_CMD_GET_REGISTRATIONS: the MEMBARRIER_CMD_REGISTER_* commands
+  // the process made; or, on a kernel without it (< 6.3), what the private
+  // expedited commands tell (they fail with EPERM unregistered). Negative:
+  // an errno, membarrier unknown to the kernel.
+  int32_t membarrier;
+  int32_t membarrier_probed;  // 1: from the probe (the global registration is not seen)
 };
 
 // One POSIX timer: the dumper fills id, the parasite the rest.

@@ -66,6 +66,8 @@ class ParasiteSession {
   // Notes what the target holds, then maps the blob (a memfd shared with us)
   // into it.
   [[nodiscard]] Status infect();
+  // Where the parasite's memory is mapped in the target (null before infect).
+  RemotePtr<> area() const { return remote_; }
   // Runs remote syscalls in one thread (blob mapped, daemon not yet started).
   [[nodiscard]] Result<ThreadSelfState> thread_self_state(Tracee& thread);
   // Starts the blob on the leader and waits for it to connect.

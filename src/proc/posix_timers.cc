@@ -54,10 +54,24 @@ Status dump_posix_timers(pid_t pid, ParasiteSession& parasite, img::ProcessCore&
   return {};
 }
 
+bool notifies_another_thread(const img::PosixTimer& t, pid_t pid) {
+  return (t.notify() & SIGEV_THREAD_ID) && static_cast<pid_t>(t.notify_tid()) != pid;
+}
+
 Status restore_posix_timers(const img::ProcessCore& core) {
   if (core.posix_timers().empty()) return {};
   bool exact_ids = ::prctl(kPrTimerCreateRestoreIds, kPrTimerCreateRestoreIdsOn, 0, 0, 0) == 0;
+  pid_t pid = static_cast<pid_t>(core.pid());
   for (const auto& t : core.posix_timers()) {
+    if (notifies_another_thread(t, pid)) {
+      // Made by the blob once its thread exists, with its id: that needs
+      // the prctl, the order of creation being no longer ours.
+      if (!exact_ids)
+        return failf("timer {} signals thread {} (SIGEV_THREAD_ID): restoring it with its id needs "
+                     "prctl(PR_TIMER_CREATE_RESTORE_IDS) (Linux 6.17), which this kernel lacks; restore on a "
+                     "newer kernel", t.id(), t.notify_tid());
+      continue;
+    }
     sigevent sev{};
     sev.sigev_notify = static_cast<int>(t.notify());
     sev.sigev_signo = t.signo();

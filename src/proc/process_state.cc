@@ -68,9 +68,7 @@ Status dump_creds(pid_t pid, img::Creds& creds) {
   creds.set_cap_eff(eff);
   creds.set_cap_bnd(bnd);
   creds.set_cap_amb(amb);
-  // A seccomp filter cannot be read back by us and restored: refuse it.
-  if (auto seccomp = proc::status_field(status, "Seccomp"); seccomp && *seccomp == "2")
-    return failf("pid {}: has a seccomp filter, which minicriu cannot checkpoint", pid);
+  // seccomp is per thread: proc/seccomp.cc.
   return {};
 }
 
@@ -105,6 +103,7 @@ void apply_parasite_misc(const ParasiteMisc& misc, img::ProcessCore& core, img::
   prctl->set_child_subreaper(misc.child_subreaper != 0);
   prctl->set_thp_disable(misc.thp_disable == 1);
   mm.set_brk(misc.brk);
+  if (misc.membarrier > 0) core.mutable_attrs()->set_membarrier(static_cast<uint32_t>(misc.membarrier));
 }
 
 }  // namespace minicriu

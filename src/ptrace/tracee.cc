@@ -27,12 +27,17 @@ std::string tracer_of(pid_t tid) {
 
 Tracee::Tracee(Tracee&& o) noexcept
     : pid_(o.pid_), tid_(o.tid_), attached_(std::exchange(o.attached_, false)),
-      running_(o.running_), group_stopped_(o.group_stopped_) {}
+      running_(o.running_), group_stopped_(o.group_stopped_), seccomp_suspended_(o.seccomp_suspended_) {}
 
 Tracee::~Tracee() { detach(); }
 
 Result<Tracee> Tracee::seize(pid_t pid, pid_t tid) {
-  if (::ptrace(PTRACE_SEIZE, tid, nullptr, nullptr) != 0) {
+  // Without the privilege for it (EPERM), seized all the same: a thread that
+  // has no seccomp state needs no suspension, and the dump refuses one that
+  // has (proc/seccomp.cc) before it runs anything in it.
+  bool suspended = ::ptrace(PTRACE_SEIZE, tid, nullptr, reinterpret_cast<void*>(PTRACE_O_SUSPEND_SECCOMP_)) == 0;
+  if (!suspended && errno != EPERM && errno != EINVAL) return failf_errno("cannot seize thread {}", tid);
+  if (!suspended && ::ptrace(PTRACE_SEIZE, tid, nullptr, nullptr) != 0) {
     int e = errno;
     if (e == EPERM) {
       std::string tracer = tracer_of(tid);
@@ -47,6 +52,7 @@ Result<Tracee> Tracee::seize(pid_t pid, pid_t tid) {
   }
   Tracee t(pid, tid);
   t.attached_ = true;
+  t.seccomp_suspended_ = suspended;
   if (::ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) != 0)
     return failf_errno("cannot interrupt thread {}", tid);
   TRY(t.wait_seize_stop());

@@ -18,6 +18,10 @@ class Tracee {
  public:
   // PTRACE_SEIZE + PTRACE_INTERRUPT and wait for the stop. Signals that arrive
   // on the way are delivered (as the task would have) before it stops.
+  // Seized with PTRACE_O_SUSPEND_SECCOMP where the kernel lets us (root with
+  // CAP_SYS_ADMIN, not under seccomp ourselves): the thread's seccomp filters
+  // (or strict mode) do not apply to the syscalls we make it run, so none of
+  // them can kill it or fail them. seccomp_suspended() says whether they are.
   [[nodiscard]] static Result<Tracee> seize(pid_t pid, pid_t tid);
 
   Tracee(const Tracee&) = delete;
@@ -30,6 +34,10 @@ class Tracee {
   pid_t tid() const { return tid_; }
   // The thread was in a group stop (SIGSTOP) when seized.
   bool group_stopped() const { return group_stopped_; }
+  bool seccomp_suspended() const { return seccomp_suspended_; }
+  // The options it was seized with, for PTRACE_SETOPTIONS calls that add
+  // more (PTRACE_SETOPTIONS replaces them all).
+  long options() const { return seccomp_suspended_ ? PTRACE_O_SUSPEND_SECCOMP_ : 0; }
 
   [[nodiscard]] Result<arch::Regs> get_regs() const;
   [[nodiscard]] Status set_regs(const arch::Regs& regs) const;
@@ -66,6 +74,8 @@ class Tracee {
   bool attached_ = false;
   bool running_ = false;
   bool group_stopped_ = false;
+  bool seccomp_suspended_ = false;
+  static constexpr long PTRACE_O_SUSPEND_SECCOMP_ = 1l << 21;  // <linux/ptrace.h>
 };
 
 }  // namespace minicriu

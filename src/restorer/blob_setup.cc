@@ -10,7 +10,10 @@
 #include "arch/x86_64/regs_image.hpp"
 #include "arch/x86_64/sigframe.hpp"
 #include "base/page.hpp"
+#include "proc/posix_timers.hpp"
 #include "proc/process_state.hpp"
+#include "proc/sched_attr.hpp"
+#include "proc/seccomp.hpp"
 #include "restorer_blob.h"
 
 namespace minicriu {
@@ -34,6 +37,11 @@ uint64_t args_size(const ProcessImages& p) {
   n += align16(p.core.itimers_size() * sizeof(rst::ITimer));
   n += align16((4 + p.mm.vmas_size()) * sizeof(rst::Range));
   n += align16(p.mm.auxv().size());
+  n += align16(p.core.seccomp_filters_size() * sizeof(rst::SeccompFilter));
+  for (auto& f : p.core.seccomp_filters()) n += align16(f.program().size());
+  // Filter indices: the shared ones and each thread's own, at most all of them.
+  n += (1 + p.core.threads_size()) * align16(p.core.seccomp_filters_size() * sizeof(uint32_t));
+  n += align16(p.core.posix_timers_size() * sizeof(rst::PosixTimer));
   return page_up(n);
 }
 
@@ -113,6 +121,42 @@ void fill_creds(const img::Creds& dumped, rst::Creds& out) {
   mine.set_securebits(static_cast<uint32_t>(::prctl(PR_GET_SECUREBITS)));
   mine.set_no_new_privs(dumped.no_new_privs());
   out.apply = mine.SerializeAsString() != dumped.SerializeAsString();
+}
+
+Status fill_seccomp(const ProcessImages& p, Arena& arena, rst::Args& a, rst::Thread* threads) {
+  if (!has_seccomp(p.core)) return {};
+  ASSIGN_OR_RETURN(SeccompPlan plan, with_context(plan_seccomp(p.core), fmt::format("pid {}", p.entry.pid())));
+  auto* filters = arena.alloc<rst::SeccompFilter>(p.core.seccomp_filters_size());
+  for (auto& f : p.core.seccomp_filters()) {
+    auto* prog = arena.alloc<uint8_t>(f.program().size());
+    std::memcpy(prog, f.program().data(), f.program().size());
+    filters[a.n_filters++] = {addr(prog), static_cast<uint32_t>(f.program().size() / 8), f.flags()};
+  }
+  a.filters = addr(filters);
+  auto* shared = arena.alloc<uint32_t>(plan.shared.size());
+  for (uint32_t i : plan.shared) shared[a.n_shared_filters++] = i;
+  a.shared_filters = addr(shared);
+  for (int i = 0; i < p.core.threads_size(); i++) {
+    rst::Thread& t = threads[i];
+    t.seccomp_mode = p.core.threads(i).seccomp_mode();
+    auto* own = arena.alloc<uint32_t>(plan.own[i].size());
+    for (uint32_t f : plan.own[i]) own[t.n_filters++] = f;
+    t.filters = addr(own);
+  }
+  return {};
+}
+
+void fill_thread_timers(const ProcessImages& p, Arena& arena, rst::Args& a) {
+  auto* timers = arena.alloc<rst::PosixTimer>(p.core.posix_timers_size());
+  for (auto& t : p.core.posix_timers()) {
+    if (!notifies_another_thread(t, static_cast<pid_t>(p.entry.pid()))) continue;
+    constexpr uint64_t ns = 1000000000ull;
+    timers[a.n_timers++] = {t.id(), t.clock_id(), t.signo(), static_cast<int32_t>(t.notify()),
+                            static_cast<int32_t>(t.notify_tid()), 0, t.sigev_value(),
+                            static_cast<int64_t>(t.interval_ns() / ns), static_cast<int64_t>(t.interval_ns() % ns),
+                            static_cast<int64_t>(t.value_ns() / ns), static_cast<int64_t>(t.value_ns() % ns)};
+  }
+  a.timers = addr(timers);
 }
 
 }  // namespace
@@ -237,7 +281,11 @@ Result<BlobJump> install_blob(const BlobInputs& in) {
     auto* pending = arena.alloc<rst::SigInfo>(tc.pending_size());
     for (auto& s : tc.pending()) std::memcpy(pending[t.n_pending++].raw, s.raw().data(), sizeof(rst::SigInfo));
     t.pending = addr(pending);
+    t.sched = sched_attr_for(tc);
   }
+  TRY(fill_seccomp(p, arena, *a, threads));
+  fill_thread_timers(p, arena, *a);
+  a->mlockall = p.core.attrs().mlockall();
   if (arena.overflowed()) return fail("restorer args overflow their area (a bug in args_size)");
   a->threads = addr(threads);
   a->n_threads = static_cast<uint32_t>(p.core.threads_size());

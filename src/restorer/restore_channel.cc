@@ -55,6 +55,14 @@ Result<bool> wait_closed(int fd) {
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return fail_errno("reading the restore channel");
     if (n == 0) return true;
+    // After go only the blob's last steps can fail (seccomp): it tells why
+    // and the process dies.
+    rst::Msg m;
+    if (static_cast<size_t>(n) == sizeof(m)) {
+      std::memcpy(&m, buf, sizeof(m));
+      m.text[sizeof(m.text) - 1] = 0;
+      if (m.type == rst::MSG_ERROR) return std::unexpected(Error(m.text, m.err));
+    }
   }
 }
 

@@ -13,7 +13,7 @@
 namespace minicriu::rst {
 
 inline constexpr uint32_t kArgsMagic = 0x4d435253;  // "SRCM"
-inline constexpr uint32_t kArgsVersion = 2;
+inline constexpr uint32_t kArgsVersion = 3;
 inline constexpr uint32_t kMaxSignal = 64;
 // Each thread's stack while it runs blob code (the leader's too).
 inline constexpr uint64_t kBlobStackSize = 64 << 10;
@@ -106,6 +106,40 @@ struct PrctlMmMap {
 };
 static_assert(sizeof(PrctlMmMap) == 104);
 
+// The kernel's struct sched_attr (sched_setattr(2)), SCHED_ATTR_SIZE_VER1.
+struct SchedAttr {
+  uint32_t size;           // 0: leave the thread's scheduling as it is
+  uint32_t policy;
+  uint64_t flags;
+  int32_t nice;
+  uint32_t priority;
+  uint64_t runtime, deadline, period;
+  uint32_t util_min, util_max;
+};
+static_assert(sizeof(SchedAttr) == 56);
+
+// One seccomp filter (a struct sock_fprog's program) and its install flags.
+struct SeccompFilter {
+  uint64_t program;        // struct sock_filter[len]
+  uint32_t len;
+  uint32_t flags;          // SECCOMP_FILTER_FLAG_LOG
+};
+static_assert(sizeof(SeccompFilter) == 16);
+
+// A POSIX timer that notifies a thread other than the leader
+// (SIGEV_THREAD_ID): created by the blob once that thread exists.
+struct PosixTimer {
+  int32_t id;
+  int32_t clock_id;
+  int32_t signo;
+  int32_t notify;
+  int32_t tid;
+  int32_t pad;
+  uint64_t sigev_value;
+  int64_t interval_sec, interval_nsec, value_sec, value_nsec;  // struct itimerspec
+};
+static_assert(sizeof(PosixTimer) == 64);
+
 struct Thread {
   uint32_t tid;
   uint32_t n_pending;
@@ -121,8 +155,12 @@ struct Thread {
   uint32_t rseq_sig;
   uint64_t pending;        // SigInfo[n_pending], thread-private
   char comm[16];
+  SchedAttr sched;         // set before the credentials
+  uint32_t seccomp_mode;   // 1: strict, set after its filters, after go
+  uint32_t n_filters;      // its own filters (not the shared ones), oldest first
+  uint64_t filters;        // uint32_t[n_filters]: indices into Args.filters
 };
-static_assert(sizeof(Thread) == 104);
+static_assert(sizeof(Thread) == 176);
 
 // Credentials, applied by every thread for itself (Linux credentials are per
 // thread) after every thread exists: creating threads with their tids needs
@@ -177,6 +215,15 @@ struct Args {
   int32_t go;              // set by the leader once the parent says go
   int32_t in_blob;         // threads still running blob code (tail counts them out)
   int32_t failed;          // first error wins; it is in `error`
+  int32_t sealed;          // threads other than the leader with their seccomp state
+  uint32_t n_filters;
+  uint64_t filters;        // SeccompFilter[n_filters]: every filter of the process
+  uint32_t n_shared_filters;
+  uint32_t n_timers;
+  uint64_t shared_filters; // uint32_t[n_shared_filters]: installed once with TSYNC, oldest first
+  uint64_t timers;         // PosixTimer[n_timers]
+  uint32_t mlockall;       // MCL_FUTURE | MCL_ONFAULT, set once the memory is in place
+  uint32_t pad2;
   Msg error;
 };
 static_assert(sizeof(Args) % 8 == 0);

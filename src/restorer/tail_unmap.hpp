@@ -24,6 +24,7 @@
 namespace minicriu {
 
 class Tracee;
+struct Leaving;
 
 class TailUnmapper {
  public:
@@ -32,12 +33,17 @@ class TailUnmapper {
       pid_t pid, const std::vector<pid_t>& tids, const rst::Msg& ready);
   ~TailUnmapper();
 
+  // Every thread is traced with PTRACE_O_SUSPEND_SECCOMP: the seccomp state
+  // the blob gives the threads after go cannot stop them leaving it.
+  bool suspends_seccomp() const { return suspends_seccomp_; }
+
   // After go: runs every thread out of the blob and unmaps the tail.
   [[nodiscard]] Status finish();
 
  private:
   TailUnmapper() = default;
-  [[nodiscard]] Status run_to_sigreturn_exit(Tracee& t);
+  [[nodiscard]] Status run_all_to_sigreturn_exit();
+  [[nodiscard]] Status run_all(std::vector<Leaving>& threads);
   [[nodiscard]] Status unmap_from(Tracee& t);
 
   pid_t pid_ = 0;
@@ -45,6 +51,7 @@ class TailUnmapper {
   uint64_t tail_size_ = 0;
   RemotePtr<> tail_syscall_;   // its `syscall` instruction
   std::vector<Tracee> threads_;
+  bool suspends_seccomp_ = true;
 };
 
 }  // namespace minicriu

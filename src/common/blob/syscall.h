@@ -89,6 +89,10 @@ enum {
   MC_NR_rt_sigqueueinfo = 129,
   MC_NR_rt_tgsigqueueinfo = 297,
   MC_NR_prlimit64 = 302,
+  MC_NR_mlockall = 151,
+  MC_NR_sched_setattr = 314,
+  MC_NR_seccomp = 317,
+  MC_NR_membarrier = 324,
 };
 
 static inline void* mc_memcpy(void* dst, const void* src, unsigned long n) {

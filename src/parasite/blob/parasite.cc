@@ -144,6 +144,19 @@ void get_misc(ParasiteMisc* misc) {
   misc->securebits = (int32_t)mc_syscall1(MC_NR_prctl, kGetSecurebits);
   misc->no_new_privs = (int32_t)mc_syscall1(MC_NR_prctl, kGetNoNewPrivs);
   misc->thp_disable = (int32_t)mc_syscall1(MC_NR_prctl, kGetThpDisable);
+  // <linux/membarrier.h>
+  constexpr long kGetRegistrations = 1 << 9, kPrivate = 1 << 3, kRegPrivate = 1 << 4,
+                 kSyncCore = 1 << 5, kRegSyncCore = 1 << 6, kRseq = 1 << 7, kRegRseq = 1 << 8;
+  long regs = mc_syscall3(MC_NR_membarrier, kGetRegistrations, 0, 0);
+  misc->membarrier_probed = 0;
+  if (regs == -22) {  // EINVAL: an older kernel; the commands tell
+    misc->membarrier_probed = 1;
+    regs = 0;
+    if (mc_syscall3(MC_NR_membarrier, kPrivate, 0, 0) == 0) regs |= kRegPrivate;
+    if (mc_syscall3(MC_NR_membarrier, kSyncCore, 0, 0) == 0) regs |= kRegSyncCore;
+    if (mc_syscall3(MC_NR_membarrier, kRseq, 0, 0) == 0) regs |= kRegRseq;
+  }
+  misc->membarrier = (int32_t)regs;
 }
 
 void get_timers(ParasiteTimer* timers, unsigned long n) {

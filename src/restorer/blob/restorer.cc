@@ -186,6 +186,10 @@ void restore_thread_state(Args* a, const Thread* t) {
   if (t->gs_base && (r = mc_syscall2(MC_NR_arch_prctl, kArchSetGs, t->gs_base)) < 0)
     set_error(a, "ARCH_SET_GS of thread", t->tid, r, false);
   mc_syscall2(MC_NR_prctl, kPrSetName, reinterpret_cast<long>(t->comm));
+  // Before the credentials: a lower nice or a real-time policy needs CAP_SYS_NICE.
+  if (t->sched.size &&
+      (r = mc_syscall3(MC_NR_sched_setattr, 0, reinterpret_cast<long>(&t->sched), 0)) < 0)
+    set_error(a, "sched_setattr of thread", t->tid, r, false);
   if (t->rseq_addr &&
       (r = mc_syscall4(MC_NR_rseq, t->rseq_addr, t->rseq_len, 0, t->rseq_sig)) < 0)
     set_error(a, "rseq registration of thread", t->tid, r, false);
@@ -236,6 +240,42 @@ void restore_creds(Args* a, const Thread* t) {
   mc_syscall2(MC_NR_prctl, kPrSetKeepcaps, (c.securebits & kSecbitKeepCaps) ? 1 : 0);
 }
 
+// seccomp, last: after go, while minicriu traces every thread with
+// PTRACE_O_SUSPEND_SECCOMP, so that nothing the filters forbid can stop the
+// thread on its way out (futex, munmap, rt_sigreturn). Errors are recorded;
+// the leader reports them and takes the process down: it never runs without
+// the filters it had.
+constexpr long kSeccompSetModeStrict = 0, kSeccompSetModeFilter = 1, kSeccompFlagTsync = 1;
+
+long install_filter(Args* a, uint32_t index, long extra_flags) {
+  const SeccompFilter& f = reinterpret_cast<const SeccompFilter*>(a->filters)[index];
+  struct {
+    uint16_t len;
+    uint16_t pad[3];
+    uint64_t filter;
+  } prog{static_cast<uint16_t>(f.len), {0, 0, 0}, f.program};
+  return mc_syscall3(MC_NR_seccomp, kSeccompSetModeFilter, f.flags | extra_flags, reinterpret_cast<long>(&prog));
+}
+
+// The leader, before it lets the threads go: the filters they all share, once.
+void restore_shared_seccomp(Args* a) {
+  const uint32_t* shared = reinterpret_cast<const uint32_t*>(a->shared_filters);
+  for (uint32_t i = 0; i < a->n_shared_filters; i++) {
+    long r = install_filter(a, shared[i], kSeccompFlagTsync);
+    // TSYNC answers the tid of a thread it could not synchronise.
+    if (r != 0) set_error(a, "seccomp filter (TSYNC) of the process, failing for thread", r > 0 ? r : 0, r < 0 ? r : 0, false);
+  }
+}
+
+void restore_own_seccomp(Args* a, const Thread* t) {
+  const uint32_t* own = reinterpret_cast<const uint32_t*>(t->filters);
+  long r;
+  for (uint32_t i = 0; i < t->n_filters; i++)
+    if ((r = install_filter(a, own[i], 0)) != 0) set_error(a, "seccomp filter of thread", t->tid, r, false);
+  if (t->seccomp_mode == 1 && (r = mc_syscall3(MC_NR_seccomp, kSeccompSetModeStrict, 0, 0)) != 0)
+    set_error(a, "seccomp strict mode of thread", t->tid, r, false);
+}
+
 [[noreturn]] void resume(Args* a, const Thread* t) {
   mc_jump_tail(a->tail, t->sigreturn_sp, &a->in_blob, a->blob_start, a->blob_size);
 }
@@ -247,6 +287,9 @@ extern "C" __attribute__((used)) void restorer_thread_main(Args* a, unsigned lon
   __atomic_add_fetch(&a->ready, 1, __ATOMIC_SEQ_CST);
   futex_wake(&a->ready);
   while (!__atomic_load_n(&a->go, __ATOMIC_SEQ_CST)) futex_wait(&a->go, 0);
+  restore_own_seccomp(a, t);
+  __atomic_add_fetch(&a->sealed, 1, __ATOMIC_SEQ_CST);
+  futex_wake(&a->sealed);
   resume(a, t);
 }
 
@@ -268,6 +311,43 @@ void create_threads(Args* a) {
   }
 }
 
+// POSIX timers that notify a thread other than the leader (SIGEV_THREAD_ID):
+// that thread exists now. With the ids they had (PR_TIMER_CREATE_RESTORE_IDS:
+// timer_create takes the id from the timer_t it writes to).
+void restore_thread_timers(Args* a) {
+  if (!a->n_timers) return;
+  constexpr long kPrTimerCreateRestoreIds = 77;
+  check(a, mc_syscall2(MC_NR_prctl, kPrTimerCreateRestoreIds, 1), "prctl(PR_TIMER_CREATE_RESTORE_IDS)", 1);
+  const PosixTimer* timers = reinterpret_cast<const PosixTimer*>(a->timers);
+  for (uint32_t i = 0; i < a->n_timers; i++) {
+    const PosixTimer& t = timers[i];
+    struct {
+      uint64_t value;
+      int32_t signo;
+      int32_t notify;
+      int32_t tid;
+      int32_t pad[11];
+    } sev{t.sigev_value, t.signo, t.notify, t.tid, {}};
+    static_assert(sizeof(sev) == 64);
+    int32_t id = t.id;
+    check(a, mc_syscall3(MC_NR_timer_create, t.clock_id, reinterpret_cast<long>(&sev), reinterpret_cast<long>(&id)),
+          "timer_create of timer", static_cast<uint64_t>(t.id));
+    if (id != t.id) {
+      set_error(a, "timer_create gave another id than timer", static_cast<uint64_t>(t.id), -22, false);
+      die(a);
+    }
+    if (t.value_sec || t.value_nsec)
+      check(a, mc_syscall4(MC_NR_timer_settime, t.id, 0, reinterpret_cast<long>(&t.interval_sec), 0),
+            "timer_settime of timer", static_cast<uint64_t>(t.id));
+  }
+  mc_syscall2(MC_NR_prctl, kPrTimerCreateRestoreIds, 0);
+}
+
+void wait_threads_sealed(Args* a) {
+  int32_t want = static_cast<int32_t>(a->n_threads) - 1;
+  for (int32_t v; (v = __atomic_load_n(&a->sealed, __ATOMIC_SEQ_CST)) != want;) futex_wait(&a->sealed, v);
+}
+
 void wait_threads_ready(Args* a) {
   int32_t want = static_cast<int32_t>(a->n_threads) - 1;
   for (int32_t v; (v = __atomic_load_n(&a->ready, __ATOMIC_SEQ_CST)) != want;) futex_wait(&a->ready, v);
@@ -279,7 +359,11 @@ extern "C" __attribute__((used)) void restorer_main(Args* a) {
   if (a->magic != kArgsMagic || a->version != kArgsVersion) mc_syscall1(MC_NR_exit_group, 2);
   restore_memory(a);
   restore_process_state(a);
+  // Every mapping of the process is in place: only what it maps from now on
+  // is locked (MCL_FUTURE without MCL_CURRENT locks nothing yet).
+  if (a->mlockall) check(a, mc_syscall1(MC_NR_mlockall, a->mlockall), "mlockall with flags", a->mlockall);
   create_threads(a);
+  restore_thread_timers(a);
   restore_rlimits(a);
   const Thread* leader = reinterpret_cast<const Thread*>(a->threads);
   restore_thread_state(a, leader);
@@ -306,9 +390,16 @@ extern "C" __attribute__((used)) void restorer_main(Args* a) {
   // task along. The dumped value replaces it before the channel closes: the
   // parent may exit as soon as it sees the channel close (restore -d).
   mc_syscall2(MC_NR_prctl, kPrSetPdeathsig, a->pdeathsig);
-  mc_syscall1(MC_NR_close, a->sock_fd);
+  restore_shared_seccomp(a);
   __atomic_store_n(&a->go, 1, __ATOMIC_SEQ_CST);
   futex_wake(&a->go);
+  wait_threads_sealed(a);
+  restore_own_seccomp(a, leader);
+  // A thread that could not get its seccomp state back must not run without
+  // it: the error goes to the parent (which still reads the channel), and
+  // the whole process with it.
+  if (__atomic_load_n(&a->failed, __ATOMIC_SEQ_CST)) die(a);
+  mc_syscall1(MC_NR_close, a->sock_fd);
   resume(a, leader);
 }
 
