@@ -89,6 +89,9 @@ enum {
   MC_NR_rt_sigqueueinfo = 129,
   MC_NR_rt_tgsigqueueinfo = 297,
   MC_NR_prlimit64 = 302,
+  MC_NR_mlock = 149,
+  MC_NR_mlock2 = 325,
+  MC_NR_mseal = 462,
 };
 
 static inline void* mc_memcpy(void* dst, const void* src, unsigned long n) {
