@@ -45,7 +45,8 @@ uint32_t segment_flags(uint32_t prot) {
 
 // The PT_LOADs of a process, in address order: the readable parts of each
 // VMA with data, the rest without. Memory nobody may read (PROT_NONE: guard
-// pages, reservations) is left without data too.
+// pages, reservations) or that was marked MADV_DONTDUMP is left without data
+// too.
 std::vector<Segment> plan_loads(const ProcessMemory& memory, std::vector<std::string>& left_out) {
   std::vector<Segment> loads;
   std::set<std::string> said;
@@ -53,7 +54,9 @@ std::vector<Segment> plan_loads(const ProcessMemory& memory, std::vector<std::st
     const img::Vma& v = *r.vma;
     uint32_t flags = segment_flags(v.prot());
     ProcessMemory::Ranges ranges;
-    if (v.prot() & PROT_READ) ranges = memory.readable_ranges(r);
+    // MADV_DONTDUMP memory has no data in the kernel's core files either
+    // (vma_dump_size() of fs/coredump.c).
+    if ((v.prot() & PROT_READ) && !(v.advice() & img::ADVICE_DONTDUMP)) ranges = memory.readable_ranges(r);
     uint64_t at = v.start();
     auto add = [&](uint64_t start, uint64_t end, bool data) {
       if (start < end)
@@ -69,7 +72,7 @@ std::vector<Segment> plan_loads(const ProcessMemory& memory, std::vector<std::st
     // Files and shared memory the images lack are worth a word; the
     // kernel's own pages and inaccessible memory are not.
     bool partial = ranges.empty() || ranges.front().first != v.start() || ranges.back().second != v.end();
-    if (partial && (v.prot() & PROT_READ) && r.source != ProcessMemory::Source::zeros && !r.note.empty() &&
+    if (partial && (v.prot() & PROT_READ) && !(v.advice() & img::ADVICE_DONTDUMP) && r.source != ProcessMemory::Source::zeros && !r.note.empty() &&
         v.kind() != img::VMA_VVAR && v.kind() != img::VMA_VVAR_VCLOCK && v.kind() != img::VMA_VSYSCALL &&
         said.insert(r.note).second)
       left_out.push_back(r.note);

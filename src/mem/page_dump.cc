@@ -102,20 +102,31 @@ Status read_pagemap(int fd, RemotePtr<> at, std::span<uint64_t> out, pid_t pid) 
 
 RemoteRange range_of(const img::Vma& vma) { return {RemotePtr<>(vma.start()), vma.end() - vma.start()}; }
 
-// Which pages of an anonymous private VMA are still the parent's (fork's
-// copy-on-write, same physical page in both), when the parent's VMA of the
-// same range can stand in for the rest: every page the parent has content
-// for, the child has too (else the child's would read back the parent's).
+// Whether a parent's VMA is the twin of a child's: the same range of the same
+// private memory (anonymous, or the same file at the same offset), with pages.
+bool is_twin(const img::Vma& parent, const img::Vma& child) {
+  if (parent.start() != child.start() || parent.end() != child.end() || parent.kind() != child.kind() ||
+      !parent.has_pages())
+    return false;
+  if (child.kind() == img::VMA_ANON_PRIVATE) return true;
+  return child.kind() == img::VMA_FILE_PRIVATE && parent.path() == child.path() && parent.ino() == child.ino() &&
+         parent.dev() == child.dev() && parent.pgoff() == child.pgoff();
+}
+
+// Which pages of a private VMA are still the parent's (fork's copy-on-write,
+// same physical page in both), when the parent's VMA of the same range can
+// stand in for the rest: every page the parent has content for, the child
+// has too (else the child's would read back the parent's). In a file mapping
+// the content is the copied pages (anonymous), not the file's.
 // Empty when the VMA cannot inherit.
 Result<std::vector<bool>> shared_with_parent(const VmaInfo& info, int child_pm, const ParentMemory& parent,
                                              pid_t pid) {
   std::vector<bool> shared;
-  if (!parent.mm || info.vma.kind() != img::VMA_ANON_PRIVATE) return shared;
+  if (!parent.mm || (info.vma.kind() != img::VMA_ANON_PRIVATE && info.vma.kind() != img::VMA_FILE_PRIVATE))
+    return shared;
   const img::Vma* twin = nullptr;
   for (auto& v : parent.mm->vmas())
-    if (v.start() == info.vma.start() && v.end() == info.vma.end() && v.kind() == img::VMA_ANON_PRIVATE &&
-        v.has_pages())
-      twin = &v;
+    if (is_twin(v, info.vma)) twin = &v;
   if (!twin) return shared;
   UniqueFd parent_pm(::open(fmt::format("/proc/{}/pagemap", parent.pid).c_str(), O_RDONLY | O_CLOEXEC));
   if (!parent_pm) return shared;
@@ -126,13 +137,16 @@ Result<std::vector<bool>> shared_with_parent(const VmaInfo& info, int child_pm, 
   TRY(read_pagemap(parent_pm.get(), range.start, p, parent.pid));
   shared.assign(pages, false);
   bool any = false;
+  bool file = info.vma.kind() == img::VMA_FILE_PRIVATE;
+  auto content = [file](uint64_t e) { return (e & (kPmPresent | kPmSwapped)) && !(file && (e & kPmFileOrSharedAnon)); };
   for (uint64_t i = 0; i < pages; i++) {
-    bool parent_has = p[i] & (kPmPresent | kPmSwapped);
-    bool child_has = c[i] & (kPmPresent | kPmSwapped);
-    if (parent_has && !child_has) return std::vector<bool>();  // the child's reads zeros there
+    bool parent_has = content(p[i]);
+    bool child_has = content(c[i]);
+    if (parent_has && !child_has) return std::vector<bool>();  // the child's reads zeros (or the file) there
     uint64_t pfn = c[i] & kPmPfnMask;
     // Without CAP_SYS_ADMIN the kernel shows PFN 0: nothing is known shared.
-    if ((c[i] & kPmPresent) && (p[i] & kPmPresent) && pfn && pfn == (p[i] & kPmPfnMask)) {
+    if (child_has && parent_has && (c[i] & kPmPresent) && (p[i] & kPmPresent) && pfn &&
+        pfn == (p[i] & kPmPfnMask)) {
       shared[i] = true;
       any = true;
     }

@@ -39,6 +39,9 @@ Result<uint32_t> ShmemStore::add(const std::string& what, int fd, const struct s
   if (memfd) {
     int seals = ::fcntl(own.get(), F_GET_SEALS);
     o.set_seals(seals > 0 ? static_cast<uint32_t>(seals) : 0);
+    o.set_mode(st.st_mode & 07777);
+    o.set_uid(st.st_uid);
+    o.set_gid(st.st_gid);
   }
   ASSIGN_OR_RETURN(auto extents, data_extents(own.get(), o.size(), desc));
   ASSIGN_OR_RETURN(auto data, RawImageFile::create(shmem_data_image(dir_, o.id())));
@@ -136,6 +139,11 @@ Result<int> ShmemRestorer::object_fd(uint32_t id) {
   }
   if (!obj.has_sysv() && ::ftruncate(fd.get(), static_cast<off_t>(obj.size())) != 0)
     return failf_errno("shared memory object {}: ftruncate to {}", id, obj.size());
+  // Mode and owner before the seals: F_SEAL_EXEC forbids changing the x bits.
+  if (obj.memfd() && obj.has_mode() && ::fchmod(fd.get(), static_cast<mode_t>(obj.mode())) != 0)
+    return failf_errno("memfd:{}: fchmod {:o}", obj.name(), obj.mode());
+  if (obj.memfd() && obj.has_mode() && ::fchown(fd.get(), obj.uid(), obj.gid()) != 0)
+    return failf_errno("memfd:{}: fchown {}:{}", obj.name(), obj.uid(), obj.gid());
   UniqueFd data(::open(shmem_data_image(dir_, id).c_str(), O_RDONLY | O_CLOEXEC));
   if (!data) return failf_errno("cannot open {}", shmem_data_image(dir_, id));
   TRY(copy_extents_in(fd.get(), data.get(), obj.extents(), fmt::format("shared memory object {}", id)));
@@ -306,24 +314,36 @@ class ShmemKind final : public Kind {
       // Attached for real (shm_nattch counts it, maps shows /SYSV), then moved.
       const img::ShmemObject* obj = restorer_->object(v.shmem_id());
       if (!obj || !obj->has_sysv()) return failf("System V mapping without its segment ({})", v.shmem_id());
-      int flags = SHM_REMAP | ((prot & PROT_WRITE) ? 0 : SHM_RDONLY) | ((prot & PROT_EXEC) ? SHM_EXEC : 0);
+      // SHM_RDONLY is what leaves VM_MAYWRITE off: not the protection now
+      // (an attachment made read-write may be mprotect()ed read-only since).
+      int flags = SHM_REMAP | (v.no_may_write() ? SHM_RDONLY : 0) | ((prot & PROT_EXEC) ? SHM_EXEC : 0);
       if (::shmat(obj->sysv().shmid(), at, flags) == reinterpret_cast<void*>(-1))
         return failf_errno("cannot attach System V segment {} ({} bytes)", obj->sysv().shmid(), size);
       return {};
     }
     // Shared anonymous memory is its shmem object, mapped shared; a memfd is
-    // mapped as its VMA mapped it.
+    // mapped as its VMA mapped it. A shared mapping without VM_MAYWRITE (made
+    // from a read-only fd, or after a write seal) is made from a read-only
+    // fd: mprotect(PROT_WRITE) fails on it as it did, and F_SEAL_WRITE, added
+    // once the tree is ready, does not find it writable.
     int share = v.kind() == img::VMA_FILE_PRIVATE ? MAP_PRIVATE : MAP_SHARED;
-    if (::mmap(at, size, prot, share | MAP_FIXED, object, static_cast<off_t>(v.pgoff())) == MAP_FAILED)
+    UniqueFd read_only;
+    if (share == MAP_SHARED && v.no_may_write()) {
+      read_only.reset(::open(fmt::format("/proc/self/fd/{}", object).c_str(), O_RDONLY | O_CLOEXEC));
+      if (!read_only) return failf_errno("shared memory object {}: cannot reopen it read-only", v.shmem_id());
+    }
+    int from = read_only ? read_only.get() : object;
+    if (::mmap(at, size, prot, share | MAP_FIXED, from, static_cast<off_t>(v.pgoff())) == MAP_FAILED)
       return failf_errno("cannot premap {} bytes of shared memory object {}", size, v.shmem_id());
     return {};
   }
 
-  Status restore_process(TaskEnv&) override { return restorer_->seal_all(); }
-
-  // Every process is attached: removed System V segments go again; our fds
+  // Every process is attached: seals go on now that every mapping is made (a
+  // task that sealed would forbid its children the writable mappings they
+  // had, F_SEAL_FUTURE_WRITE); removed System V segments go again; our fds
   // on the objects go.
   Status resume(const RestoreEnv&) override {
+    TRY(restorer_->seal_all());
     TRY(restorer_->finish());
     restorer_.reset();
     return {};

@@ -68,9 +68,10 @@ class ShmemRestorer {
     auto it = objects_.find(id);
     return it == objects_.end() ? nullptr : &it->second;
   }
-  // Seals go on last: F_SEAL_WRITE forbids the writable mappings made before.
-  // Each task of the tree asks, once its own mappings are made; seals already
-  // on are left alone (F_SEAL_SEAL forbids adding them twice).
+  // Seals go on last, once every task of the tree has made its mappings:
+  // F_SEAL_FUTURE_WRITE forbids new writable shared mappings, F_SEAL_WRITE
+  // any shared mapping that may write. Seals already on are left alone
+  // (F_SEAL_SEAL forbids adding them twice).
   [[nodiscard]] Status seal_all();
   const std::map<uint32_t, img::ShmemObject>& objects() const { return objects_; }
   // Once every process is attached: System V segments that were removed

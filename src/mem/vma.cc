@@ -42,6 +42,53 @@ Result<img::VmaKind> classify(pid_t pid, const proc::MapsEntry& m) {
   return m.shared ? img::VMA_FILE_SHARED : img::VMA_FILE_PRIVATE;
 }
 
+// VmFlags (fs/proc/task_mmu.c, show_smap_vma_flags) that madvise, mlock,
+// mseal or mmap set and the restorer sets again (the blob, once the VMA is
+// at its address).
+struct AdviceFlag {
+  const char* mnemonic;
+  img::VmaAdvice bit;
+};
+constexpr AdviceFlag kAdviceFlags[] = {
+    {"dc", img::ADVICE_DONTFORK},   {"wf", img::ADVICE_WIPEONFORK}, {"dd", img::ADVICE_DONTDUMP},
+    {"hg", img::ADVICE_HUGEPAGE},   {"nh", img::ADVICE_NOHUGEPAGE}, {"mg", img::ADVICE_MERGEABLE},
+    {"sr", img::ADVICE_SEQUENTIAL}, {"rr", img::ADVICE_RANDOM},     {"lo", img::ADVICE_LOCKED},
+    {"lf", img::ADVICE_LOCKONFAULT}, {"sl", img::ADVICE_SEALED},    {"nr", img::ADVICE_NORESERVE},
+};
+
+// VmFlags of state this version does not carry: the mapping is refused
+// rather than restored without it.
+struct RefusedFlag {
+  const char* mnemonic;
+  const char* what;
+};
+constexpr RefusedFlag kRefusedFlags[] = {
+    {"um", "registered with a userfaultfd (missing pages); unregister it before the dump"},
+    {"uw", "registered with a userfaultfd (write-protect); unregister it before the dump"},
+    {"ui", "registered with a userfaultfd (minor faults); unregister it before the dump"},
+    {"ss", "a shadow stack (CET): shadow stacks cannot be restored yet"},
+    {"dp", "droppable memory (MAP_DROPPABLE): it cannot be restored yet"},
+    {"ht", "hugetlb memory (MAP_HUGETLB or hugetlbfs): it cannot be restored yet"},
+    {"sf", "a synchronous-fault (MAP_SYNC, DAX) mapping: it cannot be restored yet"},
+};
+
+Result<uint32_t> advice_of(pid_t pid, const proc::MapsEntry& m) {
+  for (auto& r : kRefusedFlags)
+    if (m.has_flag(r.mnemonic))
+      return failf("pid {}: mapping {:x}-{:x} ({}) is {}", pid, m.start, m.end,
+                   m.path.empty() ? "anonymous" : m.path, r.what);
+  // pkey_mprotect's key: the keys a process allocated are not shown
+  // anywhere to allocate them again.
+  if (m.pkey != 0)
+    return failf("pid {}: mapping {:x}-{:x} ({}) has memory protection key {} (pkey_mprotect): protection keys "
+                 "cannot be restored yet; pkey_mprotect it back to key 0 before the dump",
+                 pid, m.start, m.end, m.path.empty() ? "anonymous" : m.path, m.pkey);
+  uint32_t advice = 0;
+  for (auto& a : kAdviceFlags)
+    if (m.has_flag(a.mnemonic)) advice |= a.bit;
+  return advice;
+}
+
 }  // namespace
 
 bool vma_is_kernel_special(const img::Vma& v) {
@@ -56,6 +103,17 @@ Result<std::vector<VmaInfo>> collect_vmas(pid_t pid) {
   for (auto& m : entries) {
     ASSIGN_OR_RETURN(auto kind, classify(pid, m));
     img::Vma v;
+    // The kernel's own mappings carry flags of their own ([vvar] is dd):
+    // they are remade by the kernel, not by us.
+    bool special = kind == img::VMA_VDSO || kind == img::VMA_VVAR || kind == img::VMA_VVAR_VCLOCK ||
+                   kind == img::VMA_VSYSCALL;
+    if (!special) {
+      ASSIGN_OR_RETURN(uint32_t advice, advice_of(pid, m));
+      v.set_advice(advice);
+      // VM_MAYWRITE of a shared mapping is the access mode of the file it
+      // was mapped from (or a write seal at the time it was mapped).
+      v.set_no_may_write(m.shared && !m.has_flag("mw"));
+    }
     v.set_start(m.start);
     v.set_end(m.end);
     v.set_pgoff(m.offset);

@@ -141,6 +141,8 @@ Result<std::vector<MapsEntry>> parse_smaps(const std::string& text) {
       out.back().rss_kb = std::strtoull(line.c_str() + 4, nullptr, 10);
     } else if (line.rfind("Swap:", 0) == 0 && !out.empty()) {
       out.back().swap_kb = std::strtoull(line.c_str() + 5, nullptr, 10);
+    } else if (line.rfind("ProtectionKey:", 0) == 0 && !out.empty()) {
+      out.back().pkey = static_cast<uint32_t>(std::strtoul(line.c_str() + 14, nullptr, 10));
     } else if (line.rfind("VmFlags:", 0) == 0) {
       if (out.empty()) return fail("malformed smaps: VmFlags before a mapping");
       std::istringstream flags(line.substr(8));

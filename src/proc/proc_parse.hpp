@@ -43,6 +43,7 @@ struct MapsEntry {
   std::string path;                 // may be empty, [heap], "... (deleted)"
   std::vector<std::string> vm_flags;
   uint64_t rss_kb = 0, swap_kb = 0;  // from smaps; both 0: no page to look for
+  uint32_t pkey = 0;                 // from smaps (ProtectionKey:, where the CPU has them)
   bool has_flag(const char* f) const;
 };
 [[nodiscard]] Result<std::vector<MapsEntry>> parse_maps(const std::string& text);

@@ -18,6 +18,14 @@
 
 namespace minicriu {
 
+static_assert(rst::ADV_DONTFORK == img::ADVICE_DONTFORK && rst::ADV_WIPEONFORK == img::ADVICE_WIPEONFORK &&
+              rst::ADV_DONTDUMP == img::ADVICE_DONTDUMP && rst::ADV_HUGEPAGE == img::ADVICE_HUGEPAGE &&
+              rst::ADV_NOHUGEPAGE == img::ADVICE_NOHUGEPAGE && rst::ADV_MERGEABLE == img::ADVICE_MERGEABLE &&
+              rst::ADV_SEQUENTIAL == img::ADVICE_SEQUENTIAL && rst::ADV_RANDOM == img::ADVICE_RANDOM &&
+              rst::ADV_LOCKED == img::ADVICE_LOCKED && rst::ADV_LOCKONFAULT == img::ADVICE_LOCKONFAULT &&
+              rst::ADV_SEALED == img::ADVICE_SEALED,
+              "the blob's advice bits are the image's");
+
 namespace blob = blobs::restorer;
 
 namespace {
@@ -195,10 +203,11 @@ Result<BlobJump> install_blob(const BlobInputs& in) {
   for (int i = 0; i < p.mm.vmas_size(); i++) {
     const img::Vma& v = p.mm.vmas(i);
     if (plan.slot[i]) {
-      vmas[a->n_vmas++] = rst::Vma{plan.slot[i], v.start(), v.end() - v.start(), v.prot(), 0};
+      vmas[a->n_vmas++] = rst::Vma{plan.slot[i], v.start(), v.end() - v.start(), v.prot(), 0, v.advice(), 0};
     } else if (v.kind() == img::VMA_ANON_PRIVATE) {  // no pages: mapped fresh by the blob
-      uint32_t flags = MAP_PRIVATE | MAP_ANONYMOUS | (v.flags() & MAP_GROWSDOWN);
-      vmas[a->n_vmas++] = rst::Vma{0, v.start(), v.end() - v.start(), v.prot(), flags};
+      uint32_t flags = MAP_PRIVATE | MAP_ANONYMOUS | (v.flags() & MAP_GROWSDOWN) |
+                       ((v.advice() & img::ADVICE_NORESERVE) ? MAP_NORESERVE : 0);
+      vmas[a->n_vmas++] = rst::Vma{0, v.start(), v.end() - v.start(), v.prot(), flags, v.advice(), 0};
     }
   }
   a->vmas = addr(vmas);

@@ -98,14 +98,30 @@ Result<PremapPlan> plan_premap(const img::MmCore& mm, const std::vector<AddrRang
 
 namespace {
 
-// The file a mapping maps: its (ghost) file entry, or its path.
+// An fd on the same file with another access mode (O_RDONLY, O_RDWR): a new
+// open file description through /proc/self/fd, so fd's own stays as it was.
+Result<UniqueFd> with_access(UniqueFd fd, int access, const std::string& what) {
+  int fl = ::fcntl(fd.get(), F_GETFL);
+  if (fl < 0) return failf_errno("{}: F_GETFL", what);
+  if ((fl & O_ACCMODE) == access) return fd;
+  UniqueFd again(::open(fmt::format("/proc/self/fd/{}", fd.get()).c_str(), access | O_CLOEXEC));
+  if (!again) return failf_errno("{}: cannot reopen it {}", what, access == O_RDWR ? "read-write" : "read-only");
+  return again;
+}
+
+// The file a mapping maps: its (ghost) file entry, or its path. A shared
+// mapping has VM_MAYWRITE if and only if its file was opened for writing:
+// opened the same way here, mprotect() allows and refuses what it did.
 Result<UniqueFd> open_mapped_file(const Checkpoint& c, const img::Vma& v, bool writes, const KindSet& kinds) {
+  int access = writes ? O_RDWR : O_RDONLY;
   if (v.file_id()) {
     const img::FileEntry* entry = c.file(v.file_id());
     if (!entry) return failf("file {} is not in files.img", v.file_id());
-    return kinds.open(*entry);
+    ASSIGN_OR_RETURN(UniqueFd fd, kinds.open(*entry));
+    if (v.kind() != img::VMA_FILE_SHARED) return fd;
+    return with_access(std::move(fd), access, v.path());
   }
-  UniqueFd fd(::open(v.path().c_str(), (writes ? O_RDWR : O_RDONLY) | O_CLOEXEC));
+  UniqueFd fd(::open(v.path().c_str(), access | O_CLOEXEC));
   if (!fd) return failf_errno("cannot open {}", v.path());
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) return failf_errno("cannot stat {}", v.path());
@@ -127,11 +143,14 @@ Status map_slot(const Checkpoint& c, const img::Vma& v, uint64_t slot, const Kin
   void* got = MAP_FAILED;
   switch (v.kind()) {
     case img::VMA_ANON_PRIVATE:
-      got = ::mmap(want, size, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | growsdown, -1, 0);
+      got = ::mmap(want, size, prot,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | growsdown |
+                       ((v.advice() & img::ADVICE_NORESERVE) ? MAP_NORESERVE : 0),
+                   -1, 0);
       break;
     case img::VMA_FILE_PRIVATE:
     case img::VMA_FILE_SHARED: {
-      bool writes = shared && (v.prot() & PROT_WRITE);
+      bool writes = shared && !v.no_may_write();
       ASSIGN_OR_RETURN(UniqueFd fd, open_mapped_file(c, v, writes, kinds));
       got = ::mmap(want, size, prot, (shared ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED, fd.get(),
                    static_cast<off_t>(v.pgoff()));

@@ -216,8 +216,7 @@ Result<BlobJump> prepare(const TreeRestore& tree, const ProcessImages& p, int& c
 
   PremapPlan& plan = mem.plan;
   SpecialMappings& here = mem.here;
-  // Its fds and memory are in place (shared memory seals go on now: they
-  // would have forbidden the writable mappings).
+  // Its fds and memory are in place.
   TRY(kinds_in_task(*tree.kinds, c, p, channel, &Kind::restore_process));
   // What the restore opened for itself (pipe ends, shmem objects) goes now.
   TRY(close_restore_fds(sharing, *fds_end, keep));
@@ -275,11 +274,12 @@ void restore_task(const TreeRestore& tree, const ProcessImages& p, const Inherit
   if (auto st = kinds_in_task(*tree.kinds, c, p, channel, &Kind::restore_session); !st) fail_task(st.error());
   auto mem = prepare_memory(tree, p, inherited);
   if (!mem) fail_task(mem.error());
-  // Where this process's anonymous memory waits: its children's twins of it
+  // Where this process's private memory waits: its children's twins of it
   // start from these slots, inherited.
   InheritedSlots mine;
   for (int i = 0; i < p.mm.vmas_size(); i++)
-    if (mem->plan.slot[i] && p.mm.vmas(i).kind() == img::VMA_ANON_PRIVATE)
+    if (mem->plan.slot[i] &&
+        (p.mm.vmas(i).kind() == img::VMA_ANON_PRIVATE || p.mm.vmas(i).kind() == img::VMA_FILE_PRIVATE))
       mine[p.mm.vmas(i).start()] = mem->plan.slot[i];
   // Children now, while this task is minicriu code and single-threaded: they
   // inherit its session and group, its memory, every shared object opened.

@@ -13,7 +13,7 @@
 namespace minicriu::rst {
 
 inline constexpr uint32_t kArgsMagic = 0x4d435253;  // "SRCM"
-inline constexpr uint32_t kArgsVersion = 3;
+inline constexpr uint32_t kArgsVersion = 4;
 inline constexpr uint32_t kMaxSignal = 64;
 // Each thread's stack while it runs blob code (the leader's too).
 inline constexpr uint64_t kBlobStackSize = 64 << 10;
@@ -39,6 +39,21 @@ struct Msg {
 };
 static_assert(sizeof(Msg) == 1024);
 
+// What the blob sets on a VMA once it is at its address (Vma.advice): the
+// madvise advice, mlock and mseal it had. The same bits as img::VmaAdvice
+// (minicriu.proto; blob_setup.cc checks they agree).
+inline constexpr uint32_t ADV_DONTFORK = 1;
+inline constexpr uint32_t ADV_WIPEONFORK = 2;
+inline constexpr uint32_t ADV_DONTDUMP = 4;
+inline constexpr uint32_t ADV_HUGEPAGE = 8;
+inline constexpr uint32_t ADV_NOHUGEPAGE = 16;
+inline constexpr uint32_t ADV_MERGEABLE = 32;
+inline constexpr uint32_t ADV_SEQUENTIAL = 64;
+inline constexpr uint32_t ADV_RANDOM = 128;
+inline constexpr uint32_t ADV_LOCKED = 256;
+inline constexpr uint32_t ADV_LOCKONFAULT = 512;
+inline constexpr uint32_t ADV_SEALED = 1024;
+
 // One VMA: where it waits (premap), where it goes, its final protection. A
 // VMA without premap (0) is anonymous memory with no page in the image: the
 // blob maps it fresh at its address, with these mmap flags.
@@ -48,8 +63,10 @@ struct Vma {
   uint64_t size;
   uint32_t prot;
   uint32_t flags;
+  uint32_t advice;  // Advice bits
+  uint32_t pad;
 };
-static_assert(sizeof(Vma) == 32);
+static_assert(sizeof(Vma) == 40);
 
 // [vdso], [vvar], [vvar_vclock]: moved twice, first out of the way of the
 // dumped layout (to scratch, inside the premap area), then to their dumped place.

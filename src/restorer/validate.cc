@@ -148,9 +148,9 @@ Status check_vmas(const Checkpoint& c, const ProcessImages& p, const MachineInfo
       bool twin = false;
       if (parent)
         for (auto& pv : parent->mm.vmas())
-          twin |= pv.start() == v.start() && pv.end() == v.end() && pv.kind() == img::VMA_ANON_PRIVATE &&
-                  pv.has_pages();
-      if (v.kind() != img::VMA_ANON_PRIVATE || !twin)
+          twin |= pv.start() == v.start() && pv.end() == v.end() && pv.kind() == v.kind() && pv.has_pages() &&
+                  pv.path() == v.path() && pv.pgoff() == v.pgoff();
+      if ((v.kind() != img::VMA_ANON_PRIVATE && v.kind() != img::VMA_FILE_PRIVATE) || !twin)
         return failf("{}: shares its pages with a parent VMA that is not in the checkpoint", where);
     }
     if ((v.kind() == img::VMA_ANON_SHARED || v.kind() == img::VMA_SYSV_SHM) && !v.shmem_id())

@@ -62,5 +62,6 @@ INSTANTIATE_TEST_SUITE_P(
                     Case{"pty", {}}, Case{"unixnamed", {"nopending"}}, Case{"unixdgram", {}},
                     Case{"opath", {}}, Case{"sockopts", {}}, Case{"locks", {}}, Case{"sigio", {}},
                     Case{"shared", {}}, Case{"seccomp", {}}, Case{"seccomp", {"strict"}},
-                    Case{"procattr", {}}, Case{"timer_tid", {}}),
+                    Case{"procattr", {}}, Case{"timer_tid", {}},
+                    Case{"memfdmore", {}}, Case{"madvise", {}}, Case{"mprot", {}}, Case{"filecow", {}}),
     name_of);

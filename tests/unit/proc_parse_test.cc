@@ -40,6 +40,7 @@ TEST(ProcParse, SmapsFlagsAndRss) {
       "VmFlags: rd wr mr mw me ac sd\n"
       "7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0                          [stack]\n"
       "Rss:                  12 kB\n"
+      "ProtectionKey:         3\n"
       "VmFlags: rd wr mr mw me gd ac\n"
       "7f0000000000-7f0000001000 r-xs 00001000 fe:01 4242                       /path/with space (deleted)\n"
       "VmFlags: rd ex sh\n";
@@ -51,6 +52,8 @@ TEST(ProcParse, SmapsFlagsAndRss) {
   EXPECT_EQ((*m)[0].swap_kb, 4u);
   EXPECT_FALSE((*m)[0].has_flag("gd"));
   EXPECT_TRUE((*m)[1].has_flag("gd"));
+  EXPECT_EQ((*m)[0].pkey, 0u);
+  EXPECT_EQ((*m)[1].pkey, 3u);
   EXPECT_TRUE((*m)[2].shared);
   EXPECT_TRUE((*m)[2].exec);
   EXPECT_FALSE((*m)[2].write);

@@ -93,6 +93,9 @@ enum {
   MC_NR_sched_setattr = 314,
   MC_NR_seccomp = 317,
   MC_NR_membarrier = 324,
+  MC_NR_mlock = 149,
+  MC_NR_mlock2 = 325,
+  MC_NR_mseal = 462,
 };
 
 static inline void* mc_memcpy(void* dst, const void* src, unsigned long n) {

@@ -114,6 +114,28 @@ long move(uint64_t from, uint64_t size, uint64_t to) {
   return r < 0 ? r : (static_cast<uint64_t>(r) == to ? 0 : -14);
 }
 
+// The advice the VMA had, now that it is at its address. madvise advice
+// values are the kernel's (include/uapi/asm-generic/mman-common.h).
+void restore_advice(Args* a, const Vma& v) {
+  struct Pair {
+    uint32_t bit;
+    long advice;
+  };
+  static constexpr Pair kAdvice[] = {
+      {ADV_DONTFORK, 10}, {ADV_WIPEONFORK, 18}, {ADV_DONTDUMP, 16}, {ADV_HUGEPAGE, 14},
+      {ADV_NOHUGEPAGE, 15}, {ADV_MERGEABLE, 12}, {ADV_SEQUENTIAL, 2}, {ADV_RANDOM, 1},
+  };
+  for (const Pair& p : kAdvice)
+    if (v.advice & p.bit) check(a, mc_syscall3(MC_NR_madvise, v.start, v.size, p.advice), "madvise of VMA", v.start);
+  // mlock faults every page in; MLOCK_ONFAULT (1) only those touched. As
+  // root (CAP_IPC_LOCK) RLIMIT_MEMLOCK does not count; the dumped limits are
+  // set after this.
+  if (v.advice & ADV_LOCKONFAULT)
+    check(a, mc_syscall3(MC_NR_mlock2, v.start, v.size, 1), "mlock2(MLOCK_ONFAULT) of VMA", v.start);
+  else if (v.advice & ADV_LOCKED)
+    check(a, mc_syscall2(MC_NR_mlock, v.start, v.size), "mlock of VMA", v.start);
+}
+
 void restore_memory(Args* a) {
   unmap_restoring_program(a);
   // The kernel's mappings may sit where a dumped VMA goes: out of the way first.
@@ -127,10 +149,11 @@ void restore_memory(Args* a) {
     if (!v.premap) {
       long r = mc_syscall6(MC_NR_mmap, v.start, v.size, v.prot, v.flags | kMapFixed, -1, 0);
       check(a, r < 0 ? r : (static_cast<uint64_t>(r) == v.start ? 0 : -14), "mmap of VMA at", v.start);
-      continue;
+    } else {
+      check(a, move(v.premap, v.size, v.start), "mremap of a premapped VMA to", v.start);
+      check(a, mc_syscall3(MC_NR_mprotect, v.start, v.size, v.prot), "mprotect of VMA", v.start);
     }
-    check(a, move(v.premap, v.size, v.start), "mremap of a premapped VMA to", v.start);
-    check(a, mc_syscall3(MC_NR_mprotect, v.start, v.size, v.prot), "mprotect of VMA", v.start);
+    restore_advice(a, v);
   }
   for (uint32_t i = 0; i < a->n_specials; i++) {
     Special& s = a->specials[i];
@@ -138,6 +161,10 @@ void restore_memory(Args* a) {
   }
   check(a, mc_syscall2(MC_NR_munmap, a->premap_start, a->premap_end - a->premap_start),
         "munmap of the premap area at", a->premap_start);
+  // Sealed last: a sealed VMA can be neither moved nor changed (mseal, 6.10).
+  for (uint32_t i = 0; i < a->n_vmas; i++)
+    if (vmas[i].advice & ADV_SEALED)
+      check(a, mc_syscall3(MC_NR_mseal, vmas[i].start, vmas[i].size, 0), "mseal of VMA", vmas[i].start);
 }
 
 void restore_process_state(Args* a) {
