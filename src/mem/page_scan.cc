@@ -58,7 +58,7 @@ Status PageMap::scan(uint64_t start, uint64_t end, bool write_protect, std::vect
 }
 
 Status PageMap::scan_ioctl(uint64_t start, uint64_t end, bool write_protect, std::vector<PageRegion>& out) {
-  std::vector<PageRegionRaw> vec(4096);
+  std::vector<PageRegionRaw> vec(16384);
   for (uint64_t at = start; at < end;) {
     PmScanArg a{};
     a.size = sizeof(a);
@@ -74,7 +74,15 @@ Status PageMap::scan_ioctl(uint64_t start, uint64_t end, bool write_protect, std
     if (n < 0)
       return failf_errno("pid {}: PAGEMAP_SCAN of {:#x}-{:#x}{}", pid_, at, end,
                          write_protect ? " (write-protecting)" : "");
-    for (int i = 0; i < n; i++) append(out, vec[i].start, vec[i].end, vec[i].categories);
+    // A call whose vec filled up may end inside the last run it reported
+    // (walk_end at that run's start): the next call reports that part again.
+    // The first report wins: with write_protect, the pages it reported as
+    // written are protected by now and would read as unwritten.
+    for (int i = 0; i < n; i++) {
+      uint64_t start = vec[i].start;
+      if (!out.empty() && out.back().end > start && out.back().start < vec[i].end) start = out.back().end;
+      if (start < vec[i].end) append(out, start, vec[i].end, vec[i].categories);
+    }
     if (a.walk_end <= at) return failf("pid {}: PAGEMAP_SCAN made no progress at {:#x}", pid_, at);
     at = a.walk_end;
   }

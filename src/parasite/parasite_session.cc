@@ -1,5 +1,6 @@
 #include "parasite/parasite_session.hpp"
 
+#include <sys/ioctl.h>
 #include <linux/userfaultfd.h>
 
 #include <fcntl.h>
