@@ -74,11 +74,20 @@ class Dumper {
   Result<DumpStats> run();
   // After a failed dump (not a pre-dump: its arming already cleared what was
   // written since the parent), the library's tracking is the caller's again.
+  // (A holder is made again for the parent images: a retry may still use it.)
   void give_back_tracking() {
-    if (!options_.pre_dump && options_.tracking && tracking_ok_ && options_.tracking->held.empty()) {
-      tracking_.images_dir = parent_dir_;
-      options_.tracking->held = std::move(tracking_);
+    if (options_.pre_dump || !tracking_ok_ || tracking_.empty()) return;
+    if (options_.tracking) {
+      if (options_.tracking->held.empty()) {
+        tracking_.images_dir = parent_dir_;
+        options_.tracking->held = std::move(tracking_);
+      }
+      return;
     }
+    if (auto st = spawn_tracking_holder(parent_dir_, std::move(tracking_),
+                                        std::chrono::seconds(options_.tracking_timeout_s), log_);
+        !st)
+      log_.info("the write tracking since {} is lost: {}", parent_dir_, st.error().what());
   }
 
  private:

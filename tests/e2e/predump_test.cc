@@ -137,9 +137,9 @@ TEST(PreDump, AChainOfThreeRestoredTwice) {
 }
 
 TEST(PreDump, AParentOfAnotherProcessIsRefusedInOneLine) {
-  TempDir dir;
+  TempDir dir, other;  // one directory per program: its ready file and log
   Program a("generations", dir, {"256", "100"});
-  Program b("generations", dir, {"256", "100"});
+  Program b("generations", other, {"256", "100"});
   ASSERT_TRUE(a.wait_ready());
   ASSERT_TRUE(b.wait_ready());
   std::string da = images_dir(dir, "a"), db = images_dir(dir, "b");
