@@ -470,8 +470,11 @@ void Dumper::kill_tree(TaskTree& tree) {
 // The parent images of --prev-images-dir, checked to be of this tree, and
 // the write tracking since them, taken from whoever holds it.
 Status Dumper::load_parent() {
-  ASSIGN_OR_RETURN(identity_, tree_identity(options_.pid));
   tracking_.root = options_.pid;
+  // No such process: the freeze says so, in its own words.
+  auto id = tree_identity(options_.pid);
+  if (!id) return {};
+  identity_ = *id;
   const std::string& prev = options_.prev_images_dir;
   if (prev.empty()) return {};
   parent_dir_ = prev[0] == '/' ? prev : dir_.path() + "/" + prev;
