@@ -105,6 +105,23 @@ int minicriu_dump_opts_set_tcp_drop_pending(minicriu_dump_opts* opts, int on);
 /* Checkpoints the tree; on failure the tree keeps running. */
 int minicriu_dump(const minicriu_dump_opts* opts);
 
+/* An iterative dump (libcriu's criu_dump_iters; minicriu.hpp's dump_iters):
+ * pre-dump rounds into IMAGES_DIR/1, /2, ..., each saving only what the tree
+ * wrote since the one before, then the final dump into the next. After each
+ * pre-dump, more(round, arg) says: > 0 pre-dump again, 0 final dump, < 0
+ * abort (the tree runs on; the call returns -1). The images to restore are
+ * in IMAGES_DIR/N, N the number of the last round (rounds_out, if set). */
+typedef struct minicriu_dump_round {
+  unsigned round;
+  int final;
+  uint64_t pages_written;    /* to this round's page images */
+  uint64_t pages_changed;    /* of the tracked memory, written since the round before */
+  uint64_t pages_in_parent;  /* present pages left unchanged in the round before */
+  uint64_t frozen_ns;
+} minicriu_dump_round;
+typedef int (*minicriu_dump_iters_fn)(const minicriu_dump_round* round, void* arg);
+int minicriu_dump_iters(const minicriu_dump_opts* opts, minicriu_dump_iters_fn more, void* arg, unsigned* rounds_out);
+
 typedef struct minicriu_restore_opts minicriu_restore_opts;
 minicriu_restore_opts* minicriu_restore_opts_new(void);
 void minicriu_restore_opts_free(minicriu_restore_opts* opts);

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <expected>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -106,6 +107,12 @@ using ExternalDumpHook = std::function<bool(const ExternalObject&)>;
 // the caller keeps its own), or an Error.
 using ExternalRestoreHook = std::function<std::expected<int, Error>(const ExternalObject&)>;
 
+// The write tracking a pre-dump leaves for the next round, held by the
+// caller (DumpOptions::tracking): the userfaultfds that keep the tree's
+// memory write-protected in asynchronous mode. Dropping it ends the
+// tracking (the next round then dumps every page).
+class MemoryTracking;
+
 struct DumpOptions {
   pid_t pid = 0;                 // root of the tree to dump
   std::string images_dir;        // must exist and be writable
@@ -152,6 +159,26 @@ struct DumpOptions {
   // whose dump needs a destructive step (connections not yet accepted): that
   // step could not be undone on a no.
   std::function<Status()> commit_gate;
+
+  // ---- Pre-dump and incremental images (CRIU's pre-dump, --prev-images-dir)
+  // A pre-dump: the tree is frozen only to arm write tracking (userfaultfd
+  // asynchronous write-protect, read back with PAGEMAP_SCAN) and to drain
+  // its present pages; it runs on; only memory is written (a pre-dump is a
+  // parent for the next round, not restorable).
+  bool pre_dump = false;
+  // The images of the previous round of this tree (a pre-dump), relative to
+  // images_dir or absolute: only the pages written since it are dumped, the
+  // others are marked in the parent (restore reads through the chain). A
+  // parent of another tree is refused.
+  std::string prev_images_dir;
+  // Accepted for CRIU recipes: a pre-dump always tracks memory.
+  bool track_mem = false;
+  // Where a pre-dump leaves its tracking and the next round takes it: here
+  // (the library holds it) when set, else in a holder process listening in
+  // images_dir that exits once taken, after tracking_timeout_s, or when the
+  // root exits.
+  std::shared_ptr<MemoryTracking> tracking;
+  unsigned tracking_timeout_s = 600;
 };
 
 struct DumpStats {
@@ -162,9 +189,43 @@ struct DumpStats {
   uint64_t page_bytes = 0;
   uint64_t frozen_ns = 0;        // from the first seize to the last release
   uint64_t total_ns = 0;
+  // With prev_images_dir: present pages left unchanged in the parent images,
+  // and pages of write-tracked memory written since the parent round.
+  uint64_t pages_in_parent = 0;
+  uint64_t pages_changed = 0;
+  bool write_tracked = false;    // some memory was write-tracked (pre-dump: armed)
 };
 
 [[nodiscard]] Result<DumpStats> dump(const DumpOptions& options);
+
+// ---- An iterative dump (libcriu's criu_dump_iters) -------------------------
+//
+// Pre-dumps the tree round after round, each saving only what the tree wrote
+// since the round before (write tracking held in this process), until the
+// callback says to make the final dump: it freezes the tree and saves the
+// pages written since the last pre-dump, with everything else. The rounds
+// go into options.images_dir/1, /2, ... each the parent of the next; the
+// last one is the checkpoint (restore -D images_dir/N).
+struct DumpRound {
+  unsigned round = 0;            // 1, 2, ...
+  bool final = false;            // the final dump (the callback is not asked after it)
+  std::string images_dir;        // where this round's images went
+  uint64_t pages_written = 0;    // pages written to this round's page images
+  uint64_t pages_changed = 0;    // of the tracked memory, pages the tree wrote since the round before
+  uint64_t pages_in_parent = 0;  // present pages left unchanged in the round before
+  uint64_t frozen_ns = 0;        // how long the tree was frozen in this round
+};
+// After each pre-dump round: > 0 pre-dump again, 0 make the final dump,
+// < 0 abort (the tree runs on; the rounds' images stay).
+using DumpItersCallback = std::function<int(const DumpRound&)>;
+struct DumpItersResult {
+  std::vector<DumpRound> rounds;
+  DumpStats stats;               // of the final dump
+  std::string images_dir;        // of the final dump: the one to restore
+};
+// options: as for dump() (leave_running applies to the final dump); pre_dump,
+// prev_images_dir and tracking are the rounds' own and must be left unset.
+[[nodiscard]] Result<DumpItersResult> dump_iters(const DumpOptions& options, const DumpItersCallback& more);
 
 struct RestoreOptions {
   std::string images_dir;

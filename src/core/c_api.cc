@@ -213,6 +213,25 @@ int minicriu_dump(const minicriu_dump_opts* opts) {
   }, -1);
 }
 
+int minicriu_dump_iters(const minicriu_dump_opts* opts, minicriu_dump_iters_fn more, void* arg,
+                        unsigned* rounds_out) {
+  return guarded([&]() -> int {
+    if (!opts) return bad_argument("opts");
+    if (!more) return bad_argument("callback");
+    auto c_round = [](const minicriu::DumpRound& r) {
+      return minicriu_dump_round{r.round, r.final ? 1 : 0, r.pages_written, r.pages_changed, r.pages_in_parent,
+                                 r.frozen_ns};
+    };
+    auto r = minicriu::dump_iters(opts->options, [&](const minicriu::DumpRound& round) {
+      minicriu_dump_round c = c_round(round);
+      return more(&c, arg);
+    });
+    if (!r) return failed(r.error());
+    if (rounds_out) *rounds_out = static_cast<unsigned>(r->rounds.size());
+    return 0;
+  }, -1);
+}
+
 minicriu_restore_opts* minicriu_restore_opts_new(void) { return new (std::nothrow) minicriu_restore_opts(); }
 void minicriu_restore_opts_free(minicriu_restore_opts* opts) { delete opts; }
 int minicriu_restore_opts_set_images_dir(minicriu_restore_opts* opts, const char* dir) {

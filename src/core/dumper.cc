@@ -3,10 +3,14 @@
 // (kinds/kind.hpp); one failure guard sees that every early return leaves the
 // tree exactly as it was: images removed, kinds released before the tree runs
 // again, every thread detached, the network lock gone.
+#include <fcntl.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
+
 #include <chrono>
+#include <cstring>
 #include <memory>
 
 #include "arch/x86_64/cpu.hpp"
@@ -17,11 +21,13 @@
 #include "base/version.hpp"
 #include "fs/fd_table.hpp"
 #include "images/checkpoint.hpp"
+#include "images/image_chain.hpp"
 #include "images/image_dir.hpp"
 #include "images/image_io.hpp"
 #include "images/image_set.hpp"
 #include "kinds/kind_set.hpp"
 #include "mem/page_dump.hpp"
+#include "mem/write_tracking.hpp"
 #include "mem/vma.hpp"
 #include "minicriu.pb.h"
 #include "net/network_lock.hpp"
@@ -47,6 +53,8 @@ uint64_t ns_since(Clock::time_point t) {
 // while it is being written.
 struct DumpedProcess : ProcessImages {
   std::unique_ptr<RawImageFile> pages;
+  // A pre-dump: its pages, parked until the tree runs again.
+  std::unique_ptr<ParkedPages> parked;
 };
 
 // Bytes a stream image of msgs takes: its head, and each message behind its
@@ -66,6 +74,23 @@ class Dumper {
         env_{options_, dir_, log_, external_, net_lock_.get()}, files_(kinds_, env_), images_(dir_) {}
 
   Result<DumpStats> run();
+  // After a failed dump (not a pre-dump: its arming already cleared what was
+  // written since the parent), the library's tracking is the caller's again.
+  // (A holder is made again for the parent images: a retry may still use it.)
+  void give_back_tracking() {
+    if (options_.pre_dump || !tracking_ok_ || tracking_.empty()) return;
+    if (options_.tracking) {
+      if (options_.tracking->held.empty()) {
+        tracking_.images_dir = parent_dir_;
+        options_.tracking->held = std::move(tracking_);
+      }
+      return;
+    }
+    if (auto st = spawn_tracking_holder(parent_dir_, std::move(tracking_),
+                                        std::chrono::seconds(options_.tracking_timeout_s), log_);
+        !st)
+      log_.info("the write tracking since {} is lost: {}", parent_dir_, st.error().what());
+  }
 
  private:
   class FailureGuard;
@@ -75,6 +100,9 @@ class Dumper {
   [[nodiscard]] Status run_parasite(FrozenProcess& proc, const proc::Stat& stat, std::vector<VmaInfo>& vmas,
                                     const std::vector<FdListing>& fds, DumpedProcess& out,
                                     const ParentMemory& parent);
+  [[nodiscard]] Status take_process_state(FrozenProcess& proc, const proc::Stat& stat, std::vector<VmaInfo>& vmas,
+                                          const std::vector<FdListing>& fds, DumpedProcess& out,
+                                          ParasiteSession& parasite);
   [[nodiscard]] Status check_tree(TaskTree& tree);
   [[nodiscard]] Status refuse_destructive() const;
   [[nodiscard]] Status release_running(TaskTree& tree);
@@ -82,6 +110,12 @@ class Dumper {
   [[nodiscard]] Status write_process_images();
   [[nodiscard]] Status commit_kinds(bool destructive);
   [[nodiscard]] Result<NetworkLock::Kept> keep_network_lock();
+  [[nodiscard]] Status load_parent();
+  [[nodiscard]] Result<PageChain> page_chain(pid_t pid, FrozenProcess& proc, std::vector<VmaInfo>& vmas,
+                                             ParasiteSession& parasite);
+  [[nodiscard]] Status write_pre_dump(pid_t root);
+  [[nodiscard]] Status run_pre_dump();
+  void keep_tracking();
   img::Inventory inventory(pid_t root, const NetworkLock::Kept& kept) const;
   void kill_tree(TaskTree& tree);
   void release_kinds(TreeFate fate);
@@ -105,6 +139,15 @@ class Dumper {
   bool released_ = false;
   NetworkLock::Kept kept_lock_;
   Clock::time_point frozen_at_;
+  // --prev-images-dir: the parent images, and whether the write tracking
+  // since them is still there (taken from its holder).
+  std::optional<ChainLink> parent_;
+  std::string parent_dir_;
+  bool tracking_ok_ = false;
+  WriteTracking tracking_;
+  TreeIdentity identity_;
+  UniqueFd uffd_dev_;
+  bool uffd_dev_tried_ = false;
 };
 
 // The failure path of a dump, on every early return once the tree is frozen:
@@ -134,24 +177,10 @@ class Dumper::FailureGuard {
   bool dismissed_ = false;
 };
 
-Status Dumper::run_parasite(FrozenProcess& proc, const proc::Stat& stat, std::vector<VmaInfo>& vmas,
-                            const std::vector<FdListing>& fds, DumpedProcess& out,
-                            const ParentMemory& parent) {
-  ASSIGN_OR_RETURN(uint64_t site, find_syscall_site(vmas));
-  ASSIGN_OR_RETURN(auto memory, TraceeMemory::open(proc.pid));
-  ParasiteSession parasite(proc, memory, RemotePtr<>(site), log_);
-  TRY(parasite.infect());
-  for (size_t i = 0; i < proc.threads.size(); i++) {
-    ASSIGN_OR_RETURN(auto self, parasite.thread_self_state(proc.threads[i]));
-    img::ThreadCore* t = out.core.mutable_threads(static_cast<int>(i));
-    t->mutable_sigaltstack()->set_sp(self.altstack_sp.addr());
-    t->mutable_sigaltstack()->set_flags(self.altstack_flags);
-    t->mutable_sigaltstack()->set_size(self.altstack_size);
-    t->set_clear_child_tid(self.clear_child_tid.addr());
-  }
-  TRY(parasite.start());
-  log_.info("pid {}: parasite running", proc.pid);
-
+// What the parasite tells of a process besides its memory: misc state, the
+// fds, and each kind's part of the process and of its VMAs.
+Status Dumper::take_process_state(FrozenProcess& proc, const proc::Stat& stat, std::vector<VmaInfo>& vmas,
+                                  const std::vector<FdListing>& fds, DumpedProcess& out, ParasiteSession& parasite) {
   ASSIGN_OR_RETURN(auto misc, parasite.get_misc());
   apply_parasite_misc(misc, out.core, out.mm);
 
@@ -168,17 +197,53 @@ Status Dumper::run_parasite(FrozenProcess& proc, const proc::Stat& stat, std::ve
   }
   ProcessDump p{proc.pid, stat, out.entry, out.core, out.mm, parasite};
   TRY(kinds_.each([&](Kind& k) { return k.take_process(p, env_); }));
+  return {};
+}
 
+Status Dumper::run_parasite(FrozenProcess& proc, const proc::Stat& stat, std::vector<VmaInfo>& vmas,
+                            const std::vector<FdListing>& fds, DumpedProcess& out,
+                            const ParentMemory& parent) {
+  ASSIGN_OR_RETURN(uint64_t site, find_syscall_site(vmas));
+  ASSIGN_OR_RETURN(auto memory, TraceeMemory::open(proc.pid));
+  ParasiteSession parasite(proc, memory, RemotePtr<>(site), log_);
+  TRY(parasite.infect());
+  for (size_t i = 0; i < proc.threads.size() && !options_.pre_dump; i++) {
+    ASSIGN_OR_RETURN(auto self, parasite.thread_self_state(proc.threads[i]));
+    img::ThreadCore* t = out.core.mutable_threads(static_cast<int>(i));
+    t->mutable_sigaltstack()->set_sp(self.altstack_sp.addr());
+    t->mutable_sigaltstack()->set_flags(self.altstack_flags);
+    t->mutable_sigaltstack()->set_size(self.altstack_size);
+    t->set_clear_child_tid(self.clear_child_tid.addr());
+  }
+  TRY(parasite.start());
+  log_.info("pid {}: parasite running", proc.pid);
+  // A pre-dump takes memory only: the rest is the final dump's.
+  if (!options_.pre_dump) TRY(take_process_state(proc, stat, vmas, fds, out, parasite));
+
+  ASSIGN_OR_RETURN(PageChain chain, page_chain(proc.pid, proc, vmas, parasite));
+  if (options_.pre_dump) {
+    out.parked = std::make_unique<ParkedPages>();
+    chain.park = out.parked.get();
+  }
   ASSIGN_OR_RETURN(auto pages, RawImageFile::create(dir_.pages(proc.pid)));
   out.pages = std::make_unique<RawImageFile>(std::move(pages));
   auto t0 = Clock::now();
   ASSIGN_OR_RETURN(auto result,
-                   with_context(dump_pages(proc.pid, vmas, parasite, memory, out.pages->fd(), log_, parent),
+                   with_context(dump_pages(proc.pid, vmas, parasite, memory, out.pages->fd(), log_, parent, chain),
                                 fmt::format("pid {}: dumping pages into {}", proc.pid, dir_.path())));
   double secs = static_cast<double>(ns_since(t0)) / 1e9;
   log_.info("pid {}: {} page(s) ({} MiB) in {:.3f} s", proc.pid, result.pages,
             (result.pages * kPageSize) >> 20, secs);
+  if (!result.scan_ioctl && (options_.pre_dump || parent_) && !stats_.write_tracked)
+    log_.info("pid {}: no PAGEMAP_SCAN ioctl here (Linux 6.7): no write tracking, every page is dumped", proc.pid);
+  if (result.pages_in_parent || result.pages_changed)
+    log_.info("pid {}: {} page(s) unchanged since the parent images, {} written since", proc.pid,
+              result.pages_in_parent, result.pages_changed);
+  for (auto& v : vmas)
+    if (v.vma.tracked()) stats_.write_tracked = true;
   stats_.pages_dumped += result.pages;
+  stats_.pages_in_parent += result.pages_in_parent;
+  stats_.pages_changed += result.pages_changed;
   out.pagemap = std::move(result.entries);
   TRY(parasite.cure());
   log_.info("pid {}: parasite cured", proc.pid);
@@ -202,9 +267,15 @@ Status Dumper::dump_process(FrozenProcess& proc, DumpedProcess& out, const Paren
   for (auto& t : proc.threads) out.entry.add_tids(static_cast<uint32_t>(t.tid()));
   out.entry.set_stopped(proc.leader().group_stopped());
 
-  ASSIGN_OR_RETURN(auto vmas, collect_vmas(pid));
+  ASSIGN_OR_RETURN(auto vmas, collect_vmas(pid, tracking_ok_ && tracking_.uffds.count(pid)));
   log_.info("pid {}: {} vma(s)", pid, vmas.size());
   stats_.vmas += vmas.size();
+  if (options_.pre_dump) {
+    // Memory only: the rest is the final dump's.
+    TRY(run_parasite(proc, stat, vmas, {}, out, parent));
+    for (auto& v : vmas) *out.mm.add_vmas() = std::move(v.vma);
+    return {};
+  }
   ASSIGN_OR_RETURN(auto fds, list_fds(pid));
   TRY(dump_proc_state(pid, stat, out.core, out.mm));
   ASSIGN_OR_RETURN(uint32_t cwd, files_.add_link(pid, "cwd"));
@@ -347,6 +418,10 @@ img::Inventory Dumper::inventory(pid_t root, const NetworkLock::Kept& kept) cons
   inv.set_xsave_size(xsave_size_);
   inv.set_xsave_features(arch::read_xcr0());
   inv.set_leave_running(options_.leave_running);
+  inv.set_parent_images(options_.prev_images_dir);
+  inv.set_pre_dump(options_.pre_dump);
+  inv.set_root_start_time(identity_.start_time);
+  inv.set_root_exe(identity_.exe);
   if (!kept.table.empty()) {
     inv.set_network_lock_backend(network_lock_mode_name(kept.mode));
     inv.set_network_lock_table(kept.table);
@@ -398,11 +473,185 @@ void Dumper::kill_tree(TaskTree& tree) {
   log_.info("tree killed after a complete dump");
 }
 
+// The parent images of --prev-images-dir, checked to be of this tree, and
+// the write tracking since them, taken from whoever holds it.
+Status Dumper::load_parent() {
+  tracking_.root = options_.pid;
+  // No such process: the freeze says so, in its own words.
+  auto id = tree_identity(options_.pid);
+  if (!id) return {};
+  identity_ = *id;
+  const std::string& prev = options_.prev_images_dir;
+  if (prev.empty()) return {};
+  parent_dir_ = prev[0] == '/' ? prev : dir_.path() + "/" + prev;
+  ASSIGN_OR_RETURN(auto link, load_chain_link(parent_dir_));
+  const img::Inventory& inv = link.inventory;
+  if (static_cast<pid_t>(inv.root_pid()) != options_.pid || inv.root_start_time() != identity_.start_time ||
+      inv.root_exe() != identity_.exe)
+    return failf("--prev-images-dir {}: those images are of pid {} ({}{}), not of this tree (pid {}, {}); give the "
+                 "images dir of an earlier pre-dump of this tree, or none",
+                 prev, inv.root_pid(), inv.root_exe().empty() ? "exe unknown" : inv.root_exe(),
+                 static_cast<pid_t>(inv.root_pid()) == options_.pid ? ", an earlier process of the same pid" : "",
+                 options_.pid, identity_.exe);
+  parent_ = std::move(link);
+  if (options_.tracking && !options_.tracking->held.empty()) {
+    // Held for the images it armed for, and for no others.
+    struct stat a{}, b{};
+    if (::stat(options_.tracking->held.images_dir.c_str(), &a) == 0 && ::stat(parent_dir_.c_str(), &b) == 0 &&
+        a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
+      tracking_ = std::move(options_.tracking->held);
+      options_.tracking->held = WriteTracking{};
+    }
+  } else {
+    ASSIGN_OR_RETURN(auto taken, take_tracking_from_holder(parent_dir_));
+    if (taken) tracking_ = std::move(*taken);
+  }
+  tracking_ok_ = !tracking_.empty() && tracking_.root == options_.pid;
+  if (!tracking_ok_) {
+    log_.warn("--prev-images-dir {}: the write tracking since those images is gone (no holder answered on {}/{}: "
+              "it timed out or was killed); every page is dumped",
+              prev, parent_dir_, kTrackingSocket);
+    tracking_ = WriteTracking{};
+  }
+  tracking_.root = options_.pid;
+  return {};
+}
+
+// What a dump knows of the parent images of one process, and for a
+// pre-dump the write tracking it arms: the VMAs already registered (by the
+// userfaultfds it holds) and a new userfaultfd for the others.
+Result<PageChain> Dumper::page_chain(pid_t pid, FrozenProcess&, std::vector<VmaInfo>& vmas,
+                                     ParasiteSession& parasite) {
+  PageChain chain;
+  bool ours = tracking_ok_ && tracking_.uffds.count(pid);
+  if (parent_ && ours) {
+    if (auto it = parent_->mm.find(pid); it != parent_->mm.end()) {
+      chain.parent_mm = &it->second;
+      for (auto& e : parent_->pagemap[pid])
+        chain.parent_pages.emplace_back(e.vaddr(), e.vaddr() + uint64_t{e.nr_pages()} * kPageSize);
+      std::sort(chain.parent_pages.begin(), chain.parent_pages.end());
+    }
+  }
+  if (!options_.pre_dump) return chain;
+  chain.arm = true;
+  if (!uffd_dev_tried_) {
+    uffd_dev_tried_ = true;
+    uffd_dev_.reset(::open("/dev/userfaultfd", O_RDWR | O_CLOEXEC));
+    if (!uffd_dev_)
+      log_.info("no write tracking: cannot open /dev/userfaultfd ({}); the next round dumps every page",
+                std::strerror(errno));
+  }
+  std::vector<RemoteRange> ranges;
+  for (auto& v : vmas) {
+    if (!vma_dumps_pages(v.vma)) continue;
+    // Registered already: by a userfaultfd we hold, or by the application's
+    // own (then it is not ours to arm: dumped whole, untracked).
+    if (v.maps.has_flag("uw")) {
+      if (ours) chain.registered.push_back(v.vma.start());
+      continue;
+    }
+    ranges.push_back({RemotePtr<>(v.vma.start()), v.vma.end() - v.vma.start()});
+  }
+  if (ranges.empty() || !uffd_dev_) return chain;
+  auto made = parasite.make_uffd(uffd_dev_.get(), ranges);
+  if (!made) {
+    log_.info("pid {}: no write tracking: {}", pid, made.error().what());
+    return chain;
+  }
+  for (size_t i = 0; i < ranges.size(); i++) {
+    if (made->status[i] == 0) chain.registered.push_back(ranges[i].start.addr());
+    else
+      log_.debug("pid {}: vma {}-{} cannot be write-tracked ({}): dumped whole each round", pid, ranges[i].start,
+                 ranges[i].end(), std::strerror(made->status[i]));
+  }
+  tracking_.uffds[pid].push_back(std::move(made->fd));
+  return chain;
+}
+
+Status Dumper::write_pre_dump(pid_t root) {
+  std::vector<img::ProcessEntry> pstree;
+  for (auto& p : processes_) {
+    pid_t pid = static_cast<pid_t>(p.entry.pid());
+    pstree.push_back(p.entry);
+    if (p.entry.zombie()) continue;
+    TRY(images_.write(dir_.mm(pid), ImageKind::mm, std::vector<img::MmCore>{p.mm}));
+    TRY(images_.write(dir_.pagemap(pid), ImageKind::pagemap, p.pagemap));
+    TRY(images_.commit(*p.pages));
+  }
+  TRY(images_.write(dir_.pstree(), ImageKind::pstree, pstree));
+  return images_.write(dir_.inventory(), ImageKind::inventory, std::vector<img::Inventory>{inventory(root, {})});
+}
+
+// The `parent` link CRIU leaves in incremental images dirs (for people and
+// tools: the inventory names the parent for restore).
+static void link_parent(const std::string& dir, const std::string& prev, const Logger& log) {
+  std::string link = dir + "/parent";
+  struct stat st{};
+  if (::lstat(link.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) ::unlink(link.c_str());
+  if (!prev.empty() && ::symlink(prev.c_str(), link.c_str()) != 0)
+    log.warn("cannot link {} to {}: {}", link, prev, std::strerror(errno));
+}
+
+// After a pre-dump: the tracking it armed stays with the caller, or with a
+// holder process, for the next round.
+void Dumper::keep_tracking() {
+  if (tracking_.empty()) return;
+  if (options_.tracking) {
+    tracking_.images_dir = dir_.path();
+    options_.tracking->held = std::move(tracking_);
+    return;
+  }
+  if (auto st = spawn_tracking_holder(dir_.path(), std::move(tracking_), std::chrono::seconds(options_.tracking_timeout_s),
+                                      log_);
+      !st)
+    log_.warn("the write tracking of this pre-dump cannot be kept ({}); the next round dumps every page",
+              st.error().what());
+}
+
+// A pre-dump: frozen only to arm the tracking and drain the pages; memory
+// images only.
+Status Dumper::run_pre_dump() {
+  ASSIGN_OR_RETURN(auto tree, TaskTree::freeze(options_.pid, log_));
+  frozen_at_ = Clock::now();
+  FailureGuard guard(*this, *tree);
+  TRY(dump_tree(*tree));
+  release_kinds(TreeFate::runs);
+  tree->release();
+  stats_.frozen_ns = ns_since(frozen_at_);
+  log_.info("pre-dump: tree released after {:.3f} s frozen", static_cast<double>(stats_.frozen_ns) / 1e9);
+  // The pages parked while it was frozen go to the images as it runs: a page
+  // it writes meanwhile may reach them newer, and counts as written.
+  auto t0 = Clock::now();
+  uint64_t bytes = 0;
+  for (auto& p : processes_) {
+    if (!p.parked) continue;
+    bytes += p.parked->bytes();
+    TRY(with_context(p.parked->drain_into(p.pages->fd()), fmt::format("pid {}: {}", p.entry.pid(), dir_.path())));
+    p.parked.reset();
+  }
+  log_.info("pre-dump: {} MiB of pages into the images in {:.3f} s, the tree running", bytes >> 20,
+            static_cast<double>(ns_since(t0)) / 1e9);
+  TRY(write_pre_dump(tree->root()));
+  TRY(images_.publish());
+  guard.dismiss();
+  link_parent(dir_.path(), options_.prev_images_dir, log_);
+  keep_tracking();
+  kinds_.each_void([&](Kind& k) { k.finish(true, env_); });
+  return {};
+}
+
 Result<DumpStats> Dumper::run() {
   auto start = Clock::now();
   TRY(dir_.check_writable());
+  TRY(load_parent());
   TRY(kinds_.each([&](Kind& k) { return k.begin(env_); }));
-  log_.info("dumping pid {} into {}", options_.pid, dir_.path());
+  log_.info("{} pid {} into {}{}", options_.pre_dump ? "pre-dumping" : "dumping", options_.pid, dir_.path(),
+            parent_ ? fmt::format(" (parent images {})", parent_dir_) : "");
+  if (options_.pre_dump) {
+    TRY(run_pre_dump());
+    stats_.total_ns = ns_since(start);
+    return stats_;
+  }
 
   ASSIGN_OR_RETURN(auto tree, TaskTree::freeze(options_.pid, log_));
   frozen_at_ = Clock::now();
@@ -417,6 +666,7 @@ Result<DumpStats> Dumper::run() {
   if (options_.commit_gate) TRY(options_.commit_gate());
   TRY(images_.publish());
   guard.dismiss();
+  link_parent(dir_.path(), options_.prev_images_dir, log_);
 
   if (!options_.leave_running) {
     // Only a complete, synced image set may cost the tree its life.
@@ -440,7 +690,9 @@ Result<DumpStats> dump(const DumpOptions& options) {
   // Creates nothing yet: the first TCP connection makes the table.
   ASSIGN_OR_RETURN(auto net_lock, NetworkLock::create(lock_mode, std::to_string(options.pid), Logger(options.log)));
   Dumper d(options, std::move(external), std::move(net_lock));
-  return d.run();
+  auto result = d.run();
+  if (!result) d.give_back_tracking();
+  return result;
 }
 
 }  // namespace minicriu

@@ -83,15 +83,12 @@ Result<std::unique_ptr<ProcessMemory>> ProcessMemory::open(const Checkpoint& c, 
   for (const ProcessImages* at = &p; at && !at->entry.zombie();) {
     Layer layer;
     layer.process = at;
-    layer.pages.reset(::open(at->pages_path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!layer.pages) return failf_errno("cannot open {}", at->pages_path);
-    uint64_t off = 0;
-    for (auto& e : at->pagemap) {
-      uint64_t len = uint64_t{e.nr_pages()} * kPageSize;
-      layer.runs.push_back({e.vaddr(), e.vaddr() + len, off});
-      off += len;
+    for (auto& path : at->page_files) {
+      layer.files.emplace_back(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+      if (!layer.files.back()) return failf_errno("cannot open {}", path);
     }
-    std::sort(layer.runs.begin(), layer.runs.end(), [](auto& a, auto& b) { return a.start < b.start; });
+    for (auto& r : at->page_runs)
+      layer.runs.push_back({r.start, r.end, r.offset, layer.files.at(r.file).get()});
     bool inherits = std::any_of(at->mm.vmas().begin(), at->mm.vmas().end(), [](auto& v) { return v.inherited(); });
     m->layers_.push_back(std::move(layer));
     at = inherits ? c.process(static_cast<pid_t>(at->entry.ppid())) : nullptr;
@@ -154,6 +151,7 @@ ProcessMemory::Hit ProcessMemory::find(uint64_t addr, uint64_t limit) const {
                                [](uint64_t a, const Layer::Run& r) { return a < r.end; });
     if (it != layer.runs.end() && it->start <= addr) {
       hit.layer = &layer;
+      hit.fd = it->fd;
       hit.offset = it->offset + (addr - it->start);
       hit.end = std::min(hit.end, it->end);
       return hit;
@@ -203,7 +201,7 @@ bool ProcessMemory::read_uncached(uint64_t addr, std::span<uint8_t> out) const {
     size_t len = static_cast<size_t>(hit.end - addr);
     std::span<uint8_t> piece = out.first(len);
     if (hit.layer) {
-      if (::pread(hit.layer->pages.get(), piece.data(), len, static_cast<off_t>(hit.offset)) !=
+      if (::pread(hit.fd, piece.data(), len, static_cast<off_t>(hit.offset)) !=
           static_cast<ssize_t>(len))
         return false;
     } else if (!read_source(*r, addr, piece)) {

@@ -68,10 +68,12 @@ class ProcessMemory {
   // The page image of one process of the chain (0: this one, 1: its parent...).
   struct Layer {
     const ProcessImages* process = nullptr;
-    UniqueFd pages;
-    // Runs sorted by address, each with where its bytes start in the page image.
+    // Its page image, then those of the parent images of the chain.
+    std::vector<UniqueFd> files;
+    // Runs sorted by address, each with where its bytes start in which file.
     struct Run {
       uint64_t start, end, offset;
+      int fd;
     };
     std::vector<Run> runs;
   };
@@ -79,7 +81,8 @@ class ProcessMemory {
   // next run of the layers consulted begins.
   struct Hit {
     const Layer* layer = nullptr;
-    uint64_t offset = 0;  // in the layer's page image
+    int fd = -1;          // the page file that holds it
+    uint64_t offset = 0;  // in that file
     uint64_t end = 0;     // of the run, or of the gap before the next one
   };
 

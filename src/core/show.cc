@@ -12,6 +12,7 @@
 #include "base/page.hpp"
 #include "core/backtrace.hpp"
 #include "core/inspect.hpp"
+#include "images/image_chain.hpp"
 #include "minicriu.pb.h"
 
 namespace minicriu {
@@ -63,6 +64,7 @@ std::vector<uint64_t> image_bytes_by_vma(const ProcessImages& p) {
   const auto& vmas = p.mm.vmas();
   std::vector<uint64_t> out(static_cast<size_t>(vmas.size()), 0);
   for (auto& e : p.pagemap) {
+    if (e.in_parent()) continue;  // in the parent images, not this one's
     uint64_t start = e.vaddr(), end = start + uint64_t{e.nr_pages()} * kPageSize;
     auto it = std::upper_bound(vmas.begin(), vmas.end(), start,
                                [](uint64_t a, const img::Vma& v) { return a < v.end(); });
@@ -186,8 +188,8 @@ void process_text(const InspectedCheckpoint& ic, const ProcessImages& p, const S
     out += fmt::format("\nprocess {}: zombie of ppid {}, wait status {:#x}\n", e.pid(), e.ppid(), e.exit_status());
     return;
   }
-  uint64_t pages = 0;
-  for (auto& pm : p.pagemap) pages += pm.nr_pages();
+  uint64_t pages = 0, in_parent = 0;
+  for (auto& pm : p.pagemap) (pm.in_parent() ? in_parent : pages) += pm.nr_pages();
   out += fmt::format("\nprocess {} ({}): ppid {}, pgid {}, sid {}, {} thread(s){}\n", e.pid(), p.core.comm(), e.ppid(),
                      e.pgid(), e.sid(), e.tids_size(), e.stopped() ? ", stopped" : "");
   for (auto& k : kinds.kinds()) k->describe_process(p, out);
@@ -200,8 +202,9 @@ void process_text(const InspectedCheckpoint& ic, const ProcessImages& p, const S
                                                            : "");
     if (auto it = stacks.find(t.tid()); it != stacks.end()) out += format_stack(it->second, "      ");
   }
-  out += fmt::format("  memory: {} vma(s), {} page(s) = {} KiB in the page image ({} bytes)\n", p.mm.vmas_size(),
-                     pages, pages * kPageSize / 1024, p.pages_file_size);
+  out += fmt::format("  memory: {} vma(s), {} page(s) = {} KiB in the page image ({} bytes){}\n", p.mm.vmas_size(),
+                     pages, pages * kPageSize / 1024, p.pages_file_size,
+                     in_parent ? fmt::format(", {} page(s) unchanged in the parent images", in_parent) : "");
   for (auto& v : p.mm.vmas())
     out += fmt::format("    {:>12x}-{:<12x} {} {:<12} {}{}{}\n", v.start(), v.end(), prot_string(v.prot()),
                        vma_kind_name(v.kind()), v.path(), v.has_pages() ? " [pages]" : "",
@@ -216,6 +219,31 @@ void process_text(const InspectedCheckpoint& ic, const ProcessImages& p, const S
                      p.core.itimers_size(), p.core.umask(), p.core.shared_pending_size());
 }
 
+// The chain of parent images (incremental dumps), one line each, up to the
+// first full one.
+std::string chain_text(const std::string& dir, const img::Inventory& inv) {
+  std::string out;
+  std::string at = dir;
+  img::Inventory cur = inv;
+  for (int depth = 0; depth < 64 && !cur.parent_images().empty(); depth++) {
+    std::string parent = parent_images_dir(at, cur);
+    auto link = load_chain_link(parent);
+    if (!link) {
+      out += fmt::format("parent images: {} ({}): {}\n", cur.parent_images(), parent, link.error().what());
+      break;
+    }
+    uint64_t own = 0, up = 0;
+    for (auto& [pid, pm] : link->pagemap)
+      for (auto& e : pm) (e.in_parent() ? up : own) += e.nr_pages();
+    out += fmt::format("parent images: {} ({}): a {} of pid {}, {} page(s) of its own, {} in its parent\n",
+                       cur.parent_images(), parent, link->inventory.pre_dump() ? "pre-dump" : "dump",
+                       link->inventory.root_pid(), own, up);
+    at = parent;
+    cur = link->inventory;
+  }
+  return out;
+}
+
 std::string text(const InspectedCheckpoint& ic, const Stacks& stacks) {
   const Checkpoint& c = ic.checkpoint;
   std::string out;
@@ -228,6 +256,7 @@ std::string text(const InspectedCheckpoint& ic, const Stacks& stacks) {
                        inv.network_lock_backend() == "nftables" ? "nftables table inet"
                                                                 : inv.network_lock_backend() + " chain",
                        inv.network_lock_table());
+  out += chain_text(ic.dir.path(), inv);
   for (auto& k : ic.kinds.kinds()) k->describe_images(out);
   for (auto& p : c.processes) process_text(ic, p, stacks, out);
   return out;

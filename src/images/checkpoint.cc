@@ -20,7 +20,7 @@ const ProcessImages* Checkpoint::process(pid_t pid) const {
 
 namespace {
 
-Status load_process(const ImageDir& dir, ProcessImages& p) {
+Status load_process(const ImageDir& dir, const img::Inventory& inv, ProcessImages& p) {
   pid_t pid = static_cast<pid_t>(p.entry.pid());
   ASSIGN_OR_RETURN(p.core, read_single_image<img::ProcessCore>(dir.core(pid), ImageKind::core));
   ASSIGN_OR_RETURN(p.mm, read_single_image<img::MmCore>(dir.mm(pid), ImageKind::mm));
@@ -33,6 +33,9 @@ Status load_process(const ImageDir& dir, ProcessImages& p) {
     return failf_errno("cannot stat the page image {}", p.pages_path);
   if (!S_ISREG(st.st_mode)) return failf("page image {} is not a regular file", p.pages_path);
   p.pages_file_size = static_cast<uint64_t>(st.st_size);
+  ASSIGN_OR_RETURN(auto resolved, resolve_pages(dir.path(), inv, pid, p.pagemap));
+  p.page_files = std::move(resolved.files);
+  p.page_runs = std::move(resolved.runs);
   return {};
 }
 
@@ -43,13 +46,17 @@ Result<Checkpoint> load_checkpoint(const ImageDir& dir) {
   ASSIGN_OR_RETURN(c.inventory,
                    with_context(read_single_image<img::Inventory>(dir.inventory(), ImageKind::inventory),
                                 fmt::format("{} is not a complete checkpoint", dir.path())));
+  if (c.inventory.pre_dump())
+    return failf("{} is a pre-dump (memory only, the tree ran on): restore from the dump made after it with "
+                 "--prev-images-dir",
+                 dir.path());
   ASSIGN_OR_RETURN(auto pstree, read_all_images<img::ProcessEntry>(dir.pstree(), ImageKind::pstree));
   ASSIGN_OR_RETURN(c.files, read_all_images<img::FileEntry>(dir.files(), ImageKind::files));
   for (auto& e : pstree) {
     ProcessImages p;
     p.entry = std::move(e);
     // A zombie is its pstree entry alone.
-    if (!p.entry.zombie()) TRY(with_context(load_process(dir, p), fmt::format("pid {}", p.entry.pid())));
+    if (!p.entry.zombie()) TRY(with_context(load_process(dir, c.inventory, p), fmt::format("pid {}", p.entry.pid())));
     c.processes.push_back(std::move(p));
   }
   return c;

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "base/error.hpp"
+#include "images/image_chain.hpp"
 #include "images/image_dir.hpp"
 #include "minicriu.pb.h"
 
@@ -26,6 +27,11 @@ struct ProcessImages {
   std::vector<img::FdEntry> fds;
   std::string pages_path;
   uint64_t pages_file_size = 0;
+  // Where every page of the pagemap lies, the pages left in the parent
+  // images (image_chain.hpp) followed up the chain: page_files[0] is
+  // pages_path, page_runs are sorted by address.
+  std::vector<std::string> page_files;
+  std::vector<PageRun> page_runs;
 };
 
 struct Checkpoint {

@@ -8,6 +8,7 @@
 
 #include "base/page.hpp"
 #include "base/unique_fd.hpp"
+#include "mem/page_scan.hpp"
 
 namespace minicriu {
 
@@ -15,7 +16,6 @@ namespace {
 
 constexpr uint64_t kPmPresent = 1ull << 63;
 constexpr uint64_t kPmSwapped = 1ull << 62;
-constexpr uint64_t kPmFileOrSharedAnon = 1ull << 61;
 
 // One page of the target, for arithmetic by pages on RemotePtr<Page>.
 struct Page {
@@ -25,8 +25,9 @@ struct Page {
 // Collects runs of pages and hands them to the parasite in batches.
 class PageBatcher {
  public:
-  PageBatcher(ParasiteSession& session, int out_fd, PageDumpResult& result, ProgressMeter& progress)
-      : session_(session), out_fd_(out_fd), result_(result), progress_(progress) {}
+  PageBatcher(ParasiteSession& session, int out_fd, ParkedPages* park, PageDumpResult& result,
+              ProgressMeter& progress)
+      : session_(session), out_fd_(out_fd), park_(park), result_(result), progress_(progress) {}
 
   [[nodiscard]] Status add(RemotePtr<> at, uint64_t pages) {
     if (!runs_.empty() && runs_.back().end() == at) {
@@ -44,7 +45,8 @@ class PageBatcher {
 
   [[nodiscard]] Status flush() {
     if (runs_.empty()) return {};
-    TRY(session_.drain_pages(runs_, out_fd_));
+    if (park_) TRY(session_.park_pages(runs_, *park_));
+    else TRY(session_.drain_pages(runs_, out_fd_));
     for (auto& r : runs_) append_entry(r.start, r.size / kPageSize);
     progress_.add(pending_bytes_);
     runs_.clear();
@@ -69,6 +71,7 @@ class PageBatcher {
  private:
   ParasiteSession& session_;
   int out_fd_;
+  ParkedPages* park_;
   PageDumpResult& result_;
   ProgressMeter& progress_;
   std::vector<RemoteRange> runs_;
@@ -77,9 +80,10 @@ class PageBatcher {
 
 // Pages the parasite cannot vmsplice (no PROT_READ: get_user_pages refuses
 // them) are read through /proc/PID/mem, which may, and written directly.
-Status copy_unreadable(const TraceeMemory& memory, RemotePtr<> at, uint64_t pages, int out_fd) {
+Status copy_unreadable(const TraceeMemory& memory, RemotePtr<> at, uint64_t pages, int out_fd, ParkedPages* park) {
   std::vector<char> buf(pages * kPageSize);
   TRY(memory.read_bytes(at, buf.data(), buf.size()));
+  if (park) return park->write(buf.data(), buf.size());
   size_t off = 0;
   while (off < buf.size()) {
     ssize_t n = ::write(out_fd, buf.data() + off, buf.size() - off);
@@ -169,72 +173,162 @@ bool vma_dumps_pages(const img::Vma& vma) {
   }
 }
 
+namespace {
+
+// The VMA of the parent images that is this one: same range, same mapping.
+// Only there may unwritten pages stay in the parent.
+bool same_vma_in_parent(const img::Vma& v, const img::MmCore& mm) {
+  for (auto& p : mm.vmas())
+    if (p.start() == v.start() && p.end() == v.end() && p.kind() == v.kind() && p.pgoff() == v.pgoff() &&
+        p.path() == v.path() && p.tracked())
+      return true;
+  return false;
+}
+
+// The parts of [start, end) that the sorted runs cover.
+template <typename F>
+void each_covered(const std::vector<std::pair<uint64_t, uint64_t>>& runs, uint64_t start, uint64_t end, F&& covered,
+                  auto&& uncovered) {
+  auto it = std::upper_bound(runs.begin(), runs.end(), start, [](uint64_t a, auto& r) { return a < r.second; });
+  uint64_t at = start;
+  for (; at < end && it != runs.end() && it->first < end; ++it) {
+    uint64_t s = std::max(at, it->first), e = std::min(end, it->second);
+    if (s > at) uncovered(at, s);
+    if (e > s) covered(s, e);
+    at = std::max(at, e);
+  }
+  if (at < end) uncovered(at, end);
+}
+
+}  // namespace
+
 Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas, ParasiteSession& session,
                                   const TraceeMemory& memory, int pages_fd, const Logger& log,
-                                  const ParentMemory& parent) {
+                                  const ParentMemory& parent, const PageChain& chain) {
   PageDumpResult result;
-  std::string pm_path = fmt::format("/proc/{}/pagemap", pid);
-  UniqueFd pagemap(::open(pm_path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!pagemap) return failf_errno("pid {}: cannot open pagemap", pid);
+  ASSIGN_OR_RETURN(PageMap pagemap, PageMap::open(pid));
+  result.scan_ioctl = pagemap.has_scan();
+  // The pfn comparison with the parent process reads the raw pagemap.
+  UniqueFd raw_pagemap;
+  if (parent.mm) {
+    raw_pagemap.reset(::open(fmt::format("/proc/{}/pagemap", pid).c_str(), O_RDONLY | O_CLOEXEC));
+    if (!raw_pagemap) return failf_errno("pid {}: cannot open pagemap", pid);
+  }
 
   uint64_t total = 0;
   for (auto& v : vmas)
     if (vma_dumps_pages(v.vma)) total += (v.maps.rss_kb + v.maps.swap_kb) << 10;
   ProgressMeter progress(log, "dump", pid, total);
-  PageBatcher batcher(session, pages_fd, result, progress);
+  PageBatcher batcher(session, pages_fd, chain.park, result, progress);
+  std::vector<img::PagemapEntry> in_parent;
+  auto add_in_parent = [&](uint64_t start, uint64_t end) {
+    uint64_t pages = (end - start) / kPageSize;
+    if (!in_parent.empty() && in_parent.back().vaddr() + in_parent.back().nr_pages() * kPageSize == start &&
+        in_parent.back().nr_pages() + pages < (1ull << 31)) {
+      in_parent.back().set_nr_pages(static_cast<uint32_t>(in_parent.back().nr_pages() + pages));
+    } else {
+      img::PagemapEntry e;
+      e.set_vaddr(start);
+      e.set_nr_pages(static_cast<uint32_t>(pages));
+      e.set_in_parent(true);
+      in_parent.push_back(e);
+    }
+    result.pages_in_parent += pages;
+  };
 
-  std::vector<uint64_t> pm(16384);
+  std::vector<PageRegion> regions;
   for (auto& info : vmas) {
     img::Vma& vma = info.vma;
     if (!vma_dumps_pages(vma)) continue;
-    if (info.maps.rss_kb == 0 && info.maps.swap_kb == 0) continue;  // nothing there
+    const RemoteRange range = range_of(vma);
+    bool registered = std::find(chain.registered.begin(), chain.registered.end(), vma.start()) != chain.registered.end();
+    bool trusted = chain.parent_mm && same_vma_in_parent(vma, *chain.parent_mm);
+    bool arm = chain.arm && (registered || trusted);
+    // Nothing there (and nothing to arm: a VMA without pages has nothing
+    // written to find later either, its new pages count as written).
+    if (info.maps.rss_kb == 0 && info.maps.swap_kb == 0 && !arm) continue;
     bool file_private = vma.kind() == img::VMA_FILE_PRIVATE;
     bool readable = info.maps.read;
-    uint64_t vma_pages = 0;
-    ASSIGN_OR_RETURN(std::vector<bool> inherit, shared_with_parent(info, pagemap.get(), parent, pid));
+    uint64_t vma_pages = 0, vma_parent = 0;
+    ASSIGN_OR_RETURN(std::vector<bool> inherit, shared_with_parent(info, raw_pagemap.get(), parent, pid));
     if (!inherit.empty()) vma.set_inherited(true);
-    const RemoteRange range = range_of(vma);
-    // Pages of the VMA as an array: page k of the VMA is at pages + k.
+    regions.clear();
+    if (auto st = pagemap.scan(range.start.addr(), range.end().addr(), arm, regions); !st) {
+      if (!arm) return std::unexpected(st.error());
+      // Not registered after all (the tracking went away): dumped whole,
+      // and not tracked from here on.
+      log.info("pid {}: vma {}-{}: no write tracking ({}); dumped whole", pid, range.start, range.end(),
+               st.error().what());
+      arm = trusted = false;
+      regions.clear();
+      TRY(pagemap.scan(range.start.addr(), range.end().addr(), false, regions));
+    }
+    if (arm) vma.set_tracked(true);
     const auto pages = range.start.cast<Page>();
-    const uint64_t vma_total = range.size / kPageSize;
-    for (uint64_t first = 0; first < vma_total;) {
-      uint64_t n = std::min<uint64_t>(pm.size(), vma_total - first);
-      TRY(read_pagemap(pagemap.get(), pages + static_cast<int64_t>(first), std::span(pm).first(n), pid));
-      auto wanted = [&](uint64_t k) {
-        uint64_t e = pm[k];
-        if (!(e & (kPmPresent | kPmSwapped))) return false;
-        if (!inherit.empty() && inherit[first + k]) return false;  // in the parent's image
-        return !file_private || !(e & kPmFileOrSharedAnon);
-      };
-      for (uint64_t i = 0; i < n;) {
-        if (!wanted(i)) {
+    auto dump_run = [&](uint64_t start, uint64_t end) -> Status {
+      RemotePtr<> run(start);
+      uint64_t n = (end - start) / kPageSize;
+      if (readable) {
+        TRY(batcher.add(run, n));
+      } else {
+        TRY(batcher.flush());
+        TRY(copy_unreadable(memory, run, n, pages_fd, chain.park));
+        batcher.append_entry(run, n);
+        progress.add(n * kPageSize);
+      }
+      vma_pages += n;
+      return {};
+    };
+    // The region's pages, less those still the parent process's (fork).
+    auto dump_or_parent = [&](uint64_t start, uint64_t end, bool unchanged) -> Status {
+      if (!unchanged) return dump_run(start, end);
+      Status st;
+      each_covered(
+          chain.parent_pages, start, end,
+          [&](uint64_t s, uint64_t e) {
+            add_in_parent(s, e);
+            vma_parent += (e - s) / kPageSize;
+          },
+          [&](uint64_t s, uint64_t e) {
+            if (st) st = dump_run(s, e);
+          });
+      return st;
+    };
+    for (auto& r : regions) {
+      if (file_private && (r.categories & page_category::file)) continue;  // the file's own page
+      bool unchanged = trusted && (r.categories & page_category::wp_allowed) &&
+                       (r.categories & page_category::present) && !(r.categories & page_category::written) &&
+                       !(r.categories & page_category::pfn_zero);
+      if (trusted && (r.categories & page_category::written)) result.pages_changed += (r.end - r.start) / kPageSize;
+      if (inherit.empty()) {
+        TRY(dump_or_parent(r.start, r.end, unchanged));
+        continue;
+      }
+      uint64_t first = (r.start - range.start.addr()) / kPageSize, last = (r.end - range.start.addr()) / kPageSize;
+      for (uint64_t i = first; i < last;) {
+        if (inherit[i]) {  // in the parent process's image
           i++;
           continue;
         }
         uint64_t j = i + 1;
-        while (j < n && wanted(j)) j++;
-        RemotePtr<> run = pages + static_cast<int64_t>(first + i);
-        if (readable) {
-          TRY(batcher.add(run, j - i));
-        } else {
-          TRY(batcher.flush());
-          TRY(copy_unreadable(memory, run, j - i, pages_fd));
-          batcher.append_entry(run, j - i);
-          progress.add((j - i) * kPageSize);
-        }
-        vma_pages += j - i;
+        while (j < last && !inherit[j]) j++;
+        TRY(dump_or_parent((pages + static_cast<int64_t>(i)).addr(), (pages + static_cast<int64_t>(j)).addr(),
+                           unchanged));
         i = j;
       }
-      first += n;
     }
-    if (vma_pages) vma.set_has_pages(true);
+    if (vma_pages || vma_parent) vma.set_has_pages(true);
     if (!inherit.empty())
       log.debug("pid {}: vma {}-{}: {} page(s) still the parent's", pid, range.start, range.end(),
                 std::count(inherit.begin(), inherit.end(), true));
-    log.debug("pid {}: vma {}-{} {}: {} page(s)", pid, range.start, range.end(), vma.path(), vma_pages);
+    log.debug("pid {}: vma {}-{} {}: {} page(s){}{}", pid, range.start, range.end(), vma.path(), vma_pages,
+              vma_parent ? fmt::format(", {} unchanged in the parent images", vma_parent) : "",
+              arm ? ", write-tracked" : "");
   }
   TRY(batcher.flush());
   progress.finish();
+  // Entries that take no bytes of this page image go last.
+  for (auto& e : in_parent) result.entries.push_back(std::move(e));
   return result;
 }
 

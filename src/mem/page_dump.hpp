@@ -17,7 +17,31 @@ namespace minicriu {
 
 struct PageDumpResult {
   std::vector<img::PagemapEntry> entries;
-  uint64_t pages = 0;
+  uint64_t pages = 0;            // written to the page image
+  uint64_t pages_in_parent = 0;  // present, unchanged since the parent images: left there
+  uint64_t pages_changed = 0;    // of the tracked VMAs, written since the parent round
+  bool scan_ioctl = true;        // the page map came from PAGEMAP_SCAN
+};
+
+// An incremental dump of one process (--prev-images-dir): what the parent
+// images hold of it, and whether this round arms write tracking.
+struct PageChain {
+  // The parent images' VMAs of this process, null: none (a process new
+  // since, or no parent images).
+  const img::MmCore* parent_mm = nullptr;
+  // Every page the parent images list for it (own or further up), as sorted
+  // [start, end) runs: a page is left in the parent only if it is there.
+  std::vector<std::pair<uint64_t, uint64_t>> parent_pages;
+  // Write-protect the pages found (PM_SCAN_WP_MATCHING) in the VMAs that are
+  // registered (a pre-dump: the next round counts what is written from now).
+  bool arm = false;
+  // Starts of the VMAs registered for async write-protect this round: no
+  // parent holds them yet, but they are armed (arm) and marked tracked.
+  std::vector<uint64_t> registered;
+  // A pre-dump: the pages are parked in pipes here (references, no copy),
+  // to reach the page image once the tree runs again; else they are
+  // spliced into it now.
+  ParkedPages* park = nullptr;
 };
 
 // Which pages of a VMA go into the image: present or swapped pages, and for a
@@ -36,6 +60,7 @@ struct ParentMemory {
 [[nodiscard]] Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas,
                                                 ParasiteSession& session,
                                                 const TraceeMemory& memory, int pages_fd,
-                                                const Logger& log, const ParentMemory& parent = {});
+                                                const Logger& log, const ParentMemory& parent = {},
+                                                const PageChain& chain = {});
 
 }  // namespace minicriu

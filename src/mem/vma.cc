@@ -72,9 +72,9 @@ constexpr RefusedFlag kRefusedFlags[] = {
     {"sf", "a synchronous-fault (MAP_SYNC, DAX) mapping: it cannot be restored yet"},
 };
 
-Result<uint32_t> advice_of(pid_t pid, const proc::MapsEntry& m) {
+Result<uint32_t> advice_of(pid_t pid, const proc::MapsEntry& m, bool wp_tracking_is_ours) {
   for (auto& r : kRefusedFlags)
-    if (m.has_flag(r.mnemonic))
+    if (m.has_flag(r.mnemonic) && !(wp_tracking_is_ours && std::string_view(r.mnemonic) == "uw"))
       return failf("pid {}: mapping {:x}-{:x} ({}) is {}", pid, m.start, m.end,
                    m.path.empty() ? "anonymous" : m.path, r.what);
   // pkey_mprotect's key: the keys a process allocated are not shown
@@ -96,7 +96,7 @@ bool vma_is_kernel_special(const img::Vma& v) {
          v.kind() == img::VMA_VVAR_VCLOCK || v.kind() == img::VMA_VSYSCALL;
 }
 
-Result<std::vector<VmaInfo>> collect_vmas(pid_t pid) {
+Result<std::vector<VmaInfo>> collect_vmas(pid_t pid, bool wp_tracking_is_ours) {
   ASSIGN_OR_RETURN(auto text, proc::read_file(proc::pid_path(pid, "smaps")));
   ASSIGN_OR_RETURN(auto entries, proc::parse_smaps(text));
   std::vector<VmaInfo> out;
@@ -108,7 +108,7 @@ Result<std::vector<VmaInfo>> collect_vmas(pid_t pid) {
     bool special = kind == img::VMA_VDSO || kind == img::VMA_VVAR || kind == img::VMA_VVAR_VCLOCK ||
                    kind == img::VMA_VSYSCALL;
     if (!special) {
-      ASSIGN_OR_RETURN(uint32_t advice, advice_of(pid, m));
+      ASSIGN_OR_RETURN(uint32_t advice, advice_of(pid, m, wp_tracking_is_ours));
       v.set_advice(advice);
       // VM_MAYWRITE of a shared mapping is the access mode of the file it
       // was mapped from (or a write seal at the time it was mapped).

@@ -20,7 +20,10 @@ struct VmaInfo {
 
 // Classifies every mapping of pid; refuses, with one line naming the process,
 // the address range and what to do, mappings this version cannot restore.
-[[nodiscard]] Result<std::vector<VmaInfo>> collect_vmas(pid_t pid);
+// wp_tracking_is_ours: the dump holds a write-tracking userfaultfd of this
+// process (a pre-dump armed it), so a VMA registered for write-protect is
+// ours to see, not the application's (refused otherwise).
+[[nodiscard]] Result<std::vector<VmaInfo>> collect_vmas(pid_t pid, bool wp_tracking_is_ours = false);
 
 // Where remote syscalls may write "syscall; int3" for a moment: the start of an
 // executable mapping (never [vsyscall], which cannot be written).

@@ -28,7 +28,22 @@ enum ParasiteCommand : uint32_t {
   PARASITE_CMD_GET_MISC = 4,   // fill args.misc
   PARASITE_CMD_FINI = 5,       // close everything and trap back to the dumper
   PARASITE_CMD_GET_TIMERS = 6, // timer_gettime/getoverrun for args.timers[0..arg)
+  // With an fd of /dev/userfaultfd: a new userfaultfd of the target's mm in
+  // asynchronous write-protect mode, registered (write-protect mode) over each
+  // of args.iov[0..arg); each range's status (0 or a negative errno) follows
+  // the iovecs as int32s. The reply carries the new userfaultfd (and the
+  // parasite closes its own): result 0; or status < 0 and no fd.
+  PARASITE_CMD_UFFD = 7,
 };
+
+// userfaultfd ABI (linux/userfaultfd.h; the parasite has no headers).
+#define MC_USERFAULTFD_IOC_NEW 0xAA00u                 /* _IO(0xAA, 0x00) */
+#define MC_UFFDIO_API 0xC018AA3Fu                      /* _IOWR(0xAA, 0x3F, struct uffdio_api) */
+#define MC_UFFDIO_REGISTER 0xC020AA00u                 /* _IOWR(0xAA, 0x00, struct uffdio_register) */
+#define MC_UFFD_API 0xAAu
+#define MC_UFFD_FEATURE_WP_UNPOPULATED (1ull << 13)
+#define MC_UFFD_FEATURE_WP_ASYNC (1ull << 15)
+#define MC_UFFDIO_REGISTER_MODE_WP (1ull << 1)
 
 struct ParasiteMsg {
   uint32_t cmd;

@@ -1,5 +1,8 @@
 #include "parasite/parasite_session.hpp"
 
+#include <sys/ioctl.h>
+#include <linux/userfaultfd.h>
+
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
@@ -318,6 +321,101 @@ Status ParasiteSession::open_page_pipe() {
   return {};
 }
 
+Status ParasiteSession::set_pipe(int write_end) {
+  TRY(send(PARASITE_CMD_SET_PIPE, 0, write_end));
+  ASSIGN_OR_RETURN(auto reply, receive());
+  if (reply.status < 0) return std::unexpected(Error("parasite: set pipe", -reply.status));
+  return {};
+}
+
+Result<ParkedPages::Pipe*> ParkedPages::room() {
+  if (!pipes_.empty() && pipes_.back().used < pipes_.back().capacity) return &pipes_.back();
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) return fail_errno("pipe for parked pages");
+  Pipe pipe;
+  pipe.rd.reset(p[0]);
+  pipe.wr.reset(p[1]);
+  // Large pipes (root may pass fs.pipe-max-size), one page a slot; smaller
+  // where the kernel cannot give that much in one piece.
+  for (int size : {16 << 20, 4 << 20, 1 << 20})
+    if (::fcntl(pipe.wr.get(), F_SETPIPE_SZ, size) >= 0) break;
+  int got = ::fcntl(pipe.wr.get(), F_GETPIPE_SZ);
+  if (got <= 0) return fail_errno("F_GETPIPE_SZ");
+  pipe.capacity = static_cast<uint64_t>(got);
+  pipes_.push_back(std::move(pipe));
+  return &pipes_.back();
+}
+
+Status ParkedPages::write(const void* data, size_t size) {
+  const char* at = static_cast<const char*>(data);
+  while (size) {
+    ASSIGN_OR_RETURN(Pipe * p, room());
+    size_t n = static_cast<size_t>(std::min<uint64_t>(size, p->capacity - p->used));
+    ssize_t w = ::write(p->wr.get(), at, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return fail_errno("writing pages into a pipe");
+    p->used += static_cast<uint64_t>(w);
+    bytes_ += static_cast<uint64_t>(w);
+    at += w;
+    size -= static_cast<size_t>(w);
+  }
+  return {};
+}
+
+Status ParkedPages::drain_into(int fd) {
+  for (auto& p : pipes_) {
+    p.wr.reset();
+    while (p.used) {
+      ssize_t n = ::splice(p.rd.get(), nullptr, fd, nullptr, p.used, SPLICE_F_MOVE);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return fail_errno("splice of parked pages into the image");
+      if (n == 0) return failf("a pipe of parked pages ended {} bytes early", p.used);
+      p.used -= static_cast<uint64_t>(n);
+    }
+    p.rd.reset();
+  }
+  pipes_.clear();
+  return {};
+}
+
+Status ParasiteSession::park_pages(std::span<const RemoteRange> ranges, ParkedPages& parked) {
+  // Each batch fits the room left in one pipe: the parasite's vmsplice never
+  // waits for a reader (there is none until the target runs again).
+  std::vector<RemoteRange> batch;
+  size_t next = 0;
+  RemoteRange rest{};
+  bool have_rest = false;
+  while (have_rest || next < ranges.size()) {
+    ASSIGN_OR_RETURN(ParkedPages::Pipe * pipe, parked.room());
+    if (pipe->wr.get() != current_park_fd_) {
+      TRY(set_pipe(pipe->wr.get()));
+      current_park_fd_ = pipe->wr.get();
+      pipe_sent_ = false;  // our own drain pipe is no longer the parasite's
+    }
+    uint64_t room = pipe->capacity - pipe->used, taken = 0;
+    batch.clear();
+    while (taken < room && batch.size() < kMaxIovs && (have_rest || next < ranges.size())) {
+      RemoteRange r = have_rest ? rest : ranges[next++];
+      have_rest = false;
+      uint64_t n = std::min(r.size, room - taken);
+      batch.push_back({r.start, n});
+      taken += n;
+      if (n < r.size) {
+        rest = {r.start.byte_offset(static_cast<int64_t>(n)), r.size - n};
+        have_rest = true;
+      }
+    }
+    auto* iovs = reinterpret_cast<ParasiteIovec*>(local(layout_.args));
+    for (size_t i = 0; i < batch.size(); i++) iovs[i] = ParasiteIovec{batch[i].start.addr(), batch[i].size};
+    TRY(send(PARASITE_CMD_DUMP_PAGES, batch.size()));
+    ASSIGN_OR_RETURN(auto reply, receive());
+    if (reply.status < 0) return std::unexpected(Error("parasite: vmsplice of pages", -reply.status));
+    pipe->used += taken;
+    parked.bytes_ += taken;
+  }
+  return {};
+}
+
 Status ParasiteSession::drain_pages(std::span<const RemoteRange> ranges, int out_fd) {
   if (ranges.size() > kMaxIovs) return fail("too many ranges for one page drain");
   TRY(open_page_pipe());
@@ -384,6 +482,28 @@ Result<std::vector<UniqueFd>> ParasiteSession::fetch_fds(std::span<const int32_t
   ASSIGN_OR_RETURN(auto reply, receive());
   if (reply.status < 0) return std::unexpected(Error("parasite: sending fds", -reply.status));
   if (out.size() != fds.size()) return failf("got {} of {} fds from the parasite", out.size(), fds.size());
+  return out;
+}
+
+static_assert(MC_USERFAULTFD_IOC_NEW == USERFAULTFD_IOC_NEW && MC_UFFDIO_API == UFFDIO_API &&
+              MC_UFFDIO_REGISTER == UFFDIO_REGISTER && MC_UFFD_API == UFFD_API &&
+              MC_UFFDIO_REGISTER_MODE_WP == UFFDIO_REGISTER_MODE_WP);
+
+Result<ParasiteSession::Uffd> ParasiteSession::make_uffd(int dev_fd, std::span<const RemoteRange> ranges) {
+  if (ranges.size() * (sizeof(ParasiteIovec) + sizeof(int32_t)) > MC_PARASITE_ARGS_SIZE)
+    return fail("too many ranges to register at once");
+  auto* iovs = reinterpret_cast<ParasiteIovec*>(local(layout_.args));
+  for (size_t i = 0; i < ranges.size(); i++) iovs[i] = ParasiteIovec{ranges[i].start.addr(), ranges[i].size};
+  TRY(send(PARASITE_CMD_UFFD, ranges.size(), dev_fd));
+  std::vector<UniqueFd> fds;
+  ASSIGN_OR_RETURN(auto reply, receive(&fds));
+  if (reply.cmd != PARASITE_CMD_UFFD) return fail("the parasite answered another command than UFFD");
+  if (reply.status < 0) return std::unexpected(Error("parasite: making a userfaultfd", -reply.status));
+  if (fds.size() != 1) return fail("the parasite made a userfaultfd but did not send it");
+  Uffd out;
+  out.fd = std::move(fds[0]);
+  const auto* status = reinterpret_cast<const int32_t*>(iovs + ranges.size());
+  for (size_t i = 0; i < ranges.size(); i++) out.status.push_back(status[i] < 0 ? -status[i] : 0);
   return out;
 }
 

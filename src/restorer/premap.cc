@@ -182,66 +182,87 @@ Result<Mapping> premap_vmas(const Checkpoint& c, const ProcessImages& p, const P
 }
 
 Status fill_pages(const ProcessImages& p, const PremapPlan& plan, std::atomic<uint64_t>* progress) {
-  UniqueFd fd(::open(p.pages_path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) return failf_errno("cannot open {}", p.pages_path);
   const auto& vmas = p.mm.vmas();
-  std::vector<iovec> iov;
-  iov.reserve(IOV_MAX);
-  off_t off = 0;
-  size_t batch = 0;  // bytes in iov
-  // Batches of at most 64 MiB keep the progress report moving, at no cost
-  // to the page path (a syscall per tens of milliseconds of copying).
-  constexpr size_t kBatch = 64u << 20;
-  // One preadv per batch; a short read (the kernel caps one call near
-  // 2 GiB) resumes where it stopped.
-  auto flush = [&]() -> Status {
-    size_t first = 0;
-    while (first < iov.size()) {
-      ssize_t n = ::preadv(fd.get(), &iov[first], static_cast<int>(iov.size() - first), off);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return failf_errno("cannot read {} at offset {}", p.pages_path, off);
-      if (n == 0) return failf("{} ends early at offset {}", p.pages_path, off);
-      off += n;
-      if (progress) progress->fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
-      auto done = static_cast<size_t>(n);
-      while (first < iov.size() && done >= iov[first].iov_len) done -= iov[first++].iov_len;
-      if (done) {
-        iov[first].iov_base = static_cast<char*>(iov[first].iov_base) + done;
-        iov[first].iov_len -= done;
+  // One page file after the other (this image's, then the parents' up the
+  // chain), each read in its own order of offsets.
+  std::vector<std::vector<const PageRun*>> by_file(p.page_files.size());
+  for (auto& r : p.page_runs)
+    if (r.file < by_file.size()) by_file[r.file].push_back(&r);
+  for (size_t f = 0; f < by_file.size(); f++) {
+    auto& runs = by_file[f];
+    if (runs.empty()) continue;
+    std::sort(runs.begin(), runs.end(), [](auto* a, auto* b) { return a->offset < b->offset; });
+    const std::string& path = p.page_files[f];
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) return failf_errno("cannot open {}", path);
+    std::vector<iovec> iov;
+    iov.reserve(IOV_MAX);
+    off_t off = 0;      // of the first byte the iovecs take
+    off_t next = 0;     // the offset after them
+    size_t batch = 0;   // bytes in iov
+    // Batches of at most 64 MiB keep the progress report moving, at no
+    // cost to the page path (a syscall per tens of milliseconds of copying).
+    constexpr size_t kBatch = 64u << 20;
+    // One preadv per batch; a short read (the kernel caps one call near
+    // 2 GiB) resumes where it stopped.
+    auto flush = [&]() -> Status {
+      size_t first = 0;
+      while (first < iov.size()) {
+        ssize_t n = ::preadv(fd.get(), &iov[first], static_cast<int>(iov.size() - first), off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return failf_errno("cannot read {} at offset {}", path, off);
+        if (n == 0) return failf("{} ends early at offset {}", path, off);
+        off += n;
+        if (progress) progress->fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+        auto done = static_cast<size_t>(n);
+        while (first < iov.size() && done >= iov[first].iov_len) done -= iov[first++].iov_len;
+        if (done) {
+          iov[first].iov_base = static_cast<char*>(iov[first].iov_base) + done;
+          iov[first].iov_len -= done;
+        }
+      }
+      iov.clear();
+      batch = 0;
+      return {};
+    };
+    auto add = [&](uint64_t dst, size_t len) -> Status {
+      while (len) {
+        size_t piece = std::min(len, kBatch - batch);
+        if (!iov.empty() && static_cast<char*>(iov.back().iov_base) + iov.back().iov_len ==
+                                reinterpret_cast<char*>(dst))
+          iov.back().iov_len += piece;
+        else
+          iov.push_back({reinterpret_cast<void*>(dst), piece});
+        batch += piece;
+        next += static_cast<off_t>(piece);
+        dst += piece;
+        len -= piece;
+        if (iov.size() == IOV_MAX || batch == kBatch) TRY(flush());
+      }
+      return {};
+    };
+    for (const PageRun* r : runs) {
+      // A gap in the file (pages of a parent image that this one replaced):
+      // the batch so far is read, the next starts at the run.
+      if (static_cast<off_t>(r->offset) != next) {
+        TRY(flush());
+        off = next = static_cast<off_t>(r->offset);
+      }
+      // A run may span back-to-back VMAs (validated); their slots are apart.
+      auto it = std::upper_bound(vmas.begin(), vmas.end(), r->start,
+                                 [](uint64_t a, const img::Vma& v) { return a < v.end(); });
+      for (uint64_t at = r->start; at < r->end; ++it) {
+        if (it == vmas.end() || it->start() > at)
+          return failf("page run {:#x}-{:#x} of {} is not inside VMAs", r->start, r->end, path);
+        auto idx = static_cast<size_t>(it - vmas.begin());
+        uint64_t piece_end = std::min(r->end, it->end());
+        TRY(add(plan.slot[idx] + (at - it->start()), piece_end - at));
+        at = piece_end;
       }
     }
-    iov.clear();
-    batch = 0;
-    return {};
-  };
-  auto add = [&](uint64_t dst, size_t len) -> Status {
-    while (len) {
-      size_t piece = std::min(len, kBatch - batch);
-      if (!iov.empty() && static_cast<char*>(iov.back().iov_base) + iov.back().iov_len ==
-                              reinterpret_cast<char*>(dst))
-        iov.back().iov_len += piece;
-      else
-        iov.push_back({reinterpret_cast<void*>(dst), piece});
-      batch += piece;
-      dst += piece;
-      len -= piece;
-      if (iov.size() == IOV_MAX || batch == kBatch) TRY(flush());
-    }
-    return {};
-  };
-  for (auto& e : p.pagemap) {
-    // A run may span back-to-back VMAs (validated); their slots are apart.
-    auto it = std::upper_bound(vmas.begin(), vmas.end(), e.vaddr(),
-                               [](uint64_t a, const img::Vma& v) { return a < v.end(); });
-    uint64_t end = e.vaddr() + uint64_t{e.nr_pages()} * kPageSize;
-    for (uint64_t at = e.vaddr(); at < end; ++it) {
-      auto idx = static_cast<size_t>(it - vmas.begin());
-      uint64_t piece_end = std::min(end, it->end());
-      TRY(add(plan.slot[idx] + (at - it->start()), piece_end - at));
-      at = piece_end;
-    }
+    TRY(flush());
   }
-  return flush();
+  return {};
 }
 
 }  // namespace minicriu

@@ -195,7 +195,7 @@ Status check_pagemap(const ProcessImages& p) {
       at = it->end();
     }
     runs.emplace_back(e.vaddr(), end);
-    pages += e.nr_pages();
+    if (!e.in_parent()) pages += e.nr_pages();  // the others lie in the parent images
   }
   std::sort(runs.begin(), runs.end());
   for (size_t i = 1; i < runs.size(); i++)

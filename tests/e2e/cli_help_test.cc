@@ -31,7 +31,7 @@ std::vector<std::string> option_entries(const std::string& help) {
 }  // namespace
 
 TEST(Cli, EveryOptionOfEveryCommandShowsAnExample) {
-  for (std::string cmd : {"dump", "restore", "show", "coredump", "dump-nodes", "restore-nodes"}) {
+  for (std::string cmd : {"dump", "pre-dump", "restore", "show", "coredump", "dump-nodes", "restore-nodes"}) {
     SCOPED_TRACE(cmd);
     auto r = run_minicriu({cmd, "--help"});
     ASSERT_EQ(r.status, 0) << r.output;

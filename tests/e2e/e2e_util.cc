@@ -321,7 +321,8 @@ void expect_one_line_error(const CommandResult& r, const std::string& needle) {
 
 uint64_t dumped_pages(const minicriu::img::ProcessView& proc) {
   uint64_t pages = 0;
-  for (auto& e : proc.pagemap()) pages += e.nr_pages();
+  for (auto& e : proc.pagemap())
+    if (!e.in_parent()) pages += e.nr_pages();
   return pages;
 }
 

@@ -135,7 +135,7 @@ void cycle(const std::string& program, int cycles, std::vector<std::string> args
 // nothing else: what a user or a runtime parses.
 void expect_one_line_error(const CommandResult& r, const std::string& needle);
 
-// Pages of one process in its page image.
+// Pages of one process in its page image (not those left in parent images).
 uint64_t dumped_pages(const minicriu::img::ProcessView& proc);
 
 }  // namespace e2e

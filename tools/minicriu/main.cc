@@ -174,6 +174,14 @@ int main(int argc, char** argv) {
   dump_cmd->add_flag("--file-locks", file_locks,
                      with_example("Accepted for CRIU recipes; file locks and leases are always carried",
                                   "--file-locks"));
+  dump_cmd->add_option("--prev-images-dir", dump.prev_images_dir,
+                       with_example("Images of a pre-dump of this tree (relative to -D, or absolute): only the "
+                                    "pages written since are dumped, the others are read from there (and up "
+                                    "its chain) at restore", "--prev-images-dir ../pre1"))
+      ->type_name("DIR");
+  dump_cmd->add_flag("--track-mem", dump.track_mem,
+                     with_example("Accepted for CRIU recipes; memory is write-tracked from a pre-dump on",
+                                  "--track-mem"));
   add_progress_after(dump_cmd, progress_after_ms);
   add_verbose(dump_cmd, verbosity);
   bool coordinated = false;
@@ -187,6 +195,39 @@ int main(int argc, char** argv) {
                        with_example("With --coordinated: how long to wait for the word, in ms (default 60000)",
                                     "--coordinated-timeout 30000"))
       ->type_name("MS");
+
+  minicriu::DumpOptions pre_dump;
+  pre_dump.pre_dump = true;
+  pre_dump.leave_running = true;
+  auto* pre_dump_cmd = app.add_subcommand(
+      "pre-dump", "Save the memory of a running tree and track what it writes from now, for a dump with "
+                  "--prev-images-dir that then saves only the pages written since (the tree runs on)");
+  pre_dump_cmd->footer(
+      "Examples:\n"
+      "  minicriu pre-dump -t 1234 -D /tmp/ckpt/1\n"
+      "  minicriu pre-dump -t 1234 -D /tmp/ckpt/2 --prev-images-dir ../1\n"
+      "  minicriu dump -t 1234 -D /tmp/ckpt/3 --prev-images-dir ../2 && minicriu restore -D /tmp/ckpt/3");
+  pre_dump_cmd->add_option("-t,--tree", pre_dump.pid, with_example("PID of the root of the tree", "-t 1234"))
+      ->type_name("PID")
+      ->required();
+  pre_dump_cmd->add_option("-D,--images-dir", pre_dump.images_dir,
+                           with_example("Directory to write the memory images to (must exist)", "-D /tmp/ckpt/1"))
+      ->type_name("DIR")
+      ->required();
+  pre_dump_cmd->add_option("--prev-images-dir", pre_dump.prev_images_dir,
+                           with_example("Images of the previous pre-dump of this tree (relative to -D, or "
+                                        "absolute): only the pages written since are saved",
+                                        "--prev-images-dir ../1"))
+      ->type_name("DIR");
+  pre_dump_cmd->add_flag("--track-mem", pre_dump.track_mem,
+                         with_example("Accepted for CRIU recipes; a pre-dump always tracks memory", "--track-mem"));
+  pre_dump_cmd->add_option("--tracking-timeout", pre_dump.tracking_timeout_s,
+                           with_example("How long the process that holds the write tracking waits for the next "
+                                        "round, in seconds (default 600); then the next round saves every page",
+                                        "--tracking-timeout 3600"))
+      ->type_name("SECONDS");
+  add_progress_after(pre_dump_cmd, progress_after_ms);
+  add_verbose(pre_dump_cmd, verbosity);
 
   minicriu::CoordinatedDumpOptions dump_nodes;
   std::string nodes_agent = "ssh";
@@ -328,9 +369,21 @@ int main(int argc, char** argv) {
     if (!r) return report(r.error());
     if (coordinated) minicriu::coordinated_node_report(STDOUT_FILENO, *r);
     if (verbosity > 0)
-      std::fprintf(stderr, "dumped %u process(es), %u thread(s), %.1f MiB of pages; frozen %.3f s\n",
+      std::fprintf(stderr, "dumped %u process(es), %u thread(s), %.1f MiB of pages (%llu page(s) left in the "
+                           "parent); frozen %.3f s\n",
                    r->processes, r->threads, static_cast<double>(r->page_bytes) / (1 << 20),
-                   static_cast<double>(r->frozen_ns) / 1e9);
+                   static_cast<unsigned long long>(r->pages_in_parent), static_cast<double>(r->frozen_ns) / 1e9);
+    return 0;
+  }
+  if (pre_dump_cmd->parsed()) {
+    pre_dump.log = log_options(verbosity, progress_after_ms);
+    auto r = minicriu::dump(pre_dump);
+    if (!r) return report(r.error());
+    if (verbosity > 0)
+      std::fprintf(stderr, "pre-dumped %u process(es), %.1f MiB of pages (%llu page(s) left in the parent); "
+                           "frozen %.3f s\n",
+                   r->processes, static_cast<double>(r->page_bytes) / (1 << 20),
+                   static_cast<unsigned long long>(r->pages_in_parent), static_cast<double>(r->frozen_ns) / 1e9);
     return 0;
   }
   if (restore_cmd->parsed()) {

@@ -45,6 +45,7 @@ enum {
   MC_NR_close = 3,
   MC_NR_mmap = 9,
   MC_NR_mprotect = 10,
+  MC_NR_ioctl = 16,
   MC_NR_munmap = 11,
   MC_NR_brk = 12,
   MC_NR_rt_sigaction = 13,

@@ -1,0 +1,114 @@
+#include "mem/page_scan.hpp"
+
+#include <fcntl.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "base/page.hpp"
+
+namespace minicriu {
+
+namespace {
+
+// linux/fs.h of Linux 6.7 (uapi, stable).
+struct PageRegionRaw {
+  uint64_t start, end, categories;
+};
+struct PmScanArg {
+  uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+  uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+static_assert(sizeof(PmScanArg) == 96);
+constexpr unsigned long kPagemapScan = (3ul << 30) | (sizeof(PmScanArg) << 16) | ('f' << 8) | 16;
+constexpr uint64_t kWpMatching = 1u << 0;
+constexpr uint64_t kCheckWpAsync = 1u << 1;
+
+constexpr uint64_t kPmPresent = 1ull << 63;
+constexpr uint64_t kPmSwapped = 1ull << 62;
+constexpr uint64_t kPmFile = 1ull << 61;
+
+void append(std::vector<PageRegion>& out, uint64_t start, uint64_t end, uint64_t cat) {
+  if (!out.empty() && out.back().end == start && out.back().categories == cat) out.back().end = end;
+  else out.push_back({start, end, cat});
+}
+
+}  // namespace
+
+Result<PageMap> PageMap::open(pid_t pid) {
+  UniqueFd fd(::open(fmt::format("/proc/{}/pagemap", pid).c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return failf_errno("pid {}: cannot open pagemap", pid);
+  // An empty range asks only whether the ioctl is there.
+  PmScanArg a{};
+  PageRegionRaw r{};
+  a.size = sizeof(a);
+  a.vec = reinterpret_cast<uint64_t>(&r);
+  a.vec_len = 1;
+  a.return_mask = page_category::present;
+  // A kernel without it has no ioctl on pagemap at all (ENOTTY).
+  bool scan = ::ioctl(fd.get(), kPagemapScan, &a) >= 0 || errno != ENOTTY;
+  return PageMap(pid, std::move(fd), scan);
+}
+
+Status PageMap::scan(uint64_t start, uint64_t end, bool write_protect, std::vector<PageRegion>& out) {
+  if (scan_) return scan_ioctl(start, end, write_protect, out);
+  if (write_protect) return failf("pid {}: write tracking needs the PAGEMAP_SCAN ioctl (Linux 6.7)", pid_);
+  return scan_read(start, end, out);
+}
+
+Status PageMap::scan_ioctl(uint64_t start, uint64_t end, bool write_protect, std::vector<PageRegion>& out) {
+  std::vector<PageRegionRaw> vec(16384);
+  for (uint64_t at = start; at < end;) {
+    PmScanArg a{};
+    a.size = sizeof(a);
+    a.flags = write_protect ? (kWpMatching | kCheckWpAsync) : 0;
+    a.start = at;
+    a.end = end;
+    a.vec = reinterpret_cast<uint64_t>(vec.data());
+    a.vec_len = vec.size();
+    a.category_anyof_mask = page_category::present | page_category::swapped;
+    a.return_mask = page_category::all;
+    int n = ::ioctl(fd_.get(), kPagemapScan, &a);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0)
+      return failf_errno("pid {}: PAGEMAP_SCAN of {:#x}-{:#x}{}", pid_, at, end,
+                         write_protect ? " (write-protecting)" : "");
+    // A call whose vec filled up may end inside the last run it reported
+    // (walk_end at that run's start): the next call reports that part again.
+    // The first report wins: with write_protect, the pages it reported as
+    // written are protected by now and would read as unwritten.
+    for (int i = 0; i < n; i++) {
+      uint64_t start = vec[i].start;
+      if (!out.empty() && out.back().end > start && out.back().start < vec[i].end) start = out.back().end;
+      if (start < vec[i].end) append(out, start, vec[i].end, vec[i].categories);
+    }
+    if (a.walk_end <= at) return failf("pid {}: PAGEMAP_SCAN made no progress at {:#x}", pid_, at);
+    at = a.walk_end;
+  }
+  return {};
+}
+
+Status PageMap::scan_read(uint64_t start, uint64_t end, std::vector<PageRegion>& out) {
+  std::vector<uint64_t> pm(16384);
+  for (uint64_t at = start; at < end;) {
+    uint64_t n = std::min<uint64_t>(pm.size(), (end - at) / kPageSize);
+    auto want = static_cast<ssize_t>(n * 8);
+    if (::pread(fd_.get(), pm.data(), static_cast<size_t>(want), static_cast<off_t>(at / kPageSize * 8)) != want)
+      return failf_errno("pid {}: cannot read pagemap at {:#x}", pid_, at);
+    for (uint64_t i = 0; i < n; i++) {
+      uint64_t e = pm[i];
+      if (!(e & (kPmPresent | kPmSwapped))) continue;
+      // Without the ioctl nothing is known written or not: every page counts
+      // as written (dumped).
+      uint64_t cat = page_category::written | ((e & kPmPresent) ? page_category::present : 0) |
+                     ((e & kPmSwapped) ? page_category::swapped : 0) | ((e & kPmFile) ? page_category::file : 0);
+      uint64_t page = at + i * kPageSize;
+      append(out, page, page + kPageSize, cat);
+    }
+    at += n * kPageSize;
+  }
+  return {};
+}
+
+}  // namespace minicriu

@@ -1,0 +1,59 @@
+// The page map of a process read with the PAGEMAP_SCAN ioctl of
+// /proc/PID/pagemap (Linux 6.7): one call returns the runs of pages that
+// match, with their categories, holes skipped. Where the ioctl is missing the
+// same runs are built from the pagemap's u64 per page (no write tracking
+// then). The same ioctl arms write tracking (PM_SCAN_WP_MATCHING) on memory
+// registered with a userfaultfd in asynchronous write-protect mode, and tells
+// which pages were written since (PAGE_IS_WRITTEN).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "base/error.hpp"
+#include "base/unique_fd.hpp"
+
+namespace minicriu {
+
+// PAGE_IS_* of linux/fs.h (the headers here predate them).
+namespace page_category {
+constexpr uint64_t wp_allowed = 1u << 0;  // the VMA is registered for async write-protect
+constexpr uint64_t written = 1u << 1;     // written since it was write-protected (or never protected)
+constexpr uint64_t file = 1u << 2;        // a page of a file or of shmem, not anonymous
+constexpr uint64_t present = 1u << 3;
+constexpr uint64_t swapped = 1u << 4;
+constexpr uint64_t pfn_zero = 1u << 5;    // the shared zero page
+constexpr uint64_t all = (1u << 6) - 1;
+}  // namespace page_category
+
+struct PageRegion {
+  uint64_t start = 0, end = 0;  // page aligned, [start, end)
+  uint64_t categories = 0;      // page_category bits of every page of the run
+};
+
+class PageMap {
+ public:
+  [[nodiscard]] static Result<PageMap> open(pid_t pid);
+
+  // Whether PAGEMAP_SCAN answers here (else: the pagemap read page by page).
+  bool has_scan() const { return scan_; }
+
+  // The runs of present or swapped pages of [start, end), in order, adjacent
+  // pages of the same categories merged. write_protect: the pages found are
+  // write-protected again as they are reported (PM_SCAN_WP_MATCHING), which
+  // needs the range registered for async write-protect (else an error).
+  [[nodiscard]] Status scan(uint64_t start, uint64_t end, bool write_protect, std::vector<PageRegion>& out);
+
+ private:
+  PageMap(pid_t pid, UniqueFd fd, bool scan) : pid_(pid), fd_(std::move(fd)), scan_(scan) {}
+  [[nodiscard]] Status scan_ioctl(uint64_t start, uint64_t end, bool write_protect, std::vector<PageRegion>& out);
+  [[nodiscard]] Status scan_read(uint64_t start, uint64_t end, std::vector<PageRegion>& out);
+
+  pid_t pid_ = 0;
+  UniqueFd fd_;
+  bool scan_ = false;
+};
+
+}  // namespace minicriu
