@@ -16,6 +16,7 @@ namespace {
 
 constexpr uint64_t kPmPresent = 1ull << 63;
 constexpr uint64_t kPmSwapped = 1ull << 62;
+constexpr uint64_t kPmFileOrSharedAnon = 1ull << 61;  // a file page, or shared anonymous
 
 // One page of the target, for arithmetic by pages on RemotePtr<Page>.
 struct Page {
