@@ -17,6 +17,7 @@
 #include <optional>
 #include <string_view>
 
+#include "base/fault.hpp"
 #include "base/page.hpp"
 #include "parasite_blob.h"
 #include "ptrace/remote_syscalls.hpp"
@@ -240,6 +241,7 @@ Error ParasiteSession::exited_early() const {
 
 Status ParasiteSession::send(uint32_t cmd, uint64_t arg, int fd) {
   if (lost_) return failf("pid {}: the parasite no longer answers", process_.pid);
+  if (cmd != PARASITE_CMD_FINI) TRY(fault_point("parasite-command"));
   ParasiteMsg msg{cmd, 0, arg, 0};
   iovec iov{&msg, sizeof(msg)};
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
@@ -478,6 +480,7 @@ Status ParasiteSession::clean_target() {
 }
 
 Status ParasiteSession::cure() {
+  FaultPause no_second_fault;
   Status result;
   auto note = [&](Status st) {
     if (!st && result) result = std::move(st);
