@@ -1,3 +1,6 @@
+// Steps, where a dump or a restore may be cancelled (minicriu::Cancel) and
+// where a test may inject a fault.
+//
 // Fault injection for tests: MINICRIU_FAULT=STEP:N makes the N-th occurrence
 // of the step named STEP fail, as if the kernel or the disk had refused it,
 // so that a test can walk every step of a dump or a restore and prove that a
@@ -13,6 +16,10 @@
 //   dump/STEP, restore/STEP  the orchestration's own steps
 // MINICRIU_FAULT=count makes every step log "fault step STEP:N" (at info,
 // -v in the CLI), N its occurrence: what a test walks.
+// MINICRIU_FAULT=STEP:N:stall makes the N-th occurrence wait instead, until
+// the dump or restore is cancelled (or for 60 s, then fail): a slow step at
+// any place, for the tests of SIGTERM and SIGINT. STEP:N:delay=MS makes it
+// wait MS ms and go on (a race a test wants to win).
 //
 // The plan lives for one dump() or restore(), installed on its thread by a
 // FaultScope (a thread-local pointer, not a global: two dumps on two threads
@@ -41,11 +48,16 @@ class FaultPlan {
   static FaultPlan parse(std::string_view spec);
 
   bool active() const { return counting_ || n_ > 0; }
-  // One occurrence of step: an error at the chosen one.
-  [[nodiscard]] Status hit(std::string_view step, const Logger& log);
+  // One occurrence of step: an error at the chosen one (stall(): the chosen
+  // one says true instead, and the caller waits there).
+  [[nodiscard]] Result<bool> hit(std::string_view step, const Logger& log);
+  bool stall() const { return stall_; }
+  uint64_t delay_ms() const { return delay_ms_; }
 
  private:
   bool counting_ = false;
+  bool stall_ = false;
+  uint64_t delay_ms_ = 0;
   std::string step_;
   uint64_t n_ = 0;
   std::map<std::string, uint64_t, std::less<>> seen_;
@@ -55,7 +67,9 @@ class FaultPlan {
 // (the plan of an enclosing scope comes back after it).
 class FaultScope {
  public:
-  explicit FaultScope(const Logger& log);
+  // cancel (may be null): every step, and check_cancelled() in waits, fail
+  // once it is requested.
+  FaultScope(const Logger& log, const Cancel* cancel);
   ~FaultScope();
   FaultScope(const FaultScope&) = delete;
   FaultScope& operator=(const FaultScope&) = delete;
@@ -64,7 +78,9 @@ class FaultScope {
  private:
   FaultPlan plan_;
   Logger log_;
+  const Cancel* cancel_;
   FaultScope* outer_;
+  friend Status check_cancelled();
   friend Status fault_point(std::string_view step);
   friend Status fault_point(std::string_view phase, std::string_view kind);
   friend class FaultPause;
@@ -84,8 +100,12 @@ class FaultPause {
 };
 
 // One occurrence of a step of the running dump or restore: an error if the
-// plan says this one fails, else nothing (and nothing at all without a plan).
+// dump or restore was cancelled, or if the plan says this one fails; else
+// nothing.
 [[nodiscard]] Status fault_point(std::string_view step);
+// An error if the running dump or restore was cancelled (for waits; not a
+// step: a wait's iterations are not counted).
+[[nodiscard]] Status check_cancelled();
 
 // The step PHASE/KIND, a kind's name as a step names it ("unix socket" ->
 // "take/unix-socket"); the name is made only when a plan is in force.

@@ -438,7 +438,7 @@ Result<DumpStats> dump(const DumpOptions& options) {
   ASSIGN_OR_RETURN(NetworkLockMode lock_mode, parse_network_lock_mode(options.network_lock));
   // Creates nothing yet: the first TCP connection makes the table.
   ASSIGN_OR_RETURN(auto net_lock, NetworkLock::create(lock_mode, std::to_string(options.pid), Logger(options.log)));
-  FaultScope faults(Logger(options.log));
+  FaultScope steps(Logger(options.log), options.cancel);
   Dumper d(options, std::move(external), std::move(net_lock));
   return d.run();
 }

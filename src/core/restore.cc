@@ -80,6 +80,7 @@ class SharedCounter {
 // it waits, tick() runs every 100 ms (the progress of the tree's pages).
 Result<rst::Msg> wait_ready(RestoringTask& task, const Logger& log, const std::function<void()>& tick) {
   for (;;) {
+    TRY(check_cancelled());
     pollfd pfd{task.channel(), POLLIN, 0};
     int ready = ::poll(&pfd, 1, 100);
     if (ready < 0 && errno != EINTR) return failf_errno("pid {}: waiting on the restore channel", task.pid());
@@ -150,7 +151,7 @@ class KeptNetworkLock {
 
 Result<RestoreResult> restore(const RestoreOptions& options) {
   Logger log(options.log);
-  FaultScope faults(log);
+  FaultScope steps(log, options.cancel);
   auto start = std::chrono::steady_clock::now();
   ImageDir dir(options.images_dir);
 
@@ -266,9 +267,16 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   result.root_pid = static_cast<pid_t>(ckpt.inventory.root_pid());
   log.info("restored pid {} in {} ms", result.root_pid, ms);
   if (options.detach) return result;
+  // The tree runs: a cancel now is the signal's for the tree, passed on to
+  // its root (as a shell would), once.
   int status = 0;
+  bool passed_on = false;
   while (::waitpid(result.root_pid, &status, 0) < 0) {
     if (errno != EINTR) return failf_errno("waiting for the restored pid {}", result.root_pid);
+    if (options.cancel && options.cancel->requested() && !passed_on) {
+      passed_on = true;
+      if (int sig = options.cancel->signal(); sig > 0) ::kill(result.root_pid, sig);
+    }
   }
   result.exit_status = status;
   return result;

@@ -17,6 +17,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -117,6 +118,8 @@ int main(int argc, char** argv) {
   pid_t child = fork();
   if (child < 0) return 2;
   int in_child = child == 0;
+  /* A test that fails and kills the root leaves no child behind. */
+  if (in_child) prctl(PR_SET_PDEATHSIG, SIGKILL);
   int mine = in_child ? sv[1] : sv[0];
   int tcp = in_child ? client : server;
   close(in_child ? sv[0] : sv[1]);
