@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "e2e_util.hpp"
+#include "minicriu/minicriu.h"
 
 using namespace e2e;
 using Clock = std::chrono::steady_clock;
@@ -237,4 +238,28 @@ TEST(Cancel, SigtermToARestoreThatWaitsForItsTreeIsPassedOnToTheRoot) {
   CommandResult r = m.wait();
   EXPECT_EQ(r.status, 128 + SIGTERM) << r.output;
   EXPECT_TRUE(wait_gone(pid, 5000));
+}
+
+TEST(Cancel, TheCAbiCancelStopsADumpAtItsFirstStep) {
+  TempDir dir;
+  std::string images = images_dir(dir);
+  Program p("intact", dir);
+  ASSERT_TRUE(p.wait_ready());
+  Holdings before = holdings_of(p.pid());
+  minicriu_cancel* cancel = minicriu_cancel_new();
+  minicriu_dump_opts* opts = minicriu_dump_opts_new();
+  ASSERT_TRUE(cancel && opts);
+  ASSERT_EQ(minicriu_dump_opts_set_pid(opts, p.pid()), 0);
+  ASSERT_EQ(minicriu_dump_opts_set_images_dir(opts, images.c_str()), 0);
+  ASSERT_EQ(minicriu_dump_opts_set_cancel(opts, cancel), 0);
+  // As a runtime's signal handler would, before (or while) the dump runs.
+  minicriu_cancel_request(cancel, SIGTERM);
+  EXPECT_EQ(minicriu_dump(opts), -1);
+  EXPECT_NE(std::string(minicriu_last_error()).find("cancelled by SIGTERM"), std::string::npos)
+      << minicriu_last_error();
+  minicriu_dump_opts_free(opts);
+  minicriu_cancel_free(cancel);
+  EXPECT_EQ(holdings_of(p.pid()), before);
+  EXPECT_TRUE(std::filesystem::is_empty(images));
+  expect_intact(p);
 }
