@@ -39,6 +39,16 @@ typedef struct minicriu_progress {
 } minicriu_progress;
 typedef void (*minicriu_progress_fn)(const minicriu_progress* progress, void* arg);
 
+/* Stops a dump or a restore while it runs (minicriu::Cancel): from another
+ * thread, or from a signal handler (minicriu_cancel_request is one atomic
+ * store, async-signal-safe). The dump then fails as any failed dump does, its
+ * tree released and running on; a restore whose tree does not run yet kills
+ * what it made. signo names the cause in the error (0: a call). */
+typedef struct minicriu_cancel minicriu_cancel;
+minicriu_cancel* minicriu_cancel_new(void);
+void minicriu_cancel_free(minicriu_cancel* cancel);
+void minicriu_cancel_request(minicriu_cancel* cancel, int signo);
+
 typedef struct minicriu_dump_opts minicriu_dump_opts;
 minicriu_dump_opts* minicriu_dump_opts_new(void);
 void minicriu_dump_opts_free(minicriu_dump_opts* opts);
@@ -102,6 +112,8 @@ int minicriu_dump_opts_set_tcp_established(minicriu_dump_opts* opts, int on);
 /* Connections waiting to be accepted, from outside the tree, are dropped
  * instead of refused. */
 int minicriu_dump_opts_set_tcp_drop_pending(minicriu_dump_opts* opts, int on);
+/* The dump stops when cancel is requested (NULL: never); it must outlive it. */
+int minicriu_dump_opts_set_cancel(minicriu_dump_opts* opts, minicriu_cancel* cancel);
 /* Checkpoints the tree; on failure the tree keeps running. */
 int minicriu_dump(const minicriu_dump_opts* opts);
 
@@ -127,6 +139,8 @@ minicriu_restore_opts* minicriu_restore_opts_new(void);
 void minicriu_restore_opts_free(minicriu_restore_opts* opts);
 int minicriu_restore_opts_set_images_dir(minicriu_restore_opts* opts, const char* dir);
 int minicriu_restore_opts_set_detach(minicriu_restore_opts* opts, int detach);
+/* The restore stops when cancel is requested (NULL: never). */
+int minicriu_restore_opts_set_cancel(minicriu_restore_opts* opts, minicriu_cancel* cancel);
 int minicriu_restore_opts_set_log(minicriu_restore_opts* opts, int level, minicriu_log_fn fn, void* arg);
 int minicriu_restore_opts_set_progress(minicriu_restore_opts* opts, minicriu_progress_fn fn, void* arg,
                                        unsigned after_ms);

@@ -8,6 +8,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstdint>
 #include <expected>
 #include <functional>
@@ -44,6 +45,27 @@ class [[nodiscard]] Error {
 template <typename T>
 using Result = std::expected<T, Error>;
 using Status = std::expected<void, Error>;
+
+// Stops a dump or a restore while it runs (DumpOptions::cancel,
+// RestoreOptions::cancel), from another thread or from a signal handler:
+// request() is one lock-free atomic store. The engine looks at it at every
+// step and in every wait; a dump then fails as any failed dump does (its
+// parasites cured, the tree released and running on, its images and
+// temporary files removed), a restore whose tree does not run yet kills
+// what it made. A restore that waits for its running tree's root passes
+// the signal on to the root instead. The cure and the release themselves
+// are never cut short: a second request changes nothing.
+class Cancel {
+ public:
+  // signo: the signal that asked for it, named in the error (0: a call).
+  void request(int signo = 0) noexcept { state_.store(signo + 1, std::memory_order_relaxed); }
+  bool requested() const noexcept { return state_.load(std::memory_order_relaxed) != 0; }
+  int signal() const noexcept { return requested() ? state_.load(std::memory_order_relaxed) - 1 : 0; }
+
+ private:
+  static_assert(std::atomic<int>::is_always_lock_free, "request() runs in signal handlers");
+  std::atomic<int> state_{0};
+};
 
 enum class LogLevel { error = 0, warn = 1, info = 2, debug = 3 };
 
@@ -179,6 +201,8 @@ struct DumpOptions {
   // root exits.
   std::shared_ptr<MemoryTracking> tracking;
   unsigned tracking_timeout_s = 600;
+  // Asked to stop (see Cancel); null: never. Must outlive the dump.
+  const Cancel* cancel = nullptr;
 };
 
 struct DumpStats {
@@ -241,6 +265,8 @@ struct RestoreOptions {
   ExternalRestoreHook external_hook;
   bool detach = false;           // return after the tree runs; else wait for the root
   LogOptions log;
+  // Asked to stop (see Cancel); null: never. Must outlive the restore.
+  const Cancel* cancel = nullptr;
 };
 
 struct RestoreResult {

@@ -14,6 +14,9 @@ struct minicriu_dump_opts {
 struct minicriu_restore_opts {
   minicriu::RestoreOptions options;
 };
+struct minicriu_cancel {
+  minicriu::Cancel cancel;
+};
 
 namespace {
 
@@ -241,6 +244,26 @@ int minicriu_restore_opts_set_images_dir(minicriu_restore_opts* opts, const char
     return 0;
   }, -1);
 }
+minicriu_cancel* minicriu_cancel_new(void) { return new (std::nothrow) minicriu_cancel(); }
+
+void minicriu_cancel_free(minicriu_cancel* cancel) { delete cancel; }
+
+void minicriu_cancel_request(minicriu_cancel* cancel, int signo) {
+  if (cancel) cancel->cancel.request(signo);
+}
+
+int minicriu_dump_opts_set_cancel(minicriu_dump_opts* opts, minicriu_cancel* cancel) {
+  if (!opts) return bad_argument("opts");
+  opts->options.cancel = cancel ? &cancel->cancel : nullptr;
+  return 0;
+}
+
+int minicriu_restore_opts_set_cancel(minicriu_restore_opts* opts, minicriu_cancel* cancel) {
+  if (!opts) return bad_argument("opts");
+  opts->options.cancel = cancel ? &cancel->cancel : nullptr;
+  return 0;
+}
+
 int minicriu_restore_opts_set_detach(minicriu_restore_opts* opts, int detach) {
   return guarded([&]() -> int {
     if (!opts) return bad_argument("opts");

@@ -17,6 +17,7 @@
 #include "base/page.hpp"
 #include "base/error.hpp"
 #include "base/external.hpp"
+#include "base/fault.hpp"
 #include "base/log.hpp"
 #include "base/version.hpp"
 #include "fs/fd_table.hpp"
@@ -161,6 +162,7 @@ class Dumper::FailureGuard {
   void* operator new(size_t) = delete;
   ~FailureGuard() {
     if (dismissed_) return;
+    FaultPause no_second_fault;
     d_.images_.remove_all();
     d_.processes_.clear();  // drops unfinished page files
     d_.release_kinds(TreeFate::runs);
@@ -188,7 +190,7 @@ Status Dumper::take_process_state(FrozenProcess& proc, const proc::Stat& stat, s
   log_.info("pid {}: {} fd(s)", proc.pid, out.fds.size());
   // After the fds: a ghost file held by an fd is named by its fd in messages.
   for (auto& v : vmas) {
-    TRY(kinds_.each([&](Kind& k) { return k.take_vma(proc.pid, v, env_); }));
+    TRY(kinds_.each("take_vma", [&](Kind& k) { return k.take_vma(proc.pid, v, env_); }));
     if (!v.deleted) continue;
     bool writable_shared = v.maps.shared && v.maps.write;
     ASSIGN_OR_RETURN(uint32_t id, files_.add_deleted_mapping(proc.pid, v.vma.start(), v.vma.end(),
@@ -196,7 +198,7 @@ Status Dumper::take_process_state(FrozenProcess& proc, const proc::Stat& stat, s
     v.vma.set_file_id(id);
   }
   ProcessDump p{proc.pid, stat, out.entry, out.core, out.mm, parasite};
-  TRY(kinds_.each([&](Kind& k) { return k.take_process(p, env_); }));
+  TRY(kinds_.each("take_process", [&](Kind& k) { return k.take_process(p, env_); }));
   return {};
 }
 
@@ -314,6 +316,7 @@ Status Dumper::dump_tree(TaskTree& tree) {
     for (size_t j = 0; j < i; j++)
       if (tree.processes()[j].pid == tree.processes()[i].ppid && !tree.processes()[j].zombie)
         parent = ParentMemory{tree.processes()[j].pid, &processes_[j].mm};
+    TRY(fault_point("dump/process"));
     TRY(dump_process(tree.processes()[i], processes_[i], parent));
   }
   stats_.processes = static_cast<unsigned>(tree.processes().size());
@@ -326,7 +329,7 @@ Status Dumper::check_tree(TaskTree& tree) {
   DumpTree view;
   for (auto& p : tree.processes()) view.pids.insert(p.pid);
   for (auto& p : processes_) view.processes.push_back(&p.entry);
-  return kinds_.each([&](Kind& k) { return k.check(view, env_); });
+  return kinds_.each("check", [&](Kind& k) { return k.check(view, env_); });
 }
 
 // A gated dump (DumpOptions::commit_gate) must leave the tree as it was when
@@ -399,7 +402,7 @@ Status Dumper::write_process_images() {
 }
 
 Status Dumper::commit_kinds(bool destructive) {
-  return kinds_.each([&](Kind& k) {
+  return kinds_.each("commit", [&](Kind& k) {
     return k.is_destructive() == destructive ? k.commit(images_, env_) : Status{};
   });
 }
@@ -456,7 +459,7 @@ Status Dumper::write_images(pid_t root) {
   TRY(inventory_img.reserve(stream_size(std::vector<img::Inventory>{inv}) + 4096));
 
   if (destroys) {
-    TRY(kinds_.each([&](Kind& k) { return k.is_destructive() ? k.destructive(env_) : Status{}; }));
+    TRY(kinds_.each("destructive", [&](Kind& k) { return k.is_destructive() ? k.destructive(env_) : Status{}; }));
     TRY(commit_kinds(true));
   }
   for (auto& f : files_.entries()) TRY(files_img.write(f));
@@ -644,7 +647,7 @@ Result<DumpStats> Dumper::run() {
   auto start = Clock::now();
   TRY(dir_.check_writable());
   TRY(load_parent());
-  TRY(kinds_.each([&](Kind& k) { return k.begin(env_); }));
+  TRY(kinds_.each("begin", [&](Kind& k) { return k.begin(env_); }));
   log_.info("{} pid {} into {}{}", options_.pre_dump ? "pre-dumping" : "dumping", options_.pid, dir_.path(),
             parent_ ? fmt::format(" (parent images {})", parent_dir_) : "");
   if (options_.pre_dump) {
@@ -653,6 +656,7 @@ Result<DumpStats> Dumper::run() {
     return stats_;
   }
 
+  TRY(fault_point("dump/freeze"));
   ASSIGN_OR_RETURN(auto tree, TaskTree::freeze(options_.pid, log_));
   frozen_at_ = Clock::now();
   FailureGuard guard(*this, *tree);
@@ -664,6 +668,7 @@ Result<DumpStats> Dumper::run() {
   // Every image is synced; the tree dies (or its images stay) only on the
   // gate's word. A no fails the dump as anything else would.
   if (options_.commit_gate) TRY(options_.commit_gate());
+  TRY(fault_point("dump/publish"));
   TRY(images_.publish());
   guard.dismiss();
   link_parent(dir_.path(), options_.prev_images_dir, log_);
@@ -689,6 +694,7 @@ Result<DumpStats> dump(const DumpOptions& options) {
   ASSIGN_OR_RETURN(NetworkLockMode lock_mode, parse_network_lock_mode(options.network_lock));
   // Creates nothing yet: the first TCP connection makes the table.
   ASSIGN_OR_RETURN(auto net_lock, NetworkLock::create(lock_mode, std::to_string(options.pid), Logger(options.log)));
+  FaultScope steps(Logger(options.log), options.cancel);
   Dumper d(options, std::move(external), std::move(net_lock));
   auto result = d.run();
   if (!result) d.give_back_tracking();

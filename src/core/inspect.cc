@@ -13,7 +13,7 @@ Result<std::unique_ptr<InspectedCheckpoint>> InspectedCheckpoint::load(const std
   auto loaded = [&]() -> Status {
     ASSIGN_OR_RETURN(c->checkpoint, load_checkpoint(c->dir));
     TRY(validate_images(c->checkpoint, c->kinds));
-    return c->kinds.each([&](Kind& k) { return k.load(c->env); });
+    return c->kinds.each("load", [&](Kind& k) { return k.load(c->env); });
   }();
   if (!loaded) return std::unexpected(loaded.error().context(fmt::format("{} is not a readable checkpoint", c->dir.path())));
   return c;

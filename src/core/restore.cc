@@ -19,6 +19,7 @@
 
 #include "base/error.hpp"
 #include "base/external.hpp"
+#include "base/fault.hpp"
 #include "base/log.hpp"
 #include "base/mapping.hpp"
 #include "fs/fd_table.hpp"
@@ -80,6 +81,7 @@ class SharedCounter {
 // it waits, tick() runs every 100 ms (the progress of the tree's pages).
 Result<rst::Msg> wait_ready(RestoringTask& task, const Logger& log, const std::function<void()>& tick) {
   for (;;) {
+    TRY(check_cancelled());
     pollfd pfd{task.channel(), POLLIN, 0};
     int ready = ::poll(&pfd, 1, 100);
     if (ready < 0 && errno != EINTR) return failf_errno("pid {}: waiting on the restore channel", task.pid());
@@ -150,10 +152,12 @@ class KeptNetworkLock {
 
 Result<RestoreResult> restore(const RestoreOptions& options) {
   Logger log(options.log);
+  FaultScope steps(log, options.cancel);
   auto start = std::chrono::steady_clock::now();
   ImageDir dir(options.images_dir);
 
   ASSIGN_OR_RETURN(auto stand_ins, ExternalStandIns::from_options(options));
+  TRY(fault_point("restore/load"));
   ASSIGN_OR_RETURN(Checkpoint ckpt, load_checkpoint(dir));
   KeptNetworkLock net_lock(ckpt.inventory, log);
   TRY(net_lock.check());
@@ -164,7 +168,7 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   TRY(check_restorer_not_under_seccomp());
   RestoreEnv env{options, dir, ckpt, log};
   // Every kind reads and checks its own images now.
-  TRY(kinds.each([&](Kind& k) { return k.load(env); }));
+  TRY(kinds.each("load", [&](Kind& k) { return k.load(env); }));
   log.info("images of {} process(es) read and valid", ckpt.processes.size());
   TRY(check_ids_free(ckpt));
   // What stands in for objects that were outside the tree: asked for before
@@ -173,12 +177,12 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   std::set<std::string> external;
   kinds.each_void([&](Kind& k) { k.list_external(env, external); });
   TRY(stand_ins.check_used(external));
-  TRY(kinds.each([&](Kind& k) { return k.take_stand_ins(stand_ins, env); }));
+  TRY(kinds.each("take_stand_ins", [&](Kind& k) { return k.take_stand_ins(stand_ins, env); }));
 
   // What the whole tree shares is made here, before its first process, above
   // every fd number any of them uses: each process inherits it all.
   ASSIGN_OR_RETURN(env.fd_floor, raise_fd_floor(ckpt));
-  TRY(kinds.each([&](Kind& k) { return k.create_shared(env); }));
+  TRY(kinds.each("create_shared", [&](Kind& k) { return k.create_shared(env); }));
   ASSIGN_OR_RETURN(SharedFiles shared, open_shared_files(ckpt, kinds, env.fd_floor));
   ASSIGN_OR_RETURN(SharedCounter pages_restored, SharedCounter::make());
   uint64_t page_bytes = 0;
@@ -205,6 +209,7 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   std::vector<RestoringTask> tasks;
   std::vector<const ProcessImages*> restored;
   {
+    TRY(fault_point("restore/create-root"));
     ASSIGN_OR_RETURN(auto task, create_task(root, std::move(channels.at(root_pid)),
                                             [&](int) { restore_task(tree, root); }));
     tasks.push_back(std::move(task));
@@ -222,6 +227,7 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
 
   std::vector<std::unique_ptr<TailUnmapper>> tails;
   for (size_t i = 0; i < tasks.size(); i++) {
+    TRY(fault_point("restore/wait-ready"));
     ASSIGN_OR_RETURN(rst::Msg ready, wait_ready(tasks[i], log, tick));
     std::vector<pid_t> tids(restored[i]->entry.tids().begin(), restored[i]->entry.tids().end());
     auto tail = TailUnmapper::attach(tasks[i].pid(), tids, ready);
@@ -241,8 +247,11 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   // not keep it open, and each kind puts its last touches (ghosts become
   // ghosts again, connections leave repair mode).
   shared.fds.clear();
-  TRY(kinds.each([&](Kind& k) { return k.resume(env); }));
-  for (auto& t : tasks) TRY(send_go(t.channel()));
+  TRY(kinds.each("resume", [&](Kind& k) { return k.resume(env); }));
+  for (auto& t : tasks) {
+    TRY(fault_point("restore/go"));
+    TRY(send_go(t.channel()));
+  }
   // From here the tree runs on its own: nothing below may kill it.
   for (auto& t : tasks) t.release();
   net_lock.unlock();
@@ -266,9 +275,16 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   result.root_pid = static_cast<pid_t>(ckpt.inventory.root_pid());
   log.info("restored pid {} in {} ms", result.root_pid, ms);
   if (options.detach) return result;
+  // The tree runs: a cancel now is the signal's for the tree, passed on to
+  // its root (as a shell would), once.
   int status = 0;
+  bool passed_on = false;
   while (::waitpid(result.root_pid, &status, 0) < 0) {
     if (errno != EINTR) return failf_errno("waiting for the restored pid {}", result.root_pid);
+    if (options.cancel && options.cancel->requested() && !passed_on) {
+      passed_on = true;
+      if (int sig = options.cancel->signal(); sig > 0) ::kill(result.root_pid, sig);
+    }
   }
   result.exit_status = status;
   return result;

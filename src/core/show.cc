@@ -20,7 +20,8 @@ namespace minicriu {
 namespace {
 
 // Raised only when a field changes meaning or goes away (docs/show-json.md).
-constexpr uint32_t kJsonSchemaVersion = 1;
+// 2: paths, names and comms are bytes (base64 in the JSON), not strings.
+constexpr uint32_t kJsonSchemaVersion = 2;
 
 std::string hex(uint64_t v) { return fmt::format("{:#x}", v); }
 

@@ -4,6 +4,7 @@
 #include <linux/kcmp.h>
 #include <sys/stat.h>
 
+#include "base/fault.hpp"
 #include "base/syscalls.hpp"
 #include "base/unique_fd.hpp"
 #include "parasite/parasite_session.hpp"
@@ -14,6 +15,7 @@ Result<uint32_t> FileRegistry::add_entry(const FdDumpInfo& info) {
   ASSIGN_OR_RETURN(Kind * kind, kinds_.taker(info));
   img::FileEntry entry;
   entry.set_id(static_cast<uint32_t>(entries_.size() + 1));
+  TRY(fault_point("take", kind->name()));
   TRY(kind->take(info, entry, env_));
   entries_.push_back(std::move(entry));
   return entries_.back().id();
@@ -33,7 +35,7 @@ Result<uint32_t> FileRegistry::find_or_add(const FdDumpInfo& fd) {
 
 Result<uint32_t> FileRegistry::add(const FdDumpInfo& fd) {
   ASSIGN_OR_RETURN(uint32_t id, find_or_add(fd));
-  TRY(kinds_.each([&](Kind& k) { return k.observe_fd(fd, id, env_); }));
+  TRY(kinds_.each("observe_fd", [&](Kind& k) { return k.observe_fd(fd, id, env_); }));
   return id;
 }
 

@@ -111,11 +111,12 @@ class RegularFileKind final : public Kind {
     return reopen_reg_file(entry.reg().path(), entry.reg());
   }
 
-  // Every holder reopened its file: the link remaps go.
-  Status resume(const RestoreEnv& env) override {
+  // Every holder reopened its file and the tree runs: the link remaps go.
+  // Not in resume(): a restore may still fail there, and a checkpoint whose
+  // link remaps are gone could not be restored again.
+  void after_resume(const RestoreEnv& env) override {
     for (auto& f : env.checkpoint.files)
       if (f.has_reg() && f.reg().remove_after_restore()) ::unlink(f.reg().path().c_str());
-    return {};
   }
 
   std::string describe(const img::FileEntry& f) const override { return reg_file_summary(f.reg()); }

@@ -6,6 +6,8 @@
 
 #include <cstring>
 
+#include "base/fault.hpp"
+
 namespace minicriu {
 
 namespace {
@@ -21,6 +23,7 @@ static_assert(sizeof(ImageHead) == 16);
 std::string image_part_path(const std::string& path) { return path + ".part"; }
 
 Result<UniqueFd> create_image_part(const std::string& path) {
+  TRY(fault_point("image-write"));
   std::string tmp = image_part_path(path);
   // A crashed dump's leftover goes; whatever is there (a symlink planted in
   // the directory included) is replaced, never followed or truncated.

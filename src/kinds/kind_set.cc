@@ -2,6 +2,7 @@
 
 #include <sys/socket.h>
 
+#include "base/fault.hpp"
 #include "fs/ghost_file.hpp"
 
 namespace minicriu {
@@ -32,8 +33,11 @@ KindSet KindSet::make() {
   return set;
 }
 
-Status KindSet::each(const std::function<Status(Kind&)>& phase) {
-  for (auto& k : kinds_) TRY(phase(*k));
+Status KindSet::each(std::string_view name, const std::function<Status(Kind&)>& phase) {
+  for (auto& k : kinds_) {
+    TRY(fault_point(name, k->name()));
+    TRY(phase(*k));
+  }
   return {};
 }
 
@@ -95,6 +99,7 @@ const Kind* KindSet::reader(const img::Vma& vma) const {
 
 Result<UniqueFd> KindSet::open(const img::FileEntry& entry) const {
   ASSIGN_OR_RETURN(Kind * kind, owner(entry));
+  TRY(fault_point("open", kind->name()));
   return kind->open(entry);
 }
 

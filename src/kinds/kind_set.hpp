@@ -21,8 +21,10 @@ class KindSet {
   KindSet(KindSet&&) = default;
   KindSet& operator=(KindSet&&) = default;
 
-  // Runs phase on every kind in order; stops at the first error.
-  [[nodiscard]] Status each(const std::function<Status(Kind&)>& phase);
+  // Runs phase on every kind in order; stops at the first error. name is the
+  // phase's, for fault injection (base/fault.hpp): step NAME/KIND may fail
+  // before each kind's call, so a walk of the steps covers every kind.
+  [[nodiscard]] Status each(std::string_view name, const std::function<Status(Kind&)>& phase);
   // The same for phases that cannot fail.
   void each_void(const std::function<void(Kind&)>& phase);
 

@@ -20,6 +20,7 @@
 #include <optional>
 #include <string_view>
 
+#include "base/fault.hpp"
 #include "base/page.hpp"
 #include "parasite_blob.h"
 #include "ptrace/remote_syscalls.hpp"
@@ -182,6 +183,7 @@ Status ParasiteSession::start() {
   std::memcpy(addr.sun_path + 1, name.data(), name.size());
   socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
   ASSIGN_OR_RETURN(UniqueFd listener, listen_where_target_is(process_.pid, addr, len));
+  TRY(fault_point("parasite-listen"));
 
   auto* ctl = reinterpret_cast<ParasiteCtl*>(local(layout_.ctl));
   std::memset(ctl, 0, sizeof(*ctl));
@@ -201,11 +203,28 @@ Status ParasiteSession::start() {
   TRY(daemon_->load(regs));
   TRY(process_.leader().resume());
 
-  pollfd pfd{listener.get(), POLLIN, 0};
-  ASSIGN_OR_RETURN(Wake wake, wait_parasite({&pfd, 1}, stall_deadline(), "did not connect"));
-  if (wake == Wake::trapped) return std::unexpected(exited_early());
-  sock_.reset(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
-  if (!sock_) return fail_errno("accept of the parasite connection");
+  // The name is abstract: anyone in the target's network namespace may find
+  // it (/proc/net/unix) and connect first. Only the target itself is taken
+  // (SO_PEERCRED: the pid that connected, as our pid namespace sees it); an
+  // impostor is dropped and the wait goes on.
+  auto deadline = stall_deadline();
+  for (;;) {
+    pollfd pfd{listener.get(), POLLIN, 0};
+    ASSIGN_OR_RETURN(Wake wake, wait_parasite({&pfd, 1}, deadline, "did not connect"));
+    if (wake == Wake::trapped) return std::unexpected(exited_early());
+    UniqueFd conn(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    if (!conn) return fail_errno("accept of the parasite connection");
+    ucred peer{};
+    socklen_t peer_len = sizeof(peer);
+    if (::getsockopt(conn.get(), SOL_SOCKET, SO_PEERCRED, &peer, &peer_len) != 0)
+      return fail_errno("SO_PEERCRED of the parasite connection");
+    if (peer.pid == process_.pid) {
+      sock_ = std::move(conn);
+      break;
+    }
+    log_.warn("pid {}: a connection to the parasite's socket from pid {} (uid {}), not the target, was "
+              "refused", process_.pid, peer.pid, peer.uid);
+  }
   log_.debug("pid {}: parasite running", process_.pid);
   return {};
 }
@@ -214,6 +233,9 @@ Result<ParasiteSession::Wake> ParasiteSession::wait_parasite(std::span<pollfd> f
                                                              std::string_view what,
                                                              std::chrono::milliseconds tick) {
   for (;;) {
+    // A cancelled dump stops waiting (the cure, which waits too, is not
+    // cancelled: it runs under a FaultPause).
+    TRY(check_cancelled());
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
     int n = ::poll(fds.data(), fds.size(), static_cast<int>(std::clamp(left, 0ms, tick).count()));
     if (n > 0) return Wake::ready;
@@ -243,6 +265,7 @@ Error ParasiteSession::exited_early() const {
 
 Status ParasiteSession::send(uint32_t cmd, uint64_t arg, int fd) {
   if (lost_) return failf("pid {}: the parasite no longer answers", process_.pid);
+  if (cmd != PARASITE_CMD_FINI) TRY(fault_point("parasite-command"));
   ParasiteMsg msg{cmd, 0, arg, 0};
   iovec iov{&msg, sizeof(msg)};
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
@@ -598,6 +621,7 @@ Status ParasiteSession::clean_target() {
 }
 
 Status ParasiteSession::cure() {
+  FaultPause no_second_fault;
   Status result;
   auto note = [&](Status st) {
     if (!st && result) result = std::move(st);

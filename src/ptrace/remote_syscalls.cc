@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "base/fault.hpp"
+
 namespace minicriu {
 
 RemoteSyscalls::RemoteSyscalls(Tracee& tracee, RemotePtr<> gadget) : thread_(tracee), site_(gadget) {}
@@ -32,6 +34,7 @@ Status RemoteSyscalls::write_scratch(const void* data, size_t size) const {
 Result<long> RemoteSyscalls::syscall(long nr, SyscallArg a1, SyscallArg a2, SyscallArg a3, SyscallArg a4,
                                      SyscallArg a5, SyscallArg a6) {
   if (!thread_.entered()) return fail("remote syscall outside an entered scope");
+  TRY(fault_point("remote-syscall"));
   arch::Regs regs = thread_.saved_regs();
   arch::set_syscall(regs, site_, nr, {a1.value(), a2.value(), a3.value(), a4.value(), a5.value(), a6.value()});
   TRY(thread_.load(regs));

@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <list>
 
+#include "base/fault.hpp"
 #include "base/unique_fd.hpp"
 #include "fs/fd_table.hpp"
 #include "restorer/blob_setup.hpp"
@@ -134,10 +135,10 @@ Result<PremappedMemory> prepare_memory(const TreeRestore& tree, const ProcessIma
 
 // Each kind's last step in the task, its warnings sent on the channel.
 Status kinds_in_task(KindSet& kinds, const Checkpoint& c, const ProcessImages& p, int channel,
-                     Status (Kind::*phase)(TaskEnv&)) {
+                     const char* name, Status (Kind::*phase)(TaskEnv&)) {
   std::vector<std::string> warnings;
   TaskEnv task{c, p, warnings};
-  Status st = kinds.each([&](Kind& k) { return (k.*phase)(task); });
+  Status st = kinds.each(name, [&](Kind& k) { return (k.*phase)(task); });
   for (auto& w : warnings) send_warn(channel, w);
   return st;
 }
@@ -217,12 +218,12 @@ Result<BlobJump> prepare(const TreeRestore& tree, const ProcessImages& p, int& c
   PremapPlan& plan = mem.plan;
   SpecialMappings& here = mem.here;
   // Its fds and memory are in place.
-  TRY(kinds_in_task(*tree.kinds, c, p, channel, &Kind::restore_process));
+  TRY(kinds_in_task(*tree.kinds, c, p, channel, "restore_process", &Kind::restore_process));
   // What the restore opened for itself (pipe ends, shmem objects) goes now.
   TRY(close_restore_fds(sharing, *fds_end, keep));
   // Nothing of the restore closes an fd of the table after this (but the
   // executable, in the blob).
-  TRY(kinds_in_task(*tree.kinds, c, p, channel, &Kind::restore_process_last));
+  TRY(kinds_in_task(*tree.kinds, c, p, channel, "restore_process_last", &Kind::restore_process_last));
 
   BlobInputs in;
   in.process = &p;
@@ -271,7 +272,9 @@ void restore_task(const TreeRestore& tree, const ProcessImages& p, const Inherit
   bool root = p.entry.ppid() == 0 || !c.process(static_cast<pid_t>(p.entry.ppid()));
   if (auto st = enter_session(p, channel, root); !st) fail_task(st.error());
   // Before the children: they inherit the session's terminal.
-  if (auto st = kinds_in_task(*tree.kinds, c, p, channel, &Kind::restore_session); !st) fail_task(st.error());
+  if (auto st = kinds_in_task(*tree.kinds, c, p, channel, "restore_session", &Kind::restore_session); !st)
+    fail_task(st.error());
+  if (auto st = fault_point("restore/task-memory"); !st) fail_task(st.error());
   auto mem = prepare_memory(tree, p, inherited);
   if (!mem) fail_task(mem.error());
   // Where this process's private memory waits: its children's twins of it

@@ -270,7 +270,7 @@ TEST(Show, TheSummaryCountsEachKindAndCoresReadGhostData) {
   ASSERT_TRUE(p.wait_ready());
   ASSERT_NO_FATAL_FAILURE(dump_leave_running(p, images));
   auto view = show_json(images);
-  EXPECT_EQ(view.schema_version(), 1u);
+  EXPECT_EQ(view.schema_version(), 2u);
   const auto& s = view.summary();
   EXPECT_EQ(s.processes(), 2u);
   EXPECT_EQ(s.threads(), 2u);

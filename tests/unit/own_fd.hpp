@@ -40,7 +40,7 @@ class DumpContextFixture {
  public:
   DumpContextFixture() : dir_("/nonexistent"), kinds_(KindSet::make()), env_{options_, dir_, log_, external_} {
     env_.files = &files_;
-    auto st = kinds_.each([&](Kind& k) { return k.begin(env_); });
+    auto st = kinds_.each("begin", [&](Kind& k) { return k.begin(env_); });
     EXPECT_TRUE(st) << st.error().what();
   }
   DumpEnv& env() { return env_; }

@@ -1,6 +1,7 @@
 // The minicriu command line: a thin client of libminicriu. Every option says
 // what it does and shows an example; `minicriu --man` prints the manual page
 // made from the same text (installed as minicriu.1).
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -33,8 +34,24 @@ minicriu::LogOptions log_options(int verbosity, uint32_t progress_after_ms) {
   return log;
 }
 
+// SIGINT, SIGTERM and SIGHUP during a dump or a restore ask the library to
+// stop (a dump cures and releases its tree first); the exit status is then
+// 128 + the signal's number, as if it had killed us.
+minicriu::Cancel cancel_by_signal;
+
+void on_stop_signal(int sig) { cancel_by_signal.request(sig); }
+
+void catch_stop_signals() {
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = 0;  // no SA_RESTART: a blocking wait returns and looks at the request
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(sig, &sa, nullptr);
+}
+
 int report(const minicriu::Error& e) {
   std::fprintf(stderr, "minicriu: error: %s\n", e.what().c_str());
+  if (int sig = cancel_by_signal.signal(); sig > 0) return 128 + sig;
   return 1;
 }
 
@@ -364,6 +381,8 @@ int main(int argc, char** argv) {
 
   if (dump_cmd->parsed()) {
     dump.log = log_options(verbosity, progress_after_ms);
+    dump.cancel = &cancel_by_signal;
+    catch_stop_signals();
     if (coordinated) dump.commit_gate = minicriu::coordinated_node_gate(STDIN_FILENO, STDOUT_FILENO, coordinated_timeout_ms);
     auto r = minicriu::dump(dump);
     if (!r) return report(r.error());
@@ -388,6 +407,8 @@ int main(int argc, char** argv) {
   }
   if (restore_cmd->parsed()) {
     restore.log = log_options(verbosity, progress_after_ms);
+    restore.cancel = &cancel_by_signal;
+    catch_stop_signals();
     auto r = minicriu::restore(restore);
     if (!r) return report(r.error());
     if (restore.detach) {

@@ -1,0 +1,265 @@
+// SIGTERM, SIGINT and SIGHUP to minicriu while it dumps or restores
+// (minicriu::Cancel, caught by the CLI): a dump stops, cures its parasite and
+// releases the tree, which runs on as it was (tests/programs/intact.c checks
+// itself: fds, mappings, signal mask, pending signals); a restore whose tree
+// does not run yet kills what it made, and the images restore afterwards.
+// The exit status is 128 + the signal, after one line naming it.
+//
+// The dump or restore is held at one step while the signal comes: by a
+// parasite that hangs (MINICRIU_FAULT=parasite-stall) or by a step that
+// waits until cancelled (MINICRIU_FAULT=STEP:N:stall, base/fault.hpp).
+#include <gtest/gtest.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <thread>
+
+#include "e2e_util.hpp"
+#include "minicriu/minicriu.h"
+
+using namespace e2e;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// minicriu with MINICRIU_FAULT=fault, its output into a file, in the
+// background.
+class Minicriu {
+ public:
+  Minicriu(const TempDir& dir, const std::string& fault, const std::vector<std::string>& args)
+      : out_(dir / "minicriu.out") {
+    std::vector<std::string> argv{"/usr/bin/env", "MINICRIU_FAULT=" + fault, "MINICRIU_PARASITE_TIMEOUT_MS=20000",
+                                  minicriu_bin()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      int fd = ::open(out_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+      int null = ::open("/dev/null", O_RDONLY);
+      if (fd < 0 || null < 0) ::_exit(126);
+      ::dup2(null, 0), ::dup2(fd, 1), ::dup2(fd, 2);
+      ::close_range(3, ~0u, 0);
+      std::vector<char*> c;
+      for (auto& a : argv) c.push_back(a.data());
+      c.push_back(nullptr);
+      ::execv(c[0], c.data());
+      ::_exit(127);
+    }
+  }
+  ~Minicriu() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+  pid_t pid() const { return pid_; }
+  std::string output() const { return read_text(out_); }
+  // Waits until its output holds needle.
+  bool wait_for(const std::string& needle, int timeout_ms = 10000) const {
+    auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (Clock::now() < deadline) {
+      if (output().find(needle) != std::string::npos) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return false;
+  }
+  // Its exit status (128 + signal if killed), and how long it took.
+  CommandResult wait(int timeout_ms = 10000) {
+    CommandResult r;
+    auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+    int st = 0;
+    while (Clock::now() < deadline) {
+      if (::waitpid(pid_, &st, WNOHANG) == pid_) {
+        pid_ = -1;
+        r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    r.output = output();
+    return r;
+  }
+
+ private:
+  std::string out_;
+  pid_t pid_ = -1;
+};
+
+struct Holdings {
+  std::map<int, std::string> fds;
+  std::string maps;
+  std::string tracers;
+  bool operator==(const Holdings&) const = default;
+};
+
+Holdings holdings_of(pid_t pid) {
+  Holdings h;
+  std::string proc = "/proc/" + std::to_string(pid);
+  std::error_code ec;
+  for (auto& e : std::filesystem::directory_iterator(proc + "/fd", ec)) {
+    std::error_code lec;
+    h.fds[std::stoi(e.path().filename())] = std::filesystem::read_symlink(e.path(), lec).string();
+  }
+  h.maps = read_text(proc + "/maps");
+  for (auto& t : std::filesystem::directory_iterator(proc + "/task", ec)) {
+    std::string st = read_text(t.path().string() + "/status");
+    auto at = st.find("TracerPid:");
+    h.tracers += st.substr(at, st.find('\n', at) - at) + ";";
+  }
+  return h;
+}
+
+// One line, naming the signal, and the status of a death by it.
+void expect_cancelled(const CommandResult& r, int sig, const std::string& name) {
+  EXPECT_EQ(r.status, 128 + sig) << r.output;
+  EXPECT_NE(r.output.find("minicriu: error: "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("cancelled by " + name), std::string::npos) << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+}
+
+// A dump of an intact program held by fault, given sig once ready_line is
+// in its output (-v), must leave the program as it was.
+void dump_interrupted(const std::string& fault, const std::string& ready_line, int sig, const std::string& name) {
+  TempDir dir;
+  std::string images = images_dir(dir);
+  Program p("intact", dir);
+  ASSERT_TRUE(p.wait_ready());
+  Holdings before = holdings_of(p.pid());
+  Minicriu m(dir, fault, {"dump", "-t", std::to_string(p.pid()), "-D", images});
+  if (!ready_line.empty()) {
+    ASSERT_TRUE(m.wait_for(ready_line)) << m.output();
+  } else {
+    // The hung parasite holds its socket and the page pipe in the target.
+    auto deadline = Clock::now() + std::chrono::seconds(10);
+    while (holdings_of(p.pid()).fds.size() < before.fds.size() + 2 && Clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    ASSERT_EQ(holdings_of(p.pid()).fds.size(), before.fds.size() + 2) << m.output();
+  }
+  auto t0 = Clock::now();
+  ::kill(m.pid(), sig);
+  CommandResult r = m.wait();
+  // The cure of a parasite that does not answer waits a little for it.
+  EXPECT_LT(Clock::now() - t0, std::chrono::seconds(6));
+  expect_cancelled(r, sig, name);
+  EXPECT_EQ(holdings_of(p.pid()), before);
+  EXPECT_TRUE(std::filesystem::is_empty(images));
+  expect_intact(p);
+}
+
+}  // namespace
+
+TEST(Cancel, SigtermToADumpWithAHungParasiteLeavesTheTargetAsItWas) {
+  dump_interrupted("parasite-stall", "", SIGTERM, "SIGTERM");
+}
+
+TEST(Cancel, SigintToADumpHeldAtARemoteSyscallLeavesTheTargetAsItWas) {
+  TempDir dir;
+  std::string images = images_dir(dir);
+  Program p("intact", dir);
+  ASSERT_TRUE(p.wait_ready());
+  Holdings before = holdings_of(p.pid());
+  // The 2nd remote syscall of the infection: its memfd is in the target.
+  Minicriu m(dir, "remote-syscall:2:stall", {"dump", "-v", "-t", std::to_string(p.pid()), "-D", images});
+  ASSERT_TRUE(m.wait_for("stalls until cancelled")) << m.output();
+  ::kill(m.pid(), SIGINT);
+  CommandResult r = m.wait();
+  EXPECT_EQ(r.status, 128 + SIGINT) << r.output;
+  EXPECT_NE(r.output.find("minicriu: error: "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("cancelled by SIGINT"), std::string::npos) << r.output;
+  EXPECT_EQ(holdings_of(p.pid()), before);
+  EXPECT_TRUE(std::filesystem::is_empty(images));
+  expect_intact(p);
+}
+
+TEST(Cancel, SighupToADumpHeldInAKindPhaseLeavesTheTargetAsItWas) {
+  TempDir dir;
+  std::string images = images_dir(dir);
+  Program p("intact", dir);
+  ASSERT_TRUE(p.wait_ready());
+  Holdings before = holdings_of(p.pid());
+  // Once the whole tree is seen, its parasites cured, the tree still frozen.
+  Minicriu m(dir, "check/pipe:1:stall", {"dump", "-v", "-t", std::to_string(p.pid()), "-D", images});
+  ASSERT_TRUE(m.wait_for("stalls until cancelled")) << m.output();
+  ::kill(m.pid(), SIGHUP);
+  CommandResult r = m.wait();
+  EXPECT_EQ(r.status, 128 + SIGHUP) << r.output;
+  EXPECT_NE(r.output.find("minicriu: error: "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("cancelled by SIGHUP"), std::string::npos) << r.output;
+  EXPECT_EQ(holdings_of(p.pid()), before);
+  EXPECT_TRUE(std::filesystem::is_empty(images));
+  expect_intact(p);
+}
+
+TEST(Cancel, SigtermToARestoreKillsWhatItMadeAndTheImagesRestoreAfter) {
+  TempDir dir;
+  std::string images = images_dir(dir);
+  Program p("intact", dir);
+  ASSERT_TRUE(p.wait_ready());
+  pid_t pid = p.pid();
+  ASSERT_NO_FATAL_FAILURE(dump_and_reap(pid, images, &p));
+  p.forget();
+  RestoredTree restored;
+  restored.add_from(images);
+  {
+    // The process is made and waits for the word to go.
+    Minicriu m(dir, "restore/go:1:stall", {"restore", "-v", "-D", images});
+    ASSERT_TRUE(m.wait_for("stalls until cancelled")) << m.output();
+    EXPECT_TRUE(pid_exists(pid));
+    ::kill(m.pid(), SIGTERM);
+    CommandResult r = m.wait();
+    EXPECT_EQ(r.status, 128 + SIGTERM) << r.output;
+    EXPECT_NE(r.output.find("minicriu: error: cancelled by SIGTERM"), std::string::npos) << r.output;
+  }
+  EXPECT_TRUE(wait_gone(pid, 5000)) << "the restore left pid " << pid << " alive";
+  ASSERT_EQ(restore_detached(images), pid);
+  ::kill(pid, SIGUSR1);
+  EXPECT_EQ(wait_pid(pid).value_or(-1), 0) << read_text(dir / "intact.log");
+}
+
+TEST(Cancel, SigtermToARestoreThatWaitsForItsTreeIsPassedOnToTheRoot) {
+  TempDir dir;
+  std::string images = images_dir(dir);
+  Program p("intact", dir);
+  ASSERT_TRUE(p.wait_ready());
+  pid_t pid = p.pid();
+  ASSERT_NO_FATAL_FAILURE(dump_and_reap(pid, images, &p));
+  p.forget();
+  RestoredTree restored;
+  restored.add_from(images);
+  Minicriu m(dir, "", {"restore", "-v", "-D", images});
+  ASSERT_TRUE(m.wait_for("restored pid")) << m.output();
+  // The tree runs: SIGTERM is the tree's, as a shell's would be (intact's
+  // default action for it: death).
+  ::kill(m.pid(), SIGTERM);
+  CommandResult r = m.wait();
+  EXPECT_EQ(r.status, 128 + SIGTERM) << r.output;
+  EXPECT_TRUE(wait_gone(pid, 5000));
+}
+
+TEST(Cancel, TheCAbiCancelStopsADumpAtItsFirstStep) {
+  TempDir dir;
+  std::string images = images_dir(dir);
+  Program p("intact", dir);
+  ASSERT_TRUE(p.wait_ready());
+  Holdings before = holdings_of(p.pid());
+  minicriu_cancel* cancel = minicriu_cancel_new();
+  minicriu_dump_opts* opts = minicriu_dump_opts_new();
+  ASSERT_TRUE(cancel && opts);
+  ASSERT_EQ(minicriu_dump_opts_set_pid(opts, p.pid()), 0);
+  ASSERT_EQ(minicriu_dump_opts_set_images_dir(opts, images.c_str()), 0);
+  ASSERT_EQ(minicriu_dump_opts_set_cancel(opts, cancel), 0);
+  // As a runtime's signal handler would, before (or while) the dump runs.
+  minicriu_cancel_request(cancel, SIGTERM);
+  EXPECT_EQ(minicriu_dump(opts), -1);
+  EXPECT_NE(std::string(minicriu_last_error()).find("cancelled by SIGTERM"), std::string::npos)
+      << minicriu_last_error();
+  minicriu_dump_opts_free(opts);
+  minicriu_cancel_free(cancel);
+  EXPECT_EQ(holdings_of(p.pid()), before);
+  EXPECT_TRUE(std::filesystem::is_empty(images));
+  expect_intact(p);
+}
