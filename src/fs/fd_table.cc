@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <linux/kcmp.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "base/syscalls.hpp"
 #include "base/unique_fd.hpp"
@@ -12,11 +13,15 @@ namespace minicriu {
 
 Result<uint32_t> FileRegistry::add_entry(const FdDumpInfo& info) {
   ASSIGN_OR_RETURN(Kind * kind, kinds_.taker(info));
+  // The id is taken first: a kind may add files while it takes this one
+  // (the fds in flight in a socket's queue, add_unheld()).
+  uint32_t id = static_cast<uint32_t>(entries_.size() + 1);
+  entries_.emplace_back().set_id(id);
   img::FileEntry entry;
-  entry.set_id(static_cast<uint32_t>(entries_.size() + 1));
+  entry.set_id(id);
   TRY(kind->take(info, entry, env_));
-  entries_.push_back(std::move(entry));
-  return entries_.back().id();
+  entries_[id - 1] = std::move(entry);
+  return id;
 }
 
 Result<uint32_t> FileRegistry::find_or_add(const FdDumpInfo& fd) {
@@ -34,6 +39,32 @@ Result<uint32_t> FileRegistry::find_or_add(const FdDumpInfo& fd) {
 Result<uint32_t> FileRegistry::add(const FdDumpInfo& fd) {
   ASSIGN_OR_RETURN(uint32_t id, find_or_add(fd));
   TRY(kinds_.each([&](Kind& k) { return k.observe_fd(fd, id, env_); }));
+  return id;
+}
+
+Result<uint32_t> FileRegistry::add_unheld(int local_fd, const std::string& what) {
+  // A socket in flight whose own queue holds sockets in flight...: a cycle
+  // (a socket sent over itself) would never end.
+  if (taking_unheld_ >= 4)
+    return failf("{}: files in flight inside files in flight nest more than 4 deep (a unix socket sent "
+                 "over itself, or a cycle of them), which minicriu cannot checkpoint; let the application "
+                 "receive them before the dump", what);
+  UniqueFd kept(::fcntl(local_fd, F_DUPFD_CLOEXEC, 3));
+  if (!kept) return failf_errno("{}: dup", what);
+  FdDumpInfo info;
+  info.pid = ::getpid();
+  info.fd = kept.get();
+  info.what = what;
+  info.local_fd = kept.get();
+  ASSIGN_OR_RETURN(info.link, proc::read_link(fmt::format("/proc/self/fd/{}", kept.get())));
+  ASSIGN_OR_RETURN(auto text, proc::read_file(fmt::format("/proc/self/fdinfo/{}", kept.get())));
+  ASSIGN_OR_RETURN(info.fdinfo, with_context(proc::parse_fdinfo(text), what));
+  info.fdinfo.flags &= ~static_cast<uint32_t>(O_CLOEXEC);  // ours; in flight it has no fd
+  if (::fstat(kept.get(), &info.st) != 0) return failf_errno("{}: fstat", what);
+  unheld_.push_back(std::move(kept));
+  taking_unheld_++;
+  auto id = find_or_add(info);
+  taking_unheld_--;
   return id;
 }
 
@@ -126,8 +157,12 @@ Result<std::vector<img::FdEntry>> dump_fd_table(pid_t pid, const std::vector<FdL
 
 namespace minicriu {
 
-Result<SharedFiles> open_shared_files(const Checkpoint& c, const KindSet& kinds, int floor) {
+Result<SharedFiles> open_shared_files(const Checkpoint& c, const KindSet& kinds, int floor,
+                                     const std::set<uint32_t>& held) {
   std::map<uint32_t, int> holders;
+  // A file an object holds (in flight in a queue) is opened here even when no
+  // process or one holds it: they must all share its open file description.
+  for (uint32_t id : held) holders[id] += 2;
   for (auto& p : c.processes) {
     std::set<uint32_t> mine;
     for (auto& f : p.fds) mine.insert(f.file_id());

@@ -61,5 +61,5 @@ INSTANTIATE_TEST_SUITE_P(
                     Case{"tcpstream", {"pair", "mapped"}}, Case{"udp", {}}, Case{"tcphalf", {}},
                     Case{"pty", {}}, Case{"unixnamed", {"nopending"}}, Case{"unixdgram", {}},
                     Case{"opath", {}}, Case{"sockopts", {}}, Case{"locks", {}}, Case{"sigio", {}},
-                    Case{"shared", {}}),
+                    Case{"shared", {}}, Case{"unixscm", {}}, Case{"rawsocks", {}}, Case{"tcpsyn", {}}, Case{"unixgone", {}}),
     name_of);

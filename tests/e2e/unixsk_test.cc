@@ -59,6 +59,11 @@ TEST(UnixSocketDump, QueuesAreRecordedAndNotConsumed) {
 
 TEST(UnixSocketRestore, PairsWithDataInFlightAcrossTwoProcesses) { cycle("unixsk", 2, {}, false); }
 
+// Fds in flight (a regular file, a pipe end, a unix socket, a dup of a file
+// also held) and credentials (of a child of the tree, of another uid) in
+// stream, seqpacket and datagram queues, a named datagram socket's too.
+TEST(UnixSocketRestore, FilesAndCredentialsInFlightComeBackTwice) { cycle("unixscm", 2); }
+
 TEST(UnixSocketDump, APeerOutsideTheTreeIsRefusedAndTargetLeftIntact) {
   TempDir dir;
   int sv[2];
