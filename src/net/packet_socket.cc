@@ -6,11 +6,11 @@
 // a non-empty queue (received frames cannot be received again). sock_diag
 // (packet_diag) tells of rings, fanout and memberships.
 #include <fcntl.h>
+#include <net/if.h>  // before the <linux/*.h> that include <linux/if.h>
 #include <linux/if_packet.h>
 #include <linux/packet_diag.h>
 #include <linux/rtnetlink.h>
 #include <linux/sock_diag.h>
-#include <net/if.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>

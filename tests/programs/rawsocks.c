@@ -22,20 +22,20 @@
  * packet socket sees a frame sent on lo, the netlink sockets answer, the raw
  * socket receives a packet, the ping socket an echo reply, the UDP-Lite pair
  * carries a datagram. Exit 0 only if all held. */
+#include "prog_common.h"  /* first: _GNU_SOURCE */
+
 #include <arpa/inet.h>
+#include <net/if.h>  /* before the <linux/*.h> that include <linux/if.h> */
 #include <linux/icmp.h>
 #include <linux/if_packet.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <net/ethernet.h>
-#include <net/if.h>
 #include <netinet/in.h>
-#include <netinet/ip_icmp.h>
 #include <poll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 
-#include "prog_common.h"
 
 #define ETH_P_TEST 0x88b5
 #ifndef IPPROTO_UDPLITE

@@ -8,6 +8,8 @@
  * listener (getpeername fails with ENOTCONN, the option is there); once the
  * listener's filter is detached, the connection completes, is accepted, and
  * carries data both ways. Exit 0 only if all of it held. */
+#include "prog_common.h"  /* first: _GNU_SOURCE */
+
 #include <arpa/inet.h>
 #include <linux/filter.h>
 #include <netinet/in.h>
@@ -15,7 +17,6 @@
 #include <poll.h>
 #include <sys/socket.h>
 
-#include "prog_common.h"
 
 int main(int argc, char** argv) {
   if (argc < 3) return 2;

@@ -12,11 +12,12 @@
  * After SIGUSR1 each socket has the same name (getsockname), the first one
  * still receives at DIR/a/rel.sock, the second still holds its datagram, and
  * the removed directories are still gone. Exit 0 only if all held. */
+#include "prog_common.h"  /* first: _GNU_SOURCE */
+
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 
-#include "prog_common.h"
 
 static int bound(const char* name) {
   struct sockaddr_un a = {0};

@@ -16,11 +16,12 @@
  *
  * After SIGUSR1 each message is received with the same bytes, files and
  * credentials, each file in flight is the file it was. Exit 0 only if all held. */
+#include "prog_common.h"  /* first: _GNU_SOURCE */
+
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 
-#include "prog_common.h"
 
 static int send_with(int fd, const char* data, const int* fds, int nfds, const struct ucred* creds,
                      const struct sockaddr_un* to) {
