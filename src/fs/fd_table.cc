@@ -68,6 +68,12 @@ Result<uint32_t> FileRegistry::add_unheld(int local_fd, const std::string& what)
   return id;
 }
 
+void FileRegistry::drop_unheld() {
+  pid_t self = ::getpid();
+  std::erase_if(seen_, [self](const Seen& s) { return s.pid == self; });
+  unheld_.clear();
+}
+
 Result<uint32_t> FileRegistry::add_link(pid_t pid, const std::string& link_name) {
   std::string path = proc::pid_path(pid, link_name);
   ASSIGN_OR_RETURN(auto link, proc::read_link(path));

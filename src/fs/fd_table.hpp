@@ -41,6 +41,9 @@ class FileRegistry {
   // A file no fd of the tree holds (DumpEnv::add_file): our local_fd, dup'd
   // and kept while the registry lives.
   [[nodiscard]] Result<uint32_t> add_unheld(int local_fd, const std::string& what);
+  // Once every file is taken, before the kinds check the tree: our copies of
+  // the files no fd holds go (kinds look for holders outside the tree).
+  void drop_unheld();
   const std::vector<img::FileEntry>& entries() const { return entries_; }
 
  private:
