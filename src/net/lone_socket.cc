@@ -6,7 +6,12 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 
+#include <cstring>
+#include <optional>
+#include <sstream>
+
 #include "images/checkpoint.hpp"
+#include "proc/proc_parse.hpp"
 #include "net/inet_addr.hpp"
 #include "net/inet_options.hpp"
 #include "net/sock_diag.hpp"
@@ -49,6 +54,39 @@ Result<InetEndpoint> endpoint_of(int fd, bool peer) {
   return endpoint_from_sockaddr(ss);
 }
 
+// A raw or ping socket's connected peer: getpeername tells none (it has no
+// port), /proc/net/{raw,raw6,icmp,icmp6} does (rem_address of its inode).
+std::optional<InetEndpoint> proc_net_peer(int family, int type, uint64_t ino) {
+  std::string name = std::string(type == SOCK_RAW ? "raw" : "icmp") + (family == AF_INET6 ? "6" : "");
+  auto text = proc::read_file("/proc/net/" + name);
+  if (!text) return std::nullopt;
+  std::istringstream in(*text);
+  std::string line;
+  std::getline(in, line);  // the header
+  while (std::getline(in, line)) {
+    std::istringstream f(line);
+    std::string sl, local, remote, st, txrx, trtm, retr, uid, timeout, inode;
+    if (!(f >> sl >> local >> remote >> st >> txrx >> trtm >> retr >> uid >> timeout >> inode)) continue;
+    if (std::strtoull(inode.c_str(), nullptr, 10) != ino) continue;
+    auto colon = remote.find(':');
+    if (colon == std::string::npos) return std::nullopt;
+    std::string hex = remote.substr(0, colon);
+    InetEndpoint e;
+    e.family = family;
+    size_t words = family == AF_INET6 ? 4 : 1;
+    if (hex.size() != words * 8) return std::nullopt;
+    // Each 32-bit word as the kernel printed it from memory (%08X).
+    for (size_t w = 0; w < words; w++) {
+      uint32_t v = static_cast<uint32_t>(std::strtoul(hex.substr(w * 8, 8).c_str(), nullptr, 16));
+      std::memcpy(e.addr.data() + w * 4, &v, 4);
+    }
+    e.port = static_cast<uint16_t>(std::strtoul(remote.substr(colon + 1).c_str(), nullptr, 16));
+    if (e.is_any()) return std::nullopt;
+    return e;
+  }
+  return std::nullopt;
+}
+
 int int_opt(int fd, int level, int name) {
   int v = 0;
   socklen_t len = sizeof v;
@@ -70,6 +108,8 @@ Status dump_ip_socket(const std::string& what, int local_fd, uint64_t ino, int f
   }
   auto remote = endpoint_of(local_fd, true);
   if (!remote && remote.error().err() != ENOTCONN) return std::unexpected(with_context(remote, what).error());
+  if (!remote && (out.type() == SOCK_RAW || out.protocol() == IPPROTO_ICMP || out.protocol() == IPPROTO_ICMPV6))
+    if (auto peer = proc_net_peer(static_cast<int>(out.family()), static_cast<int>(out.type()), ino)) remote = *peer;
   // A raw socket "connected" to the wildcard is not connected.
   if (remote && !(remote->is_any() && remote->port == 0)) {
     out.set_remote_addr(remote->addr_bytes());

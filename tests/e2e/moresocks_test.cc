@@ -41,13 +41,13 @@ TEST(MoreSockets, ThemAllAreInTheImagesAsTheirOwnKinds) {
 
 namespace {
 
-void expect_refused(const std::string& mode, const std::string& needle) {
+void expect_refused(const std::string& mode, const std::string& needle, const std::string& object = "fd ") {
   TempDir dir;
   Program p("rawsocks", dir, {mode});
   ASSERT_TRUE(p.wait_ready());
   auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", images_dir(dir)});
   expect_one_line_error(r, needle);
-  EXPECT_NE(r.output.find(fmt::format("pid {}: fd ", p.pid())), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(fmt::format("pid {}: {}", p.pid(), object)), std::string::npos) << r.output;
   EXPECT_FALSE(std::filesystem::exists(dir / "images/inventory.img"));
   expect_intact(p);
 }
@@ -56,6 +56,10 @@ void expect_refused(const std::string& mode, const std::string& needle) {
 
 TEST(MoreSockets, APacketRingIsRefusedInOneLineAndTheTargetRunsOn) {
   expect_refused("ring", "has a receive ring (PACKET_RX_RING), whose mapping and frames minicriu cannot carry");
+}
+
+TEST(MoreSockets, AMappedPacketRingIsRefusedInOneLineAndTheTargetRunsOn) {
+  expect_refused("ringmap", "a mapping of a socket's kernel buffers (a packet socket's PACKET_RX_RING", "mapping ");
 }
 
 TEST(MoreSockets, AQueuedRawPacketIsRefusedInOneLineAndTheTargetRunsOn) {

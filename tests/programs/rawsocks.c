@@ -15,6 +15,7 @@
  *   rawsocks READY DIR            all of the above
  *   rawsocks READY DIR ring       also a packet socket with a PACKET_RX_RING
  *                                 (a dump refuses it in one line)
+ *   rawsocks READY DIR ringmap    the same, the ring mapped (refused too)
  *   rawsocks READY DIR queued     also a raw socket with a packet queued
  *                                 (refused in one line)
  *
@@ -178,11 +179,12 @@ int main(int argc, char** argv) {
   seti(uc, SOL_UDPLITE, UDPLITE_SEND_CSCOV, 20, "UDPLITE_SEND_CSCOV");
 
   /* The refusals. */
-  if (strcmp(mode, "ring") == 0) {
+  if (strcmp(mode, "ring") == 0 || strcmp(mode, "ringmap") == 0) {
     int rs = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_TEST));
     struct tpacket_req req = {4096, 1, 2048, 2};
     if (rs < 0 || setsockopt(rs, SOL_PACKET, PACKET_RX_RING, &req, sizeof req) != 0) return 2;
-    if (mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, rs, 0) == MAP_FAILED) return 2;
+    if (strcmp(mode, "ringmap") == 0 && mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, rs, 0) == MAP_FAILED)
+      return 2;
   } else if (strcmp(mode, "queued") == 0) {
     int q = socket(AF_INET, SOCK_RAW, 252);
     if (q < 0 || bind(q, (struct sockaddr*)&a4, sizeof a4) != 0) return 2;
