@@ -62,6 +62,14 @@ TEST(MoreSockets, AMappedPacketRingIsRefusedInOneLineAndTheTargetRunsOn) {
   expect_refused("ringmap", "a mapping of a socket's kernel buffers (a packet socket's PACKET_RX_RING", "mapping ");
 }
 
+TEST(MoreSockets, APacketFanoutGroupIsRefusedInOneLineAndTheTargetRunsOn) {
+  expect_refused("fanout", "is in a fanout group (PACKET_FANOUT), which minicriu cannot carry");
+}
+
+TEST(MoreSockets, APacketMembershipIsRefusedInOneLineAndTheTargetRunsOn) {
+  expect_refused("member", "has 1 membership(s) (PACKET_ADD_MEMBERSHIP), which minicriu cannot carry yet");
+}
+
 TEST(MoreSockets, AQueuedRawPacketIsRefusedInOneLineAndTheTargetRunsOn) {
   expect_refused("queued", "data is queued on it, which minicriu cannot put back (packets a raw socket received");
 }

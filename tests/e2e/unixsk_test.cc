@@ -64,6 +64,17 @@ TEST(UnixSocketRestore, PairsWithDataInFlightAcrossTwoProcesses) { cycle("unixsk
 // stream, seqpacket and datagram queues, a named datagram socket's too.
 TEST(UnixSocketRestore, FilesAndCredentialsInFlightComeBackTwice) { cycle("unixscm", 2); }
 
+TEST(UnixSocketDump, ASocketInFlightInItsOwnQueueIsRefusedInOneLineAndTheTargetRunsOn) {
+  TempDir dir;
+  Program p("unixscm", dir, {"cycle"});
+  ASSERT_TRUE(p.wait_ready());
+  auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", images_dir(dir)});
+  expect_one_line_error(r, "files in flight inside files in flight nest more than 4 deep");
+  EXPECT_NE(r.output.find(fmt::format("pid {}: fd ", p.pid())), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir / "images/inventory.img"));
+  expect_intact(p);
+}
+
 TEST(UnixSocketDump, APeerOutsideTheTreeIsRefusedAndTargetLeftIntact) {
   TempDir dir;
   int sv[2];

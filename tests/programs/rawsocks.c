@@ -16,6 +16,8 @@
  *   rawsocks READY DIR ring       also a packet socket with a PACKET_RX_RING
  *                                 (a dump refuses it in one line)
  *   rawsocks READY DIR ringmap    the same, the ring mapped (refused too)
+ *   rawsocks READY DIR fanout     also a packet socket in a fanout group (refused)
+ *   rawsocks READY DIR member     also a packet socket with a membership (refused)
  *   rawsocks READY DIR queued     also a raw socket with a packet queued
  *                                 (refused in one line)
  *
@@ -185,6 +187,16 @@ int main(int argc, char** argv) {
     if (rs < 0 || setsockopt(rs, SOL_PACKET, PACKET_RX_RING, &req, sizeof req) != 0) return 2;
     if (strcmp(mode, "ringmap") == 0 && mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, rs, 0) == MAP_FAILED)
       return 2;
+  } else if (strcmp(mode, "fanout") == 0) {
+    int fs = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_TEST));
+    int arg = 0x4d43 | (PACKET_FANOUT_HASH << 16);
+    if (fs < 0 || setsockopt(fs, SOL_PACKET, PACKET_FANOUT, &arg, sizeof arg) != 0) return 2;
+  } else if (strcmp(mode, "member") == 0) {
+    int ms = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_TEST));
+    struct packet_mreq mr = {0};
+    mr.mr_ifindex = (int)lo;
+    mr.mr_type = PACKET_MR_ALLMULTI;
+    if (ms < 0 || setsockopt(ms, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mr, sizeof mr) != 0) return 2;
   } else if (strcmp(mode, "queued") == 0) {
     int q = socket(AF_INET, SOCK_RAW, 252);
     if (q < 0 || bind(q, (struct sockaddr*)&a4, sizeof a4) != 0) return 2;

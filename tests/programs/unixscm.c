@@ -13,6 +13,8 @@
  *     a regular file in flight.
  *
  *   unixscm READY DIR
+ *   unixscm READY DIR cycle     also a unix socket in flight in its own queue
+ *                               (a dump refuses it in one line)
  *
  * After SIGUSR1 each message is received with the same bytes, files and
  * credentials, each file in flight is the file it was. Exit 0 only if all held. */
@@ -177,6 +179,13 @@ int main(int argc, char** argv) {
   if (send_with(anon, "to a name", &f4, 1, NULL, &addr) != 0) return 3;
   close(f4);
   close(anon);
+
+  /* "cycle": a socket in flight in its own queue (and held), which a dump
+   * refuses. */
+  if (argc > 3 && strcmp(argv[3], "cycle") == 0) {
+    int cy[2];
+    if (socketpair(AF_UNIX, SOCK_DGRAM, 0, cy) != 0 || send_with(cy[0], "self", &cy[1], 1, NULL, NULL) != 0) return 2;
+  }
 
   prog_ready(argv[1]);
   prog_wait_usr1();
