@@ -749,6 +749,11 @@ std::string describe_unix(const img::UnixSocketFile& sk) {
   std::string queued = sk.type() == SOCK_STREAM
                            ? fmt::format("{} byte(s) queued", bytes)
                            : fmt::format("{} message(s) of {} byte(s) queued", sk.queue_size(), bytes);
+  if (sk.queue_control_size() > 0) {
+    int files = 0;
+    for (auto& c : sk.queue_control()) files += c.file_ids_size();
+    queued += fmt::format(" ({} carrying {} file(s) in flight or credentials)", sk.queue_control_size(), files);
+  }
   std::string named;
   if (!sk.name().empty()) {
     static const char* const kPath[] = {"", "", " (path unlinked)", " (path replaced by another file)"};
