@@ -38,6 +38,7 @@ Result<uint32_t> FileRegistry::find_or_add(const FdDumpInfo& fd) {
 
 Result<uint32_t> FileRegistry::add(const FdDumpInfo& fd) {
   ASSIGN_OR_RETURN(uint32_t id, find_or_add(fd));
+  held_ids_.insert(id);
   TRY(kinds_.each([&](Kind& k) { return k.observe_fd(fd, id, env_); }));
   return id;
 }
@@ -60,18 +61,36 @@ Result<uint32_t> FileRegistry::add_unheld(int local_fd, const std::string& what)
   ASSIGN_OR_RETURN(auto text, proc::read_file(fmt::format("/proc/self/fdinfo/{}", kept.get())));
   ASSIGN_OR_RETURN(info.fdinfo, with_context(proc::parse_fdinfo(text), what));
   info.fdinfo.flags &= ~static_cast<uint32_t>(O_CLOEXEC);  // ours; in flight it has no fd
+  // What the kernel keeps on an open file besides its kind's state (locks,
+  // the SIGIO owner) is restored through an fd of the tree (observe_fd):
+  // checked once the whole tree is seen (drop_unheld).
+  std::string keeps;
+  if (!(info.fdinfo.flags & O_PATH)) {
+    f_owner_ex owner{};
+    if ((::fcntl(kept.get(), F_GETOWN_EX, &owner) == 0 && owner.pid != 0) || ::fcntl(kept.get(), F_GETSIG) > 0 ||
+        (info.fdinfo.flags & O_ASYNC))
+      keeps = "a signal-driven I/O owner (F_SETOWN, F_SETSIG or O_ASYNC)";
+    else if (info.fdinfo.text.find("lock:") != std::string::npos)
+      keeps = "a file lock";
+  }
   if (::fstat(kept.get(), &info.st) != 0) return failf_errno("{}: fstat", what);
   unheld_.push_back(std::move(kept));
   taking_unheld_++;
   auto id = find_or_add(info);
   taking_unheld_--;
+  if (id && !keeps.empty()) unheld_keeps_.push_back({*id, fmt::format("{} ({}) has {}", what, info.link, keeps)});
   return id;
 }
 
-void FileRegistry::drop_unheld() {
+Status FileRegistry::drop_unheld() {
   pid_t self = ::getpid();
   std::erase_if(seen_, [self](const Seen& s) { return s.pid == self; });
   unheld_.clear();
+  for (auto& [id, what] : unheld_keeps_)
+    if (!held_ids_.count(id))
+      return failf("{}, which minicriu restores only through an fd of the tree, and no fd of the tree holds "
+                   "the file; let the application receive it before the dump", what);
+  return {};
 }
 
 Result<uint32_t> FileRegistry::add_link(pid_t pid, const std::string& link_name) {

@@ -42,8 +42,10 @@ class FileRegistry {
   // and kept while the registry lives.
   [[nodiscard]] Result<uint32_t> add_unheld(int local_fd, const std::string& what);
   // Once every file is taken, before the kinds check the tree: our copies of
-  // the files no fd holds go (kinds look for holders outside the tree).
-  void drop_unheld();
+  // the files no fd holds go (kinds look for holders outside the tree), and
+  // one with a lock or a SIGIO owner that no fd of the tree holds either is
+  // refused (those are restored through an fd).
+  [[nodiscard]] Status drop_unheld();
   const std::vector<img::FileEntry>& entries() const { return entries_; }
 
  private:
@@ -63,6 +65,8 @@ class FileRegistry {
   std::vector<img::FileEntry> entries_;
   std::vector<UniqueFd> unheld_;  // our copies of files no fd holds
   int taking_unheld_ = 0;         // nesting of add_unheld (a queue in a queue)
+  std::vector<std::pair<uint32_t, std::string>> unheld_keeps_;  // id, what it keeps
+  std::set<uint32_t> held_ids_;   // files an fd of the tree holds
 };
 
 // What /proc tells of one process's fds, read before the parasite opens its own.

@@ -102,6 +102,17 @@ TEST(UnixSocketDump, FilesInFlightAreEntriesOfTheirOwnKinds) {
   expect_intact(p);
 }
 
+TEST(UnixSocketDump, ALockedFileOnlyInFlightIsRefusedInOneLineAndTheTargetRunsOn) {
+  TempDir dir;
+  Program p("unixscm", dir, {"locked"});
+  ASSERT_TRUE(p.wait_ready());
+  auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", images_dir(dir)});
+  expect_one_line_error(r, "locked.txt) has a file lock, which minicriu restores only through an fd of the tree");
+  EXPECT_NE(r.output.find(fmt::format("pid {}: fd ", p.pid())), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir / "images/inventory.img"));
+  expect_intact(p);
+}
+
 TEST(UnixSocketDump, ASocketInFlightInItsOwnQueueIsRefusedInOneLineAndTheTargetRunsOn) {
   TempDir dir;
   Program p("unixscm", dir, {"cycle"});

@@ -15,11 +15,14 @@
  *   unixscm READY DIR
  *   unixscm READY DIR cycle     also a unix socket in flight in its own queue
  *                               (a dump refuses it in one line)
+ *   unixscm READY DIR locked    also a file with a flock() lock only in flight
+ *                               (refused in one line)
  *
  * After SIGUSR1 each message is received with the same bytes, files and
  * credentials, each file in flight is the file it was. Exit 0 only if all held. */
 #include "prog_common.h"  /* first: _GNU_SOURCE */
 
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -185,6 +188,16 @@ int main(int argc, char** argv) {
   if (argc > 3 && strcmp(argv[3], "cycle") == 0) {
     int cy[2];
     if (socketpair(AF_UNIX, SOCK_DGRAM, 0, cy) != 0 || send_with(cy[0], "self", &cy[1], 1, NULL, NULL) != 0) return 2;
+  }
+
+  /* "locked": a file with a flock() lock, only in flight (refused). */
+  if (argc > 3 && strcmp(argv[3], "locked") == 0) {
+    int lk[2];
+    int lf = temp_file(dir, "locked.txt", "locked");
+    if (socketpair(AF_UNIX, SOCK_DGRAM, 0, lk) != 0 || flock(lf, LOCK_EX) != 0 ||
+        send_with(lk[0], "lock", &lf, 1, NULL, NULL) != 0)
+      return 2;
+    close(lf);
   }
 
   prog_ready(argv[1]);
