@@ -661,6 +661,7 @@ Result<DumpStats> Dumper::run() {
   frozen_at_ = Clock::now();
   FailureGuard guard(*this, *tree);
   TRY(dump_tree(*tree));
+  TRY(files_.drop_unheld());
   TRY(check_tree(*tree));
   if (options_.commit_gate && !options_.leave_running) TRY(refuse_destructive());
   if (options_.leave_running) TRY(release_running(*tree));

@@ -183,7 +183,14 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   // every fd number any of them uses: each process inherits it all.
   ASSIGN_OR_RETURN(env.fd_floor, raise_fd_floor(ckpt));
   TRY(kinds.each("create_shared", [&](Kind& k) { return k.create_shared(env); }));
-  ASSIGN_OR_RETURN(SharedFiles shared, open_shared_files(ckpt, kinds, env.fd_floor));
+  std::set<uint32_t> held;
+  kinds.each_void([&](Kind& k) { k.list_held(env, held); });
+  ASSIGN_OR_RETURN(SharedFiles shared, open_shared_files(ckpt, kinds, env.fd_floor, held));
+  env.shared_file = [&shared](uint32_t id) -> Result<int> {
+    int fd = shared.get(id);
+    if (fd < 0) return failf("file {} is held by no object of the images and was not opened", id);
+    return fd;
+  };
   ASSIGN_OR_RETURN(SharedCounter pages_restored, SharedCounter::make());
   uint64_t page_bytes = 0;
   for (auto& p : ckpt.processes) page_bytes += p.pages_file_size;
@@ -243,11 +250,13 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   tick();
   progress.finish();
   log.info("every process is ready; resuming");
-  // Every holder has its files: our own copies of what the tree shares must
-  // not keep it open, and each kind puts its last touches (ghosts become
-  // ghosts again, connections leave repair mode).
-  shared.fds.clear();
+  // Each kind puts its last touches (ghosts become ghosts again, connections
+  // leave repair mode, queues carrying files and credentials are filled);
+  // then every holder has its files: our own copies of what the tree shares
+  // must not keep it open.
   TRY(kinds.each("resume", [&](Kind& k) { return k.resume(env); }));
+  env.shared_file = nullptr;
+  shared.fds.clear();
   for (auto& t : tasks) {
     TRY(fault_point("restore/go"));
     TRY(send_go(t.channel()));

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <linux/kcmp.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "base/fault.hpp"
 #include "base/syscalls.hpp"
@@ -13,12 +14,16 @@ namespace minicriu {
 
 Result<uint32_t> FileRegistry::add_entry(const FdDumpInfo& info) {
   ASSIGN_OR_RETURN(Kind * kind, kinds_.taker(info));
+  // The id is taken first: a kind may add files while it takes this one
+  // (the fds in flight in a socket's queue, add_unheld()).
+  uint32_t id = static_cast<uint32_t>(entries_.size() + 1);
+  entries_.emplace_back().set_id(id);
   img::FileEntry entry;
-  entry.set_id(static_cast<uint32_t>(entries_.size() + 1));
+  entry.set_id(id);
   TRY(fault_point("take", kind->name()));
   TRY(kind->take(info, entry, env_));
-  entries_.push_back(std::move(entry));
-  return entries_.back().id();
+  entries_[id - 1] = std::move(entry);
+  return id;
 }
 
 Result<uint32_t> FileRegistry::find_or_add(const FdDumpInfo& fd) {
@@ -35,8 +40,59 @@ Result<uint32_t> FileRegistry::find_or_add(const FdDumpInfo& fd) {
 
 Result<uint32_t> FileRegistry::add(const FdDumpInfo& fd) {
   ASSIGN_OR_RETURN(uint32_t id, find_or_add(fd));
+  held_ids_.insert(id);
   TRY(kinds_.each("observe_fd", [&](Kind& k) { return k.observe_fd(fd, id, env_); }));
   return id;
+}
+
+Result<uint32_t> FileRegistry::add_unheld(int local_fd, const std::string& what) {
+  // A socket in flight whose own queue holds sockets in flight...: a cycle
+  // (a socket sent over itself) would never end.
+  if (taking_unheld_ >= 4)
+    return failf("{}: files in flight inside files in flight nest more than 4 deep (a unix socket sent "
+                 "over itself, or a cycle of them), which minicriu cannot checkpoint; let the application "
+                 "receive them before the dump", what);
+  UniqueFd kept(::fcntl(local_fd, F_DUPFD_CLOEXEC, 3));
+  if (!kept) return failf_errno("{}: dup", what);
+  FdDumpInfo info;
+  info.pid = ::getpid();
+  info.fd = kept.get();
+  info.what = what;
+  info.local_fd = kept.get();
+  ASSIGN_OR_RETURN(info.link, proc::read_link(fmt::format("/proc/self/fd/{}", kept.get())));
+  ASSIGN_OR_RETURN(auto text, proc::read_file(fmt::format("/proc/self/fdinfo/{}", kept.get())));
+  ASSIGN_OR_RETURN(info.fdinfo, with_context(proc::parse_fdinfo(text), what));
+  info.fdinfo.flags &= ~static_cast<uint32_t>(O_CLOEXEC);  // ours; in flight it has no fd
+  // What the kernel keeps on an open file besides its kind's state (locks,
+  // the SIGIO owner) is restored through an fd of the tree (observe_fd):
+  // checked once the whole tree is seen (drop_unheld).
+  std::string keeps;
+  if (!(info.fdinfo.flags & O_PATH)) {
+    f_owner_ex owner{};
+    if ((::fcntl(kept.get(), F_GETOWN_EX, &owner) == 0 && owner.pid != 0) || ::fcntl(kept.get(), F_GETSIG) > 0 ||
+        (info.fdinfo.flags & O_ASYNC))
+      keeps = "a signal-driven I/O owner (F_SETOWN, F_SETSIG or O_ASYNC)";
+    else if (info.fdinfo.text.find("lock:") != std::string::npos)
+      keeps = "a file lock";
+  }
+  if (::fstat(kept.get(), &info.st) != 0) return failf_errno("{}: fstat", what);
+  unheld_.push_back(std::move(kept));
+  taking_unheld_++;
+  auto id = find_or_add(info);
+  taking_unheld_--;
+  if (id && !keeps.empty()) unheld_keeps_.push_back({*id, fmt::format("{} ({}) has {}", what, info.link, keeps)});
+  return id;
+}
+
+Status FileRegistry::drop_unheld() {
+  pid_t self = ::getpid();
+  std::erase_if(seen_, [self](const Seen& s) { return s.pid == self; });
+  unheld_.clear();
+  for (auto& [id, what] : unheld_keeps_)
+    if (!held_ids_.count(id))
+      return failf("{}, which minicriu restores only through an fd of the tree, and no fd of the tree holds "
+                   "the file; let the application receive it before the dump", what);
+  return {};
 }
 
 Result<uint32_t> FileRegistry::add_link(pid_t pid, const std::string& link_name) {
@@ -128,8 +184,12 @@ Result<std::vector<img::FdEntry>> dump_fd_table(pid_t pid, const std::vector<FdL
 
 namespace minicriu {
 
-Result<SharedFiles> open_shared_files(const Checkpoint& c, const KindSet& kinds, int floor) {
+Result<SharedFiles> open_shared_files(const Checkpoint& c, const KindSet& kinds, int floor,
+                                     const std::set<uint32_t>& held) {
   std::map<uint32_t, int> holders;
+  // A file an object holds (in flight in a queue) is opened here even when no
+  // process or one holds it: they must all share its open file description.
+  for (uint32_t id : held) holders[id] += 2;
   for (auto& p : c.processes) {
     std::set<uint32_t> mine;
     for (auto& f : p.fds) mine.insert(f.file_id());

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include <map>
+#include <set>
 
 #include "base/error.hpp"
 #include "images/checkpoint.hpp"
@@ -22,7 +23,10 @@ class ParasiteSession;
 // takes it. env.files points at the entries.
 class FileRegistry {
  public:
-  FileRegistry(KindSet& kinds, DumpEnv& env) : kinds_(kinds), env_(env) { env_.files = &entries_; }
+  FileRegistry(KindSet& kinds, DumpEnv& env) : kinds_(kinds), env_(env) {
+    env_.files = &entries_;
+    env_.add_file = [this](int local_fd, const std::string& what) { return add_unheld(local_fd, what); };
+  }
   FileRegistry(const FileRegistry&) = delete;
   FileRegistry& operator=(const FileRegistry&) = delete;
   // The id of the file behind fd, dumping it the first time it is seen;
@@ -34,6 +38,14 @@ class FileRegistry {
   // through /proc/PID/map_files: read-write if the mapping may write it.
   [[nodiscard]] Result<uint32_t> add_deleted_mapping(pid_t pid, uint64_t start, uint64_t end,
                                                      bool writable_shared);
+  // A file no fd of the tree holds (DumpEnv::add_file): our local_fd, dup'd
+  // and kept while the registry lives.
+  [[nodiscard]] Result<uint32_t> add_unheld(int local_fd, const std::string& what);
+  // Once every file is taken, before the kinds check the tree: our copies of
+  // the files no fd holds go (kinds look for holders outside the tree), and
+  // one with a lock or a SIGIO owner that no fd of the tree holds either is
+  // refused (those are restored through an fd).
+  [[nodiscard]] Status drop_unheld();
   const std::vector<img::FileEntry>& entries() const { return entries_; }
 
  private:
@@ -51,6 +63,10 @@ class FileRegistry {
   DumpEnv& env_;
   std::vector<Seen> seen_;
   std::vector<img::FileEntry> entries_;
+  std::vector<UniqueFd> unheld_;  // our copies of files no fd holds
+  int taking_unheld_ = 0;         // nesting of add_unheld (a queue in a queue)
+  std::vector<std::pair<uint32_t, std::string>> unheld_keeps_;  // id, what it keeps
+  std::set<uint32_t> held_ids_;   // files an fd of the tree holds
 };
 
 // What /proc tells of one process's fds, read before the parasite opens its own.
@@ -82,7 +98,10 @@ struct SharedFiles {
     return it == fds.end() ? -1 : it->second.get();
   }
 };
-[[nodiscard]] Result<SharedFiles> open_shared_files(const Checkpoint& c, const KindSet& kinds, int floor);
+// held: the files that the kinds' objects hold (Kind::list_held()), opened
+// here too.
+[[nodiscard]] Result<SharedFiles> open_shared_files(const Checkpoint& c, const KindSet& kinds, int floor,
+                                                    const std::set<uint32_t>& held = {});
 
 // Restore side, run by the task being restored: installs the dumped fd table.
 // Each file is opened once (by its kind, or dup'd from shared) and dup'd to

@@ -34,6 +34,8 @@
 //   take_stand_ins()    what the caller gives for them (--inherit-fd, the hook)
 //   create_shared()     objects held by several processes, once, in the
 //                       restoring program, above the fd floor (inherited)
+//   list_held()         files held by objects of the kind, not by fds: opened
+//                       with the shared files (RestoreEnv::shared_file())
 //   restore_session()   in each task, after its session, before its children
 //   open(entry)         an fd of an entry this kind owns(), in a task
 //   open_after(entry)   once every fd of the task is in place (references)
@@ -107,6 +109,13 @@ struct DumpEnv {
   // whole tree is seen (a peer accepted as external, data of connections
   // taken from an accept queue).
   std::vector<img::FileEntry>* files = nullptr;
+  // A file that no fd of the tree holds (an fd in flight in a unix socket's
+  // queue, SCM_RIGHTS): local_fd is ours (kept open by the dumper from now
+  // on), what names it for messages. Its own kind takes it as it takes the
+  // file of any fd (observe_fd() does not run: no process holds it), and the
+  // id of its entry in files.img comes back; the same open file description
+  // as an fd of the tree gets the same id. Set by the dumper.
+  std::function<Result<uint32_t>(int local_fd, const std::string& what)> add_file;
 };
 
 // One process being dumped, for take_process(): its parasite still runs.
@@ -138,6 +147,11 @@ struct RestoreEnv {
   // stay at or above this number, clear of every dumped fd number; set
   // before create_shared().
   int fd_floor = 0;
+  // The file of an entry that one of the kinds' objects holds (list_held()),
+  // opened once by its kind before the tree, above fd_floor, sharing its open
+  // file description with the fds of the tree that hold it too. Valid from
+  // the end of create_shared() until resume() is over; the fd stays ours.
+  std::function<Result<int>(uint32_t file_id)> shared_file;
 };
 
 // A task being restored, for restore_session() and restore_process(). What
@@ -236,6 +250,11 @@ class Kind {
   [[nodiscard]] virtual Status create_shared(const RestoreEnv& env) {
     (void)env;
     return {};
+  }
+  // Entries of files.img that this kind's objects hold rather than an fd
+  // (the fds in flight in a unix queue): opened for RestoreEnv::shared_file().
+  virtual void list_held(const RestoreEnv& env, std::set<uint32_t>& file_ids) const {
+    (void)env, (void)file_ids;
   }
   [[nodiscard]] virtual Status restore_session(TaskEnv& task) {
     (void)task;

@@ -18,6 +18,11 @@
   KIND(pidfd)         /* src/fs/pidfd.cc */                                         \
   KIND(inotify)       /* src/fs/inotify.cc */                                       \
   KIND(unix_socket)   /* src/net/unix_socket.cc, named ones in unix_named.cc */     \
+  KIND(packet_socket) /* src/net/packet_socket.cc */                                \
+  KIND(netlink_socket) /* src/net/netlink_socket.cc */                              \
+  KIND(raw_socket)    /* src/net/raw_socket.cc: before inet_socket, which takes the rest */ \
+  KIND(ping_socket)   /* src/net/ping_socket.cc */                                  \
+  KIND(udplite_socket) /* src/net/udplite_socket.cc */                              \
   KIND(inet_socket)   /* src/net/inet_socket.cc */                                  \
   KIND(posix_timer)   /* src/proc/posix_timers.cc */                                \
   KIND(process_attrs) /* src/proc/process_attrs.cc: oom_score_adj, loginuid, membarrier, mlockall */ \

@@ -54,7 +54,9 @@ Status set_inet_options(int fd, const img::InetSocketFile& sk, bool repair, cons
   const img::InetSocketOptions& o = sk.opts();
   if (o.reuseaddr() && !repair) TRY(set_opt(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR", what));
   if (o.reuseport()) TRY(set_opt(fd, SOL_SOCKET, SO_REUSEPORT, 1, "SO_REUSEPORT", what));
-  if (sk.family() == AF_INET6) TRY(set_opt(fd, IPPROTO_IPV6, IPV6_V6ONLY, o.v6only(), "IPV6_V6ONLY", what));
+  // Only where it differs: some sockets refuse it (a raw IPv6 socket).
+  if (sk.family() == AF_INET6 && sock_int(fd, IPPROTO_IPV6, IPV6_V6ONLY, -1) != static_cast<int>(o.v6only()))
+    TRY(set_opt(fd, IPPROTO_IPV6, IPV6_V6ONLY, o.v6only(), "IPV6_V6ONLY", what));
   if (o.keepalive()) TRY(set_opt(fd, SOL_SOCKET, SO_KEEPALIVE, 1, "SO_KEEPALIVE", what));
   if (o.broadcast()) TRY(set_opt(fd, SOL_SOCKET, SO_BROADCAST, 1, "SO_BROADCAST", what));
   if (o.peek_off() >= 0) TRY(set_opt(fd, SOL_SOCKET, SO_PEEK_OFF, o.peek_off(), "SO_PEEK_OFF", what));

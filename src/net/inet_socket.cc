@@ -27,6 +27,7 @@ namespace {
 
 // TCP states (include/net/tcp_states.h); UDP sockets borrow the first two.
 constexpr int kEstablished = 1;
+constexpr int kSynSent = 2;
 constexpr int kClose = 7;
 constexpr int kCloseWait = 8;
 constexpr int kListen = 10;
@@ -197,10 +198,22 @@ Status InetSocketStore::dump(const std::string& what_fd, int local_fd, uint64_t 
       }
       sockets_[ino] = Seen{what, sk, std::move(copy), false};
       return {};
+    case kSynSent: {
+      // Connecting: restored as a socket that connects again to the same
+      // peer (getpeername has no answer yet; sock_diag knows the peer).
+      ASSIGN_OR_RETURN(const auto* diag, with_context(tcp_diag(), what));
+      const InetDiag* d = find_by_ino(*diag, ino);
+      if (!d) return failf("{}: sock_diag does not know it (is it in another network namespace?)", what);
+      sk.set_remote_addr(d->remote.addr_bytes());
+      sk.set_remote_port(d->remote.port);
+      what = fmt::format("{}: {}", what_fd, describe_inet_socket(sk));
+      sockets_[ino] = Seen{what, sk, std::move(copy), false};
+      return {};
+    }
     default:
       if (tcp_connected_state(ti.tcpi_state)) break;
       return failf("{}: a TCP socket in state {} cannot be checkpointed yet (only LISTEN, "
-                   "ESTABLISHED, FIN_WAIT1/2, CLOSE_WAIT, LAST_ACK, CLOSING and unconnected "
+                   "SYN_SENT, ESTABLISHED, FIN_WAIT1/2, CLOSE_WAIT, LAST_ACK, CLOSING and unconnected "
                    "ones); let the connection finish connecting or closing and dump again",
                    what, tcp_state_name(ti.tcpi_state));
   }
@@ -420,9 +433,10 @@ Status InetSocketRestorer::validate(const std::vector<img::FileEntry>& files) {
       return failf("{}: addresses of the wrong size for its family", what);
     if (sk.local_port() > 0xffff || sk.remote_port() > 0xffff) return failf("{}: port out of range", what);
     int state = static_cast<int>(sk.state());
-    if (tcp && state != kListen && state != kClose && !tcp_connected_state(state))
+    if (tcp && state != kListen && state != kClose && state != kSynSent && !tcp_connected_state(state))
       return failf("{}: TCP state {} cannot be restored", what, tcp_state_name(state));
-    if (tcp_connected_state(state) && !connected(sk)) return failf("{}: connected without a peer address", what);
+    if ((tcp_connected_state(state) || (tcp && state == kSynSent)) && !connected(sk))
+      return failf("{}: connected without a peer address", what);
     // A connection not yet accepted: its connecting end may have shut down.
     if (sk.pending() && state != kEstablished && (!tcp_fin_sent(state) || tcp_fin_received(state)))
       return failf("{}: a pending connection in state {}", what, tcp_state_name(state));
@@ -461,7 +475,7 @@ Result<std::unique_ptr<InetSocketRestorer>> InetSocketRestorer::create_all(
                          static_cast<int>(sk.protocol())));
     if (!fd) return failf_errno("{}: socket", what);
     fd = move_fd_above(std::move(fd), fd_floor);
-    Made made{sk, std::move(fd), false, {}};
+    Made made{sk, std::move(fd), false, {}, false};
     int s = made.fd.get();
     int state = static_cast<int>(sk.state());
     bool repair = is_tcp(sk) && tcp_connected_state(state) && !sk.pending();
@@ -484,6 +498,12 @@ Result<std::unique_ptr<InetSocketRestorer>> InetSocketRestorer::create_all(
           break;
         case kClose:
           if (local.port != 0) TRY(bind_to(s, sk, what));
+          break;
+        case kSynSent:
+          // Its SYN goes out again at resume(), once every socket of the
+          // tree exists.
+          TRY(bind_to(s, sk, what));
+          made.connect_later = true;
           break;
         default:
           TRY(bind_to(s, sk, what));
@@ -539,6 +559,20 @@ Result<UniqueFd> InetSocketRestorer::open(const img::InetSocketFile& sk) const {
 }
 
 Status InetSocketRestorer::resume() {
+  for (auto& [ino, m] : sockets_) {
+    if (!m.connect_later) continue;
+    // A non-blocking connect, as CRIU does: the application finds it
+    // connecting (a blocking connect() it was in waits for it again).
+    std::string what = fmt::format("socket:[{}] ({})", ino, describe_inet_socket(m.sk));
+    int fl = ::fcntl(m.fd.get(), F_GETFL);
+    if (fl < 0 || ::fcntl(m.fd.get(), F_SETFL, fl | O_NONBLOCK) != 0) return failf_errno("{}: F_SETFL", what);
+    sockaddr_storage ss{};
+    socklen_t len = endpoint_to_sockaddr(remote_of(m.sk), static_cast<int>(m.sk.family()), ss);
+    if (::connect(m.fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0 && errno != EINPROGRESS)
+      return failf_errno("{}: connecting again to {}", what, format_endpoint(remote_of(m.sk)));
+    if (::fcntl(m.fd.get(), F_SETFL, fl) != 0) return failf_errno("{}: F_SETFL", what);
+    m.connect_later = false;
+  }
   for (auto& [ino, m] : sockets_) {
     if (!m.in_repair) continue;
     std::string what = fmt::format("socket:[{}] ({})", ino, describe_inet_socket(m.sk));

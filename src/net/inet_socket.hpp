@@ -133,6 +133,7 @@ class InetSocketRestorer {
     UniqueFd fd;
     bool in_repair = false;
     TcpRestorePlan plan;
+    bool connect_later = false;  // SYN_SENT: connects again at resume()
   };
   std::map<uint64_t, Made> sockets_;
 };

@@ -4,6 +4,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <netinet/udp.h>
+#include <linux/if_packet.h>
+#include <linux/netlink.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 
@@ -39,8 +41,33 @@ namespace {
 #define SO_PASSRIGHTS 83
 #endif
 
-enum Family : unsigned { kInet = 1, kInet6 = 2, kUnix = 4, kAnyFamily = kInet | kInet6 | kUnix };
-enum Proto : unsigned { kTcp = 1, kUdp = 2, kNoProto = 4, kAnyProto = kTcp | kUdp | kNoProto };
+#ifndef PACKET_IGNORE_OUTGOING
+#define PACKET_IGNORE_OUTGOING 23
+#endif
+#ifndef PACKET_VNET_HDR_SZ
+#define PACKET_VNET_HDR_SZ 24
+#endif
+#ifndef NETLINK_GET_STRICT_CHK
+#define NETLINK_GET_STRICT_CHK 12
+#endif
+#ifndef IPV6_HDRINCL
+#define IPV6_HDRINCL 36
+#endif
+// <linux/udp.h>, <linux/icmp.h>, <linux/icmpv6.h>: not with glibc's headers.
+constexpr int kSolUdpLite = 136, kUdpLiteSendCscov = 10, kUdpLiteRecvCscov = 11;
+constexpr int kSolRaw = 255, kIcmpFilter = 1, kIcmpv6Filter = 1;
+
+enum Family : unsigned {
+  kInet = 1, kInet6 = 2, kUnix = 4, kPacket = 8, kNetlink = 16,
+  kAnyFamily = kInet | kInet6 | kUnix | kPacket | kNetlink
+};
+// kIcmp, kIcmp6: a raw socket of IPPROTO_ICMP / IPPROTO_ICMPV6 (a ping
+// socket has the same protocol: the raw socket's filter options fail on it,
+// so they are not read).
+enum Proto : unsigned {
+  kTcp = 1, kUdp = 2, kNoProto = 4, kUdpLite = 8, kIcmp = 16, kIcmp6 = 32,
+  kAnyProto = kTcp | kUdp | kNoProto | kUdpLite | kIcmp | kIcmp6
+};
 
 struct Opt {
   int level, name;
@@ -150,6 +177,31 @@ const Opt kOptions[] = {
     {SOL_UDP, UDP_GRO, "UDP_GRO", kIpAll, kUdp},
     {SOL_UDP, UDP_NO_CHECK6_TX, "UDP_NO_CHECK6_TX", kInet6, kUdp},
     {SOL_UDP, UDP_NO_CHECK6_RX, "UDP_NO_CHECK6_RX", kInet6, kUdp},
+    {IPPROTO_IP, IP_HDRINCL, "IP_HDRINCL", kIp, kAnyProto},
+    {IPPROTO_IPV6, IPV6_HDRINCL, "IPV6_HDRINCL", kInet6, kAnyProto},
+    {IPPROTO_IPV6, IPV6_CHECKSUM, "IPV6_CHECKSUM", kInet6, kNoProto},
+    {kSolRaw, kIcmpFilter, "ICMP_FILTER", kIp, kIcmp},
+    {IPPROTO_ICMPV6, kIcmpv6Filter, "ICMPV6_FILTER", kInet6, kIcmp6, false, 32},
+    {kSolUdpLite, kUdpLiteSendCscov, "UDPLITE_SEND_CSCOV", kIpAll, kUdpLite},
+    {kSolUdpLite, kUdpLiteRecvCscov, "UDPLITE_RECV_CSCOV", kIpAll, kUdpLite},
+    // Before PACKET_RESERVE and the rest: PACKET_VERSION comes first.
+    {SOL_PACKET, PACKET_VERSION, "PACKET_VERSION", kPacket, kAnyProto},
+    {SOL_PACKET, PACKET_RESERVE, "PACKET_RESERVE", kPacket, kAnyProto},
+    {SOL_PACKET, PACKET_AUXDATA, "PACKET_AUXDATA", kPacket, kAnyProto},
+    {SOL_PACKET, PACKET_ORIGDEV, "PACKET_ORIGDEV", kPacket, kAnyProto},
+    {SOL_PACKET, PACKET_LOSS, "PACKET_LOSS", kPacket, kAnyProto},
+    {SOL_PACKET, PACKET_VNET_HDR, "PACKET_VNET_HDR", kPacket, kAnyProto},
+    {SOL_PACKET, PACKET_VNET_HDR_SZ, "PACKET_VNET_HDR_SZ", kPacket, kAnyProto},
+    {SOL_PACKET, PACKET_TIMESTAMP, "PACKET_TIMESTAMP", kPacket, kAnyProto},
+    {SOL_PACKET, PACKET_QDISC_BYPASS, "PACKET_QDISC_BYPASS", kPacket, kAnyProto},
+    {SOL_PACKET, PACKET_IGNORE_OUTGOING, "PACKET_IGNORE_OUTGOING", kPacket, kAnyProto},
+    {SOL_NETLINK, NETLINK_PKTINFO, "NETLINK_PKTINFO", kNetlink, kAnyProto},
+    {SOL_NETLINK, NETLINK_BROADCAST_ERROR, "NETLINK_BROADCAST_ERROR", kNetlink, kAnyProto},
+    {SOL_NETLINK, NETLINK_NO_ENOBUFS, "NETLINK_NO_ENOBUFS", kNetlink, kAnyProto},
+    {SOL_NETLINK, NETLINK_LISTEN_ALL_NSID, "NETLINK_LISTEN_ALL_NSID", kNetlink, kAnyProto},
+    {SOL_NETLINK, NETLINK_CAP_ACK, "NETLINK_CAP_ACK", kNetlink, kAnyProto},
+    {SOL_NETLINK, NETLINK_EXT_ACK, "NETLINK_EXT_ACK", kNetlink, kAnyProto},
+    {SOL_NETLINK, NETLINK_GET_STRICT_CHK, "NETLINK_GET_STRICT_CHK", kNetlink, kAnyProto},
     // Last: it forbids changing the filter, which is attached before it.
     {SOL_SOCKET, SO_LOCK_FILTER, "SO_LOCK_FILTER", kAnyFamily, kAnyProto},
 };
@@ -157,13 +209,25 @@ const Opt kOptions[] = {
 constexpr int kTcpClose = 7, kTcpListen = 10;
 
 unsigned family_bit(int family) {
-  if (family == AF_INET) return kInet;
-  if (family == AF_INET6) return kInet6;
-  return family == AF_UNIX ? unsigned{kUnix} : 0u;
+  switch (family) {
+    case AF_INET: return kInet;
+    case AF_INET6: return kInet6;
+    case AF_UNIX: return kUnix;
+    case AF_PACKET: return kPacket;
+    case AF_NETLINK: return kNetlink;
+    default: return 0u;
+  }
 }
-unsigned proto_bit(int protocol) {
-  if (protocol == IPPROTO_TCP) return kTcp;
-  return protocol == IPPROTO_UDP ? kUdp : kNoProto;
+unsigned proto_bit(int family, int protocol) {
+  if (family != AF_INET && family != AF_INET6) return kNoProto;
+  switch (protocol) {
+    case IPPROTO_TCP: return kTcp;
+    case IPPROTO_UDP: return kUdp;
+    case IPPROTO_UDPLITE: return kUdpLite;
+    case IPPROTO_ICMP: return kIcmp;
+    case IPPROTO_ICMPV6: return kIcmp6;
+    default: return kNoProto;
+  }
 }
 
 const Opt* find_opt(int level, int name) {
@@ -225,7 +289,7 @@ std::string value_text(const img::SocketOption& o) {
 
 Status read_socket_options(int fd, int family, int type, int protocol, int state, const std::string& what,
                            img::SocketOptions& out) {
-  unsigned fam = family_bit(family), proto = proto_bit(protocol);
+  unsigned fam = family_bit(family), proto = proto_bit(family, protocol);
   bool tcp = proto == kTcp;
   if (tcp) {
     char ulp[16] = {};
@@ -236,7 +300,7 @@ Status read_socket_options(int fd, int family, int type, int protocol, int state
                    "read back; minicriu cannot checkpoint it", what, std::string(ulp));
   }
   // What a socket of the same kind starts with, here.
-  UniqueFd fresh(::socket(family, type | SOCK_CLOEXEC, family == AF_UNIX ? 0 : protocol));
+  UniqueFd fresh(::socket(family, type | SOCK_CLOEXEC, family == AF_UNIX || family == AF_PACKET ? 0 : protocol));
   bool unconnected = !tcp || state == kTcpClose || state == kTcpListen;
   for (const Opt& o : kOptions) {
     if (!(o.families & fam) || !(o.protos & proto)) continue;

@@ -1,6 +1,7 @@
 #include "net/unix_named.hpp"
 
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <poll.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -8,9 +9,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <optional>
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <memory>
 #include <set>
 #include <vector>
 
@@ -69,7 +73,36 @@ std::string unix_abs_path(const img::UnixSocketFile& sk) {
   return sk.bind_dir() + "/" + sk.name();
 }
 
-Status dump_unix_name(const UnixDiag& d, pid_t holder, const std::string& what, img::UnixSocketFile& out) {
+namespace {
+
+// The directory a relative name was bound in, from the socket's own file
+// (SIOCUNIXFILE: an O_PATH fd on the inode it bound, Linux 6.11+): its path
+// now, which ends in the name unless the file was moved. deleted: the file was
+// unlinked since (its directory may be gone too).
+std::optional<std::string> bound_dir_of(int fd, const std::string& name, bool& deleted) {
+  constexpr unsigned long kSiocUnixFile = 0x89E0;  // SIOCPROTOPRIVATE + 0
+  if (fd < 0) return std::nullopt;
+  UniqueFd file(::ioctl(fd, kSiocUnixFile));
+  if (!file) return std::nullopt;
+  char buf[4096];
+  ssize_t n = ::readlink(fmt::format("/proc/self/fd/{}", file.get()).c_str(), buf, sizeof buf - 1);
+  if (n <= 0) return std::nullopt;
+  std::string path(buf, static_cast<size_t>(n));
+  const std::string suffix = " (deleted)";
+  deleted = path.size() > suffix.size() && path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0;
+  if (deleted) path.resize(path.size() - suffix.size());
+  std::string rel = name;
+  while (rel.rfind("./", 0) == 0) rel.erase(0, 2);
+  if (rel.empty() || rel.find("..") != std::string::npos || path.size() <= rel.size() + 1 ||
+      path.compare(path.size() - rel.size(), rel.size(), rel) != 0 || path[path.size() - rel.size() - 1] != '/')
+    return std::nullopt;
+  return path.substr(0, path.size() - rel.size() - 1);
+}
+
+}  // namespace
+
+Status dump_unix_name(const UnixDiag& d, pid_t holder, const std::string& what, img::UnixSocketFile& out,
+                      int local_fd) {
   out.set_state(static_cast<uint32_t>(d.state));
   if (d.state == kUnixListening) {
     out.set_backlog(d.wqueue);
@@ -93,12 +126,27 @@ Status dump_unix_name(const UnixDiag& d, pid_t holder, const std::string& what, 
     // A connected socket may hold a listener's name (accepted from it) and
     // need no directory of its own: check_named() decides.
     if (!found && d.state == kUnixConnected && d.type != SOCK_DGRAM) return {};
-    if (!found)
-      return failf("{} is bound to the relative path {}, which does not name it from the process's "
-                   "cwd {}, so the directory it was bound in is unknown; bind it to an absolute "
-                   "path, or keep its file where it was bound, before the dump", what, path, dir);
-    out.set_bind_dir(dir);
-    out.set_path_state(img::UNIX_PATH_OWNED);
+    if (!found) {
+      // The cwd changed since the bind, or the file went: the socket's own
+      // file says where it was bound.
+      bool deleted = false;
+      auto bound_in = bound_dir_of(local_fd, path, deleted);
+      if (!bound_in)
+        return failf("{} is bound to the relative path {}, which does not name it from the process's "
+                     "cwd {}, and its socket file was moved, so the directory it was bound in is "
+                     "unknown; bind it to an absolute path, or keep its file where it was bound, before "
+                     "the dump", what, path, dir);
+      out.set_bind_dir(*bound_in);
+      std::string abs = *bound_in + "/" + path;
+      if (deleted || ::lstat(abs.c_str(), &st) != 0) {
+        out.set_path_state(img::UNIX_PATH_UNLINKED);
+        return {};
+      }
+      out.set_path_state(is_socket_file_of(st, d) ? img::UNIX_PATH_OWNED : img::UNIX_PATH_REPLACED);
+    } else {
+      out.set_bind_dir(dir);
+      out.set_path_state(img::UNIX_PATH_OWNED);
+    }
   } else if (::lstat(path.c_str(), &st) != 0) {
     if (errno != ENOENT && errno != ENOTDIR) return failf_errno("{}: stat {}", what, path);
     out.set_path_state(img::UNIX_PATH_UNLINKED);
@@ -288,6 +336,7 @@ class PathFixes {
   struct Fix {
     std::string path, aside;
     const img::UnixSocketFile* sk;
+    std::vector<std::string> made_dirs;  // made to bind in a removed directory, outermost first
   };
   PathFixes() = default;
   PathFixes(const PathFixes&) = delete;
@@ -311,6 +360,7 @@ class PathFixes {
     for (auto it = fixes_.rbegin(); it != fixes_.rend(); ++it) {
       if (it->sk->path_state() != img::UNIX_PATH_OWNED) ::unlink(it->path.c_str());
       if (!it->aside.empty()) (void)::rename(it->aside.c_str(), it->path.c_str());
+      for (auto d = it->made_dirs.rbegin(); d != it->made_dirs.rend(); ++d) (void)::rmdir(d->c_str());
     }
     fixes_.clear();
   }
@@ -348,13 +398,30 @@ Status bind_name(int fd, const img::UnixSocketFile& sk, PathFixes& fixes) {
         return failf_errno("{}: moving {} aside to bind the socket", describe(sk), path);
     }
   }
+  // A socket bound in a directory removed since: the directories come back
+  // for the bind, and go again with its file.
+  std::vector<std::string> made;
+  if (!owned) {
+    std::vector<std::string> missing;
+    for (std::string d = path.substr(0, path.rfind('/')); !d.empty() && ::access(d.c_str(), F_OK) != 0;
+         d = d.substr(0, d.rfind('/')))
+      missing.push_back(d);
+    for (auto d = missing.rbegin(); d != missing.rend(); ++d) {
+      if (::mkdir(d->c_str(), 0700) != 0) {
+        for (auto m = made.rbegin(); m != made.rend(); ++m) (void)::rmdir(m->c_str());
+        return failf_errno("{}: making its removed directory {} again to bind it", describe(sk), *d);
+      }
+      made.push_back(*d);
+    }
+  }
   int err = run_in_dir(dir_of(sk), do_bind);
   if (err != 0) {
     if (!aside.empty()) (void)::rename(aside.c_str(), path.c_str());
+    for (auto m = made.rbegin(); m != made.rend(); ++m) (void)::rmdir(m->c_str());
     errno = err;
     return failf_errno("{}: bind {}", describe(sk), path);
   }
-  fixes.push({path, aside, &sk});
+  fixes.push({path, aside, &sk, std::move(made)});
   return {};
 }
 
@@ -375,10 +442,34 @@ int send_to(int fd, const std::string& msg, const img::UnixSocketFile& to) {
   });
 }
 
+// The same with the message's control messages (files already resolved
+// into fds by unix_send_message's files, before any fork).
+Result<int> send_to_with(int fd, const std::string& msg, const img::UnixQueuedControl* c,
+                         const UnixSharedFile& files, const img::UnixSocketFile& to) {
+  sockaddr_un a;
+  socklen_t len = unix_addr_of(to.name(), a);
+  std::string dir = dir_of(to);
+  if (dir.empty()) return unix_send_message(fd, msg, c, &files, &a, len);
+  // In the directory (a relative name): the files are looked up first.
+  std::map<uint32_t, int> opened;
+  if (c)
+    for (uint32_t id : c->file_ids()) {
+      ASSIGN_OR_RETURN(int f, files(id));
+      opened[id] = f;
+    }
+  UnixSharedFile known = [&opened](uint32_t id) -> Result<int> { return opened.at(id); };
+  return run_in_dir(dir, [&] {
+    auto r = unix_send_message(fd, msg, c, &known, &a, len);
+    if (!r) return -1;
+    errno = *r;
+    return *r == 0 ? 0 : -1;
+  });
+}
+
 class NamedRestore {
  public:
-  NamedRestore(const ByIno& all, int floor, std::map<uint64_t, UniqueFd>& out)
-      : all_(all), floor_(floor), out_(out) {}
+  NamedRestore(const ByIno& all, int floor, std::map<uint64_t, UniqueFd>& out, UnixDeferred& deferred)
+      : all_(all), floor_(floor), out_(out), deferred_(deferred) {}
 
   Status run() {
     for (auto& [ino, sk] : all_)
@@ -465,6 +556,10 @@ class NamedRestore {
   Status send_datagrams() {
     for (auto& [ino, sk] : mine_) {
       if (sk->type() != SOCK_DGRAM) continue;
+      // From the first message that carries control messages on, in order,
+      // once the tree exists (UnixDeferred).
+      bool later = false;
+      std::shared_ptr<img::UnixSocketFile> copy;
       for (int i = 0; i < sk->queue_size(); i++) {
         const std::string& msg = sk->queue(i);
         std::string from = i < sk->queue_from_size() ? sk->queue_from(i) : std::string();
@@ -475,22 +570,56 @@ class NamedRestore {
         for (auto& [j, s] : mine_)
           if (s->type() == SOCK_DGRAM && s->name() == from && (!from.empty() || (paired(ino) && j == sk->peer_ino())))
             sender = s, sender_ino = j;
+        // The socket it goes from (-1: a new unbound one), and whether
+        // that one is connected to sk (send, not sendto).
+        int via = -1;
+        bool connected = false;
         if (auto closed = closed_peers_.find(ino); closed != closed_peers_.end() && from.empty()) {
-          ssize_t n = ::send(closed->second.get(), msg.data(), msg.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-          err = n == static_cast<ssize_t>(msg.size()) ? 0 : n < 0 ? errno : EMSGSIZE;
+          via = closed->second.get(), connected = true;
         } else if (sender && paired(ino) && sender_ino == sk->peer_ino()) {
-          ssize_t n = ::send(fd(sender_ino), msg.data(), msg.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-          err = n == static_cast<ssize_t>(msg.size()) ? 0 : n < 0 ? errno : EMSGSIZE;
+          via = fd(sender_ino), connected = true;
         } else if (sk->name().empty()) {
           return failf("{}: it has no name to send it to", what);
         } else if (sender) {
-          err = send_to(fd(sender_ino), msg, *sk);
-        } else if (from.empty()) {
+          via = fd(sender_ino);
+        } else if (!from.empty()) {
+          return failf("{}: its sender {} is not in the tree", what, unix_name_display(from));
+        }
+        later = later || unix_control_of(*sk, i) != nullptr;
+        if (later) {
+          if (!copy) copy = std::make_shared<img::UnixSocketFile>(*sk);
+          std::shared_ptr<UniqueFd> dup;
+          if (via >= 0) {
+            ASSIGN_OR_RETURN(UniqueFd d, dup_description(via, what));
+            dup = std::make_shared<UniqueFd>(std::move(d));
+          }
+          deferred_.later([copy, dup, connected, i, what](const UnixSharedFile& files) -> Status {
+            UniqueFd anon;
+            if (!dup) {
+              anon.reset(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+              if (!anon) return failf_errno("{}: socket", what);
+            }
+            int s = dup ? dup->get() : anon.get();
+            const img::UnixQueuedControl* c = unix_control_of(*copy, i);
+            ASSIGN_OR_RETURN(int e, connected ? unix_send_message(s, copy->queue(i), c, &files)
+                                              : send_to_with(s, copy->queue(i), c, files, *copy));
+            if (e != 0) {
+              errno = e;
+              return failf_errno("{}", what);
+            }
+            return {};
+          });
+          continue;
+        }
+        if (connected) {
+          ssize_t n = ::send(via, msg.data(), msg.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+          err = n == static_cast<ssize_t>(msg.size()) ? 0 : n < 0 ? errno : EMSGSIZE;
+        } else if (via >= 0) {
+          err = send_to(via, msg, *sk);
+        } else {
           UniqueFd anon(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
           if (!anon) return failf_errno("{}: socket", what);
           err = send_to(anon.get(), msg, *sk);
-        } else {
-          return failf("{}: its sender {} is not in the tree", what, unix_name_display(from));
         }
         if (err != 0) {
           errno = err;
@@ -541,14 +670,14 @@ class NamedRestore {
             errno = err;
             return failf_errno("{}: connecting for a connection whose client was closed", describe(*l));
           }
-          TRY(unix_send_queue(gone.get(), embryo));
+          TRY(unix_send_queue(gone.get(), embryo, nullptr));
           continue;
         }
         if (!out_.count(p.client_ino()))
           return failf("{}: the client {} of a connection not yet accepted is not in files.img",
                        describe(*l), socket_link(p.client_ino()));
         TRY(connect_client(p.client_ino(), *l));
-        TRY(unix_send_queue(fd(p.client_ino()), embryo));
+        TRY(unix_send_queue(fd(p.client_ino()), embryo, nullptr));
       }
     }
     return {};
@@ -582,7 +711,7 @@ class NamedRestore {
       if (sk->type() == SOCK_DGRAM || sk->queue_size() == 0) continue;
       if (!out_.count(sk->peer_ino()))
         return failf("{}: bytes are queued on it but it has no peer to send them", describe(*sk));
-      TRY(unix_send_queue(fd(sk->peer_ino()), *sk));
+      TRY(unix_send_queue(fd(sk->peer_ino()), *sk, &deferred_));
     }
     return {};
   }
@@ -590,7 +719,7 @@ class NamedRestore {
   Status set_states() {
     for (auto& [ino, sk] : mine_) {
       if (::fcntl(fd(ino), F_SETFL, 0) != 0) return failf_errno("{}: F_SETFL", describe(*sk));
-      TRY(unix_set_state(fd(ino), *sk));
+      TRY(unix_set_state(fd(ino), *sk, &deferred_));
     }
     return {};
   }
@@ -598,6 +727,7 @@ class NamedRestore {
   const ByIno& all_;
   int floor_;
   std::map<uint64_t, UniqueFd>& out_;
+  UnixDeferred& deferred_;
   ByIno mine_;
   std::map<uint64_t, uint64_t> accepted_;  // accepted socket -> its listener
   std::set<uint64_t> pairs_;               // made by socketpair(2)
@@ -607,8 +737,9 @@ class NamedRestore {
 
 }  // namespace
 
-Status restore_named_unix_sockets(const ByIno& by_ino, int fd_floor, std::map<uint64_t, UniqueFd>& out) {
-  NamedRestore r(by_ino, fd_floor, out);
+Status restore_named_unix_sockets(const ByIno& by_ino, int fd_floor, std::map<uint64_t, UniqueFd>& out,
+                                  UnixDeferred& deferred) {
+  NamedRestore r(by_ino, fd_floor, out, deferred);
   return r.run();
 }
 

@@ -42,10 +42,11 @@ std::string unix_abs_path(const img::UnixSocketFile& sk);
 
 // Dump: the name, listening state and pending connections of the socket d
 // describes, into out. holder: the pid whose cwd a relative path is resolved
-// in (0: ours). Refuses a relative path that no longer names the socket from
-// there: its directory cannot be known.
+// in (0: ours). A relative path that no longer names the socket from there
+// is found by the socket's own file (SIOCUNIXFILE on local_fd, if >= 0);
+// refused when that does not tell its directory either.
 [[nodiscard]] Status dump_unix_name(const UnixDiag& d, pid_t holder, const std::string& what,
-                                    img::UnixSocketFile& out);
+                                    img::UnixSocketFile& out, int local_fd = -1);
 
 // The listener of the tree (by_ino) that sk was accepted from, or 0: a
 // connected stream/seqpacket socket holding the name of a listener of the same
@@ -62,8 +63,10 @@ bool restored_as_named(const img::UnixSocketFile& sk,
 // Restore: every socket restored_as_named() creates, binds, connects and fills
 // with its queue, before the tree; out receives one fd per socket inode, above
 // fd_floor.
+// Queues carrying control messages wait in deferred (net/unix_socket.hpp).
+class UnixDeferred;
 [[nodiscard]] Status restore_named_unix_sockets(
     const std::map<uint64_t, const img::UnixSocketFile*>& by_ino, int fd_floor,
-    std::map<uint64_t, UniqueFd>& out);
+    std::map<uint64_t, UniqueFd>& out, UnixDeferred& deferred);
 
 }  // namespace minicriu

@@ -25,6 +25,10 @@ namespace minicriu {
 
 namespace {
 
+// <linux/socket.h>: SCM_SECURITY (SO_PASSSEC), SCM_PIDFD (SO_PASSPIDFD).
+constexpr int kScmSecurity = 3;
+constexpr int kScmPidfd = 4;
+
 
 // A new datagram socket connected to a bound name ("@x" for abstract, as
 // peer_name holds it).
@@ -40,27 +44,39 @@ Result<UniqueFd> connect_unix_dgram(const std::string& name, const std::string& 
   return fd;
 }
 
-// Closes what a peek installed in our process (fds in flight in SCM_RIGHTS,
-// a pidfd of SCM_PIDFD) and says whether any control message came.
-bool drop_control(msghdr& msg) {
-  bool any = false;
+// What a peek's control messages brought: the fds in flight (SCM_RIGHTS,
+// installed in our process by the peek, kept), the credentials; a pidfd of
+// SCM_PIDFD is closed (the receiver's SO_PASSPIDFD makes it again from the
+// credentials' pid). False if a control message is of a kind not understood.
+bool take_control(msghdr& msg, UnixPeeked& out) {
+  bool known = true;
   for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-    any = true;
-    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type == SCM_CREDENTIALS) continue;
-    size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (size_t i = 0; i < n; i++) {
-      int fd;
-      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-      ::close(fd);
+    size_t len = c->cmsg_len - CMSG_LEN(0);
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS && len >= sizeof(ucred)) {
+      ucred u;
+      std::memcpy(&u, CMSG_DATA(c), sizeof u);
+      out.creds = u;
+      continue;
     }
+    if (c->cmsg_level == SOL_SOCKET && (c->cmsg_type == SCM_RIGHTS || c->cmsg_type == kScmPidfd)) {
+      for (size_t i = 0; i + sizeof(int) <= len; i += sizeof(int)) {
+        int fd;
+        std::memcpy(&fd, CMSG_DATA(c) + i, sizeof fd);
+        if (c->cmsg_type == SCM_RIGHTS) out.fds.emplace_back(fd);
+        else ::close(fd);
+      }
+      continue;
+    }
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == kScmSecurity) continue;  // SO_PASSSEC: made again
+    known = false;
   }
-  return any;
+  return known;
 }
 
 // One peek from the current peek offset; -1 and errno EAGAIN at the end.
-ssize_t peek_once(int fd, std::vector<char>& buf, int& msg_flags, bool& control,
-                  std::string* from = nullptr) {
-  alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * 253) + CMSG_SPACE(sizeof(ucred)) + 64];
+ssize_t peek_once(int fd, std::vector<char>& buf, int& msg_flags, bool& unknown_control, UnixPeeked& out,
+                  bool want_from) {
+  alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * 253) + CMSG_SPACE(sizeof(ucred)) + 512];
   iovec iov{buf.data(), buf.size()};
   msghdr msg{};
   msg.msg_iov = &iov;
@@ -68,7 +84,7 @@ ssize_t peek_once(int fd, std::vector<char>& buf, int& msg_flags, bool& control,
   msg.msg_control = cbuf;
   msg.msg_controllen = sizeof cbuf;
   sockaddr_un addr{};
-  if (from) {
+  if (want_from) {
     msg.msg_name = &addr;
     msg.msg_namelen = sizeof addr;
   }
@@ -76,8 +92,9 @@ ssize_t peek_once(int fd, std::vector<char>& buf, int& msg_flags, bool& control,
   do n = ::recvmsg(fd, &msg, MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
   while (n < 0 && errno == EINTR);
   msg_flags = msg.msg_flags;
-  control = n >= 0 && drop_control(msg);
-  if (from && n >= 0) *from = unix_raw_name(addr, msg.msg_namelen);
+  unknown_control = n >= 0 && !take_control(msg, out);
+  if (n >= 0) out.data.assign(buf.data(), static_cast<size_t>(n));
+  if (want_from && n >= 0) out.from = unix_raw_name(addr, msg.msg_namelen);
   return n;
 }
 
@@ -191,67 +208,90 @@ Result<UnixDiag> unix_diag_query(uint64_t ino) {
   return d;
 }
 
-Result<std::vector<std::string>> peek_unix_queue(int fd, int type, const std::string& what,
-                                                 std::vector<std::string>* from) {
-  std::vector<std::string> queue;
+Result<std::vector<UnixPeeked>> peek_unix_messages(int fd, int type, const std::string& what,
+                                                   bool want_from) {
+  std::vector<UnixPeeked> queue;
   int inq = 0;
   if (::ioctl(fd, SIOCINQ, &inq) != 0) return failf_errno("{}: SIOCINQ", what);
   if (inq == 0 && type != SOCK_DGRAM) return queue;
   PeekOffGuard guard(fd);
   int msg_flags = 0;
-  bool control = false;
-  auto in_flight = [&] {
-    return failf("{}: a message queued on it carries fds or credentials (SCM_RIGHTS, "
-                 "SCM_CREDENTIALS, SCM_PIDFD), which minicriu cannot checkpoint yet; let the "
-                 "application read it before the dump", what);
+  bool unknown = false;
+  auto truncated = [&] {
+    return failf("{}: a message queued on it carries more control data (fds, credentials) than "
+                 "minicriu reads at once, or of a kind it does not know; let the application read "
+                 "it before the dump", what);
   };
-  if (type == SOCK_STREAM) {
-    // SIOCINQ counts every byte queued; one peek from offset 0 reads them all
-    // unless a message with fds or credentials stops it.
-    if (guard.old() >= 0 && !guard.start()) return failf_errno("{}: SO_PEEK_OFF", what);
-    std::vector<char> buf(static_cast<size_t>(inq));
-    ssize_t n = peek_once(fd, buf, msg_flags, control);
-    if (n < 0) return failf_errno("{}: peeking at its {} queued bytes", what, inq);
-    if (control) return in_flight();
-    if (n != inq)
-      return failf("{}: only {} of its {} queued bytes can be read without consuming them (fds, "
-                   "credentials or out-of-band data in flight); let the application read them "
-                   "before the dump", what, n, inq);
-    queue.emplace_back(buf.data(), static_cast<size_t>(n));
-    return queue;
-  }
-  // Message by message: with SO_PEEK_OFF set, each peek moves past the
-  // message it read (unix_dgram_recvmsg, since 4.2 for datagram kinds).
+  // Message by message (for a stream, run by run: a peek stops after fds in
+  // flight and between different credentials): with SO_PEEK_OFF set, each
+  // peek moves past what it read (unix_*_recvmsg, since 4.2 for datagram kinds).
   if (!guard.start()) return failf_errno("{}: SO_PEEK_OFF", what);
+  if (type == SOCK_STREAM) {
+    std::vector<char> buf(static_cast<size_t>(inq));
+    size_t total = 0;
+    while (total < static_cast<size_t>(inq)) {
+      UnixPeeked m;
+      ssize_t n = peek_once(fd, buf, msg_flags, unknown, m, false);
+      if (n < 0) return failf_errno("{}: peeking at its {} queued bytes", what, inq);
+      if (unknown || (msg_flags & MSG_CTRUNC)) return truncated();
+      if (n == 0)
+        return failf("{}: only {} of its {} queued bytes can be read without consuming them "
+                     "(out-of-band data in flight?); let the application read them before the dump",
+                     what, total, inq);
+      total += static_cast<size_t>(n);
+      queue.push_back(std::move(m));
+    }
+    // Runs without control messages are one element, as before.
+    std::vector<UnixPeeked> merged;
+    for (auto& m : queue) {
+      if (!merged.empty() && !merged.back().has_control() && !m.has_control()) merged.back().data += m.data;
+      else merged.push_back(std::move(m));
+    }
+    return merged;
+  }
   std::vector<char> buf(std::max(inq, sock_int(fd, SOL_SOCKET, SO_RCVBUF, 0)) + (1 << 16));
   size_t total = 0;
   for (;;) {
-    std::string sender;
-    ssize_t n = peek_once(fd, buf, msg_flags, control, from ? &sender : nullptr);
+    UnixPeeked m;
+    ssize_t n = peek_once(fd, buf, msg_flags, unknown, m, want_from);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
     if (n < 0) return failf_errno("{}: peeking at its queued messages", what);
-    if (control || (msg_flags & MSG_CTRUNC)) return in_flight();
+    if (unknown || (msg_flags & MSG_CTRUNC)) return truncated();
     if (msg_flags & MSG_TRUNC) return failf("{}: a queued message is larger than {} bytes", what, buf.size());
     // A peek offset does not move past an empty message: we would read it forever.
     if (n == 0)
       return failf("{}: an empty message is queued on it, which cannot be read without "
                    "consuming it; let the application read it before the dump", what);
-    queue.emplace_back(buf.data(), static_cast<size_t>(n));
-    if (from) from->push_back(std::move(sender));
     total += static_cast<size_t>(n);
+    queue.push_back(std::move(m));
   }
   // SIOCINQ is every byte for seqpacket, the first message's for dgram.
   size_t expect = type == SOCK_SEQPACKET ? static_cast<size_t>(inq)
                   : queue.empty()        ? 0
-                                         : queue.front().size();
+                                         : queue.front().data.size();
   if ((type == SOCK_SEQPACKET ? total : expect) != static_cast<size_t>(inq))
     return failf("{}: its queued messages could not all be read ({} bytes read, {} queued)", what,
                  total, inq);
   return queue;
 }
 
+Result<std::vector<std::string>> peek_unix_queue(int fd, int type, const std::string& what,
+                                                 std::vector<std::string>* from) {
+  ASSIGN_OR_RETURN(auto msgs, peek_unix_messages(fd, type, what, from != nullptr));
+  std::vector<std::string> queue;
+  for (auto& m : msgs) {
+    if (m.has_control())
+      return failf("{}: a message queued on it carries fds or credentials (SCM_RIGHTS, "
+                   "SCM_CREDENTIALS), which minicriu cannot carry here; let the application "
+                   "read it before the dump", what);
+    queue.push_back(std::move(m.data));
+    if (from) from->push_back(std::move(m.from));
+  }
+  return queue;
+}
+
 Status dump_unix_socket(const std::string& what_fd, int local_fd, uint64_t ino, int flags,
-                        img::UnixSocketFile& out, pid_t holder) {
+                        img::UnixSocketFile& out, pid_t holder, const UnixAddFile& add_file) {
   ASSIGN_OR_RETURN(UnixDiag d, with_context(unix_diag_query(ino), what_fd));
   std::string what = fmt::format("{}: unix {} {}", what_fd, unix_type_name(d.type), socket_link(ino));
   if (d.type != SOCK_STREAM && d.type != SOCK_DGRAM && d.type != SOCK_SEQPACKET)
@@ -259,17 +299,35 @@ Status dump_unix_socket(const std::string& what_fd, int local_fd, uint64_t ino, 
   // Names, listeners and unconnected sockets: net/unix_named.cc. A socket
   // with no peer is checked once every socket of the tree is seen (a
   // connected one may wait in a listener's accept queue).
-  TRY(dump_unix_name(d, holder, what, out));
+  TRY(dump_unix_name(d, holder, what, out, local_fd));
   bool passcred = sock_int(local_fd, SOL_SOCKET, SO_PASSCRED, 0) != 0;
-  std::vector<std::string> from;
   // A listener's queue holds connections, not data (SIOCINQ refuses it).
-  std::vector<std::string> queue;
+  std::vector<UnixPeeked> queue;
   if (d.state != kUnixListening) {
-    ASSIGN_OR_RETURN(queue, peek_unix_queue(local_fd, d.type, what, d.type == SOCK_DGRAM ? &from : nullptr));
+    ASSIGN_OR_RETURN(queue, peek_unix_messages(local_fd, d.type, what, d.type == SOCK_DGRAM));
   }
-  if (passcred && !queue.empty())
-    return failf("{} has SO_PASSCRED set and messages queued, whose credentials minicriu cannot "
-                 "restore yet; let the application read them before the dump", what);
+  std::vector<std::string> from;
+  for (size_t i = 0; i < queue.size(); i++) {
+    UnixPeeked& m = queue[i];
+    from.push_back(m.from);
+    if (!m.has_control()) continue;
+    img::UnixQueuedControl* c = out.add_queue_control();
+    c->set_index(static_cast<uint32_t>(i));
+    if (m.creds) {
+      c->set_has_creds(true);
+      c->set_pid(static_cast<uint32_t>(m.creds->pid));
+      c->set_uid(m.creds->uid);
+      c->set_gid(m.creds->gid);
+    }
+    for (size_t j = 0; j < m.fds.size(); j++) {
+      std::string in_flight = fmt::format("{}: fd {} in flight in queued message {}", what, j, i);
+      if (!add_file)
+        return failf("{}: files in flight in its queue (SCM_RIGHTS) cannot be carried here; let the "
+                     "application read them before the dump", what);
+      ASSIGN_OR_RETURN(uint32_t id, add_file(m.fds[j].get(), in_flight));
+      c->add_file_ids(id);
+    }
+  }
   out.set_ino(ino);
   out.set_peer_ino(d.peer_ino);
   out.set_type(static_cast<uint32_t>(d.type));
@@ -280,7 +338,7 @@ Status dump_unix_socket(const std::string& what_fd, int local_fd, uint64_t ino, 
   TRY(read_socket_options(local_fd, AF_UNIX, d.type, 0, 0, what, *out.mutable_sockopts()));
   out.set_sndbuf(static_cast<uint32_t>(sock_int(local_fd, SOL_SOCKET, SO_SNDBUF, 0)));
   out.set_rcvbuf(static_cast<uint32_t>(sock_int(local_fd, SOL_SOCKET, SO_RCVBUF, 0)));
-  for (auto& m : queue) out.add_queue(std::move(m));
+  for (auto& m : queue) out.add_queue(std::move(m.data));
   if (d.peer_ino == 0 && d.state == kUnixConnected && d.type != SOCK_DGRAM) {
     // Waiting in an accept queue, perhaps outside the tree: the listener's name.
     sockaddr_un peer{};
@@ -434,20 +492,127 @@ Result<std::map<uint64_t, UniqueFd>> UnixSocketRestorer::take_external(
   return out;
 }
 
-namespace {
+UnixDeferred::UnixDeferred(const std::vector<img::FileEntry>& files) {
+  for (auto& f : files)
+    if (f.has_unix_sk() && f.unix_sk().queue_control_size() > 0) {
+      waits_.insert(f.unix_sk().ino());
+      if (f.unix_sk().peer_ino()) waits_.insert(f.unix_sk().peer_ino());
+    }
+}
 
-Status send_queue(int from, const img::UnixSocketFile& to) {
-  for (const std::string& m : to.queue()) {
-    // A stream may take its bytes in several sends; a message goes whole.
-    for (size_t done = 0; done < m.size() || (m.empty() && done == 0);) {
-      ssize_t n = ::send(from, m.data() + done, m.size() - done, MSG_DONTWAIT | MSG_NOSIGNAL);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0)
-        return failf_errno("{}: sending its {} queued bytes back", socket_link(to.ino()), m.size());
-      done += static_cast<size_t>(n);
-      if (m.empty()) break;
+std::set<uint32_t> UnixDeferred::held_files(const std::vector<img::FileEntry>& files) {
+  std::set<uint32_t> ids;
+  for (auto& f : files)
+    if (f.has_unix_sk())
+      for (auto& c : f.unix_sk().queue_control()) ids.insert(c.file_ids().begin(), c.file_ids().end());
+  return ids;
+}
+
+void UnixDeferred::shutdown_later(UniqueFd fd, int how, std::string what) {
+  shuts_.push_back({std::move(fd), how, std::move(what)});
+}
+
+Status UnixDeferred::run(const UnixSharedFile& files) {
+  for (auto& step : sends_) TRY(step(files));
+  sends_.clear();
+  for (auto& s : shuts_)
+    if (::shutdown(s.fd.get(), s.how) != 0) return failf_errno("{}: shutdown", s.what);
+  shuts_.clear();
+  return {};
+}
+
+const img::UnixQueuedControl* unix_control_of(const img::UnixSocketFile& sk, int index) {
+  for (auto& c : sk.queue_control())
+    if (c.index() == static_cast<uint32_t>(index)) return &c;
+  return nullptr;
+}
+
+Result<int> unix_send_message(int fd, const std::string& m, const img::UnixQueuedControl* c,
+                              const UnixSharedFile* files, const sockaddr_un* to, socklen_t to_len) {
+  std::vector<int> fds;
+  if (c) {
+    if (c->file_ids_size() > 0 && !files) return fail("files in flight, but no file to send");
+    for (uint32_t id : c->file_ids()) {
+      ASSIGN_OR_RETURN(int f, (*files)(id));
+      fds.push_back(f);
     }
   }
+  alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * 253) + CMSG_SPACE(sizeof(ucred))];
+  if (fds.size() > 253) return fail("more than 253 files in flight in one message");
+  size_t done = 0;
+  bool control = c && (!fds.empty() || c->has_creds());
+  for (;;) {
+    iovec iov{const_cast<char*>(m.data()) + done, m.size() - done};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    if (to && done == 0) {
+      msg.msg_name = const_cast<sockaddr_un*>(to);
+      msg.msg_namelen = to_len;
+    }
+    if (control) {
+      std::memset(cbuf, 0, sizeof cbuf);
+      msg.msg_control = cbuf;
+      msg.msg_controllen = (fds.empty() ? 0 : CMSG_SPACE(sizeof(int) * fds.size())) +
+                           (c->has_creds() ? CMSG_SPACE(sizeof(ucred)) : 0);
+      cmsghdr* h = CMSG_FIRSTHDR(&msg);
+      if (!fds.empty()) {
+        h->cmsg_level = SOL_SOCKET;
+        h->cmsg_type = SCM_RIGHTS;
+        h->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+        std::memcpy(CMSG_DATA(h), fds.data(), sizeof(int) * fds.size());
+        h = CMSG_NXTHDR(&msg, h);
+      }
+      if (c->has_creds()) {
+        // As root the restorer may send another process's pid, uid and gid.
+        ucred u{static_cast<pid_t>(c->pid()), c->uid(), c->gid()};
+        h->cmsg_level = SOL_SOCKET;
+        h->cmsg_type = SCM_CREDENTIALS;
+        h->cmsg_len = CMSG_LEN(sizeof u);
+        std::memcpy(CMSG_DATA(h), &u, sizeof u);
+      }
+    }
+    ssize_t n = ::sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno;
+    done += static_cast<size_t>(n);
+    control = false;
+    if (done >= m.size()) return 0;
+    if (to) return EMSGSIZE;  // a datagram goes whole
+  }
+}
+
+namespace {
+
+Status send_range(int from, const img::UnixSocketFile& to, int first, int last, const UnixSharedFile* files) {
+  for (int i = first; i < last; i++) {
+    const std::string& m = to.queue(i);
+    ASSIGN_OR_RETURN(int err, with_context(unix_send_message(from, m, unix_control_of(to, i), files),
+                                           fmt::format("{}: queued message {}", socket_link(to.ino()), i)));
+    if (err != 0) {
+      errno = err;
+      return failf_errno("{}: sending its {} queued bytes back", socket_link(to.ino()), m.size());
+    }
+  }
+  return {};
+}
+
+// The messages before the first one with control messages now, the rest
+// once the tree exists (deferred).
+Status send_queue(int from, const img::UnixSocketFile& to, UnixDeferred* deferred) {
+  int first = to.queue_size();
+  for (auto& c : to.queue_control()) first = std::min(first, static_cast<int>(c.index()));
+  TRY(send_range(from, to, 0, first, nullptr));
+  if (first == to.queue_size()) return {};
+  if (!deferred)
+    return failf("{}: its queue carries files or credentials, which cannot be sent back here",
+                 socket_link(to.ino()));
+  ASSIGN_OR_RETURN(UniqueFd dup, dup_description(from, socket_link(to.ino())));
+  auto sender = std::make_shared<UniqueFd>(std::move(dup));
+  auto copy = std::make_shared<img::UnixSocketFile>(to);
+  deferred->later([sender, copy, first](const UnixSharedFile& files) {
+    return send_range(sender->get(), *copy, first, copy->queue_size(), &files);
+  });
   return {};
 }
 
@@ -472,7 +637,7 @@ Status set_buffers(int fd, const img::UnixSocketFile& sk) {
   return {};
 }
 
-Status set_state(int fd, const img::UnixSocketFile& sk) {
+Status set_state(int fd, const img::UnixSocketFile& sk, UnixDeferred* deferred) {
   std::string what = socket_link(sk.ino());
   if (sk.passcred()) {
     int one = 1;
@@ -487,7 +652,12 @@ Status set_state(int fd, const img::UnixSocketFile& sk) {
   // sk_shutdown bits: 1 receive, 2 send; shutdown(2) takes 0, 1, 2.
   if (sk.shutdown() & 3) {
     int how = (sk.shutdown() & 3) == 3 ? SHUT_RDWR : (sk.shutdown() & 1) ? SHUT_RD : SHUT_WR;
-    if (::shutdown(fd, how) != 0) return failf_errno("{}: shutdown", what);
+    if (deferred && deferred->waits(sk.ino())) {
+      ASSIGN_OR_RETURN(UniqueFd dup, dup_description(fd, what));
+      deferred->shutdown_later(std::move(dup), how, what);
+    } else if (::shutdown(fd, how) != 0) {
+      return failf_errno("{}: shutdown", what);
+    }
   }
   TRY(set_socket_options(fd, sk.sockopts(), what));
   TRY(attach_socket_filter(fd, sk.sockopts(), what));
@@ -501,13 +671,19 @@ Status set_state(int fd, const img::UnixSocketFile& sk) {
 
 }  // namespace
 
-Status unix_send_queue(int from, const img::UnixSocketFile& to) { return send_queue(from, to); }
+Status unix_send_queue(int from, const img::UnixSocketFile& to, UnixDeferred* deferred) {
+  return send_queue(from, to, deferred);
+}
 Status unix_set_buffers(int fd, const img::UnixSocketFile& sk) { return set_buffers(fd, sk); }
-Status unix_set_state(int fd, const img::UnixSocketFile& sk) { return set_state(fd, sk); }
+Status unix_set_state(int fd, const img::UnixSocketFile& sk, UnixDeferred* deferred) {
+  return set_state(fd, sk, deferred);
+}
 
 Result<std::unique_ptr<UnixSocketRestorer>> UnixSocketRestorer::create_all(
     const std::vector<img::FileEntry>& files, int fd_floor, std::map<uint64_t, UniqueFd> external) {
   auto r = std::make_unique<UnixSocketRestorer>();
+  r->deferred_ = std::make_unique<UnixDeferred>(files);
+  UnixDeferred* deferred = r->deferred_.get();
   std::map<uint64_t, const img::UnixSocketFile*> by_ino;
   for (auto& f : files)
     if (f.has_unix_sk()) by_ino[f.unix_sk().ino()] = &f.unix_sk();
@@ -522,7 +698,7 @@ Result<std::unique_ptr<UnixSocketRestorer>> UnixSocketRestorer::create_all(
       TRY(set_buffers(fd.get(), *sk));
       img::UnixSocketFile state = *sk;
       state.set_shutdown(0);
-      TRY(set_state(fd.get(), state));
+      TRY(set_state(fd.get(), state, nullptr));
       r->sockets_.emplace(ino, std::move(fd));
       continue;
     }
@@ -540,16 +716,18 @@ Result<std::unique_ptr<UnixSocketRestorer>> UnixSocketRestorer::create_all(
     // shutdown closes a direction.
     TRY(set_buffers(a.get(), *sk));
     TRY(set_buffers(b.get(), *peer->second));
-    TRY(send_queue(b.get(), *sk));
-    TRY(send_queue(a.get(), *peer->second));
-    TRY(set_state(a.get(), *sk));
-    TRY(set_state(b.get(), *peer->second));
+    TRY(send_queue(b.get(), *sk, deferred));
+    TRY(send_queue(a.get(), *peer->second, deferred));
+    TRY(set_state(a.get(), *sk, deferred));
+    TRY(set_state(b.get(), *peer->second, deferred));
     r->sockets_.emplace(ino, std::move(a));
     r->sockets_.emplace(sk->peer_ino(), std::move(b));
   }
-  TRY(restore_named_unix_sockets(by_ino, fd_floor, r->sockets_));
+  TRY(restore_named_unix_sockets(by_ino, fd_floor, r->sockets_, *deferred));
   return r;
 }
+
+Status UnixSocketRestorer::fill_deferred(const UnixSharedFile& files) { return deferred_->run(files); }
 
 Result<UniqueFd> UnixSocketRestorer::open(const img::UnixSocketFile& sk) const {
   auto it = sockets_.find(sk.ino());
@@ -571,6 +749,11 @@ std::string describe_unix(const img::UnixSocketFile& sk) {
   std::string queued = sk.type() == SOCK_STREAM
                            ? fmt::format("{} byte(s) queued", bytes)
                            : fmt::format("{} message(s) of {} byte(s) queued", sk.queue_size(), bytes);
+  if (sk.queue_control_size() > 0) {
+    int files = 0;
+    for (auto& c : sk.queue_control()) files += c.file_ids_size();
+    queued += fmt::format(" ({} carrying {} file(s) in flight or credentials)", sk.queue_control_size(), files);
+  }
   std::string named;
   if (!sk.name().empty()) {
     static const char* const kPath[] = {"", "", " (path unlinked)", " (path replaced by another file)"};
@@ -598,9 +781,9 @@ class UnixSocketKind final : public Kind {
            sock_int(fd.local_fd, SOL_SOCKET, SO_DOMAIN, -1) == AF_UNIX;
   }
 
-  Status take(const FdDumpInfo& fd, img::FileEntry& entry, DumpEnv&) override {
+  Status take(const FdDumpInfo& fd, img::FileEntry& entry, DumpEnv& env) override {
     img::UnixSocketFile* sk = entry.mutable_unix_sk();
-    TRY(dump_unix_socket(fd.what, fd.local_fd, fd.st.st_ino, fd.fdinfo.flags, *sk, fd.pid));
+    TRY(dump_unix_socket(fd.what, fd.local_fd, fd.st.st_ino, fd.fdinfo.flags, *sk, fd.pid, env.add_file));
     store_.add(*sk, fd);
     if (sk->pending_size() > 0) store_.keep_listener(sk->ino(), fd.local_fd);
     return {};
@@ -641,7 +824,14 @@ class UnixSocketKind final : public Kind {
     return restorer_->open(entry.unix_sk());
   }
 
-  Status resume(const RestoreEnv&) override {
+  void list_held(const RestoreEnv& env, std::set<uint32_t>& ids) const override {
+    ids.merge(UnixDeferred::held_files(env.checkpoint.files));
+  }
+
+  // Every process of the tree exists: the queues carrying files in flight and
+  // credentials are filled now.
+  Status resume(const RestoreEnv& env) override {
+    if (restorer_) TRY(restorer_->fill_deferred(env.shared_file));
     restorer_.reset();
     return {};
   }

@@ -7,10 +7,14 @@
 // in net/unix_named.{hpp,cc}, called from here.
 #pragma once
 
+#include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/un.h>
 
+#include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -45,8 +49,22 @@ struct UnixDiag {
 // network namespace).
 [[nodiscard]] Result<UnixDiag> unix_diag_query(uint64_t ino);
 
-// The receive queue of a unix socket of this type, read without consuming it;
-// the socket's SO_PEEK_OFF is put back as it was.
+// One message of a unix socket's receive queue, read without consuming it
+// (for a stream, one run of bytes), with what its control messages carried.
+struct UnixPeeked {
+  std::string data;
+  std::string from;              // a datagram's sender name (sun_path bytes)
+  std::vector<UniqueFd> fds;     // SCM_RIGHTS: in flight, installed here by the peek
+  std::optional<ucred> creds;    // SCM_CREDENTIALS (the receiver has SO_PASSCRED)
+  bool has_control() const { return !fds.empty() || creds.has_value(); }
+};
+
+// The receive queue of a unix socket of this type, message by message; the
+// socket's SO_PEEK_OFF is put back as it was.
+[[nodiscard]] Result<std::vector<UnixPeeked>> peek_unix_messages(int fd, int type, const std::string& what,
+                                                                bool want_from);
+
+// The same, refusing a message that carries control messages.
 // With from, each message's sender name (sun_path bytes) is added to it.
 [[nodiscard]] Result<std::vector<std::string>> peek_unix_queue(int fd, int type, const std::string& what,
                                                                std::vector<std::string>* from = nullptr);
@@ -61,14 +79,62 @@ ExternalObject unix_external_object(const img::UnixSocketFile& sk);
 // line (messages carrying fds or credentials, a relative path whose directory
 // is unknown).
 // holder: the pid whose cwd a relative bound path is resolved in (0: ours).
+// add_file: how a file in flight (SCM_RIGHTS) gets its files.img entry
+// (DumpEnv::add_file); without it such a message is refused.
+using UnixAddFile = std::function<Result<uint32_t>(int local_fd, const std::string& what)>;
 [[nodiscard]] Status dump_unix_socket(const std::string& what, int local_fd, uint64_t ino, int flags,
-                                      img::UnixSocketFile& out, pid_t holder = 0);
+                                      img::UnixSocketFile& out, pid_t holder = 0,
+                                      const UnixAddFile& add_file = nullptr);
+
+// The file of a files.img entry, opened for the restore (RestoreEnv::shared_file).
+using UnixSharedFile = std::function<Result<int>(uint32_t file_id)>;
+
+// Queues whose messages carry control messages (files in flight,
+// credentials) are filled last, at resume(): every file is open then, and
+// every pid of the tree that credentials name exists. Until then the
+// messages before the first such one are queued, and the shutdown of the
+// sockets at both ends of such a queue waits.
+class UnixDeferred {
+ public:
+  using Step = std::function<Status(const UnixSharedFile& files)>;
+  explicit UnixDeferred(const std::vector<img::FileEntry>& files);
+  UnixDeferred(const UnixDeferred&) = delete;
+  UnixDeferred& operator=(const UnixDeferred&) = delete;
+  // The files in flight in the queues (Kind::list_held()).
+  static std::set<uint32_t> held_files(const std::vector<img::FileEntry>& files);
+  // sk's shutdown waits for the queues.
+  bool waits(uint64_t ino) const { return waits_.count(ino) > 0; }
+  void later(Step step) { sends_.push_back(std::move(step)); }
+  void shutdown_later(UniqueFd fd, int how, std::string what);
+  // The queued sends, in order, then the shutdowns.
+  [[nodiscard]] Status run(const UnixSharedFile& files);
+
+ private:
+  std::set<uint64_t> waits_;
+  std::vector<Step> sends_;
+  struct Shut {
+    UniqueFd fd;
+    int how;
+    std::string what;
+  };
+  std::vector<Shut> shuts_;
+};
+
+// The control messages of message `index` of sk's queue, or null.
+const img::UnixQueuedControl* unix_control_of(const img::UnixSocketFile& sk, int index);
+// One message with its control messages, the fds from files: sent whole
+// (a stream may take its bytes in several sends, the control going with the
+// first), to `to` if given. Returns 0 or errno (EMSGSIZE: sent in part).
+[[nodiscard]] Result<int> unix_send_message(int fd, const std::string& msg, const img::UnixQueuedControl* c,
+                                            const UnixSharedFile* files, const sockaddr_un* to = nullptr,
+                                            socklen_t to_len = 0);
 
 // Restore steps shared with the named sockets (net/unix_named.cc): a queue
-// sent again from `from`, buffer sizes, and the state set last.
-[[nodiscard]] Status unix_send_queue(int from, const img::UnixSocketFile& to);
+// sent again from `from` (what carries control messages, through deferred),
+// buffer sizes, and the state set last (a shutdown deferred waits).
+[[nodiscard]] Status unix_send_queue(int from, const img::UnixSocketFile& to, UnixDeferred* deferred);
 [[nodiscard]] Status unix_set_buffers(int fd, const img::UnixSocketFile& sk);
-[[nodiscard]] Status unix_set_state(int fd, const img::UnixSocketFile& sk);
+[[nodiscard]] Status unix_set_state(int fd, const img::UnixSocketFile& sk, UnixDeferred* deferred);
 
 // Dump side: every unix socket of the tree, to check at the end that each
 // one's peer is in the tree too.
@@ -137,11 +203,14 @@ class UnixSocketRestorer {
   [[nodiscard]] static Result<std::unique_ptr<UnixSocketRestorer>> create_all(
       const std::vector<img::FileEntry>& files, int fd_floor,
       std::map<uint64_t, UniqueFd> external = {});
+  // Once the tree's processes exist: the queues carrying control messages.
+  [[nodiscard]] Status fill_deferred(const UnixSharedFile& files);
   // A dup of the socket: one open file description per socket, as dumped.
   [[nodiscard]] Result<UniqueFd> open(const img::UnixSocketFile& sk) const;
 
  private:
   std::map<uint64_t, UniqueFd> sockets_;
+  std::unique_ptr<UnixDeferred> deferred_;
 };
 
 }  // namespace minicriu

@@ -63,5 +63,6 @@ INSTANTIATE_TEST_SUITE_P(
                     Case{"opath", {}}, Case{"sockopts", {}}, Case{"locks", {}}, Case{"sigio", {}},
                     Case{"shared", {}}, Case{"seccomp", {}}, Case{"seccomp", {"strict"}},
                     Case{"procattr", {}}, Case{"timer_tid", {}},
-                    Case{"memfdmore", {}}, Case{"madvise", {}}, Case{"mprot", {}}, Case{"filecow", {}}),
+                    Case{"memfdmore", {}}, Case{"madvise", {}}, Case{"mprot", {}}, Case{"filecow", {}},
+                    Case{"unixscm", {}}, Case{"rawsocks", {}}, Case{"tcpsyn", {}}, Case{"unixgone", {}}),
     name_of);

@@ -43,6 +43,10 @@ TEST(UnixNamed, ListenersWithoutWaitingConnectionsComeBackTwice) { cycle("unixna
 
 TEST(UnixNamed, NamedDatagramSocketsAndUnlinkedOrReplacedPathsComeBackTwice) { cycle("unixdgram", 2); }
 
+// Bound by a relative path the cwd no longer leads to, and in directories
+// removed since.
+TEST(UnixNamed, NamesThatNoLongerLeadToTheirSocketsComeBackTwice) { cycle("unixgone", 2); }
+
 TEST(UnixNamed, ShowNamesListenersAndWaitingConnections) {
   TempDir dir;
   std::string images = images_dir(dir);

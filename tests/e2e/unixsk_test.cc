@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <set>
 
 #include "e2e_util.hpp"
 #include "minicriu.pb.h"
@@ -58,6 +59,70 @@ TEST(UnixSocketDump, QueuesAreRecordedAndNotConsumed) {
 }
 
 TEST(UnixSocketRestore, PairsWithDataInFlightAcrossTwoProcesses) { cycle("unixsk", 2, {}, false); }
+
+// Fds in flight (a regular file, a pipe end, a unix socket, a dup of a file
+// also held) and credentials (of a child of the tree, of another uid) in
+// stream, seqpacket and datagram queues, a named datagram socket's too.
+TEST(UnixSocketRestore, FilesAndCredentialsInFlightComeBackTwice) { cycle("unixscm", 2); }
+
+TEST(UnixSocketDump, FilesInFlightAreEntriesOfTheirOwnKinds) {
+  TempDir dir;
+  std::string images = images_dir(dir);
+  Program p("unixscm", dir);
+  ASSERT_TRUE(p.wait_ready());
+  ASSERT_NO_FATAL_FAILURE(dump_leave_running(p, images));
+  auto view = show_json(images);
+  std::set<uint32_t> ids;
+  int controls = 0, creds = 0;
+  for (auto& f : view.files()) {
+    if (!f.has_unix_sk()) continue;
+    for (auto& c : f.unix_sk().queue_control()) {
+      controls++;
+      creds += c.has_creds();
+      ids.insert(c.file_ids().begin(), c.file_ids().end());
+    }
+  }
+  // stream: 1 message with 2 files; seqpacket: 1 with 2; dgram: 3 with
+  // credentials, one of them with a file; the named socket: 1 with a file.
+  EXPECT_EQ(controls, 6);
+  EXPECT_EQ(creds, 3);
+  EXPECT_EQ(ids.size(), 6u);
+  int reg = 0, pipe = 0, unix_sk = 0;
+  for (auto& f : view.files()) {
+    if (!ids.count(f.id())) continue;
+    reg += f.has_reg();
+    pipe += f.has_pipe();
+    unix_sk += f.has_unix_sk();
+  }
+  EXPECT_EQ(reg, 4);
+  EXPECT_EQ(pipe, 1);
+  EXPECT_EQ(unix_sk, 1);
+  auto text = run_minicriu({"show", "-D", images});
+  EXPECT_NE(text.output.find("file(s) in flight or credentials"), std::string::npos) << text.output;
+  expect_intact(p);
+}
+
+TEST(UnixSocketDump, ALockedFileOnlyInFlightIsRefusedInOneLineAndTheTargetRunsOn) {
+  TempDir dir;
+  Program p("unixscm", dir, {"locked"});
+  ASSERT_TRUE(p.wait_ready());
+  auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", images_dir(dir)});
+  expect_one_line_error(r, "locked.txt) has a file lock, which minicriu restores only through an fd of the tree");
+  EXPECT_NE(r.output.find(fmt::format("pid {}: fd ", p.pid())), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir / "images/inventory.img"));
+  expect_intact(p);
+}
+
+TEST(UnixSocketDump, ASocketInFlightInItsOwnQueueIsRefusedInOneLineAndTheTargetRunsOn) {
+  TempDir dir;
+  Program p("unixscm", dir, {"cycle"});
+  ASSERT_TRUE(p.wait_ready());
+  auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", images_dir(dir)});
+  expect_one_line_error(r, "files in flight inside files in flight nest more than 4 deep");
+  EXPECT_NE(r.output.find(fmt::format("pid {}: fd ", p.pid())), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir / "images/inventory.img"));
+  expect_intact(p);
+}
 
 TEST(UnixSocketDump, APeerOutsideTheTreeIsRefusedAndTargetLeftIntact) {
   TempDir dir;

@@ -48,9 +48,9 @@ int main(int argc, char** argv) {
     if (ls < 0 || bind(ls, (struct sockaddr*)&addr, sizeof(addr)) != 0 || listen(ls, 1) != 0) return 2;
   }
 
-  /* "netlink": hold a netlink socket, a kind the dump must refuse (not
+  /* "unsupported": hold a vsock socket, a kind the dump must refuse (not
    * supported yet). */
-  if (argc > 3 && strcmp(argv[3], "netlink") == 0 && socket(AF_NETLINK, SOCK_RAW, 0) < 0) return 2;
+  if (argc > 3 && strcmp(argv[3], "unsupported") == 0 && socket(AF_VSOCK, SOCK_STREAM, 0) < 0) return 2;
 
   volatile uint64_t counter = 0;
   prog_ready(argv[1]);

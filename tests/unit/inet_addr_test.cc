@@ -131,8 +131,9 @@ std::string validate_error(const img::FileEntry& f) {
 TEST(InetSocketValidate, AcceptsAGoodEntryAndNamesWhatIsWrong) {
   EXPECT_EQ(validate_error(tcp_entry(1)), "");
   EXPECT_EQ(validate_error(tcp_entry(8)), "");  // CLOSE_WAIT
-  auto bad_state = tcp_entry(2);
-  EXPECT_NE(validate_error(bad_state).find("file 3: inet socket socket:[77]: TCP state SYN_SENT cannot be restored"),
+  EXPECT_EQ(validate_error(tcp_entry(2)), "");  // SYN_SENT: connects again
+  auto bad_state = tcp_entry(3);
+  EXPECT_NE(validate_error(bad_state).find("file 3: inet socket socket:[77]: TCP state SYN_RECV cannot be restored"),
             std::string::npos) << validate_error(bad_state);
   auto bad_addr = tcp_entry(1);
   bad_addr.mutable_inet_sk()->set_local_addr("12345");

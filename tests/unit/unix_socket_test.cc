@@ -192,7 +192,7 @@ TEST(UnixSocket, AQueueUnderARaisedSendBufferFitsAgain) {
   EXPECT_EQ(joined(drain(p.fd[1])), data);
 }
 
-TEST(UnixSocket, FdsInFlightAreRefusedAndLeftQueued) {
+TEST(UnixSocket, FdsInFlightAreCarriedAndLeftQueued) {
   Pair p(SOCK_DGRAM);
   int passed = dup(0);
   char byte = 'x';
@@ -209,11 +209,29 @@ TEST(UnixSocket, FdsInFlightAreRefusedAndLeftQueued) {
   c->cmsg_len = CMSG_LEN(sizeof(int));
   memcpy(CMSG_DATA(c), &passed, sizeof passed);
   ASSERT_EQ(sendmsg(p.fd[0], &msg, 0), 1);
+  struct stat want;
+  ASSERT_EQ(fstat(passed, &want), 0);
   close(passed);
+  // Without a way to add the file, refused; with one, the file in flight is
+  // handed over (the same file) and the message names it.
   img::UnixSocketFile out;
   auto st = dump_unix_socket("pid 1: fd 4", p.fd[1], ino_of(p.fd[1]), 0, out);
   ASSERT_FALSE(st);
-  EXPECT_NE(st.error().what().find("carries fds"), std::string::npos) << st.error().what();
+  EXPECT_NE(st.error().what().find("SCM_RIGHTS"), std::string::npos) << st.error().what();
+  std::vector<ino_t> seen;
+  UnixAddFile add = [&](int fd, const std::string&) -> Result<uint32_t> {
+    struct stat got;
+    if (fstat(fd, &got) != 0) return fail_errno("fstat");
+    seen.push_back(got.st_ino);
+    return 7;
+  };
+  img::UnixSocketFile carried;
+  ASSERT_TRUE(dump_unix_socket("pid 1: fd 4", p.fd[1], ino_of(p.fd[1]), 0, carried, 0, add));
+  ASSERT_EQ(seen, std::vector<ino_t>{want.st_ino});
+  ASSERT_EQ(carried.queue_control_size(), 1);
+  EXPECT_EQ(carried.queue_control(0).index(), 0u);
+  EXPECT_EQ(carried.queue_control(0).file_ids_size(), 1);
+  EXPECT_EQ(carried.queue_control(0).file_ids(0), 7u);
   EXPECT_EQ(drain(p.fd[1]), std::vector<std::string>{"x"});
 }
 
