@@ -180,6 +180,9 @@ struct RestoreOptions {
   ExternalRestoreHook external_hook;
   bool detach = false;           // return after the tree runs; else wait for the root
   LogOptions log;
+  // Called with the root's pid once the tree runs, before the wait for it
+  // (the CLI's --pidfile).
+  std::function<void(pid_t root)> on_running;
 };
 
 struct RestoreResult {

@@ -257,6 +257,7 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   RestoreResult result;
   result.root_pid = static_cast<pid_t>(ckpt.inventory.root_pid());
   log.info("restored pid {} in {} ms", result.root_pid, ms);
+  if (options.on_running) options.on_running(result.root_pid);
   if (options.detach) return result;
   int status = 0;
   while (::waitpid(result.root_pid, &status, 0) < 0) {

@@ -61,5 +61,6 @@ INSTANTIATE_TEST_SUITE_P(
                     Case{"tcpstream", {"pair", "mapped"}}, Case{"udp", {}}, Case{"tcphalf", {}},
                     Case{"pty", {}}, Case{"unixnamed", {"nopending"}}, Case{"unixdgram", {}},
                     Case{"opath", {}}, Case{"sockopts", {}}, Case{"locks", {}}, Case{"sigio", {}},
-                    Case{"shared", {}}),
+                    Case{"shared", {}}, Case{"deleted", {}}, Case{"rootns", {}}, Case{"pidfds", {}},
+                    Case{"epollgone", {}}),
     name_of);

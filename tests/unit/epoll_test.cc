@@ -16,6 +16,9 @@ using namespace minicriu::testing;
 
 namespace {
 
+// A process that has no fd and no file.
+FdLookup none() { return FdLookup{[](int) { return -1; }, [](uint32_t) { return -1; }}; }
+
 // What one epoll_wait reports, as (data, events) pairs.
 std::set<std::pair<uint64_t, uint32_t>> ready(int epfd) {
   epoll_event evs[16];
@@ -78,7 +81,8 @@ TEST(Epoll, InterestListComesBackWithEventsAndData) {
   ASSERT_TRUE(restored) << restored.error().what();
   EXPECT_TRUE(ready(restored->get()).empty()) << "open() must leave the interest list empty";
   Kind* kind = restore_kinds().owner(*entry).value();
-  FdLookup lookup = [&](int dumped) { return dumped == efd.get() ? new_efd->get() : dumped; };
+  FdLookup lookup{[&](int dumped) { return dumped == efd.get() ? new_efd->get() : dumped; },
+                  [](uint32_t) { return -1; }};
   auto st = kind->open_after(*entry, restored->get(), lookup);
   ASSERT_TRUE(st) << st.error().what();
 
@@ -144,7 +148,7 @@ TEST(Epoll, RestoreAfterNamesATargetTheProcessLacks) {
   t->set_events(EPOLLIN);
   auto restored = open_entry(entry);
   ASSERT_TRUE(restored) << restored.error().what();
-  auto st = restore_kinds().owner(entry).value()->open_after(entry, restored->get(), [](int) { return -1; });
+  auto st = restore_kinds().owner(entry).value()->open_after(entry, restored->get(), none());
   ASSERT_FALSE(st);
   EXPECT_NE(st.error().what().find("fd 42"), std::string::npos) << st.error().what();
 }
@@ -152,5 +156,5 @@ TEST(Epoll, RestoreAfterNamesATargetTheProcessLacks) {
 TEST(Epoll, OtherKindsHaveNothingToDoAfterwards) {
   img::FileEntry entry;
   entry.mutable_eventfd()->set_count(1);
-  EXPECT_TRUE(restore_kinds().owner(entry).value()->open_after(entry, -1, [](int) { return -1; }));
+  EXPECT_TRUE(restore_kinds().owner(entry).value()->open_after(entry, -1, none()));
 }
