@@ -142,6 +142,7 @@ Result<SharedFiles> open_shared_files(const Checkpoint& c, const KindSet& kinds,
     if (n < 2) continue;
     const img::FileEntry* entry = c.file(id);
     if (!entry) return failf("file {} is not in files.img", id);
+    if (auto kind = kinds.owner(*entry); kind && !(*kind)->opens_before_tree(*entry)) continue;
     ASSIGN_OR_RETURN(UniqueFd fd, with_context(kinds.open(*entry), fmt::format("file {}", id)));
     out.fds.emplace(id, move_fd_above(std::move(fd), floor));
   }

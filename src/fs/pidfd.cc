@@ -111,6 +111,12 @@ class PidFdKind final : public Kind {
     return {};
   }
 
+  // A pidfd to a process of the tree can only be opened once that process
+  // exists: each holder opens its own. Their one open file description
+  // becomes one per process; a pidfd's description has no state but its
+  // O_NONBLOCK, which each gets as dumped.
+  bool opens_before_tree(const img::FileEntry& entry) const override { return entry.pidfd().exited(); }
+
   Result<UniqueFd> open(const img::FileEntry& entry) override {
     const img::PidFd& p = entry.pidfd();
     if (p.exited()) {

@@ -249,6 +249,14 @@ class Kind {
   }
   // A new fd (close-on-exec) on the file as it was at the dump.
   [[nodiscard]] virtual Result<UniqueFd> open(const img::FileEntry& entry);
+  // Whether a file several processes hold may be opened once, before the
+  // tree exists, and inherited by all (create_shared time); if not, each
+  // holder opens its own in its task (a pidfd to a process of the tree,
+  // which does not exist yet then).
+  virtual bool opens_before_tree(const img::FileEntry& entry) const {
+    (void)entry;
+    return true;
+  }
   [[nodiscard]] virtual Status open_after(const img::FileEntry& entry, int fd, const FdLookup& lookup) {
     (void)entry, (void)fd, (void)lookup;
     return {};
