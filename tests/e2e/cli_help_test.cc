@@ -71,9 +71,9 @@ TEST(Cli, CriuRecipesRunWithTheirOptions) {
                             "--link-remap", "--ghost-fiemap", "--skip-in-flight", "-l", "-W", dir.path(), "-o",
                             "left.log", "-v4", "--pidfile", "left.pid"});
   ASSERT_EQ(left.status, 0) << left.output;
-  EXPECT_NE(read_text(dir / "left.log").find("debug: "), std::string::npos) << read_text(dir / "left.log");
+  EXPECT_NE(read_text(dir / "left.log").find(") debug: "), std::string::npos) << read_text(dir / "left.log");
   EXPECT_EQ(read_text(dir / "left.pid"), std::to_string(pid) + "\n");
-  EXPECT_EQ(left.output.find("info: "), std::string::npos) << "the log went to the file: " << left.output;
+  EXPECT_EQ(left.output.find(") info : "), std::string::npos) << "the log went to the file: " << left.output;
   expect_intact(p);
 }
 
@@ -98,8 +98,8 @@ TEST(Cli, CriuRestoreOptionsAreAcceptedAndItsLevelsMeanWhatTheyMeanThere) {
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_EQ(read_text(dir / "restore.pid"), std::to_string(pid) + "\n");
   std::string log = read_text(dir / "restore.log");
-  EXPECT_NE(log.find("info: "), std::string::npos) << log;
-  EXPECT_EQ(log.find("debug: "), std::string::npos) << "-v3: no details\n" << log;
+  EXPECT_NE(log.find(") info : "), std::string::npos) << log;
+  EXPECT_EQ(log.find(") debug: "), std::string::npos) << "-v3: no details\n" << log;
   ::kill(pid, SIGUSR1);
   EXPECT_EQ(wait_pid(pid).value_or(-1), 0) << read_text(dir / "basic.log");
 }
