@@ -105,7 +105,7 @@ int main(int argc, char** argv) {
         "ghost data");
 
   CHECK(fstat(linked, &st) == 0 && st.st_ino == other_st.st_ino && st.st_dev == other_st.st_dev &&
-            st.st_nlink == 1,
+            st.st_nlink >= 1, /* 2 after a --leave-running dump: its link remap waits for a restore */
         "the file of the removed directory is no longer the one named other: ino %lu (other %lu), nlink %lu",
         (unsigned long)st.st_ino, (unsigned long)other_st.st_ino, (unsigned long)st.st_nlink);
   CHECK(lseek(linked, 0, SEEK_CUR) == 3, "linked offset");
