@@ -267,6 +267,9 @@ struct RestoreOptions {
   LogOptions log;
   // Asked to stop (see Cancel); null: never. Must outlive the restore.
   const Cancel* cancel = nullptr;
+  // Called with the root's pid once the tree runs, before the wait for it
+  // (the CLI's --pidfile).
+  std::function<void(pid_t root)> on_running;
 };
 
 struct RestoreResult {

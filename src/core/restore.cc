@@ -283,6 +283,7 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   RestoreResult result;
   result.root_pid = static_cast<pid_t>(ckpt.inventory.root_pid());
   log.info("restored pid {} in {} ms", result.root_pid, ms);
+  if (options.on_running) options.on_running(result.root_pid);
   if (options.detach) return result;
   // The tree runs: a cancel now is the signal's for the tree, passed on to
   // its root (as a shell would), once.

@@ -3,9 +3,14 @@
 // the target was added under in the process that added it.
 //
 // An entry stays as long as its target file is open anywhere, even after the
-// fd it was added under was closed or now holds another file; such an entry
-// cannot be added again from the fd table, so the dump refuses the epoll
-// (kcmp KCMP_EPOLL_TFD tells whether the fd still holds the entry's file).
+// fd it was added under was closed or now holds another file (kcmp
+// KCMP_EPOLL_TFD tells whether the fd still holds the entry's file). Such an
+// entry's file is looked for among every fd of the tree (kcmp again, against
+// each fd the dump sees) and recorded as that file: at restore it is put at
+// the entry's number for the EPOLL_CTL_ADD (the kernel keys an entry by file
+// and number), and whatever held that number is put back. Only an entry whose
+// file no fd of the tree holds any more (a process outside does, or an
+// epoll's entry on another epoll...) is refused.
 //
 // Restore is two passes: open() creates an empty epoll, and open_after(),
 // once every fd of the process is in place, adds each target with its events
@@ -75,11 +80,57 @@ Result<bool> target_in_table(const FdDumpInfo& fd, const TfdLine& t, uint32_t to
   return st.st_ino == t.ino && st.st_dev == makedev(t.sdev >> 20, t.sdev & 0xfffff);
 }
 
+// An entry whose fd no longer holds its file, looked for in the tree.
+struct Orphan {
+  uint32_t epoll_id;   // the epoll's entry in files.img
+  int target;          // the index of the target in it
+  pid_t pid;           // the epoll's holder, as fd efd
+  kcmp_epoll_slot slot;
+  std::string what;    // for the refusal
+  uint32_t file_id = 0;
+};
+
+// One fd of the tree, as observe_fd() saw it.
+struct SeenFd {
+  pid_t pid;
+  int fd;
+  uint32_t file_id;
+};
+
+bool holds_target(pid_t pid, int fd, const Orphan& o) {
+  kcmp_epoll_slot slot = o.slot;
+  return sys::kcmp(pid, o.pid, KCMP_EPOLL_TFD, static_cast<unsigned long>(fd),
+                   reinterpret_cast<unsigned long>(&slot)) == 0;
+}
+
 class EpollKind final : public Kind {
  public:
   const char* name() const override { return "epoll"; }
 
   bool takes(const FdDumpInfo& fd) const override { return is_anon_inode(fd, "eventpoll"); }
+
+  Status observe_fd(const FdDumpInfo& fd, uint32_t file_id, DumpEnv&) override {
+    if (fd.fd < 0) return {};
+    seen_.push_back({fd.pid, fd.fd, file_id});
+    for (Orphan& o : orphans_)
+      if (!o.file_id && holds_target(fd.pid, fd.fd, o)) o.file_id = file_id;
+    return {};
+  }
+
+  // Every fd of the tree was seen: each orphaned entry has its file, or is
+  // refused.
+  Status check(const DumpTree&, DumpEnv& env) override {
+    for (const Orphan& o : orphans_) {
+      if (!o.file_id)
+        return failf("{} is an epoll that watches a file added as fd {}, which fd {} no longer holds "
+                     "(closed, or reused for another file), and no fd of the dumped tree holds that file "
+                     "any more; such an entry cannot be added again: remove it with EPOLL_CTL_DEL before "
+                     "closing the fd, or dump the tree that holds the file", o.what, o.slot.tfd, o.slot.tfd);
+      for (auto& f : *env.files)
+        if (f.id() == o.epoll_id) f.mutable_epoll()->mutable_targets(o.target)->set_file_id(o.file_id);
+    }
+    return {};
+  }
 
   Status take(const FdDumpInfo& fd, img::FileEntry& entry, DumpEnv&) override {
     ASSIGN_OR_RETURN(auto lines, parse_tfd_lines(fd));
@@ -90,11 +141,13 @@ class EpollKind final : public Kind {
       uint32_t toff = 0;
       for (size_t j = 0; j < i; j++) toff += lines[j].tfd == t.tfd;
       ASSIGN_OR_RETURN(bool inside, target_in_table(fd, t, toff));
-      if (!inside)
-        return failf("{} is an epoll that watches a file added as fd {}, which fd {} no longer "
-                     "holds (closed, or reused for another file); such an entry cannot be added "
-                     "again: remove it with EPOLL_CTL_DEL before closing the fd", fd.what, t.tfd,
-                     t.tfd);
+      if (!inside) {
+        Orphan o{entry.id(), e->targets_size(), fd.pid,
+                 kcmp_epoll_slot{static_cast<uint32_t>(fd.fd), static_cast<uint32_t>(t.tfd), toff}, fd.what};
+        for (const SeenFd& s : seen_)
+          if (!o.file_id && holds_target(s.pid, s.fd, o)) o.file_id = s.file_id;
+        orphans_.push_back(std::move(o));
+      }
       img::EpollTarget* target = e->add_targets();
       target->set_fd(t.tfd);
       target->set_events(t.events);
@@ -113,8 +166,17 @@ class EpollKind final : public Kind {
     return fd;
   }
 
+  void references(const img::FileEntry& entry, std::vector<uint32_t>& file_ids) const override {
+    for (const img::EpollTarget& t : entry.epoll().targets())
+      if (t.file_id()) file_ids.push_back(t.file_id());
+  }
+
   Status open_after(const img::FileEntry& entry, int fd, const FdLookup& lookup) override {
     for (const img::EpollTarget& t : entry.epoll().targets()) {
+      if (t.file_id()) {
+        TRY(add_orphan(entry, fd, t, lookup));
+        continue;
+      }
       int target = lookup(t.fd());
       if (target < 0)
         return failf("file {}: the epoll watches fd {}, which the restored process does not have",
@@ -132,11 +194,50 @@ class EpollKind final : public Kind {
   std::string describe(const img::FileEntry& f) const override {
     std::string targets;
     for (auto& t : f.epoll().targets())
-      targets += fmt::format("{}fd {} events {:#x} data {:#x}", targets.empty() ? "" : "; ", t.fd(),
+      targets += fmt::format("{}fd {}{} events {:#x} data {:#x}", targets.empty() ? "" : "; ", t.fd(),
+                             t.file_id() ? fmt::format(" (closed since: file {})", t.file_id()) : "",
                              t.events(), t.data());
     return fmt::format("epoll ({} target(s){}{})", f.epoll().targets_size(), targets.empty() ? "" : ": ",
                        targets);
   }
+
+ private:
+  // The entry's file goes at its number for the EPOLL_CTL_ADD; what held the
+  // number (another file, or nothing) is put back after.
+  static Status add_orphan(const img::FileEntry& entry, int epfd, const img::EpollTarget& t,
+                           const FdLookup& lookup) {
+    int file = lookup.file(t.file_id());
+    if (file < 0)
+      return failf("file {}: the epoll watches file {} (once fd {}), which the restored process was not given",
+                   entry.id(), t.file_id(), t.fd());
+    int held_flags = ::fcntl(t.fd(), F_GETFD);
+    UniqueFd saved;
+    if (held_flags >= 0) {
+      saved.reset(::fcntl(t.fd(), F_DUPFD_CLOEXEC, 0));
+      if (!saved) return failf_errno("file {}: cannot set fd {} aside", entry.id(), t.fd());
+    }
+    if (::dup3(file, t.fd(), O_CLOEXEC) < 0)
+      return failf_errno("file {}: cannot put file {} at fd {}", entry.id(), t.file_id(), t.fd());
+    epoll_event ev{};
+    ev.events = t.events();
+    ev.data.u64 = t.data();
+    int r = ::epoll_ctl(epfd, EPOLL_CTL_ADD, t.fd(), &ev);
+    int e = errno;
+    // Put the number back as it was.
+    if (saved) {
+      if (::dup3(saved.get(), t.fd(), (held_flags & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0)
+        return failf_errno("file {}: cannot put fd {} back", entry.id(), t.fd());
+    } else {
+      ::close(t.fd());
+    }
+    if (r != 0)
+      return std::unexpected(Error(fmt::format("file {}: cannot add file {} as fd {} (events {:#x}) to the epoll",
+                                               entry.id(), t.file_id(), t.fd(), t.events()), e));
+    return {};
+  }
+
+  std::vector<SeenFd> seen_;
+  std::vector<Orphan> orphans_;
 };
 
 }  // namespace

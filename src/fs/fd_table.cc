@@ -107,9 +107,6 @@ Result<uint32_t> FileRegistry::add_link(pid_t pid, const std::string& link_name)
   info.link = link;
   info.local_fd = fd.get();
   if (::fstat(fd.get(), &info.st) != 0) return failf_errno("pid {}: cannot stat {}", pid, link_name);
-  if (S_ISDIR(info.st.st_mode) && info.st.st_nlink == 0)
-    return failf("pid {}: {} is a deleted directory ({}); that cannot be restored: move the "
-                 "process to a directory that exists before the dump", pid, link_name, link);
   info.fdinfo.flags = S_ISDIR(info.st.st_mode) ? (O_RDONLY | O_DIRECTORY) : O_RDONLY;
   return add_entry(info);
 }
@@ -193,6 +190,13 @@ Result<SharedFiles> open_shared_files(const Checkpoint& c, const KindSet& kinds,
   for (auto& p : c.processes) {
     std::set<uint32_t> mine;
     for (auto& f : p.fds) mine.insert(f.file_id());
+    // What its files reference counts as held: a file only another process
+    // holds is then opened once for both.
+    std::vector<uint32_t> referenced;
+    for (uint32_t id : mine)
+      if (const img::FileEntry* e = c.file(id))
+        if (auto kind = kinds.owner(*e)) (*kind)->references(*e, referenced);
+    mine.insert(referenced.begin(), referenced.end());
     for (uint32_t id : mine) holders[id]++;
   }
   SharedFiles out;
@@ -200,6 +204,7 @@ Result<SharedFiles> open_shared_files(const Checkpoint& c, const KindSet& kinds,
     if (n < 2) continue;
     const img::FileEntry* entry = c.file(id);
     if (!entry) return failf("file {} is not in files.img", id);
+    if (auto kind = kinds.owner(*entry); kind && !(*kind)->opens_before_tree(*entry)) continue;
     ASSIGN_OR_RETURN(UniqueFd fd, with_context(kinds.open(*entry), fmt::format("file {}", id)));
     out.fds.emplace(id, move_fd_above(std::move(fd), floor));
   }
@@ -256,7 +261,12 @@ Result<int> restore_fd_table(const ProcessImages& p, const Checkpoint& c, const 
   }
   // Files that name other fds (epoll), now that all are in place under their
   // dumped numbers.
-  FdLookup lookup = [&numbers](int dumped) { return numbers.count(dumped) ? dumped : -1; };
+  FdLookup lookup;
+  lookup.fd = [&numbers](int dumped) { return numbers.count(dumped) ? dumped : -1; };
+  lookup.file = [&opened, &shared](uint32_t id) {
+    auto it = opened.find(id);
+    return it != opened.end() ? it->second.get() : shared.get(id);
+  };
   for (auto& [id, fd] : installed) {
     const img::FileEntry* entry = c.file(id);
     ASSIGN_OR_RETURN(Kind * kind, kinds.owner(*entry));

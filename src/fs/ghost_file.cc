@@ -4,6 +4,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sys/sysmacros.h>
+
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <optional>
@@ -37,11 +40,17 @@ Result<uint32_t> GhostStore::add(const std::string& who, int fd, const std::stri
   for (auto& g : entries_)
     if (g.dev() == st.st_dev && g.ino() == st.st_ino) return g.id();
   std::string path = strip_deleted_suffix(link);
-  std::string what = fmt::format("{}: ghost file {}", who, path);
-  // A description of our own: SEEK_DATA on the target's would move its offset.
-  UniqueFd own(::open(fmt::format("/proc/self/fd/{}", fd).c_str(), O_RDONLY | O_CLOEXEC));
-  if (!own) return failf_errno("{}: cannot reopen it", what);
-  ASSIGN_OR_RETURN(auto extents, data_extents(own.get(), static_cast<uint64_t>(st.st_size), what));
+  std::string what = fmt::format("{}: ghost {} {}", who, ghost_type_words(st.st_mode), path);
+  // Only a regular file has data: a removed directory was empty, a device
+  // node is its numbers.
+  std::vector<img::DataExtent> extents;
+  UniqueFd own;
+  if (S_ISREG(st.st_mode)) {
+    // A description of our own: SEEK_DATA on the target's would move its offset.
+    own.reset(::open(fmt::format("/proc/self/fd/{}", fd).c_str(), O_RDONLY | O_CLOEXEC));
+    if (!own) return failf_errno("{}: cannot reopen it", what);
+    ASSIGN_OR_RETURN(extents, data_extents(own.get(), static_cast<uint64_t>(st.st_size), what));
+  }
   uint64_t allocated = 0;
   for (auto& e : extents) allocated += e.length();
   if (auto ok = policy_.decide(path, allocated); !ok)
@@ -58,8 +67,10 @@ Result<uint32_t> GhostStore::add(const std::string& who, int fd, const std::stri
   g.set_mtime_ns(static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec);
   g.set_dev(st.st_dev);
   g.set_ino(st.st_ino);
+  if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) g.set_rdev(st.st_rdev);
+  if (!S_ISREG(st.st_mode)) g.set_size(0);
   ASSIGN_OR_RETURN(auto data, RawImageFile::create(ghost_data_image(dir_, g.id())));
-  TRY(copy_extents_out(data.fd(), own.get(), extents, what));
+  if (own) TRY(copy_extents_out(data.fd(), own.get(), extents, what));
   for (auto& e : extents) *g.add_extents() = e;
   log_.info("{}: {} of data in {} extent(s), {} apparent", what, format_size(allocated),
             extents.size(), format_size(g.size()));
@@ -74,53 +85,107 @@ Status GhostStore::commit(ImageSet& images) {
   return images.write(ghosts_image(dir_), kGhostsImage, entries_);
 }
 
+std::string ghost_parent(const std::string& parent, const std::map<std::string, std::string>& ghost_dirs,
+                         const std::string& fallback_dir) {
+  std::error_code ec;
+  if (!parent.empty() && std::filesystem::is_directory(parent, ec)) return parent;
+  for (std::filesystem::path up = parent; !up.empty() && up != up.root_path(); up = up.parent_path())
+    if (auto it = ghost_dirs.find(up.string()); it != ghost_dirs.end()) return it->second;
+  if (!fallback_dir.empty()) return fallback_dir;
+  for (std::filesystem::path up = std::filesystem::path(parent).parent_path();; up = up.parent_path()) {
+    if (std::filesystem::is_directory(up, ec)) return up.string();
+    if (up.empty() || up == up.root_path()) return "";
+  }
+}
+
+const char* ghost_type_words(uint32_t mode) {
+  switch (mode & S_IFMT) {
+    case S_IFDIR: return "directory";
+    case S_IFCHR: return "character device";
+    case S_IFBLK: return "block device";
+    default: return "file";
+  }
+}
+
 Result<RecreatedGhosts> RecreatedGhosts::recreate(const ImageDir& dir,
                                                   const std::vector<img::GhostFile>& ghosts,
                                                   const std::string& fallback_dir) {
   RecreatedGhosts out;
-  for (auto& g : ghosts) {
+  // Directories first, outer ones before inner ones: what was in a removed
+  // directory comes back in its ghost.
+  std::vector<const img::GhostFile*> order;
+  for (auto& g : ghosts) order.push_back(&g);
+  std::stable_sort(order.begin(), order.end(), [](const img::GhostFile* a, const img::GhostFile* b) {
+    bool da = S_ISDIR(a->mode()), db = S_ISDIR(b->mode());
+    if (da != db) return da;
+    return da && a->path().size() < b->path().size();
+  });
+  std::map<std::string, std::string> ghost_dirs;  // the path at the dump -> the recreated one
+  for (const img::GhostFile* gp : order) {
+    const img::GhostFile& g = *gp;
     if (!is_canonical_path(g.path()))
       return failf("ghost file {:?}: not an absolute path without . or .. components; the images are damaged",
                    g.path());
-    std::string parent = std::filesystem::path(g.path()).parent_path();
-    // A name too long, a symlink loop, no permission: all "gone" here, said
-    // by the error below, never thrown.
-    std::error_code ec;
-    if (parent.empty() || !std::filesystem::is_directory(parent, ec)) {
-      if (fallback_dir.empty())
-        return failf("ghost file {}: its directory {} is gone; give another with --ghost-dir DIR",
-                     g.path(), parent);
-      parent = fallback_dir;
-    }
+    uint32_t type = g.mode() & S_IFMT;
+    if (type != S_IFREG && type != S_IFDIR && type != S_IFCHR && type != S_IFBLK)
+      return failf("ghost file {}: mode {:#o} is no type minicriu recreates; the images are damaged", g.path(),
+                   g.mode());
+    std::string what = fmt::format("ghost {} {}", ghost_type_words(g.mode()), g.path());
+    std::string wanted = std::filesystem::path(g.path()).parent_path();
+    std::string parent = ghost_parent(wanted, ghost_dirs, fallback_dir);
+    if (parent.empty())
+      return failf("{}: its directory {} is gone and no directory above it is left; give another with "
+                   "--ghost-dir DIR", what, wanted);
     auto stamp = std::chrono::steady_clock::now().time_since_epoch().count();
     std::string tmp = fmt::format("{}/.minicriu-ghost-{}-{}-{:x}", parent, g.id(), ::getpid(), stamp);
-    UniqueFd fd(::open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-    if (!fd) return failf_errno("ghost file {}: cannot recreate it as {}", g.path(), tmp);
-    out.paths_[g.id()] = tmp;
-    // The size first: what no extent fills stays a hole.
-    if (::ftruncate(fd.get(), static_cast<off_t>(g.size())) != 0)
-      return failf_errno("ghost file {}: ftruncate to {}", g.path(), g.size());
-    UniqueFd data(::open(ghost_data_image(dir, g.id()).c_str(), O_RDONLY | O_CLOEXEC));
-    if (!data) return failf_errno("ghost file {}: cannot open {}", g.path(), ghost_data_image(dir, g.id()));
-    struct stat st;
-    if (::fstat(data.get(), &st) != 0 || static_cast<uint64_t>(st.st_size) != g.allocated())
-      return failf("ghost file {}: {} does not hold its {} bytes of data", g.path(),
-                   ghost_data_image(dir, g.id()), g.allocated());
-    TRY(copy_extents_in(fd.get(), data.get(), g.extents(), "ghost file " + g.path()));
-    ::fchown(fd.get(), g.uid(), g.gid());
-    ::fchmod(fd.get(), g.mode() & 07777);
+    if (type == S_IFDIR) {
+      if (::mkdir(tmp.c_str(), 0700) != 0) return failf_errno("{}: cannot recreate it as {}", what, tmp);
+      out.paths_[g.id()] = tmp;
+      out.dirs_.insert(g.id());
+      ghost_dirs[g.path()] = tmp;
+    } else if (type != S_IFREG) {
+      if (::mknod(tmp.c_str(), type | 0600, static_cast<dev_t>(g.rdev())) != 0)
+        return failf_errno("{}: cannot recreate it as {} (mknod {}:{})", what, tmp, major(g.rdev()), minor(g.rdev()));
+      out.paths_[g.id()] = tmp;
+    } else {
+      UniqueFd fd(::open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+      if (!fd) return failf_errno("{}: cannot recreate it as {}", what, tmp);
+      out.paths_[g.id()] = tmp;
+      // The size first: what no extent fills stays a hole.
+      if (::ftruncate(fd.get(), static_cast<off_t>(g.size())) != 0)
+        return failf_errno("ghost file {}: ftruncate to {}", g.path(), g.size());
+      UniqueFd data(::open(ghost_data_image(dir, g.id()).c_str(), O_RDONLY | O_CLOEXEC));
+      if (!data) return failf_errno("ghost file {}: cannot open {}", g.path(), ghost_data_image(dir, g.id()));
+      struct stat st;
+      if (::fstat(data.get(), &st) != 0 || static_cast<uint64_t>(st.st_size) != g.allocated())
+        return failf("ghost file {}: {} does not hold its {} bytes of data", g.path(),
+                     ghost_data_image(dir, g.id()), g.allocated());
+      TRY(copy_extents_in(fd.get(), data.get(), g.extents(), "ghost file " + g.path()));
+    }
+    // Owner, mode and mtime by the name: a device node is never opened here.
+    (void)::fchownat(AT_FDCWD, tmp.c_str(), g.uid(), g.gid(), AT_SYMLINK_NOFOLLOW);
+    (void)::fchmodat(AT_FDCWD, tmp.c_str(), g.mode() & 07777, 0);
     timespec times[2];
+    times[0].tv_sec = 0;
     times[0].tv_nsec = UTIME_OMIT;
     times[1].tv_sec = g.mtime_ns() / 1000000000;
     times[1].tv_nsec = g.mtime_ns() % 1000000000;
-    ::futimens(fd.get(), times);
+    (void)::utimensat(AT_FDCWD, tmp.c_str(), times, AT_SYMLINK_NOFOLLOW);
   }
   return out;
 }
 
 void RecreatedGhosts::unlink_all() {
-  for (auto& [id, path] : paths_) ::unlink(path.c_str());
+  // Inner names first: a ghost directory is empty again only once what was
+  // made in it is gone (the longest paths first).
+  std::vector<std::pair<uint32_t, std::string>> all(paths_.begin(), paths_.end());
+  std::sort(all.begin(), all.end(), [](auto& a, auto& b) { return a.second.size() > b.second.size(); });
+  for (auto& [id, path] : all) {
+    if (dirs_.count(id)) ::rmdir(path.c_str());
+    else ::unlink(path.c_str());
+  }
   paths_.clear();
+  dirs_.clear();
 }
 
 }  // namespace minicriu
@@ -134,9 +199,11 @@ class GhostFileKind final : public Kind {
  public:
   const char* name() const override { return "ghost file"; }
 
+  // A file, a directory or a device node with no name left.
   bool takes(const FdDumpInfo& fd) const override {
-    return S_ISREG(fd.st.st_mode) && fd.st.st_nlink == 0 && has_deleted_suffix(fd.link) &&
-           fd.link.rfind("/memfd:", 0) != 0;
+    bool type = S_ISREG(fd.st.st_mode) || S_ISDIR(fd.st.st_mode) || S_ISCHR(fd.st.st_mode) ||
+                S_ISBLK(fd.st.st_mode);
+    return type && fd.st.st_nlink == 0 && has_deleted_suffix(fd.link) && fd.link.rfind("/memfd:", 0) != 0;
   }
 
   Status begin(DumpEnv& env) override {

@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <vector>
@@ -32,6 +33,17 @@ inline std::string ghost_data_image(const ImageDir& dir, uint32_t id) {
 // " (deleted)" is what the kernel appends to the name of an unlinked file.
 bool has_deleted_suffix(const std::string& link);
 std::string strip_deleted_suffix(const std::string& link);
+
+// "file", "directory", "character device", "block device": what a ghost is.
+const char* ghost_type_words(uint32_t mode);
+
+// Where an object with no name left, once in the directory parent, comes
+// back: in parent if it exists; where it is gone, inside the ghost directory
+// recreated for it or for one above it (ghost_dirs: the path at the dump ->
+// the recreated one), else in fallback_dir (--ghost-dir) if not empty, else
+// in the nearest directory above that exists; "" if none does.
+std::string ghost_parent(const std::string& parent, const std::map<std::string, std::string>& ghost_dirs,
+                         const std::string& fallback_dir);
 
 // Dump side: the ghosts of one dump, their data files written as they come.
 class GhostStore {
@@ -67,7 +79,9 @@ class RecreatedGhosts {
   RecreatedGhosts& operator=(RecreatedGhosts&&) = default;
   ~RecreatedGhosts() { unlink_all(); }
 
-  // fallback_dir: where to recreate a ghost whose old directory is gone.
+  // Each comes back beside its old path; where that directory is gone, in
+  // the ghost of that directory if it is one too, else in fallback_dir (if
+  // not empty), else in the nearest directory above that exists.
   [[nodiscard]] static Result<RecreatedGhosts> recreate(const ImageDir& dir,
                                                         const std::vector<img::GhostFile>& ghosts,
                                                         const std::string& fallback_dir);
@@ -76,6 +90,7 @@ class RecreatedGhosts {
 
  private:
   std::map<uint32_t, std::string> paths_;
+  std::set<uint32_t> dirs_;  // ghosts that are directories (rmdir, not unlink)
 };
 
 }  // namespace minicriu

@@ -6,8 +6,12 @@
 #include <unistd.h>
 
 #include <climits>
+#include <filesystem>
 #include <utility>
 
+#include "base/paths.hpp"
+#include "fs/ghost_file.hpp"
+#include "images/checkpoint.hpp"
 #include "kinds/kind.hpp"
 #include "proc/proc_parse.hpp"
 
@@ -145,11 +149,15 @@ Status PipeRestorer::write_data(uint64_t ino, int write_end) {
 
 Result<UniqueFd> PipeRestorer::open_fifo(const img::FifoFile& fifo) {
   uint64_t ino = fifo.pipe_ino();
+  auto made = fifo_paths_.find(ino);
+  if (fifo.deleted() && made == fifo_paths_.end())
+    return failf("fifo {} (no name left at the dump) was not made again", fifo.path());
+  const std::string& path = fifo.deleted() ? made->second : fifo.path();
   if (!data_.count(ino)) return failf("fifo {} has no entry in pipes.img", fifo.path());
   if (stand_ins_.count(ino)) return open_stand_in(ino, fifo.flags());
   if (data_.at(ino).external()) return failf("fifo {}: external, and nothing stands in for it", fifo.path());
   if (!fifo_anchors_.count(ino)) {
-    UniqueFd anchor(::open(fifo.path().c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC));
+    UniqueFd anchor(::open(path.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC));
     if (!anchor) return failf_errno("cannot open the fifo {}", fifo.path());
     struct stat st;
     if (::fstat(anchor.get(), &st) != 0 || !S_ISFIFO(st.st_mode))
@@ -163,7 +171,7 @@ Result<UniqueFd> PipeRestorer::open_fifo(const img::FifoFile& fifo) {
   // Non-blocking to open (the anchor is both a reader and a writer), then the
   // flags it had.
   int flags = static_cast<int>(fifo.flags()) & (O_ACCMODE | O_NONBLOCK | O_DIRECT);
-  UniqueFd fd(::open(fifo.path().c_str(), flags | O_NONBLOCK | O_CLOEXEC));
+  UniqueFd fd(::open(path.c_str(), flags | O_NONBLOCK | O_CLOEXEC));
   if (!fd) return failf_errno("cannot reopen the fifo {}", fifo.path());
   if (!(flags & O_NONBLOCK) && ::fcntl(fd.get(), F_SETFL, flags & ~O_ACCMODE) != 0)
     return failf_errno("fifo {}: F_SETFL", fifo.path());
@@ -212,6 +220,17 @@ class PipeKind final : public Kind {
       img::PipeFile* p = entry.mutable_pipe();
       p->set_pipe_ino(fd.st.st_ino);
       p->set_flags(flags);
+      return {};
+    }
+    // A fifo with no name left: made again under a temporary name at restore.
+    if (fd.st.st_nlink == 0 && has_deleted_suffix(fd.link)) {
+      TRY(store_->add(fd.what, fd.local_fd, fd.st.st_ino));
+      img::FifoFile* f = entry.mutable_fifo();
+      f->set_path(strip_deleted_suffix(fd.link));
+      f->set_pipe_ino(fd.st.st_ino);
+      f->set_flags(flags);
+      f->set_deleted(true);
+      f->set_mode(fd.st.st_mode & 07777);
       return {};
     }
     // A fifo: opened again by its path, which must still name it. Who may
@@ -269,9 +288,31 @@ class PipeKind final : public Kind {
     return restorer_->take_stand_ins(stand_ins);
   }
 
+  // Fifos with no name left first get a temporary one, beside where they
+  // were (made in the restoring program, which removes them at resume).
   Status create_shared(const RestoreEnv& env) override {
+    for (auto& f : env.checkpoint.files) {
+      if (!f.has_fifo() || !f.fifo().deleted() || ghost_fifos_.count(f.fifo().pipe_ino())) continue;
+      const img::FifoFile& fifo = f.fifo();
+      if (!is_canonical_path(fifo.path()))
+        return failf("fifo {:?}: not an absolute path without . or .. components; the images are damaged",
+                     fifo.path());
+      std::string wanted = std::filesystem::path(fifo.path()).parent_path();
+      std::string parent = ghost_parent(wanted, {}, env.options.ghost_dir);
+      if (parent.empty())
+        return failf("fifo {} (no name left at the dump): its directory {} is gone and no directory above it is "
+                     "left; give another with --ghost-dir DIR", fifo.path(), wanted);
+      std::string tmp = fmt::format("{}/.minicriu-ghost-fifo-{}-{}", parent, fifo.pipe_ino(), ::getpid());
+      if (::mkfifo(tmp.c_str(), 0600) != 0)
+        return failf_errno("fifo {} (no name left at the dump): cannot make it again as {}", fifo.path(), tmp);
+      ghost_fifos_.emplace(fifo.pipe_ino(), tmp);
+      (void)::chmod(tmp.c_str(), fifo.mode() & 07777);
+      restorer_->set_fifo_path(fifo.pipe_ino(), tmp);
+    }
     return restorer_->create_all(env.fd_floor);
   }
+
+  ~PipeKind() override { unlink_ghost_fifos(); }
 
   Result<UniqueFd> open(const img::FileEntry& entry) override {
     if (!restorer_) return fail("pipes were not loaded for this restore");
@@ -286,7 +327,13 @@ class PipeKind final : public Kind {
   Status resume(const RestoreEnv&) override {
     TRY(restorer_->fill_stand_ins());
     restorer_.reset();
+    unlink_ghost_fifos();
     return {};
+  }
+
+  void unlink_ghost_fifos() {
+    for (auto& [ino, path] : ghost_fifos_) ::unlink(path.c_str());
+    ghost_fifos_.clear();
   }
 
   std::string describe(const img::FileEntry& f) const override {
@@ -323,6 +370,7 @@ class PipeKind final : public Kind {
  private:
   std::optional<PipeStore> store_;
   std::unique_ptr<PipeRestorer> restorer_;
+  std::map<uint64_t, std::string> ghost_fifos_;  // fifo inode -> the name made for it
 };
 
 }  // namespace

@@ -116,6 +116,8 @@ class PipeRestorer {
   [[nodiscard]] Result<UniqueFd> open_end(const img::PipeFile& end);
   // A named pipe opened by its path with its flags, its bytes put back first.
   [[nodiscard]] Result<UniqueFd> open_fifo(const img::FifoFile& fifo);
+  // The name a fifo with no name left was made again under (FifoFile.deleted).
+  void set_fifo_path(uint64_t ino, std::string path) { fifo_paths_[ino] = std::move(path); }
   // Every pipe now, with its bytes, kept at or above fd_floor (see
   // RestoreEnv::fd_floor): before the processes of a tree are created, so
   // that all of them inherit the same pipes.
@@ -137,6 +139,7 @@ class PipeRestorer {
   // A new open file description of the stand-in's pipe, with flags.
   [[nodiscard]] Result<UniqueFd> open_stand_in(uint64_t ino, uint32_t flags) const;
 
+  std::map<uint64_t, std::string> fifo_paths_;
   std::string data_path_;
   std::map<uint64_t, img::PipeData> data_;
   std::map<uint64_t, uint64_t> data_offset_;

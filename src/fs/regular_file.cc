@@ -26,7 +26,8 @@ bool ends_with_deleted(const std::string& s) { return has_deleted_suffix(s); }
 // A name of the open file other than its unlinked one: another entry of the
 // same directory if there is one, else a new link made beside the old name
 // (linkat through /proc/self/fd; nlink > 0 allows it), which the restore
-// removes again. The bool says which.
+// removes again; where the directory was removed too, in the nearest
+// directory above it. The bool says which.
 Result<std::pair<std::string, bool>> surviving_name(const FdDumpInfo& fd,
                                                     std::vector<std::string>& created) {
   std::filesystem::path old = strip_deleted_suffix(fd.link);
@@ -44,15 +45,18 @@ Result<std::pair<std::string, bool>> surviving_name(const FdDumpInfo& fd,
     ::closedir(d);
     if (!found.empty()) return std::pair{found, false};
   } else {
-    return failf("{}: {} was unlinked and its directory is gone; cannot reach the file again",
-                 fd.what, old.string());
+    dir = ghost_parent(dir, {}, "");
+    if (dir.empty())
+      return failf("{}: {} was unlinked and no directory above it is left; cannot reach the file again",
+                   fd.what, old.string());
   }
   std::string remap = fmt::format("{}/{}{:x}-{}", dir, kRemapPrefix, fd.st.st_dev, fd.st.st_ino);
   std::string src = fmt::format("/proc/self/fd/{}", fd.local_fd);
   if (::linkat(AT_FDCWD, src.c_str(), AT_FDCWD, remap.c_str(), AT_SYMLINK_FOLLOW) == 0)
     created.push_back(remap);
   else if (errno != EEXIST)  // EEXIST: an earlier checkpoint made it, for the same file
-    return failf_errno("{}: cannot link the unlinked file {} as {}", fd.what, old.string(), remap);
+    return failf_errno("{}: cannot link the unlinked file {} as {}{}", fd.what, old.string(), remap,
+                       errno == EXDEV ? " (its directory is gone, and the one above is another file system)" : "");
   return std::pair{remap, true};
 }
 

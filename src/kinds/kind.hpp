@@ -166,7 +166,13 @@ struct TaskEnv {
 // process being restored; -1 if that process had no such fd. All fds are in
 // place under their dumped numbers when open_after() runs: the kernel may
 // remember the number (an epoll entry keeps the fd it was added with).
-using FdLookup = std::function<int(int dumped_fd)>;
+// file(id): an fd of the task on a file of files.img that the process holds,
+// or that a file it holds references (Kind::references); -1 if none.
+struct FdLookup {
+  std::function<int(int dumped_fd)> fd;
+  std::function<int(uint32_t file_id)> file;
+  int operator()(int dumped_fd) const { return fd(dumped_fd); }
+};
 
 class Kind {
  public:
@@ -262,9 +268,23 @@ class Kind {
   }
   // A new fd (close-on-exec) on the file as it was at the dump.
   [[nodiscard]] virtual Result<UniqueFd> open(const img::FileEntry& entry);
+  // Whether a file several processes hold may be opened once, before the
+  // tree exists, and inherited by all (create_shared time); if not, each
+  // holder opens its own in its task (a pidfd to a process of the tree,
+  // which does not exist yet then).
+  virtual bool opens_before_tree(const img::FileEntry& entry) const {
+    (void)entry;
+    return true;
+  }
   [[nodiscard]] virtual Status open_after(const img::FileEntry& entry, int fd, const FdLookup& lookup) {
     (void)entry, (void)fd, (void)lookup;
     return {};
+  }
+  // Files of files.img (ids) that open_after() of this entry needs besides
+  // the fds of its process (an epoll entry whose fd was closed since): the
+  // process gets them as if it held them (FdLookup::file).
+  virtual void references(const img::FileEntry& entry, std::vector<uint32_t>& file_ids) const {
+    (void)entry, (void)file_ids;
   }
   // A mapping of an object this kind made (vma.shmem_id()): maps it at `at`
   // (MAP_FIXED, inside the premap area) with prot.

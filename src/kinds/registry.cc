@@ -5,7 +5,8 @@
 #include "kinds/kind_set.hpp"
 
 #define MINICRIU_KINDS(KIND)                                                        \
-  KIND(path_fd)       /* src/fs/path_fd.cc: first, an O_PATH fd may hold any file */  \
+  KIND(ns_file)       /* src/fs/ns_file.cc: first, an O_PATH fd on a namespace too */ \
+  KIND(path_fd)       /* src/fs/path_fd.cc: an O_PATH fd may hold any other file */   \
   KIND(tty)           /* src/fs/tty.cc: before regular files, ptys are devices too */ \
   KIND(regular_file)  /* src/fs/regular_file.cc */                                  \
   KIND(ghost_file)    /* src/fs/ghost_file.cc */                                    \

@@ -207,9 +207,18 @@ Result<BlobJump> prepare(const TreeRestore& tree, const ProcessImages& p, int& c
   if (!fds_end) return std::unexpected(fds_end.error());
   int exe_fd = keep.size() > 1 ? keep[1] : -1;
 
+  // The cwd and the root are opened by their kinds, as any file: a removed
+  // directory comes back as a ghost one.
   const img::FileEntry* cwd = c.file(p.core.cwd_file_id());
-  if (::chdir(cwd->reg().path().c_str()) != 0)
+  ASSIGN_OR_RETURN(UniqueFd cwd_fd, with_context(tree.kinds->open(*cwd), "its working directory"));
+  if (::fchdir(cwd_fd.get()) != 0)
     return failf_errno("cannot change to the working directory {}", cwd->reg().path());
+  cwd_fd.reset();
+  UniqueFd root_fd;
+  const img::FileEntry* root_dir = p.core.root_file_id() ? c.file(p.core.root_file_id()) : nullptr;
+  if (root_dir && root_dir->reg().path() != "/") {
+    ASSIGN_OR_RETURN(root_fd, with_context(tree.kinds->open(*root_dir), "its root directory"));
+  }
   ::umask(p.core.umask());
   RlimitPlan limits = plan_limits(p);
   for (auto& w : limits.warnings) send_warn(channel, fmt::format("pid {}: {}", p.entry.pid(), w));
@@ -220,10 +229,19 @@ Result<BlobJump> prepare(const TreeRestore& tree, const ProcessImages& p, int& c
   // Its fds and memory are in place.
   TRY(kinds_in_task(*tree.kinds, c, p, channel, "restore_process", &Kind::restore_process));
   // What the restore opened for itself (pipe ends, shmem objects) goes now.
+  if (root_fd) keep.push_back(root_fd.get());
   TRY(close_restore_fds(sharing, *fds_end, keep));
   // Nothing of the restore closes an fd of the table after this (but the
   // executable, in the blob).
   TRY(kinds_in_task(*tree.kinds, c, p, channel, "restore_process_last", &Kind::restore_process_last));
+  // A chrooted process gets its root last: nothing after this opens a path.
+  if (root_fd) {
+    // chroot() takes a path: the root's own fd, through /proc, names it
+    // even where it is a ghost directory. The cwd stays where it is.
+    std::string self = fmt::format("/proc/self/fd/{}", root_fd.get());
+    if (::chroot(self.c_str()) != 0) return failf_errno("cannot chroot to {}", root_dir->reg().path());
+  }
+  root_fd.reset();
 
   BlobInputs in;
   in.process = &p;

@@ -223,9 +223,6 @@ Status check_files(const Checkpoint& c, const ProcessImages& p, const KindSet& k
   if (p.core.root_file_id()) {
     const img::FileEntry* root = c.file(p.core.root_file_id());
     if (!root || !root->has_reg()) return failf("root file {} is not in files.img", p.core.root_file_id());
-    if (restore_limits && root->reg().path() != "/")
-      return failf("the process ran chrooted in {}; restoring a chroot is not supported yet",
-                   root->reg().path());
   }
   return {};
 }

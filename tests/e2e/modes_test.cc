@@ -64,5 +64,6 @@ INSTANTIATE_TEST_SUITE_P(
                     Case{"shared", {}}, Case{"seccomp", {}}, Case{"seccomp", {"strict"}},
                     Case{"procattr", {}}, Case{"timer_tid", {}},
                     Case{"memfdmore", {}}, Case{"madvise", {}}, Case{"mprot", {}}, Case{"filecow", {}},
-                    Case{"unixscm", {}}, Case{"rawsocks", {}}, Case{"tcpsyn", {}}, Case{"unixgone", {}}),
+                    Case{"unixscm", {}}, Case{"rawsocks", {}}, Case{"tcpsyn", {}}, Case{"unixgone", {}},
+                    Case{"deleted", {}}, Case{"rootns", {}}, Case{"pidfds", {}}, Case{"epollgone", {}}),
     name_of);

@@ -16,6 +16,9 @@ using namespace minicriu::testing;
 
 namespace {
 
+// A process that has no fd and no file.
+FdLookup none() { return FdLookup{[](int) { return -1; }, [](uint32_t) { return -1; }}; }
+
 // What one epoll_wait reports, as (data, events) pairs.
 std::set<std::pair<uint64_t, uint32_t>> ready(int epfd) {
   epoll_event evs[16];
@@ -78,7 +81,8 @@ TEST(Epoll, InterestListComesBackWithEventsAndData) {
   ASSERT_TRUE(restored) << restored.error().what();
   EXPECT_TRUE(ready(restored->get()).empty()) << "open() must leave the interest list empty";
   Kind* kind = restore_kinds().owner(*entry).value();
-  FdLookup lookup = [&](int dumped) { return dumped == efd.get() ? new_efd->get() : dumped; };
+  FdLookup lookup{[&](int dumped) { return dumped == efd.get() ? new_efd->get() : dumped; },
+                  [](uint32_t) { return -1; }};
   auto st = kind->open_after(*entry, restored->get(), lookup);
   ASSERT_TRUE(st) << st.error().what();
 
@@ -94,7 +98,10 @@ TEST(Epoll, InterestListComesBackWithEventsAndData) {
   EXPECT_EQ(ready(restored->get()), (std::set<std::pair<uint64_t, uint32_t>>{{7, EPOLLOUT}}));
 }
 
-TEST(Epoll, EntryOfAClosedFdIsRefusedWithItsNumber) {
+// An entry whose fd was closed is looked for among every fd the dump sees:
+// refused at check() with its number when none holds its file, recorded as
+// the file of the fd that does otherwise.
+TEST(Epoll, EntryOfAClosedFdIsRefusedWithItsNumberWhenNoFdHoldsItsFile) {
   UniqueFd ep(::epoll_create1(EPOLL_CLOEXEC));
   UniqueFd efd(::eventfd(0, 0));
   add(ep.get(), efd.get(), EPOLLIN, 1);
@@ -102,20 +109,35 @@ TEST(Epoll, EntryOfAClosedFdIsRefusedWithItsNumber) {
   // The file stays open through a dup, so the entry stays; its fd goes.
   UniqueFd keep(::dup(efd.get()));
   efd.reset();
-  DumpContextFixture fx;
-  auto entry = dump_own_fd(ep.get(), fx);
-  ASSERT_FALSE(entry);
-  std::string msg = entry.error().what();
-  EXPECT_NE(msg.find(fmt::format("fd {}", ep.get())), std::string::npos) << msg;
-  EXPECT_NE(msg.find(fmt::format("added as fd {}", number)), std::string::npos) << msg;
-  EXPECT_NE(msg.find("EPOLL_CTL_DEL"), std::string::npos) << msg;
-  EXPECT_EQ(std::count(msg.begin(), msg.end(), '\n'), 0) << msg;
-
-  // The number reused by another file: still not the entry's file.
-  UniqueFd other(::eventfd(0, 0));
-  ASSERT_EQ(::dup2(other.get(), number), number);
-  UniqueFd reused(number);
-  EXPECT_FALSE(dump_own_fd(ep.get(), fx));
+  {
+    DumpContextFixture fx;
+    auto entry = dump_own_fd(ep.get(), fx);
+    ASSERT_TRUE(entry) << entry.error().what();
+    Kind* kind = fx.kinds().taker(own_fd(ep.get())).value();
+    auto st = kind->check(DumpTree{}, fx.env());
+    ASSERT_FALSE(st);
+    std::string msg = st.error().what();
+    EXPECT_NE(msg.find(fmt::format("fd {}", ep.get())), std::string::npos) << msg;
+    EXPECT_NE(msg.find(fmt::format("added as fd {}", number)), std::string::npos) << msg;
+    EXPECT_NE(msg.find("no fd of the dumped tree holds that file"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("EPOLL_CTL_DEL"), std::string::npos) << msg;
+    EXPECT_EQ(std::count(msg.begin(), msg.end(), '\n'), 0) << msg;
+  }
+  {
+    // The dup is seen (after the epoll, as a later fd would be): the entry
+    // is the dup's file, and added again under its old number.
+    DumpContextFixture fx;
+    auto entry = dump_own_fd(ep.get(), fx);
+    ASSERT_TRUE(entry) << entry.error().what();
+    fx.env().files->push_back(*entry);
+    Kind* kind = fx.kinds().taker(own_fd(ep.get())).value();
+    ASSERT_TRUE(kind->observe_fd(own_fd(keep.get()), 7, fx.env()));
+    auto st = kind->check(DumpTree{}, fx.env());
+    ASSERT_TRUE(st) << st.error().what();
+    const img::EpollTarget& t = fx.env().files->back().epoll().targets(0);
+    EXPECT_EQ(t.fd(), number);
+    EXPECT_EQ(t.file_id(), 7u);
+  }
 }
 
 TEST(Epoll, SameNumberAddedAgainAfterReuseIsTheLiveEntryOnly) {
@@ -144,7 +166,7 @@ TEST(Epoll, RestoreAfterNamesATargetTheProcessLacks) {
   t->set_events(EPOLLIN);
   auto restored = open_entry(entry);
   ASSERT_TRUE(restored) << restored.error().what();
-  auto st = restore_kinds().owner(entry).value()->open_after(entry, restored->get(), [](int) { return -1; });
+  auto st = restore_kinds().owner(entry).value()->open_after(entry, restored->get(), none());
   ASSERT_FALSE(st);
   EXPECT_NE(st.error().what().find("fd 42"), std::string::npos) << st.error().what();
 }
@@ -152,5 +174,5 @@ TEST(Epoll, RestoreAfterNamesATargetTheProcessLacks) {
 TEST(Epoll, OtherKindsHaveNothingToDoAfterwards) {
   img::FileEntry entry;
   entry.mutable_eventfd()->set_count(1);
-  EXPECT_TRUE(restore_kinds().owner(entry).value()->open_after(entry, -1, [](int) { return -1; }));
+  EXPECT_TRUE(restore_kinds().owner(entry).value()->open_after(entry, -1, none()));
 }

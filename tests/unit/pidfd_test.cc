@@ -84,15 +84,20 @@ TEST(PidFd, PidfdOutsideTheTreeIsRefusedNamingThePid) {
   EXPECT_FALSE(dump_own_fd(pfd.get(), no_tree));
 }
 
-TEST(PidFd, PidfdToAReapedProcessIsRefused) {
+// A pidfd to a reaped process is recorded as such (no pid), whatever the
+// tree: the restore makes one to a child it reaps at once.
+TEST(PidFd, PidfdToAReapedProcessIsRecordedAsExited) {
   pid_t pid = ::fork();
   if (pid == 0) ::_exit(0);
-  UniqueFd pfd(sys::pidfd_open(pid, 0));
+  UniqueFd pfd(sys::pidfd_open(pid, O_NONBLOCK)  /* PIDFD_NONBLOCK */);
   ASSERT_TRUE(pfd);
   ASSERT_EQ(::waitpid(pid, nullptr, 0), pid);
   DumpContextFixture fx;
-  fx.set_tree({::getpid(), pid});
+  fx.set_tree({::getpid()});
   auto entry = dump_own_fd(pfd.get(), fx);
-  ASSERT_FALSE(entry);
-  EXPECT_NE(entry.error().what().find("exited"), std::string::npos) << entry.error().what();
+  ASSERT_TRUE(entry) << entry.error().what();
+  ASSERT_TRUE(entry->has_pidfd());
+  EXPECT_TRUE(entry->pidfd().exited());
+  EXPECT_EQ(entry->pidfd().pid(), 0u);
+  EXPECT_TRUE(entry->pidfd().flags() & O_NONBLOCK);
 }

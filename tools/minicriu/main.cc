@@ -2,6 +2,7 @@
 // what it does and shows an example; `minicriu --man` prints the manual page
 // made from the same text (installed as minicriu.1).
 #include <signal.h>
+#include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -10,9 +11,11 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "base/version.hpp"
+#include "criu_options.hpp"
 #include "man_page.hpp"
 #include "minicriu/minicriu.hpp"
 
@@ -23,14 +26,65 @@ std::string with_example(const std::string& what, const std::string& example) {
   return what + ". Example: " + example;
 }
 
-minicriu::LogOptions log_options(int verbosity, uint32_t progress_after_ms) {
+// What dump and restore share with CRIU's command line: a log file, a pid
+// file, the directory they are relative to, CRIU's verbosity levels.
+struct CommonOptions {
+  std::string log_file;   // -o: the log goes there instead of stderr
+  std::string pidfile;    // the root's pid is written there
+  std::string work_dir;   // -W: where a relative log file or pid file is
+  int criu_level = -1;    // --verbosity / -vN (0..4), -1: not given
+  int log_fd = -1;        // the open log file
+
+  std::string in_work_dir(const std::string& path) const {
+    return work_dir.empty() || path.empty() || path[0] == '/' ? path : work_dir + "/" + path;
+  }
+};
+
+// -o, --pidfile, -W and --verbosity on a command, CRIU's names and meanings.
+void add_common(CLI::App* cmd, CommonOptions& common) {
+  cmd->add_option("-o,--log-file", common.log_file,
+                  with_example("Write the log to FILE instead of stderr (created or truncated; relative "
+                               "to -W DIR if given); errors still go to stderr too", "-o dump.log"))
+      ->type_name("FILE");
+  cmd->add_option("--pidfile", common.pidfile,
+                  with_example(cmd->get_name() != "restore"
+                                   ? "Write the PID of the dumped tree's root to FILE (relative to -W DIR)"
+                                   : "Write the PID of the restored root to FILE once the tree runs (relative "
+                                     "to -W DIR)",
+                               "--pidfile /run/job.pid"))
+      ->type_name("FILE");
+  cmd->add_option("-W,--work-dir", common.work_dir,
+                  with_example("The directory a relative --log-file or --pidfile is in (CRIU's -W; the "
+                               "images stay in -D DIR)", "-W /var/log/minicriu"))
+      ->type_name("DIR");
+  cmd->add_option("--verbosity", common.criu_level,
+                  with_example("CRIU's log levels, also written -v0..-v4: 0 and 1 errors only, 2 warnings "
+                               "(the default), 3 one line per step, 4 details",
+                               "minicriu " + cmd->get_name() + " -v4 ..."))
+      ->type_name("LEVEL")
+      ->check(CLI::Range(0, 4));
+}
+
+// -v counts, or CRIU's level if one was given: -1 errors, 0 warnings, 1 info, 2 debug.
+int effective_verbosity(int verbosity, const CommonOptions& common) {
+  return common.criu_level >= 0 ? minicriu::cli::criu_level_to_verbosity(common.criu_level) : verbosity;
+}
+
+minicriu::LogOptions log_options(int verbosity, uint32_t progress_after_ms, int log_fd = -1) {
   minicriu::LogOptions log;
-  log.level = verbosity <= 0   ? minicriu::LogLevel::warn
+  log.level = verbosity < 0    ? minicriu::LogLevel::error
+              : verbosity == 0 ? minicriu::LogLevel::warn
               : verbosity == 1 ? minicriu::LogLevel::info
                                : minicriu::LogLevel::debug;
   // On a terminal one line redrawn; in a log, lines (at -v).
-  log.progress = ::isatty(STDERR_FILENO) != 0;
+  log.progress = ::isatty(STDERR_FILENO) != 0 && log_fd < 0;
   log.progress_after_ms = progress_after_ms;
+  if (log_fd >= 0)
+    log.sink = [log_fd](minicriu::LogLevel, std::string_view line) {
+      std::string l(line);
+      l += '\n';
+      (void)!::write(log_fd, l.data(), l.size());
+    };
   return log;
 }
 
@@ -49,10 +103,35 @@ void catch_stop_signals() {
   for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(sig, &sa, nullptr);
 }
 
-int report(const minicriu::Error& e) {
+int report(const minicriu::Error& e, int log_fd = -1) {
   std::fprintf(stderr, "minicriu: error: %s\n", e.what().c_str());
+  if (log_fd >= 0) {
+    std::string l = "error: " + e.what() + "\n";
+    (void)!::write(log_fd, l.data(), l.size());
+  }
   if (int sig = cancel_by_signal.signal(); sig > 0) return 128 + sig;
   return 1;
+}
+
+// Opens the log file of -o; an error line if it cannot.
+bool open_log(CommonOptions& common) {
+  if (common.log_file.empty()) return true;
+  std::string path = common.in_work_dir(common.log_file);
+  common.log_fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+  if (common.log_fd >= 0) return true;
+  std::fprintf(stderr, "minicriu: error: --log-file %s: cannot create it: %s\n", path.c_str(), std::strerror(errno));
+  return false;
+}
+
+// Writes --pidfile; an error line if it cannot.
+bool write_pidfile(const CommonOptions& common, pid_t pid) {
+  if (common.pidfile.empty()) return true;
+  std::string path = common.in_work_dir(common.pidfile);
+  FILE* f = std::fopen(path.c_str(), "w");
+  bool ok = f && std::fprintf(f, "%d\n", static_cast<int>(pid)) > 0;
+  if (f && std::fclose(f) != 0) ok = false;
+  if (!ok) std::fprintf(stderr, "minicriu: error: --pidfile %s: cannot write it: %s\n", path.c_str(), std::strerror(errno));
+  return ok;
 }
 
 void add_verbose(CLI::App* cmd, int& verbosity) {
@@ -184,11 +263,13 @@ int main(int argc, char** argv) {
                      with_example("Dump TCP connections whose peer is outside the tree (restored with "
                                   "TCP_REPAIR; the peer must keep the connection until the restore). "
                                   "Connections with both ends in the tree need no option", "--tcp-established"));
-  dump_cmd->add_flag("--tcp-drop-pending", dump.tcp_drop_pending,
+  dump_cmd->add_flag("--tcp-drop-pending,--skip-in-flight", dump.tcp_drop_pending,
                      with_example("Drop connections from outside the tree that wait to be accepted on a "
-                                  "listening socket of the tree (default: refuse the dump)", "--tcp-drop-pending"));
-  bool file_locks = false;  // CRIU's --file-locks: minicriu always carries them
-  dump_cmd->add_flag("--file-locks", file_locks,
+                                  "listening socket of the tree (default: refuse the dump); --skip-in-flight "
+                                  "is CRIU's name for it", "--tcp-drop-pending"));
+  // CRIU's options for what minicriu always does: accepted, so its recipes run.
+  bool criu_noop = false;
+  dump_cmd->add_flag("-l,--file-locks", criu_noop,
                      with_example("Accepted for CRIU recipes; file locks and leases are always carried",
                                   "--file-locks"));
   dump_cmd->add_option("--prev-images-dir", dump.prev_images_dir,
@@ -199,6 +280,16 @@ int main(int argc, char** argv) {
   dump_cmd->add_flag("--track-mem", dump.track_mem,
                      with_example("Accepted for CRIU recipes; memory is write-tracked from a pre-dump on",
                                   "--track-mem"));
+  dump_cmd->add_flag("--link-remap", criu_noop,
+                     with_example("Accepted for CRIU recipes; a file unlinked while another name survives is "
+                                  "always reached through a link made beside it (removed at restore), and "
+                                  "one with no name left is carried as a ghost file", "--link-remap"));
+  dump_cmd->add_flag("--ghost-fiemap,!--no-ghost-fiemap", criu_noop,
+                     with_example("Accepted for CRIU recipes, either way: the data of ghost files is always "
+                                  "found with SEEK_DATA/SEEK_HOLE and carried sparse, holes staying holes",
+                                  "--ghost-fiemap"));
+  CommonOptions common;
+  add_common(dump_cmd, common);
   add_progress_after(dump_cmd, progress_after_ms);
   add_verbose(dump_cmd, verbosity);
   bool coordinated = false;
@@ -243,6 +334,8 @@ int main(int argc, char** argv) {
                                         "round, in seconds (default 600); then the next round saves every page",
                                         "--tracking-timeout 3600"))
       ->type_name("SECONDS");
+  CommonOptions pre_common;
+  add_common(pre_dump_cmd, pre_common);
   add_progress_after(pre_dump_cmd, progress_after_ms);
   add_verbose(pre_dump_cmd, verbosity);
 
@@ -323,9 +416,22 @@ int main(int argc, char** argv) {
                                        "pipe INODE (--ext-pipes); repeatable",
                                        "--inherit-fd 'fd[3]:socket:[48213]' --inherit-fd 'fd[4]:pipe:[48300]'"))
       ->type_name("SPEC");
-  restore_cmd->add_flag("--file-locks", file_locks,
+  restore_cmd->add_flag("-l,--file-locks", criu_noop,
                         with_example("Accepted for CRIU recipes; file locks and leases are always restored",
                                      "--file-locks"));
+  restore_cmd->add_flag("--tcp-established", criu_noop,
+                        with_example("Accepted for CRIU recipes; the dump chose which connections the images "
+                                     "hold, and each is restored (TCP_REPAIR)", "--tcp-established"));
+  restore_cmd->add_flag("--ext-unix-sk", criu_noop,
+                        with_example("Accepted for CRIU recipes; external unix sockets of the images are "
+                                     "connected again by path, or stood in for by --inherit-fd", "--ext-unix-sk"));
+  restore_cmd->add_flag("-j,--shell-job", criu_noop,
+                        with_example("Accepted for CRIU recipes; a terminal the dump accepted (--shell-job, "
+                                     "--external tty[N]) is always reopened by its path", "-j"));
+  restore_cmd->add_flag("--link-remap", criu_noop,
+                        with_example("Accepted for CRIU recipes; the links the dump made are always removed "
+                                     "once every holder reopened its file", "--link-remap"));
+  add_common(restore_cmd, common);
   add_progress_after(restore_cmd, progress_after_ms);
   add_verbose(restore_cmd, verbosity);
 
@@ -372,7 +478,14 @@ int main(int argc, char** argv) {
 
   // --man needs no command; every other use needs one.
   app.require_subcommand(0, 1);
-  CLI11_PARSE(app, argc, argv);
+  std::vector<std::string> args = minicriu::cli::rewrite_criu_spellings(argc, argv);
+  if (auto refused = minicriu::cli::unsupported_criu_option(app, args)) {
+    std::fprintf(stderr, "minicriu: error: %s\n", refused->c_str());
+    return 1;
+  }
+  std::vector<char*> argp;
+  for (auto& a : args) argp.push_back(a.data());
+  CLI11_PARSE(app, static_cast<int>(argp.size()), argp.data());
   if (man) {
     std::string page = minicriu::cli::man_page(app, minicriu::kVersion);
     std::fwrite(page.data(), 1, page.size(), stdout);
@@ -380,13 +493,16 @@ int main(int argc, char** argv) {
   }
 
   if (dump_cmd->parsed()) {
-    dump.log = log_options(verbosity, progress_after_ms);
+    if (!open_log(common)) return 1;
+    verbosity = effective_verbosity(verbosity, common);
+    dump.log = log_options(verbosity, progress_after_ms, common.log_fd);
     dump.cancel = &cancel_by_signal;
     catch_stop_signals();
     if (coordinated) dump.commit_gate = minicriu::coordinated_node_gate(STDIN_FILENO, STDOUT_FILENO, coordinated_timeout_ms);
     auto r = minicriu::dump(dump);
-    if (!r) return report(r.error());
+    if (!r) return report(r.error(), common.log_fd);
     if (coordinated) minicriu::coordinated_node_report(STDOUT_FILENO, *r);
+    if (!write_pidfile(common, dump.pid)) return 1;
     if (verbosity > 0)
       std::fprintf(stderr, "dumped %u process(es), %u thread(s), %.1f MiB of pages (%llu page(s) left in the "
                            "parent); frozen %.3f s\n",
@@ -395,9 +511,13 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (pre_dump_cmd->parsed()) {
-    pre_dump.log = log_options(verbosity, progress_after_ms);
+    if (!open_log(pre_common)) return 1;
+    pre_dump.log = log_options(effective_verbosity(verbosity, pre_common), progress_after_ms, pre_common.log_fd);
+    pre_dump.cancel = &cancel_by_signal;
+    catch_stop_signals();
     auto r = minicriu::dump(pre_dump);
-    if (!r) return report(r.error());
+    if (!r) return report(r.error(), pre_common.log_fd);
+    if (!write_pidfile(pre_common, pre_dump.pid)) return 1;
     if (verbosity > 0)
       std::fprintf(stderr, "pre-dumped %u process(es), %.1f MiB of pages (%llu page(s) left in the parent); "
                            "frozen %.3f s\n",
@@ -406,11 +526,15 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (restore_cmd->parsed()) {
-    restore.log = log_options(verbosity, progress_after_ms);
+    if (!open_log(common)) return 1;
+    restore.log = log_options(effective_verbosity(verbosity, common), progress_after_ms, common.log_fd);
+    bool pidfile_ok = true;
+    restore.on_running = [&](pid_t root) { pidfile_ok = write_pidfile(common, root); };
     restore.cancel = &cancel_by_signal;
     catch_stop_signals();
     auto r = minicriu::restore(restore);
-    if (!r) return report(r.error());
+    if (!r) return report(r.error(), common.log_fd);
+    if (!pidfile_ok && restore.detach) return 1;
     if (restore.detach) {
       std::printf("%d\n", r->root_pid);
       return 0;
