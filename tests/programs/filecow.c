@@ -84,7 +84,12 @@ int main(int argc, char** argv) {
     prog_wait_usr1();
     CHECK(check_map(m, CHILD_WORD, 0xc41d) == 0, "child: the mapping differs");
     long dirty = private_dirty_kb(m);
-    CHECK(dirty >= 0 && dirty < 1024, "child: %ld kB private dirty: the copies are not shared", dirty);
+    /* Not shared, the child would hold its own copy of all 12 MiB written;
+     * shared, only what it or its parent wrote since (a parent's write
+     * leaves the old page to the child alone), and what the restore of the
+     * parent touched after the fork: well under a third. */
+    CHECK(dirty >= 0 && dirty < (long)(WRITTEN >> 10) / 3, "child: %ld kB private dirty: the copies are not shared",
+          dirty);
     return prog_finish();
   }
   close(ready[1]);
