@@ -319,6 +319,19 @@ void expect_one_line_error(const CommandResult& r, const std::string& needle) {
   EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
 }
 
+void expect_dump_refused(const std::string& program, const std::vector<std::string>& args,
+                         const std::function<std::vector<std::string>(pid_t)>& needles) {
+  TempDir dir;
+  Program p(program, dir, args);
+  ASSERT_TRUE(p.wait_ready());
+  auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", images_dir(dir)});
+  auto want = needles(p.pid());
+  expect_one_line_error(r, want.front());
+  for (auto& n : want) EXPECT_NE(r.output.find(n), std::string::npos) << n << "\n" << r.output;
+  expect_intact(p);
+  reap_zombies();
+}
+
 uint64_t dumped_pages(const minicriu::img::ProcessView& proc) {
   uint64_t pages = 0;
   for (auto& e : proc.pagemap())

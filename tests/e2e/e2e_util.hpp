@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <optional>
 
 #include "minicriu.pb.h"
@@ -134,6 +135,12 @@ void cycle(const std::string& program, int cycles, std::vector<std::string> args
 // A failed command: exit 1 and one line "minicriu: error: ..." holding needle,
 // nothing else: what a user or a runtime parses.
 void expect_one_line_error(const CommandResult& r, const std::string& needle);
+
+// A dump of the program (started with args) refused in one line that holds
+// every needle (made from its pid; the first is the one the line must
+// have), and the program intact after it.
+void expect_dump_refused(const std::string& program, const std::vector<std::string>& args,
+                         const std::function<std::vector<std::string>(pid_t)>& needles);
 
 // Pages of one process in its page image (not those left in parent images).
 uint64_t dumped_pages(const minicriu::img::ProcessView& proc);

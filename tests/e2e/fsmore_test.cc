@@ -22,25 +22,6 @@
 
 using namespace e2e;
 
-namespace {
-
-// A dump of the program refused in one line holding every needle (made
-// from its pid), the program intact after it.
-void expect_refused(const std::string& program, const std::vector<std::string>& args,
-                    const std::function<std::vector<std::string>(pid_t)>& needles) {
-  TempDir dir;
-  Program p(program, dir, args);
-  ASSERT_TRUE(p.wait_ready());
-  auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", images_dir(dir)});
-  auto want = needles(p.pid());
-  expect_one_line_error(r, want.front());
-  for (auto& n : want) EXPECT_NE(r.output.find(n), std::string::npos) << n << "\n" << r.output;
-  expect_intact(p);
-  reap_zombies();
-}
-
-}  // namespace
-
 TEST(DeletedFiles, DirectoriesDevicesFifosAndFilesOfRemovedDirectoriesComeBackTwice) { cycle("deleted", 2); }
 
 TEST(DeletedFiles, ShowSaysWhatEachGhostIs) {
@@ -68,7 +49,7 @@ TEST(DeletedFiles, ShowSaysWhatEachGhostIs) {
 TEST(Chroot, AChrootedProcessWithNamespaceFilesComesBackTwice) { cycle("rootns", 2); }
 
 TEST(NamespaceFiles, ANamespaceNoProcessIsInIsRefused) {
-  expect_refused("rootns", {"other-ns"}, [](pid_t pid) -> std::vector<std::string> {
+  expect_dump_refused("rootns", {"other-ns"}, [](pid_t pid) -> std::vector<std::string> {
     return {fmt::format("pid {}: fd ", pid),
             "is a namespace file of a uts namespace that no process of the tree (nor minicriu) is in"};
   });
@@ -79,7 +60,7 @@ TEST(Pidfds, ToAGrandchildToTheParentAndToAReapedProcessComeBackTwice) { cycle("
 TEST(EpollEntries, EntriesWhoseFdWasClosedOrReusedComeBackTwice) { cycle("epollgone", 2); }
 
 TEST(EpollEntries, AnEntryWhoseFileOnlyAProcessOutsideHoldsIsRefused) {
-  expect_refused("epollgone", {"outside"}, [](pid_t pid) -> std::vector<std::string> {
+  expect_dump_refused("epollgone", {"outside"}, [](pid_t pid) -> std::vector<std::string> {
     return {fmt::format("pid {}: fd ", pid),
             "is an epoll that watches a file added as fd ",
             "and no fd of the dumped tree holds that file any more"};
@@ -88,7 +69,7 @@ TEST(EpollEntries, AnEntryWhoseFileOnlyAProcessOutsideHoldsIsRefused) {
 
 // Not carried yet: refused in one line, the context left working.
 TEST(Aio, AnAioContextIsRefusedAndLeftWorking) {
-  expect_refused("aio", {}, [](pid_t pid) -> std::vector<std::string> {
+  expect_dump_refused("aio", {}, [](pid_t pid) -> std::vector<std::string> {
     return {fmt::format("pid {}: mapping ", pid),
             "the ring of an AIO context (io_setup), which minicriu cannot carry yet; io_destroy() it before the dump"};
   });

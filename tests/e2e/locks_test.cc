@@ -16,25 +16,6 @@
 
 using namespace e2e;
 
-namespace {
-
-// A dump of the program refused in one line holding every needle (made
-// from its pid), the program intact after it.
-void expect_refused(const std::string& program, const std::vector<std::string>& args,
-                    const std::function<std::vector<std::string>(pid_t)>& needles) {
-  TempDir dir;
-  Program p(program, dir, args);
-  ASSERT_TRUE(p.wait_ready());
-  auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", images_dir(dir)});
-  auto want = needles(p.pid());
-  expect_one_line_error(r, want.front());
-  for (auto& n : want) EXPECT_NE(r.output.find(n), std::string::npos) << n << "\n" << r.output;
-  expect_intact(p);
-  reap_zombies();
-}
-
-}  // namespace
-
 TEST(FileLocks, PosixOfdFlockLeasesAndBreakingLeasesComeBackTwice) { cycle("locks", 2); }
 
 // CRIU recipes pass --file-locks to both commands; show names every lock.
@@ -66,7 +47,7 @@ TEST(FileLocks, CriuFileLocksFlagIsAcceptedAndShowNamesTheLocks) {
 }
 
 TEST(FileLocks, APosixLockOnItsOwnExecutableIsRefused) {
-  expect_refused("locks", {"exe"}, [](pid_t pid) -> std::vector<std::string> {
+  expect_dump_refused("locks", {"exe"}, [](pid_t pid) -> std::vector<std::string> {
     return {fmt::format("pid {}: fd 3: a POSIX read lock (bytes 0-EOF) on ", pid),
             fmt::format(", the executable of pid {}: the restore opens and closes that executable again", pid)};
   });
@@ -76,7 +57,7 @@ TEST(SignalDrivenIo, OwnersSignalsAndOAsyncComeBackTwice) { cycle("sigio", 2); }
 
 TEST(SignalDrivenIo, AnOwnerOutsideTheTreeIsRefused) {
   pid_t self = ::getpid();
-  expect_refused("sigio", {"outside"}, [self](pid_t pid) -> std::vector<std::string> {
+  expect_dump_refused("sigio", {"outside"}, [self](pid_t pid) -> std::vector<std::string> {
     return {fmt::format("]): its signal-driven I/O owner (F_SETOWN) is process {} (", self),
             fmt::format("pid {}: fd 3 (pipe:[", pid), "outside the dumped tree"};
   });
@@ -85,20 +66,20 @@ TEST(SignalDrivenIo, AnOwnerOutsideTheTreeIsRefused) {
 TEST(SharedTables, FdTableAndFsSharedWithParentsComeBackTwice) { cycle("shared", 2); }
 
 TEST(SharedTables, AThreadWithAnFdTableOfItsOwnIsRefused) {
-  expect_refused("shared", {"thread"}, [](pid_t pid) -> std::vector<std::string> {
+  expect_dump_refused("shared", {"thread"}, [](pid_t pid) -> std::vector<std::string> {
     return {" has its own fd table (unshare(CLONE_FILES), or cloned without CLONE_FILES)",
             fmt::format("pid {}: thread ", pid)};
   });
 }
 
 TEST(SharedTables, SharingWithASiblingIsRefused) {
-  expect_refused("shared", {"sibling"}, [](pid_t) -> std::vector<std::string> {
+  expect_dump_refused("shared", {"sibling"}, [](pid_t) -> std::vector<std::string> {
     return {"shares its fd table (CLONE_FILES) with pid ", ", which is not its parent"};
   });
 }
 
 TEST(SharedTables, SharingWithAProcessOutsideTheTreeIsRefused) {
-  expect_refused("shared", {"outside"}, [](pid_t pid) -> std::vector<std::string> {
+  expect_dump_refused("shared", {"outside"}, [](pid_t pid) -> std::vector<std::string> {
     return {", which is outside the dumped tree",
             fmt::format("pid {} shares its fd table (CLONE_FILES) with pid ", pid)};
   });

@@ -16,23 +16,6 @@
 
 using namespace e2e;
 
-namespace {
-
-void expect_refused(const std::string& program, const std::vector<std::string>& args,
-                    const std::function<std::vector<std::string>(pid_t)>& needles) {
-  TempDir dir;
-  Program p(program, dir, args);
-  ASSERT_TRUE(p.wait_ready());
-  auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", images_dir(dir)});
-  auto want = needles(p.pid());
-  expect_one_line_error(r, want.front());
-  for (auto& n : want) EXPECT_NE(r.output.find(n), std::string::npos) << n << "\n" << r.output;
-  expect_intact(p);
-  reap_zombies();
-}
-
-}  // namespace
-
 // Filters that kill the process on the parasite's syscalls: the dump runs
 // them suspended; the filters come back per thread, in order, F1 shared.
 TEST(Seccomp, FiltersPerThreadSharedByTsyncComeBackTwice) { cycle("seccomp", 2); }
@@ -69,7 +52,7 @@ TEST(Seccomp, TheImagesHoldEachSharedFilterOnce) {
 }
 
 TEST(Seccomp, AUserNotificationFilterIsRefused) {
-  expect_refused("seccomp", {"notify"}, [](pid_t pid) -> std::vector<std::string> {
+  expect_dump_refused("seccomp", {"notify"}, [](pid_t pid) -> std::vector<std::string> {
     return {fmt::format("pid {}: thread {}: its seccomp filter 1 (of 1, oldest first) can answer "
                         "SECCOMP_RET_USER_NOTIF", pid, pid),
             "whose listener minicriu cannot make again"};
@@ -81,7 +64,7 @@ TEST(ProcessAttrs, SchedulingPerThreadOomLoginuidMembarrierMlockallComeBackTwice
 TEST(PosixTimers, TimersSignallingOneThreadComeBackTwice) { cycle("timer_tid", 2); }
 
 TEST(Seccomp, FiltersOfAThreadThatDroppedCapSysAdminWithoutNoNewPrivsAreRefused) {
-  expect_refused("seccomp", {"dropped"}, [](pid_t pid) -> std::vector<std::string> {
+  expect_dump_refused("seccomp", {"dropped"}, [](pid_t pid) -> std::vector<std::string> {
     return {fmt::format("pid {}: thread {} has seccomp filters but neither no_new_privs nor CAP_SYS_ADMIN any more",
                         pid, pid),
             "set PR_SET_NO_NEW_PRIVS before installing the filters"};
