@@ -165,6 +165,7 @@ int make_seed(const std::string& dir) {
     if (::dup2(ready[1], 3) < 0) ::_exit(2);
     ready[1] = 3;
     ::close_range(4, ~0U, 0);
+    ::setpgid(0, 0);  // its own group: a failed dump kills the whole of it
     int p[2], s[2];
     if (::pipe(p) != 0 || ::socketpair(AF_UNIX, SOCK_STREAM, 0, s) != 0) ::_exit(2);
     if (::write(p[1], "pipe bytes", 10) != 10 || ::write(s[0], "socket bytes", 12) != 12) ::_exit(2);
@@ -193,11 +194,12 @@ int make_seed(const std::string& dir) {
   auto r = minicriu::dump(opt);
   if (!r) {
     std::fprintf(stderr, "image_fuzz: seed dump failed: %s\n", r.error().what().c_str());
+    ::kill(-child, SIGKILL);
     ::kill(child, SIGKILL);
   }
-  ::waitpid(child, nullptr, 0);
-  // The grandchild was reparented to us (a subreaper): reap it too.
-  while (::waitpid(-1, nullptr, WNOHANG) > 0) {}
+  // The grandchild is reparented to us (a subreaper): every process of the
+  // tree is dead (the dump killed it, or the kill above), reap them all.
+  while (::waitpid(-1, nullptr, 0) > 0) {}
   fs::remove(dir + ".file");
   return r ? 0 : 1;
 }
