@@ -207,7 +207,7 @@ Status check_pagemap(const ProcessImages& p) {
   return {};
 }
 
-Status check_files(const Checkpoint& c, const ProcessImages& p, const KindSet& kinds, bool restore_limits) {
+Status check_files(const Checkpoint& c, const ProcessImages& p, const KindSet& kinds) {
   std::set<int> fds;
   for (auto& f : p.fds) {
     // fs.nr_open cannot go above this (sysctl_nr_open_max on 64 bits).
@@ -236,7 +236,7 @@ Status validate(const Checkpoint& c, const MachineInfo& m, const KindSet& kinds,
     TRY(with_context(check_threads(p, m, restore_limits), ctx));
     TRY(with_context(check_vmas(c, p, m), ctx));
     TRY(with_context(check_pagemap(p), ctx));
-    TRY(with_context(check_files(c, p, kinds, restore_limits), ctx));
+    TRY(with_context(check_files(c, p, kinds), ctx));
   }
   return {};
 }
