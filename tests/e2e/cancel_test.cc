@@ -89,29 +89,6 @@ class Minicriu {
   pid_t pid_ = -1;
 };
 
-struct Holdings {
-  std::map<int, std::string> fds;
-  std::string maps;
-  std::string tracers;
-  bool operator==(const Holdings&) const = default;
-};
-
-Holdings holdings_of(pid_t pid) {
-  Holdings h;
-  std::string proc = "/proc/" + std::to_string(pid);
-  std::error_code ec;
-  for (auto& e : std::filesystem::directory_iterator(proc + "/fd", ec)) {
-    std::error_code lec;
-    h.fds[std::stoi(e.path().filename())] = std::filesystem::read_symlink(e.path(), lec).string();
-  }
-  h.maps = read_text(proc + "/maps");
-  for (auto& t : std::filesystem::directory_iterator(proc + "/task", ec)) {
-    std::string st = read_text(t.path().string() + "/status");
-    auto at = st.find("TracerPid:");
-    h.tracers += st.substr(at, st.find('\n', at) - at) + ";";
-  }
-  return h;
-}
 
 // An error naming the signal, and the status of a death by it; one line
 // unless the command logged its steps (-v).

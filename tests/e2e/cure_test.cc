@@ -28,23 +28,6 @@ namespace {
 
 constexpr int kTimeoutMs = 1000;
 
-// What a process holds: every fd with its link target, and its maps.
-struct Holdings {
-  std::map<int, std::string> fds;
-  std::string maps;
-};
-
-Holdings holdings_of(pid_t pid) {
-  Holdings h;
-  std::string dir = "/proc/" + std::to_string(pid) + "/fd";
-  std::error_code ec;
-  for (auto& e : std::filesystem::directory_iterator(dir, ec)) {
-    std::error_code lec;
-    h.fds[std::stoi(e.path().filename())] = std::filesystem::read_symlink(e.path(), lec).string();
-  }
-  h.maps = read_text("/proc/" + std::to_string(pid) + "/maps");
-  return h;
-}
 
 void expect_same_holdings(const Holdings& before, const Holdings& after) {
   EXPECT_EQ(after.fds, before.fds) << "the fd table changed";

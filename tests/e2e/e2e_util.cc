@@ -319,6 +319,37 @@ void expect_one_line_error(const CommandResult& r, const std::string& needle) {
   EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
 }
 
+namespace {
+
+std::string status_field(const std::string& status, const std::string& name) {
+  auto at = status.find("\n" + name + ":");
+  if (at == std::string::npos) return "?";
+  auto start = status.find_first_not_of(" \t", at + name.size() + 2);
+  return status.substr(start, status.find('\n', start) - start);
+}
+
+}  // namespace
+
+Holdings holdings_of(pid_t pid) {
+  Holdings h;
+  std::string proc = "/proc/" + std::to_string(pid);
+  std::error_code ec;
+  for (auto& e : std::filesystem::directory_iterator(proc + "/fd", ec)) {
+    std::error_code lec;
+    h.fds[std::stoi(e.path().filename())] = std::filesystem::read_symlink(e.path(), lec).string();
+  }
+  h.maps = read_text(proc + "/maps");
+  for (auto& t : std::filesystem::directory_iterator(proc + "/task", ec)) {
+    std::string st = read_text(t.path().string() + "/status");
+    std::string state = status_field(st, "State");
+    // Running or sleeping, as it likes: only a stop would be ours.
+    bool stopped = state.starts_with("T") || state.starts_with("t");
+    h.threads[t.path().filename()] =
+        "tracer " + status_field(st, "TracerPid") + (stopped ? " stopped " + state : " runs");
+  }
+  return h;
+}
+
 void expect_dump_refused(const std::string& program, const std::vector<std::string>& args,
                          const std::function<std::vector<std::string>(pid_t)>& needles) {
   TempDir dir;

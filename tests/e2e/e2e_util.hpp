@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <functional>
+#include <map>
 #include <optional>
 
 #include "minicriu.pb.h"
@@ -135,6 +136,17 @@ void cycle(const std::string& program, int cycles, std::vector<std::string> args
 // A failed command: exit 1 and one line "minicriu: error: ..." holding needle,
 // nothing else: what a user or a runtime parses.
 void expect_one_line_error(const CommandResult& r, const std::string& needle);
+
+// What a process holds (fds and their targets, mappings) and the state of
+// its threads (who traces them, whether they are stopped): what a failed or
+// cancelled dump must leave as it was.
+struct Holdings {
+  std::map<int, std::string> fds;
+  std::string maps;
+  std::map<std::string, std::string> threads;  // tid -> "tracer T state S"
+  bool operator==(const Holdings&) const = default;
+};
+Holdings holdings_of(pid_t pid);
 
 // A dump of the program (started with args) refused in one line that holds
 // every needle (made from its pid; the first is the one the line must

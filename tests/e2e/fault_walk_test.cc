@@ -123,41 +123,6 @@ std::vector<pid_t> tree_of(pid_t root) {
   return pids;
 }
 
-// What a process holds (fds and their targets, mappings) and the state of
-// its threads (who traces them, whether they are stopped).
-struct Holdings {
-  std::map<int, std::string> fds;
-  std::string maps;
-  std::map<std::string, std::string> threads;  // tid -> "tracer T state S"
-  bool operator==(const Holdings&) const = default;
-};
-
-std::string status_field(const std::string& status, const std::string& name) {
-  auto at = status.find("\n" + name + ":");
-  if (at == std::string::npos) return "?";
-  auto start = status.find_first_not_of(" \t", at + name.size() + 2);
-  return status.substr(start, status.find('\n', start) - start);
-}
-
-Holdings holdings_of(pid_t pid) {
-  Holdings h;
-  std::string proc = "/proc/" + std::to_string(pid);
-  std::error_code ec;
-  for (auto& e : std::filesystem::directory_iterator(proc + "/fd", ec)) {
-    std::error_code lec;
-    h.fds[std::stoi(e.path().filename())] = std::filesystem::read_symlink(e.path(), lec).string();
-  }
-  h.maps = read_text(proc + "/maps");
-  for (auto& t : std::filesystem::directory_iterator(proc + "/task", ec)) {
-    std::string st = read_text(t.path().string() + "/status");
-    std::string state = status_field(st, "State");
-    // Running or sleeping, as it likes: only a stop would be ours.
-    bool stopped = state.starts_with("T") || state.starts_with("t");
-    h.threads[t.path().filename()] =
-        "tracer " + status_field(st, "TracerPid") + (stopped ? " stopped " + state : " runs");
-  }
-  return h;
-}
 
 std::string describe_difference(pid_t pid, const Holdings& before, const Holdings& after) {
   std::string out = "pid " + std::to_string(pid) + ":";
