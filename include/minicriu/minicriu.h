@@ -112,6 +112,16 @@ int minicriu_dump_opts_set_tcp_established(minicriu_dump_opts* opts, int on);
 /* Connections waiting to be accepted, from outside the tree, are dropped
  * instead of refused. */
 int minicriu_dump_opts_set_tcp_drop_pending(minicriu_dump_opts* opts, int on);
+/* A pre-dump (CRIU's pre-dump): the tree is frozen only to arm write
+ * tracking and drain its present pages, then runs on; only memory is saved,
+ * as the parent of a later round. Its tracking is left in a holder process
+ * listening in the images dir, which exits once the next round takes it or
+ * after timeout_s seconds (0: the default, 600). */
+int minicriu_dump_opts_set_pre_dump(minicriu_dump_opts* opts, int on);
+int minicriu_dump_opts_set_tracking_timeout(minicriu_dump_opts* opts, unsigned timeout_s);
+/* The previous round's images (--prev-images-dir), relative to the images
+ * dir or absolute: only pages written since it are saved. NULL or "": none. */
+int minicriu_dump_opts_set_prev_images_dir(minicriu_dump_opts* opts, const char* dir);
 /* The dump stops when cancel is requested (NULL: never); it must outlive it. */
 int minicriu_dump_opts_set_cancel(minicriu_dump_opts* opts, minicriu_cancel* cancel);
 /* Checkpoints the tree; on failure the tree keeps running. */

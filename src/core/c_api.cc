@@ -208,6 +208,27 @@ int minicriu_dump_opts_set_tcp_drop_pending(minicriu_dump_opts* opts, int on) {
     return 0;
   }, -1);
 }
+int minicriu_dump_opts_set_pre_dump(minicriu_dump_opts* opts, int on) {
+  return guarded([&]() -> int {
+    if (!opts) return bad_argument("opts");
+    opts->options.pre_dump = on != 0;
+    return 0;
+  }, -1);
+}
+int minicriu_dump_opts_set_tracking_timeout(minicriu_dump_opts* opts, unsigned timeout_s) {
+  return guarded([&]() -> int {
+    if (!opts) return bad_argument("opts");
+    opts->options.tracking_timeout_s = timeout_s ? timeout_s : minicriu::DumpOptions{}.tracking_timeout_s;
+    return 0;
+  }, -1);
+}
+int minicriu_dump_opts_set_prev_images_dir(minicriu_dump_opts* opts, const char* dir) {
+  return guarded([&]() -> int {
+    if (!opts) return bad_argument("opts");
+    opts->options.prev_images_dir = dir ? dir : "";
+    return 0;
+  }, -1);
+}
 int minicriu_dump(const minicriu_dump_opts* opts) {
   return guarded([&]() -> int {
     if (!opts) return bad_argument("opts");

@@ -275,10 +275,54 @@ Result<std::string> json(const img::CheckpointView& c) {
   return out;
 }
 
+// A pre-dump holds memory only (no registers, no files): its processes'
+// VMAs and pages, and its chain.
+img::CheckpointView pre_dump_view(const ChainLink& link) {
+  img::CheckpointView c;
+  c.set_schema_version(kJsonSchemaVersion);
+  *c.mutable_inventory() = link.inventory;
+  for (auto& [pid, mm] : link.mm) {
+    img::ProcessView* proc = c.add_processes();
+    proc->mutable_pstree()->set_pid(pid);
+    *proc->mutable_mm() = mm;
+    if (auto it = link.pagemap.find(pid); it != link.pagemap.end())
+      for (auto& e : it->second) *proc->add_pagemap() = e;
+    c.mutable_summary()->set_processes(c.summary().processes() + 1);
+  }
+  return c;
+}
+
+std::string pre_dump_text(const ChainLink& link) {
+  std::string out = fmt::format(
+      "pre-dump: root pid {}, {} process(es), kernel {}, minicriu {}: memory only, not restorable "
+      "(restore the dump made with --prev-images-dir {})\n",
+      link.inventory.root_pid(), link.mm.size(), link.inventory.kernel(), link.inventory.tool_version(), link.dir);
+  out += chain_text(link.dir, link.inventory);
+  for (auto& [pid, mm] : link.mm) {
+    uint64_t own = 0, up = 0;
+    if (auto it = link.pagemap.find(pid); it != link.pagemap.end())
+      for (auto& e : it->second) (e.in_parent() ? up : own) += e.nr_pages();
+    out += fmt::format("process {}: {} vma(s), {} page(s) = {} KiB of its own, {} unchanged in the parent images\n",
+                       pid, mm.vmas_size(), own, own * kPageSize / 1024, up);
+    for (auto& v : mm.vmas())
+      out += fmt::format("    {:>12x}-{:<12x} {} {:<12} {}{}\n", v.start(), v.end(), prot_string(v.prot()),
+                         vma_kind_name(v.kind()), v.path(), v.has_pages() ? " [pages]" : "");
+  }
+  return out;
+}
+
 }  // namespace
 
 Result<std::string> show(const ShowOptions& options) {
   Logger quiet;
+  // A pre-dump is shown from what it holds: memory.
+  if (auto link = load_chain_link(options.images_dir); link && link->inventory.pre_dump()) {
+    if (options.backtrace)
+      return failf("{} is a pre-dump: it holds no registers to unwind (show --backtrace the dump made after it)",
+                   options.images_dir);
+    if (options.json) return json(pre_dump_view(*link));
+    return pre_dump_text(*link);
+  }
   ASSIGN_OR_RETURN(auto ic, InspectedCheckpoint::load(options.images_dir, quiet));
   Stacks stacks;
   if (options.backtrace) {

@@ -243,3 +243,47 @@ TEST(PreDumpLibrary, TheCAbiAbortsWhenTheCallbackSaysSoAndTheTreeRunsOn) {
   minicriu_dump_opts_free(o);
   ASSERT_NO_FATAL_FAILURE(expect_intact(p));
 }
+
+// The C ABI's own pre-dump and incremental final dump (not dump_iters): a
+// pre-dump leaves its tracking in a holder, the final dump takes it, saves
+// only what was written since, and restores every generation.
+TEST(PreDumpLibrary, TheCAbiPreDumpsAndDumpsAgainstThePreDump) {
+  TempDir dir;
+  Program p("generations", dir, {kPages, kRate});
+  ASSERT_TRUE(p.wait_ready());
+  std::string d1 = images_dir(dir, "1"), d2 = images_dir(dir, "2");
+  minicriu_dump_opts* o = minicriu_dump_opts_new();
+  ASSERT_EQ(minicriu_dump_opts_set_pid(o, p.pid()), 0);
+  ASSERT_EQ(minicriu_dump_opts_set_images_dir(o, d1.c_str()), 0);
+  ASSERT_EQ(minicriu_dump_opts_set_pre_dump(o, 1), 0);
+  ASSERT_EQ(minicriu_dump_opts_set_tracking_timeout(o, 60), 0);
+  ASSERT_EQ(minicriu_dump(o), 0) << minicriu_last_error();
+  EXPECT_TRUE(p.alive());
+  uint64_t first = pre_dump_pages(d1);
+  EXPECT_GE(first, 8192u);
+  // show reads a pre-dump too: its memory, as text and JSON.
+  auto shown = run_minicriu({"show", "-D", d1});
+  EXPECT_EQ(shown.status, 0) << shown.output;
+  EXPECT_NE(shown.output.find("pre-dump: root pid " + std::to_string(p.pid())), std::string::npos) << shown.output;
+  EXPECT_NE(shown.output.find("not restorable"), std::string::npos) << shown.output;
+  auto view = show_json(d1);
+  ASSERT_EQ(view.processes_size(), 1);
+  EXPECT_TRUE(view.inventory().pre_dump());
+  EXPECT_EQ(dumped_pages(view.processes(0)), first);
+  EXPECT_GT(view.processes(0).mm().vmas_size(), 0);
+  auto bt = run_minicriu({"show", "-D", d1, "--backtrace"});
+  EXPECT_NE(bt.status, 0);
+  EXPECT_NE(bt.output.find("holds no registers"), std::string::npos) << bt.output;
+  let_it_write();
+  ASSERT_EQ(minicriu_dump_opts_set_images_dir(o, d2.c_str()), 0);
+  ASSERT_EQ(minicriu_dump_opts_set_pre_dump(o, 0), 0);
+  ASSERT_EQ(minicriu_dump_opts_set_prev_images_dir(o, "../1"), 0);
+  ASSERT_EQ(minicriu_dump(o), 0) << minicriu_last_error();
+  minicriu_dump_opts_free(o);
+  EXPECT_GT(parent_pages(d2), 4096u);
+  EXPECT_LT(own_pages(d2), first / 2);
+  pid_t pid = p.pid();
+  EXPECT_EQ(p.wait_exit().value_or(-1), 128 + SIGKILL);
+  p.forget();
+  ASSERT_NO_FATAL_FAILURE(restore_and_check(pid, d2, dir));
+}
