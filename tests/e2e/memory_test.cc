@@ -1,8 +1,8 @@
-// Memory details (tests/programs/memfdmore.c, madvise.c, mprot.c, filecow.c):
+// Memory details (tests/programs/memfdmore.c, madvise.c, mprot.c, filecow.c, cow.c):
 // memfd mode, owner and seals added after writes with mappings of every
 // kind, private memfd mappings, madvise/mlock/mseal per VMA, what mprotect
 // allows on shared mappings, and private file pages a parent and child still
-// share copy-on-write. Each restored (twice where it can be) and checked by
+// share copy-on-write (and anonymous memory, cow.c). Each restored (twice where it can be) and checked by
 // the program itself; the refusal of what is not carried is one line and
 // leaves the target running. The plain and --leave-running modes are in
 // modes_test.cc.
@@ -29,9 +29,16 @@ TEST(Memory, MadviseFlagsMlockAndMsealOfEachVmaComeBackTwice) { cycle("madvise",
 // A System V segment and a memfd come back as new inodes: maps differ there.
 TEST(Memory, MprotectAllowsAndRefusesWhatItDidOnSharedMappingsTwice) { cycle("mprot", 2, {}, false); }
 
-TEST(Memory, PrivateFilePagesSharedCopyOnWriteAreStoredOnceAndSharedAgain) {
+namespace {
+
+// A parent and its child still sharing memory copy-on-write (program name):
+// the parent's images hold at least parent_min bytes, the child's under
+// child_max, and the child inherits from its parent some VMA that counts;
+// restored, the child checks that its memory is still shared with its
+// parent's and the root exits 0.
+void cow_cycle(const char* name, uint64_t parent_min, uint64_t child_max, bool (*counts)(const minicriu::img::Vma&)) {
   TempDir dir;
-  Program p("filecow", dir);
+  Program p(name, dir);
   ASSERT_TRUE(p.wait_ready());
   pid_t pid = p.pid();
   std::string images = images_dir(dir);
@@ -40,16 +47,27 @@ TEST(Memory, PrivateFilePagesSharedCopyOnWriteAreStoredOnceAndSharedAgain) {
   restored.add_from(images);
   auto view = show_json(images);
   ASSERT_EQ(view.processes_size(), 2);
-  // The parent holds the 12 MiB it copied; the child only what it changed.
-  EXPECT_GE(dumped_pages(view.processes(0)) * 4096, 12u << 20);
-  EXPECT_LT(dumped_pages(view.processes(1)) * 4096, 2u << 20);
-  bool inherited_file = false;
-  for (auto& v : view.processes(1).mm().vmas())
-    inherited_file |= v.inherited() && v.kind() == minicriu::img::VMA_FILE_PRIVATE;
-  EXPECT_TRUE(inherited_file);
+  EXPECT_GE(dumped_pages(view.processes(0)) * 4096, parent_min);
+  EXPECT_LT(dumped_pages(view.processes(1)) * 4096, child_max);
+  int inherited = 0;
+  for (auto& v : view.processes(1).mm().vmas()) inherited += v.inherited() && counts(v);
+  EXPECT_GE(inherited, 1);
   ASSERT_EQ(restore_detached(images), pid);
   ::kill(pid, SIGUSR1);
-  EXPECT_EQ(wait_pid(pid).value_or(-1), 0) << read_text(dir / "filecow.log");
+  EXPECT_EQ(wait_pid(pid).value_or(-1), 0) << read_text(dir / (std::string(name) + ".log"));
+}
+
+}  // namespace
+
+// The parent holds the 64 MiB; the child only what it changed since fork.
+TEST(Memory, AnonymousMemorySharedCopyOnWriteIsStoredOnceAndSharedAgain) {
+  cow_cycle("cow", 64u << 20, 4u << 20, [](const minicriu::img::Vma&) { return true; });
+}
+
+// The parent holds the 12 MiB it copied; the child only what it changed.
+TEST(Memory, PrivateFilePagesSharedCopyOnWriteAreStoredOnceAndSharedAgain) {
+  cow_cycle("filecow", 12u << 20, 2u << 20,
+            [](const minicriu::img::Vma& v) { return v.kind() == minicriu::img::VMA_FILE_PRIVATE; });
 }
 
 // As the kernel's own core files, a core made from a checkpoint holds no data

@@ -183,29 +183,6 @@ TEST(Restore, CredentialsOfEveryThreadComeBack) {
 
 TEST(Restore, SystemVSharedMemoryKeyedAndRemovedStaysShared) { cycle("sysv", 2, {}, false); }
 
-TEST(Restore, MemorySharedCopyOnWriteIsStoredOnceAndSharedAgain) {
-  TempDir dir;
-  Program p("cow", dir);
-  ASSERT_TRUE(p.wait_ready());
-  pid_t pid = p.pid();
-  std::string images = images_dir(dir);
-  ASSERT_NO_FATAL_FAILURE(dump_and_reap(pid, images, &p));
-  RestoredTree restored;
-  restored.add_from(images);
-  auto view = show_json(images);
-  ASSERT_EQ(view.processes_size(), 2);
-  // The parent holds the 64 MiB; the child only what it changed since fork.
-  EXPECT_GE(dumped_pages(view.processes(0)) * 4096, 64u << 20);
-  EXPECT_LT(dumped_pages(view.processes(1)) * 4096, 4u << 20);
-  int inherited = 0;
-  for (auto& v : view.processes(1).mm().vmas()) inherited += v.inherited();
-  EXPECT_GE(inherited, 1);
-  ASSERT_EQ(restore_detached(images), pid);
-  // The child checks its memory is still shared with its parent's.
-  ::kill(pid, SIGUSR1);
-  EXPECT_EQ(wait_pid(pid).value_or(-1), 0) << read_text(dir / "cow.log");
-}
-
 TEST(Restore, CopyOnWriteProgramVerifiesItselfWithoutCheckpoint) {
   TempDir dir;
   Program p("cow", dir);
