@@ -65,6 +65,9 @@ int minicriu_dump_opts_set_progress(minicriu_dump_opts* opts, minicriu_progress_
  * Checked by minicriu_dump. */
 int minicriu_dump_opts_set_ghost_limit(minicriu_dump_opts* opts, const char* size);
 int minicriu_dump_opts_add_ghost_policy(minicriu_dump_opts* opts, const char* rule);
+/* "HOST:PORT" of a `minicriu page-server`: the pages stream there (then the
+ * other images); NULL or "" for none (DumpOptions::page_server). */
+int minicriu_dump_opts_set_page_server(minicriu_dump_opts* opts, const char* host_port);
 /* An object of the tree reaching outside it (see minicriu.hpp's
  * ExternalObject): a unix socket whose peer is held outside the tree, a pipe
  * or fifo also held outside it (kind "pipe", key "pipe:[INODE]", type the end
@@ -156,6 +159,9 @@ int minicriu_restore_opts_set_progress(minicriu_restore_opts* opts, minicriu_pro
                                        unsigned after_ms);
 /* Where to recreate ghost files whose directory is gone. */
 int minicriu_restore_opts_set_ghost_dir(minicriu_restore_opts* opts, const char* dir);
+/* "HOST:PORT" of the `minicriu page-server` that holds the pages; NULL or ""
+ * for the page images of the images dir (RestoreOptions::page_server). */
+int minicriu_restore_opts_set_page_server(minicriu_restore_opts* opts, const char* host_port);
 /* "fd[N]:socket:[INODE]" or "fd[N]:pipe:[INODE]" (--inherit-fd), and a
  * callback asked for the others. */
 int minicriu_restore_opts_add_inherit_fd(minicriu_restore_opts* opts, const char* spec);

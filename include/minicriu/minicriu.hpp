@@ -203,6 +203,13 @@ struct DumpOptions {
   unsigned tracking_timeout_s = 600;
   // Asked to stop (see Cancel); null: never. Must outlive the dump.
   const Cancel* cancel = nullptr;
+  // "HOST:PORT" of a `minicriu page-server` (page_server() below): the pages
+  // stream there over TCP instead of into images_dir, and once written the
+  // other images (small) follow, so the server's directory is a complete
+  // checkpoint; images_dir keeps those other images. A broken connection
+  // fails the dump, the tree running on. Not with pre_dump or
+  // prev_images_dir. Empty: no page server.
+  std::string page_server;
 };
 
 struct DumpStats {
@@ -270,6 +277,11 @@ struct RestoreOptions {
   // Called with the root's pid once the tree runs, before the wait for it
   // (the CLI's --pidfile).
   std::function<void(pid_t root)> on_running;
+  // "HOST:PORT" of the `minicriu page-server` that holds the pages: every
+  // page is read from there (images_dir needs no page image, only the
+  // others). The server must serve this very checkpoint (checked before
+  // anything is made). Empty: the page images of images_dir.
+  std::string page_server;
 };
 
 struct RestoreResult {
@@ -278,6 +290,25 @@ struct RestoreResult {
 };
 
 [[nodiscard]] Result<RestoreResult> restore(const RestoreOptions& options);
+
+// ---- A page server (`minicriu page-server`, CRIU's page-server) ------------
+//
+// Listens on TCP; receives the dumps made with DumpOptions::page_server into
+// images_dir (each published whole once complete, replacing the previous
+// one; a dump whose connection breaks leaves the directory as it was), and
+// serves the pages of images_dir to restores (RestoreOptions::page_server,
+// lazy restores), as many as ask, one after another or at once, until
+// cancel is requested.
+struct PageServerOptions {
+  std::string images_dir;      // must exist and be writable
+  std::string address;         // to listen on; empty: every address
+  uint16_t port = 0;           // 0: a free port (on_listening says which)
+  LogOptions log;
+  const Cancel* cancel = nullptr;
+  // Called once listening, with the port (the CLI's -d returns there).
+  std::function<void(uint16_t port)> on_listening;
+};
+[[nodiscard]] Status page_server(const PageServerOptions& options);
 
 // ---- A job over several machines: one coordinated checkpoint --------------
 //

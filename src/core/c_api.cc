@@ -140,6 +140,13 @@ int minicriu_dump_opts_set_ghost_limit(minicriu_dump_opts* opts, const char* siz
     return 0;
   }, -1);
 }
+int minicriu_dump_opts_set_page_server(minicriu_dump_opts* opts, const char* host_port) {
+  return guarded([&]() -> int {
+    if (!opts) return bad_argument("opts");
+    opts->options.page_server = host_port ? host_port : "";
+    return 0;
+  }, -1);
+}
 int minicriu_dump_opts_add_ghost_policy(minicriu_dump_opts* opts, const char* rule) {
   return guarded([&]() -> int {
     if (!opts || !rule) return bad_argument("ghost policy rule");
@@ -311,6 +318,13 @@ int minicriu_restore_opts_set_ghost_dir(minicriu_restore_opts* opts, const char*
   return guarded([&]() -> int {
     if (!opts || !dir) return bad_argument("ghost dir");
     opts->options.ghost_dir = dir;
+    return 0;
+  }, -1);
+}
+int minicriu_restore_opts_set_page_server(minicriu_restore_opts* opts, const char* host_port) {
+  return guarded([&]() -> int {
+    if (!opts) return bad_argument("opts");
+    opts->options.page_server = host_port ? host_port : "";
     return 0;
   }, -1);
 }

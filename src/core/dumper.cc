@@ -9,7 +9,9 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <chrono>
+#include <optional>
 #include <cstring>
 #include <memory>
 
@@ -28,6 +30,7 @@
 #include "images/image_set.hpp"
 #include "kinds/kind_set.hpp"
 #include "mem/page_dump.hpp"
+#include "mem/page_upload.hpp"
 #include "mem/write_tracking.hpp"
 #include "mem/vma.hpp"
 #include "minicriu.pb.h"
@@ -115,6 +118,8 @@ class Dumper {
   [[nodiscard]] Result<PageChain> page_chain(pid_t pid, FrozenProcess& proc, std::vector<VmaInfo>& vmas,
                                              ParasiteSession& parasite);
   [[nodiscard]] Status write_pre_dump(pid_t root);
+  [[nodiscard]] Status connect_page_server();
+  [[nodiscard]] Status upload_images();
   [[nodiscard]] Status run_pre_dump();
   void keep_tracking();
   img::Inventory inventory(pid_t root, const NetworkLock::Kept& kept) const;
@@ -149,6 +154,8 @@ class Dumper {
   TreeIdentity identity_;
   UniqueFd uffd_dev_;
   bool uffd_dev_tried_ = false;
+  // --page-server: the connection the pages (then the other images) go to.
+  std::optional<PageUpload> upload_;
 };
 
 // The failure path of a dump, on every early return once the tree is frozen:
@@ -227,12 +234,25 @@ Status Dumper::run_parasite(FrozenProcess& proc, const proc::Stat& stat, std::ve
     out.parked = std::make_unique<ParkedPages>();
     chain.park = out.parked.get();
   }
-  ASSIGN_OR_RETURN(auto pages, RawImageFile::create(dir_.pages(proc.pid)));
-  out.pages = std::make_unique<RawImageFile>(std::move(pages));
+  int pages_fd = -1;
+  BeforePages before;
+  if (upload_) {
+    // Into the connection, a header before each batch.
+    TRY(upload_->begin_process(proc.pid));
+    pages_fd = upload_->fd();
+    before = [this, pid = proc.pid](std::span<const std::pair<uint64_t, uint64_t>> runs) {
+      return upload_->begin_batch(pid, runs);
+    };
+  } else {
+    ASSIGN_OR_RETURN(auto pages, RawImageFile::create(dir_.pages(proc.pid)));
+    out.pages = std::make_unique<RawImageFile>(std::move(pages));
+    pages_fd = out.pages->fd();
+  }
   auto t0 = Clock::now();
   ASSIGN_OR_RETURN(auto result,
-                   with_context(dump_pages(proc.pid, vmas, parasite, memory, out.pages->fd(), log_, parent, chain),
-                                fmt::format("pid {}: dumping pages into {}", proc.pid, dir_.path())));
+                   with_context(dump_pages(proc.pid, vmas, parasite, memory, pages_fd, log_, parent, chain, before),
+                                fmt::format("pid {}: dumping pages {} {}", proc.pid, upload_ ? "to the" : "into",
+                                            upload_ ? upload_->describe() : dir_.path())));
   double secs = static_cast<double>(ns_since(t0)) / 1e9;
   log_.info("pid {}: {} page(s) ({} MiB) in {:.3f} s", proc.pid, result.pages,
             (result.pages * kPageSize) >> 20, secs);
@@ -396,7 +416,7 @@ Status Dumper::write_process_images() {
     TRY(images_.write(dir_.mm(pid), ImageKind::mm, std::vector<img::MmCore>{p.mm}));
     TRY(images_.write(dir_.pagemap(pid), ImageKind::pagemap, p.pagemap));
     TRY(images_.write(dir_.fdinfo(pid), ImageKind::fdinfo, p.fds));
-    TRY(images_.commit(*p.pages));
+    if (p.pages) TRY(images_.commit(*p.pages));  // none: they went to the page server
   }
   return images_.write(dir_.pstree(), ImageKind::pstree, pstree);
 }
@@ -425,6 +445,7 @@ img::Inventory Dumper::inventory(pid_t root, const NetworkLock::Kept& kept) cons
   inv.set_pre_dump(options_.pre_dump);
   inv.set_root_start_time(identity_.start_time);
   inv.set_root_exe(identity_.exe);
+  if (upload_) inv.set_page_server(upload_->where().str());
   if (!kept.table.empty()) {
     inv.set_network_lock_backend(network_lock_mode_name(kept.mode));
     inv.set_network_lock_table(kept.table);
@@ -611,6 +632,36 @@ void Dumper::keep_tracking() {
               st.error().what());
 }
 
+// --page-server: connected before the tree is touched (a server that is
+// not there costs nothing). Pre-dump chains stay local: their parents'
+// pages would be split between two machines.
+Status Dumper::connect_page_server() {
+  if (options_.page_server.empty()) return {};
+  if (options_.pre_dump)
+    return fail("pre-dump --page-server: not supported; pre-dump into a local directory, or dump to the page "
+                "server without --prev-images-dir");
+  if (!options_.prev_images_dir.empty())
+    return fail("dump --page-server with --prev-images-dir: not supported (the parent's pages are not on the "
+                "page server); dump the whole tree to the page server without --prev-images-dir");
+  ASSIGN_OR_RETURN(auto up, PageUpload::connect(options_.page_server));
+  upload_.emplace(std::move(up));
+  log_.info("pages go to the {}", upload_->describe());
+  return {};
+}
+
+// The images written (synced, not yet published) go to the page server,
+// which publishes them with the pages: its directory is a whole checkpoint.
+Status Dumper::upload_images() {
+  if (!upload_) return {};
+  std::vector<std::string> paths = images_.pending();
+  // The inventory last: the server publishes it last in any case.
+  std::stable_partition(paths.begin(), paths.end(), [&](auto& p) { return p != dir_.inventory(); });
+  for (auto& path : paths) TRY(upload_->send_file(path.substr(path.rfind('/') + 1), image_part_path(path)));
+  TRY(upload_->commit());
+  log_.info("{} image(s) published on the {}", paths.size(), upload_->describe());
+  return {};
+}
+
 // A pre-dump: frozen only to arm the tracking and drain the pages; memory
 // images only.
 Status Dumper::run_pre_dump() {
@@ -646,8 +697,11 @@ Status Dumper::run_pre_dump() {
 Result<DumpStats> Dumper::run() {
   auto start = Clock::now();
   TRY(dir_.check_writable());
+  TRY(connect_page_server());
   TRY(load_parent());
   TRY(kinds_.each("begin", [&](Kind& k) { return k.begin(env_); }));
+  // Writes into a connection the server may drop fail with EPIPE.
+  SigpipeBlock no_sigpipe;
   log_.info("{} pid {} into {}{}", options_.pre_dump ? "pre-dumping" : "dumping", options_.pid, dir_.path(),
             parent_ ? fmt::format(" (parent images {})", parent_dir_) : "");
   if (options_.pre_dump) {
@@ -661,11 +715,13 @@ Result<DumpStats> Dumper::run() {
   frozen_at_ = Clock::now();
   FailureGuard guard(*this, *tree);
   TRY(dump_tree(*tree));
+  if (upload_) TRY(upload_->pages_end());
   TRY(files_.drop_unheld());
   TRY(check_tree(*tree));
   if (options_.commit_gate && !options_.leave_running) TRY(refuse_destructive());
   if (options_.leave_running) TRY(release_running(*tree));
   TRY(write_images(tree->root()));
+  TRY(upload_images());
   // Every image is synced; the tree dies (or its images stay) only on the
   // gate's word. A no fails the dump as anything else would.
   if (options_.commit_gate) TRY(options_.commit_gate());

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <functional>
 #include <map>
+#include <optional>
 #include <set>
 #include <memory>
 #include <vector>
@@ -26,6 +27,8 @@
 #include "images/checkpoint.hpp"
 #include "images/image_dir.hpp"
 #include "kinds/kind_set.hpp"
+#include "mem/page_protocol.hpp"
+#include "mem/page_source_remote.hpp"
 #include "net/network_lock.hpp"
 #include "restorer/machine.hpp"
 #include "restorer/pid_check.hpp"
@@ -148,6 +151,36 @@ class KeptNetworkLock {
   std::string table_, backend_;
 };
 
+// restore --page-server: the server is there and serves this very
+// checkpoint (the same dump, and for each process the pages its pagemap
+// lists), before anything is made.
+Status check_page_server(const Checkpoint& c, const pagesrv::Endpoint& where, const std::string& dir,
+                         const Logger& log) {
+  ASSIGN_OR_RETURN(auto source, RemotePageSource::connect(where.host, where.port));
+  ASSIGN_OR_RETURN(img::Inventory inv, source->inventory());
+  if (inv.root_pid() != c.inventory.root_pid() || inv.dump_time_unix_ns() != c.inventory.dump_time_unix_ns())
+    return failf("the {} serves another checkpoint (root pid {}, dumped at {} ns) than {} (root pid {}, dumped at "
+                 "{} ns): give the page server the dump was made to, or restore from its directory",
+                 source->describe(), inv.root_pid(), inv.dump_time_unix_ns(), dir, c.inventory.root_pid(),
+                 c.inventory.dump_time_unix_ns());
+  for (auto& p : c.processes) {
+    if (p.entry.zombie()) continue;
+    pid_t pid = static_cast<pid_t>(p.entry.pid());
+    ASSIGN_OR_RETURN(auto runs, source->runs(pid));
+    std::vector<std::pair<uint64_t, uint64_t>> want;
+    for (auto& r : p.page_runs) {
+      if (!want.empty() && want.back().second == r.start) want.back().second = r.end;
+      else want.emplace_back(r.start, r.end);
+    }
+    if (runs != want)
+      return failf("pid {}: the {} holds other pages ({} run(s)) than pagemap-{}.img lists ({} run(s)): the images "
+                   "of {} are not of that server's checkpoint",
+                   pid, source->describe(), runs.size(), pid, want.size(), dir);
+  }
+  log.info("the {} serves this checkpoint's pages", source->describe());
+  return {};
+}
+
 }  // namespace
 
 Result<RestoreResult> restore(const RestoreOptions& options) {
@@ -158,7 +191,12 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
 
   ASSIGN_OR_RETURN(auto stand_ins, ExternalStandIns::from_options(options));
   TRY(fault_point("restore/load"));
-  ASSIGN_OR_RETURN(Checkpoint ckpt, load_checkpoint(dir));
+  std::optional<pagesrv::Endpoint> page_server;
+  if (!options.page_server.empty()) {
+    ASSIGN_OR_RETURN(auto where, pagesrv::parse_endpoint(options.page_server, "--page-server"));
+    page_server = where;
+  }
+  ASSIGN_OR_RETURN(Checkpoint ckpt, load_checkpoint(dir, page_server.has_value()));
   KeptNetworkLock net_lock(ckpt.inventory, log);
   TRY(net_lock.check());
   KindSet kinds = KindSet::make();
@@ -166,6 +204,7 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   TRY(with_context(validate_checkpoint(ckpt, machine, kinds),
                    fmt::format("{} cannot be restored here", dir.path())));
   TRY(check_restorer_not_under_seccomp());
+  if (page_server) TRY(check_page_server(ckpt, *page_server, dir.path(), log));
   RestoreEnv env{options, dir, ckpt, log};
   // Every kind reads and checks its own images now.
   TRY(kinds.each("load", [&](Kind& k) { return k.load(env); }));
@@ -201,6 +240,10 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   tree.checkpoint = &ckpt;
   tree.kinds = &kinds;
   tree.shared = &shared;
+  if (page_server) {
+    tree.page_server_host = page_server->host;
+    tree.page_server_port = page_server->port;
+  }
   std::map<pid_t, ChannelPair> channels;
   for (const ProcessImages& p : ckpt.processes) {
     if (p.entry.zombie()) continue;

@@ -44,7 +44,10 @@ struct Checkpoint {
 };
 
 // Reads every image of the directory; a missing, truncated or foreign image is
-// an error naming it.
-[[nodiscard]] Result<Checkpoint> load_checkpoint(const ImageDir& dir);
+// an error naming it. pages_elsewhere: the pages come from a page server
+// (restore --page-server), the directory may hold no page image; each
+// process's page_runs are then its pagemap's (file 0, offsets unused) and
+// pages_file_size what the pagemap describes.
+[[nodiscard]] Result<Checkpoint> load_checkpoint(const ImageDir& dir, bool pages_elsewhere = false);
 
 }  // namespace minicriu

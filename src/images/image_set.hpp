@@ -41,6 +41,9 @@ class ImageSet {
   [[nodiscard]] Status publish();
   // Takes back every committed image not yet published (a failed dump).
   void remove_all();
+  // The final paths of the images committed and not yet published (each is
+  // at image_part_path() until publish()): what a dump sends a page server.
+  const std::vector<std::string>& pending() const { return pending_; }
 
  private:
   const ImageDir& dir_;

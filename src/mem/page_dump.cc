@@ -27,8 +27,8 @@ struct Page {
 class PageBatcher {
  public:
   PageBatcher(ParasiteSession& session, int out_fd, ParkedPages* park, PageDumpResult& result,
-              ProgressMeter& progress)
-      : session_(session), out_fd_(out_fd), park_(park), result_(result), progress_(progress) {}
+              ProgressMeter& progress, const BeforePages& before)
+      : session_(session), out_fd_(out_fd), park_(park), result_(result), progress_(progress), before_(before) {}
 
   [[nodiscard]] Status add(RemotePtr<> at, uint64_t pages) {
     if (!runs_.empty() && runs_.back().end() == at) {
@@ -46,6 +46,11 @@ class PageBatcher {
 
   [[nodiscard]] Status flush() {
     if (runs_.empty()) return {};
+    if (before_) {
+      std::vector<std::pair<uint64_t, uint64_t>> runs;
+      for (auto& r : runs_) runs.emplace_back(r.start.addr(), r.size);
+      TRY(before_(runs));
+    }
     if (park_) TRY(session_.park_pages(runs_, *park_));
     else TRY(session_.drain_pages(runs_, out_fd_));
     for (auto& r : runs_) append_entry(r.start, r.size / kPageSize);
@@ -75,6 +80,7 @@ class PageBatcher {
   ParkedPages* park_;
   PageDumpResult& result_;
   ProgressMeter& progress_;
+  const BeforePages& before_;
   std::vector<RemoteRange> runs_;
   uint64_t pending_bytes_ = 0;
 };
@@ -205,7 +211,7 @@ void each_covered(const std::vector<std::pair<uint64_t, uint64_t>>& runs, uint64
 
 Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas, ParasiteSession& session,
                                   const TraceeMemory& memory, int pages_fd, const Logger& log,
-                                  const ParentMemory& parent, const PageChain& chain) {
+                                  const ParentMemory& parent, const PageChain& chain, const BeforePages& before) {
   PageDumpResult result;
   ASSIGN_OR_RETURN(PageMap pagemap, PageMap::open(pid));
   result.scan_ioctl = pagemap.has_scan();
@@ -220,7 +226,7 @@ Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas, Parasit
   for (auto& v : vmas)
     if (vma_dumps_pages(v.vma)) total += (v.maps.rss_kb + v.maps.swap_kb) << 10;
   ProgressMeter progress(log, "dump", pid, total);
-  PageBatcher batcher(session, pages_fd, chain.park, result, progress);
+  PageBatcher batcher(session, pages_fd, chain.park, result, progress, before);
   std::vector<img::PagemapEntry> in_parent;
   auto add_in_parent = [&](uint64_t start, uint64_t end) {
     uint64_t pages = (end - start) / kPageSize;
@@ -273,6 +279,10 @@ Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas, Parasit
         TRY(batcher.add(run, n));
       } else {
         TRY(batcher.flush());
+        if (before) {
+          std::pair<uint64_t, uint64_t> one{run.addr(), n * kPageSize};
+          TRY(before(std::span(&one, 1)));
+        }
         TRY(copy_unreadable(memory, run, n, pages_fd, chain.park));
         batcher.append_entry(run, n);
         progress.add(n * kPageSize);

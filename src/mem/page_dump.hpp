@@ -4,6 +4,9 @@
 
 #include <sys/types.h>
 
+#include <functional>
+#include <span>
+#include <utility>
 #include <vector>
 
 #include "base/error.hpp"
@@ -55,12 +58,17 @@ struct ParentMemory {
   const img::MmCore* mm = nullptr;
 };
 
+// Called before each batch of pages is written to pages_fd with the batch's
+// runs (address, bytes): a page server's connection takes a header there
+// (mem/page_upload.hpp). Empty: pages_fd is the page image itself.
+using BeforePages = std::function<Status(std::span<const std::pair<uint64_t, uint64_t>>)>;
+
 // Writes the chosen pages of every VMA to pages_fd in order, marking the VMAs
 // that have some (has_pages), and returns the matching pagemap entries.
 [[nodiscard]] Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas,
                                                 ParasiteSession& session,
                                                 const TraceeMemory& memory, int pages_fd,
                                                 const Logger& log, const ParentMemory& parent = {},
-                                                const PageChain& chain = {});
+                                                const PageChain& chain = {}, const BeforePages& before = {});
 
 }  // namespace minicriu

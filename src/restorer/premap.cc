@@ -265,4 +265,29 @@ Status fill_pages(const ProcessImages& p, const PremapPlan& plan, std::atomic<ui
   return {};
 }
 
+Status fill_pages_from(PageSource& source, const ProcessImages& p, const PremapPlan& plan,
+                       std::atomic<uint64_t>* progress) {
+  const auto& vmas = p.mm.vmas();
+  pid_t pid = static_cast<pid_t>(p.entry.pid());
+  constexpr uint64_t kPiece = 64ull << 20;
+  for (const PageRun& r : p.page_runs) {
+    auto it = std::upper_bound(vmas.begin(), vmas.end(), r.start,
+                               [](uint64_t a, const img::Vma& v) { return a < v.end(); });
+    for (uint64_t at = r.start; at < r.end; ++it) {
+      if (it == vmas.end() || it->start() > at)
+        return failf("page run {:#x}-{:#x} is not inside VMAs", r.start, r.end);
+      auto idx = static_cast<size_t>(it - vmas.begin());
+      uint64_t vma_end = std::min(r.end, it->end());
+      for (; at < vma_end;) {
+        uint64_t n = std::min(kPiece, vma_end - at);
+        auto* dst = reinterpret_cast<std::byte*>(plan.slot[idx] + (at - it->start()));
+        TRY(source.read(pid, at, std::span<std::byte>(dst, n)));
+        if (progress) progress->fetch_add(n, std::memory_order_relaxed);
+        at += n;
+      }
+    }
+  }
+  return {};
+}
+
 }  // namespace minicriu

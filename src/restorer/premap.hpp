@@ -19,6 +19,7 @@
 #include "proc/proc_parse.hpp"
 #include "images/checkpoint.hpp"
 #include "kinds/kind_set.hpp"
+#include "mem/page_source.hpp"
 
 namespace minicriu {
 
@@ -74,5 +75,10 @@ bool needs_slot(const img::Vma& v);
 // program shares with the tasks it makes, for its progress report).
 [[nodiscard]] Status fill_pages(const ProcessImages& p, const PremapPlan& plan,
                                 std::atomic<uint64_t>* progress = nullptr);
+
+// The same from a page source (a page server: restore --page-server), its
+// bytes received straight into the slots, in pieces of at most 64 MiB.
+[[nodiscard]] Status fill_pages_from(PageSource& source, const ProcessImages& p, const PremapPlan& plan,
+                                     std::atomic<uint64_t>* progress = nullptr);
 
 }  // namespace minicriu

@@ -129,7 +129,12 @@ Result<PremappedMemory> prepare_memory(const TreeRestore& tree, const ProcessIma
   sizes.tail = blob.tail;
   ASSIGN_OR_RETURN(m.plan, plan_premap(p.mm, busy, sizes, inherited));
   ASSIGN_OR_RETURN(m.area, premap_vmas(c, p, m.plan, kinds));
-  TRY(fill_pages(p, m.plan, tree.pages_restored));
+  if (!tree.page_server_host.empty()) {
+    ASSIGN_OR_RETURN(auto source, connect_page_server(tree.page_server_host, tree.page_server_port));
+    TRY(fill_pages_from(*source, p, m.plan, tree.pages_restored));
+  } else {
+    TRY(fill_pages(p, m.plan, tree.pages_restored));
+  }
   return m;
 }
 

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <map>
+#include <string>
 
 #include "fs/fd_table.hpp"
 #include "images/checkpoint.hpp"
@@ -32,6 +33,10 @@ struct TreeRestore {
   // Bytes of pages read back so far, over the whole tree: in memory the
   // tasks share with minicriu (MAP_SHARED), which reports the progress.
   std::atomic<uint64_t>* pages_restored = nullptr;
+  // restore --page-server: each task reads its pages from there, on a
+  // connection of its own (empty host: the page images).
+  std::string page_server_host;
+  uint16_t page_server_port = 0;
 };
 
 // The body of a task: takes its session and group, creates its children (each

@@ -134,6 +134,49 @@ bool write_pidfile(const CommonOptions& common, pid_t pid) {
   return ok;
 }
 
+// --page-server HOST:PORT, or CRIU's --page-server --address HOST --port N.
+struct PageServerArgs {
+  std::string spec;
+  std::string address;
+  unsigned port = 0;
+  CLI::Option* flag = nullptr;
+  CLI::Option* address_opt = nullptr;
+  CLI::Option* port_opt = nullptr;
+
+  // The HOST:PORT given, "" for none, or an error line.
+  minicriu::Result<std::string> resolve() const {
+    bool given = flag->count() > 0;
+    bool parts = address_opt->count() > 0 || port_opt->count() > 0;
+    if (!given && parts)
+      return std::unexpected(minicriu::Error("--address and --port name a page server: give --page-server too"));
+    if (!given) return std::string();
+    if (!spec.empty()) {
+      if (parts)
+        return std::unexpected(minicriu::Error("--page-server " + spec + " with --address or --port: give one "
+                                               "or the other"));
+      return spec;
+    }
+    if (address_opt->count() == 0 || port_opt->count() == 0 || port == 0 || port > 65535)
+      return std::unexpected(minicriu::Error("--page-server without HOST:PORT needs --address HOST and --port N "
+                                             "(CRIU's form), or write --page-server HOST:PORT"));
+    return (address.find(':') != std::string::npos ? "[" + address + "]" : address) + ":" + std::to_string(port);
+  }
+};
+
+void add_page_server(CLI::App* cmd, PageServerArgs& ps, const std::string& what, const std::string& example) {
+  ps.flag = cmd->add_option("--page-server", ps.spec, with_example(what, example))
+                ->expected(0, 1)
+                ->type_name("HOST:PORT");
+  ps.address_opt = cmd->add_option("--address", ps.address,
+                                   with_example("With --page-server and --port (CRIU's form): the page server's "
+                                                "host", "--page-server --address 10.0.0.2 --port 27027"))
+                       ->type_name("HOST");
+  ps.port_opt = cmd->add_option("--port", ps.port,
+                                with_example("With --page-server and --address (CRIU's form): the page server's "
+                                             "TCP port", "--page-server --address 10.0.0.2 --port 27027"))
+                    ->type_name("N");
+}
+
 void add_verbose(CLI::App* cmd, int& verbosity) {
   cmd->add_flag("-v,--verbose", verbosity,
                 with_example("More log lines on stderr: -v one line per step (info), -vv details (debug)",
@@ -179,6 +222,64 @@ std::vector<std::string> split_words(const std::string& text) {
     else if (!w.empty()) words.push_back(std::move(w)), w.clear();
   }
   return words;
+}
+
+// The page server in this process, or (-d) in a daemon: this process returns
+// once the daemon listens. Either prints "listening on ADDR:PORT pid PID".
+int run_page_server(minicriu::PageServerOptions& options, bool daemon) {
+  catch_stop_signals();
+  ::signal(SIGPIPE, SIG_IGN);
+  std::string shown = options.address.empty() ? "*" : options.address;
+  if (!daemon) {
+    options.on_listening = [&](uint16_t port) {
+      std::printf("listening on %s:%u pid %d\n", shown.c_str(), port, static_cast<int>(::getpid()));
+      std::fflush(stdout);
+    };
+    auto st = minicriu::page_server(options);
+    if (!st) return report(st.error());
+    return 0;
+  }
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) {
+    std::perror("minicriu: error: pipe");
+    return 1;
+  }
+  pid_t child = ::fork();
+  if (child < 0) {
+    std::perror("minicriu: error: fork");
+    return 1;
+  }
+  if (child == 0) {
+    ::close(p[0]);
+    ::setsid();
+    options.on_listening = [&](uint16_t port) {
+      std::string line = "listening on " + shown + ":" + std::to_string(port) + " pid " +
+                         std::to_string(::getpid()) + "\n";
+      (void)!::write(p[1], line.data(), line.size());
+      ::close(p[1]);
+      int null = ::open("/dev/null", O_RDWR);
+      if (null >= 0) {
+        ::dup2(null, STDIN_FILENO);
+        ::dup2(null, STDOUT_FILENO);
+        if (null > 2) ::close(null);
+      }
+    };
+    auto st = minicriu::page_server(options);
+    if (!st) return report(st.error());
+    return 0;
+  }
+  ::close(p[1]);
+  std::string line;
+  char buf[256];
+  ssize_t n;
+  while ((n = ::read(p[0], buf, sizeof(buf))) > 0) line.append(buf, static_cast<size_t>(n));
+  if (line.empty()) {  // it failed, and said why on stderr
+    int st = 0;
+    ::waitpid(child, &st, 0);
+    return 1;
+  }
+  std::fputs(line.c_str(), stdout);
+  return 0;
 }
 
 }  // namespace
@@ -299,6 +400,13 @@ int main(int argc, char** argv) {
                                   "once the images are synced, say so on stdout and keep the tree frozen until "
                                   "the word on stdin, go or no (no, or none: the tree runs on and the images go)",
                                   "--coordinated"));
+  PageServerArgs dump_ps;
+  add_page_server(dump_cmd, dump_ps,
+                  "Stream the pages over TCP to `minicriu page-server` at HOST:PORT instead of writing them to "
+                  "-D DIR; the other images are written to DIR and then sent too, so the server's directory is "
+                  "a complete checkpoint. A broken connection fails the dump and the tree runs on. Not with "
+                  "--prev-images-dir",
+                  "--page-server 10.0.0.2:27027");
   dump_cmd->add_option("--coordinated-timeout", coordinated_timeout_ms,
                        with_example("With --coordinated: how long to wait for the word, in ms (default 60000)",
                                     "--coordinated-timeout 30000"))
@@ -431,9 +539,46 @@ int main(int argc, char** argv) {
   restore_cmd->add_flag("--link-remap", criu_noop,
                         with_example("Accepted for CRIU recipes; the links the dump made are always removed "
                                      "once every holder reopened its file", "--link-remap"));
+  PageServerArgs restore_ps;
+  add_page_server(restore_cmd, restore_ps,
+                  "Read every page from `minicriu page-server` at HOST:PORT (the server a dump --page-server went "
+                  "to, or one serving a copy of the checkpoint); -D DIR needs the images but no page image. The "
+                  "server must serve this very checkpoint (checked before anything is made)",
+                  "--page-server 10.0.0.2:27027");
   add_common(restore_cmd, common);
   add_progress_after(restore_cmd, progress_after_ms);
   add_verbose(restore_cmd, verbosity);
+
+  minicriu::PageServerOptions page_srv;
+  unsigned page_srv_port = 0;
+  bool page_srv_daemon = false;
+  auto* page_srv_cmd = app.add_subcommand(
+      "page-server", "Receive the pages (and images) of `dump --page-server` into a directory, and serve its "
+                     "pages to `restore --page-server`, as many as ask, until killed");
+  page_srv_cmd->footer(
+      "Examples:\n"
+      "  minicriu page-server -D /ckpt --port 27027            on the machine that keeps the checkpoint\n"
+      "  minicriu dump -t 1234 -D /tmp/meta --page-server ckpt-host:27027\n"
+      "  minicriu restore -D /tmp/meta --page-server ckpt-host:27027   (or restore -D /ckpt on ckpt-host)");
+  page_srv_cmd->add_option("-D,--images-dir", page_srv.images_dir,
+                           with_example("Directory the dumps go into and the restores read from (must exist); "
+                                        "each complete dump replaces the previous one", "-D /ckpt"))
+      ->type_name("DIR")
+      ->required();
+  page_srv_cmd->add_option("--port", page_srv_port,
+                           with_example("TCP port to listen on (0: a free one; the line on stdout says which)",
+                                        "--port 27027"))
+      ->type_name("N")
+      ->required()
+      ->check(CLI::Range(0, 65535));
+  page_srv_cmd->add_option("--address", page_srv.address,
+                           with_example("Address to listen on (default: every address, IPv6 and IPv4)",
+                                        "--address 10.0.0.2"))
+      ->type_name("HOST");
+  page_srv_cmd->add_flag("-d,--daemon", page_srv_daemon,
+                         with_example("Run in the background: return once listening, having printed the line "
+                                      "with the port and the server's pid", "-d"));
+  add_verbose(page_srv_cmd, verbosity);
 
   minicriu::ShowOptions show;
   auto* show_cmd = app.add_subcommand("show", "Decode the images of a checkpoint: a summary, then every image");
@@ -493,6 +638,9 @@ int main(int argc, char** argv) {
   }
 
   if (dump_cmd->parsed()) {
+    auto ps = dump_ps.resolve();
+    if (!ps) return report(ps.error());
+    dump.page_server = *ps;
     if (!open_log(common)) return 1;
     verbosity = effective_verbosity(verbosity, common);
     dump.log = log_options(verbosity, progress_after_ms, common.log_fd);
@@ -526,6 +674,9 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (restore_cmd->parsed()) {
+    auto ps = restore_ps.resolve();
+    if (!ps) return report(ps.error());
+    restore.page_server = *ps;
     if (!open_log(common)) return 1;
     restore.log = log_options(effective_verbosity(verbosity, common), progress_after_ms, common.log_fd);
     bool pidfile_ok = true;
@@ -572,6 +723,13 @@ int main(int argc, char** argv) {
     if (!r) return report(r.error());
     for (auto& n : r->nodes) std::printf("%s: %d\n", n.host.c_str(), n.root_pid);
     return 0;
+  }
+  if (page_srv_cmd->parsed()) {
+    page_srv.port = static_cast<uint16_t>(page_srv_port);
+    page_srv.log = log_options(verbosity, progress_after_ms);
+    page_srv.log.progress = false;
+    page_srv.cancel = &cancel_by_signal;
+    return run_page_server(page_srv, page_srv_daemon);
   }
   if (check_cmd->parsed()) {
     auto r = minicriu::check();
