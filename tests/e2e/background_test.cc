@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <iostream>
 #include <regex>
 #include <thread>
@@ -108,5 +109,20 @@ TEST(Background, RefusedInOneLineWithoutLeaveRunningTheTargetIntact) {
   std::string images = images_dir(dir);
   auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", images, "--background"});
   expect_one_line_error(r, "--background needs --leave-running");
+  ASSERT_NO_FATAL_FAILURE(expect_intact(p));
+}
+
+// A page the application discards after the freeze, before the background
+// copy reached it, cannot be saved as it was: the dump fails in one line,
+// leaves no checkpoint, and the program runs on unharmed.
+TEST(Background, MemoryDiscardedBeforeItsCopyFailsTheDumpInOneLineTheTargetIntact) {
+  TempDir dir;
+  Program p("background_gens", dir, {"16384", "1000", "1", "churn"});
+  ASSERT_TRUE(p.wait_ready());
+  sleep_ms(100);
+  std::string images = images_dir(dir);
+  auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", images, "-R", "--background"});
+  expect_one_line_error(r, "after the freeze, before the background copy reached it");
+  EXPECT_FALSE(std::filesystem::exists(images + "/inventory.img"));
   ASSERT_NO_FATAL_FAILURE(expect_intact(p));
 }

@@ -19,7 +19,11 @@
  * With NPROC > 1 it forks NPROC - 1 children that do the same in memory of
  * their own (a tree dumped in parallel); SIGUSR1 is passed on to them and
  * their results count.
- * usage: background_gens READY_FILE WORK_DIR [NPAGES [STEPS_PER_SEC [NPROC]]] */
+ * With MODE "churn" it does something else: over and over, from the top of
+ * the region down, 1 MiB at a time, it discards the memory (MADV_DONTNEED)
+ * and writes it again, checking what it wrote: memory that a background
+ * copy cannot save as it was at the freeze (the dump must fail).
+ * usage: background_gens READY_FILE WORK_DIR [NPAGES [STEPS_PER_SEC [NPROC [MODE]]]] */
 #include "prog_common.h"
 
 #include <pthread.h>
@@ -115,6 +119,22 @@ static void work(unsigned rate) {
   }
 }
 
+static void churn(void) {
+  const size_t block = 256;  /* pages: 1 MiB */
+  uint64_t pass = 1;
+  while (!prog_usr1) {
+    pass++;
+    for (size_t top = npages; top > 0 && !prog_usr1;) {
+      size_t first = top > block ? top - block : 0;
+      madvise(base + first * WORDS, (top - first) * PAGE, MADV_DONTNEED);
+      for (size_t i = first; i < top; i++) write_page(i, pass);
+      for (size_t i = first; i < top; i++) page_holds(i, pass, "churned");
+      top = first;
+    }
+  }
+  fprintf(stderr, "background_gens %d: churned %llu passes, %ld wrong\n", (int)getpid(), (unsigned long long)pass, bad);
+}
+
 static int check_all(void) {
   uint64_t w = steps;
   long before = bad;
@@ -134,6 +154,7 @@ int main(int argc, char** argv) {
   npages = argc > 3 ? strtoul(argv[3], NULL, 0) : 8192;
   unsigned rate = argc > 4 ? (unsigned)strtoul(argv[4], NULL, 0) : 40000;
   unsigned nproc = argc > 5 ? (unsigned)strtoul(argv[5], NULL, 0) : 1;
+  int churning = argc > 6 && strcmp(argv[6], "churn") == 0;
   /* A prime, coprime with any npages below it: the order is a permutation. */
   stride = 1000003;
   if (npages == 0 || npages % stride == 0) return 2;
@@ -166,6 +187,10 @@ int main(int argc, char** argv) {
   close(ready[0]);
   setup();
   prog_ready(argv[1]);
+  if (churning) {
+    churn();
+    return bad ? 1 : 0;
+  }
   work(rate);
   for (unsigned c = 0; c < nchildren; c++) kill(children[c], SIGUSR1);
   int failed = check_all();
