@@ -55,6 +55,10 @@ void minicriu_dump_opts_free(minicriu_dump_opts* opts);
 int minicriu_dump_opts_set_pid(minicriu_dump_opts* opts, pid_t pid);
 int minicriu_dump_opts_set_images_dir(minicriu_dump_opts* opts, const char* dir);
 int minicriu_dump_opts_set_leave_running(minicriu_dump_opts* opts, int leave_running);
+/* With leave_running: a background checkpoint (DumpOptions::background): the
+ * pages of private anonymous memory are copied once the tree runs again,
+ * write-protected until then; the images are of the moment of the freeze. */
+int minicriu_dump_opts_set_background(minicriu_dump_opts* opts, int background);
 int minicriu_dump_opts_set_log(minicriu_dump_opts* opts, int level, minicriu_log_fn fn, void* arg);
 /* fn NULL: no progress reports. */
 int minicriu_dump_opts_set_progress(minicriu_dump_opts* opts, minicriu_progress_fn fn, void* arg,

@@ -201,6 +201,14 @@ struct DumpOptions {
   // root exits.
   std::shared_ptr<MemoryTracking> tracking;
   unsigned tracking_timeout_s = 600;
+  // A background checkpoint (with leave_running only): frozen only to take
+  // every piece of state but the pages of private anonymous memory, which
+  // are write-protected (userfaultfd, synchronous mode) and copied once the
+  // tree runs again; a write to a page not yet copied waits until it is.
+  // The checkpoint is of the moment of the freeze. What write-protect
+  // cannot cover (file-backed private pages, shared memory, memory without
+  // read access or executable) is copied while frozen.
+  bool background = false;
   // Asked to stop (see Cancel); null: never. Must outlive the dump.
   const Cancel* cancel = nullptr;
   // "HOST:PORT" of a `minicriu page-server` (page_server() below): the pages
@@ -225,6 +233,13 @@ struct DumpStats {
   uint64_t pages_in_parent = 0;
   uint64_t pages_changed = 0;
   bool write_tracked = false;    // some memory was write-tracked (pre-dump: armed)
+  // A background dump: pages copied after the tree ran again, the write
+  // faults answered meanwhile (of them, on pages not yet copied), and how
+  // long the copy took.
+  uint64_t pages_background = 0;
+  uint64_t background_faults = 0;
+  uint64_t background_faults_copied = 0;
+  uint64_t background_ns = 0;
 };
 
 [[nodiscard]] Result<DumpStats> dump(const DumpOptions& options);

@@ -118,6 +118,13 @@ int minicriu_dump_opts_set_leave_running(minicriu_dump_opts* opts, int leave_run
     return 0;
   }, -1);
 }
+int minicriu_dump_opts_set_background(minicriu_dump_opts* opts, int background) {
+  return guarded([&]() -> int {
+    if (!opts) return bad_argument("opts");
+    opts->options.background = background != 0;
+    return 0;
+  }, -1);
+}
 int minicriu_dump_opts_set_log(minicriu_dump_opts* opts, int level, minicriu_log_fn fn, void* arg) {
   return guarded([&]() -> int {
     if (!opts) return bad_argument("opts");

@@ -14,6 +14,7 @@
 #include <optional>
 #include <cstring>
 #include <memory>
+#include <thread>
 
 #include "arch/x86_64/cpu.hpp"
 #include "base/page.hpp"
@@ -29,6 +30,7 @@
 #include "images/image_io.hpp"
 #include "images/image_set.hpp"
 #include "kinds/kind_set.hpp"
+#include "mem/background_copy.hpp"
 #include "mem/page_dump.hpp"
 #include "mem/page_upload.hpp"
 #include "mem/write_tracking.hpp"
@@ -59,6 +61,9 @@ struct DumpedProcess : ProcessImages {
   std::unique_ptr<RawImageFile> pages;
   // A pre-dump: its pages, parked until the tree runs again.
   std::unique_ptr<ParkedPages> parked;
+  // A background dump: the pages copied once the tree runs (after pages:
+  // it writes into it, and goes first).
+  std::unique_ptr<BackgroundCopy> background;
 };
 
 // Bytes a stream image of msgs takes: its head, and each message behind its
@@ -120,6 +125,10 @@ class Dumper {
   [[nodiscard]] Status write_pre_dump(pid_t root);
   [[nodiscard]] Status connect_page_server();
   [[nodiscard]] Status upload_images();
+  int uffd_dev();
+  [[nodiscard]] Status register_background(pid_t pid, std::vector<VmaInfo>& vmas, ParasiteSession& parasite,
+                                           PageChain& chain, UniqueFd& uffd, std::vector<RemoteRange>& ranges);
+  [[nodiscard]] Status copy_background();
   [[nodiscard]] Status run_pre_dump();
   void keep_tracking();
   img::Inventory inventory(pid_t root, const NetworkLock::Kept& kept) const;
@@ -234,6 +243,9 @@ Status Dumper::run_parasite(FrozenProcess& proc, const proc::Stat& stat, std::ve
     out.parked = std::make_unique<ParkedPages>();
     chain.park = out.parked.get();
   }
+  UniqueFd bg_uffd;
+  std::vector<RemoteRange> bg_ranges;
+  if (options_.background) TRY(register_background(proc.pid, vmas, parasite, chain, bg_uffd, bg_ranges));
   int pages_fd = -1;
   BeforePages before;
   if (upload_) {
@@ -266,6 +278,25 @@ Status Dumper::run_parasite(FrozenProcess& proc, const proc::Stat& stat, std::ve
   stats_.pages_dumped += result.pages;
   stats_.pages_in_parent += result.pages_in_parent;
   stats_.pages_changed += result.pages_changed;
+  if (bg_uffd) {
+    std::vector<DeferredRun> runs;
+    uint64_t offset = result.deferred_offset;
+    for (size_t i = result.deferred_first_entry; i < result.entries.size(); i++) {
+      auto& e = result.entries[i];
+      if (e.in_parent()) break;
+      runs.push_back({e.vaddr(), e.nr_pages(), offset});
+      offset += uint64_t{e.nr_pages()} * kPageSize;
+    }
+    log_.info("pid {}: {} MiB of private anonymous memory write-protected, to be copied once it runs; {} MiB "
+              "copied while frozen (file-backed private pages, memory that is not readable or is executable{})",
+              proc.pid, (result.deferred_pages * kPageSize) >> 20,
+              ((result.pages - result.deferred_pages) * kPageSize) >> 20,
+              parent_ ? ", memory tracked since the parent images" : "");
+    // Protected only now, its list of pages made: the cure's remote
+    // syscalls may already write (rseq), and the handler answers.
+    ASSIGN_OR_RETURN(out.background, BackgroundCopy::arm(proc.pid, std::move(bg_uffd), out.pages->fd(),
+                                                         std::move(runs), bg_ranges, log_));
+  }
   out.pagemap = std::move(result.entries);
   TRY(parasite.cure());
   log_.info("pid {}: parasite cured", proc.pid);
@@ -379,7 +410,7 @@ Status Dumper::release_running(TaskTree& tree) {
   release_kinds(TreeFate::runs);
   tree.release();
   stats_.frozen_ns = ns_since(frozen_at_);
-  log_.info("tree released, left running");
+  log_.info("tree released after {:.3f} s frozen, left running", static_cast<double>(stats_.frozen_ns) / 1e9);
   // Running again: its connections must talk again (out of repair mode
   // first). A lock we cannot remove would leave them silent: the dump fails.
   if (auto removed = net_lock_->remove(); !removed)
@@ -558,13 +589,8 @@ Result<PageChain> Dumper::page_chain(pid_t pid, FrozenProcess&, std::vector<VmaI
   }
   if (!options_.pre_dump) return chain;
   chain.arm = true;
-  if (!uffd_dev_tried_) {
-    uffd_dev_tried_ = true;
-    uffd_dev_.reset(::open("/dev/userfaultfd", O_RDWR | O_CLOEXEC));
-    if (!uffd_dev_)
-      log_.info("no write tracking: cannot open /dev/userfaultfd ({}); the next round dumps every page",
-                std::strerror(errno));
-  }
+  if (uffd_dev() < 0)
+    log_.info("no write tracking: cannot open /dev/userfaultfd; the next round dumps every page");
   std::vector<RemoteRange> ranges;
   for (auto& v : vmas) {
     if (!vma_dumps_pages(v.vma)) continue;
@@ -590,6 +616,91 @@ Result<PageChain> Dumper::page_chain(pid_t pid, FrozenProcess&, std::vector<VmaI
   }
   tracking_.uffds[pid].push_back(std::move(made->fd));
   return chain;
+}
+
+int Dumper::uffd_dev() {
+  if (!uffd_dev_tried_) {
+    uffd_dev_tried_ = true;
+    uffd_dev_.reset(::open("/dev/userfaultfd", O_RDWR | O_CLOEXEC));
+    if (!uffd_dev_) log_.info("cannot open /dev/userfaultfd: {}", std::strerror(errno));
+  }
+  return uffd_dev_.get();
+}
+
+// A background dump: the private anonymous VMAs whose pages can wait for the
+// tree to run, registered with a new userfaultfd of the process in
+// synchronous write-protect mode. Not those the remote syscalls or the cure
+// may write to (executable), not unreadable ones (process_vm_readv reads
+// them), not huge TLB pages, not those another userfaultfd has (ours of a
+// pre-dump: their pages written since are few and copied now).
+Status Dumper::register_background(pid_t pid, std::vector<VmaInfo>& vmas, ParasiteSession& parasite,
+                                   PageChain& chain, UniqueFd& uffd, std::vector<RemoteRange>& ranges) {
+  std::vector<RemoteRange> candidates;
+  for (auto& v : vmas) {
+    if (v.vma.kind() != img::VMA_ANON_PRIVATE || !v.maps.read || v.maps.exec || v.maps.has_flag("uw") ||
+        v.maps.has_flag("um") || v.maps.has_flag("ht") || (v.maps.rss_kb == 0 && v.maps.swap_kb == 0))
+      continue;
+    candidates.push_back({RemotePtr<>(v.vma.start()), v.vma.end() - v.vma.start()});
+  }
+  if (candidates.empty()) return {};
+  if (uffd_dev() < 0)
+    return failf("pid {}: a background dump needs /dev/userfaultfd, which cannot be opened here; dump without "
+                 "--background", pid);
+  for (size_t at = 0; at < candidates.size();) {
+    // One userfaultfd for all: the first batch makes it (later batches of a
+    // process with very many VMAs are copied while frozen).
+    size_t n = std::min<size_t>(candidates.size() - at, 4096);
+    std::span<const RemoteRange> batch(candidates.data() + at, n);
+    at += n;
+    if (uffd) {
+      for (auto& r : batch) log_.debug("pid {}: vma {}-{}: copied while frozen (too many VMAs)", pid, r.start, r.end());
+      continue;
+    }
+    ASSIGN_OR_RETURN(auto made, with_context(parasite.make_uffd(uffd_dev(), batch, true),
+                                             fmt::format("pid {}: write-protecting its memory for a background "
+                                                         "dump", pid)));
+    for (size_t i = 0; i < batch.size(); i++) {
+      if (made.status[i] == 0) {
+        chain.deferred.push_back(batch[i].start.addr());
+        ranges.push_back(batch[i]);
+      } else {
+        log_.info("pid {}: vma {}-{} cannot be write-protected ({}): copied while frozen", pid, batch[i].start,
+                  batch[i].end(), std::strerror(made.status[i]));
+      }
+    }
+    uffd = std::move(made.fd);
+  }
+  return {};
+}
+
+// A background dump, the tree running: every write-protected page into the
+// page images, the processes' chunks shared out to a worker per core.
+Status Dumper::copy_background() {
+  std::vector<BackgroundCopy*> copies;
+  uint64_t pages = 0;
+  for (auto& p : processes_)
+    if (p.background) {
+      copies.push_back(p.background.get());
+      pages += p.background->pages();
+    }
+  if (copies.empty()) return {};
+  auto t0 = Clock::now();
+  unsigned workers = std::max(1u, std::thread::hardware_concurrency());
+  Status st = BackgroundCopy::copy_all(copies, workers, log_);
+  for (auto* c : copies) {
+    auto s = c->stats();
+    stats_.pages_background += s.pages;
+    stats_.background_faults += s.faults;
+    stats_.background_faults_copied += s.faults_copied;
+  }
+  stats_.background_ns = ns_since(t0);
+  for (auto& p : processes_) p.background.reset();
+  TRY(with_context(std::move(st), "background dump"));
+  log_.info("background copy: {} MiB in {:.3f} s by {} worker(s), the tree running; {} write fault(s) answered, "
+            "{} on a page not yet copied (copied first)",
+            (pages * kPageSize) >> 20, static_cast<double>(stats_.background_ns) / 1e9, workers,
+            stats_.background_faults, stats_.background_faults_copied);
+  return {};
 }
 
 Status Dumper::write_pre_dump(pid_t root) {
@@ -696,6 +807,14 @@ Status Dumper::run_pre_dump() {
 
 Result<DumpStats> Dumper::run() {
   auto start = Clock::now();
+  if (options_.background && !options_.page_server.empty())
+    return fail("--background with --page-server is not supported yet: the pages copied with the tree running "
+                "go to the local page images; dump to a local dir, or without --background");
+  if (options_.background && (!options_.leave_running || options_.pre_dump))
+    return fail(options_.pre_dump ? "--background is for a dump, not a pre-dump (a pre-dump already copies its "
+                                     "pages with the tree running)"
+                                   : "--background needs --leave-running: a dump that kills the tree gains "
+                                     "nothing from letting it run while its pages are copied");
   TRY(dir_.check_writable());
   TRY(connect_page_server());
   TRY(load_parent());
@@ -720,6 +839,7 @@ Result<DumpStats> Dumper::run() {
   TRY(check_tree(*tree));
   if (options_.commit_gate && !options_.leave_running) TRY(refuse_destructive());
   if (options_.leave_running) TRY(release_running(*tree));
+  if (options_.background) TRY(copy_background());
   TRY(write_images(tree->root()));
   TRY(upload_images());
   // Every image is synced; the tree dies (or its images stay) only on the

@@ -243,6 +243,21 @@ Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas, Parasit
     result.pages_in_parent += pages;
   };
 
+  std::vector<img::PagemapEntry> deferred_entries;
+  auto add_deferred = [&](uint64_t start, uint64_t pages) {
+    auto& e = deferred_entries;
+    if (!e.empty() && e.back().vaddr() + e.back().nr_pages() * kPageSize == start &&
+        e.back().nr_pages() + pages < (1ull << 31)) {
+      e.back().set_nr_pages(static_cast<uint32_t>(e.back().nr_pages() + pages));
+    } else {
+      img::PagemapEntry entry;
+      entry.set_vaddr(start);
+      entry.set_nr_pages(static_cast<uint32_t>(pages));
+      e.push_back(entry);
+    }
+    result.deferred_pages += pages;
+  };
+
   std::vector<PageRegion> regions;
   for (auto& info : vmas) {
     img::Vma& vma = info.vma;
@@ -256,6 +271,7 @@ Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas, Parasit
     if (info.maps.rss_kb == 0 && info.maps.swap_kb == 0 && !arm) continue;
     bool file_private = vma.kind() == img::VMA_FILE_PRIVATE;
     bool readable = info.maps.read;
+    bool deferred = std::find(chain.deferred.begin(), chain.deferred.end(), vma.start()) != chain.deferred.end();
     uint64_t vma_pages = 0, vma_parent = 0;
     ASSIGN_OR_RETURN(std::vector<bool> inherit, shared_with_parent(info, raw_pagemap.get(), parent, pid));
     if (!inherit.empty()) vma.set_inherited(true);
@@ -275,7 +291,9 @@ Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas, Parasit
     auto dump_run = [&](uint64_t start, uint64_t end) -> Status {
       RemotePtr<> run(start);
       uint64_t n = (end - start) / kPageSize;
-      if (readable) {
+      if (deferred) {
+        add_deferred(start, n);
+      } else if (readable) {
         TRY(batcher.add(run, n));
       } else {
         TRY(batcher.flush());
@@ -332,12 +350,16 @@ Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas, Parasit
     if (!inherit.empty())
       log.debug("pid {}: vma {}-{}: {} page(s) still the parent's", pid, range.start, range.end(),
                 std::count(inherit.begin(), inherit.end(), true));
-    log.debug("pid {}: vma {}-{} {}: {} page(s){}{}", pid, range.start, range.end(), vma.path(), vma_pages,
+    log.debug("pid {}: vma {}-{} {}: {} page(s){}{}{}", pid, range.start, range.end(), vma.path(), vma_pages,
               vma_parent ? fmt::format(", {} unchanged in the parent images", vma_parent) : "",
-              arm ? ", write-tracked" : "");
+              arm ? ", write-tracked" : "", deferred ? ", copied in the background" : "");
   }
   TRY(batcher.flush());
   progress.finish();
+  result.deferred_offset = result.pages * kPageSize;  // written so far: the frozen part
+  result.deferred_first_entry = result.entries.size();
+  for (auto& e : deferred_entries) result.entries.push_back(std::move(e));
+  result.pages += result.deferred_pages;
   // Entries that take no bytes of this page image go last.
   for (auto& e : in_parent) result.entries.push_back(std::move(e));
   return result;

@@ -24,6 +24,12 @@ struct PageDumpResult {
   uint64_t pages_in_parent = 0;  // present, unchanged since the parent images: left there
   uint64_t pages_changed = 0;    // of the tracked VMAs, written since the parent round
   bool scan_ioctl = true;        // the page map came from PAGEMAP_SCAN
+  // A background dump: the pages of the deferred VMAs, not yet written. Their
+  // entries follow the others in entries, and their bytes follow the others'
+  // in the page image (deferred_offset on), in that order.
+  uint64_t deferred_pages = 0;
+  size_t deferred_first_entry = 0;  // index in entries
+  uint64_t deferred_offset = 0;     // bytes of the page image written now
 };
 
 // An incremental dump of one process (--prev-images-dir): what the parent
@@ -45,6 +51,9 @@ struct PageChain {
   // to reach the page image once the tree runs again; else they are
   // spliced into it now.
   ParkedPages* park = nullptr;
+  // A background dump: starts of the VMAs whose pages are copied later (they
+  // are write-protected, synchronous mode); only listed now.
+  std::vector<uint64_t> deferred;
 };
 
 // Which pages of a VMA go into the image: present or swapped pages, and for a

@@ -89,6 +89,41 @@ Status PageMap::scan_ioctl(uint64_t start, uint64_t end, bool write_protect, std
   return {};
 }
 
+Status PageMap::unprotected(uint64_t start, uint64_t end, std::vector<std::pair<uint64_t, uint64_t>>& out) const {
+  out.clear();
+  if (!scan_) return failf("pid {}: a background dump needs the PAGEMAP_SCAN ioctl (Linux 6.7)", pid_);
+  PageRegionRaw vec[32];
+  uint64_t expect = start;  // every page before it is accounted for
+  auto bad = [&](uint64_t s, uint64_t e) {
+    if (!out.empty() && out.back().second == s) out.back().second = e;
+    else out.emplace_back(s, e);
+  };
+  for (uint64_t at = start; at < end;) {
+    PmScanArg a{};
+    a.size = sizeof(a);
+    a.start = at;
+    a.end = end;
+    a.vec = reinterpret_cast<uint64_t>(vec);
+    a.vec_len = std::size(vec);
+    a.category_anyof_mask = page_category::present | page_category::swapped;
+    a.return_mask = page_category::all;
+    int n = ::ioctl(fd_.get(), kPagemapScan, &a);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return failf_errno("pid {}: PAGEMAP_SCAN of {:#x}-{:#x}", pid_, at, end);
+    for (int i = 0; i < n; i++) {
+      if (vec[i].end <= expect) continue;
+      uint64_t s = std::max(vec[i].start, expect);
+      if (s > expect) bad(expect, s);  // not there any more
+      if (vec[i].categories & page_category::written) bad(s, vec[i].end);
+      expect = vec[i].end;
+    }
+    if (a.walk_end <= at) return failf("pid {}: PAGEMAP_SCAN made no progress at {:#x}", pid_, at);
+    at = a.walk_end;
+  }
+  if (expect < end) bad(expect, end);
+  return {};
+}
+
 Status PageMap::scan_read(uint64_t start, uint64_t end, std::vector<PageRegion>& out) {
   std::vector<uint64_t> pm(16384);
   for (uint64_t at = start; at < end;) {

@@ -46,6 +46,14 @@ class PageMap {
   // needs the range registered for async write-protect (else an error).
   [[nodiscard]] Status scan(uint64_t start, uint64_t end, bool write_protect, std::vector<PageRegion>& out);
 
+  // A background dump (synchronous write-protect): the runs of [start, end)
+  // whose pages are no longer present (or swapped) with their write-protect
+  // bit still set, in order. A page that is still protected was never
+  // written, unmapped, discarded or moved since it was protected. Safe from
+  // several threads at once.
+  [[nodiscard]] Status unprotected(uint64_t start, uint64_t end,
+                                   std::vector<std::pair<uint64_t, uint64_t>>& out) const;
+
  private:
   PageMap(pid_t pid, UniqueFd fd, bool scan) : pid_(pid), fd_(std::move(fd)), scan_(scan) {}
   [[nodiscard]] Status scan_ioctl(uint64_t start, uint64_t end, bool write_protect, std::vector<PageRegion>& out);

@@ -34,6 +34,10 @@ enum ParasiteCommand : uint32_t {
   // the iovecs as int32s. The reply carries the new userfaultfd (and the
   // parasite closes its own): result 0; or status < 0 and no fd.
   PARASITE_CMD_UFFD = 7,
+  // The same in synchronous write-protect mode (a background dump: a write
+  // to a protected page stops the writer until the dumper copied the page
+  // and lifted the protection).
+  PARASITE_CMD_UFFD_SYNC = 8,
 };
 
 // userfaultfd ABI (linux/userfaultfd.h; the parasite has no headers).
@@ -44,6 +48,7 @@ enum ParasiteCommand : uint32_t {
 #define MC_UFFD_FEATURE_WP_UNPOPULATED (1ull << 13)
 #define MC_UFFD_FEATURE_WP_ASYNC (1ull << 15)
 #define MC_UFFDIO_REGISTER_MODE_WP (1ull << 1)
+#define MC_UFFDIO_WRITEPROTECT 0xC018AA06u             /* _IOWR(0xAA, 0x06, struct uffdio_writeprotect) */
 
 struct ParasiteMsg {
   uint32_t cmd;

@@ -510,17 +510,18 @@ Result<std::vector<UniqueFd>> ParasiteSession::fetch_fds(std::span<const int32_t
 
 static_assert(MC_USERFAULTFD_IOC_NEW == USERFAULTFD_IOC_NEW && MC_UFFDIO_API == UFFDIO_API &&
               MC_UFFDIO_REGISTER == UFFDIO_REGISTER && MC_UFFD_API == UFFD_API &&
-              MC_UFFDIO_REGISTER_MODE_WP == UFFDIO_REGISTER_MODE_WP);
+              MC_UFFDIO_REGISTER_MODE_WP == UFFDIO_REGISTER_MODE_WP && MC_UFFDIO_WRITEPROTECT == UFFDIO_WRITEPROTECT);
 
-Result<ParasiteSession::Uffd> ParasiteSession::make_uffd(int dev_fd, std::span<const RemoteRange> ranges) {
+Result<ParasiteSession::Uffd> ParasiteSession::make_uffd(int dev_fd, std::span<const RemoteRange> ranges, bool sync) {
   if (ranges.size() * (sizeof(ParasiteIovec) + sizeof(int32_t)) > MC_PARASITE_ARGS_SIZE)
     return fail("too many ranges to register at once");
   auto* iovs = reinterpret_cast<ParasiteIovec*>(local(layout_.args));
   for (size_t i = 0; i < ranges.size(); i++) iovs[i] = ParasiteIovec{ranges[i].start.addr(), ranges[i].size};
-  TRY(send(PARASITE_CMD_UFFD, ranges.size(), dev_fd));
+  uint32_t cmd = sync ? PARASITE_CMD_UFFD_SYNC : PARASITE_CMD_UFFD;
+  TRY(send(cmd, ranges.size(), dev_fd));
   std::vector<UniqueFd> fds;
   ASSIGN_OR_RETURN(auto reply, receive(&fds));
-  if (reply.cmd != PARASITE_CMD_UFFD) return fail("the parasite answered another command than UFFD");
+  if (reply.cmd != cmd) return fail("the parasite answered another command than UFFD");
   if (reply.status < 0) return std::unexpected(Error("parasite: making a userfaultfd", -reply.status));
   if (fds.size() != 1) return fail("the parasite made a userfaultfd but did not send it");
   Uffd out;

@@ -113,7 +113,8 @@ class ParasiteSession {
     UniqueFd fd;
     std::vector<int> status;
   };
-  [[nodiscard]] Result<Uffd> make_uffd(int dev_fd, std::span<const RemoteRange> ranges);
+  // sync: synchronous write-protect mode instead (dump --background).
+  [[nodiscard]] Result<Uffd> make_uffd(int dev_fd, std::span<const RemoteRange> ranges, bool sync = false);
   // Remaining time, interval and overrun of the POSIX timers with these ids.
   [[nodiscard]] Result<std::vector<ParasiteTimer>> get_timers(std::span<const int32_t> ids);
 

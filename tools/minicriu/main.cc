@@ -381,6 +381,12 @@ int main(int argc, char** argv) {
   dump_cmd->add_flag("--track-mem", dump.track_mem,
                      with_example("Accepted for CRIU recipes; memory is write-tracked from a pre-dump on",
                                   "--track-mem"));
+  dump_cmd->add_flag("--background", dump.background,
+                     with_example("With --leave-running: freeze the tree only to take its state and write-protect "
+                                  "its private anonymous memory (userfaultfd), then let it run while those pages "
+                                  "are copied; a write to a page not yet copied waits until it is. The images are "
+                                  "of the moment of the freeze. File-backed private pages and shared memory are "
+                                  "still copied while frozen (-v says how much)", "-R --background"));
   dump_cmd->add_flag("--link-remap", criu_noop,
                      with_example("Accepted for CRIU recipes; a file unlinked while another name survives is "
                                   "always reached through a link made beside it (removed at restore), and "
@@ -656,6 +662,13 @@ int main(int argc, char** argv) {
                            "parent); frozen %.3f s\n",
                    r->processes, r->threads, static_cast<double>(r->page_bytes) / (1 << 20),
                    static_cast<unsigned long long>(r->pages_in_parent), static_cast<double>(r->frozen_ns) / 1e9);
+    if (verbosity > 0 && dump.background)
+      std::fprintf(stderr, "background: %.1f MiB copied in %.3f s with the tree running, %llu write fault(s), %llu "
+                           "on a page not yet copied\n",
+                   static_cast<double>(r->pages_background * 4096) / (1 << 20),
+                   static_cast<double>(r->background_ns) / 1e9,
+                   static_cast<unsigned long long>(r->background_faults),
+                   static_cast<unsigned long long>(r->background_faults_copied));
     return 0;
   }
   if (pre_dump_cmd->parsed()) {

@@ -171,11 +171,15 @@ void get_timers(ParasiteTimer* timers, unsigned long n) {
 // only recorded, never stopped), registered over each range that can be.
 // WP_UNPOPULATED: anonymous memory counts as write-protect-allowed for
 // PAGEMAP_SCAN (PAGE_IS_WPALLOWED, PM_SCAN_CHECK_WPASYNC) only with it.
-long make_uffd(int dev, const ParasiteIovec* iovs, unsigned long n, int32_t* status, int* out) {
+// sync: synchronous mode instead (no features: a write to a protected page
+// waits for the dumper; pages absent at the freeze are not in the dump, so
+// writes to them need not stop).
+long make_uffd(int dev, const ParasiteIovec* iovs, unsigned long n, int32_t* status, int* out, bool sync) {
   constexpr long kOCloexec = 02000000, kONonblock = 04000;
   long uffd = mc_syscall3(MC_NR_ioctl, dev, MC_USERFAULTFD_IOC_NEW, kOCloexec | kONonblock);
   if (uffd < 0) return uffd;
-  struct { uint64_t api, features, ioctls; } api{MC_UFFD_API, MC_UFFD_FEATURE_WP_ASYNC | MC_UFFD_FEATURE_WP_UNPOPULATED, 0};
+  struct { uint64_t api, features, ioctls; } api{
+      MC_UFFD_API, sync ? 0 : MC_UFFD_FEATURE_WP_ASYNC | MC_UFFD_FEATURE_WP_UNPOPULATED, 0};
   long r = mc_syscall3(MC_NR_ioctl, uffd, MC_UFFDIO_API, (long)&api);
   if (r < 0) {
     mc_syscall1(MC_NR_close, uffd);
@@ -234,12 +238,13 @@ extern "C" __attribute__((used, visibility("hidden"))) long parasite_main(Parasi
       case PARASITE_CMD_GET_TIMERS:
         get_timers(reinterpret_cast<ParasiteTimer*>(args), msg.arg);
         break;
-      case PARASITE_CMD_UFFD: {
+      case PARASITE_CMD_UFFD:
+      case PARASITE_CMD_UFFD_SYNC: {
         int uffd = -1;
         auto* iovs = reinterpret_cast<ParasiteIovec*>(args);
         reply.status = fd < 0 ? -9
                               : (int32_t)make_uffd(fd, iovs, msg.arg, reinterpret_cast<int32_t*>(iovs + msg.arg),
-                                                   &uffd);
+                                                   &uffd, msg.cmd == PARASITE_CMD_UFFD_SYNC);
         mc_syscall1(MC_NR_close, fd);
         fd = -1;
         send_msg((int)sock, &reply, &uffd, uffd >= 0 ? 1 : 0);

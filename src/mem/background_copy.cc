@@ -1,0 +1,270 @@
+#include "mem/background_copy.hpp"
+
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "base/page.hpp"
+
+namespace minicriu {
+
+namespace {
+
+constexpr uint64_t kChunkPages = 256;  // 1 MiB: a worker's buffer, one read and one write
+
+}  // namespace
+
+BackgroundCopy::BackgroundCopy(pid_t pid, UniqueFd uffd, int pages_fd, std::vector<DeferredRun> runs,
+                               PageMap pagemap, const Logger& log)
+    : pid_(pid), uffd_(std::move(uffd)), pages_fd_(pages_fd), runs_(std::move(runs)), pagemap_(std::move(pagemap)),
+      log_(log) {
+  for (auto& r : runs_) {
+    first_index_.push_back(total_pages_);
+    total_pages_ += r.pages;
+  }
+  copied_.assign(total_pages_, false);
+}
+
+Result<std::unique_ptr<BackgroundCopy>> BackgroundCopy::arm(pid_t pid, UniqueFd uffd, int pages_fd,
+                                                            std::vector<DeferredRun> runs,
+                                                            std::span<const RemoteRange> ranges, const Logger& log) {
+  ASSIGN_OR_RETURN(PageMap pagemap, PageMap::open(pid));
+  if (!pagemap.has_scan()) return failf("pid {}: a background dump needs the PAGEMAP_SCAN ioctl (Linux 6.7)", pid);
+  std::unique_ptr<BackgroundCopy> c(
+      new BackgroundCopy(pid, std::move(uffd), pages_fd, std::move(runs), std::move(pagemap), log));
+  c->stop_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!c->stop_) return fail_errno("eventfd for the background copy");
+  // The handler first: from the first protected page on, a write may come
+  // (the kernel's own, rseq's, while the cure runs remote syscalls).
+  c->handler_ = std::thread([p = c.get()] { p->handle_faults(); });
+  for (auto& r : ranges) {
+    uffdio_writeprotect wp{};
+    wp.range.start = r.start.addr();
+    wp.range.len = r.size;
+    wp.mode = UFFDIO_WRITEPROTECT_MODE_WP;
+    if (::ioctl(c->uffd_.get(), UFFDIO_WRITEPROTECT, &wp) != 0)
+      return failf_errno("pid {}: cannot write-protect {}-{} (userfaultfd)", pid, r.start, r.end());
+  }
+  return c;
+}
+
+BackgroundCopy::~BackgroundCopy() { stop_handler(); }
+
+void BackgroundCopy::stop_handler() {
+  if (handler_.joinable()) {
+    uint64_t one = 1;
+    if (::write(stop_.get(), &one, sizeof(one)) < 0) {
+    }
+    handler_.join();
+  }
+  // Every protection goes with the last reference; waiting writers wake.
+  uffd_.reset();
+}
+
+Status BackgroundCopy::finish() {
+  stop_handler();
+  std::lock_guard lock(error_mu_);
+  return error_;
+}
+
+BackgroundStats BackgroundCopy::stats() const {
+  return {pages_copied_.load(), faults_.load(), faults_copied_.load()};
+}
+
+bool BackgroundCopy::locate(uint64_t addr, size_t& run, uint64_t& index) const {
+  auto it = std::upper_bound(runs_.begin(), runs_.end(), addr,
+                             [](uint64_t a, const DeferredRun& r) { return a < r.start + r.pages * kPageSize; });
+  if (it == runs_.end() || it->start > addr) return false;
+  run = static_cast<size_t>(it - runs_.begin());
+  index = (addr - it->start) / kPageSize;
+  return true;
+}
+
+Status BackgroundCopy::read_remote(uint64_t addr, char* buf, size_t len) const {
+  size_t done = 0;
+  while (done < len) {
+    iovec local{buf + done, len - done};
+    iovec remote{reinterpret_cast<void*>(addr + done), len - done};
+    ssize_t n = ::process_vm_readv(pid_, &local, 1, &remote, 1, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0)
+      return failf_errno("pid {}: cannot read its memory at {:#x} ({} bytes) in the background (unmapped since "
+                         "the freeze?)",
+                         pid_, addr + done, len - done);
+    done += static_cast<size_t>(n);
+  }
+  return {};
+}
+
+Status BackgroundCopy::write_image(uint64_t offset, const char* buf, size_t len) const {
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = ::pwrite(pages_fd_, buf + done, len - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return failf_errno("pid {}: writing pages to the page image", pid_);
+    done += static_cast<size_t>(n);
+  }
+  return {};
+}
+
+Status BackgroundCopy::unprotect(uint64_t start, uint64_t len) {
+  uffdio_writeprotect wp{};
+  wp.range.start = start;
+  wp.range.len = len;
+  wp.mode = 0;  // lift it, and wake who waits on it
+  for (;;) {
+    if (::ioctl(uffd_.get(), UFFDIO_WRITEPROTECT, &wp) == 0) return {};
+    if (errno == EINTR || errno == EAGAIN) continue;
+    // Unmapped meanwhile: nothing left to lift there.
+    if (errno == ENOENT || errno == ESRCH) return {};
+    return failf_errno("pid {}: cannot lift the write protection of {:#x}-{:#x}", pid_, start, start + len);
+  }
+}
+
+// A worker's chunk: read while protected, then checked still protected
+// (so the read saw the page of the freeze), then claimed page by page
+// against the handler, written, and its protection lifted.
+Status BackgroundCopy::copy_chunk(const Chunk& c, std::vector<char>& buf) {
+  const DeferredRun& r = runs_[c.run];
+  uint64_t start = r.start + c.first * kPageSize, len = c.pages * kPageSize;
+  TRY(read_remote(start, buf.data(), len));
+  std::vector<std::pair<uint64_t, uint64_t>> changed;
+  TRY(pagemap_.unprotected(start, start + len, changed));
+  auto intact = [&, it = changed.begin()](uint64_t page) mutable {
+    while (it != changed.end() && it->second <= page) ++it;
+    return it == changed.end() || it->first > page;
+  };
+  std::vector<std::pair<uint64_t, uint64_t>> mine;  // pages [first, last) of the chunk this worker writes
+  {
+    std::lock_guard lock(mu_);
+    uint64_t base = first_index_[c.run] + c.first;
+    for (uint64_t i = 0; i < c.pages; i++) {
+      if (copied_[base + i]) continue;  // the handler's, copied on a write fault
+      uint64_t page = start + i * kPageSize;
+      if (!intact(page))
+        return failf("pid {}: its page at {:#x} was discarded, unmapped or moved after the freeze, before the "
+                     "background copy reached it (madvise, munmap, mremap): the checkpoint cannot be "
+                     "consistent; dump again, or without --background",
+                     pid_, page);
+      copied_[base + i] = true;
+      if (!mine.empty() && mine.back().second == i) mine.back().second = i + 1;
+      else mine.emplace_back(i, i + 1);
+    }
+  }
+  for (auto& [a, b] : mine) {
+    TRY(write_image(r.offset + (c.first + a) * kPageSize, buf.data() + a * kPageSize, (b - a) * kPageSize));
+    pages_copied_ += b - a;
+  }
+  return unprotect(start, len);
+}
+
+Status BackgroundCopy::handle_fault(uint64_t addr) {
+  faults_++;
+  size_t run;
+  uint64_t index;
+  if (locate(addr, run, index)) {
+    alignas(64) char page[kPageSize];
+    bool copy = false;
+    {
+      // Read under the lock: a worker that claims the page after us must
+      // not lift its protection before we read it.
+      std::lock_guard lock(mu_);
+      uint64_t i = first_index_[run] + index;
+      if (!copied_[i]) {
+        TRY(read_remote(addr, page, kPageSize));
+        copied_[i] = true;
+        copy = true;
+      }
+    }
+    if (copy) {
+      TRY(write_image(runs_[run].offset + index * kPageSize, page, kPageSize));
+      pages_copied_++;
+      faults_copied_++;
+    }
+  }
+  return unprotect(addr, kPageSize);
+}
+
+void BackgroundCopy::handle_faults() {
+  pollfd fds[2] = {{uffd_.get(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};
+  bool failed = false;
+  for (;;) {
+    int n = ::poll(fds, 2, -1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 || (fds[1].revents & POLLIN)) return;
+    if (!(fds[0].revents & POLLIN)) {
+      if (fds[0].revents & (POLLERR | POLLHUP)) return;
+      continue;
+    }
+    uffd_msg msgs[16];
+    ssize_t got = ::read(uffd_.get(), msgs, sizeof(msgs));
+    if (got < 0) {
+      if (errno == EAGAIN || errno == EINTR) continue;
+      std::lock_guard lock(error_mu_);
+      if (error_) error_ = failf_errno("pid {}: reading its userfaultfd", pid_);
+      return;
+    }
+    for (size_t i = 0; i < static_cast<size_t>(got) / sizeof(uffd_msg); i++) {
+      if (msgs[i].event != UFFD_EVENT_PAGEFAULT) continue;
+      uint64_t addr = msgs[i].arg.pagefault.address & ~(uint64_t{kPageSize} - 1);
+      Status st = failed ? unprotect(addr, kPageSize) : handle_fault(addr);
+      if (!st) {
+        // The dump fails; the writer must not wait for it.
+        {
+          std::lock_guard lock(error_mu_);
+          if (error_) error_ = std::move(st);
+        }
+        failed = true;
+        if (auto again = unprotect(addr, kPageSize); !again) log_.warn("{}", again.error().what());
+      }
+    }
+  }
+}
+
+void BackgroundCopy::chunks(std::vector<std::pair<BackgroundCopy*, Chunk>>& out) const {
+  for (size_t r = 0; r < runs_.size(); r++)
+    for (uint64_t first = 0; first < runs_[r].pages; first += kChunkPages)
+      out.push_back({const_cast<BackgroundCopy*>(this), Chunk{r, first, std::min(kChunkPages, runs_[r].pages - first)}});
+}
+
+Status BackgroundCopy::copy_all(std::span<BackgroundCopy* const> copies, unsigned workers, const Logger& log) {
+  std::vector<std::pair<BackgroundCopy*, Chunk>> work;
+  for (auto* c : copies) c->chunks(work);
+  // Process by process would leave the last ones protected longest; the
+  // chunks of all of them interleave instead, round robin.
+  std::stable_sort(work.begin(), work.end(), [](auto& a, auto& b) { return a.second.first < b.second.first; });
+  workers = std::max(1u, std::min<unsigned>(workers, static_cast<unsigned>(work.size())));
+  std::atomic<size_t> next{0};
+  std::atomic<bool> stop{false};
+  std::mutex mu;
+  Status first_error;
+  auto run = [&] {
+    std::vector<char> buf(kChunkPages * kPageSize);
+    for (size_t i; !stop && (i = next++) < work.size();) {
+      if (auto st = work[i].first->copy_chunk(work[i].second, buf); !st) {
+        std::lock_guard lock(mu);
+        if (first_error) first_error = std::move(st);
+        stop = true;
+      }
+    }
+  };
+  std::vector<std::thread> threads;
+  for (unsigned w = 1; w < workers; w++) threads.emplace_back(run);
+  run();
+  for (auto& t : threads) t.join();
+  for (auto* c : copies) {
+    Status st = c->finish();
+    if (!st && first_error) first_error = std::move(st);
+  }
+  if (first_error) log.debug("background copy: {} chunk(s) by {} worker(s)", work.size(), workers);
+  return first_error;
+}
+
+}  // namespace minicriu

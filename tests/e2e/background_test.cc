@@ -1,0 +1,128 @@
+// A background checkpoint (dump --leave-running --background): the tree is
+// frozen only to take its state and write-protect its private anonymous
+// memory, whose pages are copied while it runs; a write to a page not yet
+// copied waits for its copy. The program (background_gens) rewrites its
+// pages in a fixed order and keeps the step counter in the same memory, so
+// the restored copy must agree exactly with the counter it restored: the
+// checkpoint is of one moment, the freeze. The original, left running,
+// checks itself too, and tells the longest pause it saw.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <iostream>
+#include <regex>
+#include <thread>
+
+#include "e2e_util.hpp"
+#include "minicriu/minicriu.h"
+
+using namespace e2e;
+
+namespace {
+
+void sleep_ms(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
+
+// The longest gap the program's ticker saw, from its log line.
+std::string longest_gap(const std::string& log) {
+  std::smatch m;
+  std::string last;
+  std::regex re("longest gap ([0-9.]+) ms");
+  for (auto it = std::sregex_iterator(log.begin(), log.end(), re); it != std::sregex_iterator(); ++it)
+    last = (*it)[1];
+  return last;
+}
+
+// "background: ... N write fault(s), M on a page not yet copied": M.
+long faults_copied(const std::string& out) {
+  std::smatch m;
+  if (!std::regex_search(out, m, std::regex("([0-9]+) write fault\\(s\\), ([0-9]+) on a page not yet copied")))
+    return -1;
+  return std::stol(m[2]);
+}
+
+// The original checks itself (every page agrees with its counter) and exits
+// 0; then the images restore a copy of the moment of the freeze, which
+// checks every page within its first pass and again at the end.
+void original_then_restored(Program& p, const std::string& images, const TempDir& dir, int pass_ms) {
+  pid_t pid = p.pid();
+  sleep_ms(200);
+  ASSERT_NO_FATAL_FAILURE(expect_intact(p));
+  std::cout << "[ frozen  ] longest pause the application saw around the background dump: "
+            << longest_gap(p.log()) << " ms\n";
+  ASSERT_TRUE(wait_gone(pid));
+  RestoredTree restored;
+  restored.add_from(images);
+  ASSERT_EQ(restore_detached(images), pid);
+  sleep_ms(pass_ms);
+  ::kill(pid, SIGUSR1);
+  EXPECT_EQ(wait_pid(pid).value_or(-1), 0) << read_text(dir / "background_gens.log");
+}
+
+}  // namespace
+
+TEST(Background, RestoredPagesAreExactlyThoseOfTheFreezeWhileTheProgramRewroteThem) {
+  TempDir dir;
+  // 64 MiB, 40000 page rewrites a second all over it: many writes reach a
+  // page before the background copy does.
+  Program p("background_gens", dir, {"16384", "40000"});
+  ASSERT_TRUE(p.wait_ready());
+  sleep_ms(200);
+  p.signal(SIGUSR2);  // the longest gap counts from here
+  sleep_ms(50);
+  std::string images = images_dir(dir);
+  auto r = run_minicriu({"-v", "dump", "-t", std::to_string(p.pid()), "-D", images, "-R", "--background"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  std::cout << "[ dump    ] " << r.output.substr(r.output.rfind("dumped ")) << "\n";
+  EXPECT_NE(r.output.find("write-protected, to be copied once it runs"), std::string::npos) << r.output;
+  // Writes did wait for their page's copy (the copy raced the program).
+  EXPECT_GT(faults_copied(r.output), 0) << r.output;
+  // 16384 pages at 40000 a second: a pass takes 0.4 s.
+  ASSERT_NO_FATAL_FAILURE(original_then_restored(p, images, dir, 700));
+}
+
+TEST(Background, ATreeOfThreeThroughTheCAbi) {
+  TempDir dir;
+  Program p("background_gens", dir, {"4096", "20000", "3"});
+  ASSERT_TRUE(p.wait_ready());
+  sleep_ms(150);
+  std::string images = images_dir(dir);
+  minicriu_dump_opts* o = minicriu_dump_opts_new();
+  ASSERT_NE(o, nullptr);
+  EXPECT_EQ(minicriu_dump_opts_set_pid(o, p.pid()), 0);
+  EXPECT_EQ(minicriu_dump_opts_set_images_dir(o, images.c_str()), 0);
+  EXPECT_EQ(minicriu_dump_opts_set_leave_running(o, 1), 0);
+  EXPECT_EQ(minicriu_dump_opts_set_background(o, 1), 0);
+  int rc = minicriu_dump(o);
+  minicriu_dump_opts_free(o);
+  ASSERT_EQ(rc, 0) << minicriu_last_error();
+  EXPECT_EQ(show_json(images).processes_size(), 3);
+  ASSERT_NO_FATAL_FAILURE(original_then_restored(p, images, dir, 500));
+}
+
+TEST(Background, RefusedInOneLineWithoutLeaveRunningTheTargetIntact) {
+  TempDir dir;
+  Program p("background_gens", dir, {"1024", "10000"});
+  ASSERT_TRUE(p.wait_ready());
+  std::string images = images_dir(dir);
+  auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", images, "--background"});
+  expect_one_line_error(r, "--background needs --leave-running");
+  ASSERT_NO_FATAL_FAILURE(expect_intact(p));
+}
+
+// A page the application discards after the freeze, before the background
+// copy reached it, cannot be saved as it was: the dump fails in one line,
+// leaves no checkpoint, and the program runs on unharmed.
+TEST(Background, MemoryDiscardedBeforeItsCopyFailsTheDumpInOneLineTheTargetIntact) {
+  TempDir dir;
+  Program p("background_gens", dir, {"16384", "1000", "1", "churn"});
+  ASSERT_TRUE(p.wait_ready());
+  sleep_ms(100);
+  std::string images = images_dir(dir);
+  auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", images, "-R", "--background"});
+  expect_one_line_error(r, "after the freeze, before the background copy reached it");
+  EXPECT_FALSE(std::filesystem::exists(images + "/inventory.img"));
+  ASSERT_NO_FATAL_FAILURE(expect_intact(p));
+}
