@@ -31,6 +31,7 @@
 #include "restorer/pid_check.hpp"
 #include "restorer/process_restore.hpp"
 #include "restorer/restore_channel.hpp"
+#include "proc/privileges.hpp"
 #include "proc/seccomp.hpp"
 #include "restorer/tail_unmap.hpp"
 #include "restorer/task_builder.hpp"
@@ -148,6 +149,15 @@ class KeptNetworkLock {
   std::string table_, backend_;
 };
 
+// No process gets credentials the restoring process could not give itself
+// (proc/privileges.hpp): checked for the whole tree before anything is made.
+Status check_tree_creds(const Checkpoint& c, const img::Creds& caller) {
+  for (auto& p : c.processes)
+    if (!p.entry.zombie() && p.core.has_creds())
+      TRY(check_restored_creds(static_cast<pid_t>(p.entry.pid()), p.core.creds(), caller));
+  return {};
+}
+
 }  // namespace
 
 Result<RestoreResult> restore(const RestoreOptions& options) {
@@ -157,6 +167,9 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   ImageDir dir(options.images_dir);
 
   ASSIGN_OR_RETURN(auto stand_ins, ExternalStandIns::from_options(options));
+  // Without CAP_CHECKPOINT_RESTORE no tree can come back with its pids.
+  ASSIGN_OR_RETURN(img::Creds caller, own_creds());
+  TRY(check_may_restore(caller));
   TRY(fault_point("restore/load"));
   ASSIGN_OR_RETURN(Checkpoint ckpt, load_checkpoint(dir));
   KeptNetworkLock net_lock(ckpt.inventory, log);
@@ -166,6 +179,7 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   TRY(with_context(validate_checkpoint(ckpt, machine, kinds),
                    fmt::format("{} cannot be restored here", dir.path())));
   TRY(check_restorer_not_under_seccomp());
+  TRY(check_tree_creds(ckpt, caller));
   RestoreEnv env{options, dir, ckpt, log};
   // Every kind reads and checks its own images now.
   TRY(kinds.each("load", [&](Kind& k) { return k.load(env); }));
