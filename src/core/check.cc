@@ -23,6 +23,7 @@
 #include "net/network_lock.hpp"
 #include "base/unique_fd.hpp"
 #include "net/inet_addr.hpp"
+#include "proc/privileges.hpp"
 #include "proc/proc_parse.hpp"
 #include "ptrace/tracee.hpp"
 
@@ -167,23 +168,89 @@ CheckItem check_userfaultfd() {
 }
 
 CheckItem check_capabilities() {
-  CheckItem item{"capabilities", false, true, {}};
-  auto status = proc::read_file("/proc/self/status");
-  if (!status) {
-    item.detail = status.error().what();
+  // Not required: a user without them may still dump their own processes
+  // (the two items below say what).
+  CheckItem item{"capabilities", false, false, {}};
+  auto caller = own_creds();
+  if (!caller) {
+    item.detail = caller.error().what();
     return item;
   }
-  auto eff = proc::status_field(*status, "CapEff");
-  uint64_t caps = eff ? std::strtoull(eff->c_str(), nullptr, 16) : 0;
-  auto has = [&](int cap) { return (caps >> cap) & 1; };
-  constexpr int kSysPtrace = 19, kSysAdmin = 21, kSysResource = 24, kCheckpointRestore = 40;
-  item.ok = has(kSysPtrace) && (has(kSysAdmin) || has(kCheckpointRestore));
-  item.detail = fmt::format("CAP_SYS_PTRACE {}, CAP_SYS_ADMIN {}, CAP_CHECKPOINT_RESTORE {}, "
-                            "CAP_SYS_RESOURCE {} (without it: rlimits above the hard limit are "
+  auto has = [&](int cap) { return (caller->cap_eff() >> cap) & 1; };
+  item.ok = has(cap::kSysPtrace) && (has(cap::kSysAdmin) || has(cap::kCheckpointRestore));
+  item.detail = fmt::format("uid {}, gid {}; CAP_SYS_PTRACE {}, CAP_SYS_ADMIN {}, CAP_CHECKPOINT_RESTORE {}, "
+                            "CAP_NET_ADMIN {}, CAP_SYS_RESOURCE {} (without it: rlimits above the hard limit are "
                             "not raised, pipes stay at fs.pipe-max-size)",
-                            has(kSysPtrace) ? "yes" : "no", has(kSysAdmin) ? "yes" : "no",
-                            has(kCheckpointRestore) ? "yes" : "no", has(kSysResource) ? "yes" : "no");
+                            caller->uids_size() ? caller->uids(0) : ~0u, caller->gids_size() ? caller->gids(0) : ~0u,
+                            has(cap::kSysPtrace) ? "yes" : "no", has(cap::kSysAdmin) ? "yes" : "no",
+                            has(cap::kCheckpointRestore) ? "yes" : "no", has(cap::kNetAdmin) ? "yes" : "no",
+                            has(cap::kSysResource) ? "yes" : "no");
   return item;
+}
+
+// A capability set in a few words: "all but CAP_SYS_RESOURCE" for root's.
+std::string caps_text(uint64_t mask) {
+  constexpr uint64_t kKnown = (uint64_t{1} << (cap::kCheckpointRestore + 1)) - 1;
+  if (__builtin_popcountll(mask & kKnown) > 20)
+    return (mask & kKnown) == kKnown ? "all" : "all but " + cap_names(kKnown & ~mask);
+  return cap_names(mask);
+}
+
+// What this user may dump and restore (proc/privileges.hpp), from its
+// capabilities and kernel.yama.ptrace_scope.
+std::vector<CheckItem> check_this_user() {
+  std::vector<CheckItem> items;
+  auto caller = own_creds();
+  if (!caller || caller->uids_size() != 4 || caller->gids_size() != 4) {
+    items.push_back({"dump and restore as this user", false, false,
+                     caller ? "minicriu's own uids and gids are unknown" : caller.error().what()});
+    return items;
+  }
+  auto has = [&](int cap) { return ((caller->cap_eff() >> cap) & 1) != 0; };
+  auto yes_no = [](bool b) { return b ? "yes" : "no"; };
+  uint32_t uid = caller->uids(0), gid = caller->gids(0);
+  bool map_files = has(cap::kCheckpointRestore) || has(cap::kSysAdmin);
+  auto yama = proc::read_file("/proc/sys/kernel/yama/ptrace_scope");
+  int scope = yama ? std::atoi(yama->c_str()) : -1;
+
+  CheckItem dump{"dump as this user", true, false, {}};
+  if (has(cap::kSysPtrace)) {
+    dump.detail = "any process (CAP_SYS_PTRACE)";
+  } else if (scope >= 2) {
+    dump.ok = false;
+    dump.detail = fmt::format("nothing: kernel.yama.ptrace_scope is {}, only CAP_SYS_PTRACE may attach", scope);
+  } else {
+    dump.detail = fmt::format("only processes it could ptrace: real, effective and saved uids {} and gids {}, no "
+                              "capability beyond its own ({}), dumpable{}; not: other users' processes (no "
+                              "CAP_SYS_PTRACE)",
+                              uid, gid, caps_text(caller->cap_prm()),
+                              scope == 1 ? "; kernel.yama.ptrace_scope is 1: only its descendants, or processes "
+                                           "that named it with PR_SET_PTRACER"
+                                         : "");
+  }
+  if (dump.ok)
+    dump.detail += fmt::format("; TCP connections {} (CAP_NET_ADMIN: TCP_REPAIR, network lock); shared memory, "
+                               "memfd and deleted-file mappings {} (CAP_CHECKPOINT_RESTORE: /proc/PID/map_files); "
+                               "processes under seccomp {} (CAP_SYS_ADMIN)",
+                               yes_no(has(cap::kNetAdmin)), yes_no(map_files), yes_no(has(cap::kSysAdmin)));
+  items.push_back(dump);
+
+  CheckItem restore{"restore as this user", map_files, false, {}};
+  if (!map_files) {
+    restore.detail = "nothing: it needs CAP_CHECKPOINT_RESTORE (clone3 with set_tid, PR_SET_MM_MAP, "
+                     "/proc/self/map_files)";
+  } else {
+    restore.detail = fmt::format(
+        "processes with {}, {}, capabilities within its own ({}){}; TCP connections {} (CAP_NET_ADMIN); files "
+        "only those it may open itself",
+        has(cap::kSetuid) ? std::string("any uids (CAP_SETUID)") : fmt::format("uids {}", uid),
+        has(cap::kSetgid) ? std::string("any gids and groups (CAP_SETGID)")
+                          : fmt::format("gids {} and its own groups", gid),
+        caps_text(caller->cap_prm()), has(cap::kSetpcap) ? "" : ", its own bounding set and securebits",
+        yes_no(has(cap::kNetAdmin)));
+  }
+  items.push_back(restore);
+  return items;
 }
 
 // The network lock's default backend: a table of ours created and deleted
@@ -221,6 +288,7 @@ Result<std::vector<CheckItem>> check() {
   ::uname(&u);
   items.push_back({"kernel", true, false, fmt::format("{} {}", u.sysname, u.release)});
   items.push_back(check_capabilities());
+  for (auto& item : check_this_user()) items.push_back(std::move(item));
   items.push_back(check_ptrace());
   items.push_back(check_suspend_seccomp());
   items.push_back(check_timer_restore_ids());

@@ -34,6 +34,7 @@
 #include "restorer/pid_check.hpp"
 #include "restorer/process_restore.hpp"
 #include "restorer/restore_channel.hpp"
+#include "proc/privileges.hpp"
 #include "proc/seccomp.hpp"
 #include "restorer/tail_unmap.hpp"
 #include "restorer/task_builder.hpp"
@@ -181,6 +182,15 @@ Status check_page_server(const Checkpoint& c, const pagesrv::Endpoint& where, co
   return {};
 }
 
+// No process gets credentials the restoring process could not give itself
+// (proc/privileges.hpp): checked for the whole tree before anything is made.
+Status check_tree_creds(const Checkpoint& c, const img::Creds& caller) {
+  for (auto& p : c.processes)
+    if (!p.entry.zombie() && p.core.has_creds())
+      TRY(check_restored_creds(static_cast<pid_t>(p.entry.pid()), p.core.creds(), caller));
+  return {};
+}
+
 }  // namespace
 
 Result<RestoreResult> restore(const RestoreOptions& options) {
@@ -190,6 +200,9 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   ImageDir dir(options.images_dir);
 
   ASSIGN_OR_RETURN(auto stand_ins, ExternalStandIns::from_options(options));
+  // Without CAP_CHECKPOINT_RESTORE no tree can come back with its pids.
+  ASSIGN_OR_RETURN(img::Creds caller, own_creds());
+  TRY(check_may_restore(caller));
   TRY(fault_point("restore/load"));
   std::optional<pagesrv::Endpoint> page_server;
   if (!options.page_server.empty()) {
@@ -205,6 +218,7 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
                    fmt::format("{} cannot be restored here", dir.path())));
   TRY(check_restorer_not_under_seccomp());
   if (page_server) TRY(check_page_server(ckpt, *page_server, dir.path(), log));
+  TRY(check_tree_creds(ckpt, caller));
   RestoreEnv env{options, dir, ckpt, log};
   // Every kind reads and checks its own images now.
   TRY(kinds.each("load", [&](Kind& k) { return k.load(env); }));

@@ -115,13 +115,18 @@ Result<uint32_t> FileRegistry::add_deleted_mapping(pid_t pid, uint64_t start, ui
                                                    bool writable_shared) {
   std::string path = proc::pid_path(pid, fmt::format("map_files/{:x}-{:x}", start, end));
   std::string what = fmt::format("pid {}: mapping {:x}-{:x}", pid, start, end);
-  ASSIGN_OR_RETURN(auto link, proc::read_link(path));
+  auto link = proc::read_link(path);
+  if (!link && link.error().err() == EPERM)
+    return std::unexpected(Error(fmt::format("{}: a mapping of a deleted file is reached through {}, which needs "
+                                             "CAP_CHECKPOINT_RESTORE; minicriu runs without it: dump as root or "
+                                             "with the capability", what, path), EPERM));
+  if (!link) return std::unexpected(link.error());
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) return failf_errno("{}: cannot open {}", what, path);
   FdDumpInfo info;
   info.pid = pid;
   info.what = what;
-  info.link = link;
+  info.link = *link;
   info.local_fd = fd.get();
   if (::fstat(fd.get(), &info.st) != 0) return failf_errno("{}: fstat", what);
   info.fdinfo.flags = writable_shared ? O_RDWR : O_RDONLY;

@@ -62,6 +62,10 @@ Result<uint32_t> ShmemStore::add_mapping(pid_t pid, uint64_t start, uint64_t end
   std::string what = fmt::format("pid {}: mapping {:x}-{:x}", pid, start, end);
   std::string map_file = fmt::format("/proc/{}/map_files/{:x}-{:x}", pid, start, end);
   UniqueFd fd(::open(map_file.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd && errno == EPERM)
+    return std::unexpected(Error(fmt::format("{}: shared memory is reached through {}, which needs "
+                                             "CAP_CHECKPOINT_RESTORE; minicriu runs without it: dump as root or "
+                                             "with the capability", what, map_file), EPERM));
   if (!fd) return failf_errno("{}: cannot open {}", what, map_file);
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) return failf_errno("{}: fstat", what);

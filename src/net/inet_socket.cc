@@ -20,6 +20,7 @@
 #include "net/socket_options.hpp"
 #include "net/tcp_repair.hpp"
 #include "net/udp_queue.hpp"
+#include "proc/privileges.hpp"
 
 namespace minicriu {
 
@@ -223,6 +224,14 @@ Status InetSocketStore::dump(const std::string& what_fd, int local_fd, uint64_t 
   if ((sk.shutdown() & 2) && !tcp_fin_sent(ti.tcpi_state))
     return failf("{} was shut down for sending but has not sent its FIN, which minicriu cannot "
                  "restore; dump it again in a moment", what);
+  // TCP_REPAIR and the network lock are CAP_NET_ADMIN's: refused here, before
+  // the lock is taken or the socket touched.
+  if (!have_cap(cap::kNetAdmin))
+    return std::unexpected(Error(
+        fmt::format("{}: a TCP connection is read with TCP_REPAIR and held silent by the network lock, which "
+                    "need CAP_NET_ADMIN; minicriu runs without it: dump it as root, or close the connection "
+                    "first", what),
+        EPERM));
   Connection conn = make_connection(local, *remote);
   if (lock) {
     LockedConnection lc;
@@ -483,6 +492,11 @@ Result<std::unique_ptr<InetSocketRestorer>> InetSocketRestorer::create_all(
     made.plan.shutdown = sk.shutdown();
     made.plan.peer_resends_fin =
         fin_senders.count(make_connection(local_of(sk), remote_of(sk)).reversed()) > 0;
+    if (repair && !have_cap(cap::kNetAdmin))
+      return std::unexpected(Error(
+          fmt::format("{}: a TCP connection comes back with TCP_REPAIR, which needs CAP_NET_ADMIN; minicriu "
+                      "runs without it: restore it as root", what),
+          EPERM));
     if (repair) {
       TRY(tcp_repair_on(s, what));
       made.in_repair = true;

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <set>
 
+#include "proc/privileges.hpp"
 #include "proc/proc_parse.hpp"
 
 namespace minicriu {
@@ -47,6 +48,9 @@ Result<std::unique_ptr<TaskTree>> TaskTree::freeze(pid_t root, const Logger& log
   if (root <= 0) return failf("invalid pid {}", root);
   if (::kill(root, 0) != 0 && errno == ESRCH)
     return std::unexpected(Error(fmt::format("pid {}: no such process", root), ESRCH));
+  // Every process is checked against the kernel's ptrace rules before it is
+  // seized: a user dumps only what is theirs, refused in one line.
+  ASSIGN_OR_RETURN(img::Creds caller, own_creds());
   std::unique_ptr<TaskTree> tree(new TaskTree());
   std::vector<pid_t> queue{root};
   std::vector<pid_t> parents{0};
@@ -66,6 +70,14 @@ Result<std::unique_ptr<TaskTree>> TaskTree::freeze(pid_t root, const Logger& log
         log.debug("pid {}: zombie, exit status {:#x}", p.pid, p.exit_status);
         continue;
       }
+    }
+    if (auto st = check_may_dump(p.pid, caller); !st) {
+      int e = st.error().err();
+      if ((e == ESRCH || e == ENOENT) && i > 0) {  // a child exited before we got it
+        tree->processes_.pop_back();
+        continue;
+      }
+      return std::unexpected(st.error());
     }
     if (auto st = tree->seize_threads(p, log); !st) {
       if (st.error().err() == ESRCH && i > 0) {  // a child exited before we got it

@@ -117,7 +117,8 @@ int report(const minicriu::Error& e, int log_fd = -1) {
 bool open_log(CommonOptions& common) {
   if (common.log_file.empty()) return true;
   std::string path = common.in_work_dir(common.log_file);
-  common.log_fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+  // 0600, as the images: a log names paths, addresses and peers of the tree.
+  common.log_fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
   if (common.log_fd >= 0) return true;
   std::fprintf(stderr, "minicriu: error: --log-file %s: cannot create it: %s\n", path.c_str(), std::strerror(errno));
   return false;

@@ -81,6 +81,7 @@ enum {
   MC_NR_timer_getoverrun = 225,
   MC_NR_rseq = 334,
   MC_NR_clone3 = 435,
+  MC_NR_getgroups = 115,
   MC_NR_setgroups = 116,
   MC_NR_setresuid = 117,
   MC_NR_setresgid = 119,

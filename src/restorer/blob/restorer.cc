@@ -231,21 +231,44 @@ void restore_thread_state(Args* a, const Thread* t) {
   }
 }
 
+// Whether this thread's supplementary groups are already c's (both lists as
+// the kernel keeps them: sorted).
+bool same_groups(const Creds& c) {
+  uint32_t mine[kMaxGroups];
+  long n = mc_syscall2(MC_NR_getgroups, kMaxGroups, reinterpret_cast<long>(mine));
+  if (n != static_cast<long>(c.n_groups)) return false;
+  for (long i = 0; i < n; i++)
+    if (mine[i] != c.groups[i]) return false;
+  return true;
+}
+
 // This thread's credentials, as dumped: the bounding set and securebits while
 // CAP_SETPCAP is still ours, ids with SECBIT_KEEP_CAPS so that leaving uid 0
-// keeps the capabilities to set, then the capability sets themselves.
+// keeps the capabilities to set, then the capability sets themselves. What is
+// already as dumped is left alone: a user without CAP_SETPCAP or CAP_SETGID
+// restoring their own process (proc/privileges.cc checked the rest) changes
+// only what needs no privilege.
 void restore_creds(Args* a, const Thread* t) {
   const Creds& c = a->creds;
   if (!c.apply) return;
-  constexpr long kPrCapbsetDrop = 24, kPrSetSecurebits = 28, kPrSetKeepcaps = 8,
-                 kPrCapAmbient = 47, kAmbientRaise = 2, kAmbientClearAll = 4;
+  constexpr long kPrCapbsetRead = 23, kPrCapbsetDrop = 24, kPrGetSecurebits = 27, kPrSetSecurebits = 28,
+                 kPrSetKeepcaps = 8, kPrCapAmbient = 47, kAmbientRaise = 2, kAmbientClearAll = 4;
   constexpr uint32_t kSecbitKeepCaps = 1u << 4;
   long r;
-  for (long cap = 0; cap < 64; cap++)
-    if (!(c.cap_bnd >> cap & 1)) mc_syscall2(MC_NR_prctl, kPrCapbsetDrop, cap);  // EINVAL past the last cap
-  if ((r = mc_syscall2(MC_NR_prctl, kPrSetSecurebits, c.securebits | kSecbitKeepCaps)) < 0)
-    return set_error(a, "securebits of thread", t->tid, r, false);
-  if ((r = mc_syscall2(MC_NR_setgroups, c.n_groups, reinterpret_cast<long>(c.groups))) < 0)
+  for (long cap = 0; cap < 64; cap++) {
+    if (c.cap_bnd >> cap & 1) continue;
+    if (mc_syscall2(MC_NR_prctl, kPrCapbsetRead, cap) != 1) continue;  // not held, or past the last cap
+    if ((r = mc_syscall2(MC_NR_prctl, kPrCapbsetDrop, cap)) < 0)
+      return set_error(a, "dropping a bounding capability of thread", t->tid, r, false);
+  }
+  long secure = mc_syscall1(MC_NR_prctl, kPrGetSecurebits);
+  if (secure < 0 || (static_cast<uint32_t>(secure) & ~kSecbitKeepCaps) != (c.securebits & ~kSecbitKeepCaps)) {
+    if ((r = mc_syscall2(MC_NR_prctl, kPrSetSecurebits, c.securebits | kSecbitKeepCaps)) < 0)
+      return set_error(a, "securebits of thread", t->tid, r, false);
+  } else if ((r = mc_syscall2(MC_NR_prctl, kPrSetKeepcaps, 1)) < 0) {
+    return set_error(a, "keepcaps of thread", t->tid, r, false);
+  }
+  if (!same_groups(c) && (r = mc_syscall2(MC_NR_setgroups, c.n_groups, reinterpret_cast<long>(c.groups))) < 0)
     return set_error(a, "setgroups of thread", t->tid, r, false);
   if ((r = mc_syscall3(MC_NR_setresgid, c.gids[0], c.gids[1], c.gids[2])) < 0)
     return set_error(a, "setresgid of thread", t->tid, r, false);
