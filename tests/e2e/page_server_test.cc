@@ -211,13 +211,14 @@ TEST(PageServer, RestoreWhoseServerIsGoneOrServesAnotherCheckpointFailsInOneLine
   ASSERT_TRUE(another.ok()) << read_text(dir / "another.log");
   Program q("bigmem", dir, {"16"});
   ASSERT_TRUE(q.wait_ready());
+  pid_t qpid = q.pid();  // forgotten by q once dumped
   std::string local2 = images_dir(dir, "local2");
   ASSERT_NO_FATAL_FAILURE(dump_through(q, local2, another));
-  ASSERT_TRUE(wait_gone(q.pid()));
+  ASSERT_TRUE(wait_gone(qpid));
   auto r = run_minicriu({"restore", "-d", "-D", local, "--page-server", another.address()});
   expect_one_line_error(r, "serves another checkpoint");
   EXPECT_FALSE(pid_exists(pid));
-  EXPECT_FALSE(pid_exists(q.pid()));
+  EXPECT_FALSE(pid_exists(qpid));
 }
 
 TEST(PageServer, RefusedCombinationsAndAnAbsentServerLeaveTheTreeIntact) {
