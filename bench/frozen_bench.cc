@@ -221,5 +221,7 @@ int main(int argc, char** argv) {
                   median(f.frozen_s), median(f.rss_mib));
     }
   fs::remove(log);
+  fs::remove(dir + "/frozen_bench.ready");
+  fs::remove(dir + "/frozen_bench.target.log");
   return 0;
 }
