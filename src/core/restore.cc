@@ -26,9 +26,12 @@
 #include "images/checkpoint.hpp"
 #include "images/image_dir.hpp"
 #include "kinds/kind_set.hpp"
+#include "mem/lazy_pager.hpp"
+#include "mem/page_source.hpp"
 #include "net/network_lock.hpp"
 #include "restorer/machine.hpp"
 #include "restorer/pid_check.hpp"
+#include "restorer/premap.hpp"
 #include "restorer/process_restore.hpp"
 #include "restorer/restore_channel.hpp"
 #include "proc/seccomp.hpp"
@@ -148,6 +151,28 @@ class KeptNetworkLock {
   std::string table_, backend_;
 };
 
+// restore --lazy: each process's lazy VMAs (premap.hpp lazy_vmas), and the
+// bytes of its page images they hold (read on first touch, not now).
+struct LazyPlan {
+  std::map<pid_t, LazyRanges> ranges;
+  uint64_t bytes = 0;
+};
+LazyPlan plan_lazy(const Checkpoint& c) {
+  LazyPlan plan;
+  for (const ProcessImages& p : c.processes) {
+    if (p.entry.zombie()) continue;
+    std::vector<bool> lazy = lazy_vmas(c, p);
+    LazyRanges r;
+    for (int i = 0; i < p.mm.vmas_size(); i++)
+      if (lazy[i]) r.emplace_back(p.mm.vmas(i).start(), p.mm.vmas(i).end());
+    for (auto& run : p.page_runs)
+      for (auto& [s, e] : r)
+        if (std::max(s, run.start) < std::min(e, run.end)) plan.bytes += std::min(e, run.end) - std::max(s, run.start);
+    if (!r.empty()) plan.ranges[static_cast<pid_t>(p.entry.pid())] = std::move(r);
+  }
+  return plan;
+}
+
 }  // namespace
 
 Result<RestoreResult> restore(const RestoreOptions& options) {
@@ -194,6 +219,20 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   ASSIGN_OR_RETURN(SharedCounter pages_restored, SharedCounter::make());
   uint64_t page_bytes = 0;
   for (auto& p : ckpt.processes) page_bytes += p.pages_file_size;
+  // restore --lazy: the pager serves faults from before the first process
+  // is made (the kernel itself may touch lazy memory in the blob: rseq).
+  std::unique_ptr<LazyPager> pager;
+  if (options.lazy) {
+    LazyPlan lazy = plan_lazy(ckpt);
+    page_bytes -= std::min(page_bytes, lazy.bytes);
+    std::vector<pid_t> pids;
+    for (auto& p : ckpt.processes)
+      if (!p.entry.zombie()) pids.push_back(static_cast<pid_t>(p.entry.pid()));
+    ASSIGN_OR_RETURN(auto source, open_local_pages(dir.path()));
+    ASSIGN_OR_RETURN(pager, LazyPager::start(std::move(source), std::move(lazy.ranges), std::move(pids),
+                                             env.fd_floor, log));
+    log.info("lazy restore: {} MiB of pages come on first touch", lazy.bytes >> 20);
+  }
   ProgressMeter progress(log, "restore", static_cast<pid_t>(ckpt.inventory.root_pid()), page_bytes);
   auto tick = [&] { progress.set(pages_restored.get()->load(std::memory_order_relaxed)); };
   TreeRestore tree;
@@ -201,6 +240,7 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   tree.checkpoint = &ckpt;
   tree.kinds = &kinds;
   tree.shared = &shared;
+  tree.lazy_socket = pager ? pager->task_socket() : -1;
   std::map<pid_t, ChannelPair> channels;
   for (const ProcessImages& p : ckpt.processes) {
     if (p.entry.zombie()) continue;
@@ -221,6 +261,9 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
                                             [&](int) { restore_task(tree, root); }));
     tasks.push_back(std::move(task));
     restored.push_back(&root);
+    // The tree holds the pager's socket now (each task closes it once it sent
+    // its uffd): the pager sees its end when every task did.
+    if (pager) pager->close_task_socket();
   }
   for (const ProcessImages& p : ckpt.processes) {
     pid_t pid = static_cast<pid_t>(p.entry.pid());
@@ -263,6 +306,7 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   }
   // From here the tree runs on its own: nothing below may kill it.
   for (auto& t : tasks) t.release();
+  if (pager) pager->prefetch();
   net_lock.unlock();
   kinds.each_void([&](Kind& k) { k.after_resume(env); });
   for (auto& tail : tails) {
@@ -284,6 +328,14 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   result.root_pid = static_cast<pid_t>(ckpt.inventory.root_pid());
   log.info("restored pid {} in {} ms", result.root_pid, ms);
   if (options.on_running) options.on_running(result.root_pid);
+  if (options.detach && pager) {
+    // The pager goes on in a process of its own; without one, here.
+    if (auto st = pager->detach(); !st) {
+      log.warn("lazy restore: {}; the pages are served until they are all in", st.error().what());
+      TRY(pager->finish());
+    }
+    return result;
+  }
   if (options.detach) return result;
   // The tree runs: a cancel now is the signal's for the tree, passed on to
   // its root (as a shell would), once.
@@ -297,6 +349,8 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
     }
   }
   result.exit_status = status;
+  // The pager has served every page, or killed the tree (its error).
+  if (pager) TRY(pager->finish());
   return result;
 }
 

@@ -32,6 +32,9 @@ struct TreeRestore {
   // Bytes of pages read back so far, over the whole tree: in memory the
   // tasks share with minicriu (MAP_SHARED), which reports the progress.
   std::atomic<uint64_t>* pages_restored = nullptr;
+  // restore --lazy: the lazy pager's socket (lazy_pager.hpp), -1 for an
+  // eager restore. Each task with lazy VMAs sends its userfaultfd on it.
+  int lazy_socket = -1;
 };
 
 // The body of a task: takes its session and group, creates its children (each
