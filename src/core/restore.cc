@@ -306,7 +306,6 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   }
   // From here the tree runs on its own: nothing below may kill it.
   for (auto& t : tasks) t.release();
-  if (pager) pager->prefetch();
   net_lock.unlock();
   kinds.each_void([&](Kind& k) { k.after_resume(env); });
   for (auto& tail : tails) {
@@ -324,6 +323,9 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   }
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                 std::chrono::steady_clock::now() - start).count();
+  // The background prefetch starts once the restore's own last steps are
+  // done: until then the pager serves faults only, at once.
+  if (pager) pager->prefetch();
   RestoreResult result;
   result.root_pid = static_cast<pid_t>(ckpt.inventory.root_pid());
   log.info("restored pid {} in {} ms", result.root_pid, ms);
