@@ -14,6 +14,7 @@
 //   lazy_bench [SIZES_MIB=256,1024,4096] [RUNS=3] [DIR=/dev/shm]
 #include <fcntl.h>
 #include <signal.h>
+#include <linux/close_range.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -59,6 +60,7 @@ pid_t start_target(const std::string& dir, size_t mib) {
     int null = open("/dev/null", O_RDWR);
     dup2(null, 0);
     dup2(null, 1);
+    close_range(3, ~0u, 0);  // nothing of ours: the dump would find it outside the tree
     execl(target.c_str(), target.c_str(), ready.c_str(), dir.c_str(), std::to_string(mib).c_str(), "1", nullptr);
     _exit(127);
   }
@@ -85,6 +87,8 @@ Times one_run(const std::string& base, size_t mib, bool lazy) {
   int st;
   if (waitpid(pid, &st, 0) != pid) die("the dumped target was not reaped");
   std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the gap the target sees is the restore's
+  std::string stamp = dir + "/lazy.stamp";
+  std::filesystem::remove(stamp);  // a hiccup before the dump (a loaded machine) may have written one
   minicriu::RestoreOptions r;
   r.images_dir = d.images_dir;
   r.detach = true;
@@ -93,7 +97,6 @@ Times one_run(const std::string& base, size_t mib, bool lazy) {
   auto res = minicriu::restore(r);
   double returned = now_realtime();
   if (!res) die("restore: " + res.error().what());
-  std::string stamp = dir + "/lazy.stamp";
   for (int i = 0; !std::filesystem::exists(stamp) || std::filesystem::file_size(stamp) == 0; i++) {
     if (i > 30000) die("the restored target wrote no time stamp");
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -131,6 +134,7 @@ int main(int argc, char** argv) {
   std::string base = argc > 3 ? argv[3] : "/dev/shm";
   base += "/minicriu-lazy-bench-" + std::to_string(getpid());
   prctl(PR_SET_CHILD_SUBREAPER, 1);
+  setvbuf(stdout, nullptr, _IOLBF, 0);
   std::printf("%-8s %-6s %18s %18s   (medians of %d runs, ms from the restore() call)\n", "size", "mode",
               "first instruction", "last page in", runs);
   for (size_t mib : sizes) {
