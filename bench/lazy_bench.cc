@@ -57,9 +57,13 @@ pid_t start_target(const std::string& dir, size_t mib) {
   std::string ready = dir + "/ready";
   pid_t pid = fork();
   if (pid == 0) {
+    // Its stdio is its own: a pipe of whoever runs us (ctest) would be
+    // outside the dumped tree.
     int null = open("/dev/null", O_RDWR);
+    int log = open((dir + "/target.log").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     dup2(null, 0);
     dup2(null, 1);
+    dup2(log >= 0 ? log : null, 2);
     close_range(3, ~0u, 0);  // nothing of ours: the dump would find it outside the tree
     execl(target.c_str(), target.c_str(), ready.c_str(), dir.c_str(), std::to_string(mib).c_str(), "1", nullptr);
     _exit(127);
@@ -83,7 +87,11 @@ Times one_run(const std::string& base, size_t mib, bool lazy) {
   minicriu::DumpOptions d;
   d.pid = pid;
   d.images_dir = dir + "/images";
-  if (auto r = minicriu::dump(d); !r) die("dump: " + r.error().what());
+  if (auto r = minicriu::dump(d); !r) {
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+    die("dump: " + r.error().what());
+  }
   int st;
   if (waitpid(pid, &st, 0) != pid) die("the dumped target was not reaped");
   std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the gap the target sees is the restore's
