@@ -156,6 +156,9 @@ minicriu_restore_opts* minicriu_restore_opts_new(void);
 void minicriu_restore_opts_free(minicriu_restore_opts* opts);
 int minicriu_restore_opts_set_images_dir(minicriu_restore_opts* opts, const char* dir);
 int minicriu_restore_opts_set_detach(minicriu_restore_opts* opts, int detach);
+/* Lazy restore (restore --lazy): the tree runs before its anonymous memory is
+ * back; pages come on first touch (userfaultfd), the rest in the background. */
+int minicriu_restore_opts_set_lazy(minicriu_restore_opts* opts, int lazy);
 /* The restore stops when cancel is requested (NULL: never). */
 int minicriu_restore_opts_set_cancel(minicriu_restore_opts* opts, minicriu_cancel* cancel);
 int minicriu_restore_opts_set_log(minicriu_restore_opts* opts, int level, minicriu_log_fn fn, void* arg);

@@ -286,6 +286,11 @@ struct RestoreOptions {
   std::vector<std::string> inherit_fds;
   ExternalRestoreHook external_hook;
   bool detach = false;           // return after the tree runs; else wait for the root
+  // Lazy restore (CRIU's --lazy-pages): the tree runs before its anonymous
+  // memory is back; each page comes on first touch (userfaultfd), the rest
+  // in the background. With detach, the pager goes on in a process of its
+  // own until every page is in.
+  bool lazy = false;
   LogOptions log;
   // Asked to stop (see Cancel); null: never. Must outlive the restore.
   const Cancel* cancel = nullptr;

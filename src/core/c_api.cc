@@ -306,6 +306,13 @@ int minicriu_restore_opts_set_detach(minicriu_restore_opts* opts, int detach) {
     return 0;
   }, -1);
 }
+int minicriu_restore_opts_set_lazy(minicriu_restore_opts* opts, int lazy) {
+  return guarded([&]() -> int {
+    if (!opts) return bad_argument("opts");
+    opts->options.lazy = lazy != 0;
+    return 0;
+  }, -1);
+}
 int minicriu_restore_opts_set_log(minicriu_restore_opts* opts, int level, minicriu_log_fn fn, void* arg) {
   return guarded([&]() -> int {
     if (!opts) return bad_argument("opts");

@@ -29,9 +29,12 @@
 #include "kinds/kind_set.hpp"
 #include "mem/page_protocol.hpp"
 #include "mem/page_source_remote.hpp"
+#include "mem/lazy_pager.hpp"
+#include "mem/page_source.hpp"
 #include "net/network_lock.hpp"
 #include "restorer/machine.hpp"
 #include "restorer/pid_check.hpp"
+#include "restorer/premap.hpp"
 #include "restorer/process_restore.hpp"
 #include "restorer/restore_channel.hpp"
 #include "proc/privileges.hpp"
@@ -191,6 +194,28 @@ Status check_tree_creds(const Checkpoint& c, const img::Creds& caller) {
   return {};
 }
 
+// restore --lazy: each process's lazy VMAs (premap.hpp lazy_vmas), and the
+// bytes of its page images they hold (read on first touch, not now).
+struct LazyPlan {
+  std::map<pid_t, LazyRanges> ranges;
+  uint64_t bytes = 0;
+};
+LazyPlan plan_lazy(const Checkpoint& c) {
+  LazyPlan plan;
+  for (const ProcessImages& p : c.processes) {
+    if (p.entry.zombie()) continue;
+    std::vector<bool> lazy = lazy_vmas(c, p);
+    LazyRanges r;
+    for (int i = 0; i < p.mm.vmas_size(); i++)
+      if (lazy[i]) r.emplace_back(p.mm.vmas(i).start(), p.mm.vmas(i).end());
+    for (auto& run : p.page_runs)
+      for (auto& [s, e] : r)
+        if (std::max(s, run.start) < std::min(e, run.end)) plan.bytes += std::min(e, run.end) - std::max(s, run.start);
+    if (!r.empty()) plan.ranges[static_cast<pid_t>(p.entry.pid())] = std::move(r);
+  }
+  return plan;
+}
+
 }  // namespace
 
 Result<RestoreResult> restore(const RestoreOptions& options) {
@@ -247,6 +272,22 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   ASSIGN_OR_RETURN(SharedCounter pages_restored, SharedCounter::make());
   uint64_t page_bytes = 0;
   for (auto& p : ckpt.processes) page_bytes += p.pages_file_size;
+  // restore --lazy: the pager serves faults from before the first process
+  // is made (the kernel itself may touch lazy memory in the blob: rseq).
+  std::unique_ptr<LazyPager> pager;
+  if (options.lazy) {
+    LazyPlan lazy = plan_lazy(ckpt);
+    page_bytes -= std::min(page_bytes, lazy.bytes);
+    std::vector<pid_t> pids;
+    for (auto& p : ckpt.processes)
+      if (!p.entry.zombie()) pids.push_back(static_cast<pid_t>(p.entry.pid()));
+    // restore --lazy --page-server: post-copy, pages fetched on first touch.
+    ASSIGN_OR_RETURN(auto source, page_server ? connect_page_server(page_server->host, page_server->port)
+                                              : open_local_pages(dir.path()));
+    ASSIGN_OR_RETURN(pager, LazyPager::start(std::move(source), std::move(lazy.ranges), std::move(pids),
+                                             env.fd_floor, log));
+    log.info("lazy restore: {} MiB of pages come on first touch", lazy.bytes >> 20);
+  }
   ProgressMeter progress(log, "restore", static_cast<pid_t>(ckpt.inventory.root_pid()), page_bytes);
   auto tick = [&] { progress.set(pages_restored.get()->load(std::memory_order_relaxed)); };
   TreeRestore tree;
@@ -258,6 +299,7 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
     tree.page_server_host = page_server->host;
     tree.page_server_port = page_server->port;
   }
+  tree.lazy_socket = pager ? pager->task_socket() : -1;
   std::map<pid_t, ChannelPair> channels;
   for (const ProcessImages& p : ckpt.processes) {
     if (p.entry.zombie()) continue;
@@ -278,6 +320,9 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
                                             [&](int) { restore_task(tree, root); }));
     tasks.push_back(std::move(task));
     restored.push_back(&root);
+    // The tree holds the pager's socket now (each task closes it once it sent
+    // its uffd): the pager sees its end when every task did.
+    if (pager) pager->close_task_socket();
   }
   for (const ProcessImages& p : ckpt.processes) {
     pid_t pid = static_cast<pid_t>(p.entry.pid());
@@ -337,10 +382,21 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   }
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                 std::chrono::steady_clock::now() - start).count();
+  // The background prefetch starts once the restore's own last steps are
+  // done: until then the pager serves faults only, at once.
+  if (pager) pager->prefetch();
   RestoreResult result;
   result.root_pid = static_cast<pid_t>(ckpt.inventory.root_pid());
   log.info("restored pid {} in {} ms", result.root_pid, ms);
   if (options.on_running) options.on_running(result.root_pid);
+  if (options.detach && pager) {
+    // The pager goes on in a process of its own; without one, here.
+    if (auto st = pager->detach(); !st) {
+      log.warn("lazy restore: {}; the pages are served until they are all in", st.error().what());
+      TRY(pager->finish());
+    }
+    return result;
+  }
   if (options.detach) return result;
   // The tree runs: a cancel now is the signal's for the tree, passed on to
   // its root (as a shell would), once.
@@ -354,6 +410,8 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
     }
   }
   result.exit_status = status;
+  // The pager has served every page, or killed the tree (its error).
+  if (pager) TRY(pager->finish());
   return result;
 }
 

@@ -1,5 +1,7 @@
 #include "restorer/blob_setup.hpp"
 
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 
@@ -18,6 +20,8 @@
 
 namespace minicriu {
 
+static_assert(rst::kUffdioRegister == UFFDIO_REGISTER && rst::kUffdioRegisterModeMissing == UFFDIO_REGISTER_MODE_MISSING &&
+              sizeof(rst::UffdRegister) == sizeof(uffdio_register));
 static_assert(rst::ADV_DONTFORK == img::ADVICE_DONTFORK && rst::ADV_WIPEONFORK == img::ADVICE_WIPEONFORK &&
               rst::ADV_DONTDUMP == img::ADVICE_DONTDUMP && rst::ADV_HUGEPAGE == img::ADVICE_HUGEPAGE &&
               rst::ADV_NOHUGEPAGE == img::ADVICE_NOHUGEPAGE && rst::ADV_MERGEABLE == img::ADVICE_MERGEABLE &&
@@ -207,7 +211,8 @@ Result<BlobJump> install_blob(const BlobInputs& in) {
     } else if (v.kind() == img::VMA_ANON_PRIVATE) {  // no pages: mapped fresh by the blob
       uint32_t flags = MAP_PRIVATE | MAP_ANONYMOUS | (v.flags() & MAP_GROWSDOWN) |
                        ((v.advice() & img::ADVICE_NORESERVE) ? MAP_NORESERVE : 0);
-      vmas[a->n_vmas++] = rst::Vma{0, v.start(), v.end() - v.start(), v.prot(), flags, v.advice(), 0};
+      uint32_t lazy = i < static_cast<int>(plan.lazy.size()) && plan.lazy[i] ? 1 : 0;
+      vmas[a->n_vmas++] = rst::Vma{0, v.start(), v.end() - v.start(), v.prot(), flags, v.advice(), lazy};
     }
   }
   a->vmas = addr(vmas);
@@ -295,6 +300,7 @@ Result<BlobJump> install_blob(const BlobInputs& in) {
   TRY(fill_seccomp(p, arena, *a, threads));
   fill_thread_timers(p, arena, *a);
   a->mlockall = p.core.attrs().mlockall();
+  a->uffd = in.uffd;
   if (arena.overflowed()) return fail("restorer args overflow their area (a bug in args_size)");
   a->threads = addr(threads);
   a->n_threads = static_cast<uint32_t>(p.core.threads_size());

@@ -28,6 +28,7 @@ struct BlobInputs {
   std::vector<rst::RLimit> rlimits;   // already planned (rlimit_plan.hpp)
   int channel_fd = -1;
   int exe_fd = -1;
+  int uffd = -1;                      // restore --lazy: registers the plan's lazy VMAs
   bool root = false;                  // the root of the tree (its parent is minicriu)
 };
 

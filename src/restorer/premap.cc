@@ -8,6 +8,7 @@
 #include <sys/uio.h>
 
 #include <algorithm>
+#include <set>
 
 #include "base/unique_fd.hpp"
 
@@ -65,16 +66,36 @@ bool needs_slot(const img::Vma& v) {
   return !(v.kind() == img::VMA_ANON_PRIVATE && !v.has_pages());
 }
 
+std::vector<bool> lazy_vmas(const Checkpoint& c, const ProcessImages& p) {
+  std::vector<bool> lazy(p.mm.vmas_size(), false);
+  std::set<uint64_t> inherited_by_child;
+  for (auto& child : c.processes)
+    if (child.entry.ppid() == p.entry.pid())
+      for (auto& v : child.mm.vmas())
+        if (v.inherited()) inherited_by_child.insert(v.start());
+  for (int i = 0; i < p.mm.vmas_size(); i++) {
+    const img::Vma& v = p.mm.vmas(i);
+    lazy[i] = v.kind() == img::VMA_ANON_PRIVATE && v.has_pages() && !v.inherited() &&
+              !(v.advice() & (img::ADVICE_LOCKED | img::ADVICE_LOCKONFAULT)) && !inherited_by_child.count(v.start());
+  }
+  return lazy;
+}
+
 Result<PremapPlan> plan_premap(const img::MmCore& mm, const std::vector<AddrRange>& busy_here,
-                               const PremapSizes& sizes, const InheritedSlots& inherited) {
+                               const PremapSizes& sizes, const InheritedSlots& inherited,
+                               const std::vector<bool>& lazy) {
   PremapPlan plan;
   std::vector<AddrRange> busy = busy_here;
   uint64_t total = 0;
-  for (auto& v : mm.vmas()) {
+  plan.lazy.assign(mm.vmas_size(), false);
+  for (size_t i = 0; i < lazy.size() && i < plan.lazy.size(); i++) plan.lazy[i] = lazy[i];
+  for (int i = 0; i < mm.vmas_size(); i++) {
+    const img::Vma& v = mm.vmas(i);
     if (v.kind() != img::VMA_VSYSCALL) busy.push_back({v.start(), v.end()});
     if (v.inherited() && !inherited.count(v.start()))
       return failf("VMA {:x}-{:x} shares its pages with the parent, whose copy is missing", v.start(), v.end());
-    if (needs_slot(v) && !v.inherited()) total += v.end() - v.start() + kGap + (wants_huge_pages(v) ? kHugePage : 0);
+    if (needs_slot(v) && !v.inherited() && !plan.lazy[i])
+      total += v.end() - v.start() + kGap + (wants_huge_pages(v) ? kHugePage : 0);
   }
   for (uint64_t s : sizes.specials) total += s ? s + kGap : 0;
   total += page_up(sizes.blob) + kGap + page_up(sizes.tail);
@@ -82,13 +103,14 @@ Result<PremapPlan> plan_premap(const img::MmCore& mm, const std::vector<AddrRang
   plan.end = plan.base + total;
 
   uint64_t at = plan.base;
-  for (auto& v : mm.vmas()) {
+  for (int i = 0; i < mm.vmas_size(); i++) {
+    const img::Vma& v = mm.vmas(i);
     plan.inherited.push_back(v.inherited());
     if (v.inherited()) {
       plan.slot.push_back(inherited.at(v.start()));
       continue;
     }
-    if (!needs_slot(v)) {
+    if (!needs_slot(v) || plan.lazy[i]) {
       plan.slot.push_back(0);
       continue;
     }
@@ -272,6 +294,12 @@ Status fill_pages(const ProcessImages& p, const PremapPlan& plan, std::atomic<ui
           return failf("page run {:#x}-{:#x} of {} is not inside VMAs", r->start, r->end, path);
         auto idx = static_cast<size_t>(it - vmas.begin());
         uint64_t piece_end = std::min(r->end, it->end());
+        if (idx < plan.lazy.size() && plan.lazy[idx]) {  // its pages come on first touch
+          TRY(flush());
+          off = next = next + static_cast<off_t>(piece_end - at);
+          at = piece_end;
+          continue;
+        }
         TRY(add(plan.slot[idx] + (at - it->start()), piece_end - at));
         at = piece_end;
       }
@@ -294,6 +322,10 @@ Status fill_pages_from(PageSource& source, const ProcessImages& p, const PremapP
         return failf("page run {:#x}-{:#x} is not inside VMAs", r.start, r.end);
       auto idx = static_cast<size_t>(it - vmas.begin());
       uint64_t vma_end = std::min(r.end, it->end());
+      if (idx < plan.lazy.size() && plan.lazy[idx]) {  // its pages come on first touch
+        at = vma_end;
+        continue;
+      }
       for (; at < vma_end;) {
         uint64_t n = std::min(kPiece, vma_end - at);
         auto* dst = reinterpret_cast<std::byte*>(plan.slot[idx] + (at - it->start()));

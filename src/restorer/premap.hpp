@@ -41,6 +41,7 @@ struct PremapPlan {
   uint64_t base = 0, end = 0;         // the whole reservation
   std::vector<uint64_t> slot;         // per mm.vmas(i); 0: not premapped (needs_slot)
   std::vector<bool> inherited;        // per mm.vmas(i): the slot is the parent's, already mapped
+  std::vector<bool> lazy;             // per mm.vmas(i): filled on first touch (restore --lazy), no slot
   uint64_t special_scratch[3] = {};
   uint64_t slots_end = 0;             // [base, slots_end) is empty once everything moved
   uint64_t blob = 0;
@@ -53,13 +54,22 @@ struct PremapPlan {
 // shadows, language runtimes' heaps) cost no premap room.
 bool needs_slot(const img::Vma& v);
 
+// restore --lazy: which of p's VMAs come back on first touch (anonymous
+// private memory with pages, registered with userfaultfd by the blob). Not
+// mlocked memory (mlock faults every page in, in the blob), nor memory still
+// shared copy-on-write with the parent or a child at the dump (the child's
+// image holds only what differs: it inherits the parent's premapped pages,
+// as today). Per mm.vmas(i).
+std::vector<bool> lazy_vmas(const Checkpoint& c, const ProcessImages& p);
+
 // Where everything goes. busy: every mapping of the restoring program.
 // Pure, for unit tests.
 // inherited: slots mapped by the parent for VMAs marked inherited.
 [[nodiscard]] Result<PremapPlan> plan_premap(const img::MmCore& mm,
                                              const std::vector<AddrRange>& busy,
                                              const PremapSizes& sizes,
-                                             const InheritedSlots& inherited = {});
+                                             const InheritedSlots& inherited = {},
+                                             const std::vector<bool>& lazy = {});
 
 // Reserves the area (PROT_NONE) and maps every dumped VMA into its slot: anonymous
 // ones anonymous, file ones from their files. Private and anonymous slots are
@@ -69,7 +79,7 @@ bool needs_slot(const img::Vma& v);
 [[nodiscard]] Result<Mapping> premap_vmas(const Checkpoint& c, const ProcessImages& p,
                                           const PremapPlan& plan, const KindSet& kinds);
 
-// Reads pages-PID.img into the slots with large preadv() calls: the page data
+// Reads pages-PID.img into the slots (not the lazy VMAs') with large preadv() calls: the page data
 // goes from the page cache straight into the premapped memory. Each read's
 // bytes are added to *progress (if not null: a counter the restoring
 // program shares with the tasks it makes, for its progress report).

@@ -17,6 +17,7 @@
 #include "base/fault.hpp"
 #include "base/unique_fd.hpp"
 #include "fs/fd_table.hpp"
+#include "mem/lazy_pager.hpp"
 #include "restorer/blob_setup.hpp"
 #include "restorer/machine.hpp"
 #include "restorer/premap.hpp"
@@ -127,7 +128,9 @@ Result<PremappedMemory> prepare_memory(const TreeRestore& tree, const ProcessIma
   sizes.specials[2] = m.here.has_vvar_vclock ? m.here.vvar_vclock.end - m.here.vvar_vclock.start : 0;
   sizes.blob = blob.blob;
   sizes.tail = blob.tail;
-  ASSIGN_OR_RETURN(m.plan, plan_premap(p.mm, busy, sizes, inherited));
+  std::vector<bool> lazy;
+  if (tree.lazy_socket >= 0) lazy = lazy_vmas(c, p);
+  ASSIGN_OR_RETURN(m.plan, plan_premap(p.mm, busy, sizes, inherited, lazy));
   ASSIGN_OR_RETURN(m.area, premap_vmas(c, p, m.plan, kinds));
   if (!tree.page_server_host.empty()) {
     ASSIGN_OR_RETURN(auto source, connect_page_server(tree.page_server_host, tree.page_server_port));
@@ -231,6 +234,15 @@ Result<BlobJump> prepare(const TreeRestore& tree, const ProcessImages& p, int& c
 
   PremapPlan& plan = mem.plan;
   SpecialMappings& here = mem.here;
+  // restore --lazy: its userfaultfd, made here (it acts on this process's
+  // memory) while it still has minicriu's credentials, for the blob to
+  // register the lazy VMAs with; the lazy pager gets a copy.
+  UniqueFd uffd;
+  if (tree.lazy_socket >= 0 && std::find(plan.lazy.begin(), plan.lazy.end(), true) != plan.lazy.end()) {
+    TRY(fault_point("restore/lazy-uffd"));
+    ASSIGN_OR_RETURN(uffd, make_task_uffd(tree.lazy_socket, static_cast<pid_t>(p.entry.pid())));
+    keep.push_back(uffd.get());
+  }
   // Its fds and memory are in place.
   TRY(kinds_in_task(*tree.kinds, c, p, channel, "restore_process", &Kind::restore_process));
   // What the restore opened for itself (pipe ends, shmem objects) goes now.
@@ -255,6 +267,7 @@ Result<BlobJump> prepare(const TreeRestore& tree, const ProcessImages& p, int& c
   in.rlimits = limits.limits;
   in.channel_fd = channel;
   in.exe_fd = exe_fd;
+  in.uffd = uffd.release();
   in.root = root;
   for (auto& ns : p.core.own_namespaces())
     send_warn(channel, fmt::format("pid {}: it ran in a {} namespace of its own; it comes back in "

@@ -37,6 +37,9 @@ struct TreeRestore {
   // connection of its own (empty host: the page images).
   std::string page_server_host;
   uint16_t page_server_port = 0;
+  // restore --lazy: the lazy pager's socket (lazy_pager.hpp), -1 for an
+  // eager restore. Each task with lazy VMAs sends its userfaultfd on it.
+  int lazy_socket = -1;
 };
 
 // The body of a task: takes its session and group, creates its children (each

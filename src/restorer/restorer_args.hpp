@@ -13,7 +13,7 @@
 namespace minicriu::rst {
 
 inline constexpr uint32_t kArgsMagic = 0x4d435253;  // "SRCM"
-inline constexpr uint32_t kArgsVersion = 4;
+inline constexpr uint32_t kArgsVersion = 5;
 inline constexpr uint32_t kMaxSignal = 64;
 // Each thread's stack while it runs blob code (the leader's too).
 inline constexpr uint64_t kBlobStackSize = 64 << 10;
@@ -56,7 +56,9 @@ inline constexpr uint32_t ADV_SEALED = 1024;
 
 // One VMA: where it waits (premap), where it goes, its final protection. A
 // VMA without premap (0) is anonymous memory with no page in the image: the
-// blob maps it fresh at its address, with these mmap flags.
+// blob maps it fresh at its address, with these mmap flags. A lazy one
+// (restore --lazy) is then registered with Args.uffd: its pages come on
+// first touch, from the lazy pager.
 struct Vma {
   uint64_t premap;
   uint64_t start;
@@ -64,8 +66,20 @@ struct Vma {
   uint32_t prot;
   uint32_t flags;
   uint32_t advice;  // Advice bits
-  uint32_t pad;
+  uint32_t lazy;    // 1: UFFDIO_REGISTER (MISSING) once at its address
 };
+
+// ioctl(UFFDIO_REGISTER) and its struct uffdio_register (linux/userfaultfd.h;
+// blob_setup.cc checks they agree).
+inline constexpr uint64_t kUffdioRegister = 0xc020aa00;
+inline constexpr uint64_t kUffdioRegisterModeMissing = 1;
+struct UffdRegister {
+  uint64_t start;
+  uint64_t len;
+  uint64_t mode;
+  uint64_t ioctls;
+};
+static_assert(sizeof(UffdRegister) == 32);
 static_assert(sizeof(Vma) == 40);
 
 // [vdso], [vvar], [vvar_vclock]: moved twice, first out of the way of the
@@ -240,7 +254,7 @@ struct Args {
   uint64_t shared_filters; // uint32_t[n_shared_filters]: installed once with TSYNC, oldest first
   uint64_t timers;         // PosixTimer[n_timers]
   uint32_t mlockall;       // MCL_FUTURE | MCL_ONFAULT, set once the memory is in place
-  uint32_t pad2;
+  int32_t uffd;            // restore --lazy: the lazy VMAs register with it, then it closes; -1 if none
   Msg error;
 };
 static_assert(sizeof(Args) % 8 == 0);

@@ -510,6 +510,7 @@ int main(int argc, char** argv) {
       "Examples:\n"
       "  minicriu restore -D /tmp/ckpt             wait for the restored root, exit with its status\n"
       "  pid=$(minicriu restore -D /tmp/ckpt -d)   return once the tree runs\n"
+      "  minicriu restore -D /tmp/ckpt -d --lazy   run at once, pages on first touch\n"
       "  minicriu restore -D /tmp/ckpt --inherit-fd 'fd[3]:socket:[48213]'   (fd 3: a socket the caller opened)");
   restore_cmd->add_option("-D,--images-dir", restore.images_dir,
                           with_example("Directory of the images", "-D /tmp/ckpt"))
@@ -518,6 +519,11 @@ int main(int argc, char** argv) {
   restore_cmd->add_flag("-d,--detach", restore.detach,
                         with_example("Print the root PID and return once the tree runs (default: wait for "
                                      "the restored root and exit with its status)", "-d"));
+  restore_cmd->add_flag("--lazy,--lazy-pages", restore.lazy,
+                        with_example("Lazy restore: the tree runs before its anonymous memory is back; each "
+                                     "page is read in on first touch (userfaultfd), the rest in the background "
+                                     "(with -d, by a detached pager that exits once every page is in)",
+                                     "--lazy"));
   restore_cmd->add_option("--ghost-dir", restore.ghost_dir,
                           with_example("Directory to recreate ghost files in when the directory they "
                                        "were in is gone (they are unlinked again once restored)",

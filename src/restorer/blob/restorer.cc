@@ -149,6 +149,11 @@ void restore_memory(Args* a) {
     if (!v.premap) {
       long r = mc_syscall6(MC_NR_mmap, v.start, v.size, v.prot, v.flags | kMapFixed, -1, 0);
       check(a, r < 0 ? r : (static_cast<uint64_t>(r) == v.start ? 0 : -14), "mmap of VMA at", v.start);
+      if (v.lazy && a->uffd >= 0) {
+        UffdRegister reg{v.start, v.size, kUffdioRegisterModeMissing, 0};
+        check(a, mc_syscall3(MC_NR_ioctl, a->uffd, kUffdioRegister, reinterpret_cast<long>(&reg)),
+              "UFFDIO_REGISTER of the lazy VMA at", v.start);
+      }
     } else {
       check(a, move(v.premap, v.size, v.start), "mremap of a premapped VMA to", v.start);
       check(a, mc_syscall3(MC_NR_mprotect, v.start, v.size, v.prot), "mprotect of VMA", v.start);
@@ -161,6 +166,8 @@ void restore_memory(Args* a) {
   }
   check(a, mc_syscall2(MC_NR_munmap, a->premap_start, a->premap_end - a->premap_start),
         "munmap of the premap area at", a->premap_start);
+  // The lazy pager holds its own copy: the process keeps none.
+  if (a->uffd >= 0) mc_syscall1(MC_NR_close, a->uffd);
   // Sealed last: a sealed VMA can be neither moved nor changed (mseal, 6.10).
   for (uint32_t i = 0; i < a->n_vmas; i++)
     if (vmas[i].advice & ADV_SEALED)

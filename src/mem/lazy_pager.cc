@@ -1,0 +1,470 @@
+#include "mem/lazy_pager.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "base/fault.hpp"
+#include "base/page.hpp"
+
+namespace minicriu {
+
+namespace {
+
+constexpr uint64_t kFaultChunk = 64 * kPageSize;   // a fault brings its neighbours too
+constexpr uint64_t kPrefetchChunk = 2ull << 20;    // then the poll again: faults go first
+constexpr uint64_t kFeatures = UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_REMOVE |
+                               UFFD_FEATURE_EVENT_UNMAP;
+
+struct Missing {
+  uint64_t end;
+  uint64_t src;  // the dumped address of start
+};
+// The pages of a process still to come: start -> {end, where in the images}.
+using MissingMap = std::map<uint64_t, Missing>;
+
+// [s, e) is no longer missing (filled, removed or unmapped).
+void erase_range(MissingMap& m, uint64_t s, uint64_t e) {
+  auto it = m.upper_bound(s);
+  if (it != m.begin()) --it;
+  while (it != m.end() && it->first < e) {
+    uint64_t a = it->first;
+    Missing x = it->second;
+    if (x.end <= s) {
+      ++it;
+      continue;
+    }
+    it = m.erase(it);
+    if (a < s) m.emplace(a, Missing{s, x.src});
+    if (x.end > e) it = m.emplace(e, Missing{x.end, x.src + (e - a)}).first;
+  }
+}
+
+// The entry holding addr, or end().
+MissingMap::iterator containing(MissingMap& m, uint64_t addr) {
+  auto it = m.upper_bound(addr);
+  if (it == m.begin()) return m.end();
+  --it;
+  return addr < it->second.end ? it : m.end();
+}
+
+std::vector<pid_t> children_of(pid_t pid) {
+  std::vector<pid_t> out;
+  DIR* d = ::opendir(fmt::format("/proc/{}/task", pid).c_str());
+  if (!d) return out;
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    std::ifstream in(fmt::format("/proc/{}/task/{}/children", pid, e->d_name));
+    pid_t c;
+    while (in >> c) out.push_back(c);
+  }
+  ::closedir(d);
+  return out;
+}
+
+enum class Copied { ok, again, gone, no_vma };
+
+}  // namespace
+
+struct LazyPager::Mm {
+  UniqueFd uffd;
+  pid_t pid = 0;        // the dumped pid: its pages in the source
+  pid_t seen_pid = 0;   // 0 for a fork's child (its pid is not known)
+  MissingMap missing;
+  uint64_t cursor = 0;  // the prefetch goes on from here
+  bool gone = false;
+};
+
+Result<UniqueFd> make_task_uffd(int pager_socket, pid_t pid) {
+  UniqueFd uffd(static_cast<int>(::syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK)));
+  if (!uffd) return fail_errno("userfaultfd (lazy restore needs CAP_SYS_PTRACE or vm.unprivileged_userfaultfd=1)");
+  uffdio_api api{};
+  api.api = UFFD_API;
+  api.features = kFeatures;
+  if (::ioctl(uffd.get(), UFFDIO_API, &api) != 0)
+    return fail_errno("UFFDIO_API with the fork, remap, remove and unmap events");
+  int32_t who = pid;
+  iovec iov{&who, sizeof(who)};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof(control);
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  int fd = uffd.get();
+  std::memcpy(CMSG_DATA(c), &fd, sizeof(fd));
+  ssize_t n;
+  do n = ::sendmsg(pager_socket, &msg, MSG_NOSIGNAL); while (n < 0 && errno == EINTR);
+  if (n != sizeof(who)) return fail_errno("handing the userfaultfd to the lazy pager");
+  return uffd;
+}
+
+LazyPager::LazyPager(std::unique_ptr<PageSource> source, std::map<pid_t, LazyRanges> lazy, std::vector<pid_t> tree,
+                     const Logger& log)
+    : source_(std::move(source)), lazy_(std::move(lazy)), tree_(std::move(tree)), log_(log),
+      buf_(std::max(kFaultChunk, kPrefetchChunk)) {}
+
+Result<std::unique_ptr<LazyPager>> LazyPager::start(std::unique_ptr<PageSource> source,
+                                                    std::map<pid_t, LazyRanges> lazy, std::vector<pid_t> tree,
+                                                    int fd_floor, const Logger& log) {
+  std::unique_ptr<LazyPager> p(new LazyPager(std::move(source), std::move(lazy), std::move(tree), log));
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+    return fail_errno("socketpair for the lazy pager");
+  p->pager_end_.reset(sv[0]);
+  p->task_end_ = move_fd_above(UniqueFd(sv[1]), fd_floor);
+  p->wake_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!p->wake_) return fail_errno("eventfd for the lazy pager");
+  // The runs of every lazy process are asked for now: a source that cannot
+  // give them fails the restore before anything runs.
+  for (auto& [pid, ranges] : p->lazy_) TRY(p->source_->runs(pid));
+  p->thread_ = std::thread([pp = p.get()] { pp->run(); });
+  log.info("lazy restore: pages come from {}", p->source_->describe());
+  return p;
+}
+
+LazyPager::~LazyPager() {
+  if (thread_.joinable()) {
+    stop();
+    thread_.join();
+  }
+}
+
+void LazyPager::stop() {
+  stop_ = true;
+  uint64_t one = 1;
+  (void)!::write(wake_.get(), &one, sizeof(one));
+}
+
+void LazyPager::prefetch() {
+  prefetch_ = true;
+  uint64_t one = 1;
+  (void)!::write(wake_.get(), &one, sizeof(one));
+}
+
+Status LazyPager::take_uffd() {
+  int32_t pid = 0;
+  iovec iov{&pid, sizeof(pid)};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof(control);
+  ssize_t n = ::recvmsg(pager_end_.get(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return {};
+  if (n <= 0) {  // every task's copy of the socket is closed
+    pager_end_.reset();
+    return {};
+  }
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  if (!c || c->cmsg_type != SCM_RIGHTS) return failf("pid {}: its userfaultfd did not come", pid);
+  int fd;
+  std::memcpy(&fd, CMSG_DATA(c), sizeof(fd));
+  auto mm = std::make_unique<Mm>();
+  mm->uffd.reset(fd);
+  mm->pid = mm->seen_pid = pid;
+  ASSIGN_OR_RETURN(auto runs, source_->runs(pid));
+  // What the images hold, within the VMAs left lazy.
+  for (auto& [s, e] : lazy_[pid]) {
+    for (auto& [rs, re] : runs) {
+      uint64_t a = std::max(s, rs), b = std::min(e, re);
+      if (a < b) mm->missing.emplace(a, Missing{b, a});
+    }
+  }
+  if (!mm->missing.empty()) mm->cursor = mm->missing.begin()->first;
+  log_.debug("lazy restore: pid {}: {} range(s) to come", pid, mm->missing.size());
+  mms_.push_back(std::move(mm));
+  return {};
+}
+
+// Copies len bytes of buf_ to dst in mm's process. A page that is there
+// already (a fault raced with the prefetch, another thread's fault) is left.
+static Copied copy_in(int uffd, uint64_t dst, const std::byte* src, uint64_t len, uint64_t& done) {
+  done = 0;
+  while (done < len) {
+    uffdio_copy c{};
+    c.dst = dst + done;
+    c.src = reinterpret_cast<uint64_t>(src + done);
+    c.len = len - done;
+    if (::ioctl(uffd, UFFDIO_COPY, &c) == 0) {
+      done = len;
+      break;
+    }
+    int err = errno;
+    if (c.copy > 0) {
+      done += static_cast<uint64_t>(c.copy);
+      continue;
+    }
+    if (c.copy < 0) err = static_cast<int>(-c.copy);
+    if (err == EEXIST) {
+      done += kPageSize;
+      continue;
+    }
+    if (err == EAGAIN || err == EINTR) return Copied::again;
+    if (err == ESRCH) return Copied::gone;
+    return Copied::no_vma;
+  }
+  return Copied::ok;
+}
+
+Status LazyPager::serve(Mm& mm, uint64_t addr) {
+  addr = page_down(addr);
+  stats_.faults++;
+  auto it = containing(mm.missing, addr);
+  if (it == mm.missing.end()) {
+    // Nothing in the images (or removed, or filled by a racing copy).
+    stats_.zero_faults++;
+    uffdio_zeropage z{};
+    z.range.start = addr;
+    z.range.len = kPageSize;
+    if (::ioctl(mm.uffd.get(), UFFDIO_ZEROPAGE, &z) != 0) {
+      if (errno == ESRCH) {
+        mm.gone = true;
+        return {};
+      }
+      uffdio_range r{addr, kPageSize};
+      (void)::ioctl(mm.uffd.get(), UFFDIO_WAKE, &r);  // EEXIST, EAGAIN: it faults again if it must
+    }
+    return {};
+  }
+  uint64_t len = std::min(it->second.end - addr, kFaultChunk);
+  uint64_t src = it->second.src + (addr - it->first);
+  TRY(fault_point("lazy/read"));
+  TRY(source_->read(mm.pid, src, std::span(buf_.data(), len)));
+  uint64_t done = 0;
+  Copied r = copy_in(mm.uffd.get(), addr, buf_.data(), len, done);
+  if (done) erase_range(mm.missing, addr, addr + done);
+  stats_.bytes_copied += done;
+  mm.cursor = addr + done;
+  if (r == Copied::gone) mm.gone = true;
+  if (r == Copied::again || (r == Copied::no_vma && !done)) {
+    uffdio_range w{addr, kPageSize};
+    (void)::ioctl(mm.uffd.get(), UFFDIO_WAKE, &w);
+    if (r == Copied::no_vma) erase_range(mm.missing, addr, addr + len);
+  }
+  return {};
+}
+
+Status LazyPager::prefetch_one(Mm& mm) {
+  if (mm.missing.empty()) return {};
+  auto it = containing(mm.missing, mm.cursor);
+  uint64_t at = mm.cursor;
+  if (it == mm.missing.end()) {
+    it = mm.missing.lower_bound(mm.cursor);
+    if (it == mm.missing.end()) it = mm.missing.begin();
+    at = it->first;
+  }
+  uint64_t len = std::min(it->second.end - at, kPrefetchChunk);
+  uint64_t src = it->second.src + (at - it->first);
+  TRY(fault_point("lazy/read"));
+  TRY(source_->read(mm.pid, src, std::span(buf_.data(), len)));
+  uint64_t done = 0;
+  Copied r = copy_in(mm.uffd.get(), at, buf_.data(), len, done);
+  if (done) erase_range(mm.missing, at, at + done);
+  stats_.bytes_copied += done;
+  mm.cursor = at + done;
+  if (r == Copied::gone) mm.gone = true;
+  // Not registered (any more): an event we have not read yet would have said
+  // EAGAIN, so the range went without one (it cannot be filled).
+  if (r == Copied::no_vma) erase_range(mm.missing, at, at + len);
+  return {};
+}
+
+Status LazyPager::event(Mm& mm, const void* raw) {
+  const auto& m = *static_cast<const uffd_msg*>(raw);
+  switch (m.event) {
+    case UFFD_EVENT_PAGEFAULT:
+      return serve(mm, m.arg.pagefault.address);
+    case UFFD_EVENT_FORK: {
+      stats_.forks++;
+      auto child = std::make_unique<Mm>();
+      child->uffd.reset(static_cast<int>(m.arg.fork.ufd));
+      ::fcntl(child->uffd.get(), F_SETFD, FD_CLOEXEC);
+      ::fcntl(child->uffd.get(), F_SETFL, O_NONBLOCK);
+      // The child's memory is a copy of the parent's: what the parent
+      // still missed, the child misses too, from the same pages.
+      child->pid = mm.pid;
+      child->missing = mm.missing;
+      child->cursor = mm.cursor;
+      mms_.push_back(std::move(child));
+      return {};
+    }
+    case UFFD_EVENT_REMAP: {
+      stats_.remaps++;
+      uint64_t from = m.arg.remap.from, to = m.arg.remap.to, len = m.arg.remap.len;
+      std::vector<std::pair<uint64_t, Missing>> moved;
+      for (auto it = mm.missing.begin(); it != mm.missing.end(); ++it) {
+        uint64_t a = std::max(it->first, from), b = std::min(it->second.end, from + len);
+        if (a < b) moved.emplace_back(a - from + to, Missing{b - from + to, it->second.src + (a - it->first)});
+      }
+      erase_range(mm.missing, from, from + len);
+      erase_range(mm.missing, to, to + len);
+      for (auto& [s, x] : moved) mm.missing.emplace(s, x);
+      if (mm.cursor >= from && mm.cursor < from + len) mm.cursor = mm.cursor - from + to;
+      return {};
+    }
+    case UFFD_EVENT_REMOVE:
+      stats_.removes++;
+      erase_range(mm.missing, m.arg.remove.start, m.arg.remove.end);
+      return {};
+    case UFFD_EVENT_UNMAP:
+      stats_.unmaps++;
+      erase_range(mm.missing, m.arg.remove.start, m.arg.remove.end);
+      return {};
+    default:
+      return {};
+  }
+}
+
+void LazyPager::kill_tree(const Error& why) {
+  // Attached, after go, finish() returns the error: the caller reports it.
+  if (detached_ || !prefetch_) log_.error("lazy restore failed, the restored tree is killed: {}", why.what());
+  // Children first found, then killed with their parents; again, for those
+  // forked meanwhile (a process stuck in a fault forks nothing).
+  for (int round = 0; round < 3; round++) {
+    std::set<pid_t> all;
+    std::vector<pid_t> todo = tree_;
+    while (!todo.empty()) {
+      pid_t p = todo.back();
+      todo.pop_back();
+      if (!all.insert(p).second) continue;
+      for (pid_t c : children_of(p)) todo.push_back(c);
+    }
+    for (pid_t p : all) ::kill(p, SIGKILL);
+  }
+  for (auto& mm : mms_) mm->uffd.reset();
+  mms_.clear();
+}
+
+void LazyPager::run() {
+  FaultScope faults(log_, nullptr);
+  std::vector<pollfd> pfds;
+  std::vector<uffd_msg> msgs(64);
+  size_t next = 0;  // round robin of the prefetch
+  while (!stop_ && !done_ && !failed_) {
+    pfds.clear();
+    pfds.push_back({wake_.get(), POLLIN, 0});
+    pfds.push_back({pager_end_ ? pager_end_.get() : -1, POLLIN, 0});
+    for (auto& mm : mms_) pfds.push_back({mm->uffd.get(), POLLIN, 0});
+    bool work = prefetch_ && std::any_of(mms_.begin(), mms_.end(), [](auto& m) { return !m->missing.empty(); });
+    int n = ::poll(pfds.data(), pfds.size(), work ? 0 : 1000);
+    if (n < 0 && errno != EINTR) {
+      failed_ = Error("lazy restore: poll", errno);
+      break;
+    }
+    if (pfds[0].revents & POLLIN) {
+      uint64_t v;
+      (void)!::read(wake_.get(), &v, sizeof(v));
+    }
+    Status st;
+    if (pfds[1].revents) st = take_uffd();
+    size_t known = mms_.size();  // a fork adds to mms_ while its parent's messages are read
+    for (size_t i = 0; st && i < known && i + 2 < pfds.size(); i++) {
+      Mm& mm = *mms_[i];
+      if (!pfds[i + 2].revents) continue;
+      if (pfds[i + 2].revents & (POLLHUP | POLLERR)) mm.gone = true;
+      for (;;) {
+        ssize_t r = ::read(mm.uffd.get(), msgs.data(), msgs.size() * sizeof(uffd_msg));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+          if (r == 0) mm.gone = true;
+          break;
+        }
+        for (size_t k = 0; st && k < static_cast<size_t>(r) / sizeof(uffd_msg); k++) {
+          uint64_t addr = msgs[k].arg.pagefault.address;
+          pid_t who = mms_[i]->seen_pid ? mms_[i]->seen_pid : mms_[i]->pid;
+          st = with_context(event(*mms_[i], &msgs[k]), fmt::format("pid {}: at the fault {:#x}", who, addr));
+        }
+        if (!st) break;
+      }
+    }
+    if (st && prefetch_ && !mms_.empty()) {
+      for (size_t k = 0; k < mms_.size() && st; k++) {
+        Mm& mm = *mms_[(next + k) % mms_.size()];
+        if (mm.missing.empty() || mm.gone) continue;
+        uint64_t at = mm.cursor;
+        st = with_context(prefetch_one(mm), fmt::format("pid {}: prefetching near {:#x}", mm.pid, at));
+        next = (next + k + 1) % mms_.size();
+        break;
+      }
+    }
+    if (!st) {
+      failed_ = st.error();
+      kill_tree(*failed_);
+      break;
+    }
+    // A process that is gone, or has all its pages, ends its share: its uffd
+    // closes (what it faults from now on is the kernel's zero page).
+    std::erase_if(mms_, [](auto& m) { return m->gone || m->missing.empty(); });
+    if (prefetch_ && mms_.empty() && !pager_end_) done_ = true;
+  }
+  if (done_)
+    log_.info("lazy restore: every page is in ({} fault(s), {} zero, {} MiB copied; {} fork(s), {} mremap(s), "
+              "{} madvise remove(s), {} munmap(s))", stats_.faults, stats_.zero_faults, stats_.bytes_copied >> 20,
+              stats_.forks, stats_.remaps, stats_.removes, stats_.unmaps);
+}
+
+Status LazyPager::finish() {
+  if (thread_.joinable()) thread_.join();
+  if (failed_) return std::unexpected(*failed_);
+  return {};
+}
+
+Status LazyPager::detach() {
+  stop();
+  if (thread_.joinable()) thread_.join();
+  stop_ = false;
+  if (failed_) return std::unexpected(*failed_);
+  if (done_) return {};
+  pid_t mid = ::fork();
+  if (mid < 0) {
+    // No process of its own: it goes on here, until the restore returns.
+    thread_ = std::thread([this] { run(); });
+    return fail_errno("fork for the detached lazy pager");
+  }
+  if (mid == 0) {
+    ::setsid();
+    pid_t pager = ::fork();
+    if (pager != 0) ::_exit(pager < 0 ? 1 : 0);
+    // Whoever reads the restore's stdout (pid=$(minicriu restore -d)) must
+    // not wait for the pager; its errors still go to the log.
+    if (int null = ::open("/dev/null", O_RDWR | O_CLOEXEC); null >= 0) {
+      ::dup2(null, STDIN_FILENO);
+      ::dup2(null, STDOUT_FILENO);
+      ::close(null);
+    }
+    detached_ = true;
+    run();
+    ::_exit(failed_ ? 1 : 0);
+  }
+  int status = 0;
+  while (::waitpid(mid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return fail("the detached lazy pager could not start");
+  // Ours go; the pager's copies serve the tree.
+  mms_.clear();
+  pager_end_.reset();
+  done_ = true;
+  return {};
+}
+
+}  // namespace minicriu

@@ -1,0 +1,194 @@
+// restore --lazy: the restored tree runs before its memory is back; each page
+// comes on first touch (userfaultfd), the rest from a background prefetch,
+// and the pager (detached with -d) exits once every page is in. The program
+// (tests/programs/lazy.c) checks every word of its memory itself.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <sstream>
+#include <thread>
+
+#include "e2e_util.hpp"
+
+using namespace e2e;
+
+namespace {
+
+// Every child of ours (the restored tree, the detached pager: we are their
+// subreaper) has exited and is reaped.
+bool wait_no_children(int timeout_ms = 30000) {
+  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (std::chrono::steady_clock::now() < end) {
+    pid_t r = ::waitpid(-1, nullptr, WNOHANG);
+    if (r < 0 && errno == ECHILD) return true;
+    if (r == 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
+// `restore -d --lazy`, its log in log_file: the restored root's pid.
+pid_t restore_lazy(const std::string& images, const std::string& log_file) {
+  auto r = run_minicriu({"restore", "-d", "--lazy", "-v3", "-o", log_file, "-D", images});
+  EXPECT_EQ(r.status, 0) << r.output << read_text(log_file);
+  std::string out = r.output;
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  auto nl = out.rfind('\n');
+  std::string last = nl == std::string::npos ? out : out.substr(nl + 1);
+  return r.status == 0 && !last.empty() && std::isdigit(static_cast<unsigned char>(last[0]))
+             ? static_cast<pid_t>(std::stol(last))
+             : -1;
+}
+
+// The lines of text holding needle.
+std::vector<std::string> lines_with(const std::string& text, const std::string& needle) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);)
+    if (line.find(needle) != std::string::npos) out.push_back(line);
+  return out;
+}
+
+// The figure before `what` in the pager's last line ("3 fork(s)").
+uint64_t pager_count(const std::string& log, const std::string& what) {
+  auto done = lines_with(log, "every page is in");
+  if (done.empty()) return 0;
+  const std::string& l = done.back();
+  auto at = l.find(what);
+  if (at == std::string::npos || at < 2) return 0;
+  size_t start = at - 1;  // the figure ends before the space before `what`
+  while (start > 0 && std::isdigit(static_cast<unsigned char>(l[start - 1]))) start--;
+  return std::strtoull(l.c_str() + start, nullptr, 10);
+}
+
+// Starts lazy.c with args, dumps it (killing it), restores it lazily, lets it
+// check itself: its exit status, and the restore's log once the pager is gone.
+struct LazyRun {
+  int status = -1;
+  std::string log;
+};
+LazyRun dump_and_restore_lazily(const TempDir& dir, std::vector<std::string> args) {
+  LazyRun run;
+  Program p("lazy", dir, args);
+  EXPECT_TRUE(p.wait_ready(60000));
+  pid_t pid = p.pid();
+  std::string images = images_dir(dir);
+  dump_and_reap(pid, images, &p);
+  RestoredTree restored;
+  restored.add_from(images);
+  std::string log = dir / "restore.log";
+  EXPECT_EQ(restore_lazy(images, log), pid);
+  ::kill(pid, SIGUSR1);
+  run.status = wait_pid(pid, 60000).value_or(-1);
+  EXPECT_TRUE(wait_no_children()) << "the pager did not finish";
+  run.log = read_text(log);
+  return run;
+}
+
+}  // namespace
+
+TEST(LazyRestore, OneGiBWithThreadsComesBackWordForWord) {
+  TempDir dir;
+  LazyRun r = dump_and_restore_lazily(dir, {"1024", "4"});
+  EXPECT_EQ(r.status, 0) << read_text(dir / "lazy.log") << r.log;
+  // The pages came lazily: the restore read (nearly) none of the GiB, the
+  // pager copied it all.
+  EXPECT_FALSE(lines_with(r.log, "MiB of pages come on first touch").empty()) << r.log;
+  EXPECT_GE(pager_count(r.log, "MiB copied"), 1024u) << r.log;
+  EXPECT_GE(pager_count(r.log, "fault(s)"), 1u) << r.log;
+  EXPECT_TRUE(lines_with(r.log, "error").empty()) << r.log;
+}
+
+TEST(LazyRestore, ForkMremapMadviseAndMunmapDuringTheLazyPhase) {
+  TempDir dir;
+  LazyRun r = dump_and_restore_lazily(dir, {"512", "0", "events"});
+  EXPECT_EQ(r.status, 0) << read_text(dir / "lazy.log") << r.log;
+  EXPECT_GE(pager_count(r.log, "fork(s)"), 1u) << r.log;
+  EXPECT_GE(pager_count(r.log, "mremap(s)"), 1u) << r.log;
+  EXPECT_GE(pager_count(r.log, "madvise remove(s)"), 1u) << r.log;
+  EXPECT_GE(pager_count(r.log, "munmap(s)"), 1u) << r.log;
+}
+
+TEST(LazyRestore, FromAPreDumpChain) {
+  TempDir dir;
+  Program p("lazy", dir, {"128", "2"});
+  ASSERT_TRUE(p.wait_ready(30000));
+  pid_t pid = p.pid();
+  std::string d1 = images_dir(dir, "1"), d2 = images_dir(dir, "2");
+  auto pre = run_minicriu({"pre-dump", "-t", std::to_string(pid), "-D", d1});
+  ASSERT_EQ(pre.status, 0) << pre.output;
+  auto dump = run_minicriu({"dump", "-t", std::to_string(pid), "-D", d2, "--prev-images-dir", "../1", "--track-mem"});
+  ASSERT_EQ(dump.status, 0) << dump.output;
+  EXPECT_EQ(p.wait_exit().value_or(-1), 128 + SIGKILL);
+  p.forget();
+  // Most pages are the pre-dump's: the lazy pager reads them up the chain.
+  uint64_t in_parent = 0;
+  auto view = show_json(d2);
+  ASSERT_EQ(view.processes_size(), 1);
+  for (auto& e : view.processes(0).pagemap()) in_parent += e.in_parent() ? e.nr_pages() : 0;
+  EXPECT_GT(in_parent, 128u * 256 / 2);
+  RestoredTree restored;
+  restored.add_from(d2);
+  std::string log = dir / "restore.log";
+  ASSERT_EQ(restore_lazy(d2, log), pid);
+  ::kill(pid, SIGUSR1);
+  EXPECT_EQ(wait_pid(pid, 60000).value_or(-1), 0) << read_text(dir / "lazy.log") << read_text(log);
+  EXPECT_TRUE(wait_no_children());
+  EXPECT_GE(pager_count(read_text(log), "MiB copied"), 128u) << read_text(log);
+}
+
+// A page that cannot come (here the pager's 200th read of the images fails,
+// MINICRIU_FAULT): the tree is killed, nothing is left, one line says which
+// process and where.
+TEST(LazyRestore, APageThatCannotComeKillsTheTreeWithOneLine) {
+  TempDir dir;
+  Program p("lazy", dir, {"1024", "2"});
+  ASSERT_TRUE(p.wait_ready(60000));
+  pid_t pid = p.pid();
+  std::string images = images_dir(dir);
+  dump_and_reap(pid, images, &p);
+  RestoredTree restored;
+  restored.add_from(images);
+  std::string log = dir / "restore.log";
+  ::setenv("MINICRIU_FAULT", "lazy/read:200", 1);
+  pid_t got = restore_lazy(images, log);
+  ::unsetenv("MINICRIU_FAULT");
+  ASSERT_EQ(got, pid);
+  EXPECT_EQ(wait_pid(pid, 60000).value_or(-1), 128 + SIGKILL);
+  EXPECT_TRUE(wait_no_children());
+  EXPECT_FALSE(pid_exists(pid));
+  std::string text = read_text(log);
+  auto errors = lines_with(text, "error");
+  ASSERT_EQ(errors.size(), 1u) << text;
+  EXPECT_NE(errors[0].find("lazy restore failed"), std::string::npos) << errors[0];
+  EXPECT_NE(errors[0].find("pid " + std::to_string(pid)), std::string::npos) << errors[0];
+  EXPECT_NE(errors[0].find("0x"), std::string::npos) << errors[0];
+}
+
+// The same with the pages image cut short under the running pager: the
+// read that finds it short kills the tree.
+TEST(LazyRestore, APagesImageTruncatedDuringTheLazyPhaseKillsTheTree) {
+  TempDir dir;
+  Program p("lazy", dir, {"1024", "0"});
+  ASSERT_TRUE(p.wait_ready(60000));
+  pid_t pid = p.pid();
+  std::string images = images_dir(dir);
+  dump_and_reap(pid, images, &p);
+  RestoredTree restored;
+  restored.add_from(images);
+  std::string log = dir / "restore.log";
+  ASSERT_EQ(restore_lazy(images, log), pid);
+  for (auto& f : std::filesystem::directory_iterator(images))
+    if (f.path().filename().string().starts_with("pages-")) std::filesystem::resize_file(f.path(), 4096);
+  ::kill(pid, SIGUSR1);
+  EXPECT_EQ(wait_pid(pid, 60000).value_or(-1), 128 + SIGKILL);
+  EXPECT_TRUE(wait_no_children());
+  auto errors = lines_with(read_text(log), "error");
+  ASSERT_EQ(errors.size(), 1u) << read_text(log);
+  EXPECT_NE(errors[0].find("lazy restore failed"), std::string::npos) << errors[0];
+}
