@@ -31,6 +31,7 @@
 
 #include "fs/anon_inode.hpp"
 #include "fs/file_handle.hpp"
+#include "images/checkpoint.hpp"
 #include "kinds/kind.hpp"
 #include "fs/ghost_file.hpp"
 
@@ -159,7 +160,7 @@ class InotifyKind final : public Kind {
                      "cannot watch again; remove that watch before the dump", fd.what, at.path, w.wd);
       if (!env.add_file) return failf("{}: inotify watch {} on a deleted file: no file registry", fd.what, w.wd);
       UniqueFd file(::open(fmt::format("/proc/self/fd/{}", at.file.get()).c_str(),
-                           O_RDONLY | O_CLOEXEC | O_NONBLOCK | (dir ? O_DIRECTORY : 0)));
+                           O_RDONLY | O_CLOEXEC | (dir ? O_DIRECTORY : 0)));
       if (!file) return failf_errno("{}: cannot open the deleted file {} of inotify watch {}", fd.what, at.path, w.wd);
       ASSIGN_OR_RETURN(uint32_t id, env.add_file(file.get(), fmt::format("{}: the deleted file {} of inotify "
                                                                          "watch {}", fd.what, at.path, w.wd)));
@@ -189,6 +190,15 @@ class InotifyKind final : public Kind {
   void references(const img::FileEntry& entry, std::vector<uint32_t>& file_ids) const override {
     for (auto& w : entry.inotify().watches())
       if (w.file_id()) file_ids.push_back(w.file_id());
+  }
+
+  // The ghosts of deleted watched files: opened once before the tree (no fd
+  // of the tree holds these descriptions), for FdLookup::file in open_after.
+  void list_held(const RestoreEnv& env, std::set<uint32_t>& file_ids) const override {
+    for (auto& f : env.checkpoint.files)
+      if (f.has_inotify())
+        for (auto& w : f.inotify().watches())
+          if (w.file_id()) file_ids.insert(w.file_id());
   }
 
   Result<UniqueFd> open(const img::FileEntry& entry) override {

@@ -241,8 +241,10 @@ void TtyStore::keep_end(uint32_t index, bool master, uint32_t file_id, UniqueFd 
   if (master) {
     e.master_id = file_id;
     e.master = std::move(fd);
-  } else if (!e.slave) {
-    e.slave = std::move(fd);
+  } else {
+    // Only whether the tree holds a slave: a copy of it kept here would be
+    // a holder outside the tree to check_slaves_inside().
+    e.has_slave = true;
   }
 }
 
@@ -262,11 +264,16 @@ Status TtyStore::take_queued(std::vector<img::FileEntry>& files) {
       return failf("{} has {} byte(s) written to the terminal and not yet read, in packet mode (TIOCPKT), "
                    "whose status bytes minicriu cannot carry; let the application read them and dump again",
                    what, out);
-    if (out > 0 && !e.slave)
+    if (out > 0 && !e.has_slave)
       return failf("{} has {} byte(s) written to the terminal and not yet read, and no process of the "
                    "dumped tree holds its slave, through which they would be put back; let the application "
                    "read them and dump again", what, out);
-    if (!e.slave) continue;
+    if (!e.has_slave) continue;
+    // A description of the slave of our own, readable and writable whatever
+    // the tree's are (TIOCGPTPEER, Linux 4.13; not the last close of the
+    // slave when it goes: the tree holds it).
+    e.slave.reset(::ioctl(e.master.get(), TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC));
+    if (!e.slave) return failf_errno("{}: TIOCGPTPEER, to read its slave's input", what);
     termios2 real{};
     if (::ioctl(e.master.get(), TCGETS2, &real) != 0) return failf_errno("{}: TCGETS2", what);
     e.read = true;
@@ -457,8 +464,10 @@ Status TtyRestorer::create(uint32_t index, const std::vector<const img::FileEntr
       return failf("{}: its master has queued bytes but no slave of it is in the images", pts_name(index));
     termios2 real{};
     if (::ioctl(m.get(), TCGETS2, &real) != 0) return failf_errno("{}: TCGETS2", what);
-    TRY(put_back_bytes(m.get(), descriptions_.at(slaves.front()->id()).get(), mt.queued_output(),
-                        mt.queued_input(), real, what));
+    // Readable and writable whatever the slaves' descriptions are.
+    UniqueFd peer(::ioctl(m.get(), TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC));
+    int slave = peer ? peer.get() : descriptions_.at(slaves.front()->id()).get();
+    TRY(put_back_bytes(m.get(), slave, mt.queued_output(), mt.queued_input(), real, what));
   }
   // The lock forbids opening the slave: set last.
   if (master->tty().pty().locked()) {

@@ -84,7 +84,8 @@ class TtyStore {
   std::vector<Slave> slaves_;
   struct Ends {
     uint32_t master_id = 0;
-    UniqueFd master, slave;
+    UniqueFd master, slave;  // slave: our own (TIOCGPTPEER), once read
+    bool has_slave = false;   // a process of the tree holds one
     std::string output, input;  // read out by take_queued()
     bool read = false;
   };
