@@ -25,6 +25,11 @@ inline int kcmp(pid_t pid1, pid_t pid2, int type, unsigned long idx1, unsigned l
 inline long get_robust_list(pid_t tid, void** head, size_t* len) {
   return ::syscall(SYS_get_robust_list, tid, head, len);
 }
+// io_setup(2) and io_destroy(2): an aio_context_t is the address of its ring.
+inline int io_setup(unsigned nr_events, uint64_t* ctx) {
+  return static_cast<int>(::syscall(SYS_io_setup, nr_events, ctx));
+}
+inline int io_destroy(uint64_t ctx) { return static_cast<int>(::syscall(SYS_io_destroy, ctx)); }
 inline pid_t gettid() { return static_cast<pid_t>(::syscall(SYS_gettid)); }
 inline int tgkill(pid_t tgid, pid_t tid, int sig) {
   return static_cast<int>(::syscall(SYS_tgkill, tgid, tid, sig));

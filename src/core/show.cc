@@ -36,6 +36,7 @@ const char* vma_kind_name(img::VmaKind k) {
     case img::VMA_VVAR_VCLOCK: return "vvar_vclock";
     case img::VMA_VSYSCALL: return "vsyscall";
     case img::VMA_SYSV_SHM: return "sysv-shm";
+    case img::VMA_AIO_RING: return "aio-ring";
     default: return "?";
   }
 }

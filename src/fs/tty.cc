@@ -4,6 +4,7 @@
 // neither, and the two headers cannot be mixed: nothing here includes it).
 #include <asm/termbits.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -94,6 +95,99 @@ Status set_fl(int fd, uint32_t flags, const std::string& what) {
   return {};
 }
 
+// A pty holds at most a line discipline buffer (N_TTY_BUF_SIZE, 4 KiB) and
+// its flip buffer (64 KiB, TTYB_DEFAULT_MEM_LIMIT) per direction.
+constexpr size_t kMaxQueued = 256 * 1024;
+
+// Everything readable on a tty end now, appended to out (kept even when a
+// read fails: it must be put back). O_NONBLOCK on the tree's description for
+// the reads (the tree is frozen), its flags put back.
+Status read_queue(int fd, std::string& out, const std::string& what) {
+  int fl = ::fcntl(fd, F_GETFL);
+  if (fl < 0) return failf_errno("{}: F_GETFL", what);
+  if (::fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0) return failf_errno("{}: F_SETFL", what);
+  Status st;
+  char buf[4096];
+  for (int idle = 0; idle < 2;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n > 0) {
+      out.append(buf, static_cast<size_t>(n));
+      idle = 0;
+      if (out.size() > kMaxQueued) {
+        st = failf("{}: more than {} bytes queued", what, kMaxQueued);
+        break;
+      }
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    // EIO: the other end is closed (TTY_OTHER_CLOSED), what it wrote came first.
+    if (n == 0 || errno == EIO) break;
+    if (errno != EAGAIN) {
+      st = failf_errno("{}: read", what);
+      break;
+    }
+    // n_tty_poll moves what the flip buffer still holds (a line discipline
+    // buffer that was full) into the line discipline before it answers.
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 0) != 1 || !(p.revents & POLLIN)) break;
+    idle++;
+  }
+  if (::fcntl(fd, F_SETFL, fl) != 0 && st) st = failf_errno("{}: F_SETFL", what);
+  return st;
+}
+
+// The slave's termios under which bytes its line discipline processed once
+// go through it unchanged: no input or output processing, no echo, no
+// signals, no special character but the line ends ('\n', VEOL); ICANON and
+// EXTPROC as they are, because n_tty_set_termios forgets where the canonical
+// lines end when either changes.
+termios2 neutral_termios(const termios2& t) {
+  termios2 n = t;
+  n.c_iflag = t.c_iflag & IUTF8;
+  n.c_oflag = 0;
+  n.c_lflag = t.c_lflag & (ICANON | EXTPROC);
+  for (int c : {VINTR, VQUIT, VERASE, VKILL, VEOF, VSTART, VSTOP, VSUSP, VREPRINT, VDISCARD, VWERASE, VLNEXT})
+    n.c_cc[c] = 0;  // _POSIX_VDISABLE
+  return n;
+}
+
+Status write_all(int fd, std::string_view data, const std::string& what) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd, data.data(), data.size());
+    if (n > 0) {
+      data.remove_prefix(static_cast<size_t>(n));
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) {
+      pollfd p{fd, POLLOUT, 0};
+      if (::poll(&p, 1, 2000) == 1) continue;
+    }
+    return failf_errno("{}: write ({} byte(s) left)", what, data.size());
+  }
+  return {};
+}
+
+// Puts a pty's queued bytes back where they were read from: what the slave
+// wrote goes through the slave with output processing off (pty_write hands
+// it to the master as it is: the master's own termios are raw, always);
+// the slave's input goes in with TIOCSTI, which runs it through the line
+// discipline at once (a write to the master would be processed later, by a
+// work queue, maybe under the termios set after it). TIOCSTI on a terminal
+// that is not ours needs CAP_SYS_ADMIN. Then the termios are `real` again.
+Status put_back_bytes(int master, int slave, std::string_view output, std::string_view input,
+                       const termios2& real, const std::string& what) {
+  if (output.empty() && input.empty()) return {};
+  termios2 n = neutral_termios(real);
+  if (::ioctl(master, TCSETS2, &n) != 0) return failf_errno("{}: TCSETS2", what);
+  Status st = write_all(slave, output, what + ": its slave");
+  for (size_t i = 0; st && i < input.size(); i++)
+    if (::ioctl(slave, TIOCSTI, &input[i]) != 0)
+      st = failf_errno("{}: TIOCSTI (byte {} of {} of its slave's input)", what, i, input.size());
+  if (::ioctl(master, TCSETS2, &real) != 0 && st) st = failf_errno("{}: TCSETS2", what);
+  return st;
+}
+
 }  // namespace
 
 std::optional<uint32_t> pts_index_of_tty_nr(uint32_t tty_nr) {
@@ -138,8 +232,90 @@ std::optional<img::ControllingTty> controlling_tty(uint32_t tty_nr, pid_t tpgid)
 void TtyStore::add_master(uint32_t index, const std::string& what) { masters_.emplace(index, what); }
 
 void TtyStore::add_slave(uint32_t index, uint32_t file_id, pid_t pid, int fd, const std::string& what,
-                         const std::string& link) {
-  slaves_.push_back({index, file_id, pid, fd, what, link});
+                         const std::string& link, int queued) {
+  slaves_.push_back({index, file_id, pid, fd, what, link, queued});
+}
+
+void TtyStore::keep_end(uint32_t index, bool master, uint32_t file_id, UniqueFd fd) {
+  Ends& e = ends_[index];
+  if (master) {
+    e.master_id = file_id;
+    e.master = std::move(fd);
+  } else {
+    // Only whether the tree holds a slave: a copy of it kept here would be
+    // a holder outside the tree to check_slaves_inside().
+    e.has_slave = true;
+  }
+}
+
+Status TtyStore::take_queued(std::vector<img::FileEntry>& files) {
+  for (auto& s : slaves_)
+    if (!masters_.count(s.index) && s.queued > 0)
+      return failf("{}: {} has {} byte(s) of input not yet read, and its master is outside the dumped tree, "
+                   "through which alone they could be put back; let the application read them and dump again",
+                   s.what, s.link, s.queued);
+  for (auto& [index, e] : ends_) {
+    if (!e.master) continue;
+    std::string what = fmt::format("{} (the master of {})", masters_.at(index), pts_name(index));
+    int out = 0, packet = 0;
+    if (::ioctl(e.master.get(), FIONREAD, &out) != 0) return failf_errno("{}: FIONREAD", what);
+    if (::ioctl(e.master.get(), TIOCGPKT, &packet) != 0) return failf_errno("{}: TIOCGPKT", what);
+    if (out > 0 && packet)
+      return failf("{} has {} byte(s) written to the terminal and not yet read, in packet mode (TIOCPKT), "
+                   "whose status bytes minicriu cannot carry; let the application read them and dump again",
+                   what, out);
+    if (out > 0 && !e.has_slave)
+      return failf("{} has {} byte(s) written to the terminal and not yet read, and no process of the "
+                   "dumped tree holds its slave, through which they would be put back; let the application "
+                   "read them and dump again", what, out);
+    if (!e.has_slave) continue;
+    // A description of the slave of our own, readable and writable whatever
+    // the tree's are (TIOCGPTPEER, Linux 4.13; not the last close of the
+    // slave when it goes: the tree holds it).
+    e.slave.reset(::ioctl(e.master.get(), TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC));
+    if (!e.slave) return failf_errno("{}: TIOCGPTPEER, to read its slave's input", what);
+    termios2 real{};
+    if (::ioctl(e.master.get(), TCGETS2, &real) != 0) return failf_errno("{}: TCGETS2", what);
+    e.read = true;
+    TRY(read_queue(e.master.get(), e.output, what));
+    // A canonical slave shows only whole lines (inq_canon): the rest of its
+    // queue, a line still being typed, is read in non-canonical mode. The
+    // queue is empty when ICANON is set again, so no line is lost.
+    bool canon = (real.c_lflag & ICANON) != 0;
+    if (canon) {
+      termios2 t = real;
+      t.c_lflag &= ~ICANON;
+      if (::ioctl(e.master.get(), TCSETS2, &t) != 0) return failf_errno("{}: TCSETS2", what);
+    }
+    Status st = read_queue(e.slave.get(), e.input, what + ": its slave");
+    if (canon && ::ioctl(e.master.get(), TCSETS2, &real) != 0 && st) st = failf_errno("{}: TCSETS2", what);
+    TRY(std::move(st));
+    for (auto& f : files)
+      if (f.id() == e.master_id) {
+        f.mutable_tty()->set_queued_output(e.output);
+        f.mutable_tty()->set_queued_input(e.input);
+      }
+  }
+  return {};
+}
+
+void TtyStore::put_back_queued(const Logger& log) {
+  for (auto& [index, e] : ends_) {
+    if (!e.read) continue;
+    e.read = false;
+    std::string what = fmt::format("{} (the master of {})", masters_.at(index), pts_name(index));
+    termios2 real{};
+    Status st;
+    if (::ioctl(e.master.get(), TCGETS2, &real) != 0)
+      st = failf_errno("{}: TCGETS2", what);
+    else
+      st = put_back_bytes(e.master.get(), e.slave.get(), e.output, e.input, real, what);
+    if (!st)
+      log.warn("{}: its {} + {} queued byte(s) could not all be put back: {}", what, e.output.size(),
+               e.input.size(), st.error().what());
+    else if (!e.output.empty() || !e.input.empty())
+      log.debug("{}: {} + {} queued byte(s) put back", what, e.output.size(), e.input.size());
+  }
 }
 
 Status TtyStore::check_masters(const ExternalPolicy& policy, std::vector<img::FileEntry>& files) const {
@@ -282,6 +458,17 @@ Status TtyRestorer::create(uint32_t index, const std::vector<const img::FileEntr
     if (s->tty().exclusive() && ::ioctl(sfd.get(), TIOCEXCL) != 0) return failf_errno("{}: TIOCEXCL", what);
     descriptions_.emplace(s->id(), move_fd_above(std::move(sfd), fd_floor));
   }
+  const img::TtyFile& mt = master->tty();
+  if (!mt.queued_output().empty() || !mt.queued_input().empty()) {
+    if (slaves.empty())
+      return failf("{}: its master has queued bytes but no slave of it is in the images", pts_name(index));
+    termios2 real{};
+    if (::ioctl(m.get(), TCGETS2, &real) != 0) return failf_errno("{}: TCGETS2", what);
+    // Readable and writable whatever the slaves' descriptions are.
+    UniqueFd peer(::ioctl(m.get(), TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC));
+    int slave = peer ? peer.get() : descriptions_.at(slaves.front()->id()).get();
+    TRY(put_back_bytes(m.get(), slave, mt.queued_output(), mt.queued_input(), real, what));
+  }
   // The lock forbids opening the slave: set last.
   if (master->tty().pty().locked()) {
     int lock = 1;
@@ -352,18 +539,14 @@ Status dump_tty_end(const FdDumpInfo& fd, img::FileEntry& entry, TtyStore& store
   } else {
     index = *pts_index_of_rdev(fd.st.st_rdev);
   }
-  // A tty's queues cannot be read without consuming them (no MSG_PEEK,
-  // no tee), and what is read cannot be pushed back where it was.
+  // Queued bytes are read out once the whole tree is seen (take_queued):
+  // a tty cannot be read without consuming them (no MSG_PEEK, no tee).
   int queued = 0;
   if (::ioctl(fd.local_fd, FIONREAD, &queued) != 0)
     return failf_errno("{}: {}: FIONREAD", fd.what, fd.link);
-  if (queued > 0) {
-    std::string where = master ? fmt::format("{} (the master of {}) has {} byte(s) written to the "
-                                             "terminal and not yet read", fd.link, pts_name(index), queued)
-                               : fmt::format("{} has {} byte(s) of input not yet read", fd.link, queued);
-    return failf("{}: {}; minicriu cannot carry a terminal's queued data: let the application read it "
-                 "and dump again", fd.what, where);
-  }
+  UniqueFd kept(::fcntl(fd.local_fd, F_DUPFD_CLOEXEC, 3));
+  if (!kept) return failf_errno("{}: {}: F_DUPFD", fd.what, fd.link);
+  store.keep_end(index, master, entry.id(), std::move(kept));
   img::TtyFile* t = entry.mutable_tty();
   t->set_index(index);
   t->set_master(master);
@@ -375,7 +558,7 @@ Status dump_tty_end(const FdDumpInfo& fd, img::FileEntry& entry, TtyStore& store
   if (master)
     store.add_master(index, fd.what);
   else
-    store.add_slave(index, entry.id(), fd.pid, fd.fd, fd.what, fd.link);
+    store.add_slave(index, entry.id(), fd.pid, fd.fd, fd.what, fd.link, queued);
   t->set_ctime_ns(static_cast<int64_t>(fd.st.st_ctim.tv_sec) * 1'000'000'000 + fd.st.st_ctim.tv_nsec);
   return {};
 }
@@ -411,11 +594,16 @@ class TtyKind final : public Kind {
   Status check(const DumpTree& tree, DumpEnv& env) override {
     TRY(store_.check_masters(env.external, *env.files));
     TRY(store_.check_slaves_inside(tree.pids));
+    TRY(store_.take_queued(*env.files));
     for (auto* e : tree.processes)
       if (e->has_ctty() && e->pid() == e->sid() && !store_.has_master(e->ctty().pts_index()))
         env.log.warn("pid {}: its controlling terminal /dev/pts/{} is outside the dumped tree; its session "
                      "comes back without one", e->pid(), e->ctty().pts_index());
     return {};
+  }
+
+  void release(TreeFate fate, DumpEnv& env) override {
+    if (fate == TreeFate::runs) store_.put_back_queued(env.log);
   }
 
   bool owns(const img::FileEntry& entry) const override { return entry.has_tty(); }
@@ -452,8 +640,12 @@ class TtyKind final : public Kind {
     if (t.external())
       return fmt::format("pty slave /dev/pts/{} (flags {:#o}), external: its master was outside the tree; "
                          "reopened by path at restore", t.index(), t.flags());
-    return fmt::format("pty {} /dev/pts/{} (flags {:#o}{}): {}", t.master() ? "master" : "slave", t.index(),
-                       t.flags(), t.exclusive() ? ", exclusive" : "", pty_state_summary(t.pty()));
+    std::string queued;
+    if (!t.queued_output().empty() || !t.queued_input().empty())
+      queued = fmt::format("; queued: {} byte(s) for the master, {} for the slave", t.queued_output().size(),
+                           t.queued_input().size());
+    return fmt::format("pty {} /dev/pts/{} (flags {:#o}{}): {}{}", t.master() ? "master" : "slave", t.index(),
+                       t.flags(), t.exclusive() ? ", exclusive" : "", pty_state_summary(t.pty()), queued);
   }
 
  private:

@@ -2,7 +2,8 @@
 // are both held by the dumped tree, as an MPI launcher holds the masters of
 // the terminals its ranks write to. Dump: each end by the pty's index, the
 // pty's termios, window size, packet mode and lock; data queued in either
-// direction is refused (a tty cannot be read without consuming it). Restore:
+// direction is read out (raw: it went through a line discipline once) into
+// the master's entry, and put back if the tree runs on. Restore:
 // each pty created once before the tree, with the same index when it is free,
 // every dumped open file description opened again and handed out as dups; a
 // session leader takes its pty back as controlling terminal, and the
@@ -48,7 +49,10 @@ class TtyStore {
   void add_master(uint32_t index, const std::string& what);
   // file_id: its entry in files.img, marked external if it must be.
   void add_slave(uint32_t index, uint32_t file_id, pid_t pid, int fd, const std::string& what,
-                 const std::string& link);
+                 const std::string& link, int queued);
+  // Our copy of a description of the pty (its master, its first slave), for
+  // its queued bytes; fd is ours from now on.
+  void keep_end(uint32_t index, bool master, uint32_t file_id, UniqueFd fd);
   bool has_master(uint32_t index) const { return masters_.count(index) != 0; }
   // Every slave's master is in the tree too, or the slave is accepted as
   // external by the policy (--external tty[N], the hook) and its entry in
@@ -58,6 +62,14 @@ class TtyStore {
   // pty is made anew at restore, and such a holder would be left on the old
   // one. Scans /proc/*/fd (ourselves included).
   [[nodiscard]] Status check_slaves_inside(const std::set<pid_t>& tree) const;
+  // Reads out the bytes not yet read in either direction of every pty whose
+  // master is in the tree, into the master's entry in files; refuses in one
+  // line what cannot be put back (no slave in the tree, packet mode), and
+  // the input of a slave whose master is outside.
+  [[nodiscard]] Status take_queued(std::vector<img::FileEntry>& files);
+  // The tree runs on: what take_queued() read goes back where it was.
+  // Failures are warnings (the tree runs on in any case).
+  void put_back_queued(const Logger& log);
 
  private:
   std::map<uint32_t, std::string> masters_;
@@ -67,8 +79,17 @@ class TtyStore {
     pid_t pid;
     int fd;
     std::string what, link;
+    int queued;  // FIONREAD at the take
   };
   std::vector<Slave> slaves_;
+  struct Ends {
+    uint32_t master_id = 0;
+    UniqueFd master, slave;  // slave: our own (TIOCGPTPEER), once read
+    bool has_slave = false;   // a process of the tree holds one
+    std::string output, input;  // read out by take_queued()
+    bool read = false;
+  };
+  std::map<uint32_t, Ends> ends_;
 };
 
 // Fills entry's TtyFile for the pty end fd is (the tty kind's take), and

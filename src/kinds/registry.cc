@@ -12,12 +12,14 @@
   KIND(ghost_file)    /* src/fs/ghost_file.cc */                                    \
   KIND(pipe)          /* src/fs/pipe.cc: pipes and fifos */                         \
   KIND(shmem)         /* src/mem/shmem.cc: memfds, shared mappings, System V */     \
+  KIND(aio)           /* src/mem/aio.cc: AIO contexts (io_setup rings) */          \
   KIND(eventfd)       /* src/fs/eventfd.cc */                                       \
   KIND(timerfd)       /* src/fs/timerfd.cc */                                       \
   KIND(signalfd)      /* src/fs/signalfd.cc */                                      \
   KIND(epoll)         /* src/fs/epoll.cc */                                         \
   KIND(pidfd)         /* src/fs/pidfd.cc */                                         \
   KIND(inotify)       /* src/fs/inotify.cc */                                       \
+  KIND(fanotify)      /* src/fs/fanotify.cc */                                      \
   KIND(unix_socket)   /* src/net/unix_socket.cc, named ones in unix_named.cc */     \
   KIND(packet_socket) /* src/net/packet_socket.cc */                                \
   KIND(netlink_socket) /* src/net/netlink_socket.cc */                              \

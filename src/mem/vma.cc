@@ -22,10 +22,8 @@ Result<img::VmaKind> classify(pid_t pid, const proc::MapsEntry& m) {
   if (m.has_flag("io") || m.has_flag("pf"))
     return failf("{}: device memory (VM_IO/VM_PFNMAP) cannot be checkpointed", where);
   // io_setup's ring ("/[aio] (deleted)", a file of the aio pseudo file
-  // system): mapped again as a plain file it would be no AIO context.
-  if (starts_with(m.path, "/[aio]"))
-    return failf("{}: the ring of an AIO context (io_setup), which minicriu cannot carry yet; io_destroy() "
-                 "it before the dump", where);
+  // system): made again by io_setup, not mapped as a file (src/mem/aio.cc).
+  if (starts_with(m.path, "/[aio]")) return img::VMA_AIO_RING;
   if (m.inode == 0 && !m.shared) return img::VMA_ANON_PRIVATE;
   if (m.shared && starts_with(m.path, "/dev/zero")) return img::VMA_ANON_SHARED;
   if (starts_with(m.path, "/SYSV")) {

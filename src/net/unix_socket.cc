@@ -28,6 +28,7 @@ namespace {
 // <linux/socket.h>: SCM_SECURITY (SO_PASSSEC), SCM_PIDFD (SO_PASSPIDFD).
 constexpr int kScmSecurity = 3;
 constexpr int kScmPidfd = 4;
+constexpr int kSoPassPidfd = 76;  // SO_PASSPIDFD, Linux 6.5
 
 
 // A new datagram socket connected to a bound name ("@x" for abstract, as
@@ -115,6 +116,33 @@ class PeekOffGuard {
  private:
   int fd_;
   int old_;
+};
+
+// A receiver with SO_PASSPIDFD and without SO_PASSCRED: the peek gets a
+// pidfd of each message's sender but not its pid, which the restore sends
+// the message again with (SCM_CREDENTIALS) so that SO_PASSPIDFD gives a
+// pidfd of the same process again. The kernel keeps every message's
+// credentials whatever the receiver asks (unix_scm_to_skb): SO_PASSCRED on
+// for the peek shows them, and off again after.
+class PassCredGuard {
+ public:
+  explicit PassCredGuard(int fd) : fd_(fd) {}
+  PassCredGuard(const PassCredGuard&) = delete;
+  PassCredGuard& operator=(const PassCredGuard&) = delete;
+  void* operator new(size_t) = delete;
+  ~PassCredGuard() {
+    int zero = 0;
+    if (on_) (void)::setsockopt(fd_, SOL_SOCKET, SO_PASSCRED, &zero, sizeof zero);
+  }
+  [[nodiscard]] bool start() {
+    int one = 1;
+    on_ = ::setsockopt(fd_, SOL_SOCKET, SO_PASSCRED, &one, sizeof one) == 0;
+    return on_;
+  }
+
+ private:
+  int fd_;
+  bool on_ = false;
 };
 
 // One unix_diag_msg and its attributes.
@@ -301,9 +329,13 @@ Status dump_unix_socket(const std::string& what_fd, int local_fd, uint64_t ino, 
   // connected one may wait in a listener's accept queue).
   TRY(dump_unix_name(d, holder, what, out, local_fd));
   bool passcred = sock_int(local_fd, SOL_SOCKET, SO_PASSCRED, 0) != 0;
+  bool passpidfd = sock_int(local_fd, SOL_SOCKET, kSoPassPidfd, 0) != 0;
   // A listener's queue holds connections, not data (SIOCINQ refuses it).
   std::vector<UnixPeeked> queue;
   if (d.state != kUnixListening) {
+    PassCredGuard creds(local_fd);
+    if (passpidfd && !passcred && !creds.start())
+      return failf_errno("{}: SO_PASSCRED for the peek of its queue (it has SO_PASSPIDFD)", what);
     ASSIGN_OR_RETURN(queue, peek_unix_messages(local_fd, d.type, what, d.type == SOCK_DGRAM));
   }
   std::vector<std::string> from;

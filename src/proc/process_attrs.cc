@@ -1,10 +1,11 @@
 // Process-wide attributes that no fd and no mapping holds: oom_score_adj,
 // the audit loginuid, membarrier registrations, mlockall's flags for future
-// mappings. Read from /proc and through the parasite; set again in the
+// mappings, KSM's merge-any flag (PR_SET_MEMORY_MERGE). Read from /proc and through the parasite; set again in the
 // restored process itself (its mm is the one it keeps), the mlockall flags
 // by the blob once every mapping is in place.
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -22,6 +23,16 @@ namespace minicriu {
 namespace {
 
 constexpr uint32_t kLoginuidUnset = 4294967295u;
+// <linux/prctl.h> of Linux 6.4, newer than glibc's headers here.
+constexpr int kPrSetMemoryMerge = 67;
+
+// KSM's merge-any flag of the process (MMF_VM_MERGE_ANY), which only
+// /proc/PID/ksm_stat shows ("ksm_merge_any:", recent kernels; without that
+// line: false, and the VMAs still have their own MADV_MERGEABLE carried).
+bool memory_merge_of(pid_t pid) {
+  auto text = proc::read_file(proc::pid_path(pid, "ksm_stat"));
+  return text && text->find("ksm_merge_any: yes") != std::string::npos;
+}
 
 Result<long long> read_number(const std::string& path) {
   ASSIGN_OR_RETURN(auto text, proc::read_file(path));
@@ -94,6 +105,7 @@ class ProcessAttrsKind final : public Kind {
     }
     ASSIGN_OR_RETURN(uint32_t mcl, mlockall_flags(p.pid, p.parasite.area()));
     a.set_mlockall(mcl);
+    a.set_memory_merge(memory_merge_of(p.pid));
     return {};
   }
 
@@ -111,6 +123,9 @@ class ProcessAttrsKind final : public Kind {
       if (::syscall(SYS_membarrier, bit, 0, 0) != 0)
         return failf_errno("pid {}: cannot register for membarrier again (MEMBARRIER_CMD_REGISTER_* {:#x})", pid, bit);
     }
+    // Before the blob maps the dumped VMAs: each new one is made mergeable.
+    if (a.memory_merge() && ::prctl(kPrSetMemoryMerge, 1, 0, 0, 0) != 0)
+      return failf_errno("pid {}: cannot set prctl(PR_SET_MEMORY_MERGE, 1) again (a kernel without KSM?)", pid);
     return {};
   }
 
@@ -123,6 +138,7 @@ class ProcessAttrsKind final : public Kind {
     if (a.has_loginuid() && a.loginuid() != kLoginuidUnset) add(fmt::format("loginuid {}", a.loginuid()));
     if (a.membarrier()) add(fmt::format("membarrier registrations {:#x}", a.membarrier()));
     if (a.mlockall()) add(fmt::format("mlockall(MCL_FUTURE{})", (a.mlockall() & MCL_ONFAULT) ? " | MCL_ONFAULT" : ""));
+    if (a.memory_merge()) add("KSM merges all its memory (PR_SET_MEMORY_MERGE)");
     if (!line.empty()) out += line + "\n";
   }
 

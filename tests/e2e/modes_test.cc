@@ -65,5 +65,7 @@ INSTANTIATE_TEST_SUITE_P(
                     Case{"procattr", {}}, Case{"timer_tid", {}},
                     Case{"memfdmore", {}}, Case{"madvise", {}}, Case{"mprot", {}}, Case{"filecow", {}},
                     Case{"unixscm", {}}, Case{"rawsocks", {}}, Case{"tcpsyn", {}}, Case{"unixgone", {}},
-                    Case{"deleted", {}}, Case{"rootns", {}}, Case{"pidfds", {}}, Case{"epollgone", {}}),
+                    Case{"deleted", {}}, Case{"rootns", {}}, Case{"pidfds", {}}, Case{"epollgone", {}},
+                    Case{"pty", {"queued"}}, Case{"ptyqueue", {"canon"}}, Case{"ptyqueue", {"raw"}}, Case{"aio", {}},
+                    Case{"inotifygone", {}}, Case{"ksm", {}}, Case{"fanotify", {}}),
     name_of);

@@ -114,3 +114,23 @@ TEST(Seccomp, ARestoreUnderSeccompIsRefusedAndCreatesNothing) {
   ::kill(pid, SIGUSR1);
   EXPECT_EQ(wait_pid(pid).value_or(-1), 0) << read_text(dir / "seccomp.log");
 }
+
+// KSM's merge-any flag (PR_SET_MEMORY_MERGE): set in the parent, cleared in
+// its child, each as it was after a restore.
+TEST(ProcessAttrs, KsmMergeAnyComesBackTwice) { cycle("ksm", 2); }
+
+TEST(ProcessAttrs, KsmMergeAnyIsInTheImagesPerProcess) {
+  TempDir dir;
+  std::string images = images_dir(dir);
+  Program p("ksm", dir);
+  ASSERT_TRUE(p.wait_ready());
+  ASSERT_NO_FATAL_FAILURE(dump_leave_running(p, images));
+  auto view = show_json(images);
+  ASSERT_EQ(view.processes_size(), 2);
+  for (auto& proc : view.processes())
+    EXPECT_EQ(proc.core().attrs().memory_merge(), proc.pstree().pid() == static_cast<uint32_t>(p.pid()))
+        << proc.pstree().pid();
+  auto text = run_minicriu({"show", "-D", images});
+  EXPECT_NE(text.output.find("KSM merges all its memory (PR_SET_MEMORY_MERGE)"), std::string::npos) << text.output;
+  expect_intact(p);
+}

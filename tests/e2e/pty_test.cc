@@ -1,8 +1,8 @@
 // Pseudo-terminals at dump and restore: a pty whose master and slave are both
 // in the tree comes back with its index, termios, window size, controlling
-// terminal and foreground group; a slave whose master is held outside the
-// tree, and a pty with bytes queued in it, are refused in one line and the
-// target keeps running untouched.
+// terminal, foreground group and the bytes not yet read in either direction;
+// a slave whose master is held outside the tree, and bytes that could not be
+// put back, are refused in one line and the target keeps running untouched.
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <fmt/format.h>
@@ -85,19 +85,55 @@ TEST(PtyDump, ASlaveWhoseMasterIsOutsideTheTreeIsRefusedAndTargetLeftIntact) {
   ::close(m);
 }
 
-TEST(PtyDump, BytesQueuedInThePtyAreRefusedAndTargetLeftIntact) {
+TEST(PtyRestore, BytesQueuedInBothDirectionsComeBackTwice) {
+  // Cooked: the line ends and a line still being typed; raw: as they were.
+  cycle("ptyqueue", 2, {"canon"});
+  cycle("ptyqueue", 2, {"raw"});
+  cycle("pty", 2, {"queued"});
+}
+
+TEST(PtyDump, BytesQueuedInBothDirectionsAreInTheImagesProcessedOnce) {
   TempDir dir;
-  Program p("pty", dir, {"queued"});
+  std::string images = images_dir(dir);
+  Program p("ptyqueue", dir, {"canon"});
   ASSERT_TRUE(p.wait_ready());
-  auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", images_dir(dir)});
-  expect_one_line_error(r, fmt::format("pid {}: fd ", p.pid()));
-  EXPECT_NE(r.output.find("(the master of /dev/pts/"), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find("has 13 byte(s) written to the terminal and not yet read"), std::string::npos)
-      << r.output;
-  EXPECT_NE(r.output.find("dump again"), std::string::npos) << r.output;
-  EXPECT_FALSE(std::filesystem::exists(images_dir(dir) + "/inventory.img"));
-  // The queued line is still there for the parent, which checks it first.
+  ASSERT_NO_FATAL_FAILURE(dump_leave_running(p, images));
+  auto view = show_json(images);
+  int masters = 0;
+  for (auto& f : view.files()) {
+    if (!f.has_tty()) continue;
+    if (!f.tty().master()) {
+      EXPECT_TRUE(f.tty().queued_output().empty() && f.tty().queued_input().empty());
+      continue;
+    }
+    masters++;
+    EXPECT_EQ(f.tty().queued_output(), "child-out\r\nline one\r\npartial");  // ONLCR and the echo, once
+    EXPECT_EQ(f.tty().queued_input(), "line one\npartial");                  // ICRNL, once
+  }
+  EXPECT_EQ(masters, 1);
+  auto text = run_minicriu({"show", "-D", images});
+  EXPECT_NE(text.output.find("queued: 28 byte(s) for the master, 16 for the slave"), std::string::npos)
+      << text.output;
+  // Put back at the dump: the program reads them as they were.
   expect_intact(p);
+}
+
+TEST(PtyDump, ARefusedDumpPutsTheQueuedBytesBack) {
+  // The pty's bytes are read out before the F_SETOWN owner outside the tree
+  // is refused: the tree gets them back, line ends included.
+  expect_dump_refused("ptyqueue", {"outside"}, [](pid_t pid) {
+    return std::vector<std::string>{fmt::format("pid {}: fd ", pid),
+                                    "its signal-driven I/O owner (F_SETOWN) is process"};
+  });
+}
+
+TEST(PtyDump, BytesAtAMasterWhoseSlaveNoProcessOfTheTreeHoldsAreRefusedAndTargetLeftIntact) {
+  expect_dump_refused("ptyqueue", {"noslave"}, [](pid_t pid) {
+    return std::vector<std::string>{
+        fmt::format("pid {}: fd 3 (the master of /dev/pts/", pid),
+        "has 1 byte(s) written to the terminal and not yet read, and no process of the dumped tree holds its "
+        "slave, through which they would be put back; let the application read them and dump again"};
+  });
 }
 
 namespace {

@@ -9,6 +9,9 @@
  *   - a datagram pair whose receiver has SO_PASSCRED: a message sent by a
  *     child of the tree (its pid), one sent as root with another uid/gid,
  *     and one with a file too;
+ *   - a datagram pair whose receiver has SO_PASSPIDFD (and not SO_PASSCRED):
+ *     a message of the child and one of this process, each received with a
+ *     pidfd (SCM_PIDFD) of its sender;
  *   - a datagram socket bound in DIR: a datagram from an unbound socket with
  *     a regular file in flight.
  *
@@ -68,11 +71,32 @@ struct got {
   int nfds;
   int has_creds;
   struct ucred creds;
+  int pidfd;  /* SCM_PIDFD, -1 if none */
 };
 
+#ifndef SO_PASSPIDFD
+#define SO_PASSPIDFD 76
+#endif
+#define SCM_PIDFD_TYPE 4 /* SCM_PIDFD */
+
+/* The pid a pidfd names (its fdinfo's Pid:), or -2. */
+static int pidfd_pid(int pidfd) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/self/fdinfo/%d", pidfd);
+  int fd = open(path, O_RDONLY);
+  if (fd < 0) return -2;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return -2;
+  buf[n] = 0;
+  const char* p = strstr(buf, "Pid:");
+  return p ? atoi(p + 4) : -2;
+}
+
 static int recv_with(int fd, struct got* g) {
-  char cbuf[CMSG_SPACE(sizeof(int) * 8) + CMSG_SPACE(sizeof(struct ucred))];
+  char cbuf[CMSG_SPACE(sizeof(int) * 8) + CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(sizeof(int))];
   memset(g, 0, sizeof *g);
+  g->pidfd = -1;
   struct iovec iov = {g->data, sizeof g->data - 1};
   struct msghdr msg = {0};
   msg.msg_iov = &iov;
@@ -90,6 +114,8 @@ static int recv_with(int fd, struct got* g) {
     } else if (c->cmsg_type == SCM_CREDENTIALS) {
       g->has_creds = 1;
       memcpy(&g->creds, CMSG_DATA(c), sizeof g->creds);
+    } else if (c->cmsg_type == SCM_PIDFD_TYPE) {
+      memcpy(&g->pidfd, CMSG_DATA(c), sizeof g->pidfd);
     }
   }
   return (int)n;
@@ -143,11 +169,16 @@ int main(int argc, char** argv) {
   int dg[2], one = 1;
   if (socketpair(AF_UNIX, SOCK_DGRAM, 0, dg) != 0) return 2;
   if (setsockopt(dg[1], SOL_SOCKET, SO_PASSCRED, &one, sizeof one) != 0) return 2;
+  /* Pidfds of the senders: the receiver has SO_PASSPIDFD only. */
+  int pp[2];
+  if (socketpair(AF_UNIX, SOCK_DGRAM, 0, pp) != 0) return 2;
+  if (setsockopt(pp[1], SOL_SOCKET, SO_PASSPIDFD, &one, sizeof one) != 0) return 2;
   int go[2];
   if (pipe(go) != 0) return 2;
   pid_t child = fork();
   if (child == 0) {
     char c;
+    if (send_with(pp[0], "pidfd child", NULL, 0, NULL, NULL) != 0) _exit(3);
     if (send_with(dg[0], "from child", NULL, 0, NULL, NULL) != 0) _exit(3);
     close(go[1]);
     /* Stays, so that its pid is the sender's at restore too. */
@@ -164,6 +195,7 @@ int main(int argc, char** argv) {
     (void)peek;
     usleep(10000);
   }
+  if (send_with(pp[0], "pidfd parent", NULL, 0, NULL, NULL) != 0) return 3;
   struct ucred as = {getpid(), 1234, 5678};
   if (send_with(dg[0], "as another", NULL, 0, &as, NULL) != 0) return 3;
   int f3 = temp_file(dir, "dgram.txt", "xyz");
@@ -242,6 +274,18 @@ int main(int argc, char** argv) {
   CHECK(recv_with(dg[1], &g) == 9 && strcmp(g.data, "with file") == 0 && g.nfds == 1, "dgram 3: '%s'", g.data);
   if (g.nfds == 1) CHECK(at_offset(g.fds[0], 3, ""), "dgram 3: the file in flight at its end");
   CHECK(g.has_creds && g.creds.pid == getpid(), "dgram 3 credentials: pid %d", (int)g.creds.pid);
+
+  /* Pidfds of the senders. */
+  CHECK(recv_with(pp[1], &g) == 11 && strcmp(g.data, "pidfd child") == 0, "pidfd 1: '%s'", g.data);
+  CHECK(g.pidfd >= 0 && pidfd_pid(g.pidfd) == child && !g.has_creds, "pidfd 1: SCM_PIDFD %d names pid %d, want %d",
+        g.pidfd, g.pidfd >= 0 ? pidfd_pid(g.pidfd) : -1, (int)child);
+  CHECK(recv_with(pp[1], &g) == 12 && strcmp(g.data, "pidfd parent") == 0, "pidfd 2: '%s'", g.data);
+  CHECK(g.pidfd >= 0 && pidfd_pid(g.pidfd) == getpid(), "pidfd 2: SCM_PIDFD %d names pid %d, want %d", g.pidfd,
+        g.pidfd >= 0 ? pidfd_pid(g.pidfd) : -1, (int)getpid());
+  int passcred = -1;
+  socklen_t plen = sizeof passcred;
+  CHECK(getsockopt(pp[1], SOL_SOCKET, SO_PASSCRED, &passcred, &plen) == 0 && passcred == 0,
+        "SO_PASSCRED of the SO_PASSPIDFD receiver: %d", passcred);
 
   /* The named datagram socket. */
   CHECK(recv_with(named, &g) == 9 && strcmp(g.data, "to a name") == 0 && g.nfds == 1, "named: '%s'", g.data);
