@@ -251,3 +251,51 @@ TEST(PageServer, RefusedCombinationsAndAnAbsentServerLeaveTheTreeIntact) {
   EXPECT_EQ(holdings_of(p.pid()), before);
   ASSERT_NO_FATAL_FAILURE(expect_intact(p));
 }
+
+// Post-copy: restore --lazy --page-server runs the tree at once and fetches
+// each page from the server on first touch (and by prefetch); every word
+// comes back.
+TEST(PageServer, LazyRestoreFetchesThePagesFromTheServer) {
+  TempDir dir;
+  std::string served = images_dir(dir, "served"), local = images_dir(dir, "local");
+  PageServer server(served, dir / "server.log");
+  ASSERT_TRUE(server.ok()) << read_text(dir / "server.log");
+  Program p("bigmem", dir, {"256"});
+  ASSERT_TRUE(p.wait_ready());
+  pid_t pid = p.pid();
+  ASSERT_NO_FATAL_FAILURE(dump_through(p, local, server));
+  ASSERT_NO_FATAL_FAILURE(
+      restore_and_verify(pid, {"-D", local, "--lazy", "--page-server", server.address()}, served, dir));
+}
+
+// The server killed while a lazy restore still fetches: the restored tree is
+// killed (never left hanging in a fault) and the restore fails in one line.
+TEST(PageServer, ServerKilledDuringALazyRestoreKillsTheTreeInOneLine) {
+  TempDir dir;
+  std::string served = images_dir(dir, "served"), local = images_dir(dir, "local");
+  PageServer server(served, dir / "server.log");
+  ASSERT_TRUE(server.ok()) << read_text(dir / "server.log");
+  Program p("bigmem", dir, {"1024"});
+  ASSERT_TRUE(p.wait_ready());
+  pid_t pid = p.pid();
+  ASSERT_NO_FATAL_FAILURE(dump_through(p, local, server));
+  RestoredTree restored;
+  restored.add_from(served);
+  // Not detached: the restore serves the faults until every page is in.
+  auto running = std::async(std::launch::async, [&] {
+    return run_minicriu({"restore", "-D", local, "--lazy", "--page-server", server.address()});
+  });
+  auto until = Clock::now() + std::chrono::seconds(20);
+  while (!pid_exists(pid) && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  ASSERT_TRUE(pid_exists(pid));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  server.stop(SIGKILL);
+  if (running.wait_for(std::chrono::seconds(30)) != std::future_status::ready) {
+    ::kill(pid, SIGKILL);  // every page came before the kill: the restore waits for the tree
+    FAIL() << "the lazy restore did not fail after its page server was killed";
+  }
+  auto r = running.get();
+  expect_one_line_error(r, "lazy restore failed, the restored tree is killed");
+  EXPECT_NE(r.output.find("pid " + std::to_string(pid)), std::string::npos) << r.output;
+  EXPECT_TRUE(wait_pid(pid, 5000).has_value() || !pid_exists(pid));
+}
