@@ -216,9 +216,7 @@ LazyPlan plan_lazy(const Checkpoint& c) {
   return plan;
 }
 
-}  // namespace
-
-Result<RestoreResult> restore(const RestoreOptions& options) {
+Result<RestoreResult> restore_tree(const RestoreOptions& options, std::unique_ptr<LazyPager>& pager) {
   Logger log(options.log);
   FaultScope steps(log, options.cancel);
   auto start = std::chrono::steady_clock::now();
@@ -274,7 +272,6 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   for (auto& p : ckpt.processes) page_bytes += p.pages_file_size;
   // restore --lazy: the pager serves faults from before the first process
   // is made (the kernel itself may touch lazy memory in the blob: rseq).
-  std::unique_ptr<LazyPager> pager;
   if (options.lazy) {
     LazyPlan lazy = plan_lazy(ckpt);
     page_bytes -= std::min(page_bytes, lazy.bytes);
@@ -413,6 +410,20 @@ Result<RestoreResult> restore(const RestoreOptions& options) {
   // The pager has served every page, or killed the tree (its error).
   if (pager) TRY(pager->finish());
   return result;
+}
+
+}  // namespace
+
+Result<RestoreResult> restore(const RestoreOptions& options) {
+  std::unique_ptr<LazyPager> pager;
+  auto r = restore_tree(options, pager);
+  // A lazy restore whose pager failed (and killed the tree) failed for that
+  // reason, whichever step saw the tree die: its error is the one line.
+  if (!r && pager) {
+    pager->stop();
+    if (auto st = pager->finish(); !st) return std::unexpected(st.error());
+  }
+  return r;
 }
 
 }  // namespace minicriu

@@ -226,6 +226,17 @@ static Copied copy_in(int uffd, uint64_t dst, const std::byte* src, uint64_t len
   return Copied::ok;
 }
 
+Result<int> LazyPager::fill(Mm& mm, uint64_t src, uint64_t at, uint64_t len, uint64_t& done) {
+  TRY(fault_point("lazy/read"));
+  TRY(source_->read(mm.pid, src, std::span(buf_.data(), len)));
+  Copied r = copy_in(mm.uffd.get(), at, buf_.data(), len, done);
+  if (done) erase_range(mm.missing, at, at + done);
+  stats_.bytes_copied += done;
+  mm.cursor = at + done;
+  if (r == Copied::gone) mm.gone = true;
+  return static_cast<int>(r);
+}
+
 Status LazyPager::serve(Mm& mm, uint64_t addr) {
   addr = page_down(addr);
   stats_.faults++;
@@ -247,15 +258,9 @@ Status LazyPager::serve(Mm& mm, uint64_t addr) {
     return {};
   }
   uint64_t len = std::min(it->second.end - addr, kFaultChunk);
-  uint64_t src = it->second.src + (addr - it->first);
-  TRY(fault_point("lazy/read"));
-  TRY(source_->read(mm.pid, src, std::span(buf_.data(), len)));
   uint64_t done = 0;
-  Copied r = copy_in(mm.uffd.get(), addr, buf_.data(), len, done);
-  if (done) erase_range(mm.missing, addr, addr + done);
-  stats_.bytes_copied += done;
-  mm.cursor = addr + done;
-  if (r == Copied::gone) mm.gone = true;
+  ASSIGN_OR_RETURN(int how, fill(mm, it->second.src + (addr - it->first), addr, len, done));
+  auto r = static_cast<Copied>(how);
   if (r == Copied::again || (r == Copied::no_vma && !done)) {
     uffdio_range w{addr, kPageSize};
     (void)::ioctl(mm.uffd.get(), UFFDIO_WAKE, &w);
@@ -274,15 +279,9 @@ Status LazyPager::prefetch_one(Mm& mm) {
     at = it->first;
   }
   uint64_t len = std::min(it->second.end - at, kPrefetchChunk);
-  uint64_t src = it->second.src + (at - it->first);
-  TRY(fault_point("lazy/read"));
-  TRY(source_->read(mm.pid, src, std::span(buf_.data(), len)));
   uint64_t done = 0;
-  Copied r = copy_in(mm.uffd.get(), at, buf_.data(), len, done);
-  if (done) erase_range(mm.missing, at, at + done);
-  stats_.bytes_copied += done;
-  mm.cursor = at + done;
-  if (r == Copied::gone) mm.gone = true;
+  ASSIGN_OR_RETURN(int how, fill(mm, it->second.src + (at - it->first), at, len, done));
+  auto r = static_cast<Copied>(how);
   // Not registered (any more): an event we have not read yet would have said
   // EAGAIN, so the range went without one (it cannot be filled).
   if (r == Copied::no_vma) erase_range(mm.missing, at, at + len);
@@ -336,8 +335,8 @@ Status LazyPager::event(Mm& mm, const void* raw) {
 }
 
 void LazyPager::kill_tree(const Error& why) {
-  // Attached, after go, finish() returns the error: the caller reports it.
-  if (detached_ || !prefetch_) log_.error("lazy restore failed, the restored tree is killed: {}", why.what());
+  // Attached, finish() returns the error: the restore reports it.
+  if (detached_) log_.error("{}", why.what());
   // Children first found, then killed with their parents; again, for those
   // forked meanwhile (a process stuck in a fault forks nothing).
   for (int round = 0; round < 3; round++) {
@@ -409,6 +408,7 @@ void LazyPager::run() {
     }
     if (!st) {
       failed_ = st.error();
+      failed_->context("lazy restore failed, the restored tree is killed");
       kill_tree(*failed_);
       break;
     }

@@ -75,15 +75,22 @@ class LazyPager {
   // this returns once that process has taken over.
   [[nodiscard]] Status detach();
 
+  // The thread leaves its loop (its state stays): a restore that failed
+  // stops it before it asks finish() whether the pager was the cause.
+  void stop();
+
  private:
   struct Mm;
   LazyPager(std::unique_ptr<PageSource> source, std::map<pid_t, LazyRanges> lazy, std::vector<pid_t> tree,
             const Logger& log);
   void run();      // the pager's loop, until done, failed or stopped
-  void stop();     // the thread leaves its loop (its state stays)
   Status serve(Mm& mm, uint64_t addr);
   Status event(Mm& mm, const void* msg);
   Status prefetch_one(Mm& mm);
+  // Reads len bytes of mm's pages from src in the source and copies them in
+  // at at (UFFDIO_COPY): done, how many went in; what the copy ended with
+  // (the .cc's Copied: ok, again, gone, no_vma).
+  Result<int> fill(Mm& mm, uint64_t src, uint64_t at, uint64_t len, uint64_t& done);
   Status take_uffd();
   void kill_tree(const Error& why);
 

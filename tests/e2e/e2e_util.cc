@@ -270,6 +270,10 @@ void dump_and_reap(pid_t pid, const std::string& images, Program* p) {
 pid_t restore_detached(const std::string& images) {
   auto r = run_minicriu({"restore", "-d", "-D", images});
   EXPECT_EQ(r.status, 0) << r.output;
+  return restored_pid(r);
+}
+
+pid_t restored_pid(const CommandResult& r) {
   // The pid is the last line (warnings may come first).
   std::string out = r.output;
   while (!out.empty() && out.back() == '\n') out.pop_back();

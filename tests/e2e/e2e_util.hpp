@@ -110,6 +110,8 @@ std::string read_text(const std::string& path);
 // Program that started it, if it is still our child.
 void dump_and_reap(pid_t pid, const std::string& images, Program* p);
 
+// The restored root's pid that `restore -d` printed last, -1 if it failed.
+pid_t restored_pid(const CommandResult& r);
 // `minicriu restore -d`: the restored root's pid (-1 on failure).
 pid_t restore_detached(const std::string& images);
 

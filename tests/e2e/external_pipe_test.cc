@@ -158,7 +158,6 @@ std::vector<std::string> dump_args(pid_t pid, const std::string& images, std::ve
   return args;
 }
 
-pid_t restored_pid(const CommandResult& r) { return r.status == 0 ? std::stoi(r.output) : -1; }
 
 }  // namespace
 

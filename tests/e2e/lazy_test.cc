@@ -36,13 +36,7 @@ bool wait_no_children(int timeout_ms = 30000) {
 pid_t restore_lazy(const std::string& images, const std::string& log_file) {
   auto r = run_minicriu({"restore", "-d", "--lazy", "-v3", "-o", log_file, "-D", images});
   EXPECT_EQ(r.status, 0) << r.output << read_text(log_file);
-  std::string out = r.output;
-  while (!out.empty() && out.back() == '\n') out.pop_back();
-  auto nl = out.rfind('\n');
-  std::string last = nl == std::string::npos ? out : out.substr(nl + 1);
-  return r.status == 0 && !last.empty() && std::isdigit(static_cast<unsigned char>(last[0]))
-             ? static_cast<pid_t>(std::stol(last))
-             : -1;
+  return restored_pid(r);
 }
 
 // The lines of text holding needle.

@@ -83,9 +83,10 @@ TEST(UnixSocketDump, FilesInFlightAreEntriesOfTheirOwnKinds) {
     }
   }
   // stream: 1 message with 2 files; seqpacket: 1 with 2; dgram: 3 with
-  // credentials, one of them with a file; the named socket: 1 with a file.
-  EXPECT_EQ(controls, 6);
-  EXPECT_EQ(creds, 3);
+  // credentials, one of them with a file; the named socket: 1 with a file;
+  // the SO_PASSPIDFD receiver's: 2 with their senders' credentials.
+  EXPECT_EQ(controls, 8);
+  EXPECT_EQ(creds, 5);
   EXPECT_EQ(ids.size(), 6u);
   int reg = 0, pipe = 0, unix_sk = 0;
   for (auto& f : view.files()) {

@@ -188,10 +188,12 @@ TEST(Tty, BytesAtAMasterWithoutASlaveInTheTreeAreRefusedAndLeftInPlace) {
 }
 
 TEST(Tty, APtyComesBackWithItsStateAndEachDescription) {
-  TtyStore store;
   std::vector<img::FileEntry> files;
   unsigned index = 0;
   {
+    // The store keeps the ends it read queued bytes through (to put them
+    // back if the dump fails): gone with it, as at the end of a dump.
+    TtyStore store;
     OwnPty p = open_pty();
     index = p.index;
     termios t;
