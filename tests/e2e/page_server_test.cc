@@ -253,14 +253,14 @@ TEST(PageServer, RefusedCombinationsAndAnAbsentServerLeaveTheTreeIntact) {
 }
 
 // Post-copy: restore --lazy --page-server runs the tree at once and fetches
-// each page from the server on first touch (and by prefetch); every word
-// comes back.
+// each page of its 1 GiB from the server on first touch (and by prefetch);
+// every word comes back.
 TEST(PageServer, LazyRestoreFetchesThePagesFromTheServer) {
   TempDir dir;
   std::string served = images_dir(dir, "served"), local = images_dir(dir, "local");
   PageServer server(served, dir / "server.log");
   ASSERT_TRUE(server.ok()) << read_text(dir / "server.log");
-  Program p("bigmem", dir, {"256"});
+  Program p("bigmem", dir, {"1024"});
   ASSERT_TRUE(p.wait_ready());
   pid_t pid = p.pid();
   ASSERT_NO_FATAL_FAILURE(dump_through(p, local, server));
