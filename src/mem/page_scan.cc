@@ -74,15 +74,20 @@ Status PageMap::scan_ioctl(uint64_t start, uint64_t end, bool write_protect, std
     if (n < 0)
       return failf_errno("pid {}: PAGEMAP_SCAN of {:#x}-{:#x}{}", pid_, at, end,
                          write_protect ? " (write-protecting)" : "");
-    // A call whose vec filled up may end inside the last run it reported
-    // (walk_end at that run's start): the next call reports that part again.
-    // The first report wins: with write_protect, the pages it reported as
-    // written are protected by now and would read as unwritten.
+    // A later call may report again what an earlier one did: walk_end can
+    // lie before the end of the last run reported, and the kernel leaves it
+    // at the place of an earlier internal stop even when the walk went on to
+    // the end (its buffer of 512 runs filled once). The first report wins:
+    // with write_protect, the pages it reported as written are protected by
+    // now and would read as unwritten. Everything below out.back().end is
+    // accounted for (out is sorted and disjoint).
     for (int i = 0; i < n; i++) {
       uint64_t start = vec[i].start;
-      if (!out.empty() && out.back().end > start && out.back().start < vec[i].end) start = out.back().end;
+      if (!out.empty() && start < out.back().end) start = out.back().end;
       if (start < vec[i].end) append(out, start, vec[i].end, vec[i].categories);
     }
+    // A call that did not fill vec walked to the end (no max_pages).
+    if (static_cast<size_t>(n) < vec.size()) break;
     if (a.walk_end <= at) return failf("pid {}: PAGEMAP_SCAN made no progress at {:#x}", pid_, at);
     at = a.walk_end;
   }
@@ -117,6 +122,7 @@ Status PageMap::unprotected(uint64_t start, uint64_t end, std::vector<std::pair<
       if (vec[i].categories & page_category::written) bad(s, vec[i].end);
       expect = vec[i].end;
     }
+    if (static_cast<size_t>(n) < std::size(vec)) break;  // walked to the end (see scan_ioctl)
     if (a.walk_end <= at) return failf("pid {}: PAGEMAP_SCAN made no progress at {:#x}", pid_, at);
     at = a.walk_end;
   }
