@@ -28,6 +28,7 @@
 #include <sstream>
 
 #include "base/error.hpp"
+#include "base/clock.hpp"
 #include "base/log.hpp"
 #include "base/unique_fd.hpp"
 
@@ -40,10 +41,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr std::string_view kPrefix = "minicriu-coordinated: ";
-
-uint64_t ns_since(Clock::time_point t) {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t).count());
-}
 
 // One word for a POSIX shell, as ssh hands the command to the node's.
 std::string shell_quote(const std::string& s) {

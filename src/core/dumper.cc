@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "arch/x86_64/cpu.hpp"
+#include "base/clock.hpp"
 #include "base/page.hpp"
 #include "base/error.hpp"
 #include "base/external.hpp"
@@ -49,11 +50,6 @@ namespace minicriu {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-uint64_t ns_since(Clock::time_point t) {
-  return static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t).count());
-}
 
 // The images of one process as a restore reads them, and its page image
 // while it is being written.

@@ -32,13 +32,13 @@
 #include <cstdio>
 
 #include "fs/anon_inode.hpp"
+#include "base/clock.hpp"
 #include "kinds/kind.hpp"
 
 namespace minicriu {
 
 namespace {
 
-constexpr uint64_t kNsPerSec = 1'000'000'000;
 
 // From <linux/timerfd.h>, which cannot be included beside glibc's
 // <sys/timerfd.h> (both define the TFD_* flags).

@@ -14,10 +14,6 @@ namespace minicriu {
 
 namespace {
 
-constexpr uint64_t kPmPresent = 1ull << 63;
-constexpr uint64_t kPmSwapped = 1ull << 62;
-constexpr uint64_t kPmFileOrSharedAnon = 1ull << 61;  // a file page, or shared anonymous
-
 // One page of the target, for arithmetic by pages on RemotePtr<Page>.
 struct Page {
   uint8_t bytes[kPageSize];
@@ -101,7 +97,6 @@ Status copy_unreadable(const TraceeMemory& memory, RemotePtr<> at, uint64_t page
   return {};
 }
 
-constexpr uint64_t kPmPfnMask = (1ull << 55) - 1;
 
 // The pagemap entries (one u64 per page) of out.size() pages from at on.
 Status read_pagemap(int fd, RemotePtr<> at, std::span<uint64_t> out, pid_t pid) {
@@ -149,15 +144,15 @@ Result<std::vector<bool>> shared_with_parent(const VmaInfo& info, int child_pm, 
   shared.assign(pages, false);
   bool any = false;
   bool file = info.vma.kind() == img::VMA_FILE_PRIVATE;
-  auto content = [file](uint64_t e) { return (e & (kPmPresent | kPmSwapped)) && !(file && (e & kPmFileOrSharedAnon)); };
+  auto content = [file](uint64_t e) { return (e & (pagemap_bits::present | pagemap_bits::swapped)) && !(file && (e & pagemap_bits::file)); };
   for (uint64_t i = 0; i < pages; i++) {
     bool parent_has = content(p[i]);
     bool child_has = content(c[i]);
     if (parent_has && !child_has) return std::vector<bool>();  // the child's reads zeros (or the file) there
-    uint64_t pfn = c[i] & kPmPfnMask;
+    uint64_t pfn = c[i] & pagemap_bits::pfn_mask;
     // Without CAP_SYS_ADMIN the kernel shows PFN 0: nothing is known shared.
-    if (child_has && parent_has && (c[i] & kPmPresent) && (p[i] & kPmPresent) && pfn &&
-        pfn == (p[i] & kPmPfnMask)) {
+    if (child_has && parent_has && (c[i] & pagemap_bits::present) && (p[i] & pagemap_bits::present) && pfn &&
+        pfn == (p[i] & pagemap_bits::pfn_mask)) {
       shared[i] = true;
       any = true;
     }

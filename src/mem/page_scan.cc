@@ -25,9 +25,6 @@ constexpr unsigned long kPagemapScan = (3ul << 30) | (sizeof(PmScanArg) << 16) |
 constexpr uint64_t kWpMatching = 1u << 0;
 constexpr uint64_t kCheckWpAsync = 1u << 1;
 
-constexpr uint64_t kPmPresent = 1ull << 63;
-constexpr uint64_t kPmSwapped = 1ull << 62;
-constexpr uint64_t kPmFile = 1ull << 61;
 
 void append(std::vector<PageRegion>& out, uint64_t start, uint64_t end, uint64_t cat) {
   if (!out.empty() && out.back().end == start && out.back().categories == cat) out.back().end = end;
@@ -139,11 +136,11 @@ Status PageMap::scan_read(uint64_t start, uint64_t end, std::vector<PageRegion>&
       return failf_errno("pid {}: cannot read pagemap at {:#x}", pid_, at);
     for (uint64_t i = 0; i < n; i++) {
       uint64_t e = pm[i];
-      if (!(e & (kPmPresent | kPmSwapped))) continue;
+      if (!(e & (pagemap_bits::present | pagemap_bits::swapped))) continue;
       // Without the ioctl nothing is known written or not: every page counts
       // as written (dumped).
-      uint64_t cat = page_category::written | ((e & kPmPresent) ? page_category::present : 0) |
-                     ((e & kPmSwapped) ? page_category::swapped : 0) | ((e & kPmFile) ? page_category::file : 0);
+      uint64_t cat = page_category::written | ((e & pagemap_bits::present) ? page_category::present : 0) |
+                     ((e & pagemap_bits::swapped) ? page_category::swapped : 0) | ((e & pagemap_bits::file) ? page_category::file : 0);
       uint64_t page = at + i * kPageSize;
       append(out, page, page + kPageSize, cat);
     }

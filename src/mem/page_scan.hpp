@@ -28,6 +28,14 @@ constexpr uint64_t pfn_zero = 1u << 5;    // the shared zero page
 constexpr uint64_t all = (1u << 6) - 1;
 }  // namespace page_category
 
+// Bits of a /proc/PID/pagemap entry (Documentation/admin-guide/mm/pagemap.rst).
+namespace pagemap_bits {
+constexpr uint64_t present = 1ull << 63;
+constexpr uint64_t swapped = 1ull << 62;
+constexpr uint64_t file = 1ull << 61;     // file page or shared anonymous
+constexpr uint64_t pfn_mask = (1ull << 55) - 1;
+}  // namespace pagemap_bits
+
 struct PageRegion {
   uint64_t start = 0, end = 0;  // page aligned, [start, end)
   uint64_t categories = 0;      // page_category bits of every page of the run

@@ -16,7 +16,7 @@ namespace minicriu {
 
 namespace {
 
-constexpr uint32_t kMagic = 0x4d435754;  // "MCWT"
+constexpr uint32_t kTrackingMagic = 0x4d435754;  // "MCWT"
 constexpr size_t kFdsPerMessage = 16;
 
 struct HolderMsg {
@@ -62,12 +62,12 @@ bool send_msg(int sock, const HolderMsg& m, const int* fds, size_t n) {
     if (!(p[0].revents & POLLIN)) continue;
     int c = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
     if (c < 0) continue;
-    bool ok = send_msg(c, HolderMsg{kMagic, 0, static_cast<uint32_t>(fds.size()), root}, nullptr, 0);
+    bool ok = send_msg(c, HolderMsg{kTrackingMagic, 0, static_cast<uint32_t>(fds.size()), root}, nullptr, 0);
     for (auto& [pid, list] : fds) {
       // Messages of 16 fds, the last one of fewer (maybe none).
       for (size_t i = 0; ok; i += kFdsPerMessage) {
         size_t n = std::min(kFdsPerMessage, list.size() - i);
-        ok = send_msg(c, HolderMsg{kMagic, pid, static_cast<uint32_t>(n), root}, list.data() + i, n);
+        ok = send_msg(c, HolderMsg{kTrackingMagic, pid, static_cast<uint32_t>(n), root}, list.data() + i, n);
         if (n < kFdsPerMessage) break;
       }
     }
@@ -168,7 +168,7 @@ Result<std::optional<WriteTracking>> take_tracking_from_holder(const std::string
         fds->emplace_back(fd);
       }
     }
-    if (n != sizeof(m) || m.magic != kMagic)
+    if (n != sizeof(m) || m.magic != kTrackingMagic)
       return failf("{}/{}: the write-tracking holder sent a malformed message", images_dir, kTrackingSocket);
     return m;
   };

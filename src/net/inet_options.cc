@@ -1,5 +1,6 @@
 #include "net/inet_options.hpp"
 #include "net/sockopt.hpp"
+#include "net/tcp_repair.hpp"
 
 #include <netinet/in.h>
 #include <netinet/ip.h>
@@ -7,14 +8,6 @@
 #include <sys/socket.h>
 
 namespace minicriu {
-
-namespace {
-
-constexpr int kEstablished = 1;
-
-bool is_tcp(const img::InetSocketFile& sk) { return sk.protocol() == IPPROTO_TCP; }
-
-}  // namespace
 
 void read_inet_options(int fd, const img::InetSocketFile& sk, img::InetSocketOptions& o) {
   o.set_reuseaddr(sock_int(fd, SOL_SOCKET, SO_REUSEADDR, 0) != 0);
@@ -81,7 +74,7 @@ Status set_inet_options(int fd, const img::InetSocketFile& sk, bool repair, cons
                        Buf{o.rcvbuf(), SO_RCVBUF, SO_RCVBUFFORCE, "SO_RCVBUF"}}) {
     uint32_t have = static_cast<uint32_t>(sock_int(fd, SOL_SOCKET, b.opt, 0));
     if (b.want == 0 || b.want == have) continue;
-    if (is_tcp(sk) && sk.state() == kEstablished && b.want > have) continue;
+    if (is_tcp(sk) && sk.state() == kTcpEstablished && b.want > have) continue;
     int half = static_cast<int>(b.want / 2);
     if (::setsockopt(fd, SOL_SOCKET, b.force, &half, sizeof half) != 0 &&
         ::setsockopt(fd, SOL_SOCKET, b.opt, &half, sizeof half) != 0)

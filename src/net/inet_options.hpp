@@ -2,12 +2,16 @@
 // read with getsockopt on the dumper's copy, set again on the new socket.
 #pragma once
 
+#include <netinet/in.h>
+
 #include <string>
 
 #include "base/error.hpp"
 #include "minicriu.pb.h"
 
 namespace minicriu {
+
+inline bool is_tcp(const img::InetSocketFile& sk) { return sk.protocol() == IPPROTO_TCP; }
 
 // sk's family and protocol say which options apply.
 void read_inet_options(int fd, const img::InetSocketFile& sk, img::InetSocketOptions& o);

@@ -26,15 +26,6 @@ namespace minicriu {
 
 namespace {
 
-// TCP states (include/net/tcp_states.h); UDP sockets borrow the first two.
-constexpr int kEstablished = 1;
-constexpr int kSynSent = 2;
-constexpr int kClose = 7;
-constexpr int kCloseWait = 8;
-constexpr int kListen = 10;
-
-bool is_tcp(const img::InetSocketFile& sk) { return sk.protocol() == IPPROTO_TCP; }
-
 InetEndpoint local_of(const img::InetSocketFile& sk) {
   auto e = endpoint_from_bytes(sk.local_addr(), sk.local_port());
   return e ? *e : InetEndpoint{};
@@ -71,11 +62,11 @@ const InetDiag* find_by_ino(const std::vector<InetDiag>& diag, uint64_t ino) {
 bool peer_in_tree(const Connection& conn, const std::vector<InetDiag>& diag, const std::vector<pid_t>* tids) {
   if (!tids) return false;
   for (auto& d : diag) {
-    if (make_connection(d.local, d.remote) != conn.reversed() || d.state == kListen) continue;
+    if (make_connection(d.local, d.remote) != conn.reversed() || d.state == kTcpListen) continue;
     if (d.ino != 0) return held_by(d.ino, *tids);
     // Waiting in an accept queue: the tree holds it if it holds the listener.
     for (auto& l : diag)
-      if (l.state == kListen && l.ino && listener_takes(l.local, false, d.local.normalized()))
+      if (l.state == kTcpListen && l.ino && listener_takes(l.local, false, d.local.normalized()))
         return held_by(l.ino, *tids);
   }
   return false;
@@ -159,7 +150,7 @@ Status InetSocketStore::dump(const std::string& what_fd, int local_fd, uint64_t 
   if (!copy) return failf_errno("{}: dup", what_fd);
   std::string what;
   if (udp) {
-    sk.set_state(remote ? kEstablished : kClose);
+    sk.set_state(remote ? kTcpEstablished : kTcpClose);
     what = fmt::format("{}: {}", what_fd, describe_inet_socket(sk));
     TRY(read_socket_options(local_fd, family, type, protocol, 0, what, *sk.mutable_sockopts()));
     ASSIGN_OR_RETURN(auto queue, peek_udp_queue(local_fd, what));
@@ -176,7 +167,7 @@ Status InetSocketStore::dump(const std::string& what_fd, int local_fd, uint64_t 
   what = fmt::format("{}: {}", what_fd, describe_inet_socket(sk));
   TRY(read_socket_options(local_fd, family, type, protocol, ti.tcpi_state, what, *sk.mutable_sockopts()));
   switch (ti.tcpi_state) {
-    case kListen: {
+    case kTcpListen: {
       ASSIGN_OR_RETURN(const auto* diag, with_context(tcp_diag(), what));
       const InetDiag* d = find_by_ino(*diag, ino);
       if (!d) return failf("{}: sock_diag does not know it (is it in another network namespace?)", what);
@@ -185,7 +176,7 @@ Status InetSocketStore::dump(const std::string& what_fd, int local_fd, uint64_t 
       sockets_[ino] = Seen{what, sk, std::move(copy), false};
       return {};
     }
-    case kClose:
+    case kTcpClose:
       if (local.port != 0) {
         // A socket bound and not connected is in the bind table, which
         // sock_diag shows (Linux 6.6+, as "bound inactive", with state CLOSE);
@@ -199,7 +190,7 @@ Status InetSocketStore::dump(const std::string& what_fd, int local_fd, uint64_t 
       }
       sockets_[ino] = Seen{what, sk, std::move(copy), false};
       return {};
-    case kSynSent: {
+    case kTcpSynSent: {
       // Connecting: restored as a socket that connects again to the same
       // peer (getpeername has no answer yet; sock_diag knows the peer).
       ASSIGN_OR_RETURN(const auto* diag, with_context(tcp_diag(), what));
@@ -261,17 +252,17 @@ Status InetSocketStore::check_peers() {
     if (is_tcp(s.sk) && tcp_connected_state(static_cast<int>(s.sk.state())))
       established[make_connection(local_of(s.sk), remote_of(s.sk))] = ino;
   bool any_listener = std::any_of(sockets_.begin(), sockets_.end(),
-                                  [](auto& s) { return is_tcp(s.second.sk) && s.second.sk.state() == kListen; });
+                                  [](auto& s) { return is_tcp(s.second.sk) && s.second.sk.state() == kTcpListen; });
   std::set<Connection> waiting_clients;
   if (any_listener) {
     ASSIGN_OR_RETURN(auto diag, inet_diag_dump_all(IPPROTO_TCP));
     for (auto& d : diag) {
       // A connection in an accept queue has no file yet (inode 0); TIME_WAIT
       // ones have none either, and are no connection any more.
-      if (d.ino != 0 || (d.state != kEstablished && d.state != kCloseWait)) continue;
+      if (d.ino != 0 || (d.state != kTcpEstablished && d.state != kTcpCloseWait)) continue;
       InetEndpoint at = d.local.normalized();
       for (auto& [ino, s] : sockets_) {
-        if (!is_tcp(s.sk) || s.sk.state() != kListen || !listener_takes(local_of(s.sk), s.sk.opts().v6only(), at))
+        if (!is_tcp(s.sk) || s.sk.state() != kTcpListen || !listener_takes(local_of(s.sk), s.sk.opts().v6only(), at))
           continue;
         Connection conn = make_connection(d.local, d.remote);
         auto client = established.find(conn.reversed());
@@ -401,7 +392,7 @@ Status bind_to(int fd, const img::InetSocketFile& sk, const std::string& what) {
   InetEndpoint local = local_of(sk);
   socklen_t len = endpoint_to_sockaddr(local, static_cast<int>(sk.family()), ss);
   int r = ::bind(fd, reinterpret_cast<sockaddr*>(&ss), len);
-  if (r != 0 && errno == EADDRINUSE && is_tcp(sk) && sk.state() == kListen && end_time_waits_on(local))
+  if (r != 0 && errno == EADDRINUSE && is_tcp(sk) && sk.state() == kTcpListen && end_time_waits_on(local))
     r = ::bind(fd, reinterpret_cast<sockaddr*>(&ss), len);
   if (r != 0)
     return failf_errno("{}: bind to {} (is the address in use, or not on this machine?)", what,
@@ -421,7 +412,7 @@ Status connect_to(int fd, const img::InetSocketFile& sk, const std::string& what
 // Restore order: listeners, then every socket that needs none, then the
 // connections that wait in a listener's accept queue, in their queue's order.
 int phase(const img::InetSocketFile& sk) {
-  if (is_tcp(sk) && sk.state() == kListen) return 0;
+  if (is_tcp(sk) && sk.state() == kTcpListen) return 0;
   if (sk.pending()) return 2;
   return 1;
 }
@@ -442,12 +433,12 @@ Status InetSocketRestorer::validate(const std::vector<img::FileEntry>& files) {
       return failf("{}: addresses of the wrong size for its family", what);
     if (sk.local_port() > 0xffff || sk.remote_port() > 0xffff) return failf("{}: port out of range", what);
     int state = static_cast<int>(sk.state());
-    if (tcp && state != kListen && state != kClose && state != kSynSent && !tcp_connected_state(state))
+    if (tcp && state != kTcpListen && state != kTcpClose && state != kTcpSynSent && !tcp_connected_state(state))
       return failf("{}: TCP state {} cannot be restored", what, tcp_state_name(state));
-    if ((tcp_connected_state(state) || (tcp && state == kSynSent)) && !connected(sk))
+    if ((tcp_connected_state(state) || (tcp && state == kTcpSynSent)) && !connected(sk))
       return failf("{}: connected without a peer address", what);
     // A connection not yet accepted: its connecting end may have shut down.
-    if (sk.pending() && state != kEstablished && (!tcp_fin_sent(state) || tcp_fin_received(state)))
+    if (sk.pending() && state != kTcpEstablished && (!tcp_fin_sent(state) || tcp_fin_received(state)))
       return failf("{}: a pending connection in state {}", what, tcp_state_name(state));
     if (sk.has_tcp() && sk.tcp().unsent() > sk.tcp().send_queue().size())
       return failf("{}: {} unsent bytes in a send queue of {}", what, sk.tcp().unsent(), sk.tcp().send_queue().size());
@@ -506,14 +497,14 @@ Result<std::unique_ptr<InetSocketRestorer>> InetSocketRestorer::create_all(
     InetEndpoint local = local_of(sk);
     if (is_tcp(sk)) {
       switch (sk.state()) {
-        case kListen:
+        case kTcpListen:
           TRY(bind_to(s, sk, what));
           if (::listen(s, static_cast<int>(sk.backlog())) != 0) return failf_errno("{}: listen", what);
           break;
-        case kClose:
+        case kTcpClose:
           if (local.port != 0) TRY(bind_to(s, sk, what));
           break;
-        case kSynSent:
+        case kTcpSynSent:
           // Its SYN goes out again at resume(), once every socket of the
           // tree exists.
           TRY(bind_to(s, sk, what));
@@ -600,7 +591,7 @@ namespace {
 
 std::string describe_inet(const img::InetSocketFile& sk) {
   std::string s = fmt::format("{} socket:[{}]", describe_inet_socket(sk), sk.ino());
-  if (sk.state() == kListen) s += fmt::format(", backlog {}", sk.backlog());
+  if (sk.state() == kTcpListen) s += fmt::format(", backlog {}", sk.backlog());
   if (sk.has_tcp())
     s += fmt::format(", send queue {} byte(s) ({} unsent), receive queue {} byte(s)", sk.tcp().send_queue().size(),
                      sk.tcp().unsent(), sk.tcp().recv_queue().size());

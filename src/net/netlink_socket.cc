@@ -64,22 +64,13 @@ Result<std::vector<uint32_t>> memberships(int fd, const std::string& what) {
   return groups;
 }
 
-Status set_buffer(int fd, uint32_t want, int opt, int force, const char* name, const std::string& what) {
-  if (want == 0 || static_cast<uint32_t>(sock_int(fd, SOL_SOCKET, opt, 0)) == want) return {};
-  int half = static_cast<int>(want / 2);
-  if (::setsockopt(fd, SOL_SOCKET, force, &half, sizeof half) != 0 &&
-      ::setsockopt(fd, SOL_SOCKET, opt, &half, sizeof half) != 0)
-    return failf_errno("{}: {} of {}", what, name, want);
-  return {};
-}
-
 Result<UniqueFd> make_netlink_socket(const img::NetlinkSocketFile& sk) {
   std::string what = describe_netlink(sk);
   UniqueFd fd(::socket(AF_NETLINK, static_cast<int>(sk.type()) | SOCK_CLOEXEC, static_cast<int>(sk.protocol())));
   if (!fd) return failf_errno("{}: socket", what);
   TRY(set_socket_options(fd.get(), sk.sockopts(), what));
-  TRY(set_buffer(fd.get(), sk.sndbuf(), SO_SNDBUF, SO_SNDBUFFORCE, "SO_SNDBUF", what));
-  TRY(set_buffer(fd.get(), sk.rcvbuf(), SO_RCVBUF, SO_RCVBUFFORCE, "SO_RCVBUF", what));
+  TRY(set_socket_buffer(fd.get(), sk.sndbuf(), SO_SNDBUF, SO_SNDBUFFORCE, "SO_SNDBUF", what));
+  TRY(set_socket_buffer(fd.get(), sk.rcvbuf(), SO_RCVBUF, SO_RCVBUFFORCE, "SO_RCVBUF", what));
   if (sk.portid()) {
     sockaddr_nl nl{};
     nl.nl_family = AF_NETLINK;

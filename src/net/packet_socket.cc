@@ -76,22 +76,13 @@ std::string describe_packet(const img::PacketSocketFile& sk) {
   return out;
 }
 
-Status set_buffer(int fd, uint32_t want, int opt, int force, const char* name, const std::string& what) {
-  if (want == 0 || static_cast<uint32_t>(sock_int(fd, SOL_SOCKET, opt, 0)) == want) return {};
-  int half = static_cast<int>(want / 2);  // the kernel doubles what it is given
-  if (::setsockopt(fd, SOL_SOCKET, force, &half, sizeof half) != 0 &&
-      ::setsockopt(fd, SOL_SOCKET, opt, &half, sizeof half) != 0)
-    return failf_errno("{}: {} of {}", what, name, want);
-  return {};
-}
-
 Result<UniqueFd> make_packet_socket(const img::PacketSocketFile& sk) {
   std::string what = describe_packet(sk);
   UniqueFd fd(::socket(AF_PACKET, static_cast<int>(sk.type()) | SOCK_CLOEXEC, htons(static_cast<uint16_t>(sk.protocol()))));
   if (!fd) return failf_errno("{}: socket", what);
   TRY(set_socket_options(fd.get(), sk.sockopts(), what));
-  TRY(set_buffer(fd.get(), sk.sndbuf(), SO_SNDBUF, SO_SNDBUFFORCE, "SO_SNDBUF", what));
-  TRY(set_buffer(fd.get(), sk.rcvbuf(), SO_RCVBUF, SO_RCVBUFFORCE, "SO_RCVBUF", what));
+  TRY(set_socket_buffer(fd.get(), sk.sndbuf(), SO_SNDBUF, SO_SNDBUFFORCE, "SO_SNDBUF", what));
+  TRY(set_socket_buffer(fd.get(), sk.rcvbuf(), SO_RCVBUF, SO_RCVBUFFORCE, "SO_RCVBUF", what));
   if (sk.ifindex()) {
     // The interface by its name: an index is a number of this boot.
     unsigned index = sk.ifname().empty() ? 0 : ::if_nametoindex(sk.ifname().c_str());

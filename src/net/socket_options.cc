@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "base/unique_fd.hpp"
+#include "net/tcp_repair.hpp"
 
 namespace minicriu {
 
@@ -206,7 +207,6 @@ const Opt kOptions[] = {
     {SOL_SOCKET, SO_LOCK_FILTER, "SO_LOCK_FILTER", kAnyFamily, kAnyProto},
 };
 
-constexpr int kTcpClose = 7, kTcpListen = 10;
 
 unsigned family_bit(int family) {
   switch (family) {

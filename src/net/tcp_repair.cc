@@ -125,27 +125,13 @@ Status make_room(int fd, int opt, int force, size_t bytes, const char* name, con
   return {};
 }
 
-namespace {
-
-// include/net/tcp_states.h
-enum : int {
-  kEstablished = 1,
-  kFinWait1 = 4,
-  kFinWait2 = 5,
-  kCloseWait = 8,
-  kLastAck = 9,
-  kClosing = 11,
-};
-
-}  // namespace
-
 bool tcp_connected_state(int state) {
-  return state == kEstablished || tcp_fin_sent(state) || tcp_fin_received(state);
+  return state == kTcpEstablished || tcp_fin_sent(state) || tcp_fin_received(state);
 }
 bool tcp_fin_sent(int state) {
-  return state == kFinWait1 || state == kFinWait2 || state == kLastAck || state == kClosing;
+  return state == kTcpFinWait1 || state == kTcpFinWait2 || state == kTcpLastAck || state == kTcpClosing;
 }
-bool tcp_fin_received(int state) { return state == kCloseWait || state == kLastAck || state == kClosing; }
+bool tcp_fin_received(int state) { return state == kTcpCloseWait || state == kTcpLastAck || state == kTcpClosing; }
 
 Status tcp_repair_on(int fd, const std::string& what) {
   int on = TCP_REPAIR_ON;

@@ -12,6 +12,20 @@
 
 namespace minicriu {
 
+// The TCP states of include/net/tcp_states.h that minicriu tells apart (UDP
+// sockets borrow the first two).
+enum TcpState : int {
+  kTcpEstablished = 1,
+  kTcpSynSent = 2,
+  kTcpFinWait1 = 4,
+  kTcpFinWait2 = 5,
+  kTcpClose = 7,
+  kTcpCloseWait = 8,
+  kTcpLastAck = 9,
+  kTcpListen = 10,
+  kTcpClosing = 11,
+};
+
 // States a connection may be dumped in (include/net/tcp_states.h): it is
 // made again as ESTABLISHED, and the FINs are sent again at the resume.
 // ESTABLISHED, FIN_WAIT1/2, CLOSE_WAIT, LAST_ACK, CLOSING.

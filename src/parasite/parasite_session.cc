@@ -27,7 +27,7 @@
 
 namespace minicriu {
 
-namespace blob = blobs::parasite;
+namespace pblob = blobs::parasite;
 using namespace std::chrono_literals;
 
 namespace {
@@ -56,7 +56,7 @@ ParasiteOptions ParasiteOptions::from_environment() {
 
 ParasiteSession::Layout ParasiteSession::layout() {
   Layout l;
-  l.ctl = page_up(blob::kSize);
+  l.ctl = page_up(pblob::kSize);
   l.scratch = l.ctl + 1024;
   l.args = l.ctl + kPageSize;
   size_t stack = l.args + MC_PARASITE_ARGS_SIZE;
@@ -111,14 +111,14 @@ Status ParasiteSession::infect() {
   TRY(rs.leave());
   ASSIGN_OR_RETURN(local_, Mapping::map(nullptr, layout_.size, PROT_READ | PROT_WRITE, MAP_SHARED,
                                         memfd_.get(), 0));
-  std::memcpy(local(0), blob::kBytes, blob::kSize);
+  std::memcpy(local(0), pblob::kBytes, pblob::kSize);
   log_.debug("pid {}: parasite mapped at {} ({} KiB)", process_.pid, remote_, layout_.size >> 10);
   return {};
 }
 
 Result<ThreadSelfState> ParasiteSession::thread_self_state(Tracee& thread) {
   if (remote_.null()) return failf("pid {}: no parasite to run syscalls from", process_.pid);
-  RemoteSyscalls rs(thread, remote(blob::k_parasite_syscall));
+  RemoteSyscalls rs(thread, remote(pblob::k_parasite_syscall));
   TRY(rs.enter());
   // The scratch area is in the shared memfd: what the kernel writes there we
   // read locally.
@@ -198,7 +198,7 @@ Status ParasiteSession::start() {
   daemon_.emplace(process_.leader());
   TRY(daemon_->enter());
   arch::Regs regs = daemon_->saved_regs();
-  arch::set_call(regs, remote(blob::k_parasite_entry), remote(layout_.stack_top),
+  arch::set_call(regs, remote(pblob::k_parasite_entry), remote(layout_.stack_top),
                  remote(layout_.ctl).addr());
   TRY(daemon_->load(regs));
   TRY(process_.leader().resume());

@@ -1,4 +1,5 @@
 #include "proc/posix_timers.hpp"
+#include "base/clock.hpp"
 
 #include <signal.h>
 #include <sys/prctl.h>
@@ -12,7 +13,6 @@ namespace minicriu {
 
 namespace {
 
-constexpr uint64_t kNsPerSec = 1000000000ull;
 
 // prctl(PR_TIMER_CREATE_RESTORE_IDS) (Linux 6.17): timer_create then takes the
 // id to create from the timer_t it writes to.

@@ -30,14 +30,14 @@ static_assert(rst::ADV_DONTFORK == img::ADVICE_DONTFORK && rst::ADV_WIPEONFORK =
               rst::ADV_SEALED == img::ADVICE_SEALED,
               "the blob's advice bits are the image's");
 
-namespace blob = blobs::restorer;
+namespace rblob = blobs::restorer;
 
 namespace {
 
 uint64_t align16(uint64_t v) { return (v + 15) & ~uint64_t{15}; }
 
-uint64_t code_size() { return page_up(blob::kSize); }
-uint64_t tail_code_size() { return page_up(blob::k_restorer_tail_end - blob::k_restorer_tail); }
+uint64_t code_size() { return page_up(rblob::kSize); }
+uint64_t tail_code_size() { return page_up(rblob::k_restorer_tail_end - rblob::k_restorer_tail); }
 
 uint64_t args_size(const ProcessImages& p) {
   uint64_t n = align16(sizeof(rst::Args));
@@ -186,7 +186,7 @@ Result<BlobJump> install_blob(const BlobInputs& in) {
   BlobSizes sizes = blob_sizes(p);
   TRY(map_fixed(plan.blob, sizes.blob));
   TRY(map_fixed(plan.tail, sizes.tail));
-  std::memcpy(reinterpret_cast<void*>(plan.blob), blob::kBytes, blob::kSize);
+  std::memcpy(reinterpret_cast<void*>(plan.blob), rblob::kBytes, rblob::kSize);
 
   uint64_t args_at = plan.blob + code_size();
   Arena arena(args_at, args_size(p));
@@ -311,16 +311,16 @@ Result<BlobJump> install_blob(const BlobInputs& in) {
   a->blob_size = plan.tail - plan.blob;  // with the guard page before the tail
   a->tail = plan.tail;
   a->tail_size = sizes.tail;
-  a->tail_syscall = plan.tail + (blob::k_restorer_tail_syscall - blob::k_restorer_tail);
-  std::memcpy(reinterpret_cast<void*>(plan.tail), blob::kBytes + blob::k_restorer_tail,
-              blob::k_restorer_tail_end - blob::k_restorer_tail);
+  a->tail_syscall = plan.tail + (rblob::k_restorer_tail_syscall - rblob::k_restorer_tail);
+  std::memcpy(reinterpret_cast<void*>(plan.tail), rblob::kBytes + rblob::k_restorer_tail,
+              rblob::k_restorer_tail_end - rblob::k_restorer_tail);
 
   // The tail is only executed and read (rt_sigreturn reads the frames).
   if (::mprotect(reinterpret_cast<void*>(plan.tail), sizes.tail, PROT_READ | PROT_EXEC) != 0)
     return fail_errno("mprotect of the restorer tail");
   if (::mprotect(reinterpret_cast<void*>(plan.blob), code_size(), PROT_READ | PROT_EXEC) != 0)
     return fail_errno("mprotect of the restorer code");
-  return BlobJump{plan.blob + blob::k_restorer_entry, stacks + rst::kBlobStackSize, args_at};
+  return BlobJump{plan.blob + rblob::k_restorer_entry, stacks + rst::kBlobStackSize, args_at};
 }
 
 void jump_to_blob(const BlobJump& j) { arch::jump_on_stack(j.entry, j.stack_top, j.args); }

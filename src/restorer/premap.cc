@@ -11,6 +11,7 @@
 #include <set>
 
 #include "base/unique_fd.hpp"
+#include "mem/vma.hpp"
 
 namespace minicriu {
 
@@ -30,11 +31,6 @@ constexpr uint64_t kHugePage = 2ull << 20;
 bool wants_huge_pages(const img::Vma& v) {
   return v.kind() == img::VMA_ANON_PRIVATE && (v.advice() & img::ADVICE_HUGEPAGE) &&
          v.end() - v.start() >= kHugePage;
-}
-
-bool is_special(img::VmaKind k) {
-  return k == img::VMA_VDSO || k == img::VMA_VVAR || k == img::VMA_VVAR_VCLOCK ||
-         k == img::VMA_VSYSCALL;
 }
 
 
@@ -62,7 +58,7 @@ Result<uint64_t> find_hole(std::vector<AddrRange> busy, uint64_t size) {
 }  // namespace
 
 bool needs_slot(const img::Vma& v) {
-  if (is_special(v.kind())) return false;
+  if (vma_is_kernel_special(v)) return false;
   return !(v.kind() == img::VMA_ANON_PRIVATE && !v.has_pages());
 }
 

@@ -10,6 +10,7 @@
 #include "arch/x86_64/sigframe.hpp"
 #include "mem/page_dump.hpp"
 #include "restorer/restorer_args.hpp"
+#include "mem/vma.hpp"
 
 namespace minicriu {
 
@@ -17,11 +18,6 @@ namespace {
 
 // The highest user address of a 4-level-paging task (TASK_SIZE_MAX).
 constexpr uint64_t kTaskSize = 0x7ffffffff000ull;
-
-bool is_special(img::VmaKind k) {
-  return k == img::VMA_VDSO || k == img::VMA_VVAR || k == img::VMA_VVAR_VCLOCK ||
-         k == img::VMA_VSYSCALL;
-}
 
 
 Status check_inventory(const Checkpoint& c, const MachineInfo& m) {
@@ -135,7 +131,7 @@ Status check_vmas(const Checkpoint& c, const ProcessImages& p, const MachineInfo
     if (!img::VmaKind_IsValid(v.kind())) return failf("{}: unknown kind {}", where, static_cast<int>(v.kind()));
     if (v.kind() == img::VMA_VSYSCALL) continue;  // the kernel's, the same everywhere
     if (v.end() > kTaskSize) return failf("{}: beyond the user address space", where);
-    if (is_special(v.kind())) {
+    if (vma_is_kernel_special(v)) {
       TRY(check_specials(v, m));
       (v.kind() == img::VMA_VDSO ? vdso : v.kind() == img::VMA_VVAR ? vvar : vclock) = true;
       continue;

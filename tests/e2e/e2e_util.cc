@@ -374,4 +374,10 @@ uint64_t dumped_pages(const minicriu::img::ProcessView& proc) {
   return pages;
 }
 
+uint64_t ino_of(int fd) {
+  struct stat st {};
+  EXPECT_EQ(::fstat(fd, &st), 0) << "fd " << fd;
+  return st.st_ino;
+}
+
 }  // namespace e2e

@@ -150,6 +150,9 @@ struct Holdings {
 };
 Holdings holdings_of(pid_t pid);
 
+// The inode number of an fd of this process (a failed fstat fails the test).
+uint64_t ino_of(int fd);
+
 // A dump of the program (started with args) refused in one line that holds
 // every needle (made from its pid; the first is the one the line must
 // have), and the program intact after it.

@@ -26,12 +26,6 @@ using namespace e2e;
 
 namespace {
 
-uint64_t ino_of(int fd) {
-  struct stat st {};
-  EXPECT_EQ(::fstat(fd, &st), 0);
-  return st.st_ino;
-}
-
 // One line from fd, within 10 s ("" if none came).
 std::string read_line(int fd) {
   std::string line;

@@ -23,12 +23,6 @@ using namespace e2e;
 
 namespace {
 
-uint64_t ino_of(int fd) {
-  struct stat st {};
-  EXPECT_EQ(::fstat(fd, &st), 0);
-  return st.st_ino;
-}
-
 // One question to the rank: its answer "K COUNT ok".
 std::string ask(int fd, unsigned k) {
   std::string q = fmt::format("ask {}\n", k);

@@ -57,19 +57,6 @@ pid_t start_job(const TempDir& dir, const std::string& btl) {
   return pid;
 }
 
-int progress_of(const TempDir& dir) {
-  std::ifstream in(dir / "progress");
-  int it = 0;
-  in >> it;
-  return it;
-}
-
-bool wait_progress(const TempDir& dir, int at_least) {
-  for (int i = 0; i < 6000 && progress_of(dir) < at_least; i++)
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  return progress_of(dir) >= at_least;
-}
-
 // TCP connections of the checkpoint whose two ends are held by ranks (not
 // mpirun): the TCP BTL's.
 int rank_to_rank_tcp(const minicriu::img::CheckpointView& view) {
@@ -110,7 +97,7 @@ TEST_P(OpenMpi, AFourRankJobCheckpointedTwiceEndsWithTheSameAnswer) {
   RestoredTree tree;
   int resume_at = 60;
   for (int cycle = 0; cycle < 2; cycle++) {
-    ASSERT_TRUE(wait_progress(dir, resume_at)) << read_text(dir / "err");
+    ASSERT_TRUE(mpi_job::wait_progress(dir / "progress", resume_at)) << read_text(dir / "err");
     std::string images = images_dir(dir, fmt::format("images{}", cycle));
     auto dumped = run_minicriu({"dump", "-t", std::to_string(pid), "-D", images});
     ASSERT_EQ(dumped.status, 0) << dumped.output;
@@ -125,7 +112,7 @@ TEST_P(OpenMpi, AFourRankJobCheckpointedTwiceEndsWithTheSameAnswer) {
       reap_zombies();
       EXPECT_TRUE(wait_gone(static_cast<pid_t>(p.pstree().pid()))) << p.pstree().pid();
     }
-    int at_dump = progress_of(dir);
+    int at_dump = mpi_job::progress(dir / "progress");
     EXPECT_LT(at_dump, kIterations);
     tree.add_from(images);
     ASSERT_EQ(restore_detached(images), pid);

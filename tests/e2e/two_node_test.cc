@@ -30,13 +30,13 @@ using namespace e2e;
 
 namespace {
 
-constexpr int kRanks = 4;  // two a node
-constexpr int kIterations = 400;
+constexpr int kNodeRanks = 4;  // two a node
+constexpr int kNodeIterations = 400;
 
 // The job: the agent runs mpirun on node A (in a session of its own); the
 // pid returned is the root of node A's tree.
 pid_t start_job(const TempDir& dir, const mpi_job::TwoNodes& nodes) {
-  std::string mpirun = nodes.mpirun_command(MPIRUN_BIN, MPI_RING_BIN, kRanks, kIterations, dir / "progress");
+  std::string mpirun = nodes.mpirun_command(MPIRUN_BIN, MPI_RING_BIN, kNodeRanks, kNodeIterations, dir / "progress");
   pid_t pid = ::fork();
   if (pid == 0) {
     ::setsid();
@@ -54,9 +54,6 @@ pid_t start_job(const TempDir& dir, const mpi_job::TwoNodes& nodes) {
   return pid;
 }
 
-int progress_of(const TempDir& dir) { return mpi_job::progress(dir / "progress"); }
-bool wait_progress(const TempDir& dir, int at_least) { return mpi_job::wait_progress(dir / "progress", at_least); }
-
 }  // namespace
 
 TEST(TwoNodes, AJobOverTwoNodesCheckpointedByOneCoordinatedDumpEndsWithTheSameAnswer) {
@@ -64,7 +61,7 @@ TEST(TwoNodes, AJobOverTwoNodesCheckpointedByOneCoordinatedDumpEndsWithTheSameAn
   mpi_job::TwoNodes nodes(dir.path());
   if (!nodes.ok()) GTEST_SKIP() << "network namespaces cannot be made here: " << nodes.why();
   pid_t a = start_job(dir, nodes);
-  ASSERT_TRUE(wait_progress(dir, 60)) << read_text(dir / "err");
+  ASSERT_TRUE(mpi_job::wait_progress(dir / "progress", 60)) << read_text(dir / "err");
   pid_t b = nodes.node_b_root();
   ASSERT_GT(b, 0) << "no orted on node B";
   std::string images_a = images_dir(dir, "nodea"), images_b = images_dir(dir, "nodeb");
@@ -80,8 +77,8 @@ TEST(TwoNodes, AJobOverTwoNodesCheckpointedByOneCoordinatedDumpEndsWithTheSameAn
   expect_one_line_error(refused, "coordinated dump: node nodeb: image directory");
   EXPECT_NE(refused.output.find("no tree was killed: every node's tree runs on"), std::string::npos);
   EXPECT_FALSE(std::filesystem::exists(images_a + "/inventory.img"));
-  int after_refusal = progress_of(dir);
-  ASSERT_TRUE(wait_progress(dir, after_refusal + 20)) << "the job stopped after a refused dump";
+  int after_refusal = mpi_job::progress(dir / "progress");
+  ASSERT_TRUE(mpi_job::wait_progress(dir / "progress", after_refusal + 20)) << "the job stopped after a refused dump";
 
   auto dumped = run_minicriu(node_args(images_b));
   ASSERT_EQ(dumped.status, 0) << dumped.output;
@@ -98,8 +95,8 @@ TEST(TwoNodes, AJobOverTwoNodesCheckpointedByOneCoordinatedDumpEndsWithTheSameAn
     }
     tree.add_from(images);
   }
-  int at_dump = progress_of(dir);
-  EXPECT_LT(at_dump, kIterations);
+  int at_dump = mpi_job::progress(dir / "progress");
+  EXPECT_LT(at_dump, kNodeIterations);
 
   auto restored = run_minicriu({"restore-nodes", "--agent", nodes.agent(), "--minicriu", minicriu_bin(), "--node",
                                 "nodea:" + images_a, "--node", "nodeb:" + images_b});
@@ -107,7 +104,7 @@ TEST(TwoNodes, AJobOverTwoNodesCheckpointedByOneCoordinatedDumpEndsWithTheSameAn
   EXPECT_NE(restored.output.find(fmt::format("nodea: {}", a)), std::string::npos) << restored.output;
   EXPECT_NE(restored.output.find(fmt::format("nodeb: {}", b)), std::string::npos) << restored.output;
   EXPECT_EQ(wait_pid(a, 120000), 0) << read_text(dir / "err");
-  EXPECT_EQ(read_text(dir / "out"), mpi_job::ring_answer(kRanks, kIterations) + "\n") << read_text(dir / "err");
+  EXPECT_EQ(read_text(dir / "out"), mpi_job::ring_answer(kNodeRanks, kNodeIterations) + "\n") << read_text(dir / "err");
 }
 
 #endif

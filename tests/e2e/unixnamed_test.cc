@@ -20,16 +20,6 @@
 
 using namespace e2e;
 
-namespace {
-
-uint64_t ino_of(int fd) {
-  struct stat st;
-  EXPECT_EQ(::fstat(fd, &st), 0);
-  return st.st_ino;
-}
-
-}  // namespace
-
 TEST(UnixNamed, ListenersWithWaitingConnectionsPassTheirChecksWithoutACheckpoint) {
   TempDir dir;
   Program p("unixnamed", dir, {"full"});

@@ -246,12 +246,12 @@ TEST(Unpriv, CheckSaysWhatThisUserMayDo) {
 // The user's own processes, dumped and restored by the user with
 // CAP_CHECKPOINT_RESTORE: they come back with their pids, as the user, and
 // pass their own checks; the images are the user's, 0600.
-struct Case {
+struct UnprivCase {
   std::string program;
   std::vector<std::string> args;
 };
 
-class UnprivCycle : public testing::TestWithParam<Case> {};
+class UnprivCycle : public testing::TestWithParam<UnprivCase> {};
 
 TEST_P(UnprivCycle, TheUserDumpsAndRestoresTheirOwnTree) {
   UserDir d;
@@ -274,7 +274,7 @@ TEST_P(UnprivCycle, TheUserDumpsAndRestoresTheirOwnTree) {
   EXPECT_EQ(wait_pid(pid).value_or(-1), 0) << p.log();
 }
 
-std::string case_name(const testing::TestParamInfo<Case>& info) {
+std::string case_name(const testing::TestParamInfo<UnprivCase>& info) {
   std::string name = info.param.program;
   for (auto& a : info.param.args) name += "_" + a;
   for (auto& c : name)
@@ -283,10 +283,10 @@ std::string case_name(const testing::TestParamInfo<Case>& info) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Programs, UnprivCycle,
-                         testing::Values(Case{"basic", {}}, Case{"threads", {}}, Case{"tree", {"extras"}},
-                                         Case{"pipes", {}}, Case{"timers", {}}, Case{"unixsk", {}},
-                                         Case{"shared", {}}, Case{"ghost", {"shared"}}, Case{"kinds", {}},
-                                         Case{"udp", {}}),
+                         testing::Values(UnprivCase{"basic", {}}, UnprivCase{"threads", {}}, UnprivCase{"tree", {"extras"}},
+                                         UnprivCase{"pipes", {}}, UnprivCase{"timers", {}}, UnprivCase{"unixsk", {}},
+                                         UnprivCase{"shared", {}}, UnprivCase{"ghost", {"shared"}}, UnprivCase{"kinds", {}},
+                                         UnprivCase{"udp", {}}),
                          case_name);
 
 // Without CAP_CHECKPOINT_RESTORE a user still dumps their processes (with

@@ -13,11 +13,11 @@
 namespace minicriu {
 namespace {
 
-struct Mapping {
-  explicit Mapping(size_t pages) : size(pages * kPageSize) {
+struct Pages {
+  explicit Pages(size_t pages) : size(pages * kPageSize) {
     base = static_cast<char*>(::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
   }
-  ~Mapping() { ::munmap(base, size); }
+  ~Pages() { ::munmap(base, size); }
   uint64_t start() const { return reinterpret_cast<uint64_t>(base); }
   uint64_t end() const { return start() + size; }
   char* base;
@@ -25,7 +25,7 @@ struct Mapping {
 };
 
 void expect_every_other_page(size_t pages) {
-  Mapping m(pages);
+  Pages m(pages);
   ASSERT_NE(m.base, MAP_FAILED);
   ::madvise(m.base, m.size, MADV_NOHUGEPAGE);
   for (size_t i = 0; i < pages; i += 2) m.base[i * kPageSize] = 1;

@@ -24,7 +24,7 @@ struct TempTree {
   ~TempTree() { std::filesystem::remove_all(root); }
 };
 
-ino_t ino_of(int fd) {
+ino_t path_ino_of(int fd) {
   struct stat st {};
   EXPECT_EQ(::fstatat(fd, "", &st, AT_EMPTY_PATH), 0);
   return st.st_ino;
@@ -49,7 +49,7 @@ TEST(PathFd, FileDirectoryAndSymlinkComeBackAsTheyWere) {
     EXPECT_EQ(entry->path().path(), c.path);
     auto restored = open_entry(*entry);
     ASSERT_TRUE(restored) << restored.error().what();
-    EXPECT_EQ(ino_of(restored->get()), ino_of(fd.get())) << c.path;
+    EXPECT_EQ(path_ino_of(restored->get()), path_ino_of(fd.get())) << c.path;
     int fl = ::fcntl(restored->get(), F_GETFL);
     EXPECT_EQ(fl & (O_PATH | O_NOFOLLOW | O_DIRECTORY), c.flags) << c.path;
     EXPECT_NE(restore_kinds().describe(*entry).find("O_PATH " + c.path), std::string::npos)

@@ -7,7 +7,7 @@
 namespace minicriu {
 namespace {
 
-constexpr uint64_t bit(int cap) { return uint64_t{1} << cap; }
+constexpr uint64_t cap_bit(int cap) { return uint64_t{1} << cap; }
 constexpr uint64_t kAll = (uint64_t{1} << 41) - 1;
 
 img::Creds creds(uint32_t uid, uint64_t caps, uint64_t bnd = kAll) {
@@ -23,7 +23,7 @@ img::Creds creds(uint32_t uid, uint64_t caps, uint64_t bnd = kAll) {
 }
 
 TEST(Privileges, TheUsersOwnProcessMayBeRestoredByTheUser) {
-  img::Creds user = creds(1000, bit(cap::kCheckpointRestore));
+  img::Creds user = creds(1000, cap_bit(cap::kCheckpointRestore));
   EXPECT_TRUE(check_may_restore(user).has_value());
   EXPECT_TRUE(check_restored_creds(7, creds(1000, 0), user).has_value());
 }
@@ -33,12 +33,12 @@ TEST(Privileges, WithoutCheckpointRestoreNothingIsRestored) {
   ASSERT_FALSE(st.has_value());
   EXPECT_NE(st.error().what().find("restore needs CAP_CHECKPOINT_RESTORE"), std::string::npos);
   EXPECT_EQ(st.error().err(), EPERM);
-  EXPECT_TRUE(check_may_restore(creds(1000, bit(cap::kSysAdmin))).has_value());
+  EXPECT_TRUE(check_may_restore(creds(1000, cap_bit(cap::kSysAdmin))).has_value());
 }
 
 TEST(Privileges, RootMayGiveAnyIdsGroupsAndItsCapabilities) {
   img::Creds root = creds(0, kAll);
-  img::Creds image = creds(2000, bit(10), kAll & ~bit(12));
+  img::Creds image = creds(2000, cap_bit(10), kAll & ~cap_bit(12));
   image.set_gids(1, 1001);
   image.add_groups(100);
   image.set_securebits(1);
@@ -46,7 +46,7 @@ TEST(Privileges, RootMayGiveAnyIdsGroupsAndItsCapabilities) {
 }
 
 TEST(Privileges, EachFieldTheUserCouldNotGiveIsNamed) {
-  img::Creds user = creds(1000, bit(cap::kCheckpointRestore));
+  img::Creds user = creds(1000, cap_bit(cap::kCheckpointRestore));
   struct Case {
     void (*edit)(img::Creds&);
     const char* needle;
@@ -55,9 +55,9 @@ TEST(Privileges, EachFieldTheUserCouldNotGiveIsNamed) {
            {[](img::Creds& i) { i.set_uids(2, 0); }, "pid 7: its saved uid 0"},
            {[](img::Creds& i) { i.set_gids(3, 5); }, "pid 7: its filesystem gid 5 is none of"},
            {[](img::Creds& i) { i.add_groups(27); }, "its supplementary groups (27)"},
-           {[](img::Creds& i) { i.set_cap_prm(bit(cap::kSysPtrace)); }, "permitted capabilities hold CAP_SYS_PTRACE"},
-           {[](img::Creds& i) { i.set_cap_amb(bit(1)); }, "ambient capabilities CAP_DAC_OVERRIDE"},
-           {[](img::Creds& i) { i.set_cap_bnd(kAll & ~bit(0)); }, "bounding set lacks CAP_CHOWN"},
+           {[](img::Creds& i) { i.set_cap_prm(cap_bit(cap::kSysPtrace)); }, "permitted capabilities hold CAP_SYS_PTRACE"},
+           {[](img::Creds& i) { i.set_cap_amb(cap_bit(1)); }, "ambient capabilities CAP_DAC_OVERRIDE"},
+           {[](img::Creds& i) { i.set_cap_bnd(kAll & ~cap_bit(0)); }, "bounding set lacks CAP_CHOWN"},
            {[](img::Creds& i) { i.set_securebits(4); }, "securebits 0x4 are not minicriu's 0x0"},
        }) {
     img::Creds image = creds(1000, 0);
@@ -69,7 +69,7 @@ TEST(Privileges, EachFieldTheUserCouldNotGiveIsNamed) {
 }
 
 TEST(Privileges, KeepCapsIsTheProcessesOwnButALockedBitStays) {
-  img::Creds user = creds(1000, bit(cap::kCheckpointRestore));
+  img::Creds user = creds(1000, cap_bit(cap::kCheckpointRestore));
   img::Creds image = creds(1000, 0);
   image.set_securebits(1u << 4);  // SECBIT_KEEP_CAPS
   EXPECT_TRUE(check_restored_creds(7, image, user).has_value());
@@ -83,8 +83,8 @@ TEST(Privileges, KeepCapsIsTheProcessesOwnButALockedBitStays) {
 
 TEST(Privileges, CapNamesAreTheKernels) {
   EXPECT_EQ(cap_names(0), "none");
-  EXPECT_EQ(cap_names(bit(12) | bit(40)), "CAP_NET_ADMIN, CAP_CHECKPOINT_RESTORE");
-  EXPECT_EQ(cap_names(bit(50)), "capability 50");
+  EXPECT_EQ(cap_names(cap_bit(12) | cap_bit(40)), "CAP_NET_ADMIN, CAP_CHECKPOINT_RESTORE");
+  EXPECT_EQ(cap_names(cap_bit(50)), "capability 50");
 }
 
 }  // namespace

@@ -11,7 +11,7 @@ using namespace minicriu::testing;
 
 namespace {
 
-uint64_t bit(int sig) { return 1ull << (sig - 1); }
+uint64_t sig_bit(int sig) { return 1ull << (sig - 1); }
 
 // Blocks signals for the test's duration (a signalfd reads only blocked,
 // pending signals) and drops any left pending.
@@ -47,7 +47,7 @@ TEST(SignalFd, MaskAndFlagsComeBackAndItReadsItsSignals) {
   auto entry = dump_own_fd(sfd.get(), fx);
   ASSERT_TRUE(entry) << entry.error().what();
   ASSERT_TRUE(entry->has_signalfd());
-  EXPECT_EQ(entry->signalfd().mask(), bit(SIGUSR2) | bit(SIGRTMIN + 1));
+  EXPECT_EQ(entry->signalfd().mask(), sig_bit(SIGUSR2) | sig_bit(SIGRTMIN + 1));
   EXPECT_TRUE(entry->signalfd().flags() & O_NONBLOCK);
 
   auto restored = open_entry(*entry);
@@ -75,12 +75,12 @@ TEST(SignalFd, SignalsGlibcKeepsForItselfAreRestoredToo) {
   // have a signalfd for it; the mask goes to the kernel as raw bits.
   img::FileEntry entry;
   entry.set_id(7);
-  entry.mutable_signalfd()->set_mask(bit(32) | bit(SIGUSR2));
+  entry.mutable_signalfd()->set_mask(sig_bit(32) | sig_bit(SIGUSR2));
   auto restored = open_entry(entry);
   ASSERT_TRUE(restored) << restored.error().what();
   EXPECT_FALSE(::fcntl(restored->get(), F_GETFL) & O_NONBLOCK);
   DumpContextFixture fx;
   auto again = dump_own_fd(restored->get(), fx);
   ASSERT_TRUE(again) << again.error().what();
-  EXPECT_EQ(again->signalfd().mask(), bit(32) | bit(SIGUSR2));
+  EXPECT_EQ(again->signalfd().mask(), sig_bit(32) | sig_bit(SIGUSR2));
 }

@@ -15,13 +15,13 @@ proc::MapsEntry mapping(uint64_t start, uint64_t end, std::string path) {
   return m;
 }
 
-constexpr uint64_t bit(int sig) { return 1ull << (sig - 1); }
+constexpr uint64_t sigmask_bit(int sig) { return 1ull << (sig - 1); }
 
 TargetSnapshot app() {
   TargetSnapshot s;
   s.fds = {0, 1, 2, 5};
   s.maps = {mapping(0x400000, 0x401000, "/bin/app"), mapping(0x7f0000000000, 0x7f0000100000, "")};
-  s.pending = bit(SIGUSR2);
+  s.pending = sigmask_bit(SIGUSR2);
   return s;
 }
 
@@ -63,13 +63,13 @@ TEST(TargetSnapshot, AParasiteMappingTheTargetHadBeforeIsItsOwn) {
 
 TEST(TargetSnapshot, OnlyASigpipeRaisedDuringTheDumpIsOurs) {
   TargetSnapshot now = app();
-  now.pending |= bit(SIGPIPE) | bit(SIGHUP);
+  now.pending |= sigmask_bit(SIGPIPE) | sigmask_bit(SIGHUP);
   Leftovers l = find_leftovers(app(), now);
   EXPECT_TRUE(l.sigpipe);
   EXPECT_TRUE(l.fds.empty());
   EXPECT_EQ(l.describe(), "SIGPIPE");
   // Pending before the dump: the target's own, and it stays.
   TargetSnapshot before = app();
-  before.pending |= bit(SIGPIPE);
+  before.pending |= sigmask_bit(SIGPIPE);
   EXPECT_FALSE(find_leftovers(before, now).sigpipe);
 }

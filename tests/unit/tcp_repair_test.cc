@@ -29,7 +29,7 @@ std::string bytes(size_t from, size_t n, int dir) {
   return s;
 }
 
-InetEndpoint name_of(int fd, bool peer) {
+InetEndpoint inet_name_of(int fd, bool peer) {
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
   if (peer) ::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len);
@@ -125,7 +125,7 @@ void round_trip(bool all_as_sent, bool fin = false, size_t client_data = 8 << 20
     }
   }
 
-  InetEndpoint cl = name_of(c.get(), false), sl = name_of(s.get(), false);
+  InetEndpoint cl = inet_name_of(c.get(), false), sl = inet_name_of(s.get(), false);
   uint32_t sc_shutdown = tcp_fin_received(s_state) ? 1 : 0;  // sock_diag's, as the dump reads it
   img::TcpConnection cc, sc;
   ASSERT_TRUE(tcp_repair_on(c.get(), "client"));
@@ -156,7 +156,7 @@ void round_trip(bool all_as_sent, bool fin = false, size_t client_data = 8 << 20
   ASSERT_TRUE(st) << st.error().what();
   st = resume_tcp_connection(c2.get(), false, cc, cplan, "client");
   ASSERT_TRUE(st) << st.error().what();
-  EXPECT_EQ(name_of(c2.get(), true), sl);
+  EXPECT_EQ(inet_name_of(c2.get(), true), sl);
   std::string got = read_n(s2.get(), c_sent, 15000);
   EXPECT_EQ(got.size(), c_sent);
   EXPECT_TRUE(got == bytes(0, c_sent, 0)) << "the client's stream differs";

@@ -24,13 +24,13 @@ using namespace minicriu;
 
 namespace {
 
-uint64_t ino_of(int fd) {
+uint64_t named_ino_of(int fd) {
   struct stat st;
   EXPECT_EQ(fstat(fd, &st), 0);
   return st.st_ino;
 }
 
-std::string name_of(int fd, bool peer = false) {
+std::string unix_name_of(int fd, bool peer = false) {
   sockaddr_un a{};
   socklen_t len = sizeof a;
   int r = peer ? getpeername(fd, reinterpret_cast<sockaddr*>(&a), &len)
@@ -85,7 +85,7 @@ struct Dumped {
     img::FileEntry e;
     e.set_id(static_cast<uint32_t>(files.size() + 1));
     std::string what = fmt::format("test: fd {}", fd);
-    TRY(dump_unix_socket(what, fd, ino_of(fd), fcntl(fd, F_GETFL), *e.mutable_unix_sk()));
+    TRY(dump_unix_socket(what, fd, named_ino_of(fd), fcntl(fd, F_GETFL), *e.mutable_unix_sk()));
     FdDumpInfo info;
     info.pid = getpid();
     info.fd = fd;
@@ -200,7 +200,7 @@ TEST(UnixNamedRoundTrip, ListenersWithAcceptedAndWaitingConnections) {
   EXPECT_EQ(d.sk(l1).path_state(), (uint32_t)img::UNIX_PATH_OWNED);
   EXPECT_EQ(d.sk(l1).file_mode(), 0600u);
   ASSERT_EQ(d.sk(l1).pending_size(), 1);
-  EXPECT_EQ(d.sk(l1).pending(0).client_ino(), ino_of(w1));
+  EXPECT_EQ(d.sk(l1).pending(0).client_ino(), named_ino_of(w1));
   EXPECT_EQ(d.sk(l2).name(), abstract);
   EXPECT_EQ(d.sk(a1).name(), path);  // an accepted socket has its listener's name
   EXPECT_EQ(d.sk(w1).peer_ino(), 0u);
@@ -225,11 +225,11 @@ TEST(UnixNamedRoundTrip, ListenersWithAcceptedAndWaitingConnections) {
   UniqueFd rl1 = restored(**r, d.sk(l1)), rl2 = restored(**r, d.sk(l2)), rc1 = restored(**r, d.sk(c1)),
            ra1 = restored(**r, d.sk(a1)), rw1 = restored(**r, d.sk(w1)), rw2 = restored(**r, d.sk(w2));
   r->reset();
-  EXPECT_EQ(name_of(rl1.get()), path);
-  EXPECT_EQ(name_of(rl2.get()), abstract);
-  EXPECT_EQ(name_of(ra1.get()), path);
-  EXPECT_EQ(name_of(rc1.get(), true), path);
-  EXPECT_EQ(name_of(rw2.get(), true), abstract);
+  EXPECT_EQ(unix_name_of(rl1.get()), path);
+  EXPECT_EQ(unix_name_of(rl2.get()), abstract);
+  EXPECT_EQ(unix_name_of(ra1.get()), path);
+  EXPECT_EQ(unix_name_of(rc1.get(), true), path);
+  EXPECT_EQ(unix_name_of(rw2.get(), true), abstract);
   struct stat stt;
   ASSERT_EQ(stat(path.c_str(), &stt), 0);
   EXPECT_TRUE(S_ISSOCK(stt.st_mode));
@@ -274,8 +274,8 @@ TEST(UnixNamedRoundTrip, PathsUnlinkedOrReplacedComeBackAsTheyWere) {
   auto r = UnixSocketRestorer::create_all(d.files, 100);
   ASSERT_TRUE(r) << r.error().what();
   UniqueFd rg = restored(**r, d.sk(g)), rr = restored(**r, d.sk(rp));
-  EXPECT_EQ(name_of(rg.get()), gone);
-  EXPECT_EQ(name_of(rr.get()), replaced);
+  EXPECT_EQ(unix_name_of(rg.get()), gone);
+  EXPECT_EQ(unix_name_of(rr.get()), replaced);
   struct stat st;
   ASSERT_EQ(lstat(replaced.c_str(), &st), 0);
   EXPECT_TRUE(S_ISREG(st.st_mode));
@@ -313,7 +313,7 @@ TEST(UnixNamedRoundTrip, ARelativePathIsBoundAgainInItsDirectory) {
   // From elsewhere, the name no longer leads to it: its socket file
   // (SIOCUNIXFILE) tells the directory.
   img::UnixSocketFile again;
-  st = dump_unix_socket("test: fd 9", s, ino_of(s), 0, again);
+  st = dump_unix_socket("test: fd 9", s, named_ino_of(s), 0, again);
   ASSERT_TRUE(st) << st.error().what();
   EXPECT_EQ(again.bind_dir(), std::filesystem::canonical(dir.path).string());
   EXPECT_EQ(again.path_state(), img::UNIX_PATH_OWNED);
@@ -323,9 +323,9 @@ TEST(UnixNamedRoundTrip, ARelativePathIsBoundAgainInItsDirectory) {
   auto r = UnixSocketRestorer::create_all(d.files, 100);
   ASSERT_TRUE(r) << r.error().what();
   UniqueFd rs = restored(**r, d.sk(s)), ra = restored(**r, d.sk(a)), rc = restored(**r, d.sk(c));
-  EXPECT_EQ(name_of(rs.get()), "rel.sock");
-  EXPECT_EQ(name_of(ra.get()), "rel.sock");
-  EXPECT_EQ(name_of(rc.get(), true), "rel.sock");
+  EXPECT_EQ(unix_name_of(rs.get()), "rel.sock");
+  EXPECT_EQ(unix_name_of(ra.get()), "rel.sock");
+  EXPECT_EQ(unix_name_of(rc.get(), true), "rel.sock");
   struct stat sst;
   EXPECT_EQ(stat((dir / "rel.sock").c_str(), &sst), 0);
   char now[4096];
@@ -440,7 +440,7 @@ TEST(UnixNamedRoundTrip, AClientAutoboundBySoPasscredKeepsItsName) {
   connect_to(c, abstract);  // binds c to an abstract name the kernel picks
   int a = accept4(l, nullptr, nullptr, SOCK_CLOEXEC);
   ASSERT_GE(a, 0);
-  std::string autobound = name_of(c);
+  std::string autobound = unix_name_of(c);
   ASSERT_FALSE(autobound.empty());
   Dumped d;
   for (int fd : {l, c, a}) ASSERT_TRUE(d.add(fd));
@@ -449,9 +449,9 @@ TEST(UnixNamedRoundTrip, AClientAutoboundBySoPasscredKeepsItsName) {
   auto r = UnixSocketRestorer::create_all(d.files, 100);
   ASSERT_TRUE(r) << r.error().what();
   UniqueFd rc = restored(**r, d.sk(c)), ra = restored(**r, d.sk(a));
-  EXPECT_EQ(name_of(rc.get()), autobound);
-  EXPECT_EQ(name_of(ra.get(), true), autobound);
-  EXPECT_EQ(name_of(ra.get()), abstract);
+  EXPECT_EQ(unix_name_of(rc.get()), autobound);
+  EXPECT_EQ(unix_name_of(ra.get(), true), autobound);
+  EXPECT_EQ(unix_name_of(ra.get()), abstract);
   int pc = 0;
   socklen_t len = sizeof pc;
   ASSERT_EQ(getsockopt(rc.get(), SOL_SOCKET, SO_PASSCRED, &pc, &len), 0);

@@ -27,7 +27,7 @@ struct Pair {
   }
 };
 
-uint64_t ino_of(int fd) {
+uint64_t sock_ino_of(int fd) {
   struct stat st;
   EXPECT_EQ(fstat(fd, &st), 0);
   return st.st_ino;
@@ -60,7 +60,7 @@ std::vector<img::FileEntry> dump_pair(const Pair& p) {
   std::vector<img::FileEntry> files(2);
   for (int i = 0; i < 2; i++) {
     files[i].set_id(i + 1);
-    auto st = dump_unix_socket(fmt::format("test: fd {}", p.fd[i]), p.fd[i], ino_of(p.fd[i]),
+    auto st = dump_unix_socket(fmt::format("test: fd {}", p.fd[i]), p.fd[i], sock_ino_of(p.fd[i]),
                                fcntl(p.fd[i], F_GETFL), *files[i].mutable_unix_sk());
     EXPECT_TRUE(st) << (st ? "" : st.error().what());
   }
@@ -215,7 +215,7 @@ TEST(UnixSocket, FdsInFlightAreCarriedAndLeftQueued) {
   // Without a way to add the file, refused; with one, the file in flight is
   // handed over (the same file) and the message names it.
   img::UnixSocketFile out;
-  auto st = dump_unix_socket("pid 1: fd 4", p.fd[1], ino_of(p.fd[1]), 0, out);
+  auto st = dump_unix_socket("pid 1: fd 4", p.fd[1], sock_ino_of(p.fd[1]), 0, out);
   ASSERT_FALSE(st);
   EXPECT_NE(st.error().what().find("SCM_RIGHTS"), std::string::npos) << st.error().what();
   std::vector<ino_t> seen;
@@ -226,7 +226,7 @@ TEST(UnixSocket, FdsInFlightAreCarriedAndLeftQueued) {
     return 7;
   };
   img::UnixSocketFile carried;
-  ASSERT_TRUE(dump_unix_socket("pid 1: fd 4", p.fd[1], ino_of(p.fd[1]), 0, carried, 0, add));
+  ASSERT_TRUE(dump_unix_socket("pid 1: fd 4", p.fd[1], sock_ino_of(p.fd[1]), 0, carried, 0, add));
   ASSERT_EQ(seen, std::vector<ino_t>{want.st_ino});
   ASSERT_EQ(carried.queue_control_size(), 1);
   EXPECT_EQ(carried.queue_control(0).index(), 0u);
@@ -245,7 +245,7 @@ FdDumpInfo fd_info(pid_t pid, int fd) {
 
 img::FileEntry socket_entry(int fd, const std::string& what) {
   img::FileEntry e;
-  EXPECT_TRUE(dump_unix_socket(what, fd, ino_of(fd), 0, *e.mutable_unix_sk()));
+  EXPECT_TRUE(dump_unix_socket(what, fd, sock_ino_of(fd), 0, *e.mutable_unix_sk()));
   return e;
 }
 
@@ -257,10 +257,10 @@ TEST(UnixSocket, PeerOutsideTheTreeIsNamed) {
   auto st = store.check_peers({}, ExternalPolicy(), files);
   ASSERT_FALSE(st);
   std::string expect = fmt::format("pid 1: fd 3: unix stream socket:[{}] is connected to socket:[{}] held "
-                                   "by pid {} (", ino_of(p.fd[0]), ino_of(p.fd[1]), getpid());
+                                   "by pid {} (", sock_ino_of(p.fd[0]), sock_ino_of(p.fd[1]), getpid());
   EXPECT_EQ(st.error().what().rfind(expect, 0), 0u) << st.error().what();
-  EXPECT_NE(st.error().what().find(fmt::format("--external unix[{}]", ino_of(p.fd[0]))), std::string::npos);
-  EXPECT_NE(st.error().what().find(fmt::format("--inherit-fd fd[N]:socket:[{}]", ino_of(p.fd[0]))),
+  EXPECT_NE(st.error().what().find(fmt::format("--external unix[{}]", sock_ino_of(p.fd[0]))), std::string::npos);
+  EXPECT_NE(st.error().what().find(fmt::format("--inherit-fd fd[N]:socket:[{}]", sock_ino_of(p.fd[0]))),
             std::string::npos);
   EXPECT_EQ(st.error().what().find('\n'), std::string::npos);
   files.push_back(socket_entry(p.fd[1], "pid 1: fd 4"));
@@ -277,7 +277,7 @@ ExternalPolicy policy_of(DumpOptions o) {
 
 TEST(UnixSocket, PeerOutsideAcceptedByOptionOrHook) {
   Pair p(SOCK_SEQPACKET);
-  uint64_t ino = ino_of(p.fd[0]);
+  uint64_t ino = sock_ino_of(p.fd[0]);
   DumpOptions by_inode;
   by_inode.external = {fmt::format("unix[{}]", ino)};
   DumpOptions other_inode;
@@ -308,7 +308,7 @@ TEST(UnixSocket, PeerOutsideAcceptedByOptionOrHook) {
   EXPECT_EQ(asked[0].type, "seqpacket");
   EXPECT_EQ(asked[0].pid, 1);
   EXPECT_EQ(asked[0].fd, 3);
-  EXPECT_EQ(asked[0].peer_inode, ino_of(p.fd[1]));
+  EXPECT_EQ(asked[0].peer_inode, sock_ino_of(p.fd[1]));
   EXPECT_EQ(asked[0].peer_pid, getpid());
 }
 
@@ -349,7 +349,7 @@ TEST(UnixSocket, ExternalSocketTakesTheInheritedFd) {
   std::vector<img::FileEntry> files{socket_entry(old.fd[0], "pid 1: fd 3")};
   files[0].mutable_unix_sk()->set_external(true);
   files[0].mutable_unix_sk()->set_flags(O_NONBLOCK);
-  uint64_t ino = ino_of(old.fd[0]);
+  uint64_t ino = sock_ino_of(old.fd[0]);
   // Nothing given: refused, naming the socket and the option.
   auto none = UnixSocketRestorer::take_external(files, ExternalStandIns());
   ASSERT_FALSE(none);
@@ -370,7 +370,7 @@ TEST(UnixSocket, ExternalSocketTakesTheInheritedFd) {
   auto fd = (*r)->open(files[0].unix_sk());
   ASSERT_TRUE(fd);
   // The same socket as the inherited one, with the dumped flags.
-  EXPECT_EQ(ino_of(fd->get()), ino_of(fresh.fd[0]));
+  EXPECT_EQ(sock_ino_of(fd->get()), sock_ino_of(fresh.fd[0]));
   EXPECT_TRUE(fcntl(fd->get(), F_GETFL) & O_NONBLOCK);
   ASSERT_EQ(write(fd->get(), "hi", 2), 2);
   char buf[4];
@@ -401,7 +401,7 @@ TEST(UnixSocket, ExternalDgramConnectsToItsPeerPathAgain) {
   ASSERT_TRUE(r) << r.error().what();
   auto fd = (*r)->open(files[0].unix_sk());
   ASSERT_TRUE(fd);
-  EXPECT_NE(ino_of(fd->get()), ino_of(old));
+  EXPECT_NE(sock_ino_of(fd->get()), sock_ino_of(old));
   ASSERT_EQ(send(fd->get(), "log line", 8, 0), 8);
   char buf[16];
   EXPECT_EQ(recv(server, buf, sizeof buf, MSG_DONTWAIT), 8);
