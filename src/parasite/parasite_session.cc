@@ -21,6 +21,7 @@
 #include <string_view>
 
 #include "base/fault.hpp"
+#include "base/journal.hpp"
 #include "base/page.hpp"
 #include "parasite_blob.h"
 #include "ptrace/remote_syscalls.hpp"
@@ -80,6 +81,11 @@ Status ParasiteSession::infect() {
   // is ours to take away, however far infect() or the rest got.
   ASSIGN_OR_RETURN(auto before, TargetSnapshot::take(process_.pid, leader.tid()));
   before_ = std::move(before);
+  // Before anything of ours goes in: what its guardian must take away if we
+  // die (the fds it held, the signals pending) and where it may run syscalls.
+  std::string held;
+  for (int fd : before_->fds) held += fmt::format(" {}", fd);
+  TRY(journal_note(fmt::format("parasite {} {:#x} {:x}{}", process_.pid, site_.addr(), before_->pending, held)));
 
   RemoteSyscalls rs(leader, memory_, site_, sizeof(kParasiteMemfdName));
   TRY(rs.enter());
@@ -582,36 +588,7 @@ Status ParasiteSession::clean_target() {
   if (left.empty()) return {};
   log_.debug("pid {}: cure: taking away {}", process_.pid, left.describe());
 
-  struct Sigwait {
-    uint64_t set;
-    int64_t tv_sec, tv_nsec;  // a zero timeout: never sleeps
-  };
-  RemoteSyscalls rs(leader, memory_, site_, sizeof(Sigwait));
-  TRY(rs.enter());
-  Status result;
-  auto note = [&](long r, std::string what) {
-    if (syscall_failed(r) && result) result = std::unexpected(Error(std::move(what), static_cast<int>(-r)));
-  };
-  for (int fd : left.fds) {
-    ASSIGN_OR_RETURN(long r, rs.syscall(SYS_close, fd));
-    note(r, fmt::format("close of fd {}", fd));
-  }
-  for (auto& m : left.mappings) {
-    ASSIGN_OR_RETURN(long r, rs.syscall(SYS_munmap, m.start, static_cast<long>(m.size)));
-    note(r, fmt::format("munmap of {}-{}", m.start, m.end()));
-  }
-  if (left.sigpipe) {
-    // Our write raised it while every signal was blocked; once the mask is
-    // back it would kill the target. rt_sigtimedwait dequeues a pending
-    // signal whether it is blocked or not.
-    Sigwait w{1ull << (SIGPIPE - 1), 0, 0};
-    TRY(rs.write_scratch(&w, sizeof(w)));
-    ASSIGN_OR_RETURN(long r, rs.syscall(SYS_rt_sigtimedwait, rs.scratch(), 0,
-                                        rs.scratch().byte_offset(offsetof(Sigwait, tv_sec)), 8));
-    note(r, "rt_sigtimedwait for the SIGPIPE we raised");
-  }
-  TRY(rs.leave());
-  TRY(result);
+  TRY(take_leftovers_away(leader, memory_, site_, left));
   remote_ = {};
 
   // What the target holds now must be what it held before we came.
@@ -638,7 +615,9 @@ Status ParasiteSession::cure() {
   pipe_wr_.reset();
   pipe_sent_ = false;
   if (before_) {
-    note(with_context(clean_target(), fmt::format("pid {}: cure", process_.pid)));
+    Status cleaned = with_context(clean_target(), fmt::format("pid {}: cure", process_.pid));
+    if (cleaned) cleaned = journal_note(fmt::format("parasite-gone {}", process_.pid));
+    note(std::move(cleaned));
     before_.reset();
   }
   remote_ = {};

@@ -214,7 +214,11 @@ extern "C" __attribute__((used, visibility("hidden"))) long parasite_main(Parasi
     ParasiteMsg msg{};
     int fd = -1;
     r = recv_msg((int)sock, &msg, &fd);
-    if (r <= 0) break;  // the dumper went away: finish
+    // The dumper went away without FINI: it died (SIGKILL, OOM). Returning
+    // would hit our int3 with no tracer to catch it, and the SIGTRAP would
+    // kill the process; waiting here, the group stop the dumper set up stops
+    // this thread, and its guardian puts the registers back.
+    if (r <= 0) stall();
     ParasiteMsg reply{msg.cmd, 0, 0, 0};
     switch (msg.cmd) {
       case PARASITE_CMD_SET_PIPE:
