@@ -1,8 +1,10 @@
 #include "base/journal.hpp"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -30,13 +32,33 @@ std::string Journal::directory() {
 
 std::string Journal::path_for(pid_t root) { return fmt::format("{}/dump-{}.journal", directory(), root); }
 
-Result<std::unique_ptr<Journal>> Journal::create(pid_t root) {
+std::string Journal::temp_path(const std::string& path, pid_t dumper) {
+  auto slash = path.rfind('/');
+  std::string dir = slash == std::string::npos ? "." : path.substr(0, slash);
+  std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
+  return fmt::format("{}/.{}.{}", dir, name, dumper);
+}
+
+Result<std::unique_ptr<Journal>> Journal::create(pid_t root, const std::vector<std::string>& header) {
   std::string dir = directory();
   TRY(make_directory(dir));
   std::string path = path_for(root);
-  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (!fd) return failf_errno("cannot create the dump journal {}", path);
-  std::unique_ptr<Journal> j(new Journal(path, std::move(fd)));
+  std::string temp = temp_path(path, ::getpid());
+  UniqueFd fd(::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!fd) return failf_errno("cannot create the dump journal {}", temp);
+  std::unique_ptr<Journal> j(new Journal(temp, std::move(fd)));
+  for (auto& line : header) {
+    if (auto st = j->note(line); !st) {
+      ::unlink(temp.c_str());
+      return std::unexpected(st.error());
+    }
+  }
+  if (::rename(temp.c_str(), path.c_str()) != 0) {
+    int e = errno;
+    ::unlink(temp.c_str());
+    return std::unexpected(Error(fmt::format("cannot name the dump journal {}", path), e));
+  }
+  j->path_ = path;
   // The file's name must survive a crash too.
   UniqueFd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (d) ::fsync(d.get());

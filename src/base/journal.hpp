@@ -30,6 +30,7 @@
 //   nft-gone TABLE                   ... removed
 //   link-remap HEXPATH               a link remap about to be made
 //   link-remap-gone HEXPATH          ... removed
+//   cont PID                         released: SIGCONTed by the dumper itself
 //   published                        the checkpoint is complete: its link
 //                                    remaps and kept lock are its own now
 //
@@ -46,6 +47,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/error.hpp"
 #include "base/unique_fd.hpp"
@@ -57,8 +59,14 @@ class Journal {
   // $MINICRIU_JOURNAL_DIR, else /run/minicriu.
   static std::string directory();
   static std::string path_for(pid_t root);
-  // A new journal for root (an old one there is replaced: replay it first).
-  [[nodiscard]] static Result<std::unique_ptr<Journal>> create(pid_t root);
+  // Where the dumper dumper writes the journal at path before its name is
+  // given (the header lines in it): ".dump-ROOT.journal.PID" beside it.
+  static std::string temp_path(const std::string& path, pid_t dumper);
+  // A new journal for root (an old one there is replaced: replay it first),
+  // made whole with its first lines (the dumper and its guardian) under a
+  // temporary name, synced and renamed: a journal found under its name
+  // always says whose it is.
+  [[nodiscard]] static Result<std::unique_ptr<Journal>> create(pid_t root, const std::vector<std::string>& header);
 
   Journal(const Journal&) = delete;
   Journal& operator=(const Journal&) = delete;

@@ -892,18 +892,21 @@ struct DumpSafety {
         return failf("pid {}: another dump of it is under way ({}); wait for it to end", root, r.why);
       log.warn("pid {}: an earlier dump of it died midway; its journal was replayed: {}", root, r.summary());
     }
-    auto journal = Journal::create(root);
+    // The guardian first, then the journal, made whole with the names of
+    // both: killed before it has its name, we changed nothing yet; killed
+    // after, the journal says whose it is, and the guardian is there.
+    ASSIGN_OR_RETURN(Guardian g, Guardian::start(path, log));
+    auto journal = Journal::create(root, {fmt::format("dumper {} {}", ::getpid(), process_start_time(::getpid())),
+                                          fmt::format("guardian {} {}", g.pid(), process_start_time(g.pid()))});
     if (!journal) {
       // Not fatal: the group stop still holds the tree if we die, but nobody
       // would put its registers and code back.
       log.warn("no dump journal ({}): a dumper killed midway (SIGKILL) would leave the tree stopped and "
                "changed", journal.error().what());
+      g.dismiss();
       return s;
     }
     s.journal = std::move(*journal);
-    TRY(s.journal->note(fmt::format("dumper {} {}", ::getpid(), process_start_time(::getpid()))));
-    ASSIGN_OR_RETURN(Guardian g, Guardian::start(s.journal->path(), log));
-    TRY(s.journal->note(fmt::format("guardian {} {}", g.pid(), process_start_time(g.pid()))));
     s.guardian.emplace(std::move(g));
     return s;
   }

@@ -9,6 +9,7 @@
 
 #include <utility>
 
+#include "base/journal.hpp"
 #include "core/journal_replay.hpp"
 
 namespace minicriu {
@@ -17,7 +18,8 @@ namespace {
 
 constexpr char kDone = 'd';
 
-[[noreturn]] void guard(int done_fd, int dumper_fd, const std::string& journal, const Logger& log) {
+[[noreturn]] void guard(int done_fd, int dumper_fd, pid_t dumper, uint64_t dumper_start, const std::string& journal,
+                        const Logger& log) {
   ::setsid();
   for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGPIPE}) ::signal(sig, SIG_IGN);
   // Nothing of the dumper's but the two fds (as 3 and 4) and stderr (the log).
@@ -58,14 +60,20 @@ constexpr char kDone = 'd';
     char c = 0;
     if (::read(3, &c, 1) == 1 && c == kDone) ::_exit(0);
   }
+  // Killed while it made the journal: the half-made one goes; nothing was
+  // changed in the tree before the journal had its name.
+  ::unlink(Journal::temp_path(journal, dumper).c_str());
   if (::access(journal.c_str(), F_OK) != 0) ::_exit(0);
-  log.warn("guardian: the dumper died during the dump; putting the tree back from {}", journal);
-  auto r = replay_journal(journal, log, true);
+  auto r = replay_journal(journal, log, true, dumper, dumper_start);
   if (!r) {
     log.error("guardian: {}", r.error().what());
     ::_exit(1);
   }
-  log.warn("guardian: {}", r->summary());
+  // Not its dumper's journal (it died before making its own, and another
+  // dump of the same root runs): not ours to touch.
+  if (!r->replayed) ::_exit(0);
+  log.warn("guardian: the dumper (pid {}) died during the dump; the tree was put back from its journal: {}", dumper,
+           r->summary());
   ::_exit(r->problems.empty() ? 0 : 1);
 }
 
@@ -77,9 +85,11 @@ Result<Guardian> Guardian::start(const std::string& journal_path, const Logger& 
   UniqueFd rd(p[0]), wr(p[1]);
   UniqueFd self(static_cast<int>(::syscall(SYS_pidfd_open, ::getpid(), 0)));
   if (!self) return fail_errno("pidfd_open of the dumper for its guardian");
+  pid_t dumper = ::getpid();
+  uint64_t dumper_start = process_start_time(dumper);
   pid_t pid = ::fork();
   if (pid < 0) return fail_errno("fork of the dump's guardian");
-  if (pid == 0) guard(rd.get(), self.get(), journal_path, log);
+  if (pid == 0) guard(rd.get(), self.get(), dumper, dumper_start, journal_path, log);
   return Guardian(pid, std::move(wr));
 }
 

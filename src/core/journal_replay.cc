@@ -78,6 +78,9 @@ Outstanding parse(std::istream& in) {
     } else if (word == "stop") {
       pid_t pid;
       if ((ok = static_cast<bool>(f >> pid))) o.stopped.insert(pid);
+    } else if (word == "cont") {
+      pid_t pid;
+      if ((ok = static_cast<bool>(f >> pid))) o.stopped.erase(pid);
     } else if (word == "regs") {
       pid_t pid, tid;
       std::string hex, bytes, mask;
@@ -329,12 +332,17 @@ std::string ReplayResult::summary() const {
   return out;
 }
 
-Result<ReplayResult> replay_journal(const std::string& path, const Logger& log, bool by_guardian) {
+Result<ReplayResult> replay_journal(const std::string& path, const Logger& log, bool by_guardian, pid_t dumper,
+                                    uint64_t dumper_start) {
   ReplayResult r;
   r.path = path;
   std::ifstream in(path);
   if (!in) return failf_errno("cannot open the dump journal {}", path);
   Outstanding o = parse(in);
+  if (by_guardian && (o.dumper != dumper || o.dumper_start != dumper_start)) {
+    r.why = fmt::format("the journal of another dumper (pid {})", o.dumper);
+    return r;
+  }
   if (!by_guardian) {
     if (o.dumper && process_alive(o.dumper, o.dumper_start)) {
       r.why = fmt::format("its dumper (pid {}) still runs", o.dumper);

@@ -14,6 +14,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -37,9 +38,11 @@ struct ReplayResult {
   std::string summary() const;
 };
 
-// by_guardian: the caller is this journal's guardian (the dumper is dead, and
-// its tracees may still be on their way out of its ptrace).
-[[nodiscard]] Result<ReplayResult> replay_journal(const std::string& path, const Logger& log, bool by_guardian);
+// by_guardian: the caller is the guardian of the dumper pid dumper that
+// started at dumper_start (dead, its tracees maybe still on their way out of
+// its ptrace): a journal of another dumper is left alone.
+[[nodiscard]] Result<ReplayResult> replay_journal(const std::string& path, const Logger& log, bool by_guardian,
+                                                  pid_t dumper = 0, uint64_t dumper_start = 0);
 // Every journal in Journal::directory().
 [[nodiscard]] Result<std::vector<ReplayResult>> replay_all_journals(const Logger& log);
 

@@ -112,8 +112,11 @@ std::string table_commands(const std::string& table, bool owner) {
 // needs no cache: libnftables prints "Operation not permitted (you must be
 // root)" straight to stderr when it cannot fill its cache, which would break
 // our one-line errors. The probe table is empty (no chain, no hook): it is
-// deleted in the transaction that creates the real table.
+// deleted in the transaction that creates the real table. Owned too where
+// the kernel has owned tables (5.12): a dump killed between the two would
+// leave it behind otherwise.
 Status create_probe_table(NftContext& nft, const std::string& probe) {
+  if (nft.run(fmt::format("add table inet {} {{ flags owner; }}\n", probe))) return {};
   auto r = nft.run(fmt::format("add table inet {}\n", probe));
   if (!r) return std::unexpected(r.error());
   return {};

@@ -253,6 +253,10 @@ Result<ParasiteSession::Wake> ParasiteSession::wait_parasite(std::span<pollfd> f
     if (!trapped || *trapped) lost_ = true;
     if (!trapped) return std::unexpected(trapped.error());
     if (*trapped) return Wake::trapped;
+    if (finished()) {
+      lost_ = true;
+      return Wake::trapped;
+    }
     if (Clock::now() >= deadline) {
       lost_ = true;
       return failf("pid {}: the parasite {} within {} ms (MINICRIU_PARASITE_TIMEOUT_MS sets this limit)",
@@ -261,10 +265,22 @@ Result<ParasiteSession::Wake> ParasiteSession::wait_parasite(std::span<pollfd> f
   }
 }
 
+bool ParasiteSession::finished() const {
+  if (!local_.get<void>()) return false;
+  auto* ctl = reinterpret_cast<const ParasiteCtl*>(local(layout_.ctl));
+  return __atomic_load_n(&ctl->exited, __ATOMIC_ACQUIRE) != 0;
+}
+
 Error ParasiteSession::exited_early() const {
+  // What it said in its control block; else (a control block not ours)
   // parasite_main's return value, in rax at the int3 after its call.
-  auto regs = process_.leader().get_regs();
-  long rc = regs ? arch::syscall_result(*regs) : 0;
+  long rc = 0;
+  if (finished()) {
+    rc = reinterpret_cast<const ParasiteCtl*>(local(layout_.ctl))->exit_code;
+  } else {
+    auto regs = process_.leader().get_regs();
+    rc = regs ? arch::syscall_result(*regs) : 0;
+  }
   return Error(fmt::format("pid {}: the parasite exited early", process_.pid),
                rc < 0 ? static_cast<int>(-rc) : 0);
 }
@@ -568,11 +584,12 @@ Status ParasiteSession::stop_daemon() {
       auto reply = receive_until(deadline, nullptr);
       if (!reply || reply->cmd == PARASITE_CMD_FINI) break;
     }
-    // It returns from its main loop and hits int3 right after.
+    // It closes its fds, says it is done (ctl->exited) and waits in pause().
     if (!lost_) (void)wait_parasite({}, Clock::now() + kFiniTimeout, "did not finish", 1ms);
   }
-  // A parasite that hangs, or one that did not finish in time, is stopped
-  // where it is (nothing happens to one already stopped at its trap).
+  // Stopped where it waits (PTRACE_EVENT_STOP: a stop that a thread whose
+  // tracer dies leaves harmlessly); a parasite that hangs, or one that did
+  // not finish in time, is stopped where it is.
   leader.interrupt_and_wait();
   return daemon_->give_back();
 }

@@ -165,7 +165,7 @@ void TaskTree::release() {
   for (auto& p : processes_) {
     if (!p.stopped_by_us) continue;
     p.stopped_by_us = false;
-    ::kill(p.pid, SIGCONT);
+    if (::kill(p.pid, SIGCONT) == 0) (void)journal_note(fmt::format("cont {}", p.pid));
   }
 }
 

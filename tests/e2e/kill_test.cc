@@ -231,10 +231,26 @@ struct Tree {
     if (!out.empty()) return out;  // a stopped tree would not answer
     return verify(root, dir, round);
   }
-  bool stopped() const {
+  bool stopped_now() const {
     for (pid_t pid : pids)
       for (auto& [tid, s] : holdings_of(pid).threads)
         if (s.find(" stopped ") == std::string::npos) return false;
+    return true;
+  }
+  std::string states() const {
+    std::string out;
+    for (pid_t pid : pids)
+      for (auto& [tid, s] : holdings_of(pid).threads) out += fmt::format("{}: {}; ", tid, s);
+    return out;
+  }
+  // Every thread in its group stop within 2 s: a thread whose tracer died is
+  // woken by the kernel, and takes a moment to stop again.
+  bool stopped() const {
+    auto deadline = Clock::now() + 2s;
+    while (!stopped_now()) {
+      if (Clock::now() >= deadline) return false;
+      std::this_thread::sleep_for(5ms);
+    }
     return true;
   }
   ~Tree() {
@@ -339,7 +355,7 @@ TEST(KillWalk, CheckCleanupPutsBackATreeWhoseGuardianDiedToo) {
   ASSERT_TRUE(wait_pid(guardian, 5000).has_value());
   std::this_thread::sleep_for(100ms);
   EXPECT_TRUE(t.p.alive());
-  EXPECT_TRUE(t.stopped());
+  EXPECT_TRUE(t.stopped()) << t.states();
   EXPECT_NE(read_text("/proc/" + std::to_string(t.root) + "/maps").find("minicriu-parasite"), std::string::npos);
 
   auto r = run({"/usr/bin/env", "MINICRIU_JOURNAL_DIR=" + t.journals, minicriu_bin(), "check", "--cleanup"});
@@ -365,7 +381,7 @@ TEST(KillWalk, TheNextDumpReplaysTheJournalOfADeadOne) {
   d->wait();
   // Its child: ours now (we are a subreaper).
   ASSERT_TRUE(wait_pid(guardian, 5000).has_value());
-  EXPECT_TRUE(t.stopped());
+  EXPECT_TRUE(t.stopped()) << t.states();
 
   clean_after(t.images, t.dir);
   Dumper next(t.dump_args(), t.journals, t.dir / "next.out");
