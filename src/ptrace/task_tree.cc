@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <set>
 
 #include "base/journal.hpp"
@@ -157,15 +158,39 @@ void TaskTree::kill() {
   }
 }
 
+namespace {
+
+// A SIGSTOP queued for the process, or for one of its threads.
+bool sigstop_pending(const FrozenProcess& p) {
+  constexpr uint64_t bit = 1ull << (SIGSTOP - 1);
+  auto pending = [&](const std::string& path, const char* field) {
+    auto text = proc::read_file(path);
+    if (!text) return false;
+    auto value = proc::status_field(*text, field);
+    return value && (std::strtoull(value->c_str(), nullptr, 16) & bit);
+  };
+  if (pending(proc::pid_path(p.pid, "status"), "ShdPnd")) return true;
+  for (auto& t : p.threads)
+    if (pending(proc::pid_path(p.pid, fmt::format("task/{}/status", t.tid())), "SigPnd")) return true;
+  return false;
+}
+
+}  // namespace
+
 void TaskTree::release() {
   for (auto p = processes_.rbegin(); p != processes_.rend(); ++p)
     for (auto t = p->threads.rbegin(); t != p->threads.rend(); ++t) t->detach();
   // Detached, they are back in the group stop; only now does SIGCONT end it
   // (sent while they were traced, it would be queued as a signal for them).
+  // Not one that someone else stopped meanwhile (a SIGSTOP besides ours, passed
+  // on or still pending): it stays stopped, as its sender asked.
   for (auto& p : processes_) {
     if (!p.stopped_by_us) continue;
     p.stopped_by_us = false;
-    if (::kill(p.pid, SIGCONT) == 0) (void)journal_note(fmt::format("cont {}", p.pid));
+    unsigned stops = 0;
+    for (auto& t : p.threads) stops += t.stops_passed_on();
+    if (stops <= 1 && !sigstop_pending(p)) ::kill(p.pid, SIGCONT);
+    (void)journal_note(fmt::format("cont {}", p.pid));
   }
 }
 

@@ -27,7 +27,8 @@ std::string tracer_of(pid_t tid) {
 
 Tracee::Tracee(Tracee&& o) noexcept
     : pid_(o.pid_), tid_(o.tid_), attached_(std::exchange(o.attached_, false)),
-      running_(o.running_), group_stopped_(o.group_stopped_), seccomp_suspended_(o.seccomp_suspended_) {}
+      running_(o.running_), group_stopped_(o.group_stopped_), seccomp_suspended_(o.seccomp_suspended_),
+      stops_passed_on_(o.stops_passed_on_) {}
 
 Tracee::~Tracee() { detach(); }
 
@@ -155,6 +156,7 @@ Result<bool> Tracee::check_trap_status(int status) {
     // which starts the group stop handled above.
     if (::ptrace(PTRACE_CONT, tid_, nullptr, reinterpret_cast<void*>(static_cast<long>(sig))) != 0)
       return failf_errno("thread {}: cannot pass SIGSTOP on", tid_);
+    stops_passed_on_++;
     running_ = true;
     return false;
   }
@@ -191,6 +193,7 @@ Status Tracee::park() {
     int sig = WSTOPSIG(status);
     if (::ptrace(PTRACE_CONT, tid_, nullptr, reinterpret_cast<void*>(static_cast<long>(sig == SIGSTOP ? sig : 0))) != 0)
       return failf_errno("thread {}: PTRACE_CONT after a trap", tid_);
+    if (sig == SIGSTOP) stops_passed_on_++;
   }
 }
 
@@ -223,6 +226,7 @@ Status Tracee::join_group_stop() {
     }
     if ((status >> 16) == 0 && stop == SIGSTOP) {
       sig = SIGSTOP;  // delivered: starts the group stop
+      stops_passed_on_++;
       continue;
     }
     return failf("thread {} stopped with signal {} ({}) instead of entering its group stop", tid_, stop,
@@ -254,6 +258,7 @@ Status Tracee::run_syscall() {
     if ((status >> 16) == PTRACE_EVENT_STOP) continue;  // a group stop: go on (as check_trap_status)
     if ((status >> 16) == 0 && stop == SIGSTOP) {
       sig = SIGSTOP;  // delivered: the sender's stop is not lost
+      stops_passed_on_++;
       continue;
     }
     auto regs = get_regs();
@@ -292,6 +297,15 @@ void Tracee::interrupt_and_wait() {
     if (r < 0 || WIFEXITED(status) || WIFSIGNALED(status)) {
       attached_ = false;
       break;
+    }
+    if (WIFSTOPPED(status) && (status >> 16) == 0 && WSTOPSIG(status) == SIGSTOP) {
+      // Someone's SIGSTOP came first (the one signal it can dequeue with
+      // every other blocked): passed on, not swallowed; our interrupt, still
+      // pending, stops it right after.
+      if (::ptrace(PTRACE_CONT, tid_, nullptr, reinterpret_cast<void*>(static_cast<long>(SIGSTOP))) == 0) {
+        stops_passed_on_++;
+        continue;
+      }
     }
     if (WIFSTOPPED(status)) break;
   }

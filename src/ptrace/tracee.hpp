@@ -34,6 +34,9 @@ class Tracee {
   pid_t tid() const { return tid_; }
   // The thread was in a group stop (SIGSTOP) when seized.
   bool group_stopped() const { return group_stopped_; }
+  // SIGSTOPs this thread dequeued while seized, which we passed on (the
+  // sender's stop is not lost); TaskTree tells its own from another's.
+  unsigned stops_passed_on() const { return stops_passed_on_; }
   bool seccomp_suspended() const { return seccomp_suspended_; }
   // The options it was seized with, for PTRACE_SETOPTIONS calls that add
   // more (PTRACE_SETOPTIONS replaces them all).
@@ -90,6 +93,7 @@ class Tracee {
   bool running_ = false;
   bool group_stopped_ = false;
   bool seccomp_suspended_ = false;
+  unsigned stops_passed_on_ = 0;
   static constexpr long PTRACE_O_SUSPEND_SECCOMP_ = 1l << 21;  // <linux/ptrace.h>
   static constexpr long PTRACE_O_TRACESYSGOOD_ = 1;            // PTRACE_O_TRACESYSGOOD
 };
