@@ -20,6 +20,11 @@ Status make_directory(const std::string& dir) {
   // One level is enough for /run/minicriu; a test's directory exists already.
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
     return failf_errno("cannot make the journal directory {}", dir);
+  // Ours alone (a user's may be in /tmp, where anyone could have made it).
+  struct stat st;
+  if (::lstat(dir.c_str(), &st) != 0) return failf_errno("cannot stat the journal directory {}", dir);
+  if (!S_ISDIR(st.st_mode) || st.st_uid != ::geteuid() || (st.st_mode & 022))
+    return failf("the journal directory {} is not a directory of our own that only we may write", dir);
   return {};
 }
 
@@ -27,7 +32,11 @@ Status make_directory(const std::string& dir) {
 
 std::string Journal::directory() {
   if (const char* d = std::getenv("MINICRIU_JOURNAL_DIR"); d && *d) return d;
-  return "/run/minicriu";
+  uid_t uid = ::geteuid();
+  if (uid == 0) return "/run/minicriu";
+  // A user's own: /run/minicriu is root's.
+  if (const char* x = std::getenv("XDG_RUNTIME_DIR"); x && *x == '/') return fmt::format("{}/minicriu", x);
+  return fmt::format("/tmp/minicriu-{}", uid);
 }
 
 std::string Journal::path_for(pid_t root) { return fmt::format("{}/dump-{}.journal", directory(), root); }

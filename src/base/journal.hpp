@@ -34,7 +34,8 @@
 //   published                        the checkpoint is complete: its link
 //                                    remaps and kept lock are its own now
 //
-// Where the journals live: $MINICRIU_JOURNAL_DIR, else /run/minicriu, one file
+// Where the journals live: $MINICRIU_JOURNAL_DIR, else /run/minicriu (for
+// another user than root $XDG_RUNTIME_DIR/minicriu or /tmp/minicriu-UID), one file
 // per dumped root, dump-ROOT.journal. Installed for one dump on its thread by
 // a JournalScope (a thread-local pointer, as the fault plan is): the ptrace,
 // parasite and net code note their changes through journal_note(), which does
@@ -56,7 +57,8 @@ namespace minicriu {
 
 class Journal {
  public:
-  // $MINICRIU_JOURNAL_DIR, else /run/minicriu.
+  // $MINICRIU_JOURNAL_DIR, else /run/minicriu (root), $XDG_RUNTIME_DIR/minicriu
+  // or /tmp/minicriu-UID (any other user).
   static std::string directory();
   static std::string path_for(pid_t root);
   // Where the dumper dumper writes the journal at path before its name is

@@ -202,7 +202,13 @@ class Replayer {
       if (::kill(pid, SIGCONT) == 0) r_.continued++;
     }
     if (!o_.published) {
+      // A table noted and then gone already (killed before its "nft-gone"
+      // line) is nothing to remove.
+      std::vector<std::string> present;
+      if (!o_.locks.empty())
+        if (auto t = network_lock_tables()) present = std::move(*t);
       for (auto& [table, mode] : o_.locks) {
+        if (mode == "nftables" && std::find(present.begin(), present.end(), table) == present.end()) continue;
         auto m = parse_network_lock_mode(mode);
         if (!m || !is_network_lock_name(*m, table)) {
           problem(fmt::format("network lock {}: not a table of minicriu's", table));
