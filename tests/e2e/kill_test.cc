@@ -27,6 +27,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -270,15 +271,22 @@ TEST(KillWalk, ADumperKilledAnywhereLeavesTheTreeIntact) {
   ASSERT_NO_FATAL_FAILURE(t.start());
   std::string journal = journal_of(t.journals, t.root);
 
-  // How long a whole dump takes here, now (the machine is shared: it varies).
-  auto d0 = Clock::now();
-  {
-    auto args = t.dump_args();
-    args.push_back("-vv");
-    Dumper whole(args, t.journals, t.dir / "dumper.out");
-    ASSERT_EQ(whole.wait(), 0) << read_text(t.dir / "dumper.out");
+  // How long a whole dump takes here, now (the machine is shared: it varies;
+  // the first dump is often slower: the shorter of two).
+  double dump_ms = 0;
+  for (int round = 0; round < 2; round++) {
+    auto d0 = Clock::now();
+    {
+      auto args = t.dump_args();
+      args.push_back("-vv");
+      Dumper whole(args, t.journals, t.dir / "dumper.out");
+      ASSERT_EQ(whole.wait(), 0) << read_text(t.dir / "dumper.out");
+    }
+    double ms = std::chrono::duration<double, std::milli>(Clock::now() - d0).count();
+    dump_ms = round == 0 ? ms : std::min(dump_ms, ms);
+    ASSERT_TRUE(journal_done(journal));
+    clean_after(t.images, t.dir);
   }
-  double dump_ms = std::chrono::duration<double, std::milli>(Clock::now() - d0).count();
   ASSERT_TRUE(journal_done(journal));
   clean_after(t.images, t.dir);
   ASSERT_EQ(t.problems(), "") << t.p.log();
