@@ -22,6 +22,8 @@
 #include "base/syscalls.hpp"
 #include "net/network_lock.hpp"
 #include "base/unique_fd.hpp"
+#include "core/journal_replay.hpp"
+#include "minicriu/cleanup.hpp"
 #include "net/inet_addr.hpp"
 #include "proc/privileges.hpp"
 #include "proc/proc_parse.hpp"
@@ -302,6 +304,13 @@ Result<std::vector<CheckItem>> check() {
   items.push_back({"pipe size for the page path", pipe_max.has_value(), false,
                    pipe_max ? fmt::format("fs.pipe-max-size {}", std::atol(pipe_max->c_str())) : "unknown"});
   return items;
+}
+
+Result<std::vector<std::string>> cleanup_dead_dumps(const LogOptions& log) {
+  ASSIGN_OR_RETURN(auto results, replay_all_journals(Logger(log)));
+  std::vector<std::string> lines;
+  for (auto& r : results) lines.push_back(r.summary());
+  return lines;
 }
 
 }  // namespace minicriu

@@ -22,8 +22,11 @@
 #include "base/error.hpp"
 #include "base/external.hpp"
 #include "base/fault.hpp"
+#include "base/journal.hpp"
 #include "base/log.hpp"
 #include "base/version.hpp"
+#include "core/guardian.hpp"
+#include "core/journal_replay.hpp"
 #include "fs/fd_table.hpp"
 #include "images/checkpoint.hpp"
 #include "images/image_chain.hpp"
@@ -418,7 +421,10 @@ Status Dumper::release_running(TaskTree& tree) {
 // peers must hear nothing (no RST) until the restore, which removes the lock.
 Result<NetworkLock::Kept> Dumper::keep_network_lock() {
   if (options_.leave_running || !net_lock_->needs_keeping()) return NetworkLock::Kept{};
+  TRY(journal_note(fmt::format("nft {} {}", network_lock_mode_name(net_lock_->mode()), net_lock_->table())));
   ASSIGN_OR_RETURN(auto kept, net_lock_->keep());
+  if (kept.table != net_lock_->table())
+    TRY(journal_note(fmt::format("nft {} {}", network_lock_mode_name(kept.mode), kept.table)));
   log_.info("network lock: {} {} stays until the restore", network_lock_mode_name(kept.mode), kept.table);
   return kept;
 }
@@ -427,7 +433,10 @@ Result<NetworkLock::Kept> Dumper::keep_network_lock() {
 // (TCP sockets must be out of repair mode before the lock goes: the peer's
 // packets must never reach a socket in repair.)
 void Dumper::remove_network_lock(const char* when) {
-  if (auto st = net_lock_->remove(); !st)
+  std::string table = net_lock_->table();
+  auto st = net_lock_->remove();
+  if (st && !table.empty()) (void)journal_note(fmt::format("nft-gone {}", table));
+  if (!st)
     log_.warn("{}: the network lock {} could not be removed: {}; delete it by hand (nftables: `nft delete "
               "table inet {}`), or the tree's connections stay silent", when, net_lock_->table(),
               st.error().what(), net_lock_->table());
@@ -844,6 +853,8 @@ Result<DumpStats> Dumper::run() {
   TRY(fault_point("dump/publish"));
   TRY(images_.publish());
   guard.dismiss();
+  // Its link remaps and kept lock belong to the checkpoint now.
+  (void)journal_note("published");
   link_parent(dir_.path(), options_.prev_images_dir, log_);
 
   if (!options_.leave_running) {
@@ -858,6 +869,52 @@ Result<DumpStats> Dumper::run() {
   return stats_;
 }
 
+// What makes a dumper killed midway (SIGKILL, the OOM killer) harmless, with
+// the group stop TaskTree holds the tree in: the journal of what the dump
+// changes, and the guardian that replays it if we die. A journal left by an
+// earlier dump of the same root that died is replayed first.
+struct DumpSafety {
+  std::unique_ptr<Journal> journal;
+  std::optional<Guardian> guardian;
+
+  DumpSafety() = default;
+  DumpSafety(DumpSafety&&) = default;
+  static Result<DumpSafety> begin(pid_t root, const Logger& log) {
+    DumpSafety s;
+    std::string path = Journal::path_for(root);
+    if (::access(path.c_str(), F_OK) == 0) {
+      ASSIGN_OR_RETURN(auto r, replay_journal(path, log, false));
+      if (!r.replayed)
+        return failf("pid {}: another dump of it is under way ({}); wait for it to end", root, r.why);
+      log.warn("pid {}: an earlier dump of it died midway; its journal was replayed: {}", root, r.summary());
+    }
+    // The guardian first, then the journal, made whole with the names of
+    // both: killed before it has its name, we changed nothing yet; killed
+    // after, the journal says whose it is, and the guardian is there.
+    ASSIGN_OR_RETURN(Guardian g, Guardian::start(path, log));
+    auto journal = Journal::create(root, {fmt::format("dumper {} {}", ::getpid(), process_start_time(::getpid())),
+                                          fmt::format("guardian {} {}", g.pid(), process_start_time(g.pid()))});
+    if (!journal) {
+      // Not fatal: the group stop still holds the tree if we die, but nobody
+      // would put its registers and code back.
+      log.warn("no dump journal ({}): a dumper killed midway (SIGKILL) would leave the tree stopped and "
+               "changed", journal.error().what());
+      g.dismiss();
+      return s;
+    }
+    s.journal = std::move(*journal);
+    s.guardian.emplace(std::move(g));
+    return s;
+  }
+
+  // The dump is over, well or cured: the journal goes, then the guardian.
+  void end() {
+    if (journal) journal->remove();
+    if (guardian) guardian->dismiss();
+  }
+  ~DumpSafety() { end(); }
+};
+
 }  // namespace
 
 Result<DumpStats> dump(const DumpOptions& options) {
@@ -868,9 +925,16 @@ Result<DumpStats> dump(const DumpOptions& options) {
   // Creates nothing yet: the first TCP connection makes the table.
   ASSIGN_OR_RETURN(auto net_lock, NetworkLock::create(lock_mode, std::to_string(options.pid), Logger(options.log)));
   FaultScope steps(Logger(options.log), options.cancel);
-  Dumper d(options, std::move(external), std::move(net_lock));
-  auto result = d.run();
-  if (!result) d.give_back_tracking();
+  ASSIGN_OR_RETURN(DumpSafety safety, DumpSafety::begin(options.pid, Logger(options.log)));
+  JournalScope journal(safety.journal.get());
+  Result<DumpStats> result;
+  {
+    Dumper d(options, std::move(external), std::move(net_lock));
+    result = d.run();
+    if (!result) d.give_back_tracking();
+  }
+  // The tree is released (or killed) and the lock gone: nothing to put back.
+  safety.end();
   return result;
 }
 

@@ -8,6 +8,7 @@
 
 #include <filesystem>
 
+#include "base/journal.hpp"
 #include "base/paths.hpp"
 #include "base/unique_fd.hpp"
 #include "fs/ghost_file.hpp"
@@ -52,6 +53,9 @@ Result<std::pair<std::string, bool>> surviving_name(const FdDumpInfo& fd,
   }
   std::string remap = fmt::format("{}/{}{:x}-{}", dir, kRemapPrefix, fd.st.st_dev, fd.st.st_ino);
   std::string src = fmt::format("/proc/self/fd/{}", fd.local_fd);
+  // A link remap outlives us: its guardian removes it if we die before the
+  // checkpoint is complete.
+  TRY(journal_note(fmt::format("link-remap {}", hex_bytes(remap.data(), remap.size()))));
   if (::linkat(AT_FDCWD, src.c_str(), AT_FDCWD, remap.c_str(), AT_SYMLINK_FOLLOW) == 0)
     created.push_back(remap);
   else if (errno != EEXIST)  // EEXIST: an earlier checkpoint made it, for the same file
@@ -92,7 +96,8 @@ class RegularFileKind final : public Kind {
   // The link remaps a failed dump made are not left behind.
   void finish(bool ok, DumpEnv&) override {
     if (!ok)
-      for (auto& p : created_links_) ::unlink(p.c_str());
+      for (auto& p : created_links_)
+        if (::unlink(p.c_str()) == 0) (void)journal_note(fmt::format("link-remap-gone {}", hex_bytes(p.data(), p.size())));
     created_links_.clear();
   }
 

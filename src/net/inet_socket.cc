@@ -18,6 +18,7 @@
 #include "net/network_lock.hpp"
 #include "net/sock_diag.hpp"
 #include "net/socket_options.hpp"
+#include "base/journal.hpp"
 #include "net/tcp_repair.hpp"
 #include "net/udp_queue.hpp"
 #include "proc/privileges.hpp"
@@ -237,6 +238,8 @@ Status InetSocketStore::dump(const std::string& what_fd, int local_fd, uint64_t 
   }
   // Recorded before repair mode goes on, so that every way out turns it off.
   Seen& seen = sockets_[ino] = Seen{what, sk, std::move(copy), false};
+  // Repair mode outlives us: its guardian turns it off if we die.
+  TRY(journal_note(fmt::format("tcp-repair {}", ino)));
   TRY(tcp_repair_on(seen.copy.get(), what));
   seen.in_repair = true;
   TRY(dump_tcp_connection(seen.copy.get(), ti.tcpi_state, what, *sk.mutable_tcp()));
@@ -357,7 +360,8 @@ void InetSocketStore::finish(bool killing) {
     for (auto& [ino, s] : sockets_)
       if (s.in_repair) {
         // Nothing better to do on failure: the socket stays as it is.
-        (void)tcp_repair_off(s.copy.get(), s.sk.opts().reuseaddr(), s.what);
+        if (tcp_repair_off(s.copy.get(), s.sk.opts().reuseaddr(), s.what))
+          (void)journal_note(fmt::format("tcp-repair-off {}", ino));
         s.in_repair = false;
       }
   sockets_.clear();

@@ -147,9 +147,9 @@ NetworkLockMode NetworkLock::mode() const {
 std::string NetworkLock::table() const { return impl_->backend ? impl_->backend->table() : ""; }
 
 bool is_network_lock_name(NetworkLockMode mode, const std::string& table) {
-  // What choose() and keep() make: minicriu-ROOTPID-8HEX[-kept], MINICRIU-8HEX:
-  // nothing that could end a command of the firewall's script.
-  static const std::regex nft("minicriu-[A-Za-z0-9_]+-[0-9a-f]{8}(-kept)?"), ipt("MINICRIU-[0-9a-f]{8}");
+  // What choose() and keep() make: minicriu-ROOTPID-8HEX[-kept|-probe],
+  // MINICRIU-8HEX: nothing that could end a command of the firewall's script.
+  static const std::regex nft("minicriu-[A-Za-z0-9_]+-[0-9a-f]{8}(-kept|-probe)?"), ipt("MINICRIU-[0-9a-f]{8}");
   if (mode == NetworkLockMode::nftables) return std::regex_match(table, nft);
   if (mode == NetworkLockMode::iptables) return std::regex_match(table, ipt);
   return false;

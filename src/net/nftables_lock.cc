@@ -22,6 +22,7 @@
 #include <string_view>
 #include <vector>
 
+#include "base/journal.hpp"
 #include "net/network_lock_backend.hpp"
 
 namespace minicriu {
@@ -112,8 +113,12 @@ std::string table_commands(const std::string& table, bool owner) {
 // needs no cache: libnftables prints "Operation not permitted (you must be
 // root)" straight to stderr when it cannot fill its cache, which would break
 // our one-line errors. The probe table is empty (no chain, no hook): it is
-// deleted in the transaction that creates the real table.
+// deleted in the transaction that creates the real table. (Not owned: the
+// owner flag makes libnftables fill its cache, which prints to stderr where
+// we may not.) A dump notes it in its journal first: a dumper killed between
+// the two leaves it to its guardian.
 Status create_probe_table(NftContext& nft, const std::string& probe) {
+  TRY(journal_note(fmt::format("nft nftables {}", probe)));
   auto r = nft.run(fmt::format("add table inet {}\n", probe));
   if (!r) return std::unexpected(r.error());
   return {};
@@ -150,12 +155,14 @@ class NftablesLock final : public LockBackend {
       }
       std::string drop_probe = fmt::format("delete table inet {}\n", probe);
       auto r = nft_.run(drop_probe + table_commands(table_, true) + rules);
+      if (r) (void)journal_note(fmt::format("nft-gone {}", probe));
       if (!r) {
         // A kernel before 5.12 has no owned tables: an ordinary one still
         // locks, and the destructor still removes it.
         auto plain = nft_.run(drop_probe + table_commands(table_, false) + rules);
+        if (plain) (void)journal_note(fmt::format("nft-gone {}", probe));
         if (!plain) {
-          (void)nft_.run(drop_probe);
+          if (nft_.run(drop_probe)) (void)journal_note(fmt::format("nft-gone {}", probe));
           seen_.erase(m.outgoing);
           return failf("nftables: creating table inet {}: {}", table_, r.error().message());
         }

@@ -123,7 +123,13 @@ struct ParasiteCtl {
   uint64_t args;               // remote address of the args area
   int32_t pipe_fd;             // set by SET_PIPE
   int32_t sock_fd;
+  // Set last by a parasite that is done (after FINI, its fds closed) or that
+  // could not start (exit_code < 0): it then waits in pause() for the
+  // dumper's PTRACE_INTERRUPT. There is no int3 to return to: a thread
+  // stopped at a trap of ours when the dumper dies would get the SIGTRAP.
+  int32_t exited;
+  int32_t exit_code;
 };
-MC_STATIC_ASSERT(sizeof(struct ParasiteCtl) == 136, "ParasiteCtl layout");
+MC_STATIC_ASSERT(sizeof(struct ParasiteCtl) == 144, "ParasiteCtl layout");
 
 #define MC_PARASITE_CTL_MAGIC 0x50415243u  // "PARC"

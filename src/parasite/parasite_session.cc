@@ -21,6 +21,7 @@
 #include <string_view>
 
 #include "base/fault.hpp"
+#include "base/journal.hpp"
 #include "base/page.hpp"
 #include "parasite_blob.h"
 #include "ptrace/remote_syscalls.hpp"
@@ -80,6 +81,11 @@ Status ParasiteSession::infect() {
   // is ours to take away, however far infect() or the rest got.
   ASSIGN_OR_RETURN(auto before, TargetSnapshot::take(process_.pid, leader.tid()));
   before_ = std::move(before);
+  // Before anything of ours goes in: what its guardian must take away if we
+  // die (the fds it held, the signals pending) and where it may run syscalls.
+  std::string held;
+  for (int fd : before_->fds) held += fmt::format(" {}", fd);
+  TRY(journal_note(fmt::format("parasite {} {:#x} {:x}{}", process_.pid, site_.addr(), before_->pending, held)));
 
   RemoteSyscalls rs(leader, memory_, site_, sizeof(kParasiteMemfdName));
   TRY(rs.enter());
@@ -247,6 +253,10 @@ Result<ParasiteSession::Wake> ParasiteSession::wait_parasite(std::span<pollfd> f
     if (!trapped || *trapped) lost_ = true;
     if (!trapped) return std::unexpected(trapped.error());
     if (*trapped) return Wake::trapped;
+    if (finished()) {
+      lost_ = true;
+      return Wake::trapped;
+    }
     if (Clock::now() >= deadline) {
       lost_ = true;
       return failf("pid {}: the parasite {} within {} ms (MINICRIU_PARASITE_TIMEOUT_MS sets this limit)",
@@ -255,10 +265,22 @@ Result<ParasiteSession::Wake> ParasiteSession::wait_parasite(std::span<pollfd> f
   }
 }
 
+bool ParasiteSession::finished() const {
+  if (!local_.get<void>()) return false;
+  auto* ctl = reinterpret_cast<const ParasiteCtl*>(local(layout_.ctl));
+  return __atomic_load_n(&ctl->exited, __ATOMIC_ACQUIRE) != 0;
+}
+
 Error ParasiteSession::exited_early() const {
+  // What it said in its control block; else (a control block not ours)
   // parasite_main's return value, in rax at the int3 after its call.
-  auto regs = process_.leader().get_regs();
-  long rc = regs ? arch::syscall_result(*regs) : 0;
+  long rc = 0;
+  if (finished()) {
+    rc = reinterpret_cast<const ParasiteCtl*>(local(layout_.ctl))->exit_code;
+  } else {
+    auto regs = process_.leader().get_regs();
+    rc = regs ? arch::syscall_result(*regs) : 0;
+  }
   return Error(fmt::format("pid {}: the parasite exited early", process_.pid),
                rc < 0 ? static_cast<int>(-rc) : 0);
 }
@@ -562,11 +584,12 @@ Status ParasiteSession::stop_daemon() {
       auto reply = receive_until(deadline, nullptr);
       if (!reply || reply->cmd == PARASITE_CMD_FINI) break;
     }
-    // It returns from its main loop and hits int3 right after.
+    // It closes its fds, says it is done (ctl->exited) and waits in pause().
     if (!lost_) (void)wait_parasite({}, Clock::now() + kFiniTimeout, "did not finish", 1ms);
   }
-  // A parasite that hangs, or one that did not finish in time, is stopped
-  // where it is (nothing happens to one already stopped at its trap).
+  // Stopped where it waits (PTRACE_EVENT_STOP: a stop that a thread whose
+  // tracer dies leaves harmlessly); a parasite that hangs, or one that did
+  // not finish in time, is stopped where it is.
   leader.interrupt_and_wait();
   return daemon_->give_back();
 }
@@ -582,36 +605,7 @@ Status ParasiteSession::clean_target() {
   if (left.empty()) return {};
   log_.debug("pid {}: cure: taking away {}", process_.pid, left.describe());
 
-  struct Sigwait {
-    uint64_t set;
-    int64_t tv_sec, tv_nsec;  // a zero timeout: never sleeps
-  };
-  RemoteSyscalls rs(leader, memory_, site_, sizeof(Sigwait));
-  TRY(rs.enter());
-  Status result;
-  auto note = [&](long r, std::string what) {
-    if (syscall_failed(r) && result) result = std::unexpected(Error(std::move(what), static_cast<int>(-r)));
-  };
-  for (int fd : left.fds) {
-    ASSIGN_OR_RETURN(long r, rs.syscall(SYS_close, fd));
-    note(r, fmt::format("close of fd {}", fd));
-  }
-  for (auto& m : left.mappings) {
-    ASSIGN_OR_RETURN(long r, rs.syscall(SYS_munmap, m.start, static_cast<long>(m.size)));
-    note(r, fmt::format("munmap of {}-{}", m.start, m.end()));
-  }
-  if (left.sigpipe) {
-    // Our write raised it while every signal was blocked; once the mask is
-    // back it would kill the target. rt_sigtimedwait dequeues a pending
-    // signal whether it is blocked or not.
-    Sigwait w{1ull << (SIGPIPE - 1), 0, 0};
-    TRY(rs.write_scratch(&w, sizeof(w)));
-    ASSIGN_OR_RETURN(long r, rs.syscall(SYS_rt_sigtimedwait, rs.scratch(), 0,
-                                        rs.scratch().byte_offset(offsetof(Sigwait, tv_sec)), 8));
-    note(r, "rt_sigtimedwait for the SIGPIPE we raised");
-  }
-  TRY(rs.leave());
-  TRY(result);
+  TRY(take_leftovers_away(leader, memory_, site_, left));
   remote_ = {};
 
   // What the target holds now must be what it held before we came.
@@ -638,7 +632,9 @@ Status ParasiteSession::cure() {
   pipe_wr_.reset();
   pipe_sent_ = false;
   if (before_) {
-    note(with_context(clean_target(), fmt::format("pid {}: cure", process_.pid)));
+    Status cleaned = with_context(clean_target(), fmt::format("pid {}: cure", process_.pid));
+    if (cleaned) cleaned = journal_note(fmt::format("parasite-gone {}", process_.pid));
+    note(std::move(cleaned));
     before_.reset();
   }
   remote_ = {};

@@ -136,6 +136,9 @@ class ParasiteSession {
                                            std::string_view what,
                                            std::chrono::milliseconds tick = std::chrono::milliseconds(100));
   Error exited_early() const;
+  // The parasite said it is done (ParasiteCtl::exited): it waits for our
+  // PTRACE_INTERRUPT, its fds closed.
+  bool finished() const;
   [[nodiscard]] Status stop_daemon();
   [[nodiscard]] Status clean_target();
   [[nodiscard]] Status open_page_pipe();

@@ -1,6 +1,11 @@
 #include "parasite/target_snapshot.hpp"
 
+#include "ptrace/remote_syscalls.hpp"
+
 #include <signal.h>
+#include <sys/syscall.h>
+
+#include <cstddef>
 
 #include <algorithm>
 #include <cstdlib>
@@ -47,6 +52,40 @@ Leftovers find_leftovers(const TargetSnapshot& before, const TargetSnapshot& now
   // Non-realtime signals do not queue: a bit set before means the target's own.
   l.sigpipe = (now.pending & signal_bit(SIGPIPE)) && !(before.pending & signal_bit(SIGPIPE));
   return l;
+}
+
+Status take_leftovers_away(Tracee& thread, const TraceeMemory& memory, RemotePtr<> site, const Leftovers& left) {
+  struct Sigwait {
+    uint64_t set;
+    int64_t tv_sec, tv_nsec;  // a zero timeout: never sleeps
+  };
+  auto failed = [](long r) { return r < 0 && r > -4096; };
+  RemoteSyscalls rs(thread, memory, site, sizeof(Sigwait));
+  TRY(rs.enter());
+  Status result;
+  auto note = [&](long r, std::string what) {
+    if (failed(r) && result) result = std::unexpected(Error(std::move(what), static_cast<int>(-r)));
+  };
+  for (int fd : left.fds) {
+    ASSIGN_OR_RETURN(long r, rs.syscall(SYS_close, fd));
+    note(r, fmt::format("close of fd {}", fd));
+  }
+  for (auto& m : left.mappings) {
+    ASSIGN_OR_RETURN(long r, rs.syscall(SYS_munmap, m.start, static_cast<long>(m.size)));
+    note(r, fmt::format("munmap of {}-{}", m.start, m.end()));
+  }
+  if (left.sigpipe) {
+    // Our write raised it while every signal was blocked; once the mask is
+    // back it would kill the target. rt_sigtimedwait dequeues a pending
+    // signal whether it is blocked or not.
+    Sigwait w{signal_bit(SIGPIPE), 0, 0};
+    TRY(rs.write_scratch(&w, sizeof(w)));
+    ASSIGN_OR_RETURN(long r, rs.syscall(SYS_rt_sigtimedwait, rs.scratch(), 0,
+                                        rs.scratch().byte_offset(offsetof(Sigwait, tv_sec)), 8));
+    note(r, "rt_sigtimedwait for the SIGPIPE we raised");
+  }
+  TRY(rs.leave());
+  return result;
 }
 
 std::string Leftovers::describe() const {

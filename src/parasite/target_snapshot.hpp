@@ -17,6 +17,8 @@
 #include "base/error.hpp"
 #include "base/remote_ptr.hpp"
 #include "proc/proc_parse.hpp"
+#include "ptrace/tracee.hpp"
+#include "ptrace/tracee_memory.hpp"
 
 namespace minicriu {
 
@@ -47,5 +49,12 @@ struct Leftovers {
 // that is not the parasite's is never a leftover: the target is frozen, but
 // its mappings are its own business.
 Leftovers find_leftovers(const TargetSnapshot& before, const TargetSnapshot& now);
+
+// Takes left away with remote syscalls in the seized, stopped thread (the
+// leader), "syscall" written at site for the time: closes the fds, unmaps
+// the mappings, dequeues the SIGPIPE. The first failure, after trying all.
+// (The cure, and the guardian of a dumper that died.)
+[[nodiscard]] Status take_leftovers_away(Tracee& thread, const TraceeMemory& memory, RemotePtr<> site,
+                                         const Leftovers& left);
 
 }  // namespace minicriu

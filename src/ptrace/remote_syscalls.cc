@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "base/fault.hpp"
+#include "base/journal.hpp"
 
 namespace minicriu {
 
@@ -19,6 +20,8 @@ Status RemoteSyscalls::enter() {
     uint8_t code[kCodeSize];
     std::memset(code, 0x90, sizeof(code));
     std::memcpy(code, arch::kSyscallInsn, sizeof(arch::kSyscallInsn));
+    TRY(journal_note(fmt::format("code {} {:#x} {}", memory_->pid(), site_.addr(),
+                                 hex_bytes(saved_code_.data(), saved_code_.size()))));
     // Set first: a write that fails halfway may still have changed bytes.
     code_written_ = true;
     TRY(memory_->write_bytes(site_, code, sizeof(code)));
@@ -38,7 +41,7 @@ Result<long> RemoteSyscalls::syscall(long nr, SyscallArg a1, SyscallArg a2, Sysc
   arch::Regs regs = thread_.saved_regs();
   arch::set_syscall(regs, site_, nr, {a1.value(), a2.value(), a3.value(), a4.value(), a5.value(), a6.value()});
   TRY(thread_.load(regs));
-  TRY(with_context(thread_.thread().run_to_trap(), fmt::format("remote syscall {}", nr)));
+  TRY(with_context(thread_.thread().run_syscall(), fmt::format("remote syscall {}", nr)));
   ASSIGN_OR_RETURN(arch::Regs after, thread_.thread().get_regs());
   return arch::syscall_result(after);
 }
@@ -48,6 +51,7 @@ Status RemoteSyscalls::leave() {
   if (code_written_) {
     code_written_ = false;
     code = memory_->write_array<uint8_t>(site_.cast<uint8_t>(), saved_code_);
+    if (code) code = journal_note(fmt::format("code-back {} {:#x}", memory_->pid(), site_.addr()));
   }
   // Each step is independent of the others: all are tried.
   Status back = thread_.give_back();

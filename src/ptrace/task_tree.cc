@@ -4,10 +4,13 @@
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <set>
 
+#include "base/journal.hpp"
 #include "proc/privileges.hpp"
 #include "proc/proc_parse.hpp"
+#include "ptrace/borrowed_thread.hpp"
 
 namespace minicriu {
 
@@ -86,6 +89,8 @@ Result<std::unique_ptr<TaskTree>> TaskTree::freeze(pid_t root, const Logger& log
       }
       return std::unexpected(st.error().context(fmt::format("pid {}", p.pid)));
     }
+    if (auto st = journal_note(fmt::format("proc {} {}", p.pid, process_start_time(p.pid))); !st)
+      return std::unexpected(st.error());
     // Every thread of p is stopped now, so its set of children is final.
     for (auto& t : p.threads) {
       auto text = proc::read_file(proc::pid_path(p.pid, fmt::format("task/{}/children", t.tid())));
@@ -96,8 +101,26 @@ Result<std::unique_ptr<TaskTree>> TaskTree::freeze(pid_t root, const Logger& log
       }
     }
   }
+  for (auto& p : tree->processes_)
+    if (!p.zombie) TRY(with_context(tree->hold_in_group_stop(p, log), fmt::format("pid {}", p.pid)));
   log.info("froze {} process(es), {} thread(s)", tree->processes_.size(), tree->thread_count());
   return tree;
+}
+
+Status TaskTree::hold_in_group_stop(FrozenProcess& proc, const Logger& log) {
+  Tracee& leader = proc.leader();
+  if (leader.group_stopped()) return {};  // stopped by someone else: stays so
+  TRY(journal_note(fmt::format("stop {}", proc.pid)));
+  proc.stopped_by_us = true;
+  if (::kill(proc.pid, SIGSTOP) != 0) return failf_errno("cannot SIGSTOP the process");
+  // The SIGSTOP waits in the queue until a thread dequeues it: the leader,
+  // with every other signal blocked for a moment, so that it takes that one.
+  BorrowedThread kick(leader);
+  TRY(kick.enter());
+  TRY(leader.join_group_stop());
+  TRY(kick.give_back());
+  log.debug("pid {}: held in a group stop", proc.pid);
+  return {};
 }
 
 namespace {
@@ -112,8 +135,10 @@ bool real_parent_is_us(pid_t pid) {
 }  // namespace
 
 void TaskTree::kill() {
-  for (auto& p : processes_)
+  for (auto& p : processes_) {
     if (!p.zombie) ::kill(p.pid, SIGKILL);
+    p.stopped_by_us = false;  // nothing to continue (and its pid may be reused)
+  }
   for (auto& p : processes_) {
     // Collect the exit of each thread we trace, so no ptrace link outlives us.
     // The leader last: its exit is not reported while other threads of its
@@ -133,9 +158,40 @@ void TaskTree::kill() {
   }
 }
 
+namespace {
+
+// A SIGSTOP queued for the process, or for one of its threads.
+bool sigstop_pending(const FrozenProcess& p) {
+  constexpr uint64_t bit = 1ull << (SIGSTOP - 1);
+  auto pending = [&](const std::string& path, const char* field) {
+    auto text = proc::read_file(path);
+    if (!text) return false;
+    auto value = proc::status_field(*text, field);
+    return value && (std::strtoull(value->c_str(), nullptr, 16) & bit);
+  };
+  if (pending(proc::pid_path(p.pid, "status"), "ShdPnd")) return true;
+  for (auto& t : p.threads)
+    if (pending(proc::pid_path(p.pid, fmt::format("task/{}/status", t.tid())), "SigPnd")) return true;
+  return false;
+}
+
+}  // namespace
+
 void TaskTree::release() {
   for (auto p = processes_.rbegin(); p != processes_.rend(); ++p)
     for (auto t = p->threads.rbegin(); t != p->threads.rend(); ++t) t->detach();
+  // Detached, they are back in the group stop; only now does SIGCONT end it
+  // (sent while they were traced, it would be queued as a signal for them).
+  // Not one that someone else stopped meanwhile (a SIGSTOP besides ours, passed
+  // on or still pending): it stays stopped, as its sender asked.
+  for (auto& p : processes_) {
+    if (!p.stopped_by_us) continue;
+    p.stopped_by_us = false;
+    unsigned stops = 0;
+    for (auto& t : p.threads) stops += t.stops_passed_on();
+    if (stops <= 1 && !sigstop_pending(p)) ::kill(p.pid, SIGCONT);
+    (void)journal_note(fmt::format("cont {}", p.pid));
+  }
 }
 
 }  // namespace minicriu

@@ -20,6 +20,7 @@ struct FrozenProcess {
   bool zombie = false;         // dead, unreaped: nothing to seize
   int exit_status = 0;         // a zombie's wait status
   std::vector<Tracee> threads; // the leader first; empty for a zombie
+  bool stopped_by_us = false;  // SIGSTOPped after the seize (SIGCONT at release)
   Tracee& leader() { return threads.front(); }
 };
 
@@ -39,12 +40,18 @@ class TaskTree {
 
   // SIGKILL every process (after a complete dump), then forget the attachments.
   void kill();
-  // Detach every thread now (also what the destructor does).
+  // Detach every thread now (also what the destructor does), then SIGCONT
+  // the processes we stopped: a tree that was stopped stays stopped.
   void release();
 
  private:
   TaskTree() = default;
   [[nodiscard]] Status seize_threads(FrozenProcess& proc, const Logger& log);
+  // Every process that was not stopped already is held in a group stop
+  // (SIGSTOP) while seized: if we die (SIGKILL, OOM), the kernel detaches
+  // its threads and they stay stopped instead of running on from our code,
+  // until the guardian puts things back and continues them.
+  [[nodiscard]] Status hold_in_group_stop(FrozenProcess& proc, const Logger& log);
 
   std::vector<FrozenProcess> processes_;  // parents before children
 };

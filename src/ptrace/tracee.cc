@@ -27,7 +27,8 @@ std::string tracer_of(pid_t tid) {
 
 Tracee::Tracee(Tracee&& o) noexcept
     : pid_(o.pid_), tid_(o.tid_), attached_(std::exchange(o.attached_, false)),
-      running_(o.running_), group_stopped_(o.group_stopped_), seccomp_suspended_(o.seccomp_suspended_) {}
+      running_(o.running_), group_stopped_(o.group_stopped_), seccomp_suspended_(o.seccomp_suspended_),
+      stops_passed_on_(o.stops_passed_on_) {}
 
 Tracee::~Tracee() { detach(); }
 
@@ -35,9 +36,10 @@ Result<Tracee> Tracee::seize(pid_t pid, pid_t tid) {
   // Without the privilege for it (EPERM), seized all the same: a thread that
   // has no seccomp state needs no suspension, and the dump refuses one that
   // has (proc/seccomp.cc) before it runs anything in it.
-  bool suspended = ::ptrace(PTRACE_SEIZE, tid, nullptr, reinterpret_cast<void*>(PTRACE_O_SUSPEND_SECCOMP_)) == 0;
+  bool suspended = ::ptrace(PTRACE_SEIZE, tid, nullptr,
+                            reinterpret_cast<void*>(PTRACE_O_SUSPEND_SECCOMP_ | PTRACE_O_TRACESYSGOOD_)) == 0;
   if (!suspended && errno != EPERM && errno != EINVAL) return failf_errno("cannot seize thread {}", tid);
-  if (!suspended && ::ptrace(PTRACE_SEIZE, tid, nullptr, nullptr) != 0) {
+  if (!suspended && ::ptrace(PTRACE_SEIZE, tid, nullptr, reinterpret_cast<void*>(PTRACE_O_TRACESYSGOOD_)) != 0) {
     int e = errno;
     if (e == EPERM) {
       std::string tracer = tracer_of(tid);
@@ -137,7 +139,10 @@ Result<bool> Tracee::check_trap_status(int status) {
   if (!WIFSTOPPED(status)) return false;
   running_ = false;
   int sig = WSTOPSIG(status);
-  if ((status >> 16) == 0 && sig == SIGTRAP) return true;
+  if ((status >> 16) == 0 && sig == SIGTRAP) {
+    TRY(park());
+    return true;
+  }
   if ((status >> 16) == PTRACE_EVENT_STOP) {
     // A group stop while our code ran: go on. The kernel keeps the group stop
     // in effect (SIGNAL_STOP_STOPPED) and puts the thread back into it when
@@ -151,6 +156,7 @@ Result<bool> Tracee::check_trap_status(int status) {
     // which starts the group stop handled above.
     if (::ptrace(PTRACE_CONT, tid_, nullptr, reinterpret_cast<void*>(static_cast<long>(sig))) != 0)
       return failf_errno("thread {}: cannot pass SIGSTOP on", tid_);
+    stops_passed_on_++;
     running_ = true;
     return false;
   }
@@ -163,6 +169,102 @@ Status Tracee::resume() {
     return failf_errno("thread {}: PTRACE_CONT", tid_);
   running_ = true;
   return {};
+}
+
+// A thread in the signal-delivery-stop of our int3's SIGTRAP would get that
+// SIGTRAP, and die of it, if our process died now: the kernel delivers the
+// stop's signal to a tracee whose tracer is gone. Suppressed instead, with an
+// interrupt queued first: the thread goes from one stop to the next in the
+// kernel (no instruction of its own runs), into a PTRACE_EVENT_STOP, which a
+// dead tracer leaves harmless. (The window left is the few microseconds
+// between the int3 and this call.)
+Status Tracee::park() {
+  if (::ptrace(PTRACE_INTERRUPT, tid_, nullptr, nullptr) != 0)
+    return failf_errno("thread {}: PTRACE_INTERRUPT after a trap", tid_);
+  if (::ptrace(PTRACE_CONT, tid_, nullptr, nullptr) != 0)
+    return failf_errno("thread {}: PTRACE_CONT after a trap", tid_);
+  for (;;) {
+    int status = 0;
+    TRY(wait_stop(status));
+    if ((status >> 16) == PTRACE_EVENT_STOP) return {};
+    // Any other stop: a signal-delivery-stop of SIGSTOP (the only signal
+    // it can dequeue, with every other blocked): delivered, as
+    // check_trap_status() does; its group stop is the event stop we wait for.
+    int sig = WSTOPSIG(status);
+    if (::ptrace(PTRACE_CONT, tid_, nullptr, reinterpret_cast<void*>(static_cast<long>(sig == SIGSTOP ? sig : 0))) != 0)
+      return failf_errno("thread {}: PTRACE_CONT after a trap", tid_);
+    if (sig == SIGSTOP) stops_passed_on_++;
+  }
+}
+
+Status Tracee::wait_stop(int& status) {
+  for (;;) {
+    pid_t r = ::waitpid(tid_, &status, __WALL);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return failf_errno("waiting for thread {}", tid_);
+    if (WIFEXITED(status) || WIFSIGNALED(status)) {
+      attached_ = false;
+      running_ = false;
+      return std::unexpected(Error(fmt::format("thread {} died while running injected code", tid_), ESRCH));
+    }
+    if (WIFSTOPPED(status)) return {};
+  }
+}
+
+Status Tracee::join_group_stop() {
+  long sig = 0;
+  for (int i = 0; i < 64; i++) {
+    if (::ptrace(PTRACE_CONT, tid_, nullptr, reinterpret_cast<void*>(sig)) != 0)
+      return failf_errno("thread {}: PTRACE_CONT into the group stop", tid_);
+    sig = 0;
+    int status = 0;
+    TRY(wait_stop(status));
+    int stop = WSTOPSIG(status);
+    if ((status >> 16) == PTRACE_EVENT_STOP) {
+      if (stop != SIGTRAP) return {};  // the group stop
+      continue;
+    }
+    if ((status >> 16) == 0 && stop == SIGSTOP) {
+      sig = SIGSTOP;  // delivered: starts the group stop
+      stops_passed_on_++;
+      continue;
+    }
+    return failf("thread {} stopped with signal {} ({}) instead of entering its group stop", tid_, stop,
+                 strsignal(stop));
+  }
+  return failf("thread {} does not enter its group stop", tid_);
+}
+
+Status Tracee::run_syscall() {
+  long sig = 0;
+  bool entered = false;
+  for (;;) {
+    if (::ptrace(PTRACE_SYSCALL, tid_, nullptr, reinterpret_cast<void*>(sig)) != 0)
+      return failf_errno("thread {}: PTRACE_SYSCALL", tid_);
+    running_ = true;
+    sig = 0;
+    int status = 0;
+    TRY(wait_stop(status));
+    running_ = false;
+    int stop = WSTOPSIG(status);
+    if (stop == (SIGTRAP | 0x80)) {
+      __ptrace_syscall_info info{};
+      if (::ptrace(PTRACE_GET_SYSCALL_INFO, tid_, reinterpret_cast<void*>(sizeof(info)), &info) <= 0)
+        return failf_errno("thread {}: PTRACE_GET_SYSCALL_INFO", tid_);
+      if (info.op == PTRACE_SYSCALL_INFO_ENTRY) entered = true;
+      else if (info.op == PTRACE_SYSCALL_INFO_EXIT && entered) return {};
+      continue;
+    }
+    if ((status >> 16) == PTRACE_EVENT_STOP) continue;  // a group stop: go on (as check_trap_status)
+    if ((status >> 16) == 0 && stop == SIGSTOP) {
+      sig = SIGSTOP;  // delivered: the sender's stop is not lost
+      stops_passed_on_++;
+      continue;
+    }
+    auto regs = get_regs();
+    return failf("thread {} stopped with signal {} ({}) in a remote syscall at rip {:#x}", tid_, stop,
+                 strsignal(stop), regs ? regs->rip : 0);
+  }
 }
 
 Status Tracee::run_to_trap() {
@@ -195,6 +297,15 @@ void Tracee::interrupt_and_wait() {
     if (r < 0 || WIFEXITED(status) || WIFSIGNALED(status)) {
       attached_ = false;
       break;
+    }
+    if (WIFSTOPPED(status) && (status >> 16) == 0 && WSTOPSIG(status) == SIGSTOP) {
+      // Someone's SIGSTOP came first (the one signal it can dequeue with
+      // every other blocked): passed on, not swallowed; our interrupt, still
+      // pending, stops it right after.
+      if (::ptrace(PTRACE_CONT, tid_, nullptr, reinterpret_cast<void*>(static_cast<long>(SIGSTOP))) == 0) {
+        stops_passed_on_++;
+        continue;
+      }
     }
     if (WIFSTOPPED(status)) break;
   }

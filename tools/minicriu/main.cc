@@ -17,6 +17,7 @@
 #include "base/version.hpp"
 #include "criu_options.hpp"
 #include "man_page.hpp"
+#include "minicriu/cleanup.hpp"
 #include "minicriu/minicriu.hpp"
 
 namespace {
@@ -633,6 +634,15 @@ int main(int argc, char** argv) {
       "check", "Probe what this kernel and these privileges support; exit 1 if a required "
                "feature is missing");
   check_cmd->footer("Example:\n  minicriu check");
+  bool cleanup = false;
+  check_cmd->add_flag("--cleanup", cleanup,
+                      with_example("Instead of probing, put back the trees of dumps whose dumper was killed "
+                                   "midway (SIGKILL, OOM) and whose guardian died too: replay their journals "
+                                   "in /run/minicriu ($MINICRIU_JOURNAL_DIR): registers, code bytes, the "
+                                   "parasite's leftovers, TCP repair mode, the stopped processes continued. "
+                                   "A journal whose dumper or guardian still runs is left alone",
+                                   "minicriu check --cleanup"));
+  add_verbose(check_cmd, verbosity);
 
   // --man needs no command; every other use needs one.
   app.require_subcommand(0, 1);
@@ -750,6 +760,13 @@ int main(int argc, char** argv) {
     page_srv.log.progress = false;
     page_srv.cancel = &cancel_by_signal;
     return run_page_server(page_srv, page_srv_daemon);
+  }
+  if (check_cmd->parsed() && cleanup) {
+    auto r = minicriu::cleanup_dead_dumps(log_options(verbosity, progress_after_ms));
+    if (!r) return report(r.error());
+    for (auto& line : *r) std::printf("%s\n", line.c_str());
+    if (r->empty()) std::printf("no journal of a dead dump\n");
+    return 0;
   }
   if (check_cmd->parsed()) {
     auto r = minicriu::check();

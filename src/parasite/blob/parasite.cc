@@ -1,6 +1,7 @@
 // The parasite: runs inside a stopped target process, on its own stack in a
 // shared memfd mapping, for one dump. It serves the dumper's commands over a
-// unix socket and traps back (int3) when told to finish. Freestanding: no libc,
+// unix socket and, told to finish, says so in its control block and waits
+// for the dumper to stop it (PTRACE_INTERRUPT). Freestanding: no libc,
 // no globals that need relocation, no vector registers (-mgeneral-regs-only),
 // so the target's FPU/AVX state is never touched.
 #include "common/blob/syscall.h"
@@ -113,6 +114,16 @@ long dump_pages(int pipe_fd, ParasiteIovec* iovs, unsigned long n) {
   for (;;) mc_syscall0(MC_NR_pause);
 }
 
+// The end of the parasite: the dumper polls ctl->exited and stops the
+// thread where it waits. (Returning to an int3 would leave a thread in the
+// SIGTRAP's signal-delivery-stop until the dumper collects it: a dumper
+// killed then leaves the SIGTRAP to the target, which dies of it.)
+[[noreturn]] void finish(ParasiteCtl* ctl, long code) {
+  ctl->exit_code = (int32_t)code;
+  __atomic_store_n(&ctl->exited, 1, __ATOMIC_RELEASE);
+  stall();
+}
+
 long send_fds(int sock, const int32_t* fds, unsigned long n) {
   for (unsigned long i = 0; i < n; i += MC_PARASITE_MAX_FDS) {
     int batch = (int)(n - i < MC_PARASITE_MAX_FDS ? n - i : MC_PARASITE_MAX_FDS);
@@ -196,16 +207,16 @@ long make_uffd(int dev, const ParasiteIovec* iovs, unsigned long n, int32_t* sta
 }  // namespace
 
 extern "C" __attribute__((used, visibility("hidden"))) long parasite_main(ParasiteCtl* ctl) {
-  if (ctl->magic != MC_PARASITE_CTL_MAGIC) return -22;
+  if (ctl->magic != MC_PARASITE_CTL_MAGIC) return -22;  // not our control block: nobody to tell
   long sock = mc_syscall3(MC_NR_socket, kAfUnix, kSockSeqpacket | kSockCloexec, 0);
-  if (sock < 0) return sock;
+  if (sock < 0) finish(ctl, sock);
   SockaddrUn addr{};
   addr.family = kAfUnix;
   mc_memcpy(addr.path, ctl->sun_path, sizeof(addr.path));
   long r = mc_syscall3(MC_NR_connect, sock, (long)&addr, ctl->addr_len);
   if (r < 0) {
     mc_syscall1(MC_NR_close, sock);
-    return r;
+    finish(ctl, r);
   }
   ctl->sock_fd = (int32_t)sock;
   ctl->pipe_fd = -1;
@@ -214,7 +225,11 @@ extern "C" __attribute__((used, visibility("hidden"))) long parasite_main(Parasi
     ParasiteMsg msg{};
     int fd = -1;
     r = recv_msg((int)sock, &msg, &fd);
-    if (r <= 0) break;  // the dumper went away: finish
+    // The dumper went away without FINI: it died (SIGKILL, OOM). Returning
+    // would hit our int3 with no tracer to catch it, and the SIGTRAP would
+    // kill the process; waiting here, the group stop the dumper set up stops
+    // this thread, and its guardian puts the registers back.
+    if (r <= 0) stall();
     ParasiteMsg reply{msg.cmd, 0, 0, 0};
     switch (msg.cmd) {
       case PARASITE_CMD_SET_PIPE:
@@ -262,12 +277,15 @@ extern "C" __attribute__((used, visibility("hidden"))) long parasite_main(Parasi
   }
   if (ctl->pipe_fd >= 0) mc_syscall1(MC_NR_close, ctl->pipe_fd);
   mc_syscall1(MC_NR_close, sock);
-  return 0;
+  finish(ctl, 0);
 }
 
 // The dumper sets rsp to the top of our stack (16-byte aligned) and rdi to the
-// control block, then lets us run; int3 hands control back with rax = result.
-// parasite_syscall is a syscall;int3 gadget for the dumper's remote syscalls.
+// control block, then lets us run; parasite_main never returns (finish()),
+// but for a control block that is not ours (the int3 then hands control back
+// with rax = -EINVAL). parasite_syscall is a syscall;int3 gadget for the
+// dumper's remote syscalls, which stop at the syscall's exit (PTRACE_SYSCALL)
+// before the int3.
 asm(R"(
   .section .text.entry,"ax"
   .globl parasite_entry
