@@ -258,3 +258,18 @@ TEST(LazyRestore, AMemfdHeldByAnFdComesEagerlyTheRestLazily) {
   EXPECT_EQ(at.memfd_in, at.memfd) << read_text(dir / "lazyshm.resident");
   EXPECT_LT(at.anon_in, at.anon) << read_text(dir / "lazyshm.resident");
 }
+
+// fork, mremap (away and back), madvise(DONTNEED) and munmap of shared
+// memory during the lazy phase: the grandchild's copies miss what the
+// parent's missed, moved words keep their values, DONTNEED keeps shared data,
+// and the child still reads what the parent unmapped.
+TEST(LazyRestore, ForkMremapMadviseAndMunmapOfSharedMemoryDuringTheLazyPhase) {
+  TempDir dir;
+  LazyRun r = shm_dump_and_restore_lazily(dir, {"256", "events"});
+  EXPECT_EQ(r.status, 0) << read_text(dir / "lazyshm.log") << r.log;
+  EXPECT_GE(pager_count(r.log, "fork(s)"), 1u) << r.log;
+  EXPECT_GE(pager_count(r.log, "mremap(s)"), 2u) << r.log;
+  EXPECT_GE(pager_count(r.log, "madvise remove(s)"), 1u) << r.log;
+  EXPECT_GE(pager_count(r.log, "munmap(s)"), 1u) << r.log;
+  EXPECT_LE(pager_count(r.log, "MiB shared memory copied"), 289u) << r.log;
+}

@@ -9,6 +9,13 @@
  * fault, so minicriu restores that object eagerly); after restore the parent
  * also checks it with pread. Otherwise the fd is closed once mapped.
  *
+ * MODE "events": after the handshake, in the lazy phase, the parent forks a
+ * grandchild that verifies every word of its copies of the mappings, moves
+ * 2 MiB of the shared anonymous memory away and back (mremap, its words
+ * checked at both places), madvise(DONTNEED)s 1 MiB of it (shared memory
+ * keeps its data: the words read as before) and munmaps 1 MiB (which the
+ * child, still mapping it, verifies).
+ *
  * A watcher thread ticks every millisecond; the first tick after a gap of
  * more than 100 ms (the dump, the restore: the restored process's first
  * instructions) counts the pages of the shared anonymous memory and of the
@@ -95,16 +102,58 @@ static int wait_word(volatile uint64_t* w, uint64_t want) {
   return 0;
 }
 
+static size_t skip_from, skip_to; /* words of objs[0] the parent unmapped */
+
 static size_t verify(const struct object* o) {
   size_t bad = 0;
-  for (size_t i = 0; i < o->words; i++)
+  for (size_t i = 0; i < o->words; i++) {
+    if (o == &objs[0] && i >= skip_from && i < skip_to) continue;
     if (o->mem[i] != expected(o, i)) {
       if (bad < 3)
         fprintf(stderr, "%s %s: word %zu reads %#llx, not %#llx\n", is_child ? "child" : "parent", o->name, i,
                 (unsigned long long)o->mem[i], (unsigned long long)expected(o, i));
       bad++;
     }
+  }
   return bad;
+}
+
+/* The fork, mremap, madvise and munmap of MODE events, in objs[0] (MIB MiB,
+ * at 3/4 of it: pages the prefetch, which went on from the handshake's last
+ * MiB and then from the start, has not reached yet). */
+static void events(void) {
+  struct object* o = &objs[0];
+  size_t mib_words = (1u << 20) / 8;
+  size_t at = (o->words / 4 * 3) & ~(mib_words - 1);
+  pid_t g = fork();
+  if (g == 0) {
+    size_t bad = 0;
+    for (int k = 0; k < 3; k++) bad += verify(&objs[k]);
+    _exit(bad ? 1 : 0);
+  }
+  CHECK(g > 0, "fork: %s", strerror(errno));
+  uint64_t* from = o->mem + at;
+  void* to = mmap(NULL, 2u << 20, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void* moved = mremap(from, 2u << 20, 2u << 20, MREMAP_MAYMOVE | MREMAP_FIXED, to);
+  CHECK(moved == to, "mremap away: %s", strerror(errno));
+  if (moved == to) {
+    uint64_t* m = moved;
+    for (size_t i = 0; i < 2 * mib_words; i++)
+      if (m[i] != expected(o, at + i)) {
+        CHECK(0, "moved word %zu reads %#llx", at + i, (unsigned long long)m[i]);
+        break;
+      }
+    void* back = mremap(moved, 2u << 20, 2u << 20, MREMAP_MAYMOVE | MREMAP_FIXED, from);
+    CHECK(back == from, "mremap back: %s", strerror(errno));
+  }
+  uint64_t* dn = o->mem + at + 3 * mib_words;
+  (void)*(volatile uint64_t*)dn;
+  CHECK(madvise(dn, 1u << 20, MADV_DONTNEED) == 0, "madvise: %s", strerror(errno));
+  skip_from = at + 5 * mib_words;
+  skip_to = skip_from + mib_words;
+  CHECK(munmap(o->mem + skip_from, 1u << 20) == 0, "munmap: %s", strerror(errno));
+  int st = 0;
+  CHECK(g > 0 && waitpid(g, &st, 0) == g && WIFEXITED(st) && WEXITSTATUS(st) == 0, "the grandchild saw %#x", st);
 }
 
 int main(int argc, char** argv) {
@@ -112,6 +161,7 @@ int main(int argc, char** argv) {
   snprintf(resident_file, sizeof(resident_file), "%s/lazyshm.resident", argv[2]);
   size_t mib = strtoull(argv[3], NULL, 0);
   int keep_fd = argc > 4 && strcmp(argv[4], "fd") == 0;
+  int events_mode = argc > 4 && strcmp(argv[4], "events") == 0;
   size_t sizes[3] = {mib << 20, (size_t)MEMFD_MIB << 20, (size_t)SYSV_MIB << 20};
   const char* names[3] = {"shared anonymous memory", "memfd", "System V segment"};
 
@@ -168,6 +218,7 @@ int main(int argc, char** argv) {
     CHECK(wait_word(&o->mem[o->answer], expected(o, o->answer)), "parent: %s: the child's answer never came",
           o->name);
   }
+  if (events_mode) events();
   size_t bad = 0;
   for (int k = 0; k < 3; k++) bad += verify(&objs[k]);
   CHECK(bad == 0, "parent: %zu word(s) differ", bad);
