@@ -98,6 +98,8 @@ TEST(LazyRestore, OneGiBWithThreadsComesBackWordForWord) {
   EXPECT_TRUE(lines_with(r.log, "error").empty()) << r.log;
 }
 
+// lazy.c events: also MADV_WIPEONFORK memory, which the child forked in the
+// lazy phase reads as zero (not refilled from the images).
 TEST(LazyRestore, ForkMremapMadviseAndMunmapDuringTheLazyPhase) {
   TempDir dir;
   LazyRun r = dump_and_restore_lazily(dir, {"512", "0", "events"});
