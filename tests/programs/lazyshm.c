@@ -20,7 +20,8 @@
  * more than 100 ms (the dump, the restore: the restored process's first
  * instructions) counts the pages of the shared anonymous memory and of the
  * memfd that are in (mincore: the object's page cache) and writes
- * "ANON_IN ANON_PAGES MEMFD_IN MEMFD_PAGES" to DIR/lazyshm.resident.
+ * "ANON_IN ANON_PAGES MEMFD_IN MEMFD_PAGES" to DIR/lazyshm.resident, and
+ * the CLOCK_REALTIME time to DIR/lazy.stamp (bench/lazy_bench, shm).
  *
  * On SIGUSR1 the parent passes it on to the child; then, early in the lazy
  * phase, the parent writes a word in each object that the child waits for,
@@ -45,7 +46,7 @@ struct object {
   size_t ask, answer; /* the words of the handshake */
 };
 static struct object objs[3];
-static char resident_file[4096];
+static char resident_file[4096], stamp_file[4096];
 static volatile int stamped;
 static int is_child;
 
@@ -78,11 +79,19 @@ static void* watcher(void* arg) {
     int64_t gap = (now.tv_sec - last.tv_sec) * 1000000000ll + (now.tv_nsec - last.tv_nsec);
     last = now;
     if (gap > 100 * 1000000ll && !stamped) {
+      struct timespec rt;
+      clock_gettime(CLOCK_REALTIME, &rt);
       stamped = 1;
       char buf[128];
       int n = snprintf(buf, sizeof(buf), "%zu %zu %zu %zu\n", in_core(objs[0].mem, objs[0].words * 8),
                        objs[0].words * 8 / 4096, in_core(objs[1].mem, objs[1].words * 8), objs[1].words * 8 / 4096);
       int fd = open(resident_file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+      if (fd >= 0) {
+        (void)!write(fd, buf, (size_t)n);
+        close(fd);
+      }
+      n = snprintf(buf, sizeof(buf), "%lld.%09ld\n", (long long)rt.tv_sec, rt.tv_nsec);
+      fd = open(stamp_file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
       if (fd >= 0) {
         (void)!write(fd, buf, (size_t)n);
         close(fd);
@@ -159,6 +168,7 @@ static void events(void) {
 int main(int argc, char** argv) {
   if (argc < 4) return 100;
   snprintf(resident_file, sizeof(resident_file), "%s/lazyshm.resident", argv[2]);
+  snprintf(stamp_file, sizeof(stamp_file), "%s/lazy.stamp", argv[2]);
   size_t mib = strtoull(argv[3], NULL, 0);
   int keep_fd = argc > 4 && strcmp(argv[4], "fd") == 0;
   int events_mode = argc > 4 && strcmp(argv[4], "events") == 0;
