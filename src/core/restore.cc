@@ -194,24 +194,33 @@ Status check_tree_creds(const Checkpoint& c, const img::Creds& caller) {
   return {};
 }
 
-// restore --lazy: each process's lazy VMAs (premap.hpp lazy_vmas), and the
-// bytes of its page images they hold (read on first touch, not now).
+// restore --lazy: each process's lazy VMAs (premap.hpp lazy_vmas), the lazy
+// shared memory objects (mem/lazy_shmem.hpp), and the bytes of the images
+// they hold (read on first touch, not now).
 struct LazyPlan {
-  std::map<pid_t, LazyRanges> ranges;
-  uint64_t bytes = 0;
+  std::map<pid_t, LazyProcess> processes;
+  LazyShmemPlan shmem;
+  uint64_t bytes = 0, shmem_bytes = 0;
 };
-LazyPlan plan_lazy(const Checkpoint& c) {
+Result<LazyPlan> plan_lazy(const ImageDir& dir, const Checkpoint& c) {
   LazyPlan plan;
+  ASSIGN_OR_RETURN(plan.shmem, plan_lazy_shmem(dir, c));
+  for (auto& [id, o] : plan.shmem) plan.shmem_bytes += o.lazy_bytes;
   for (const ProcessImages& p : c.processes) {
     if (p.entry.zombie()) continue;
-    std::vector<bool> lazy = lazy_vmas(c, p);
-    LazyRanges r;
-    for (int i = 0; i < p.mm.vmas_size(); i++)
-      if (lazy[i]) r.emplace_back(p.mm.vmas(i).start(), p.mm.vmas(i).end());
+    std::vector<bool> lazy = lazy_vmas(c, p, plan.shmem);
+    LazyProcess lp;
+    for (int i = 0; i < p.mm.vmas_size(); i++) {
+      const img::Vma& v = p.mm.vmas(i);
+      if (!lazy[i] || v.kind() != img::VMA_ANON_PRIVATE) continue;
+      lp.anon.emplace_back(v.start(), v.end());
+      if (v.advice() & (img::ADVICE_WIPEONFORK | img::ADVICE_DONTFORK)) lp.not_in_fork.emplace_back(v.start(), v.end());
+    }
+    lp.shmem = lazy_shmem_vmas(p, plan.shmem);
     for (auto& run : p.page_runs)
-      for (auto& [s, e] : r)
+      for (auto& [s, e] : lp.anon)
         if (std::max(s, run.start) < std::min(e, run.end)) plan.bytes += std::min(e, run.end) - std::max(s, run.start);
-    if (!r.empty()) plan.ranges[static_cast<pid_t>(p.entry.pid())] = std::move(r);
+    if (!lp.anon.empty() || !lp.shmem.empty()) plan.processes[static_cast<pid_t>(p.entry.pid())] = std::move(lp);
   }
   return plan;
 }
@@ -272,8 +281,9 @@ Result<RestoreResult> restore_tree(const RestoreOptions& options, std::unique_pt
   for (auto& p : ckpt.processes) page_bytes += p.pages_file_size;
   // restore --lazy: the pager serves faults from before the first process
   // is made (the kernel itself may touch lazy memory in the blob: rseq).
+  LazyPlan lazy;
   if (options.lazy) {
-    LazyPlan lazy = plan_lazy(ckpt);
+    ASSIGN_OR_RETURN(lazy, plan_lazy(dir, ckpt));
     page_bytes -= std::min(page_bytes, lazy.bytes);
     std::vector<pid_t> pids;
     for (auto& p : ckpt.processes)
@@ -281,9 +291,10 @@ Result<RestoreResult> restore_tree(const RestoreOptions& options, std::unique_pt
     // restore --lazy --page-server: post-copy, pages fetched on first touch.
     ASSIGN_OR_RETURN(auto source, page_server ? connect_page_server(page_server->host, page_server->port)
                                               : open_local_pages(dir.path()));
-    ASSIGN_OR_RETURN(pager, LazyPager::start(std::move(source), std::move(lazy.ranges), std::move(pids),
-                                             env.fd_floor, log));
-    log.info("lazy restore: {} MiB of pages come on first touch", lazy.bytes >> 20);
+    ASSIGN_OR_RETURN(pager, LazyPager::start(std::move(source), std::move(lazy.processes), lazy.shmem,
+                                             std::move(pids), env.fd_floor, log));
+    log.info("lazy restore: {} MiB of pages come on first touch, and {} MiB of {} shared memory object(s)",
+             lazy.bytes >> 20, lazy.shmem_bytes >> 20, lazy.shmem.size());
   }
   ProgressMeter progress(log, "restore", static_cast<pid_t>(ckpt.inventory.root_pid()), page_bytes);
   auto tick = [&] { progress.set(pages_restored.get()->load(std::memory_order_relaxed)); };
@@ -297,6 +308,7 @@ Result<RestoreResult> restore_tree(const RestoreOptions& options, std::unique_pt
     tree.page_server_port = page_server->port;
   }
   tree.lazy_socket = pager ? pager->task_socket() : -1;
+  tree.lazy_shmem = &lazy.shmem;
   std::map<pid_t, ChannelPair> channels;
   for (const ProcessImages& p : ckpt.processes) {
     if (p.entry.zombie()) continue;

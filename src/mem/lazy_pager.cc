@@ -78,6 +78,38 @@ std::vector<pid_t> children_of(pid_t pid) {
 
 enum class Copied { ok, again, gone, no_vma };
 
+// A mapping of a lazy shared memory object in a process: start -> this.
+struct ShmemMapping {
+  uint64_t end;
+  uint64_t pgoff;  // the object offset at start
+  uint32_t id;
+};
+using ShmemMap = std::map<uint64_t, ShmemMapping>;
+
+// [s, e) no longer maps what it mapped (unmapped, or moved away).
+void erase_mappings(ShmemMap& m, uint64_t s, uint64_t e) {
+  auto it = m.upper_bound(s);
+  if (it != m.begin()) --it;
+  while (it != m.end() && it->first < e) {
+    uint64_t a = it->first;
+    ShmemMapping x = it->second;
+    if (x.end <= s) {
+      ++it;
+      continue;
+    }
+    it = m.erase(it);
+    if (a < s) m.emplace(a, ShmemMapping{s, x.pgoff, x.id});
+    if (x.end > e) it = m.emplace(e, ShmemMapping{x.end, x.pgoff + (e - a), x.id}).first;
+  }
+}
+
+ShmemMap::iterator mapping_at(ShmemMap& m, uint64_t addr) {
+  auto it = m.upper_bound(addr);
+  if (it == m.begin()) return m.end();
+  --it;
+  return addr < it->second.end ? it : m.end();
+}
+
 }  // namespace
 
 struct LazyPager::Mm {
@@ -85,8 +117,20 @@ struct LazyPager::Mm {
   pid_t pid = 0;        // the dumped pid: its pages in the source
   pid_t seen_pid = 0;   // 0 for a fork's child (its pid is not known)
   MissingMap missing;
+  MissingMap not_in_fork;  // ranges a fork's child does not get the pages of (src unused)
+  ShmemMap shmem;          // its mappings of lazy shared memory objects
   uint64_t cursor = 0;  // the prefetch goes on from here
   bool gone = false;
+};
+
+// A lazy shared memory object: its pages still to come, by offset (src: the
+// offset of their bytes in its data image).
+struct LazyPager::Object {
+  uint32_t id = 0;
+  std::string path;
+  UniqueFd data;
+  MissingMap missing;
+  uint64_t cursor = 0;
 };
 
 Result<UniqueFd> make_task_uffd(int pager_socket, pid_t pid) {
@@ -117,15 +161,29 @@ Result<UniqueFd> make_task_uffd(int pager_socket, pid_t pid) {
   return uffd;
 }
 
-LazyPager::LazyPager(std::unique_ptr<PageSource> source, std::map<pid_t, LazyRanges> lazy, std::vector<pid_t> tree,
+LazyPager::LazyPager(std::unique_ptr<PageSource> source, std::map<pid_t, LazyProcess> lazy, std::vector<pid_t> tree,
                      const Logger& log)
     : source_(std::move(source)), lazy_(std::move(lazy)), tree_(std::move(tree)), log_(log),
       buf_(std::max(kFaultChunk, kPrefetchChunk)) {}
 
 Result<std::unique_ptr<LazyPager>> LazyPager::start(std::unique_ptr<PageSource> source,
-                                                    std::map<pid_t, LazyRanges> lazy, std::vector<pid_t> tree,
-                                                    int fd_floor, const Logger& log) {
+                                                    std::map<pid_t, LazyProcess> lazy, const LazyShmemPlan& shmem,
+                                                    std::vector<pid_t> tree, int fd_floor, const Logger& log) {
   std::unique_ptr<LazyPager> p(new LazyPager(std::move(source), std::move(lazy), std::move(tree), log));
+  // Each lazy object's pages still to come: what its lazy mappings cover.
+  for (auto& [id, o] : shmem) {
+    auto obj = std::make_unique<Object>();
+    obj->id = id;
+    obj->path = o.data;
+    obj->data.reset(::open(o.data.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!obj->data) return failf_errno("lazy restore: shared memory object {}: cannot open {}", id, o.data);
+    for (auto& e : o.extents)
+      for (auto& [ms, me] : o.mapped) {
+        uint64_t a = std::max(ms, e.offset), b = std::min(me, e.offset + e.length);
+        if (a < b) obj->missing.emplace(a, Missing{b, e.data_offset + (a - e.offset)});
+      }
+    if (!obj->missing.empty()) p->objects_.emplace(id, std::move(obj));
+  }
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
     return fail_errno("socketpair for the lazy pager");
@@ -182,16 +240,23 @@ Status LazyPager::take_uffd() {
   auto mm = std::make_unique<Mm>();
   mm->uffd.reset(fd);
   mm->pid = mm->seen_pid = pid;
-  ASSIGN_OR_RETURN(auto runs, source_->runs(pid));
-  // What the images hold, within the VMAs left lazy.
-  for (auto& [s, e] : lazy_[pid]) {
-    for (auto& [rs, re] : runs) {
-      uint64_t a = std::max(s, rs), b = std::min(e, re);
-      if (a < b) mm->missing.emplace(a, Missing{b, a});
+  const LazyProcess& lp = lazy_[pid];
+  if (!lp.anon.empty()) {
+    ASSIGN_OR_RETURN(auto runs, source_->runs(pid));
+    // What the images hold, within the VMAs left lazy.
+    for (auto& [s, e] : lp.anon) {
+      for (auto& [rs, re] : runs) {
+        uint64_t a = std::max(s, rs), b = std::min(e, re);
+        if (a < b) mm->missing.emplace(a, Missing{b, a});
+      }
     }
   }
+  for (auto& [s, e] : lp.not_in_fork) mm->not_in_fork.emplace(s, Missing{e, s});
+  for (auto& v : lp.shmem)
+    if (objects_.count(v.id)) mm->shmem.emplace(v.start, ShmemMapping{v.end, v.pgoff, v.id});
   if (!mm->missing.empty()) mm->cursor = mm->missing.begin()->first;
-  log_.debug("lazy restore: pid {}: {} range(s) to come", pid, mm->missing.size());
+  log_.debug("lazy restore: pid {}: {} range(s) to come, {} mapping(s) of shared memory", pid, mm->missing.size(),
+             mm->shmem.size());
   mms_.push_back(std::move(mm));
   return {};
 }
@@ -240,6 +305,7 @@ Result<int> LazyPager::fill(Mm& mm, uint64_t src, uint64_t at, uint64_t len, uin
 Status LazyPager::serve(Mm& mm, uint64_t addr) {
   addr = page_down(addr);
   stats_.faults++;
+  if (mapping_at(mm.shmem, addr) != mm.shmem.end()) return serve_shmem(mm, addr);
   auto it = containing(mm.missing, addr);
   if (it == mm.missing.end()) {
     // Nothing in the images (or removed, or filled by a racing copy).
@@ -267,6 +333,117 @@ Status LazyPager::serve(Mm& mm, uint64_t addr) {
     if (r == Copied::no_vma) erase_range(mm.missing, addr, addr + len);
   }
   return {};
+}
+
+Result<int> LazyPager::fill_object(Mm& mm, Object& o, uint64_t src, uint64_t off, uint64_t at, uint64_t len,
+                                   uint64_t& done) {
+  TRY(fault_point("lazy/read"));
+  for (uint64_t got = 0; got < len;) {
+    ssize_t n = ::pread(o.data.get(), buf_.data() + got, len - got, static_cast<off_t>(src + got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0)
+      return failf_errno("shared memory object {}: cannot read its page at offset {:#x} from {}", o.id, off + got,
+                         o.path);
+    if (n == 0)
+      return failf("shared memory object {}: its page at offset {:#x} is missing: {} ends at offset {}", o.id,
+                   off + got, o.path, src + got);
+    got += static_cast<uint64_t>(n);
+  }
+  Copied r = copy_in(mm.uffd.get(), at, buf_.data(), len, done);
+  // A page there already (EEXIST: another process brought it in) counts as
+  // done: it is the object's, and stays.
+  if (done) erase_range(o.missing, off, off + done);
+  stats_.bytes_copied += done;
+  stats_.shmem_bytes += done;
+  o.cursor = off + done;
+  if (r == Copied::gone) mm.gone = true;
+  // Not registered there (any more): that mapping cannot carry the object.
+  if (r == Copied::no_vma) erase_mappings(mm.shmem, at + done, at + len);
+  return static_cast<int>(r);
+}
+
+Status LazyPager::serve_shmem(Mm& mm, uint64_t addr) {
+  stats_.shmem_faults++;
+  auto m = mapping_at(mm.shmem, addr);
+  const ShmemMapping map = m->second;
+  uint64_t off = map.pgoff + (addr - m->first);
+  auto o = objects_.find(map.id);
+  auto it = o == objects_.end() ? MissingMap::iterator{} : containing(o->second->missing, off);
+  if (o == objects_.end() || it == o->second->missing.end()) {
+    // A hole of the object, or a page already in (another process's fault,
+    // the prefetch): a zero page for the hole; EEXIST for the other.
+    uffdio_zeropage z{};
+    z.range.start = addr;
+    z.range.len = kPageSize;
+    if (::ioctl(mm.uffd.get(), UFFDIO_ZEROPAGE, &z) == 0) {
+      stats_.zero_faults++;
+      return {};
+    }
+    if (errno == ESRCH) {
+      mm.gone = true;
+      return {};
+    }
+  } else {
+    Object& obj = *o->second;
+    uint64_t len = std::min({it->second.end - off, kFaultChunk, map.end - addr});
+    uint64_t done = 0;
+    ASSIGN_OR_RETURN(int how, fill_object(mm, obj, it->second.src + (off - it->first), off, addr, len, done));
+    if (static_cast<Copied>(how) == Copied::gone) return {};
+  }
+  // Whatever happened, the faulting thread is woken: a copy wakes only the
+  // pages it copied, not one that another process had brought in.
+  uffdio_range w{addr, kPageSize};
+  (void)::ioctl(mm.uffd.get(), UFFDIO_WAKE, &w);
+  return {};
+}
+
+Status LazyPager::prefetch_object(Object& o) {
+  if (o.missing.empty()) return {};
+  auto it = containing(o.missing, o.cursor);
+  uint64_t off = o.cursor;
+  if (it == o.missing.end()) {
+    it = o.missing.lower_bound(o.cursor);
+    if (it == o.missing.end()) it = o.missing.begin();
+    off = it->first;
+  }
+  // A process that maps off; else the first offset of this piece any maps.
+  uint64_t piece_end = it->second.end;
+  Mm* carrier = nullptr;
+  uint64_t at = 0, room = 0, next_mapped = piece_end;
+  for (auto& mm : mms_) {
+    if (mm->gone) continue;
+    for (auto& [start, m] : mm->shmem) {
+      if (m.id != o.id) continue;
+      uint64_t mend = m.pgoff + (m.end - start);
+      if (m.pgoff <= off && off < mend) {
+        carrier = mm.get();
+        at = start + (off - m.pgoff);
+        room = mend - off;
+        break;
+      }
+      if (m.pgoff > off && m.pgoff < next_mapped) next_mapped = m.pgoff;
+    }
+    if (carrier) break;
+  }
+  if (!carrier) {
+    // No process maps [off, next_mapped) now: no fault can ever want it.
+    erase_range(o.missing, off, next_mapped);
+    o.cursor = next_mapped;
+    return {};
+  }
+  uint64_t len = std::min({piece_end - off, kPrefetchChunk, room});
+  uint64_t done = 0;
+  ASSIGN_OR_RETURN(int how, fill_object(*carrier, o, it->second.src + (off - it->first), off, at, len, done));
+  (void)how;  // gone or not registered: another carrier next time
+  return {};
+}
+
+bool LazyPager::busy(const Mm& mm) const {
+  if (mm.gone) return false;
+  if (!mm.missing.empty()) return true;
+  for (auto& [start, m] : mm.shmem)
+    if (auto o = objects_.find(m.id); o != objects_.end() && !o->second->missing.empty()) return true;
+  return false;
 }
 
 Status LazyPager::prefetch_one(Mm& mm) {
@@ -300,9 +477,14 @@ Status LazyPager::event(Mm& mm, const void* raw) {
       ::fcntl(child->uffd.get(), F_SETFD, FD_CLOEXEC);
       ::fcntl(child->uffd.get(), F_SETFL, O_NONBLOCK);
       // The child's memory is a copy of the parent's: what the parent
-      // still missed, the child misses too, from the same pages.
+      // still missed, the child misses too, from the same pages; but for
+      // MADV_WIPEONFORK memory (zero in the child) and MADV_DONTFORK memory
+      // (not in the child). Its shared mappings map the same objects.
       child->pid = mm.pid;
       child->missing = mm.missing;
+      for (auto& [s, x] : mm.not_in_fork) erase_range(child->missing, s, x.end);
+      child->not_in_fork = mm.not_in_fork;
+      child->shmem = mm.shmem;
       child->cursor = mm.cursor;
       mms_.push_back(std::move(child));
       return {};
@@ -310,24 +492,40 @@ Status LazyPager::event(Mm& mm, const void* raw) {
     case UFFD_EVENT_REMAP: {
       stats_.remaps++;
       uint64_t from = m.arg.remap.from, to = m.arg.remap.to, len = m.arg.remap.len;
-      std::vector<std::pair<uint64_t, Missing>> moved;
-      for (auto it = mm.missing.begin(); it != mm.missing.end(); ++it) {
-        uint64_t a = std::max(it->first, from), b = std::min(it->second.end, from + len);
-        if (a < b) moved.emplace_back(a - from + to, Missing{b - from + to, it->second.src + (a - it->first)});
+      // The pieces inside [from, from + len) move to [to, to + len): missing
+      // pages with their image addresses, shared mappings with their offsets.
+      for (MissingMap* m : {&mm.missing, &mm.not_in_fork}) {
+        MissingMap part;
+        for (auto& [s, x] : *m) {
+          uint64_t a = std::max(s, from), b = std::min(x.end, from + len);
+          if (a < b) part.emplace(a, Missing{b, x.src + (a - s)});
+        }
+        erase_range(*m, from, from + len);
+        erase_range(*m, to, to + len);
+        for (auto& [s, x] : part) m->emplace(s - from + to, Missing{x.end - from + to, x.src});
       }
-      erase_range(mm.missing, from, from + len);
-      erase_range(mm.missing, to, to + len);
-      for (auto& [s, x] : moved) mm.missing.emplace(s, x);
+      ShmemMap part;
+      for (auto& [s, x] : mm.shmem) {
+        uint64_t a = std::max(s, from), b = std::min(x.end, from + len);
+        if (a < b) part.emplace(a, ShmemMapping{b, x.pgoff + (a - s), x.id});
+      }
+      erase_mappings(mm.shmem, from, from + len);
+      erase_mappings(mm.shmem, to, to + len);
+      for (auto& [s, x] : part) mm.shmem.emplace(s - from + to, ShmemMapping{x.end - from + to, x.pgoff, x.id});
       if (mm.cursor >= from && mm.cursor < from + len) mm.cursor = mm.cursor - from + to;
       return {};
     }
     case UFFD_EVENT_REMOVE:
       stats_.removes++;
+      // Shared memory keeps its data under madvise(DONTNEED): its missing
+      // pages stay missing (lazy_pager.hpp).
       erase_range(mm.missing, m.arg.remove.start, m.arg.remove.end);
       return {};
     case UFFD_EVENT_UNMAP:
       stats_.unmaps++;
       erase_range(mm.missing, m.arg.remove.start, m.arg.remove.end);
+      erase_range(mm.not_in_fork, m.arg.remove.start, m.arg.remove.end);
+      erase_mappings(mm.shmem, m.arg.remove.start, m.arg.remove.end);
       return {};
     default:
       return {};
@@ -364,7 +562,7 @@ void LazyPager::run() {
     pfds.push_back({wake_.get(), POLLIN, 0});
     pfds.push_back({pager_end_ ? pager_end_.get() : -1, POLLIN, 0});
     for (auto& mm : mms_) pfds.push_back({mm->uffd.get(), POLLIN, 0});
-    bool work = prefetch_ && std::any_of(mms_.begin(), mms_.end(), [](auto& m) { return !m->missing.empty(); });
+    bool work = prefetch_ && std::any_of(mms_.begin(), mms_.end(), [this](auto& m) { return busy(*m); });
     int n = ::poll(pfds.data(), pfds.size(), work ? 0 : 1000);
     if (n < 0 && errno != EINTR) {
       failed_ = Error("lazy restore: poll", errno);
@@ -396,13 +594,29 @@ void LazyPager::run() {
         if (!st) break;
       }
     }
-    if (st && prefetch_ && !mms_.empty()) {
-      for (size_t k = 0; k < mms_.size() && st; k++) {
-        Mm& mm = *mms_[(next + k) % mms_.size()];
-        if (mm.missing.empty() || mm.gone) continue;
-        uint64_t at = mm.cursor;
-        st = with_context(prefetch_one(mm), fmt::format("pid {}: prefetching near {:#x}", mm.pid, at));
-        next = (next + k + 1) % mms_.size();
+    // One step of the prefetch, round robin: each process's own pages, then
+    // each shared memory object (once every process's uffd is in: until
+    // then a mapping of it may not be known yet).
+    std::vector<Object*> objects;
+    if (!pager_end_)
+      for (auto& [id, o] : objects_)
+        if (!o->missing.empty()) objects.push_back(o.get());
+    size_t turns = mms_.size() + objects.size();
+    if (st && prefetch_ && turns) {
+      for (size_t k = 0; k < turns && st; k++) {
+        size_t i = (next + k) % turns;
+        if (i < mms_.size()) {
+          Mm& mm = *mms_[i];
+          if (mm.missing.empty() || mm.gone) continue;
+          uint64_t at = mm.cursor;
+          st = with_context(prefetch_one(mm), fmt::format("pid {}: prefetching near {:#x}", mm.pid, at));
+        } else {
+          Object& o = *objects[i - mms_.size()];
+          uint64_t at = o.cursor;
+          st = with_context(prefetch_object(o),
+                            fmt::format("prefetching shared memory object {} near offset {:#x}", o.id, at));
+        }
+        next = (i + 1) % turns;
         break;
       }
     }
@@ -414,13 +628,14 @@ void LazyPager::run() {
     }
     // A process that is gone, or has all its pages, ends its share: its uffd
     // closes (what it faults from now on is the kernel's zero page).
-    std::erase_if(mms_, [](auto& m) { return m->gone || m->missing.empty(); });
+    std::erase_if(mms_, [this](auto& m) { return !busy(*m); });
     if (prefetch_ && mms_.empty() && !pager_end_) done_ = true;
   }
   if (done_)
-    log_.info("lazy restore: every page is in ({} fault(s), {} zero, {} MiB copied; {} fork(s), {} mremap(s), "
-              "{} madvise remove(s), {} munmap(s))", stats_.faults, stats_.zero_faults, stats_.bytes_copied >> 20,
-              stats_.forks, stats_.remaps, stats_.removes, stats_.unmaps);
+    log_.info("lazy restore: every page is in ({} fault(s), {} zero, {} MiB copied; {} fault(s) in shared memory, "
+              "{} MiB shared memory copied; {} fork(s), {} mremap(s), {} madvise remove(s), {} munmap(s))",
+              stats_.faults, stats_.zero_faults, stats_.bytes_copied >> 20, stats_.shmem_faults,
+              stats_.shmem_bytes >> 20, stats_.forks, stats_.remaps, stats_.removes, stats_.unmaps);
 }
 
 Status LazyPager::finish() {

@@ -10,6 +10,18 @@
 // filled again). When a page cannot come it kills the lazy tree, with one
 // line naming the process and the address.
 //
+// Shared memory objects (mem/lazy_shmem.hpp) are served the same way through
+// whichever mapping faults: UFFDIO_COPY into a shmem mapping fills the
+// object's page cache, so each page comes once for every process that maps
+// it; a fault on a page another process brought in meanwhile is woken
+// (UFFDIO_WAKE). Their missing pages are kept per object (by offset), each
+// process keeps which of its addresses map which object, through fork,
+// mremap and munmap; the prefetch fills each object once, through any
+// mapping of it. madvise(DONTNEED) of shared memory leaves its data in the
+// object: its missing pages stay missing, and come from the images. Not
+// handled: MADV_REMOVE of pages not in yet sends the same event (the pager
+// cannot tell them apart), and their image data comes back.
+//
 // The uffd of each process is made in that process (userfaultfd() acts on
 // the caller's mm) before its credentials are dropped, and handed over on
 // the pager's socket (make_task_uffd).
@@ -29,12 +41,19 @@
 #include "base/error.hpp"
 #include "base/log.hpp"
 #include "base/unique_fd.hpp"
+#include "mem/lazy_shmem.hpp"
 #include "mem/page_source.hpp"
 
 namespace minicriu {
 
-// [start, end) address ranges.
-using LazyRanges = std::vector<std::pair<uint64_t, uint64_t>>;
+// What of one process comes lazily.
+struct LazyProcess {
+  LazyRanges anon;         // its lazy anonymous private VMAs
+  // Of those, the MADV_WIPEONFORK and MADV_DONTFORK ones: a child forked
+  // during the lazy phase has none of their pages (zero, or no VMA).
+  LazyRanges not_in_fork;
+  std::vector<LazyShmemVma> shmem;  // its mappings of lazy shared memory objects
+};
 
 // In a task being restored: its userfaultfd (with the fork, remap, remove and
 // unmap events), sent with the dumped pid on the pager's socket. The task
@@ -46,16 +65,22 @@ struct LazyStats {
   uint64_t faults = 0;          // first touches served
   uint64_t zero_faults = 0;     // served with a zero page
   uint64_t bytes_copied = 0;    // by faults and prefetch
+  uint64_t shmem_faults = 0;    // of the faults, those in shared memory
+  uint64_t shmem_bytes = 0;     // of bytes_copied, those into shared memory objects
   uint64_t forks = 0, remaps = 0, removes = 0, unmaps = 0;
 };
 
 class LazyPager {
  public:
-  // lazy: each process's lazy VMAs by dumped pid; tree: every restored pid
-  // (what is killed on a failure, with the descendants); fd_floor: the
-  // tasks' socket goes above every fd number the restored processes use.
+  // lazy: what comes lazily of each process, by dumped pid; shmem: the lazy
+  // shared memory objects (their data is read from their images, locally,
+  // also when the other pages come from a page server); tree: every
+  // restored pid (what is killed on a failure, with the descendants);
+  // fd_floor: the tasks' socket goes above every fd number the restored
+  // processes use.
   [[nodiscard]] static Result<std::unique_ptr<LazyPager>> start(std::unique_ptr<PageSource> source,
-                                                                std::map<pid_t, LazyRanges> lazy,
+                                                                std::map<pid_t, LazyProcess> lazy,
+                                                                const LazyShmemPlan& shmem,
                                                                 std::vector<pid_t> tree, int fd_floor,
                                                                 const Logger& log);
   ~LazyPager();
@@ -81,12 +106,22 @@ class LazyPager {
 
  private:
   struct Mm;
-  LazyPager(std::unique_ptr<PageSource> source, std::map<pid_t, LazyRanges> lazy, std::vector<pid_t> tree,
+  struct Object;
+  LazyPager(std::unique_ptr<PageSource> source, std::map<pid_t, LazyProcess> lazy, std::vector<pid_t> tree,
             const Logger& log);
   void run();      // the pager's loop, until done, failed or stopped
   Status serve(Mm& mm, uint64_t addr);
+  Status serve_shmem(Mm& mm, uint64_t addr);
   Status event(Mm& mm, const void* msg);
   Status prefetch_one(Mm& mm);
+  Status prefetch_object(Object& o);
+  // Reads len bytes of the object o from its data image at src and copies
+  // them in at at in mm (a mapping of o's offset off): as fill().
+  Result<int> fill_object(Mm& mm, Object& o, uint64_t src, uint64_t off, uint64_t at, uint64_t len,
+                          uint64_t& done);
+  // Whether mm still has work: pages of its own, or a mapping of an object
+  // with pages still to come.
+  bool busy(const Mm& mm) const;
   // Reads len bytes of mm's pages from src in the source and copies them in
   // at at (UFFDIO_COPY): done, how many went in; what the copy ended with
   // (the .cc's Copied: ok, again, gone, no_vma).
@@ -95,11 +130,12 @@ class LazyPager {
   void kill_tree(const Error& why);
 
   std::unique_ptr<PageSource> source_;
-  std::map<pid_t, LazyRanges> lazy_;
+  std::map<pid_t, LazyProcess> lazy_;
   std::vector<pid_t> tree_;
   Logger log_;
   UniqueFd pager_end_, task_end_, wake_;
   std::vector<std::unique_ptr<Mm>> mms_;
+  std::map<uint32_t, std::unique_ptr<Object>> objects_;
   std::vector<std::byte> buf_;
   std::atomic<bool> prefetch_{false}, stop_{false};
   bool done_ = false;

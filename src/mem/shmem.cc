@@ -117,6 +117,33 @@ Result<std::unique_ptr<ShmemRestorer>> ShmemRestorer::load(const ImageDir& dir) 
   return r;
 }
 
+namespace {
+
+// restore --lazy: the bytes of the object's extents that no lazy mapping
+// covers (no fault can bring them), written now.
+Status copy_unmapped_in(int out, int data, const LazyShmemObject& o, const std::string& what) {
+  for (auto& e : o.extents) {
+    uint64_t at = e.offset, end = e.offset + e.length;
+    auto write_to = [&](uint64_t to) -> Status {
+      if (to <= at) return {};
+      TRY(seek_to(out, at, what));
+      auto in = static_cast<int64_t>(e.data_offset + (at - e.offset));
+      return copy_range(out, data, &in, to - at, what);
+    };
+    for (auto& [s, t] : o.mapped) {
+      if (t <= at) continue;
+      if (s >= end) break;
+      TRY(write_to(std::min(s, end)));
+      at = std::max(at, t);
+      if (at >= end) break;
+    }
+    if (at < end) TRY(write_to(end));
+  }
+  return {};
+}
+
+}  // namespace
+
 Result<int> ShmemRestorer::object_fd(uint32_t id) {
   if (auto it = fds_.find(id); it != fds_.end()) return it->second.get();
   auto o = objects_.find(id);
@@ -150,7 +177,12 @@ Result<int> ShmemRestorer::object_fd(uint32_t id) {
     return failf_errno("memfd:{}: fchown {}:{}", obj.name(), obj.uid(), obj.gid());
   UniqueFd data(::open(shmem_data_image(dir_, id).c_str(), O_RDONLY | O_CLOEXEC));
   if (!data) return failf_errno("cannot open {}", shmem_data_image(dir_, id));
-  TRY(copy_extents_in(fd.get(), data.get(), obj.extents(), fmt::format("shared memory object {}", id)));
+  std::string what = fmt::format("shared memory object {}", id);
+  if (auto lazy = lazy_.find(id); lazy != lazy_.end()) {
+    TRY(copy_unmapped_in(fd.get(), data.get(), lazy->second, what));
+  } else {
+    TRY(copy_extents_in(fd.get(), data.get(), obj.extents(), what));
+  }
   fd = move_fd_above(std::move(fd), fd_floor_);
   int raw = fd.get();
   fds_.emplace(id, std::move(fd));
@@ -251,6 +283,12 @@ std::string object_words(const img::ShmemObject& o) {
   return o.memfd() ? "memfd:" + o.name() : "shared anonymous memory";
 }
 
+std::vector<img::ShmemObject> entries_of(const ShmemRestorer& r) {
+  std::vector<img::ShmemObject> out;
+  for (auto& [id, o] : r.objects()) out.push_back(o);
+  return out;
+}
+
 // Shared memory: memfds (their fds), anonymous shared mappings and System V
 // segments (their mappings), each object once.
 class ShmemKind final : public Kind {
@@ -293,6 +331,12 @@ class ShmemKind final : public Kind {
   }
 
   Status create_shared(const RestoreEnv& env) override {
+    if (env.options.lazy) {
+      LazyShmemPlan lazy = plan_lazy_shmem(env.dir, env.checkpoint, entries_of(*restorer_));
+      for (auto& [id, o] : lazy)
+        env.log.debug("lazy restore: shared memory object {}: {} KiB come on first touch", id, o.lazy_bytes >> 10);
+      restorer_->set_lazy(std::move(lazy));
+    }
     return restorer_->create_all(env.fd_floor);
   }
 

@@ -18,6 +18,7 @@
 #include "images/image_dir.hpp"
 #include "images/image_io.hpp"
 #include "images/image_set.hpp"
+#include "mem/lazy_shmem.hpp"
 #include "minicriu.pb.h"
 
 namespace minicriu {
@@ -78,6 +79,9 @@ class ShmemRestorer {
   // (IPC_RMID) at the dump are removed again. Until then, a failed restore
   // removes every segment it made.
   [[nodiscard]] Status finish();
+  // restore --lazy: these objects are made with only the data no lazy
+  // mapping covers; the lazy pager brings the rest (lazy_shmem.hpp).
+  void set_lazy(LazyShmemPlan plan) { lazy_ = std::move(plan); }
   // Every object now, kept at or above fd_floor (see RestoreEnv::fd_floor):
   // before the processes of a tree are created, so that all of them inherit
   // the same objects.
@@ -89,6 +93,7 @@ class ShmemRestorer {
   [[nodiscard]] Result<UniqueFd> create_sysv(const img::ShmemObject& obj);
 
   std::map<uint32_t, UniqueFd> fds_;
+  LazyShmemPlan lazy_;
   std::vector<int> sysv_created_;
   int fd_floor_ = 0;
 };

@@ -206,12 +206,12 @@ Result<BlobJump> install_blob(const BlobInputs& in) {
   auto* vmas = arena.alloc<rst::Vma>(p.mm.vmas_size());
   for (int i = 0; i < p.mm.vmas_size(); i++) {
     const img::Vma& v = p.mm.vmas(i);
-    if (plan.slot[i]) {
-      vmas[a->n_vmas++] = rst::Vma{plan.slot[i], v.start(), v.end() - v.start(), v.prot(), 0, v.advice(), 0};
+    uint32_t lazy = i < static_cast<int>(plan.lazy.size()) && plan.lazy[i] ? 1 : 0;
+    if (plan.slot[i]) {  // lazy: shared memory, registered once moved
+      vmas[a->n_vmas++] = rst::Vma{plan.slot[i], v.start(), v.end() - v.start(), v.prot(), 0, v.advice(), lazy};
     } else if (v.kind() == img::VMA_ANON_PRIVATE) {  // no pages: mapped fresh by the blob
       uint32_t flags = MAP_PRIVATE | MAP_ANONYMOUS | (v.flags() & MAP_GROWSDOWN) |
                        ((v.advice() & img::ADVICE_NORESERVE) ? MAP_NORESERVE : 0);
-      uint32_t lazy = i < static_cast<int>(plan.lazy.size()) && plan.lazy[i] ? 1 : 0;
       vmas[a->n_vmas++] = rst::Vma{0, v.start(), v.end() - v.start(), v.prot(), flags, v.advice(), lazy};
     }
   }

@@ -57,12 +57,20 @@ Result<uint64_t> find_hole(std::vector<AddrRange> busy, uint64_t size) {
 
 }  // namespace
 
+namespace {
+// A lazy VMA the blob maps fresh at its address (anonymous private memory):
+// no slot. A lazy shared mapping waits in its slot like any other.
+bool lazy_in_place(const img::Vma& v, const std::vector<bool>& lazy, int i) {
+  return static_cast<size_t>(i) < lazy.size() && lazy[i] && v.kind() == img::VMA_ANON_PRIVATE;
+}
+}  // namespace
+
 bool needs_slot(const img::Vma& v) {
   if (vma_is_kernel_special(v)) return false;
   return !(v.kind() == img::VMA_ANON_PRIVATE && !v.has_pages());
 }
 
-std::vector<bool> lazy_vmas(const Checkpoint& c, const ProcessImages& p) {
+std::vector<bool> lazy_vmas(const Checkpoint& c, const ProcessImages& p, const LazyShmemPlan& shmem) {
   std::vector<bool> lazy(p.mm.vmas_size(), false);
   std::set<uint64_t> inherited_by_child;
   for (auto& child : c.processes)
@@ -73,6 +81,7 @@ std::vector<bool> lazy_vmas(const Checkpoint& c, const ProcessImages& p) {
     const img::Vma& v = p.mm.vmas(i);
     lazy[i] = v.kind() == img::VMA_ANON_PRIVATE && v.has_pages() && !v.inherited() &&
               !(v.advice() & (img::ADVICE_LOCKED | img::ADVICE_LOCKONFAULT)) && !inherited_by_child.count(v.start());
+    if (maps_lazy_shmem(v, shmem)) lazy[i] = true;
   }
   return lazy;
 }
@@ -90,7 +99,7 @@ Result<PremapPlan> plan_premap(const img::MmCore& mm, const std::vector<AddrRang
     if (v.kind() != img::VMA_VSYSCALL) busy.push_back({v.start(), v.end()});
     if (v.inherited() && !inherited.count(v.start()))
       return failf("VMA {:x}-{:x} shares its pages with the parent, whose copy is missing", v.start(), v.end());
-    if (needs_slot(v) && !v.inherited() && !plan.lazy[i])
+    if (needs_slot(v) && !v.inherited() && !lazy_in_place(v, plan.lazy, i))
       total += v.end() - v.start() + kGap + (wants_huge_pages(v) ? kHugePage : 0);
   }
   for (uint64_t s : sizes.specials) total += s ? s + kGap : 0;
@@ -106,7 +115,7 @@ Result<PremapPlan> plan_premap(const img::MmCore& mm, const std::vector<AddrRang
       plan.slot.push_back(inherited.at(v.start()));
       continue;
     }
-    if (!needs_slot(v) || plan.lazy[i]) {
+    if (!needs_slot(v) || lazy_in_place(v, plan.lazy, i)) {
       plan.slot.push_back(0);
       continue;
     }

@@ -19,6 +19,7 @@
 #include "proc/proc_parse.hpp"
 #include "images/checkpoint.hpp"
 #include "kinds/kind_set.hpp"
+#include "mem/lazy_shmem.hpp"
 #include "mem/page_source.hpp"
 
 namespace minicriu {
@@ -41,7 +42,8 @@ struct PremapPlan {
   uint64_t base = 0, end = 0;         // the whole reservation
   std::vector<uint64_t> slot;         // per mm.vmas(i); 0: not premapped (needs_slot)
   std::vector<bool> inherited;        // per mm.vmas(i): the slot is the parent's, already mapped
-  std::vector<bool> lazy;             // per mm.vmas(i): filled on first touch (restore --lazy), no slot
+  std::vector<bool> lazy;             // per mm.vmas(i): filled on first touch (restore --lazy); no slot
+                                      // but for shared memory (lazy_vmas)
   uint64_t special_scratch[3] = {};
   uint64_t slots_end = 0;             // [base, slots_end) is empty once everything moved
   uint64_t blob = 0;
@@ -59,8 +61,10 @@ bool needs_slot(const img::Vma& v);
 // mlocked memory (mlock faults every page in, in the blob), nor memory still
 // shared copy-on-write with the parent or a child at the dump (the child's
 // image holds only what differs: it inherits the parent's premapped pages,
-// as today). Per mm.vmas(i).
-std::vector<bool> lazy_vmas(const Checkpoint& c, const ProcessImages& p);
+// as today). Also the mappings of lazy shared memory objects (shmem:
+// mem/lazy_shmem.hpp), which keep their premap slot (the object is mapped
+// there, empty) and are registered once at their address. Per mm.vmas(i).
+std::vector<bool> lazy_vmas(const Checkpoint& c, const ProcessImages& p, const LazyShmemPlan& shmem = {});
 
 // Where everything goes. busy: every mapping of the restoring program.
 // Pure, for unit tests.

@@ -129,7 +129,7 @@ Result<PremappedMemory> prepare_memory(const TreeRestore& tree, const ProcessIma
   sizes.blob = blob.blob;
   sizes.tail = blob.tail;
   std::vector<bool> lazy;
-  if (tree.lazy_socket >= 0) lazy = lazy_vmas(c, p);
+  if (tree.lazy_socket >= 0) lazy = lazy_vmas(c, p, tree.lazy_shmem ? *tree.lazy_shmem : LazyShmemPlan{});
   ASSIGN_OR_RETURN(m.plan, plan_premap(p.mm, busy, sizes, inherited, lazy));
   ASSIGN_OR_RETURN(m.area, premap_vmas(c, p, m.plan, kinds));
   if (!tree.page_server_host.empty()) {

@@ -40,6 +40,9 @@ struct TreeRestore {
   // restore --lazy: the lazy pager's socket (lazy_pager.hpp), -1 for an
   // eager restore. Each task with lazy VMAs sends its userfaultfd on it.
   int lazy_socket = -1;
+  // restore --lazy: the shared memory objects that come on first touch
+  // (mem/lazy_shmem.hpp); their mappings are lazy VMAs too.
+  const LazyShmemPlan* lazy_shmem = nullptr;
 };
 
 // The body of a task: takes its session and group, creates its children (each

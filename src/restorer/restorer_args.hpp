@@ -58,7 +58,8 @@ inline constexpr uint32_t ADV_SEALED = 1024;
 // VMA without premap (0) is anonymous memory with no page in the image: the
 // blob maps it fresh at its address, with these mmap flags. A lazy one
 // (restore --lazy) is then registered with Args.uffd: its pages come on
-// first touch, from the lazy pager.
+// first touch, from the lazy pager. A lazy premapped one (a mapping of a lazy
+// shared memory object) is registered once moved to its address.
 struct Vma {
   uint64_t premap;
   uint64_t start;

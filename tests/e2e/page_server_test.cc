@@ -268,6 +268,39 @@ TEST(PageServer, LazyRestoreFetchesThePagesFromTheServer) {
       restore_and_verify(pid, {"-D", local, "--lazy", "--page-server", server.address()}, served, dir));
 }
 
+// Shared memory under restore --lazy --page-server: its data lies with the
+// metadata (shmem-ID.data, local), the private pages on the server; both
+// come on first touch, and every word of the shared memory of a parent and
+// its child comes back (tests/programs/lazyshm.c).
+TEST(PageServer, LazyRestoreOfSharedMemoryThroughTheServer) {
+  TempDir dir;
+  std::string served = images_dir(dir, "served"), local = images_dir(dir, "local");
+  PageServer server(served, dir / "server.log");
+  ASSERT_TRUE(server.ok()) << read_text(dir / "server.log");
+  Program p("lazyshm", dir, {"64"});
+  ASSERT_TRUE(p.wait_ready(60000));
+  pid_t pid = p.pid();
+  ASSERT_NO_FATAL_FAILURE(dump_through(p, local, server));
+  // The child, killed with its parent, reparented to us.
+  for (int i = 0; i < 5; i++, std::this_thread::sleep_for(std::chrono::milliseconds(50))) reap_zombies();
+  RestoredTree restored;
+  restored.add_from(served);
+  std::string log = dir / "restore.log";
+  auto r = run_minicriu({"restore", "-d", "--lazy", "-v3", "-o", log, "-D", local, "--page-server", server.address()});
+  ASSERT_EQ(r.status, 0) << r.output << read_text(log);
+  ASSERT_TRUE(pid_exists(pid));
+  ::kill(pid, SIGUSR1);
+  EXPECT_EQ(wait_pid(pid, 60000).value_or(-1), 0) << read_text(dir / "lazyshm.log") << read_text(log);
+  // The detached pager ends once every page is in: 64 + 32 MiB of shared
+  // memory came through it.
+  auto until = Clock::now() + std::chrono::seconds(30);
+  while (read_text(log).find("every page is in") == std::string::npos && Clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  std::string text = read_text(log);
+  EXPECT_NE(text.find("and 96 MiB of 2 shared memory object(s)"), std::string::npos) << text;
+  EXPECT_NE(text.find("96 MiB shared memory copied"), std::string::npos) << text;
+}
+
 // The server killed while a lazy restore still fetches: the restored tree is
 // killed (never left hanging in a fault) and the restore fails in one line.
 TEST(PageServer, ServerKilledDuringALazyRestoreKillsTheTreeInOneLine) {

@@ -521,7 +521,7 @@ int main(int argc, char** argv) {
                         with_example("Print the root PID and return once the tree runs (default: wait for "
                                      "the restored root and exit with its status)", "-d"));
   restore_cmd->add_flag("--lazy,--lazy-pages", restore.lazy,
-                        with_example("Lazy restore: the tree runs before its anonymous memory is back; each "
+                        with_example("Lazy restore: the tree runs before its anonymous and shared memory is back; each "
                                      "page is read in on first touch (userfaultfd), the rest in the background "
                                      "(with -d, by a detached pager that exits once every page is in)",
                                      "--lazy"));

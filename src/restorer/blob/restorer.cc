@@ -149,14 +149,15 @@ void restore_memory(Args* a) {
     if (!v.premap) {
       long r = mc_syscall6(MC_NR_mmap, v.start, v.size, v.prot, v.flags | kMapFixed, -1, 0);
       check(a, r < 0 ? r : (static_cast<uint64_t>(r) == v.start ? 0 : -14), "mmap of VMA at", v.start);
-      if (v.lazy && a->uffd >= 0) {
-        UffdRegister reg{v.start, v.size, kUffdioRegisterModeMissing, 0};
-        check(a, mc_syscall3(MC_NR_ioctl, a->uffd, kUffdioRegister, reinterpret_cast<long>(&reg)),
-              "UFFDIO_REGISTER of the lazy VMA at", v.start);
-      }
     } else {
       check(a, move(v.premap, v.size, v.start), "mremap of a premapped VMA to", v.start);
       check(a, mc_syscall3(MC_NR_mprotect, v.start, v.size, v.prot), "mprotect of VMA", v.start);
+    }
+    // Registered at its address: a mremap after would be an event.
+    if (v.lazy && a->uffd >= 0) {
+      UffdRegister reg{v.start, v.size, kUffdioRegisterModeMissing, 0};
+      check(a, mc_syscall3(MC_NR_ioctl, a->uffd, kUffdioRegister, reinterpret_cast<long>(&reg)),
+            "UFFDIO_REGISTER of the lazy VMA at", v.start);
     }
     restore_advice(a, v);
   }
