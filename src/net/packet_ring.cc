@@ -278,7 +278,8 @@ Status feed(int fd, const img::PacketSocketFile& sk, const uint8_t* base, const 
       ::nanosleep(&ts, nullptr);
     }
   }
-  if (::setsockopt(fd, SOL_SOCKET, SO_DETACH_FILTER, nullptr, 0) != 0)
+  int zero = 0;  // setsockopt wants an int, unused
+  if (::setsockopt(fd, SOL_SOCKET, SO_DETACH_FILTER, &zero, sizeof zero) != 0)
     return failf_errno("{}: SO_DETACH_FILTER", what);
   // PACKET_STATISTICS: read, they start again from zero without our frames.
   tpacket_stats_v3 stats{};

@@ -9,6 +9,7 @@
 #include <linux/if_packet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include "e2e_util.hpp"
@@ -19,12 +20,10 @@ using namespace e2e;
 // rings' addresses itself.
 TEST(PacketRings, RingsFanoutAndMembershipsComeBackTwice) { cycle("pktring", 2, {}, false); }
 
-TEST(PacketRings, TheImagesHoldTheRingsTheKeptFramesAndTheGroup) {
-  TempDir dir;
-  std::string images = images_dir(dir);
-  Program p("pktring", dir);
-  ASSERT_TRUE(p.wait_ready());
-  ASSERT_NO_FATAL_FAILURE(dump_leave_running(p, images));
+namespace {
+
+// What the images say of the program's packet sockets.
+void expect_packet_images(const std::string& images) {
   auto view = show_json(images);
   int rx = 0, tx = 0, fanout = 0, members = 0;
   for (auto& f : view.files()) {
@@ -48,7 +47,7 @@ TEST(PacketRings, TheImagesHoldTheRingsTheKeptFramesAndTheGroup) {
     for (auto& m : sk.memberships()) {
       members++;
       EXPECT_EQ(m.ifname(), "lo");
-      if (m.type() == PACKET_MR_MULTICAST) EXPECT_EQ(m.count(), 2u);
+      EXPECT_EQ(m.count(), m.type() == PACKET_MR_MULTICAST ? 2u : 1u) << m.type();
     }
   }
   EXPECT_EQ(rx, 2);
@@ -59,11 +58,41 @@ TEST(PacketRings, TheImagesHoldTheRingsTheKeptFramesAndTheGroup) {
   for (auto& proc : view.processes())
     for (auto& v : proc.mm().vmas()) rings += v.kind() == minicriu::img::VMA_PACKET_RING;
   EXPECT_EQ(rings, 3);
+}
+
+}  // namespace
+
+TEST(PacketRings, TheImagesHoldTheRingsTheKeptFramesAndTheGroup) {
+  TempDir dir;
+  std::string images = images_dir(dir);
+  Program p("pktring", dir);
+  ASSERT_TRUE(p.wait_ready());
+  ASSERT_NO_FATAL_FAILURE(dump_leave_running(p, images));
+  expect_packet_images(images);
   auto text = run_minicriu({"show", "-D", images});
   EXPECT_EQ(text.status, 0);
   EXPECT_NE(text.output.find("TPACKET_V3"), std::string::npos) << text.output;
   EXPECT_NE(text.output.find("fanout group"), std::string::npos) << text.output;
   expect_intact(p);
+}
+
+// The memberships and the group as the kernel shows them (packet_diag) in
+// the restored program: a dump of it holds what the first one did.
+TEST(PacketRings, ADumpOfTheRestoredProgramHoldsTheSameRingsMembershipsAndGroup) {
+  TempDir dir;
+  Program p("pktring", dir);
+  ASSERT_TRUE(p.wait_ready());
+  pid_t pid = p.pid();
+  std::string first = images_dir(dir, "first"), second = images_dir(dir, "second");
+  ASSERT_NO_FATAL_FAILURE(dump_and_reap(pid, first, &p));
+  RestoredTree restored;
+  restored.add_from(first);
+  ASSERT_EQ(restore_detached(first), pid);
+  auto r = run_minicriu({"dump", "-t", std::to_string(pid), "-D", second, "--leave-running"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  expect_packet_images(second);
+  ::kill(pid, SIGUSR1);
+  EXPECT_EQ(wait_pid(pid).value_or(-1), 0) << read_text(dir / "pktring.log");
 }
 
 TEST(PacketRings, AUsedTransmitRingIsRefusedInOneLine) {
