@@ -232,8 +232,10 @@ int main(int argc, char** argv) {
   if (strcmp(mode, "txused") == 0) {
     struct tpacket2_hdr* th = (struct tpacket2_hdr*)tx;
     unsigned char* d = tx + data_at;
+    /* To an ethertype nobody here listens to: the rings stay as they are. */
+    unsigned short none = eth_base + 3;
     memset(d, 0xff, 6);
-    d[12] = (unsigned char)(e2 >> 8), d[13] = (unsigned char)e2;
+    d[12] = (unsigned char)(none >> 8), d[13] = (unsigned char)none;
     memcpy(d + 14, "TXR", 3);
     th->tp_len = 60;
     __atomic_store_n(&th->tp_status, TP_STATUS_SEND_REQUEST, __ATOMIC_RELEASE);
