@@ -37,6 +37,7 @@ const char* vma_kind_name(img::VmaKind k) {
     case img::VMA_VSYSCALL: return "vsyscall";
     case img::VMA_SYSV_SHM: return "sysv-shm";
     case img::VMA_AIO_RING: return "aio-ring";
+    case img::VMA_PACKET_RING: return "packet-ring";
     default: return "?";
   }
 }

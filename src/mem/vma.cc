@@ -35,10 +35,10 @@ Result<img::VmaKind> classify(pid_t pid, const proc::MapsEntry& m) {
   if (starts_with(m.path, "/memfd:")) return m.shared ? img::VMA_FILE_SHARED : img::VMA_FILE_PRIVATE;
   // A deleted file is reached through /proc/PID/map_files by the dumper.
   if (has_deleted_suffix(m.path)) return m.shared ? img::VMA_FILE_SHARED : img::VMA_FILE_PRIVATE;
-  if (starts_with(m.path, "socket:"))
-    return failf("{}: a mapping of a socket's kernel buffers (a packet socket's PACKET_RX_RING or "
-                 "PACKET_TX_RING), whose frames minicriu cannot carry; unmap it and close the socket "
-                 "before the dump", where);
+  // A packet socket's rings (PACKET_RX_RING/TX_RING): mapped again from
+  // the restored socket (src/net/packet_socket.cc, which refuses a mapping
+  // of any other socket).
+  if (starts_with(m.path, "socket:")) return img::VMA_PACKET_RING;
   if (m.path.empty() || m.path[0] != '/')
     return failf("{}: mapping of an unnamed file is not supported", where);
   // The file must still be the one mapped: restore maps it by path.

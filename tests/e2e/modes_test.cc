@@ -67,5 +67,5 @@ INSTANTIATE_TEST_SUITE_P(
                     Case{"unixscm", {}}, Case{"rawsocks", {}}, Case{"tcpsyn", {}}, Case{"unixgone", {}},
                     Case{"deleted", {}}, Case{"rootns", {}}, Case{"pidfds", {}}, Case{"epollgone", {}},
                     Case{"pty", {"queued"}}, Case{"ptyqueue", {"canon"}}, Case{"ptyqueue", {"raw"}}, Case{"aio", {}},
-                    Case{"inotifygone", {}}, Case{"ksm", {}}, Case{"fanotify", {}}),
+                    Case{"inotifygone", {}}, Case{"ksm", {}}, Case{"fanotify", {}}, Case{"pktring", {}}),
     name_of);

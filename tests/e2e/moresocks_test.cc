@@ -1,6 +1,7 @@
 // Socket families and protocols beyond unix, TCP and UDP (packet, netlink,
 // raw IP, ping, UDP-Lite: tests/programs/rawsocks.c) carried across dump and
-// restore, and what they refuse: a packet ring, a non-empty queue.
+// restore, and what they refuse: a non-empty queue. Packet rings, fanout
+// and memberships: pktring_test.cc.
 #include <gtest/gtest.h>
 #include <fmt/format.h>
 
@@ -53,22 +54,6 @@ void expect_refused(const std::string& mode, const std::string& needle, const st
 }
 
 }  // namespace
-
-TEST(MoreSockets, APacketRingIsRefusedInOneLineAndTheTargetRunsOn) {
-  expect_refused("ring", "has a receive ring (PACKET_RX_RING), whose mapping and frames minicriu cannot carry");
-}
-
-TEST(MoreSockets, AMappedPacketRingIsRefusedInOneLineAndTheTargetRunsOn) {
-  expect_refused("ringmap", "a mapping of a socket's kernel buffers (a packet socket's PACKET_RX_RING", "mapping ");
-}
-
-TEST(MoreSockets, APacketFanoutGroupIsRefusedInOneLineAndTheTargetRunsOn) {
-  expect_refused("fanout", "is in a fanout group (PACKET_FANOUT), which minicriu cannot carry");
-}
-
-TEST(MoreSockets, APacketMembershipIsRefusedInOneLineAndTheTargetRunsOn) {
-  expect_refused("member", "has 1 membership(s) (PACKET_ADD_MEMBERSHIP), which minicriu cannot carry yet");
-}
 
 TEST(MoreSockets, AQueuedRawPacketIsRefusedInOneLineAndTheTargetRunsOn) {
   expect_refused("queued", "data is queued on it, which minicriu cannot put back (packets a raw socket received");

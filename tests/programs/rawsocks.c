@@ -13,11 +13,6 @@
  *     coverage.
  *
  *   rawsocks READY DIR            all of the above
- *   rawsocks READY DIR ring       also a packet socket with a PACKET_RX_RING
- *                                 (a dump refuses it in one line)
- *   rawsocks READY DIR ringmap    the same, the ring mapped (refused too)
- *   rawsocks READY DIR fanout     also a packet socket in a fanout group (refused)
- *   rawsocks READY DIR member     also a packet socket with a membership (refused)
  *   rawsocks READY DIR queued     also a raw socket with a packet queued
  *                                 (refused in one line)
  *
@@ -181,23 +176,7 @@ int main(int argc, char** argv) {
   seti(uc, SOL_UDPLITE, UDPLITE_SEND_CSCOV, 20, "UDPLITE_SEND_CSCOV");
 
   /* The refusals. */
-  if (strcmp(mode, "ring") == 0 || strcmp(mode, "ringmap") == 0) {
-    int rs = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_TEST));
-    struct tpacket_req req = {4096, 1, 2048, 2};
-    if (rs < 0 || setsockopt(rs, SOL_PACKET, PACKET_RX_RING, &req, sizeof req) != 0) return 2;
-    if (strcmp(mode, "ringmap") == 0 && mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, rs, 0) == MAP_FAILED)
-      return 2;
-  } else if (strcmp(mode, "fanout") == 0) {
-    int fs = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_TEST));
-    int arg = 0x4d43 | (PACKET_FANOUT_HASH << 16);
-    if (fs < 0 || setsockopt(fs, SOL_PACKET, PACKET_FANOUT, &arg, sizeof arg) != 0) return 2;
-  } else if (strcmp(mode, "member") == 0) {
-    int ms = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_TEST));
-    struct packet_mreq mr = {0};
-    mr.mr_ifindex = (int)lo;
-    mr.mr_type = PACKET_MR_ALLMULTI;
-    if (ms < 0 || setsockopt(ms, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mr, sizeof mr) != 0) return 2;
-  } else if (strcmp(mode, "queued") == 0) {
+  if (strcmp(mode, "queued") == 0) {
     int q = socket(AF_INET, SOCK_RAW, 252);
     if (q < 0 || bind(q, (struct sockaddr*)&a4, sizeof a4) != 0) return 2;
     if (sendto(q, "queued", 6, 0, (struct sockaddr*)&a4, sizeof a4) != 6 || !readable(q, 1000)) return 2;
