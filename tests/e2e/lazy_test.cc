@@ -60,15 +60,17 @@ uint64_t pager_count(const std::string& log, const std::string& what) {
   return std::strtoull(l.c_str() + start, nullptr, 10);
 }
 
-// Starts lazy.c with args, dumps it (killing it), restores it lazily, lets it
-// check itself: its exit status, and the restore's log once the pager is gone.
+// Starts a program (lazy.c unless named) with args, dumps it (killing it),
+// restores it lazily, lets it check itself: its exit status, and the
+// restore's log once the pager is gone.
 struct LazyRun {
   int status = -1;
   std::string log;
 };
-LazyRun dump_and_restore_lazily(const TempDir& dir, std::vector<std::string> args) {
+LazyRun dump_and_restore_lazily(const TempDir& dir, std::vector<std::string> args,
+                                const char* program = "lazy") {
   LazyRun run;
-  Program p("lazy", dir, args);
+  Program p(program, dir, args);
   EXPECT_TRUE(p.wait_ready(60000));
   pid_t pid = p.pid();
   std::string images = images_dir(dir);
@@ -203,23 +205,6 @@ Resident resident_at_first_instruction(const TempDir& dir) {
   return r;
 }
 
-LazyRun shm_dump_and_restore_lazily(const TempDir& dir, std::vector<std::string> args) {
-  LazyRun run;
-  Program p("lazyshm", dir, args);
-  EXPECT_TRUE(p.wait_ready(60000));
-  pid_t pid = p.pid();
-  std::string images = images_dir(dir);
-  dump_and_reap(pid, images, &p);
-  RestoredTree restored;
-  restored.add_from(images);
-  std::string log = dir / "restore.log";
-  EXPECT_EQ(restore_lazy(images, log), pid);
-  ::kill(pid, SIGUSR1);
-  run.status = wait_pid(pid, 60000).value_or(-1);
-  EXPECT_TRUE(wait_no_children()) << "the pager did not finish";
-  run.log = read_text(log);
-  return run;
-}
 
 }  // namespace
 
@@ -230,7 +215,7 @@ LazyRun shm_dump_and_restore_lazily(const TempDir& dir, std::vector<std::string>
 // phase, each object filled once however many map it.
 TEST(LazyRestore, SharedMemoryOfAParentAndItsChildComesOnFirstTouch) {
   TempDir dir;
-  LazyRun r = shm_dump_and_restore_lazily(dir, {"256"});
+  LazyRun r = dump_and_restore_lazily(dir, {"256"}, "lazyshm");
   EXPECT_EQ(r.status, 0) << read_text(dir / "lazyshm.log") << r.log;
   // 256 + 32 MiB of shared memory, lazily, once (not once per mapper).
   EXPECT_FALSE(lines_with(r.log, "and 288 MiB of 2 shared memory object(s)").empty()) << r.log;
@@ -250,7 +235,7 @@ TEST(LazyRestore, SharedMemoryOfAParentAndItsChildComesOnFirstTouch) {
 // restored eagerly, the other objects lazily, and all read right.
 TEST(LazyRestore, AMemfdHeldByAnFdComesEagerlyTheRestLazily) {
   TempDir dir;
-  LazyRun r = shm_dump_and_restore_lazily(dir, {"64", "fd"});
+  LazyRun r = dump_and_restore_lazily(dir, {"64", "fd"}, "lazyshm");
   EXPECT_EQ(r.status, 0) << read_text(dir / "lazyshm.log") << r.log;
   EXPECT_FALSE(lines_with(r.log, "and 64 MiB of 1 shared memory object(s)").empty()) << r.log;
   uint64_t shared = pager_count(r.log, "MiB shared memory copied");
@@ -267,7 +252,7 @@ TEST(LazyRestore, AMemfdHeldByAnFdComesEagerlyTheRestLazily) {
 // and the child still reads what the parent unmapped.
 TEST(LazyRestore, ForkMremapMadviseAndMunmapOfSharedMemoryDuringTheLazyPhase) {
   TempDir dir;
-  LazyRun r = shm_dump_and_restore_lazily(dir, {"256", "events"});
+  LazyRun r = dump_and_restore_lazily(dir, {"256", "events"}, "lazyshm");
   EXPECT_EQ(r.status, 0) << read_text(dir / "lazyshm.log") << r.log;
   EXPECT_GE(pager_count(r.log, "fork(s)"), 1u) << r.log;
   EXPECT_GE(pager_count(r.log, "mremap(s)"), 2u) << r.log;
