@@ -17,6 +17,7 @@
 #include "kinds/kind.hpp"
 #include "parasite/parasite_session.hpp"
 #include "proc/proc_parse.hpp"
+#include "base/unique_fd.hpp"
 
 namespace minicriu {
 
@@ -64,23 +65,38 @@ bool can_set_oom_score_adj(int value) {
 }
 
 // mlockall(MCL_FUTURE) puts VM_LOCKED (and VM_LOCKONFAULT, with MCL_ONFAULT)
-// into every new mapping: the parasite's, mapped by us, shows them.
+// into every new mapping: the parasite's, mapped by us, shows them. smaps is
+// read only up to the parasite's record, a page at a time: the kernel walks
+// the page tables of every VMA it shows (tens of ms for each GiB, with the
+// tree frozen), and the VMAs behind the parasite's are not needed.
 Result<uint32_t> mlockall_flags(pid_t pid, RemotePtr<> parasite) {
-  ASSIGN_OR_RETURN(auto smaps, proc::read_file(proc::pid_path(pid, "smaps")));
-  std::string head = fmt::format("{:x}-", parasite.addr());
-  size_t at = 0;
-  while (at < smaps.size() && smaps.compare(at, head.size(), head) != 0) {
-    at = smaps.find('\n', at);
-    if (at == std::string::npos) break;
-    at++;
+  std::string path = proc::pid_path(pid, "smaps");
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return failf_errno("cannot open {}", path);
+  std::string head = fmt::format("\n{:x}-", parasite.addr());
+  std::string smaps = "\n";
+  size_t line = std::string::npos;
+  for (char buf[4096];;) {
+    ssize_t n = ::read(fd.get(), buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return failf_errno("cannot read {}", path);
+    smaps.append(buf, static_cast<size_t>(n));
+    size_t at = smaps.find(head);
+    if (at != std::string::npos) {
+      size_t flags = smaps.find("VmFlags:", at);
+      if (flags != std::string::npos && smaps.find('\n', flags) != std::string::npos) {
+        line = flags;
+        break;
+      }
+    }
+    if (n == 0) break;
   }
-  if (at >= smaps.size()) return failf("pid {}: the parasite's mapping at {} is not in smaps", pid, parasite);
-  size_t flags = smaps.find("VmFlags:", at);
-  if (flags == std::string::npos) return failf("pid {}: smaps has no VmFlags", pid);
-  std::string line = smaps.substr(flags, smaps.find('\n', flags) - flags) + " ";
+  if (line == std::string::npos)
+    return failf("pid {}: the parasite's mapping at {} has no VmFlags in smaps", pid, parasite);
+  std::string flags = smaps.substr(line, smaps.find('\n', line) - line) + " ";
   uint32_t out = 0;
-  if (line.find(" lo ") != std::string::npos) out |= MCL_FUTURE;
-  if (line.find(" lf ") != std::string::npos) out |= MCL_ONFAULT;
+  if (flags.find(" lo ") != std::string::npos) out |= MCL_FUTURE;
+  if (flags.find(" lf ") != std::string::npos) out |= MCL_ONFAULT;
   return out;
 }
 
