@@ -58,8 +58,9 @@ using Clock = std::chrono::steady_clock;
 // while it is being written.
 struct DumpedProcess : ProcessImages {
   std::unique_ptr<RawImageFile> pages;
-  // A pre-dump: its pages, parked until the tree runs again.
-  std::unique_ptr<ParkedPages> parked;
+  // A pre-dump: its VMAs and tracking, for its pages once the tree runs.
+  std::vector<VmaInfo> vmas;
+  std::optional<PageChain> chain;
   // A background dump: the pages copied once the tree runs (after pages:
   // it writes into it, and goes first).
   std::unique_ptr<BackgroundCopy> background;
@@ -114,6 +115,8 @@ class Dumper {
   [[nodiscard]] Status check_tree(TaskTree& tree);
   [[nodiscard]] Status refuse_destructive() const;
   [[nodiscard]] Status release_running(TaskTree& tree);
+  void read_early_maps();
+  [[nodiscard]] Status check_early_maps();
   [[nodiscard]] Status write_images(pid_t root);
   [[nodiscard]] Status write_process_images();
   [[nodiscard]] Status commit_kinds(bool destructive);
@@ -129,6 +132,7 @@ class Dumper {
                                            PageChain& chain, UniqueFd& uffd, std::vector<RemoteRange>& ranges);
   [[nodiscard]] Status copy_background();
   [[nodiscard]] Status run_pre_dump();
+  [[nodiscard]] Status pre_dump_pages();
   void keep_tracking();
   img::Inventory inventory(pid_t root, const NetworkLock::Kept& kept) const;
   void kill_tree(TaskTree& tree);
@@ -162,6 +166,10 @@ class Dumper {
   TreeIdentity identity_;
   UniqueFd uffd_dev_;
   bool uffd_dev_tried_ = false;
+  // A dump that lets the tree run: smaps read before the freeze, and the
+  // processes whose VMAs were taken from it (checked after the release).
+  EarlyMaps early_;
+  std::vector<pid_t> early_used_;
   // --page-server: the connection the pages (then the other images) go to.
   std::optional<PageUpload> upload_;
 };
@@ -239,8 +247,14 @@ Status Dumper::run_parasite(FrozenProcess& proc, const proc::Stat& stat, std::ve
 
   ASSIGN_OR_RETURN(PageChain chain, page_chain(proc.pid, proc, vmas, parasite));
   if (options_.pre_dump) {
-    out.parked = std::make_unique<ParkedPages>();
-    chain.park = out.parked.get();
+    // Its tracking registered: the pages are scanned (armed) and read once
+    // the tree runs again (pre_dump_pages).
+    ASSIGN_OR_RETURN(auto pages, RawImageFile::create(dir_.pages(proc.pid)));
+    out.pages = std::make_unique<RawImageFile>(std::move(pages));
+    out.chain = std::move(chain);
+    TRY(parasite.cure());
+    log_.info("pid {}: parasite cured", proc.pid);
+    return {};
   }
   UniqueFd bg_uffd;
   std::vector<RemoteRange> bg_ranges;
@@ -261,7 +275,7 @@ Status Dumper::run_parasite(FrozenProcess& proc, const proc::Stat& stat, std::ve
   }
   auto t0 = Clock::now();
   ASSIGN_OR_RETURN(auto result,
-                   with_context(dump_pages(proc.pid, vmas, parasite, memory, pages_fd, log_, parent, chain, before),
+                   with_context(dump_pages(proc.pid, vmas, &parasite, memory, pages_fd, log_, parent, chain, before),
                                 fmt::format("pid {}: dumping pages {} {}", proc.pid, upload_ ? "to the" : "into",
                                             upload_ ? upload_->describe() : dir_.path())));
   double secs = static_cast<double>(ns_since(t0)) / 1e9;
@@ -319,13 +333,16 @@ Status Dumper::dump_process(FrozenProcess& proc, DumpedProcess& out, const Paren
   for (auto& t : proc.threads) out.entry.add_tids(static_cast<uint32_t>(t.tid()));
   out.entry.set_stopped(proc.leader().group_stopped());
 
-  ASSIGN_OR_RETURN(auto vmas, collect_vmas(pid, tracking_ok_ && tracking_.uffds.count(pid)));
-  log_.info("pid {}: {} vma(s)", pid, vmas.size());
+  bool from_early = false;
+  ASSIGN_OR_RETURN(auto vmas, collect_vmas(pid, tracking_ok_ && tracking_.uffds.count(pid), early_.of(pid), &log_,
+                                           &from_early));
+  if (from_early) early_used_.push_back(pid);
+  log_.info("pid {}: {} vma(s){}", pid, vmas.size(), from_early ? " (smaps read before the freeze)" : "");
   stats_.vmas += vmas.size();
   if (options_.pre_dump) {
-    // Memory only: the rest is the final dump's.
+    // Memory only: the rest is the final dump's; the pages once it runs.
     TRY(run_parasite(proc, stat, vmas, {}, out, parent));
-    for (auto& v : vmas) *out.mm.add_vmas() = std::move(v.vma);
+    out.vmas = std::move(vmas);
     return {};
   }
   ASSIGN_OR_RETURN(auto fds, list_fds(pid));
@@ -405,6 +422,28 @@ void Dumper::release_kinds(TreeFate fate) {
 
 // Every page is in the page images now (splice copied it into the page
 // cache), so a tree that stays may run again before the images are synced.
+// A dump that lets the tree run reads its smaps before the freeze
+// (mem/vma.hpp, EarlyMaps): their page walk costs the tree no frozen time.
+// A dump that kills it reads them frozen (the tree never runs again to
+// check them against).
+void Dumper::read_early_maps() {
+  if (!options_.leave_running && !options_.pre_dump) return;
+  auto t0 = Clock::now();
+  early_ = EarlyMaps::read(options_.pid);
+  log_.info("smaps of {} process(es) read before the freeze in {:.3f} s", early_.smaps.size(),
+            static_cast<double>(ns_since(t0)) / 1e9);
+}
+
+// After the release: the flags taken from the early smaps are still those of
+// the mappings (a pre-dump's VMA flags are not restored: not checked).
+Status Dumper::check_early_maps() {
+  if (options_.pre_dump) return {};
+  for (pid_t pid : early_used_)
+    if (auto* e = early_.of(pid)) TRY(check_flags_unchanged(pid, *e));
+  early_ = EarlyMaps{};
+  return {};
+}
+
 Status Dumper::release_running(TaskTree& tree) {
   release_kinds(TreeFate::runs);
   tree.release();
@@ -778,9 +817,49 @@ Status Dumper::upload_images() {
   return {};
 }
 
-// A pre-dump: frozen only to arm the tracking and drain the pages; memory
-// images only.
+// A pre-dump, the tree running again: each process's pages scanned, which
+// arms their write tracking (PM_SCAN_WP_MATCHING: a page written after the
+// scan counts as written), then read with process_vm_readv into its image.
+// A page written between its scan and its read reaches the image newer and
+// counts as written: the next round takes it again. Not shared with the
+// parent process's image (fork's copy-on-write): with the tree running, a
+// page shared at the scan may be the parent's own by the read.
+Status Dumper::pre_dump_pages() {
+  auto t0 = Clock::now();
+  uint64_t pages = 0;
+  for (auto& p : processes_) {
+    if (!p.chain) continue;
+    pid_t pid = static_cast<pid_t>(p.entry.pid());
+    ASSIGN_OR_RETURN(auto memory, TraceeMemory::open(pid));
+    ASSIGN_OR_RETURN(auto result, with_context(dump_pages(pid, p.vmas, nullptr, memory, p.pages->fd(), log_, {},
+                                                          *p.chain),
+                                               fmt::format("pid {}: pre-dumping pages into {}", pid, dir_.path())));
+    log_.info("pid {}: {} page(s) ({} MiB){}", pid, result.pages, (result.pages * kPageSize) >> 20,
+              result.pages_in_parent ? fmt::format(", {} unchanged since the parent images", result.pages_in_parent)
+                                     : "");
+    if (!result.scan_ioctl) log_.info("pid {}: no PAGEMAP_SCAN ioctl here (Linux 6.7): no write tracking", pid);
+    stats_.pages_dumped += result.pages;
+    stats_.pages_in_parent += result.pages_in_parent;
+    stats_.pages_changed += result.pages_changed;
+    for (auto& v : p.vmas) {
+      if (v.vma.tracked()) stats_.write_tracked = true;
+      *p.mm.add_vmas() = std::move(v.vma);
+    }
+    p.vmas.clear();
+    p.pagemap = std::move(result.entries);
+    p.chain.reset();
+    pages += result.pages;
+  }
+  stats_.page_bytes = stats_.pages_dumped * kPageSize;
+  log_.info("pre-dump: {} MiB of pages into the images in {:.3f} s, the tree running", (pages * kPageSize) >> 20,
+            static_cast<double>(ns_since(t0)) / 1e9);
+  return {};
+}
+
+// A pre-dump: frozen only to register the write tracking; the pages are
+// taken with the tree running; memory images only.
 Status Dumper::run_pre_dump() {
+  read_early_maps();
   ASSIGN_OR_RETURN(auto tree, TaskTree::freeze(options_.pid, log_));
   frozen_at_ = Clock::now();
   FailureGuard guard(*this, *tree);
@@ -789,18 +868,7 @@ Status Dumper::run_pre_dump() {
   tree->release();
   stats_.frozen_ns = ns_since(frozen_at_);
   log_.info("pre-dump: tree released after {:.3f} s frozen", static_cast<double>(stats_.frozen_ns) / 1e9);
-  // The pages parked while it was frozen go to the images as it runs: a page
-  // it writes meanwhile may reach them newer, and counts as written.
-  auto t0 = Clock::now();
-  uint64_t bytes = 0;
-  for (auto& p : processes_) {
-    if (!p.parked) continue;
-    bytes += p.parked->bytes();
-    TRY(with_context(p.parked->drain_into(p.pages->fd()), fmt::format("pid {}: {}", p.entry.pid(), dir_.path())));
-    p.parked.reset();
-  }
-  log_.info("pre-dump: {} MiB of pages into the images in {:.3f} s, the tree running", bytes >> 20,
-            static_cast<double>(ns_since(t0)) / 1e9);
+  TRY(pre_dump_pages());
   TRY(write_pre_dump(tree->root()));
   TRY(images_.publish());
   guard.dismiss();
@@ -835,6 +903,7 @@ Result<DumpStats> Dumper::run() {
   }
 
   TRY(fault_point("dump/freeze"));
+  read_early_maps();
   ASSIGN_OR_RETURN(auto tree, TaskTree::freeze(options_.pid, log_));
   frozen_at_ = Clock::now();
   FailureGuard guard(*this, *tree);
@@ -844,6 +913,7 @@ Result<DumpStats> Dumper::run() {
   TRY(check_tree(*tree));
   if (options_.commit_gate && !options_.leave_running) TRY(refuse_destructive());
   if (options_.leave_running) TRY(release_running(*tree));
+  if (options_.leave_running) TRY(check_early_maps());
   if (options_.background) TRY(copy_background());
   TRY(write_images(tree->root()));
   TRY(upload_images());

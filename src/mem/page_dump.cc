@@ -1,9 +1,11 @@
 #include "mem/page_dump.hpp"
 
 #include <fcntl.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <span>
 
 #include "base/page.hpp"
@@ -19,12 +21,56 @@ struct Page {
   uint8_t bytes[kPageSize];
 };
 
-// Collects runs of pages and hands them to the parasite in batches.
+Status write_all(int fd, const char* buf, size_t len) {
+  for (size_t off = 0; off < len;) {
+    ssize_t n = ::write(fd, buf + off, len - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return fail_errno("writing pages to the image");
+    off += static_cast<size_t>(n);
+  }
+  return {};
+}
+
+// A pre-dump once the tree runs again (no parasite): runs read with
+// process_vm_readv, a MiB at a time, into the image. A page unmapped since
+// the scan reads as zeros: its VMA's tracking is gone with it, so no later
+// round takes that page from this image.
+Status read_running(pid_t pid, std::span<const RemoteRange> runs, int out_fd, std::vector<char>& buf,
+                    const Logger& log) {
+  constexpr size_t kPiece = 1 << 20;
+  buf.resize(kPiece);
+  for (auto& r : runs) {
+    for (uint64_t done = 0; done < r.size;) {
+      size_t len = static_cast<size_t>(std::min<uint64_t>(kPiece, r.size - done));
+      size_t got = 0;
+      while (got < len) {
+        iovec local{buf.data() + got, len - got};
+        iovec remote{reinterpret_cast<void*>(r.start.addr() + done + got), len - got};
+        ssize_t n = ::process_vm_readv(pid, &local, 1, &remote, 1, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+          log.debug("pid {}: {:#x}: {} bytes unreadable since the scan ({}): zeros in this pre-dump", pid,
+                    r.start.addr() + done + got, len - got, n < 0 ? std::strerror(errno) : "unmapped");
+          std::memset(buf.data() + got, 0, len - got);
+          break;
+        }
+        got += static_cast<size_t>(n);
+      }
+      TRY(write_all(out_fd, buf.data(), len));
+      done += len;
+    }
+  }
+  return {};
+}
+
+// Collects runs of pages and hands them to the parasite in batches (no
+// parasite: read with the tree running, read_running).
 class PageBatcher {
  public:
-  PageBatcher(ParasiteSession& session, int out_fd, ParkedPages* park, PageDumpResult& result,
-              ProgressMeter& progress, const BeforePages& before)
-      : session_(session), out_fd_(out_fd), park_(park), result_(result), progress_(progress), before_(before) {}
+  PageBatcher(pid_t pid, ParasiteSession* session, int out_fd, PageDumpResult& result, ProgressMeter& progress,
+              const BeforePages& before, const Logger& log)
+      : pid_(pid), session_(session), out_fd_(out_fd), result_(result), progress_(progress),
+        before_(before), log_(log) {}
 
   [[nodiscard]] Status add(RemotePtr<> at, uint64_t pages) {
     if (!runs_.empty() && runs_.back().end() == at) {
@@ -47,8 +93,8 @@ class PageBatcher {
       for (auto& r : runs_) runs.emplace_back(r.start.addr(), r.size);
       TRY(before_(runs));
     }
-    if (park_) TRY(session_.park_pages(runs_, *park_));
-    else TRY(session_.drain_pages(runs_, out_fd_));
+    if (!session_) TRY(read_running(pid_, runs_, out_fd_, buf_, log_));
+    else TRY(session_->drain_pages(runs_, out_fd_));
     for (auto& r : runs_) append_entry(r.start, r.size / kPageSize);
     progress_.add(pending_bytes_);
     runs_.clear();
@@ -71,30 +117,24 @@ class PageBatcher {
   }
 
  private:
-  ParasiteSession& session_;
+  pid_t pid_;
+  ParasiteSession* session_;
   int out_fd_;
-  ParkedPages* park_;
   PageDumpResult& result_;
   ProgressMeter& progress_;
   const BeforePages& before_;
+  const Logger& log_;
+  std::vector<char> buf_;
   std::vector<RemoteRange> runs_;
   uint64_t pending_bytes_ = 0;
 };
 
 // Pages the parasite cannot vmsplice (no PROT_READ: get_user_pages refuses
 // them) are read through /proc/PID/mem, which may, and written directly.
-Status copy_unreadable(const TraceeMemory& memory, RemotePtr<> at, uint64_t pages, int out_fd, ParkedPages* park) {
+Status copy_unreadable(const TraceeMemory& memory, RemotePtr<> at, uint64_t pages, int out_fd) {
   std::vector<char> buf(pages * kPageSize);
   TRY(memory.read_bytes(at, buf.data(), buf.size()));
-  if (park) return park->write(buf.data(), buf.size());
-  size_t off = 0;
-  while (off < buf.size()) {
-    ssize_t n = ::write(out_fd, buf.data() + off, buf.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return fail_errno("writing pages to the image");
-    off += static_cast<size_t>(n);
-  }
-  return {};
+  return write_all(out_fd, buf.data(), buf.size());
 }
 
 
@@ -204,7 +244,7 @@ void each_covered(const std::vector<std::pair<uint64_t, uint64_t>>& runs, uint64
 
 }  // namespace
 
-Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas, ParasiteSession& session,
+Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas, ParasiteSession* session,
                                   const TraceeMemory& memory, int pages_fd, const Logger& log,
                                   const ParentMemory& parent, const PageChain& chain, const BeforePages& before) {
   PageDumpResult result;
@@ -221,7 +261,7 @@ Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas, Parasit
   for (auto& v : vmas)
     if (vma_dumps_pages(v.vma)) total += (v.maps.rss_kb + v.maps.swap_kb) << 10;
   ProgressMeter progress(log, "dump", pid, total);
-  PageBatcher batcher(session, pages_fd, chain.park, result, progress, before);
+  PageBatcher batcher(pid, session, pages_fd, result, progress, before, log);
   std::vector<img::PagemapEntry> in_parent;
   auto add_in_parent = [&](uint64_t start, uint64_t end) {
     uint64_t pages = (end - start) / kPageSize;
@@ -296,7 +336,7 @@ Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas, Parasit
           std::pair<uint64_t, uint64_t> one{run.addr(), n * kPageSize};
           TRY(before(std::span(&one, 1)));
         }
-        TRY(copy_unreadable(memory, run, n, pages_fd, chain.park));
+        TRY(copy_unreadable(memory, run, n, pages_fd));
         batcher.append_entry(run, n);
         progress.add(n * kPageSize);
       }

@@ -47,10 +47,6 @@ struct PageChain {
   // Starts of the VMAs registered for async write-protect this round: no
   // parent holds them yet, but they are armed (arm) and marked tracked.
   std::vector<uint64_t> registered;
-  // A pre-dump: the pages are parked in pipes here (references, no copy),
-  // to reach the page image once the tree runs again; else they are
-  // spliced into it now.
-  ParkedPages* park = nullptr;
   // A background dump: starts of the VMAs whose pages are copied later (they
   // are write-protected, synchronous mode); only listed now.
   std::vector<uint64_t> deferred;
@@ -74,8 +70,10 @@ using BeforePages = std::function<Status(std::span<const std::pair<uint64_t, uin
 
 // Writes the chosen pages of every VMA to pages_fd in order, marking the VMAs
 // that have some (has_pages), and returns the matching pagemap entries.
+// session null: the tree runs again (a pre-dump, its tracking armed by this
+// scan): the pages are read with process_vm_readv instead of the parasite.
 [[nodiscard]] Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas,
-                                                ParasiteSession& session,
+                                                ParasiteSession* session,
                                                 const TraceeMemory& memory, int pages_fd,
                                                 const Logger& log, const ParentMemory& parent = {},
                                                 const PageChain& chain = {}, const BeforePages& before = {});

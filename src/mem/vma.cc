@@ -4,6 +4,9 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
+#include <algorithm>
+#include <cstdlib>
+
 #include "fs/ghost_file.hpp"
 
 namespace minicriu {
@@ -103,9 +106,104 @@ bool vma_is_kernel_special(const img::Vma& v) {
          v.kind() == img::VMA_VVAR_VCLOCK || v.kind() == img::VMA_VSYSCALL;
 }
 
-Result<std::vector<VmaInfo>> collect_vmas(pid_t pid, bool wp_tracking_is_ours) {
+namespace {
+
+bool same_mapping(const proc::MapsEntry& a, const proc::MapsEntry& b) {
+  return a.start == b.start && a.end == b.end && a.offset == b.offset && a.read == b.read && a.write == b.write &&
+         a.exec == b.exec && a.shared == b.shared && a.dev_major == b.dev_major && a.dev_minor == b.dev_minor &&
+         a.inode == b.inode && a.path == b.path;
+}
+
+// The smaps entries of pid: the early ones if its maps still show exactly
+// their mappings, else read now.
+Result<std::vector<proc::MapsEntry>> smaps_entries(pid_t pid, const std::vector<proc::MapsEntry>* early,
+                                                   const Logger* log, bool* from_early) {
+  if (from_early) *from_early = false;
+  if (early) {
+    ASSIGN_OR_RETURN(auto text, proc::read_file(proc::pid_path(pid, "maps")));
+    ASSIGN_OR_RETURN(auto now, proc::parse_maps(text));
+    auto differ = std::mismatch(now.begin(), now.end(), early->begin(), early->end(), same_mapping);
+    if (differ.first == now.end() && differ.second == early->end()) {
+      std::vector<proc::MapsEntry> out = *early;
+      // Read before the freeze: none may be taken for empty any more.
+      for (auto& m : out)
+        if (m.rss_kb == 0 && m.swap_kb == 0) m.rss_kb = 1;
+      if (from_early) *from_early = true;
+      return out;
+    }
+    if (log) {
+      uint64_t at = differ.first != now.end() ? differ.first->start : differ.second->start;
+      log->debug("pid {}: its mappings changed at {:#x} between the early read and the freeze: smaps read frozen",
+                 pid, at);
+    }
+  }
   ASSIGN_OR_RETURN(auto text, proc::read_file(proc::pid_path(pid, "smaps")));
-  ASSIGN_OR_RETURN(auto entries, proc::parse_smaps(text));
+  return proc::parse_smaps(text);
+}
+
+// The flags a dump compares after the release: not the userfaultfd ones
+// (the dump's own registrations come and go), nor soft-dirty.
+std::vector<std::string> compared_flags(const proc::MapsEntry& m) {
+  std::vector<std::string> out;
+  for (auto& f : m.vm_flags)
+    if (f != "um" && f != "uw" && f != "ui" && f != "sd") out.push_back(f);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+void descendants(pid_t pid, std::vector<pid_t>& out, int depth) {
+  out.push_back(pid);
+  if (depth > 64) return;
+  auto tids = proc::list_numeric_dir(proc::pid_path(pid, "task"));
+  if (!tids) return;
+  for (auto tid : *tids) {
+    auto text = proc::read_file(proc::pid_path(pid, fmt::format("task/{}/children", tid)));
+    if (!text) continue;
+    for (pid_t child : proc::parse_pid_list(*text)) descendants(child, out, depth + 1);
+  }
+}
+
+}  // namespace
+
+EarlyMaps EarlyMaps::read(pid_t root) {
+  EarlyMaps out;
+  std::vector<pid_t> pids;
+  descendants(root, pids, 0);
+  for (pid_t pid : pids) {
+    auto text = proc::read_file(proc::pid_path(pid, "smaps"));
+    if (!text) continue;
+    auto entries = proc::parse_smaps(*text);
+    if (entries) out.smaps.emplace(pid, std::move(*entries));
+  }
+  return out;
+}
+
+Status check_flags_unchanged(pid_t pid, const std::vector<proc::MapsEntry>& early) {
+  auto text = proc::read_file(proc::pid_path(pid, "smaps"));
+  if (!text) return {};  // gone since the release: nothing to compare, nothing it can lose
+  ASSIGN_OR_RETURN(auto now, proc::parse_smaps(*text));
+  for (auto& e : early) {
+    auto it = std::lower_bound(now.begin(), now.end(), e.start,
+                               [](const proc::MapsEntry& m, uint64_t a) { return m.start < a; });
+    if (it == now.end() || !same_mapping(*it, e)) continue;
+    auto before = compared_flags(e), after = compared_flags(*it);
+    if (before == after) continue;
+    auto join = [](const std::vector<std::string>& v) {
+      std::string s;
+      for (auto& f : v) s += (s.empty() ? "" : " ") + f;
+      return s;
+    };
+    return failf("pid {}: the flags of its mapping {:x}-{:x} ({}) changed while it was dumped (VmFlags \"{}\", "
+                 "now \"{}\": madvise or mlock): the dump cannot tell which it had at the freeze; dump again",
+                 pid, e.start, e.end, e.path.empty() ? "anonymous" : e.path, join(before), join(after));
+  }
+  return {};
+}
+
+Result<std::vector<VmaInfo>> collect_vmas(pid_t pid, bool wp_tracking_is_ours,
+                                          const std::vector<proc::MapsEntry>* early, const Logger* log,
+                                          bool* from_early) {
+  ASSIGN_OR_RETURN(auto entries, smaps_entries(pid, early, log, from_early));
   std::vector<VmaInfo> out;
   for (auto& m : entries) {
     ASSIGN_OR_RETURN(auto kind, classify(pid, m));

@@ -52,32 +52,6 @@ struct ParasiteOptions {
   static ParasiteOptions from_environment();
 };
 
-// Pages vmspliced into pipes of ours and left there (references to the
-// target's pages, no copy yet), so that the target may run again before
-// they go to the image: a pre-dump's drain. Outlives the session.
-class ParkedPages {
- public:
-  ParkedPages() = default;
-  ParkedPages(const ParkedPages&) = delete;
-  ParkedPages& operator=(const ParkedPages&) = delete;
-  // Splices every parked page into fd, in the order they were parked.
-  [[nodiscard]] Status drain_into(int fd);
-  // Copies bytes (whole pages) in after what is parked.
-  [[nodiscard]] Status write(const void* data, size_t size);
-  uint64_t bytes() const { return bytes_; }
-
- private:
-  friend class ParasiteSession;
-  struct Pipe {
-    UniqueFd rd, wr;
-    uint64_t capacity = 0, used = 0;  // bytes (pages of kPageSize: one slot each)
-  };
-  // The pipe with room for at least one more page.
-  [[nodiscard]] Result<Pipe*> room();
-  std::vector<Pipe> pipes_;
-  uint64_t bytes_ = 0;
-};
-
 class ParasiteSession {
  public:
   // site: an executable address of the target where "syscall; int3" may be
@@ -101,8 +75,6 @@ class ParasiteSession {
 
   // vmsplice the ranges into our pipe, splicing them into out_fd as they come.
   [[nodiscard]] Status drain_pages(std::span<const RemoteRange> ranges, int out_fd);
-  // vmsplice the ranges into parked's pipes, to be drained later.
-  [[nodiscard]] Status park_pages(std::span<const RemoteRange> ranges, ParkedPages& parked);
   // The target's fds, as fds of ours (same open file descriptions).
   [[nodiscard]] Result<std::vector<UniqueFd>> fetch_fds(std::span<const int32_t> fds);
   [[nodiscard]] Result<ParasiteMisc> get_misc();
@@ -142,7 +114,6 @@ class ParasiteSession {
   [[nodiscard]] Status stop_daemon();
   [[nodiscard]] Status clean_target();
   [[nodiscard]] Status open_page_pipe();
-  [[nodiscard]] Status set_pipe(int write_end);
   Clock::time_point stall_deadline() const { return Clock::now() + options_.stall_timeout; }
   char* local(size_t offset) const { return local_.get<char>() + offset; }
   RemotePtr<> remote(size_t offset) const { return remote_.byte_offset(static_cast<int64_t>(offset)); }
@@ -172,7 +143,6 @@ class ParasiteSession {
   UniqueFd sock_;
   UniqueFd pipe_rd_, pipe_wr_;
   bool pipe_sent_ = false;
-  int current_park_fd_ = -1;  // our fd of the parked pipe the parasite holds
 };
 
 }  // namespace minicriu
