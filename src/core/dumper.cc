@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 #include <optional>
 #include <cstring>
 #include <memory>
@@ -131,6 +132,9 @@ class Dumper {
   [[nodiscard]] Status register_background(pid_t pid, std::vector<VmaInfo>& vmas, ParasiteSession& parasite,
                                            PageChain& chain, UniqueFd& uffd, std::vector<RemoteRange>& ranges);
   [[nodiscard]] Status copy_background();
+  [[nodiscard]] Status pre_arm_background();
+  [[nodiscard]] Result<bool> take_prearmed(pid_t pid, const std::vector<VmaInfo>& vmas,
+                                           std::vector<std::pair<uint64_t, uint64_t>>& runs);
   [[nodiscard]] Status run_pre_dump();
   [[nodiscard]] Status pre_dump_pages();
   void keep_tracking();
@@ -170,6 +174,9 @@ class Dumper {
   // processes whose VMAs were taken from it (checked after the release).
   EarlyMaps early_;
   std::vector<pid_t> early_used_;
+  // A background dump armed before its freeze: each process's copy, its
+  // memory write-protected and listed with the tree running.
+  std::map<pid_t, std::unique_ptr<BackgroundCopy>> prearmed_;
   // --page-server: the connection the pages (then the other images) go to.
   std::optional<PageUpload> upload_;
 };
@@ -228,6 +235,14 @@ Status Dumper::take_process_state(FrozenProcess& proc, const proc::Stat& stat, s
 Status Dumper::run_parasite(FrozenProcess& proc, const proc::Stat& stat, std::vector<VmaInfo>& vmas,
                             const std::vector<FdListing>& fds, DumpedProcess& out,
                             const ParentMemory& parent) {
+  // Armed before the freeze: its pages are known before the parasite's
+  // work writes any (taken first).
+  std::optional<std::vector<std::pair<uint64_t, uint64_t>>> prearmed_runs;
+  if (options_.background && prearmed_.count(proc.pid)) {
+    std::vector<std::pair<uint64_t, uint64_t>> runs;
+    ASSIGN_OR_RETURN(bool taken, take_prearmed(proc.pid, vmas, runs));
+    if (taken) prearmed_runs = std::move(runs);
+  }
   ASSIGN_OR_RETURN(uint64_t site, find_syscall_site(vmas));
   ASSIGN_OR_RETURN(auto memory, TraceeMemory::open(proc.pid));
   ParasiteSession parasite(proc, memory, RemotePtr<>(site), log_);
@@ -258,7 +273,12 @@ Status Dumper::run_parasite(FrozenProcess& proc, const proc::Stat& stat, std::ve
   }
   UniqueFd bg_uffd;
   std::vector<RemoteRange> bg_ranges;
-  if (options_.background) TRY(register_background(proc.pid, vmas, parasite, chain, bg_uffd, bg_ranges));
+  if (options_.background && !prearmed_runs)
+    TRY(register_background(proc.pid, vmas, parasite, chain, bg_uffd, bg_ranges));
+  if (prearmed_runs) {
+    chain.deferred_runs = &*prearmed_runs;
+    for (auto& r : prearmed_.at(proc.pid)->ranges()) chain.deferred.push_back(r.start.addr());
+  }
   int pages_fd = -1;
   BeforePages before;
   if (upload_) {
@@ -291,7 +311,7 @@ Status Dumper::run_parasite(FrozenProcess& proc, const proc::Stat& stat, std::ve
   stats_.pages_dumped += result.pages;
   stats_.pages_in_parent += result.pages_in_parent;
   stats_.pages_changed += result.pages_changed;
-  if (bg_uffd) {
+  if (bg_uffd || prearmed_runs) {
     std::vector<DeferredRun> runs;
     uint64_t offset = result.deferred_offset;
     for (size_t i = result.deferred_first_entry; i < result.entries.size(); i++) {
@@ -305,10 +325,17 @@ Status Dumper::run_parasite(FrozenProcess& proc, const proc::Stat& stat, std::ve
               proc.pid, (result.deferred_pages * kPageSize) >> 20,
               ((result.pages - result.deferred_pages) * kPageSize) >> 20,
               parent_ ? ", memory tracked since the parent images" : "");
-    // Protected only now, its list of pages made: the cure's remote
-    // syscalls may already write (rseq), and the handler answers.
-    ASSIGN_OR_RETURN(out.background, BackgroundCopy::arm(proc.pid, std::move(bg_uffd), out.pages->fd(),
-                                                         std::move(runs), bg_ranges, log_));
+    if (prearmed_runs) {
+      auto it = prearmed_.find(proc.pid);
+      TRY(it->second->start_copy(out.pages->fd(), std::move(runs)));
+      out.background = std::move(it->second);
+      prearmed_.erase(it);
+    } else {
+      // Protected only now, its list of pages made: the cure's remote
+      // syscalls may already write (rseq), and the handler answers.
+      ASSIGN_OR_RETURN(out.background, BackgroundCopy::arm(proc.pid, std::move(bg_uffd), out.pages->fd(),
+                                                           std::move(runs), bg_ranges, log_));
+    }
   }
   out.pagemap = std::move(result.entries);
   TRY(parasite.cure());
@@ -334,8 +361,13 @@ Status Dumper::dump_process(FrozenProcess& proc, DumpedProcess& out, const Paren
   out.entry.set_stopped(proc.leader().group_stopped());
 
   bool from_early = false;
-  ASSIGN_OR_RETURN(auto vmas, collect_vmas(pid, tracking_ok_ && tracking_.uffds.count(pid), early_.of(pid), &log_,
-                                           &from_early));
+  bool prearmed = prearmed_.count(pid) > 0;
+  ASSIGN_OR_RETURN(auto vmas,
+                   collect_vmas(pid, VmaSource{.wp_is_ours = (tracking_ok_ && tracking_.uffds.count(pid)) || prearmed,
+                                               .missing_is_ours = prearmed,
+                                               .early = early_.of(pid),
+                                               .log = &log_,
+                                               .from_early = &from_early}));
   if (from_early) early_used_.push_back(pid);
   log_.info("pid {}: {} vma(s){}", pid, vmas.size(), from_early ? " (smaps read before the freeze)" : "");
   stats_.vmas += vmas.size();
@@ -677,8 +709,7 @@ int Dumper::uffd_dev() {
 // may write to (executable), not unreadable ones (process_vm_readv reads
 // them), not huge TLB pages, not those another userfaultfd has (ours of a
 // pre-dump: their pages written since are few and copied now).
-Status Dumper::register_background(pid_t pid, std::vector<VmaInfo>& vmas, ParasiteSession& parasite,
-                                   PageChain& chain, UniqueFd& uffd, std::vector<RemoteRange>& ranges) {
+static std::vector<RemoteRange> background_candidates(const std::vector<VmaInfo>& vmas) {
   std::vector<RemoteRange> candidates;
   for (auto& v : vmas) {
     if (v.vma.kind() != img::VMA_ANON_PRIVATE || !v.maps.read || v.maps.exec || v.maps.has_flag("uw") ||
@@ -686,6 +717,89 @@ Status Dumper::register_background(pid_t pid, std::vector<VmaInfo>& vmas, Parasi
       continue;
     candidates.push_back({RemotePtr<>(v.vma.start()), v.vma.end() - v.vma.start()});
   }
+  return candidates;
+}
+
+// A background dump, before its freeze, so that the freeze does not grow
+// with memory: a short stop of the tree (seized, a parasite in each process
+// makes the userfaultfd and registers its memory, cured), then with the
+// tree running each process's memory write-protected and its pages listed
+// (BackgroundCopy::pre_arm). The freeze takes only what changed meanwhile
+// (take_prearmed). Where this cannot be done, the freeze arms as before.
+Status Dumper::pre_arm_background() {
+  if (!options_.background || uffd_dev() < 0) return {};
+  struct Made {
+    pid_t pid;
+    UniqueFd fd;
+    std::vector<RemoteRange> ranges;
+  };
+  std::vector<Made> made;
+  auto t0 = Clock::now();
+  {
+    ASSIGN_OR_RETURN(auto tree, TaskTree::freeze(options_.pid, log_));
+    for (auto& proc : tree->processes()) {
+      if (proc.zombie) continue;
+      ASSIGN_OR_RETURN(auto vmas, collect_vmas(proc.pid, VmaSource{.wp_is_ours = tracking_ok_ &&
+                                                                                 tracking_.uffds.count(proc.pid),
+                                                                   .early = early_.of(proc.pid),
+                                                                   .log = &log_}));
+      auto candidates = background_candidates(vmas);
+      if (candidates.size() > 4096) candidates.resize(4096);  // the rest: copied while frozen
+      if (candidates.empty()) continue;
+      ASSIGN_OR_RETURN(uint64_t site, find_syscall_site(vmas));
+      ASSIGN_OR_RETURN(auto memory, TraceeMemory::open(proc.pid));
+      ParasiteSession parasite(proc, memory, RemotePtr<>(site), log_);
+      TRY(parasite.infect());
+      TRY(parasite.start());
+      auto uffd = parasite.make_uffd(uffd_dev(), candidates, ParasiteSession::UffdMode::prearm);
+      TRY(parasite.cure());
+      if (!uffd) {
+        log_.info("pid {}: not armed before the freeze ({}): armed frozen", proc.pid, uffd.error().what());
+        continue;
+      }
+      Made m{proc.pid, std::move(uffd->fd), {}};
+      for (size_t i = 0; i < candidates.size(); i++)
+        if (uffd->status[i] == 0) m.ranges.push_back(candidates[i]);
+      made.push_back(std::move(m));
+    }
+    tree->release();
+  }
+  double stop = static_cast<double>(ns_since(t0)) / 1e9;
+  for (auto& m : made) {
+    ASSIGN_OR_RETURN(auto copy, BackgroundCopy::pre_arm(m.pid, std::move(m.fd), m.ranges, log_));
+    prearmed_[m.pid] = std::move(copy);
+  }
+  log_.info("background: {} process(es) armed before the freeze (stopped {:.3f} s to register their memory, "
+            "{:.3f} s in all)",
+            prearmed_.size(), stop, static_cast<double>(ns_since(t0)) / 1e9);
+  return {};
+}
+
+// At the freeze: the process's pre-armed copy, if its memory is still laid
+// out as when it was armed: runs are its pages now (write-protected). Else
+// dropped (its userfaultfd closed: every protection lifted), and the
+// freeze arms it as before (false).
+Result<bool> Dumper::take_prearmed(pid_t pid, const std::vector<VmaInfo>& vmas,
+                                   std::vector<std::pair<uint64_t, uint64_t>>& runs) {
+  auto it = prearmed_.find(pid);
+  for (auto& r : it->second->ranges()) {
+    bool same = std::any_of(vmas.begin(), vmas.end(), [&](const VmaInfo& v) {
+      return v.vma.start() == r.start.addr() && v.vma.end() == r.end().addr() &&
+             v.vma.kind() == img::VMA_ANON_PRIVATE && v.maps.read && !v.maps.exec;
+    });
+    if (!same) {
+      log_.info("pid {}: its mapping {}-{} changed after it was armed: armed frozen", pid, r.start, r.end());
+      prearmed_.erase(it);
+      return false;
+    }
+  }
+  ASSIGN_OR_RETURN(runs, with_context(it->second->freeze_point(), fmt::format("pid {}: background dump", pid)));
+  return true;
+}
+
+Status Dumper::register_background(pid_t pid, std::vector<VmaInfo>& vmas, ParasiteSession& parasite,
+                                   PageChain& chain, UniqueFd& uffd, std::vector<RemoteRange>& ranges) {
+  std::vector<RemoteRange> candidates = background_candidates(vmas);
   if (candidates.empty()) return {};
   if (uffd_dev() < 0)
     return failf("pid {}: a background dump needs /dev/userfaultfd, which cannot be opened here; dump without "
@@ -700,7 +814,7 @@ Status Dumper::register_background(pid_t pid, std::vector<VmaInfo>& vmas, Parasi
       for (auto& r : batch) log_.debug("pid {}: vma {}-{}: copied while frozen (too many VMAs)", pid, r.start, r.end());
       continue;
     }
-    ASSIGN_OR_RETURN(auto made, with_context(parasite.make_uffd(uffd_dev(), batch, true),
+    ASSIGN_OR_RETURN(auto made, with_context(parasite.make_uffd(uffd_dev(), batch, ParasiteSession::UffdMode::sync),
                                              fmt::format("pid {}: write-protecting its memory for a background "
                                                          "dump", pid)));
     for (size_t i = 0; i < batch.size(); i++) {
@@ -904,6 +1018,8 @@ Result<DumpStats> Dumper::run() {
 
   TRY(fault_point("dump/freeze"));
   read_early_maps();
+  TRY(pre_arm_background());
+  if (!prearmed_.empty()) TRY(fault_point("dump/armed"));
   ASSIGN_OR_RETURN(auto tree, TaskTree::freeze(options_.pid, log_));
   frozen_at_ = Clock::now();
   FailureGuard guard(*this, *tree);

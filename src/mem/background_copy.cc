@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <utility>
 #include <cerrno>
 #include <cstring>
 
@@ -21,10 +22,14 @@ constexpr uint64_t kChunkPages = 256;  // 1 MiB: a worker's buffer, one read and
 
 }  // namespace
 
-BackgroundCopy::BackgroundCopy(pid_t pid, UniqueFd uffd, int pages_fd, std::vector<DeferredRun> runs,
-                               PageMap pagemap, const Logger& log)
-    : pid_(pid), uffd_(std::move(uffd)), pages_fd_(pages_fd), runs_(std::move(runs)), pagemap_(std::move(pagemap)),
-      log_(log) {
+BackgroundCopy::BackgroundCopy(pid_t pid, UniqueFd uffd, PageMap pagemap, const Logger& log)
+    : pid_(pid), uffd_(std::move(uffd)), pages_fd_(-1), pagemap_(std::move(pagemap)), log_(log) {}
+
+void BackgroundCopy::set_runs(int pages_fd, std::vector<DeferredRun> runs) {
+  pages_fd_ = pages_fd;
+  runs_ = std::move(runs);
+  first_index_.clear();
+  total_pages_ = 0;
   for (auto& r : runs_) {
     first_index_.push_back(total_pages_);
     total_pages_ += r.pages;
@@ -32,27 +37,143 @@ BackgroundCopy::BackgroundCopy(pid_t pid, UniqueFd uffd, int pages_fd, std::vect
   copied_.assign(total_pages_, false);
 }
 
-Result<std::unique_ptr<BackgroundCopy>> BackgroundCopy::arm(pid_t pid, UniqueFd uffd, int pages_fd,
-                                                            std::vector<DeferredRun> runs,
-                                                            std::span<const RemoteRange> ranges, const Logger& log) {
-  ASSIGN_OR_RETURN(PageMap pagemap, PageMap::open(pid));
-  if (!pagemap.has_scan()) return failf("pid {}: a background dump needs the PAGEMAP_SCAN ioctl (Linux 6.7)", pid);
-  std::unique_ptr<BackgroundCopy> c(
-      new BackgroundCopy(pid, std::move(uffd), pages_fd, std::move(runs), std::move(pagemap), log));
-  c->stop_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!c->stop_) return fail_errno("eventfd for the background copy");
-  // The handler first: from the first protected page on, a write may come
-  // (the kernel's own, rseq's, while the cure runs remote syscalls).
-  c->handler_ = std::thread([p = c.get()] { p->handle_faults(); });
+Status BackgroundCopy::start_handler() {
+  stop_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!stop_) return fail_errno("eventfd for the background copy");
+  handler_ = std::thread([this] { handle_faults(); });
+  return {};
+}
+
+Status BackgroundCopy::write_protect(std::span<const RemoteRange> ranges) {
   for (auto& r : ranges) {
     uffdio_writeprotect wp{};
     wp.range.start = r.start.addr();
     wp.range.len = r.size;
     wp.mode = UFFDIO_WRITEPROTECT_MODE_WP;
-    if (::ioctl(c->uffd_.get(), UFFDIO_WRITEPROTECT, &wp) != 0)
-      return failf_errno("pid {}: cannot write-protect {}-{} (userfaultfd)", pid, r.start, r.end());
+    while (::ioctl(uffd_.get(), UFFDIO_WRITEPROTECT, &wp) != 0)
+      if (errno != EINTR && errno != EAGAIN)
+        return failf_errno("pid {}: cannot write-protect {}-{} (userfaultfd)", pid_, r.start, r.end());
+  }
+  return {};
+}
+
+Result<std::unique_ptr<BackgroundCopy>> BackgroundCopy::arm(pid_t pid, UniqueFd uffd, int pages_fd,
+                                                            std::vector<DeferredRun> runs,
+                                                            std::span<const RemoteRange> ranges, const Logger& log) {
+  ASSIGN_OR_RETURN(PageMap pagemap, PageMap::open(pid));
+  if (!pagemap.has_scan()) return failf("pid {}: a background dump needs the PAGEMAP_SCAN ioctl (Linux 6.7)", pid);
+  std::unique_ptr<BackgroundCopy> c(new BackgroundCopy(pid, std::move(uffd), std::move(pagemap), log));
+  c->set_runs(pages_fd, std::move(runs));
+  // The handler first: from the first protected page on, a write may come
+  // (the kernel's own, rseq's, while the cure runs remote syscalls).
+  TRY(c->start_handler());
+  TRY(c->write_protect(ranges));
+  return c;
+}
+
+Result<std::unique_ptr<BackgroundCopy>> BackgroundCopy::pre_arm(pid_t pid, UniqueFd uffd,
+                                                                std::span<const RemoteRange> ranges,
+                                                                const Logger& log) {
+  ASSIGN_OR_RETURN(PageMap pagemap, PageMap::open(pid));
+  if (!pagemap.has_scan()) return failf("pid {}: a background dump needs the PAGEMAP_SCAN ioctl (Linux 6.7)", pid);
+  std::unique_ptr<BackgroundCopy> c(new BackgroundCopy(pid, std::move(uffd), std::move(pagemap), log));
+  c->mode_ = Mode::arming;
+  c->ranges_.assign(ranges.begin(), ranges.end());
+  TRY(c->start_handler());
+  TRY(c->write_protect(ranges));
+  // Listed after the protection: a page written meanwhile is noted too.
+  std::vector<PageRegion> regions;
+  for (auto& r : ranges) {
+    regions.clear();
+    TRY(c->pagemap_.scan(r.start.addr(), r.end().addr(), false, regions));
+    for (auto& g : regions) {
+      if (!c->present_.empty() && c->present_.back().second == g.start) c->present_.back().second = g.end;
+      else c->present_.emplace_back(g.start, g.end);
+    }
   }
   return c;
+}
+
+namespace {
+
+// Sorted, overlapping and adjacent runs joined.
+AddressRuns coalesced(AddressRuns runs) {
+  std::sort(runs.begin(), runs.end());
+  AddressRuns out;
+  for (auto& r : runs) {
+    if (!out.empty() && r.first <= out.back().second) out.back().second = std::max(out.back().second, r.second);
+    else out.push_back(r);
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<AddressRuns> BackgroundCopy::freeze_point() {
+  AddressRuns touched;
+  {
+    std::lock_guard lock(mu_);
+    mode_ = Mode::frozen;
+    touched.swap(touched_);
+  }
+  {
+    std::lock_guard lock(error_mu_);
+    if (!error_) return std::unexpected(error_.error());
+  }
+  // Only what is ours to protect: the registered ranges.
+  AddressRuns clipped;
+  for (auto& [s, e] : coalesced(std::move(touched)))
+    for (auto& r : ranges_) {
+      uint64_t a = std::max(s, r.start.addr()), b = std::min(e, r.end().addr());
+      if (a < b) clipped.emplace_back(a, b);
+    }
+  std::vector<RemoteRange> again;
+  uint64_t bytes = 0;
+  for (auto& [a, b] : clipped) {
+    again.push_back({RemotePtr<>(a), b - a});
+    bytes += b - a;
+  }
+  TRY(write_protect(again));
+  log_.info("pid {}: {} range(s), {} page(s), written, first touched or discarded since it was armed: protected "
+            "again at the freeze",
+            pid_, again.size(), bytes / kPageSize);
+  // present_ less what was touched, plus what of it is present now.
+  AddressRuns out;
+  auto t = clipped.begin();
+  for (auto [s, e] : present_) {
+    while (t != clipped.end() && t->second <= s) ++t;
+    for (auto u = t; s < e && u != clipped.end() && u->first < e; ++u) {
+      if (u->first > s) out.emplace_back(s, u->first);
+      s = std::max(s, u->second);
+    }
+    if (s < e) out.emplace_back(s, e);
+  }
+  std::vector<PageRegion> regions;
+  for (auto& [a, b] : clipped) {
+    regions.clear();
+    TRY(pagemap_.scan(a, b, false, regions));
+    for (auto& g : regions) out.emplace_back(g.start, g.end);
+  }
+  present_.clear();
+  return coalesced(std::move(out));
+}
+
+Status BackgroundCopy::start_copy(int pages_fd, std::vector<DeferredRun> runs) {
+  std::lock_guard lock(mu_);
+  set_runs(pages_fd, std::move(runs));
+  // The pages the dump's own work wrote since freeze_point (rseq, remote
+  // syscalls): their copies of the freeze go first.
+  for (auto& [addr, page] : frozen_copies_) {
+    size_t run;
+    uint64_t index;
+    if (!locate(addr, run, index) || copied_[first_index_[run] + index]) continue;
+    TRY(write_image(runs_[run].offset + index * kPageSize, page.data(), kPageSize));
+    copied_[first_index_[run] + index] = true;
+    pages_copied_++;
+  }
+  frozen_copies_.clear();
+  mode_ = Mode::copying;
+  return {};
 }
 
 BackgroundCopy::~BackgroundCopy() { stop_handler(); }
@@ -212,9 +333,7 @@ void BackgroundCopy::handle_faults() {
       return;
     }
     for (size_t i = 0; i < static_cast<size_t>(got) / sizeof(uffd_msg); i++) {
-      if (msgs[i].event != UFFD_EVENT_PAGEFAULT) continue;
-      uint64_t addr = msgs[i].arg.pagefault.address & ~(uint64_t{kPageSize} - 1);
-      Status st = failed ? unprotect(addr, kPageSize) : handle_fault(addr);
+      Status st = failed ? let_through(msgs[i]) : dispatch(msgs[i]);
       if (!st) {
         // The dump fails; the writer must not wait for it.
         {
@@ -222,10 +341,72 @@ void BackgroundCopy::handle_faults() {
           if (error_) error_ = std::move(st);
         }
         failed = true;
-        if (auto again = unprotect(addr, kPageSize); !again) log_.warn("{}", again.error().what());
+        if (auto again = let_through(msgs[i]); !again) log_.warn("{}", again.error().what());
       }
     }
   }
+}
+
+namespace {
+
+uint64_t fault_page(const uffd_msg& m) { return m.arg.pagefault.address & ~(uint64_t{kPageSize} - 1); }
+bool is_wp_fault(const uffd_msg& m) { return (m.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) != 0; }
+
+}  // namespace
+
+Status BackgroundCopy::zero_page(uint64_t addr) {
+  uffdio_zeropage z{};
+  z.range.start = addr;
+  z.range.len = kPageSize;
+  for (;;) {
+    if (::ioctl(uffd_.get(), UFFDIO_ZEROPAGE, &z) == 0) return {};
+    if (errno == EINTR || errno == EAGAIN) continue;
+    if (errno == EEXIST) {
+      // Filled meanwhile: the waiter only needs waking.
+      uffdio_range r{addr, kPageSize};
+      ::ioctl(uffd_.get(), UFFDIO_WAKE, &r);
+      return {};
+    }
+    if (errno == ENOENT || errno == ESRCH) return {};
+    return failf_errno("pid {}: cannot give a zero page at {:#x} (userfaultfd)", pid_, addr);
+  }
+}
+
+Status BackgroundCopy::let_through(const uffd_msg& m) {
+  if (m.event != UFFD_EVENT_PAGEFAULT) return {};
+  return is_wp_fault(m) ? unprotect(fault_page(m), kPageSize) : zero_page(fault_page(m));
+}
+
+Status BackgroundCopy::dispatch(const uffd_msg& m) {
+  std::unique_lock lock(mu_);
+  if (mode_ != Mode::copying) {
+    if (m.event == UFFD_EVENT_REMOVE) {
+      if (mode_ == Mode::arming) touched_.emplace_back(m.arg.remove.start, m.arg.remove.end);
+      return {};
+    }
+    if (m.event != UFFD_EVENT_PAGEFAULT) return {};
+    uint64_t addr = fault_page(m);
+    if (mode_ == Mode::arming) {
+      // Noted and let through under the lock: freeze_point sees every page
+      // whose protection was lifted, or its fault is still to come.
+      touched_.emplace_back(addr, addr + kPageSize);
+      return let_through(m);
+    }
+    // Frozen, the runs not known yet: only the dump's own work writes now
+    // (rseq, remote syscalls); the page is kept as it was at the freeze.
+    if (is_wp_fault(m) && !frozen_copies_.count(addr)) {
+      std::vector<char> page(kPageSize);
+      TRY(read_remote(addr, page.data(), kPageSize));
+      frozen_copies_.emplace(addr, std::move(page));
+    }
+    return let_through(m);
+  }
+  lock.unlock();
+  if (m.event != UFFD_EVENT_PAGEFAULT) return {};
+  // A page missing at the freeze (its first touch since): no part of the
+  // checkpoint. A page of the freeze discarded since fails its chunk's check.
+  if (!is_wp_fault(m)) return zero_page(fault_page(m));
+  return handle_fault(fault_page(m));
 }
 
 void BackgroundCopy::chunks(std::vector<std::pair<BackgroundCopy*, Chunk>>& out) const {

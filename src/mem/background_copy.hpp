@@ -13,10 +13,12 @@
 // wrong. Closing the userfaultfd lifts every protection left.
 #pragma once
 
+#include <linux/userfaultfd.h>
 #include <sys/types.h>
 
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -45,8 +47,34 @@ struct BackgroundStats {
   uint64_t faults_copied = 0;  // of them, on a page not yet copied: copied first
 };
 
+// [start, end) address runs, sorted, not overlapping.
+using AddressRuns = std::vector<std::pair<uint64_t, uint64_t>>;
+
 class BackgroundCopy {
  public:
+  // A background dump armed before the freeze (the frozen time then does
+  // not grow with memory): uffd (made by the parasite in a short stop
+  // before, synchronous write-protect with remove events, ranges registered
+  // for missing pages and write-protect) write-protects ranges and lists
+  // their pages with the tree running. Until freeze_point, the handler lets
+  // every write through and notes the page (a write to a protected page:
+  // noted, protection lifted; a first touch of a missing page: noted, a
+  // zero page given; MADV_DONTNEED/REMOVE: the range noted). Every change
+  // to the pages present reaches us that way (reads and writes by others
+  // through get_user_pages too).
+  [[nodiscard]] static Result<std::unique_ptr<BackgroundCopy>> pre_arm(pid_t pid, UniqueFd uffd,
+                                                                       std::span<const RemoteRange> ranges,
+                                                                       const Logger& log);
+  // With the tree frozen, before the dump's parasite: the pages noted since
+  // pre_arm are write-protected again and looked at once more; the pages
+  // present now, every one of them write-protected, in order. A page written
+  // from now on (by the dump's own work) is copied before it is let through.
+  [[nodiscard]] Result<AddressRuns> freeze_point();
+  // Then, still frozen: runs (sorted, inside the ranges) are the pages to
+  // copy into pages_fd; the handler answers as a frozen-time arm()'s does.
+  [[nodiscard]] Status start_copy(int pages_fd, std::vector<DeferredRun> runs);
+  const std::vector<RemoteRange>& ranges() const { return ranges_; }
+
   // Write-protects ranges (registered with uffd in synchronous write-protect
   // mode) and starts the fault handler; runs (sorted, inside ranges) are the
   // pages to copy into pages_fd (not owned; must outlive this).
@@ -72,8 +100,14 @@ class BackgroundCopy {
                                        const Logger& log);
 
  private:
-  BackgroundCopy(pid_t pid, UniqueFd uffd, int pages_fd, std::vector<DeferredRun> runs, PageMap pagemap,
-                 const Logger& log);
+  BackgroundCopy(pid_t pid, UniqueFd uffd, PageMap pagemap, const Logger& log);
+  void set_runs(int pages_fd, std::vector<DeferredRun> runs);  // under mu_
+  [[nodiscard]] Status start_handler();
+  [[nodiscard]] Status write_protect(std::span<const RemoteRange> ranges);
+  [[nodiscard]] Status zero_page(uint64_t addr);
+  [[nodiscard]] Status dispatch(const uffd_msg& m);
+  // After a failure: the writer (or the first toucher) goes on, unanswered.
+  [[nodiscard]] Status let_through(const uffd_msg& m);
   struct Chunk {
     size_t run;
     uint64_t first, pages;  // pages of the run
@@ -104,6 +138,15 @@ class BackgroundCopy {
   std::mutex error_mu_;
   Status error_;              // the handler's first failure
   std::atomic<uint64_t> pages_copied_{0}, faults_{0}, faults_copied_{0};
+  // pre_arm: what the handler does with a message (under mu_), the pages
+  // noted while arming, the pages copied between freeze_point and
+  // start_copy, the pages present when armed, the registered ranges.
+  enum class Mode { arming, frozen, copying };
+  Mode mode_ = Mode::copying;
+  AddressRuns touched_;
+  std::map<uint64_t, std::vector<char>> frozen_copies_;
+  AddressRuns present_;
+  std::vector<RemoteRange> ranges_;
 };
 
 }  // namespace minicriu

@@ -311,7 +311,14 @@ Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas, Parasit
     ASSIGN_OR_RETURN(std::vector<bool> inherit, shared_with_parent(info, raw_pagemap.get(), parent, pid));
     if (!inherit.empty()) vma.set_inherited(true);
     regions.clear();
-    if (auto st = pagemap.scan(range.start.addr(), range.end().addr(), arm, regions); !st) {
+    if (deferred && chain.deferred_runs) {
+      auto& runs = *chain.deferred_runs;
+      auto it = std::upper_bound(runs.begin(), runs.end(), range.start.addr(),
+                                 [](uint64_t a, auto& r) { return a < r.second; });
+      for (; it != runs.end() && it->first < range.end().addr(); ++it)
+        regions.push_back({std::max(it->first, range.start.addr()), std::min(it->second, range.end().addr()),
+                           page_category::present});
+    } else if (auto st = pagemap.scan(range.start.addr(), range.end().addr(), arm, regions); !st) {
       if (!arm) return std::unexpected(st.error());
       // Not registered after all (the tracking went away): dumped whole,
       // and not tracked from here on.

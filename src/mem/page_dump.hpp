@@ -50,6 +50,9 @@ struct PageChain {
   // A background dump: starts of the VMAs whose pages are copied later (they
   // are write-protected, synchronous mode); only listed now.
   std::vector<uint64_t> deferred;
+  // ... and their pages, when the dump listed them before the freeze
+  // (BackgroundCopy::freeze_point: sorted [start, end) runs): not scanned.
+  const std::vector<std::pair<uint64_t, uint64_t>>* deferred_runs = nullptr;
 };
 
 // Which pages of a VMA go into the image: present or swapped pages, and for a

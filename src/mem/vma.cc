@@ -82,9 +82,10 @@ constexpr RefusedFlag kRefusedFlags[] = {
     {"sf", "a synchronous-fault (MAP_SYNC, DAX) mapping: it cannot be restored yet"},
 };
 
-Result<uint32_t> advice_of(pid_t pid, const proc::MapsEntry& m, bool wp_tracking_is_ours) {
+Result<uint32_t> advice_of(pid_t pid, const proc::MapsEntry& m, const VmaSource& source) {
   for (auto& r : kRefusedFlags)
-    if (m.has_flag(r.mnemonic) && !(wp_tracking_is_ours && std::string_view(r.mnemonic) == "uw"))
+    if (m.has_flag(r.mnemonic) && !(source.wp_is_ours && std::string_view(r.mnemonic) == "uw") &&
+        !(source.missing_is_ours && std::string_view(r.mnemonic) == "um"))
       return failf("pid {}: mapping {:x}-{:x} ({}) is {}", pid, m.start, m.end,
                    m.path.empty() ? "anonymous" : m.path, r.what);
   // pkey_mprotect's key: the keys a process allocated are not shown
@@ -186,6 +187,10 @@ Status check_flags_unchanged(pid_t pid, const std::vector<proc::MapsEntry>& earl
     auto it = std::lower_bound(now.begin(), now.end(), e.start,
                                [](const proc::MapsEntry& m, uint64_t a) { return m.start < a; });
     if (it == now.end() || !same_mapping(*it, e)) continue;
+    if (e.pkey != it->pkey)
+      return failf("pid {}: the protection key of its mapping {:x}-{:x} ({}) changed while it was dumped ({}, now "
+                   "{}: pkey_mprotect): the dump cannot tell which it had at the freeze; dump again",
+                   pid, e.start, e.end, e.path.empty() ? "anonymous" : e.path, e.pkey, it->pkey);
     auto before = compared_flags(e), after = compared_flags(*it);
     if (before == after) continue;
     auto join = [](const std::vector<std::string>& v) {
@@ -200,10 +205,8 @@ Status check_flags_unchanged(pid_t pid, const std::vector<proc::MapsEntry>& earl
   return {};
 }
 
-Result<std::vector<VmaInfo>> collect_vmas(pid_t pid, bool wp_tracking_is_ours,
-                                          const std::vector<proc::MapsEntry>* early, const Logger* log,
-                                          bool* from_early) {
-  ASSIGN_OR_RETURN(auto entries, smaps_entries(pid, early, log, from_early));
+Result<std::vector<VmaInfo>> collect_vmas(pid_t pid, const VmaSource& source) {
+  ASSIGN_OR_RETURN(auto entries, smaps_entries(pid, source.early, source.log, source.from_early));
   std::vector<VmaInfo> out;
   for (auto& m : entries) {
     ASSIGN_OR_RETURN(auto kind, classify(pid, m));
@@ -213,7 +216,7 @@ Result<std::vector<VmaInfo>> collect_vmas(pid_t pid, bool wp_tracking_is_ours,
     bool special = kind == img::VMA_VDSO || kind == img::VMA_VVAR || kind == img::VMA_VVAR_VCLOCK ||
                    kind == img::VMA_VSYSCALL;
     if (!special) {
-      ASSIGN_OR_RETURN(uint32_t advice, advice_of(pid, m, wp_tracking_is_ours));
+      ASSIGN_OR_RETURN(uint32_t advice, advice_of(pid, m, source));
       v.set_advice(advice);
       // VM_MAYWRITE of a shared mapping is the access mode of the file it
       // was mapped from (or a write seal at the time it was mapped).

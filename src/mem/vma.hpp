@@ -21,19 +21,27 @@ struct VmaInfo {
   bool shmem = false;    // maps a shared memory object (anonymous shared, memfd)
 };
 
+// How collect_vmas reads a process.
+struct VmaSource {
+  // The dump holds a write-tracking userfaultfd of this process (a pre-dump
+  // armed it, or a background dump before the freeze), so a VMA registered
+  // for write-protect is ours to see, not the application's (refused
+  // otherwise); missing_is_ours: for missing pages as well (a background
+  // dump armed before the freeze).
+  bool wp_is_ours = false;
+  bool missing_is_ours = false;
+  // The process's smaps as read before the freeze (EarlyMaps), used instead
+  // of reading smaps again with the tree frozen when /proc/PID/maps still
+  // shows the same mappings (Rss then only says "maybe pages": every VMA is
+  // scanned); else smaps is read now.
+  const std::vector<proc::MapsEntry>* early = nullptr;
+  const Logger* log = nullptr;
+  bool* from_early = nullptr;  // set: whether early was taken
+};
+
 // Classifies every mapping of pid; refuses, with one line naming the process,
 // the address range and what to do, mappings this version cannot restore.
-// wp_tracking_is_ours: the dump holds a write-tracking userfaultfd of this
-// process (a pre-dump armed it), so a VMA registered for write-protect is
-// ours to see, not the application's (refused otherwise).
-//
-// early: the process's smaps as read before the freeze (EarlyMaps), used
-// instead of reading smaps again with the tree frozen when /proc/PID/maps
-// still shows the same mappings (Rss then only says "maybe pages": every
-// VMA is scanned); else smaps is read now.
-[[nodiscard]] Result<std::vector<VmaInfo>> collect_vmas(pid_t pid, bool wp_tracking_is_ours = false,
-                                                        const std::vector<proc::MapsEntry>* early = nullptr,
-                                                        const Logger* log = nullptr, bool* from_early = nullptr);
+[[nodiscard]] Result<std::vector<VmaInfo>> collect_vmas(pid_t pid, const VmaSource& source = {});
 
 // The smaps of every process of a tree, read with the tree still running.
 // Reading smaps makes the kernel walk the page tables of every VMA (for Rss

@@ -38,6 +38,11 @@ enum ParasiteCommand : uint32_t {
   // to a protected page stops the writer until the dumper copied the page
   // and lifted the protection).
   PARASITE_CMD_UFFD_SYNC = 8,
+  // The same, armed before the freeze (a background dump whose frozen time
+  // does not grow with memory): synchronous write-protect with remove events
+  // (MADV_DONTNEED), each range registered for missing pages as well, so
+  // that every change to the pages present reaches the dumper's handler.
+  PARASITE_CMD_UFFD_PREARM = 9,
 };
 
 // userfaultfd ABI (linux/userfaultfd.h; the parasite has no headers).
@@ -48,6 +53,8 @@ enum ParasiteCommand : uint32_t {
 #define MC_UFFD_FEATURE_WP_UNPOPULATED (1ull << 13)
 #define MC_UFFD_FEATURE_WP_ASYNC (1ull << 15)
 #define MC_UFFDIO_REGISTER_MODE_WP (1ull << 1)
+#define MC_UFFDIO_REGISTER_MODE_MISSING (1ull << 0)
+#define MC_UFFD_FEATURE_EVENT_REMOVE (1ull << 3)
 #define MC_UFFDIO_WRITEPROTECT 0xC018AA06u             /* _IOWR(0xAA, 0x06, struct uffdio_writeprotect) */
 
 struct ParasiteMsg {

@@ -439,12 +439,15 @@ static_assert(MC_USERFAULTFD_IOC_NEW == USERFAULTFD_IOC_NEW && MC_UFFDIO_API == 
               MC_UFFDIO_REGISTER == UFFDIO_REGISTER && MC_UFFD_API == UFFD_API &&
               MC_UFFDIO_REGISTER_MODE_WP == UFFDIO_REGISTER_MODE_WP && MC_UFFDIO_WRITEPROTECT == UFFDIO_WRITEPROTECT);
 
-Result<ParasiteSession::Uffd> ParasiteSession::make_uffd(int dev_fd, std::span<const RemoteRange> ranges, bool sync) {
+Result<ParasiteSession::Uffd> ParasiteSession::make_uffd(int dev_fd, std::span<const RemoteRange> ranges,
+                                                         UffdMode mode) {
   if (ranges.size() * (sizeof(ParasiteIovec) + sizeof(int32_t)) > MC_PARASITE_ARGS_SIZE)
     return fail("too many ranges to register at once");
   auto* iovs = reinterpret_cast<ParasiteIovec*>(local(layout_.args));
   for (size_t i = 0; i < ranges.size(); i++) iovs[i] = ParasiteIovec{ranges[i].start.addr(), ranges[i].size};
-  uint32_t cmd = sync ? PARASITE_CMD_UFFD_SYNC : PARASITE_CMD_UFFD;
+  uint32_t cmd = mode == UffdMode::tracking ? PARASITE_CMD_UFFD
+                 : mode == UffdMode::sync   ? PARASITE_CMD_UFFD_SYNC
+                                            : PARASITE_CMD_UFFD_PREARM;
   TRY(send(cmd, ranges.size(), dev_fd));
   std::vector<UniqueFd> fds;
   ASSIGN_OR_RETURN(auto reply, receive(&fds));

@@ -85,8 +85,12 @@ class ParasiteSession {
     UniqueFd fd;
     std::vector<int> status;
   };
-  // sync: synchronous write-protect mode instead (dump --background).
-  [[nodiscard]] Result<Uffd> make_uffd(int dev_fd, std::span<const RemoteRange> ranges, bool sync = false);
+  // sync: synchronous write-protect mode instead (dump --background);
+  // prearm: synchronous, with remove events, registered for missing pages
+  // too (a background dump armed before its freeze).
+  enum class UffdMode { tracking, sync, prearm };
+  [[nodiscard]] Result<Uffd> make_uffd(int dev_fd, std::span<const RemoteRange> ranges,
+                                       UffdMode mode = UffdMode::tracking);
   // Remaining time, interval and overrun of the POSIX timers with these ids.
   [[nodiscard]] Result<std::vector<ParasiteTimer>> get_timers(std::span<const int32_t> ids);
 

@@ -126,3 +126,35 @@ TEST(Background, MemoryDiscardedBeforeItsCopyFailsTheDumpInOneLineTheTargetIntac
   EXPECT_FALSE(std::filesystem::exists(images + "/inventory.img"));
   ASSERT_NO_FATAL_FAILURE(expect_intact(p));
 }
+
+// Armed before the freeze: while the dump arms (held there 800 ms by a
+// delay at its step dump/armed), the program rewrites pages, discards pages
+// of a second region (MADV_DONTNEED) and touches them again; the freeze
+// takes exactly those again, and the restored copy holds every page as at
+// the freeze (the counters say what each holds, both regions checked).
+TEST(Background, ArmedBeforeTheFreezeTheFreezeTakesWhatWasWrittenTouchedOrDiscardedMeanwhile) {
+  TempDir dir;
+  Program p("background_gens", dir, {"16384", "20000", "1", "holes"});
+  ASSERT_TRUE(p.wait_ready());
+  sleep_ms(300);
+  std::string images = images_dir(dir);
+  CommandResult r;
+  ::setenv("MINICRIU_FAULT", "dump/armed:1:delay=800", 1);
+  std::thread dump([&] {
+    r = run_minicriu({"-v", "dump", "-t", std::to_string(p.pid()), "-D", images, "-R", "--background"});
+  });
+  // In the middle of the arming: the holes stop, so that the copy after the
+  // freeze meets no discarded page (which would fail it, as above).
+  sleep_ms(450);
+  p.signal(SIGUSR2);
+  dump.join();
+  ::unsetenv("MINICRIU_FAULT");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("1 process(es) armed before the freeze"), std::string::npos) << r.output;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(r.output, m, std::regex("([0-9]+) page\\(s\\), written, first touched or discarded")))
+      << r.output;
+  // 20000 rewrites and a hole step a millisecond for ~0.8 s.
+  EXPECT_GT(std::stol(m[1]), 1000) << r.output;
+  ASSERT_NO_FATAL_FAILURE(original_then_restored(p, images, dir, 1000));
+}

@@ -23,6 +23,15 @@
  * the region down, 1 MiB at a time, it discards the memory (MADV_DONTNEED)
  * and writes it again, checking what it wrote: memory that a background
  * copy cannot save as it was at the freeze (the dump must fail).
+ * With MODE "holes" it also works a second region of HOLE_PAGES pages, one
+ * step a millisecond: step H (H = 0, 1, ...) works page H mod HOLE_PAGES,
+ * in its cycle H / HOLE_PAGES + 1: an odd cycle discards the page
+ * (MADV_DONTNEED: zeros, then touched again later), an even one writes it
+ * with that cycle; so the hole counter alone says what every page of the
+ * region holds, as above. SIGUSR2 stops the holes (a dump that arms before
+ * its freeze sees writes, first touches and discards while it arms; the
+ * test stops them before the copy, which refuses memory discarded before
+ * it is copied).
  * usage: background_gens READY_FILE WORK_DIR [NPAGES [STEPS_PER_SEC [NPROC [MODE]]]] */
 #include "prog_common.h"
 
@@ -42,7 +51,12 @@ static long bad;
 static volatile int64_t longest_gap_ns;
 static volatile sig_atomic_t reset_gap;
 
-static void on_usr2(int sig) { (void)sig; reset_gap = 1; }
+#define HOLE_PAGES 256u
+static uint64_t* hbase;
+static volatile uint64_t hsteps;  /* H */
+static volatile sig_atomic_t holes_on;
+
+static void on_usr2(int sig) { (void)sig; reset_gap = 1; holes_on = 0; }
 
 static uint64_t now_ns(void) {
   struct timespec ts;
@@ -71,6 +85,55 @@ static int page_holds(size_t i, uint64_t gen, const char* when) {
             (int)getpid(), when, i, (unsigned long long)steps, (unsigned long long)gen, (long long)(p[0] - tag),
             (unsigned long long)p[1]);
   return ok;
+}
+
+static uint64_t hword(size_t j, uint64_t cycle, size_t w) { return prog_hash((tag + j) * 7919u + cycle * 31u) ^ (w + 1); }
+
+/* What hole page j holds after h steps: 0 zeros, else the cycle written. */
+static uint64_t hole_state(size_t j, uint64_t h) {
+  if (h <= j) return 2;  /* written in cycle 2 at setup */
+  uint64_t last = j + (h - 1 - j) / HOLE_PAGES * HOLE_PAGES;
+  uint64_t cycle = last / HOLE_PAGES + 1;
+  return cycle % 2 ? 0 : cycle;
+}
+
+static void hole_step(void) {
+  uint64_t h = hsteps;
+  size_t j = (size_t)(h % HOLE_PAGES);
+  uint64_t cycle = h / HOLE_PAGES + 1;
+  uint64_t* p = hbase + j * WORDS;
+  if (cycle % 2) madvise(p, PAGE, MADV_DONTNEED);
+  else
+    for (size_t w = 0; w < WORDS; w++) p[w] = hword(j, cycle, w);
+  hsteps = h + 1;
+}
+
+static int hole_holds(size_t j, uint64_t state) {
+  uint64_t* p = hbase + j * WORDS;
+  for (size_t w = 0; w < WORDS; w++)
+    if (p[w] != (state ? hword(j, state, w) : 0)) return 0;
+  return 1;
+}
+
+static void check_holes(void) {
+  if (!hbase) return;
+  uint64_t h = hsteps;
+  for (size_t j = 0; j < HOLE_PAGES; j++) {
+    /* The step under way when the process was stopped may be done or not. */
+    int ok = hole_holds(j, hole_state(j, h)) || (j == h % HOLE_PAGES && hole_holds(j, hole_state(j, h + 1)));
+    if (!ok && bad++ < 10)
+      fprintf(stderr, "pid %d: hole page %zu (hole step %llu): expected state %llu\n", (int)getpid(), j,
+              (unsigned long long)h, (unsigned long long)hole_state(j, h));
+  }
+  fprintf(stderr, "background_gens %d: %llu hole steps\n", (int)getpid(), (unsigned long long)h);
+}
+
+static void setup_holes(void) {
+  hbase = mmap(NULL, HOLE_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (hbase == MAP_FAILED) { perror("mmap"); exit(2); }
+  for (size_t j = 0; j < HOLE_PAGES; j++)
+    for (size_t w = 0; w < WORDS; w++) hbase[j * WORDS + w] = hword(j, 2, w);
+  holes_on = 1;
 }
 
 static void* ticker(void* arg) {
@@ -114,6 +177,7 @@ static void work(unsigned rate) {
       write_page(i, gen);
       steps = w + 1;
     }
+    if (holes_on) hole_step();
     struct timespec ts = {0, 1000000};
     nanosleep(&ts, NULL);
   }
@@ -139,6 +203,7 @@ static int check_all(void) {
   uint64_t w = steps;
   long before = bad;
   for (uint64_t k = 0; k < npages; k++) page_holds(order(k), w / npages + (k < w % npages ? 1 : 0), "at the end");
+  check_holes();
   fprintf(stderr, "background_gens %d: %zu pages, %llu steps (%llu passes), %ld wrong, longest gap %.3f ms\n",
           (int)getpid(), npages, (unsigned long long)w, (unsigned long long)(w / npages), bad,
           (double)longest_gap_ns / 1e6);
@@ -155,6 +220,7 @@ int main(int argc, char** argv) {
   unsigned rate = argc > 4 ? (unsigned)strtoul(argv[4], NULL, 0) : 40000;
   unsigned nproc = argc > 5 ? (unsigned)strtoul(argv[5], NULL, 0) : 1;
   int churning = argc > 6 && strcmp(argv[6], "churn") == 0;
+  int holes = argc > 6 && strcmp(argv[6], "holes") == 0;
   /* A prime, coprime with any npages below it: the order is a permutation. */
   stride = 1000003;
   if (npages == 0 || npages % stride == 0) return 2;
@@ -186,6 +252,7 @@ int main(int argc, char** argv) {
   if (prog_read_exact(ready[0], buf, nchildren) != nchildren) { fprintf(stderr, "a child failed to start\n"); return 2; }
   close(ready[0]);
   setup();
+  if (holes) setup_holes();
   prog_ready(argv[1]);
   if (churning) {
     churn();

@@ -185,19 +185,24 @@ void get_timers(ParasiteTimer* timers, unsigned long n) {
 // sync: synchronous mode instead (no features: a write to a protected page
 // waits for the dumper; pages absent at the freeze are not in the dump, so
 // writes to them need not stop).
-long make_uffd(int dev, const ParasiteIovec* iovs, unsigned long n, int32_t* status, int* out, bool sync) {
+// cmd PARASITE_CMD_UFFD_PREARM: synchronous, with remove events, registered
+// for missing pages too.
+long make_uffd(int dev, const ParasiteIovec* iovs, unsigned long n, int32_t* status, int* out, uint32_t cmd) {
   constexpr long kOCloexec = 02000000, kONonblock = 04000;
   long uffd = mc_syscall3(MC_NR_ioctl, dev, MC_USERFAULTFD_IOC_NEW, kOCloexec | kONonblock);
   if (uffd < 0) return uffd;
-  struct { uint64_t api, features, ioctls; } api{
-      MC_UFFD_API, sync ? 0 : MC_UFFD_FEATURE_WP_ASYNC | MC_UFFD_FEATURE_WP_UNPOPULATED, 0};
+  uint64_t features = cmd == PARASITE_CMD_UFFD        ? MC_UFFD_FEATURE_WP_ASYNC | MC_UFFD_FEATURE_WP_UNPOPULATED
+                      : cmd == PARASITE_CMD_UFFD_PREARM ? MC_UFFD_FEATURE_EVENT_REMOVE
+                                                        : 0;
+  uint64_t mode = MC_UFFDIO_REGISTER_MODE_WP | (cmd == PARASITE_CMD_UFFD_PREARM ? MC_UFFDIO_REGISTER_MODE_MISSING : 0);
+  struct { uint64_t api, features, ioctls; } api{MC_UFFD_API, features, 0};
   long r = mc_syscall3(MC_NR_ioctl, uffd, MC_UFFDIO_API, (long)&api);
   if (r < 0) {
     mc_syscall1(MC_NR_close, uffd);
     return r;
   }
   for (unsigned long i = 0; i < n; i++) {
-    struct { uint64_t start, len, mode, ioctls; } reg{iovs[i].base, iovs[i].len, MC_UFFDIO_REGISTER_MODE_WP, 0};
+    struct { uint64_t start, len, mode, ioctls; } reg{iovs[i].base, iovs[i].len, mode, 0};
     status[i] = (int32_t)mc_syscall3(MC_NR_ioctl, uffd, MC_UFFDIO_REGISTER, (long)&reg);
   }
   *out = (int)uffd;
@@ -254,12 +259,13 @@ extern "C" __attribute__((used, visibility("hidden"))) long parasite_main(Parasi
         get_timers(reinterpret_cast<ParasiteTimer*>(args), msg.arg);
         break;
       case PARASITE_CMD_UFFD:
-      case PARASITE_CMD_UFFD_SYNC: {
+      case PARASITE_CMD_UFFD_SYNC:
+      case PARASITE_CMD_UFFD_PREARM: {
         int uffd = -1;
         auto* iovs = reinterpret_cast<ParasiteIovec*>(args);
         reply.status = fd < 0 ? -9
                               : (int32_t)make_uffd(fd, iovs, msg.arg, reinterpret_cast<int32_t*>(iovs + msg.arg),
-                                                   &uffd, msg.cmd == PARASITE_CMD_UFFD_SYNC);
+                                                   &uffd, msg.cmd);
         mc_syscall1(MC_NR_close, fd);
         fd = -1;
         send_msg((int)sock, &reply, &uffd, uffd >= 0 ? 1 : 0);
