@@ -36,6 +36,17 @@ namespace {
 // How long a parasite told to finish may take to say so and trap back.
 constexpr std::chrono::milliseconds kFiniTimeout = 2s;
 
+// Where the parasite would rather be mapped (a hint, not MAP_FIXED: the
+// kernel maps it elsewhere if that is taken): below the process's lowest
+// mapping, so that its record comes first in /proc/PID/smaps, which the dump
+// reads up to it (proc/process_attrs.cc) without the kernel walking the page
+// tables of the process's memory. 0: no room there, anywhere will do.
+uint64_t placement_hint(const std::vector<proc::MapsEntry>& maps, uint64_t size) {
+  constexpr uint64_t kLow = 16ull << 20;  // well above vm.mmap_min_addr
+  if (maps.empty() || maps.front().start < kLow + size + kLow) return 0;
+  return (maps.front().start - size - kLow) & ~uint64_t{kPageSize - 1};
+}
+
 // A raw syscall's return value that is an error (-4095..-1): mmap returns
 // addresses above 2^63 as negative longs too, so the sign alone does not say.
 bool syscall_failed(long r) { return r < 0 && r > -4096; }
@@ -99,7 +110,8 @@ Status ParasiteSession::infect() {
   if (!memfd_) return failf_errno("pid {}: cannot open the parasite's memfd", process_.pid);
   if (::ftruncate(memfd_.get(), static_cast<off_t>(layout_.size)) != 0)
     return failf_errno("pid {}: cannot size the parasite's memfd", process_.pid);
-  ASSIGN_OR_RETURN(long addr, rs.syscall(SYS_mmap, 0, static_cast<long>(layout_.size),
+  ASSIGN_OR_RETURN(long addr, rs.syscall(SYS_mmap, static_cast<long>(placement_hint(before_->maps, layout_.size)),
+                                         static_cast<long>(layout_.size),
                                          PROT_READ | PROT_WRITE | PROT_EXEC, MAP_SHARED, memfd, 0));
   // The mapping holds the memfd: its fd has no use left in the target.
   ASSIGN_OR_RETURN(long closed, rs.syscall(SYS_close, memfd));
