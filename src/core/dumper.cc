@@ -452,8 +452,6 @@ void Dumper::release_kinds(TreeFate fate) {
   kinds_.each_void([&](Kind& k) { k.release(fate, env_); });
 }
 
-// Every page is in the page images now (splice copied it into the page
-// cache), so a tree that stays may run again before the images are synced.
 // A dump that lets the tree run reads its smaps before the freeze
 // (mem/vma.hpp, EarlyMaps): their page walk costs the tree no frozen time.
 // A dump that kills it reads them frozen (the tree never runs again to
@@ -476,6 +474,8 @@ Status Dumper::check_early_maps() {
   return {};
 }
 
+// Every page is in the page images now (splice copied it into the page
+// cache), so a tree that stays may run again before the images are synced.
 Status Dumper::release_running(TaskTree& tree) {
   release_kinds(TreeFate::runs);
   tree.release();
@@ -1016,8 +1016,8 @@ Result<DumpStats> Dumper::run() {
     return stats_;
   }
 
-  TRY(fault_point("dump/freeze"));
   read_early_maps();
+  TRY(fault_point("dump/freeze"));
   TRY(pre_arm_background());
   if (!prearmed_.empty()) TRY(fault_point("dump/armed"));
   ASSIGN_OR_RETURN(auto tree, TaskTree::freeze(options_.pid, log_));

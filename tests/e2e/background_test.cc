@@ -158,3 +158,29 @@ TEST(Background, ArmedBeforeTheFreezeTheFreezeTakesWhatWasWrittenTouchedOrDiscar
   EXPECT_GT(std::stol(m[1]), 1000) << r.output;
   ASSERT_NO_FATAL_FAILURE(original_then_restored(p, images, dir, 1000));
 }
+
+// A dump that lets the tree run reads smaps before the freeze: a VMA whose
+// flags change in between (madvise of the whole VMA: /proc/PID/maps shows
+// nothing) would be dumped with its old flags. The release reads them again
+// and refuses the dump in one line; the program runs on.
+TEST(LeaveRunning, FlagsChangedBetweenTheEarlySmapsAndTheFreezeFailTheDumpInOneLine) {
+  TempDir dir;
+  Program p("background_gens", dir, {"4096", "1000", "1", "flags"});
+  ASSERT_TRUE(p.wait_ready());
+  std::string images = images_dir(dir);
+  CommandResult r;
+  // Held 600 ms between the early smaps and the freeze.
+  ::setenv("MINICRIU_FAULT", "dump/freeze:1:delay=600", 1);
+  std::thread dump([&] { r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", images, "-R"}); });
+  sleep_ms(250);
+  p.signal(SIGUSR2);  // MADV_DONTFORK on its whole region
+  dump.join();
+  ::unsetenv("MINICRIU_FAULT");
+  expect_one_line_error(r, "changed while it was dumped");
+  EXPECT_NE(r.output.find("dump again"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(images + "/inventory.img"));
+  // The next dump takes the flags as they are; the program was never harmed.
+  auto again = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", images, "-R"});
+  EXPECT_EQ(again.status, 0) << again.output;
+  ASSERT_NO_FATAL_FAILURE(expect_intact(p));
+}

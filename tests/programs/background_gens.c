@@ -32,6 +32,8 @@
  * its freeze sees writes, first touches and discards while it arms; the
  * test stops them before the copy, which refuses memory discarded before
  * it is copied).
+ * With MODE "flags", SIGUSR2 also makes it madvise(MADV_DONTFORK) its whole
+ * region once (a VMA whose flags change, its range the same).
  * usage: background_gens READY_FILE WORK_DIR [NPAGES [STEPS_PER_SEC [NPROC [MODE]]]] */
 #include "prog_common.h"
 
@@ -56,7 +58,14 @@ static uint64_t* hbase;
 static volatile uint64_t hsteps;  /* H */
 static volatile sig_atomic_t holes_on;
 
-static void on_usr2(int sig) { (void)sig; reset_gap = 1; holes_on = 0; }
+static volatile sig_atomic_t flags_mode, flags_asked;
+
+static void on_usr2(int sig) {
+  (void)sig;
+  reset_gap = 1;
+  holes_on = 0;
+  if (flags_mode) flags_asked = 1;
+}
 
 static uint64_t now_ns(void) {
   struct timespec ts;
@@ -178,6 +187,11 @@ static void work(unsigned rate) {
       steps = w + 1;
     }
     if (holes_on) hole_step();
+    if (flags_asked) {
+      flags_asked = 0;
+      if (madvise(base, npages * PAGE, MADV_DONTFORK) != 0) perror("madvise");
+      fprintf(stderr, "background_gens %d: its region is MADV_DONTFORK now\n", (int)getpid());
+    }
     struct timespec ts = {0, 1000000};
     nanosleep(&ts, NULL);
   }
@@ -221,6 +235,7 @@ int main(int argc, char** argv) {
   unsigned nproc = argc > 5 ? (unsigned)strtoul(argv[5], NULL, 0) : 1;
   int churning = argc > 6 && strcmp(argv[6], "churn") == 0;
   int holes = argc > 6 && strcmp(argv[6], "holes") == 0;
+  flags_mode = argc > 6 && strcmp(argv[6], "flags") == 0;
   /* A prime, coprime with any npages below it: the order is a permutation. */
   stride = 1000003;
   if (npages == 0 || npages % stride == 0) return 2;
