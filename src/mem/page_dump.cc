@@ -310,25 +310,6 @@ Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas, Parasit
     uint64_t vma_pages = 0, vma_parent = 0;
     ASSIGN_OR_RETURN(std::vector<bool> inherit, shared_with_parent(info, raw_pagemap.get(), parent, pid));
     if (!inherit.empty()) vma.set_inherited(true);
-    regions.clear();
-    if (deferred && chain.deferred_runs) {
-      auto& runs = *chain.deferred_runs;
-      auto it = std::upper_bound(runs.begin(), runs.end(), range.start.addr(),
-                                 [](uint64_t a, auto& r) { return a < r.second; });
-      for (; it != runs.end() && it->first < range.end().addr(); ++it)
-        regions.push_back({std::max(it->first, range.start.addr()), std::min(it->second, range.end().addr()),
-                           page_category::present});
-    } else if (auto st = pagemap.scan(range.start.addr(), range.end().addr(), arm, regions); !st) {
-      if (!arm) return std::unexpected(st.error());
-      // Not registered after all (the tracking went away): dumped whole,
-      // and not tracked from here on.
-      log.info("pid {}: vma {}-{}: no write tracking ({}); dumped whole", pid, range.start, range.end(),
-               st.error().what());
-      arm = trusted = false;
-      regions.clear();
-      TRY(pagemap.scan(range.start.addr(), range.end().addr(), false, regions));
-    }
-    if (arm) vma.set_tracked(true);
     const auto pages = range.start.cast<Page>();
     auto dump_run = [&](uint64_t start, uint64_t end) -> Status {
       RemotePtr<> run(start);
@@ -365,29 +346,55 @@ Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas, Parasit
           });
       return st;
     };
-    for (auto& r : regions) {
-      if (file_private && (r.categories & page_category::file)) continue;  // the file's own page
-      bool unchanged = trusted && (r.categories & page_category::wp_allowed) &&
-                       (r.categories & page_category::present) && !(r.categories & page_category::written) &&
-                       !(r.categories & page_category::pfn_zero);
-      if (trusted && (r.categories & page_category::written)) result.pages_changed += (r.end - r.start) / kPageSize;
-      if (inherit.empty()) {
-        TRY(dump_or_parent(r.start, r.end, unchanged));
-        continue;
+    // With the tree running (a pre-dump), a large VMA is scanned (armed) a
+    // piece at a time, each piece read before the next is armed: what the
+    // next round finds written is what was written since its read, not
+    // since the VMA's first page was read.
+    const uint64_t piece = session ? range.size : (64ull << 20);
+    for (uint64_t at = range.start.addr(); at < range.end().addr(); at += piece) {
+      uint64_t to = std::min(range.end().addr(), at + piece);
+      regions.clear();
+      if (deferred && chain.deferred_runs) {
+        auto& runs = *chain.deferred_runs;
+        auto it = std::upper_bound(runs.begin(), runs.end(), at, [](uint64_t a, auto& r) { return a < r.second; });
+        for (; it != runs.end() && it->first < to; ++it)
+          regions.push_back({std::max(it->first, at), std::min(it->second, to), page_category::present});
+      } else if (auto st = pagemap.scan(at, to, arm, regions); !st) {
+        if (!arm) return std::unexpected(st.error());
+        // Not registered after all (the tracking went away): dumped whole,
+        // and not tracked from here on.
+        log.info("pid {}: vma {}-{}: no write tracking ({}); dumped whole", pid, range.start, range.end(),
+                 st.error().what());
+        arm = trusted = false;
+        regions.clear();
+        TRY(pagemap.scan(at, to, false, regions));
       }
-      uint64_t first = (r.start - range.start.addr()) / kPageSize, last = (r.end - range.start.addr()) / kPageSize;
-      for (uint64_t i = first; i < last;) {
-        if (inherit[i]) {  // in the parent process's image
-          i++;
+      for (auto& r : regions) {
+        if (file_private && (r.categories & page_category::file)) continue;  // the file's own page
+        bool unchanged = trusted && (r.categories & page_category::wp_allowed) &&
+                         (r.categories & page_category::present) && !(r.categories & page_category::written) &&
+                         !(r.categories & page_category::pfn_zero);
+        if (trusted && (r.categories & page_category::written)) result.pages_changed += (r.end - r.start) / kPageSize;
+        if (inherit.empty()) {
+          TRY(dump_or_parent(r.start, r.end, unchanged));
           continue;
         }
-        uint64_t j = i + 1;
-        while (j < last && !inherit[j]) j++;
-        TRY(dump_or_parent((pages + static_cast<int64_t>(i)).addr(), (pages + static_cast<int64_t>(j)).addr(),
-                           unchanged));
-        i = j;
+        uint64_t first = (r.start - range.start.addr()) / kPageSize, last = (r.end - range.start.addr()) / kPageSize;
+        for (uint64_t i = first; i < last;) {
+          if (inherit[i]) {  // in the parent process's image
+            i++;
+            continue;
+          }
+          uint64_t j = i + 1;
+          while (j < last && !inherit[j]) j++;
+          TRY(dump_or_parent((pages + static_cast<int64_t>(i)).addr(), (pages + static_cast<int64_t>(j)).addr(),
+                             unchanged));
+          i = j;
+        }
       }
+      if (!session) TRY(batcher.flush());
     }
+    if (arm) vma.set_tracked(true);
     if (vma_pages || vma_parent) vma.set_has_pages(true);
     if (!inherit.empty())
       log.debug("pid {}: vma {}-{}: {} page(s) still the parent's", pid, range.start, range.end(),
