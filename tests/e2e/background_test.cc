@@ -61,6 +61,20 @@ void original_then_restored(Program& p, const std::string& images, const TempDir
   EXPECT_EQ(wait_pid(pid).value_or(-1), 0) << read_text(dir / "background_gens.log");
 }
 
+// minicriu with args under MINICRIU_FAULT=fault (a step held by a delay),
+// the program sent sig after ms, while the dump waits there.
+CommandResult run_signalling(const std::string& fault, const std::vector<std::string>& args, Program& p, int ms,
+                             int sig) {
+  CommandResult r;
+  ::setenv("MINICRIU_FAULT", fault.c_str(), 1);
+  std::thread dump([&] { r = run_minicriu(args); });
+  sleep_ms(ms);
+  p.signal(sig);
+  dump.join();
+  ::unsetenv("MINICRIU_FAULT");
+  return r;
+}
+
 }  // namespace
 
 TEST(Background, RestoredPagesAreExactlyThoseOfTheFreezeWhileTheProgramRewroteThem) {
@@ -138,17 +152,12 @@ TEST(Background, ArmedBeforeTheFreezeTheFreezeTakesWhatWasWrittenTouchedOrDiscar
   ASSERT_TRUE(p.wait_ready());
   sleep_ms(300);
   std::string images = images_dir(dir);
-  CommandResult r;
-  ::setenv("MINICRIU_FAULT", "dump/armed:1:delay=800", 1);
-  std::thread dump([&] {
-    r = run_minicriu({"-v", "dump", "-t", std::to_string(p.pid()), "-D", images, "-R", "--background"});
-  });
-  // In the middle of the arming: the holes stop, so that the copy after the
-  // freeze meets no discarded page (which would fail it, as above).
-  sleep_ms(450);
-  p.signal(SIGUSR2);
-  dump.join();
-  ::unsetenv("MINICRIU_FAULT");
+  // In the middle of the arming (SIGUSR2 after 450 ms): the holes stop, so
+  // that the copy after the freeze meets no discarded page (which would fail
+  // it, as above).
+  auto r = run_signalling("dump/armed:1:delay=800",
+                          {"-v", "dump", "-t", std::to_string(p.pid()), "-D", images, "-R", "--background"}, p, 450,
+                          SIGUSR2);
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("1 process(es) armed before the freeze"), std::string::npos) << r.output;
   std::smatch m;
@@ -168,14 +177,10 @@ TEST(LeaveRunning, FlagsChangedBetweenTheEarlySmapsAndTheFreezeFailTheDumpInOneL
   Program p("background_gens", dir, {"4096", "1000", "1", "flags"});
   ASSERT_TRUE(p.wait_ready());
   std::string images = images_dir(dir);
-  CommandResult r;
-  // Held 600 ms between the early smaps and the freeze.
-  ::setenv("MINICRIU_FAULT", "dump/freeze:1:delay=600", 1);
-  std::thread dump([&] { r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", images, "-R"}); });
-  sleep_ms(250);
-  p.signal(SIGUSR2);  // MADV_DONTFORK on its whole region
-  dump.join();
-  ::unsetenv("MINICRIU_FAULT");
+  // Held 600 ms between the early smaps and the freeze; SIGUSR2 after 250
+  // ms: MADV_DONTFORK on its whole region.
+  auto r = run_signalling("dump/freeze:1:delay=600", {"dump", "-t", std::to_string(p.pid()), "-D", images, "-R"}, p,
+                          250, SIGUSR2);
   expect_one_line_error(r, "changed while it was dumped");
   EXPECT_NE(r.output.find("dump again"), std::string::npos) << r.output;
   EXPECT_FALSE(std::filesystem::exists(images + "/inventory.img"));
