@@ -28,35 +28,8 @@ static uint64_t* wipe; /* MODE events: 2 MiB of MADV_WIPEONFORK memory */
 #define WIPE_WORDS ((2u << 20) / 8)
 static int nthreads;
 static char stamp_file[4096];
-static volatile int stamped;
 
 static inline uint64_t word_at(const uint64_t* p) { return prog_hash((uint64_t)(uintptr_t)p ^ 0x5bd1e995u); }
-
-static void* watcher(void* arg) {
-  (void)arg;
-  struct timespec last, now;
-  clock_gettime(CLOCK_MONOTONIC, &last);
-  for (;;) {
-    struct timespec ts = {0, 1000 * 1000};
-    nanosleep(&ts, NULL);
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    int64_t gap = (now.tv_sec - last.tv_sec) * 1000000000ll + (now.tv_nsec - last.tv_nsec);
-    last = now;
-    if (gap > 100 * 1000000ll && !stamped) {
-      struct timespec rt;
-      clock_gettime(CLOCK_REALTIME, &rt);
-      stamped = 1;
-      char buf[64];
-      int n = snprintf(buf, sizeof(buf), "%lld.%09ld\n", (long long)rt.tv_sec, rt.tv_nsec);
-      int fd = open(stamp_file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-      if (fd >= 0) {
-        (void)!write(fd, buf, (size_t)n);
-        close(fd);
-      }
-    }
-  }
-  return NULL;
-}
 
 struct share {
   pthread_t t;
@@ -138,8 +111,7 @@ int main(int argc, char** argv) {
   if (mem == MAP_FAILED) return 101;
   for (size_t i = 0; i < words; i++) mem[i] = word_at(mem + i);
   prog_install_usr1();
-  pthread_t w;
-  pthread_create(&w, NULL, watcher, NULL);
+  prog_start_gap_watcher(stamp_file, NULL);
   int events_mode = strcmp(mode, "events") == 0;
   struct share* shares = calloc((size_t)nthreads + 1, sizeof(*shares));
   size_t per = words / (size_t)(nthreads + 1);

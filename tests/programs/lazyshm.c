@@ -47,7 +47,6 @@ struct object {
 };
 static struct object objs[3];
 static char resident_file[4096], stamp_file[4096];
-static volatile int stamped;
 static int is_child;
 
 static uint64_t expected(const struct object* o, size_t i) {
@@ -68,37 +67,16 @@ static size_t in_core(void* p, size_t len) {
   return n;
 }
 
-static void* watcher(void* arg) {
-  (void)arg;
-  struct timespec last, now;
-  clock_gettime(CLOCK_MONOTONIC, &last);
-  for (;;) {
-    struct timespec ts = {0, 1000 * 1000};
-    nanosleep(&ts, NULL);
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    int64_t gap = (now.tv_sec - last.tv_sec) * 1000000000ll + (now.tv_nsec - last.tv_nsec);
-    last = now;
-    if (gap > 100 * 1000000ll && !stamped) {
-      struct timespec rt;
-      clock_gettime(CLOCK_REALTIME, &rt);
-      stamped = 1;
-      char buf[128];
-      int n = snprintf(buf, sizeof(buf), "%zu %zu %zu %zu\n", in_core(objs[0].mem, objs[0].words * 8),
-                       objs[0].words * 8 / 4096, in_core(objs[1].mem, objs[1].words * 8), objs[1].words * 8 / 4096);
-      int fd = open(resident_file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-      if (fd >= 0) {
-        (void)!write(fd, buf, (size_t)n);
-        close(fd);
-      }
-      n = snprintf(buf, sizeof(buf), "%lld.%09ld\n", (long long)rt.tv_sec, rt.tv_nsec);
-      fd = open(stamp_file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-      if (fd >= 0) {
-        (void)!write(fd, buf, (size_t)n);
-        close(fd);
-      }
-    }
+/* At the first instruction after the restore: how much of each object is in. */
+static void write_resident(void) {
+  char buf[128];
+  int n = snprintf(buf, sizeof(buf), "%zu %zu %zu %zu\n", in_core(objs[0].mem, objs[0].words * 8),
+                   objs[0].words * 8 / 4096, in_core(objs[1].mem, objs[1].words * 8), objs[1].words * 8 / 4096);
+  int fd = open(resident_file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd >= 0) {
+    (void)!write(fd, buf, (size_t)n);
+    close(fd);
   }
-  return NULL;
 }
 
 /* Waits up to 30 s for *w to read want. */
@@ -214,8 +192,7 @@ int main(int argc, char** argv) {
   }
   /* Removed, still attached by both: it goes with its last detach. */
   if (shmctl(shmid, IPC_RMID, NULL) != 0) return 107;
-  pthread_t w;
-  pthread_create(&w, NULL, watcher, NULL);
+  prog_start_gap_watcher(stamp_file, write_resident);
   prog_ready(argv[1]);
   prog_wait_usr1();
   kill(child, SIGUSR1);

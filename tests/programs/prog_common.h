@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -83,6 +84,52 @@ static inline int prog_finish(void) {
   if (prog_failures) fprintf(stderr, "%d check(s) failed\n", prog_failures);
   else fprintf(stderr, "all checks passed\n");
   return prog_failures ? 1 : 0;
+}
+
+/* A thread that ticks every millisecond; at its first tick after a gap of
+ * more than 100 ms (a dump, a restore) it calls at_gap (if any) and writes
+ * the CLOCK_REALTIME time of that tick to path: the restored process's first
+ * instructions (bench/lazy_bench). */
+struct prog_gap_watch {
+  char path[4096];
+  void (*at_gap)(void);
+};
+
+static inline void* prog_gap_watcher(void* arg) {
+  struct prog_gap_watch* w = (struct prog_gap_watch*)arg;
+  struct timespec last, now;
+  int stamped = 0;
+  clock_gettime(CLOCK_MONOTONIC, &last);
+  /* Ticking on after the stamp: the process keeps the same threads. */
+  for (;;) {
+    struct timespec ts = {0, 1000 * 1000};
+    nanosleep(&ts, NULL);
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    int64_t gap = (now.tv_sec - last.tv_sec) * 1000000000ll + (now.tv_nsec - last.tv_nsec);
+    last = now;
+    if (gap <= 100 * 1000000ll || stamped) continue;
+    stamped = 1;
+    struct timespec rt;
+    clock_gettime(CLOCK_REALTIME, &rt);
+    if (w->at_gap) w->at_gap();
+    char buf[64];
+    int n = snprintf(buf, sizeof(buf), "%lld.%09ld\n", (long long)rt.tv_sec, rt.tv_nsec);
+    int fd = open(w->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+      (void)!write(fd, buf, (size_t)n);
+      close(fd);
+    }
+  }
+  return NULL;
+}
+
+static inline void prog_start_gap_watcher(const char* path, void (*at_gap)(void)) {
+  struct prog_gap_watch* w = (struct prog_gap_watch*)calloc(1, sizeof(*w));
+  if (!w) return;
+  snprintf(w->path, sizeof(w->path), "%s", path);
+  w->at_gap = at_gap;
+  pthread_t t;
+  if (pthread_create(&t, NULL, prog_gap_watcher, w) == 0) pthread_detach(t);
 }
 
 #endif
