@@ -19,6 +19,7 @@
 #include <sstream>
 
 #include "base/fault.hpp"
+#include "base/fd_passing.hpp"
 #include "base/page.hpp"
 
 namespace minicriu {
@@ -142,21 +143,8 @@ Result<UniqueFd> make_task_uffd(int pager_socket, pid_t pid) {
   if (::ioctl(uffd.get(), UFFDIO_API, &api) != 0)
     return fail_errno("UFFDIO_API with the fork, remap, remove and unmap events");
   int32_t who = pid;
-  iovec iov{&who, sizeof(who)};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof(control);
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
   int fd = uffd.get();
-  std::memcpy(CMSG_DATA(c), &fd, sizeof(fd));
-  ssize_t n;
-  do n = ::sendmsg(pager_socket, &msg, MSG_NOSIGNAL); while (n < 0 && errno == EINTR);
+  ssize_t n = send_with_fds<1>(pager_socket, &who, sizeof(who), std::span<const int>(&fd, 1));
   if (n != sizeof(who)) return fail_errno("handing the userfaultfd to the lazy pager");
   return uffd;
 }
@@ -220,25 +208,16 @@ void LazyPager::prefetch() {
 
 Status LazyPager::take_uffd() {
   int32_t pid = 0;
-  iovec iov{&pid, sizeof(pid)};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof(control);
-  ssize_t n = ::recvmsg(pager_end_.get(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+  std::vector<UniqueFd> got;
+  ssize_t n = recv_with_fds<1>(pager_end_.get(), &pid, sizeof(pid), got, MSG_DONTWAIT);
   if (n < 0 && (errno == EAGAIN || errno == EINTR)) return {};
   if (n <= 0) {  // every task's copy of the socket is closed
     pager_end_.reset();
     return {};
   }
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  if (!c || c->cmsg_type != SCM_RIGHTS) return failf("pid {}: its userfaultfd did not come", pid);
-  int fd;
-  std::memcpy(&fd, CMSG_DATA(c), sizeof(fd));
+  if (got.size() != 1) return failf("pid {}: its userfaultfd did not come", pid);
   auto mm = std::make_unique<Mm>();
-  mm->uffd.reset(fd);
+  mm->uffd = std::move(got[0]);
   mm->pid = mm->seen_pid = pid;
   const LazyProcess& lp = lazy_[pid];
   if (!lp.anon.empty()) {

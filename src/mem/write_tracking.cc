@@ -12,6 +12,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "base/fd_passing.hpp"
+
 namespace minicriu {
 
 namespace {
@@ -31,21 +33,7 @@ struct HolderMsg {
 std::string socket_path(int dirfd) { return fmt::format("/proc/self/fd/{}/{}", dirfd, kTrackingSocket); }
 
 bool send_msg(int sock, const HolderMsg& m, const int* fds, size_t n) {
-  iovec iov{const_cast<HolderMsg*>(&m), sizeof(m)};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kFdsPerMessage)]{};
-  msghdr hdr{};
-  hdr.msg_iov = &iov;
-  hdr.msg_iovlen = 1;
-  if (n) {
-    hdr.msg_control = control;
-    hdr.msg_controllen = CMSG_SPACE(sizeof(int) * n);
-    cmsghdr* c = CMSG_FIRSTHDR(&hdr);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * n);
-    std::memcpy(CMSG_DATA(c), fds, sizeof(int) * n);
-  }
-  return ::sendmsg(sock, &hdr, MSG_NOSIGNAL) == sizeof(m);
+  return send_with_fds<kFdsPerMessage>(sock, &m, sizeof(m), std::span<const int>(fds, n)) == sizeof(m);
 }
 
 // The holder's life, in the detached grandchild: only syscalls.
@@ -151,23 +139,7 @@ Result<std::optional<WriteTracking>> take_tracking_from_holder(const std::string
   ::setsockopt(sock.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   auto receive = [&](std::vector<UniqueFd>* fds) -> Result<HolderMsg> {
     HolderMsg m{};
-    iovec iov{&m, sizeof(m)};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kFdsPerMessage)];
-    msghdr hdr{};
-    hdr.msg_iov = &iov;
-    hdr.msg_iovlen = 1;
-    hdr.msg_control = control;
-    hdr.msg_controllen = sizeof(control);
-    ssize_t n = ::recvmsg(sock.get(), &hdr, MSG_CMSG_CLOEXEC);
-    for (cmsghdr* c = CMSG_FIRSTHDR(&hdr); n > 0 && c; c = CMSG_NXTHDR(&hdr, c)) {
-      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-      size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      for (size_t i = 0; i < count; i++) {
-        int fd;
-        std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-        fds->emplace_back(fd);
-      }
-    }
+    ssize_t n = recv_with_fds<kFdsPerMessage>(sock.get(), &m, sizeof(m), *fds);
     if (n != sizeof(m) || m.magic != kTrackingMagic)
       return failf("{}/{}: the write-tracking holder sent a malformed message", images_dir, kTrackingSocket);
     return m;

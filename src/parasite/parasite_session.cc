@@ -22,6 +22,7 @@
 
 #include "base/fault.hpp"
 #include "base/journal.hpp"
+#include "base/fd_passing.hpp"
 #include "base/page.hpp"
 #include "parasite_blob.h"
 #include "ptrace/remote_syscalls.hpp"
@@ -301,21 +302,8 @@ Status ParasiteSession::send(uint32_t cmd, uint64_t arg, int fd) {
   if (lost_) return failf("pid {}: the parasite no longer answers", process_.pid);
   if (cmd != PARASITE_CMD_FINI) TRY(fault_point("parasite-command"));
   ParasiteMsg msg{cmd, 0, arg, 0};
-  iovec iov{&msg, sizeof(msg)};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
-  msghdr hdr{};
-  hdr.msg_iov = &iov;
-  hdr.msg_iovlen = 1;
-  if (fd >= 0) {
-    hdr.msg_control = control;
-    hdr.msg_controllen = sizeof(control);
-    cmsghdr* c = CMSG_FIRSTHDR(&hdr);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
-  }
-  if (::sendmsg(sock_.get(), &hdr, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof(msg))) {
+  std::span<const int> fds = fd >= 0 ? std::span<const int>(&fd, 1) : std::span<const int>();
+  if (send_with_fds<1>(sock_.get(), &msg, sizeof(msg), fds) != static_cast<ssize_t>(sizeof(msg))) {
     lost_ = true;
     return failf_errno("pid {}: sending parasite command {}", process_.pid, cmd);
   }
@@ -331,30 +319,17 @@ Result<ParasiteMsg> ParasiteSession::receive_until(Clock::time_point deadline, s
   ASSIGN_OR_RETURN(Wake wake, wait_parasite({&pfd, 1}, deadline, "did not answer"));
   if (wake == Wake::trapped) return std::unexpected(exited_early());
   ParasiteMsg msg{};
-  iovec iov{&msg, sizeof(msg)};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * MC_PARASITE_MAX_FDS)];
-  msghdr hdr{};
-  hdr.msg_iov = &iov;
-  hdr.msg_iovlen = 1;
-  hdr.msg_control = control;
-  hdr.msg_controllen = sizeof(control);
-  ssize_t n = ::recvmsg(sock_.get(), &hdr, MSG_CMSG_CLOEXEC);
+  std::vector<UniqueFd> got;
+  bool truncated = false;
+  ssize_t n = recv_with_fds<MC_PARASITE_MAX_FDS>(sock_.get(), &msg, sizeof(msg), got, 0, &truncated);
   if (n < 0) return fail_errno("receiving from the parasite");
-  for (cmsghdr* c = CMSG_FIRSTHDR(&hdr); c; c = CMSG_NXTHDR(&hdr, c)) {
-    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-    size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (size_t i = 0; i < count; i++) {
-      int fd;
-      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-      UniqueFd owned(fd);
-      if (fds) fds->push_back(std::move(owned));
-    }
-  }
+  if (fds)
+    for (auto& f : got) fds->push_back(std::move(f));
   if (n != sizeof(msg)) {
     lost_ = true;
     return failf("pid {}: the parasite closed its connection", process_.pid);
   }
-  if (hdr.msg_flags & MSG_CTRUNC) return fail("fds from the parasite were truncated");
+  if (truncated) return fail("fds from the parasite were truncated");
   return msg;
 }
 
