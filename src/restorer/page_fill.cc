@@ -65,6 +65,7 @@ class PartReader {
   PartReader(const PageFiles& files, std::atomic<uint64_t>* progress, const std::atomic<bool>& stop)
       : files_(files), progress_(progress), stop_(stop) {
     iov_.reserve(IOV_MAX);
+    populate_iov_.reserve(IOV_MAX);
   }
 
   Status read(const std::vector<PageRead>& part) {
@@ -79,6 +80,7 @@ class PartReader {
       while (len) {
         uint64_t piece = std::min(len, kBatch - batch_);
         iov_.push_back({reinterpret_cast<void*>(dst), piece});
+        populate_iov_.push_back(r.populate);
         batch_ += piece;
         next_ += static_cast<off_t>(piece);
         dst += piece;
@@ -113,6 +115,7 @@ class PartReader {
       }
     }
     iov_.clear();
+    populate_iov_.clear();
     batch_ = 0;
     return {};
   }
@@ -121,8 +124,9 @@ class PartReader {
   // kernel loop rather than a fault per page inside the copy. Only a hint:
   // an older kernel (EINVAL) or a range it refuses is read as it is.
   void populate() {
-    for (const iovec& v : iov_)
-      if (::madvise(v.iov_base, v.iov_len, MADV_POPULATE_WRITE) != 0 && errno == EINVAL) {
+    for (size_t i = 0; i < iov_.size(); i++)
+      if (populate_iov_[i] && ::madvise(iov_[i].iov_base, iov_[i].iov_len, MADV_POPULATE_WRITE) != 0 &&
+          errno == EINVAL) {
         populate_ = false;
         return;
       }
@@ -132,7 +136,8 @@ class PartReader {
   std::atomic<uint64_t>* progress_;
   const std::atomic<bool>& stop_;
   std::vector<iovec> iov_;
-  bool populate_ = true;
+  std::vector<bool> populate_iov_;  // per iov_: PageRead::populate
+  bool populate_ = true;            // false once the kernel said it has no MADV_POPULATE_WRITE
   uint32_t file_ = 0;
   off_t off_ = 0;     // of the first byte the iovecs take
   off_t next_ = -1;   // the offset after them
@@ -147,15 +152,16 @@ Result<std::vector<PageRead>> plan_page_reads(const ProcessImages& p, const Prem
   for (auto& r : p.page_runs)
     if (r.file < by_file.size()) by_file[r.file].push_back(&r);
   std::vector<PageRead> reads;
-  auto add = [&](uint32_t file, uint64_t offset, uint64_t dst, uint64_t len) {
+  auto add = [&](uint32_t file, uint64_t offset, uint64_t dst, uint64_t len, bool populate) {
     if (!reads.empty()) {
       PageRead& last = reads.back();
-      if (last.file == file && last.offset + last.len == offset && last.dst + last.len == dst) {
+      if (last.file == file && last.offset + last.len == offset && last.dst + last.len == dst &&
+          last.populate == populate) {
         last.len += len;
         return;
       }
     }
-    reads.push_back({file, offset, dst, len});
+    reads.push_back({file, offset, dst, len, populate});
   };
   for (uint32_t f = 0; f < by_file.size(); f++) {
     auto& runs = by_file[f];
@@ -172,7 +178,7 @@ Result<std::vector<PageRead>> plan_page_reads(const ProcessImages& p, const Prem
         uint64_t piece_end = std::min(r->end, it->end());
         // A lazy VMA's pages come on first touch.
         if (!(idx < plan.lazy.size() && plan.lazy[idx]))
-          add(f, offset, plan.slot[idx] + (at - it->start()), piece_end - at);
+          add(f, offset, plan.slot[idx] + (at - it->start()), piece_end - at, !(it->advice() & img::ADVICE_HUGEPAGE));
         offset += piece_end - at;
         at = piece_end;
       }
@@ -199,7 +205,7 @@ std::vector<std::vector<PageRead>> split_page_reads(const std::vector<PageRead>&
         if (below > r.dst) cut = below - r.dst;
         if (above < r.dst + r.len && (below <= r.dst || above - (r.dst + want) < (r.dst + want) - below))
           cut = above - r.dst;
-        out.back().push_back({r.file, r.offset, r.dst, cut});
+        out.back().push_back({r.file, r.offset, r.dst, cut, r.populate});
         done += cut;
         r.offset += cut;
         r.dst += cut;

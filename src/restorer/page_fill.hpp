@@ -26,6 +26,10 @@ struct PageRead {
   uint64_t offset = 0;  // in that file
   uint64_t dst = 0;     // address in the premap area
   uint64_t len = 0;
+  // Its destination is populated (MADV_POPULATE_WRITE) before it is read:
+  // not in memory with huge pages, where a fault fills 2 MiB and populating
+  // first only takes the zeroed pages out of the cache before the copy.
+  bool populate = true;
 };
 
 // What fill_pages reads: every page run of p that is not lazy, in its slot,

@@ -29,7 +29,8 @@ TEST(PageFill, ReadsEveryRunIntoItsSlotButTheLazyOnes) {
   ProcessImages p;
   add_anon_vma(p, 0x10000, 0x14000);  // 0: back to back with 1
   add_anon_vma(p, 0x14000, 0x18000);  // 1: lazy
-  add_anon_vma(p, 0x18000, 0x1c000);  // 2: back to back with 1, its pages in two files
+  add_anon_vma(p, 0x18000, 0x1c000);  // 2: back to back with 1, its pages in two files, huge pages
+  p.mm.mutable_vmas(2)->set_advice(img::ADVICE_HUGEPAGE);
   p.page_files = {"pages-1.img", "parent/pages-1.img"};
   // One run over the three VMAs in this image, the parent's page in between.
   p.page_runs = {{0x10000, 0x19000, 0, 0}, {0x19000, 0x1a000, 1, 0x3000}, {0x1a000, 0x1c000, 0, 0x9000}};
@@ -52,6 +53,9 @@ TEST(PageFill, ReadsEveryRunIntoItsSlotButTheLazyOnes) {
   expect_read(1, 0, 0x8000, 0x200000, 0x1000);
   expect_read(2, 0, 0x9000, 0x202000, 0x2000);
   expect_read(3, 1, 0x3000, 0x201000, 0x1000);
+  // Memory with huge pages is not populated before its read.
+  EXPECT_TRUE((*reads)[0].populate);
+  for (size_t i = 1; i < 4; i++) EXPECT_FALSE((*reads)[i].populate) << i;
 }
 
 TEST(PageFill, RunsNextToEachOtherInFileAndSlotAreOneRead) {
