@@ -1,6 +1,8 @@
 // Filling the premap slots with their pages (restore step 3): from the page
-// images with large preadv() calls, split between a few reader threads when
-// there is much to read, or from a page source (restore --page-server).
+// images, split between a few reader threads when there is much to read, or
+// from a page source (restore --page-server). Fresh anonymous slots are
+// filled by UFFDIO_COPY from the page file mapped (no page zeroed, no fault
+// taken), the others by large preadv() calls after MADV_POPULATE_WRITE.
 //
 // The readers run in the task being restored, before its children are cloned
 // and before it jumps into the blob: fill_pages joins every thread it started
@@ -30,13 +32,24 @@ struct PageRead {
   // not in memory with huge pages, where a fault fills 2 MiB and populating
   // first only takes the zeroed pages out of the cache before the copy.
   bool populate = true;
+  // Its destination is a fresh anonymous private slot, filled by UFFDIO_COPY
+  // from the page file mapped (fill_pages: when a userfaultfd can be had).
+  bool copy = false;
 };
+
+// Per mm.vmas(i): whether its slot is filled by UFFDIO_COPY (PageRead::copy):
+// anonymous private memory with pages in a fresh slot of its own (not
+// inherited: that holds the parent's pages; not lazy), without huge pages
+// (MADV_HUGEPAGE, or THP "always" unless MADV_NOHUGEPAGE: UFFDIO_COPY puts
+// 4 KiB pages, a fault in such memory a 2 MiB one). Pure.
+std::vector<bool> copy_slots(const ProcessImages& p, const PremapPlan& plan, bool thp_always);
 
 // What fill_pages reads: every page run of p that is not lazy, in its slot,
 // file after file (the image's own, then its parents' up the chain), each in
 // the order of its offsets; neighbours in both the file and memory merged.
-// Pure, for unit tests.
-[[nodiscard]] Result<std::vector<PageRead>> plan_page_reads(const ProcessImages& p, const PremapPlan& plan);
+// copy: copy_slots(). Pure, for unit tests.
+[[nodiscard]] Result<std::vector<PageRead>> plan_page_reads(const ProcessImages& p, const PremapPlan& plan,
+                                                            const std::vector<bool>& copy = {});
 
 // reads cut into `parts` contiguous parts of about the same number of bytes
 // (fewer if there are fewer pages than parts), in order: each reader thread

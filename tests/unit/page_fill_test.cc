@@ -72,6 +72,33 @@ TEST(PageFill, RunsNextToEachOtherInFileAndSlotAreOneRead) {
   EXPECT_EQ((*reads)[0].len, 0x4000u);
 }
 
+TEST(PageFill, UffdioCopyFillsFreshAnonymousSlotsWithoutHugePagesOnly) {
+  ProcessImages p;
+  add_anon_vma(p, 0x10000, 0x14000);  // 0: yes
+  add_anon_vma(p, 0x20000, 0x24000);  // 1: inherited from the parent, its pages there
+  add_anon_vma(p, 0x30000, 0x34000);  // 2: MADV_HUGEPAGE
+  p.mm.mutable_vmas(2)->set_advice(img::ADVICE_HUGEPAGE);
+  add_anon_vma(p, 0x40000, 0x44000);  // 3: lazy
+  add_anon_vma(p, 0x50000, 0x54000);  // 4: a file's private mapping
+  p.mm.mutable_vmas(4)->set_kind(img::VMA_FILE_PRIVATE);
+  add_anon_vma(p, 0x60000, 0x64000);  // 5: MADV_NOHUGEPAGE
+  p.mm.mutable_vmas(5)->set_advice(img::ADVICE_NOHUGEPAGE);
+  PremapPlan plan;
+  plan.slot = {0x100000, 0x200000, 0x300000, 0x400000, 0x500000, 0x600000};
+  plan.inherited = {false, true, false, false, false, false};
+  plan.lazy = {false, false, false, true, false, false};
+  EXPECT_EQ(copy_slots(p, plan, false), (std::vector<bool>{true, false, false, false, false, true}));
+  // THP "always": only memory that refused huge pages.
+  EXPECT_EQ(copy_slots(p, plan, true), (std::vector<bool>{false, false, false, false, false, true}));
+  p.page_files = {"pages-1.img"};
+  p.page_runs = {{0x10000, 0x14000, 0, 0}, {0x50000, 0x54000, 0, 0x4000}};
+  auto reads = plan_page_reads(p, plan, copy_slots(p, plan, false));
+  ASSERT_TRUE(reads) << reads.error().message();
+  ASSERT_EQ(reads->size(), 2u);
+  EXPECT_TRUE((*reads)[0].copy);
+  EXPECT_FALSE((*reads)[1].copy);
+}
+
 TEST(PageFill, ARunOutsideTheVmasIsAnError) {
   ProcessImages p;
   add_anon_vma(p, 0x10000, 0x14000);
