@@ -9,8 +9,12 @@
 // process check its whole memory pattern itself: a restore that lost or
 // damaged a page fails the benchmark.
 //
-//   page_bench [SIZE_MIB=1024] [RUNS=3] [DIR=/dev/shm]
+//   page_bench [huge] [SIZE_MIB=1024] [RUNS=3] [DIR=/dev/shm]
+//
+// With "huge", the target's memory has MADV_HUGEPAGE (transparent huge pages,
+// which the restore gives back).
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -26,6 +30,7 @@
 #include <cstring>
 #include <filesystem>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "minicriu/minicriu.hpp"
@@ -44,8 +49,9 @@ double median(std::vector<double> v) {
 
 // bench/page_target.c, built next to us, with `mib` of touched memory; it
 // closes its end of a pipe when ready.
-// With ghost_dir, its memory is an unlinked file of that directory, shared.
-pid_t start_target(size_t mib, const std::string& ghost_dir = "") {
+// With ghost_dir, its memory is an unlinked file of that directory, shared;
+// with huge, anonymous memory with MADV_HUGEPAGE.
+pid_t start_target(size_t mib, const std::string& ghost_dir = "", bool huge = false) {
   static const std::string target =
       (std::filesystem::read_symlink("/proc/self/exe").parent_path() / "page_target").string();
   std::string arg = std::to_string(mib);
@@ -57,7 +63,9 @@ pid_t start_target(size_t mib, const std::string& ghost_dir = "") {
     // Out of the way of the fds the target opens itself.
     dup2(p[1], 100);
     close(p[1]);
-    if (ghost_dir.empty())
+    if (huge)
+      execl(target.c_str(), target.c_str(), arg.c_str(), "huge", nullptr);
+    else if (ghost_dir.empty())
       execl(target.c_str(), target.c_str(), arg.c_str(), nullptr);
     else
       execl(target.c_str(), target.c_str(), arg.c_str(), "ghost", ghost_dir.c_str(), nullptr);
@@ -99,23 +107,55 @@ double tmpfs_write_gbps(const std::string& path, size_t bytes) {
 
 // Reads `path` with large read()s into fresh anonymous memory of the same
 // size: the work a restore does with its pages (fault in, zero, copy), so the
-// bound to compare it with.
-double tmpfs_read_gbps(const std::string& path, size_t bytes) {
+// bound to compare it with. With `threads`, each reads its own contiguous
+// part with pread(), as the restore's page readers do.
+// With huge, the memory has MADV_HUGEPAGE.
+double tmpfs_read_gbps(const std::string& path, size_t bytes, unsigned threads = 1, bool huge = false) {
   int fd = open(path.c_str(), O_RDONLY);
   void* mem = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (fd < 0 || mem == MAP_FAILED) std::abort();
+  if (huge) madvise(mem, bytes, MADV_HUGEPAGE);
   auto* dst = static_cast<char*>(mem);
+  auto read_part = [&](size_t from, size_t to) {
+    for (size_t done = from; done < to;) {
+      ssize_t n = pread(fd, dst + done, to - done, static_cast<off_t>(done));
+      if (n <= 0) std::abort();
+      done += static_cast<size_t>(n);
+    }
+  };
+  size_t part = (bytes / threads) & ~size_t{4095};
   auto t = Clock::now();
-  for (size_t done = 0; done < bytes;) {
-    ssize_t n = read(fd, dst + done, bytes - done);
-    if (n <= 0) std::abort();
-    done += static_cast<size_t>(n);
-  }
+  std::vector<std::thread> others;
+  for (unsigned k = 1; k < threads; k++)
+    others.emplace_back(read_part, k * part, k + 1 == threads ? bytes : (k + 1) * part);
+  read_part(0, threads > 1 ? part : bytes);
+  for (auto& o : others) o.join();
   double s = seconds_since(t);
   if (dst[bytes / 2] != 3) std::abort();
   munmap(mem, bytes);
   close(fd);
   return static_cast<double>(bytes) / s / 1e9;
+}
+
+// The threads a restore reads pages with here (restorer/page_fill.cc: the
+// CPUs it may run on, at most 4).
+unsigned reader_threads() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  unsigned n = sched_getaffinity(0, sizeof(set), &set) == 0 ? static_cast<unsigned>(CPU_COUNT(&set)) : 1;
+  return std::clamp(n, 1u, 4u);
+}
+
+// AnonHugePages of pid (smaps_rollup), in MiB.
+uint64_t anon_huge_mib(pid_t pid) {
+  FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/smaps_rollup").c_str(), "r");
+  if (!f) return 0;
+  char line[256];
+  unsigned long long kb = 0;
+  while (std::fgets(line, sizeof(line), f))
+    if (std::sscanf(line, "AnonHugePages: %llu kB", &kb) == 1) break;
+  std::fclose(f);
+  return kb >> 10;
 }
 
 // Waits up to `timeout_s` for `pid` to end and returns its wait status; kills
@@ -190,6 +230,12 @@ int ghost_main(int argc, char** argv) {
 int main(int argc, char** argv) {
   prctl(PR_SET_CHILD_SUBREAPER, 1);
   if (argc > 1 && std::string(argv[1]) == "ghost") return ghost_main(argc, argv);
+  // page_bench huge ...: the target's memory has MADV_HUGEPAGE (THP).
+  bool huge = argc > 1 && std::string(argv[1]) == "huge";
+  if (huge) {
+    argc--;
+    argv++;
+  }
   size_t mib = argc > 1 ? std::strtoul(argv[1], nullptr, 10) : 1024;
   int runs = argc > 2 ? std::atoi(argv[2]) : 3;
   std::string dir = argc > 3 ? argv[3] : "/dev/shm";
@@ -198,8 +244,9 @@ int main(int argc, char** argv) {
   // anything a target might leave behind.
   prctl(PR_SET_CHILD_SUBREAPER, 1);
 
-  std::vector<double> cp, wr, rd, dump_s, frozen_s, kill_dump_s, restore_s, down_s;
+  std::vector<double> cp, wr, rd, rdn, dump_s, frozen_s, kill_dump_s, restore_s, down_s;
   uint64_t image_bytes = 0;
+  uint64_t huge_before = 0, huge_after = 0;  // AnonHugePages of the last run's target, restored
   std::string images = dir + "/page_bench.images";
   auto fail = [&](const char* what, const std::string& why, pid_t pid) {
     std::fprintf(stderr, "%s: %s\n", what, why.c_str());
@@ -210,14 +257,17 @@ int main(int argc, char** argv) {
     std::filesystem::remove_all(images);
     return 1;
   };
+  unsigned readers = reader_threads();
   for (int r = 0; r < runs; r++) {
     cp.push_back(memcpy_gbps(bytes));
     std::string file = dir + "/page_bench.file";
     wr.push_back(tmpfs_write_gbps(file, bytes));
-    rd.push_back(tmpfs_read_gbps(file, bytes));
+    rd.push_back(tmpfs_read_gbps(file, bytes, 1, huge));
+    rdn.push_back(tmpfs_read_gbps(file, bytes, readers, huge));
     unlink(file.c_str());
 
-    pid_t target = start_target(mib);
+    pid_t target = start_target(mib, "", huge);
+    huge_before = anon_huge_mib(target);
     auto stats = dump_into(target, images, true);
     if (!stats) return fail("dump failed", stats.error().what(), target);
     dump_s.push_back(static_cast<double>(stats->total_ns) / 1e9);
@@ -247,6 +297,7 @@ int main(int argc, char** argv) {
     // What a move of the process costs it: from the freeze of the killing dump
     // to the restored process running (the time between the two is ours).
     down_s.push_back(static_cast<double>(killed->frozen_ns) / 1e9 + restore_time);
+    huge_after = anon_huge_mib(pid);
     // The restored process checks its whole memory and exits 0 if intact.
     kill(pid, SIGUSR1);
     status = wait_exit(pid, 60);
@@ -258,10 +309,13 @@ int main(int argc, char** argv) {
   double dump_gbps = gb / median(dump_s);
   double restore_gbps = gb / median(restore_s);
   std::printf("| what | median of %d runs |\n|---|---|\n", runs);
-  std::printf("| process memory (touched, anonymous) | %zu MiB |\n", mib);
+  std::printf("| process memory (touched, anonymous%s) | %zu MiB |\n", huge ? ", MADV_HUGEPAGE" : "", mib);
+  if (huge) std::printf("| AnonHugePages, dumped / restored | %llu / %llu MiB |\n",
+                       static_cast<unsigned long long>(huge_before), static_cast<unsigned long long>(huge_after));
   std::printf("| memcpy | %.2f GB/s |\n", median(cp));
   std::printf("| tmpfs write() (%s) | %.2f GB/s |\n", dir.c_str(), median(wr));
   std::printf("| tmpfs read() into fresh memory | %.2f GB/s |\n", median(rd));
+  std::printf("| tmpfs read() into fresh memory, %u threads | %.2f GB/s |\n", readers, median(rdn));
   std::printf("| dump, whole (`--leave-running`) | %.3f s = %.2f GB/s |\n", median(dump_s), dump_gbps);
   std::printf("| application frozen | %.3f s |\n", median(frozen_s));
   std::printf("| image size | %.1f MiB (%.3f of the memory) |\n",
@@ -274,5 +328,6 @@ int main(int argc, char** argv) {
   std::printf("| dump / tmpfs write | %.2f |\n", dump_gbps / median(wr));
   std::printf("| restore / memcpy | %.2f |\n", restore_gbps / median(cp));
   std::printf("| restore / tmpfs read | %.2f |\n", restore_gbps / median(rd));
+  std::printf("| restore / tmpfs read, %u threads | %.2f |\n", readers, restore_gbps / median(rdn));
   return 0;
 }

@@ -21,8 +21,10 @@ static void on_usr1(int sig) { (void)sig; usr1 = 1; }
 
 static uint64_t pattern(size_t i) { return i * 0x9e3779b97f4a7c15ull; }
 
-/* page_target SIZE_MIB [ghost DIR]: with "ghost", the memory is a file in DIR
- * mapped MAP_SHARED and unlinked (an MPI shared-memory pool), held by an fd. */
+/* page_target SIZE_MIB [ghost DIR | huge]: with "ghost", the memory is a file
+ * in DIR mapped MAP_SHARED and unlinked (an MPI shared-memory pool), held by
+ * an fd; with "huge", anonymous memory madvise(MADV_HUGEPAGE)d (transparent
+ * huge pages where THP is in madvise mode). */
 int main(int argc, char** argv) {
   if (argc < 2) return 2;
   size_t bytes = strtoull(argv[1], NULL, 10) << 20;
@@ -37,6 +39,7 @@ int main(int argc, char** argv) {
     if (fd > 2) dup2(fd, 3); /* kept open below; close_range starts past it */
   } else {
     mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem != MAP_FAILED && argc > 2 && argv[2][0] == 'h' && madvise(mem, bytes, MADV_HUGEPAGE) != 0) return 2;
   }
   if (mem == MAP_FAILED) return 2;
   for (size_t i = 0; i < bytes / 8; i++) mem[i] = pattern(i);

@@ -30,6 +30,7 @@ inline int io_setup(unsigned nr_events, uint64_t* ctx) {
   return static_cast<int>(::syscall(SYS_io_setup, nr_events, ctx));
 }
 inline int io_destroy(uint64_t ctx) { return static_cast<int>(::syscall(SYS_io_destroy, ctx)); }
+inline int userfaultfd(int flags) { return static_cast<int>(::syscall(SYS_userfaultfd, flags)); }
 inline pid_t gettid() { return static_cast<pid_t>(::syscall(SYS_gettid)); }
 inline int tgkill(pid_t tgid, pid_t tid, int sig) {
   return static_cast<int>(::syscall(SYS_tgkill, tgid, tid, sig));

@@ -83,16 +83,4 @@ std::vector<bool> lazy_vmas(const Checkpoint& c, const ProcessImages& p, const L
 [[nodiscard]] Result<Mapping> premap_vmas(const Checkpoint& c, const ProcessImages& p,
                                           const PremapPlan& plan, const KindSet& kinds);
 
-// Reads pages-PID.img into the slots (not the lazy VMAs') with large preadv() calls: the page data
-// goes from the page cache straight into the premapped memory. Each read's
-// bytes are added to *progress (if not null: a counter the restoring
-// program shares with the tasks it makes, for its progress report).
-[[nodiscard]] Status fill_pages(const ProcessImages& p, const PremapPlan& plan,
-                                std::atomic<uint64_t>* progress = nullptr);
-
-// The same from a page source (a page server: restore --page-server), its
-// bytes received straight into the slots, in pieces of at most 64 MiB.
-[[nodiscard]] Status fill_pages_from(PageSource& source, const ProcessImages& p, const PremapPlan& plan,
-                                     std::atomic<uint64_t>* progress = nullptr);
-
 }  // namespace minicriu

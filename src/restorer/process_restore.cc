@@ -20,6 +20,7 @@
 #include "mem/lazy_pager.hpp"
 #include "restorer/blob_setup.hpp"
 #include "restorer/machine.hpp"
+#include "restorer/page_fill.hpp"
 #include "restorer/premap.hpp"
 #include "restorer/restore_channel.hpp"
 #include "restorer/rlimit_plan.hpp"

@@ -26,6 +26,11 @@ TEST(Memory, MemfdModeOwnerAndSealsAfterWritesWithSharedAndPrivateMappingsComeBa
 
 TEST(Memory, MadviseFlagsMlockAndMsealOfEachVmaComeBackTwice) { cycle("madvise", 2); }
 
+// 300 MiB with a hole in the middle (bigmem.c): more than one thread reads
+// it back (restorer/page_fill.hpp, on two CPUs or more), each part more than
+// one batch of 64 MiB, into a slot UFFDIO_COPY fills.
+TEST(Memory, ALargeProcessReadBackByThreadsComesBackTwice) { cycle("bigmem", 2, {"300"}); }
+
 // A System V segment and a memfd come back as new inodes: maps differ there.
 TEST(Memory, MprotectAllowsAndRefusesWhatItDidOnSharedMappingsTwice) { cycle("mprot", 2, {}, false); }
 

@@ -287,3 +287,24 @@ TEST(PreDumpLibrary, TheCAbiPreDumpsAndDumpsAgainstThePreDump) {
   p.forget();
   ASSERT_NO_FATAL_FAILURE(restore_and_check(pid, d2, dir));
 }
+
+// 256 MiB: over what one thread reads (restorer/page_fill.hpp), so the
+// restore splits the reads of both page images of the chain between its
+// reader threads, wherever this machine has two CPUs or more, each reading
+// more than one batch (64 MiB).
+TEST(PreDump, AChainOfALargeProcessReadByThreadsRestoresEveryGeneration) {
+  TempDir dir;
+  Program p("generations", dir, {"65536", kRate});
+  ASSERT_TRUE(p.wait_ready(30000));
+  std::string d1 = images_dir(dir, "1"), d2 = images_dir(dir, "2");
+  ASSERT_NO_FATAL_FAILURE(pre_dump(p, d1));
+  let_it_write();
+  pid_t pid = p.pid();
+  auto r = run_minicriu({"dump", "-t", std::to_string(pid), "-D", d2, "--prev-images-dir", "../1"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(p.wait_exit().value_or(-1), 128 + SIGKILL);
+  p.forget();
+  EXPECT_GT(parent_pages(d2), 32768u);
+  EXPECT_GT(own_pages(d2), 0u);
+  ASSERT_NO_FATAL_FAILURE(restore_and_check(pid, d2, dir));
+}
