@@ -177,10 +177,11 @@ TEST(LeaveRunning, FlagsChangedBetweenTheEarlySmapsAndTheFreezeFailTheDumpInOneL
   Program p("background_gens", dir, {"4096", "1000", "1", "flags"});
   ASSERT_TRUE(p.wait_ready());
   std::string images = images_dir(dir);
-  // Held 600 ms between the early smaps and the freeze; SIGUSR2 after 250
-  // ms: MADV_DONTFORK on its whole region.
-  auto r = run_signalling("dump/freeze:1:delay=600", {"dump", "-t", std::to_string(p.pid()), "-D", images, "-R"}, p,
-                          250, SIGUSR2);
+  // Held a second between the early smaps and the freeze; SIGUSR2 after
+  // 400 ms (the early read of 16 MiB takes milliseconds): MADV_DONTFORK on
+  // its whole region.
+  auto r = run_signalling("dump/freeze:1:delay=1000", {"dump", "-t", std::to_string(p.pid()), "-D", images, "-R"},
+                          p, 400, SIGUSR2);
   expect_one_line_error(r, "changed while it was dumped");
   EXPECT_NE(r.output.find("dump again"), std::string::npos) << r.output;
   EXPECT_FALSE(std::filesystem::exists(images + "/inventory.img"));
