@@ -26,9 +26,9 @@ namespace {
 
 // `minicriu page-server -D DIR --port 0` as our child, on the free port it
 // prints; killed (SIGTERM, then SIGKILL) and reaped at the end.
-class PageServer {
+class ServerProcess {
  public:
-  explicit PageServer(const std::string& dir, const std::string& log) {
+  explicit ServerProcess(const std::string& dir, const std::string& log) {
     int out[2];
     if (::pipe(out) != 0) return;
     pid_ = ::fork();
@@ -53,9 +53,9 @@ class PageServer {
     auto colon = line.rfind(':');
     if (line.starts_with("listening on ") && colon != std::string::npos) port_ = std::stoi(line.substr(colon + 1));
   }
-  ~PageServer() { stop(SIGTERM); }
-  PageServer(const PageServer&) = delete;
-  PageServer& operator=(const PageServer&) = delete;
+  ~ServerProcess() { stop(SIGTERM); }
+  ServerProcess(const ServerProcess&) = delete;
+  ServerProcess& operator=(const ServerProcess&) = delete;
 
   bool ok() const { return port_ > 0; }
   pid_t pid() const { return pid_; }
@@ -89,7 +89,7 @@ uint64_t file_size(const std::string& path) {
 std::string pages_img(const std::string& dir, pid_t pid) { return dir + "/pages-" + std::to_string(pid) + ".img"; }
 
 // dump -t PID -D local --page-server ADDR (killing the tree), expected to succeed.
-void dump_through(Program& p, const std::string& local, const PageServer& server) {
+void dump_through(Program& p, const std::string& local, const ServerProcess& server) {
   auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", local, "--page-server", server.address()});
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_EQ(p.wait_exit().value_or(-1), 128 + SIGKILL);
@@ -113,11 +113,17 @@ void restore_and_verify(pid_t pid, const std::vector<std::string>& restore_args,
 
 }  // namespace
 
-TEST(PageServer, DumpStreamsPagesToTheServerAndRestoreReadsEveryWordBack) {
+// Most tests: a dir, the server's directory (served) with a server on it,
+// and the dump's own (local).
+class PageServer : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(server.ok()) << read_text(dir / "server.log"); }
   TempDir dir;
   std::string served = images_dir(dir, "served"), local = images_dir(dir, "local");
-  PageServer server(served, dir / "server.log");
-  ASSERT_TRUE(server.ok()) << read_text(dir / "server.log");
+  ServerProcess server{served, dir / "server.log"};
+};
+
+TEST_F(PageServer, DumpStreamsPagesToTheServerAndRestoreReadsEveryWordBack) {
   Program p("bigmem", dir, {"256"});
   ASSERT_TRUE(p.wait_ready());
   pid_t pid = p.pid();
@@ -136,11 +142,7 @@ TEST(PageServer, DumpStreamsPagesToTheServerAndRestoreReadsEveryWordBack) {
   ASSERT_NO_FATAL_FAILURE(restore_and_verify(pid, {"-D", local, "--page-server", server.address()}, served, dir));
 }
 
-TEST(PageServer, ServesOneRestoreAfterAnotherAndItsDirectoryIsACheckpoint) {
-  TempDir dir;
-  std::string served = images_dir(dir, "served"), local = images_dir(dir, "local");
-  PageServer server(served, dir / "server.log");
-  ASSERT_TRUE(server.ok()) << read_text(dir / "server.log");
+TEST_F(PageServer, ServesOneRestoreAfterAnotherAndItsDirectoryIsACheckpoint) {
   Program p("bigmem", dir, {"64"});
   ASSERT_TRUE(p.wait_ready());
   pid_t pid = p.pid();
@@ -162,11 +164,7 @@ TEST(PageServer, ServesOneRestoreAfterAnotherAndItsDirectoryIsACheckpoint) {
   EXPECT_EQ(server.stop(SIGTERM), 0) << read_text(dir / "server.log");
 }
 
-TEST(PageServer, ServerKilledDuringTheDumpFailsItInOneLineAndTheTreeRunsOnIntact) {
-  TempDir dir;
-  std::string served = images_dir(dir, "served"), local = images_dir(dir, "local");
-  PageServer server(served, dir / "server.log");
-  ASSERT_TRUE(server.ok()) << read_text(dir / "server.log");
+TEST_F(PageServer, ServerKilledDuringTheDumpFailsItInOneLineAndTheTreeRunsOnIntact) {
   Program p("bigmem", dir, {"1024"});
   ASSERT_TRUE(p.wait_ready(30000));
   Holdings before = holdings_of(p.pid());
@@ -188,13 +186,13 @@ TEST(PageServer, ServerKilledDuringTheDumpFailsItInOneLineAndTheTreeRunsOnIntact
   ASSERT_NO_FATAL_FAILURE(expect_intact(p));
 }
 
-TEST(PageServer, RestoreWhoseServerIsGoneOrServesAnotherCheckpointFailsInOneLineAndLeavesNothing) {
+TEST(PageServerGone, RestoreWhoseServerIsGoneOrServesAnotherCheckpointFailsInOneLineAndLeavesNothing) {
   TempDir dir;
   std::string served = images_dir(dir, "served"), local = images_dir(dir, "local");
   std::string other = images_dir(dir, "other");
   pid_t pid = 0;
   {
-    PageServer server(served, dir / "server.log");
+    ServerProcess server(served, dir / "server.log");
     ASSERT_TRUE(server.ok()) << read_text(dir / "server.log");
     Program p("bigmem", dir, {"16"});
     ASSERT_TRUE(p.wait_ready());
@@ -207,7 +205,7 @@ TEST(PageServer, RestoreWhoseServerIsGoneOrServesAnotherCheckpointFailsInOneLine
     EXPECT_FALSE(pid_exists(pid));
   }
   // A server of another checkpoint (its own dump of another run).
-  PageServer another(other, dir / "another.log");
+  ServerProcess another(other, dir / "another.log");
   ASSERT_TRUE(another.ok()) << read_text(dir / "another.log");
   Program q("bigmem", dir, {"16"});
   ASSERT_TRUE(q.wait_ready());
@@ -221,7 +219,7 @@ TEST(PageServer, RestoreWhoseServerIsGoneOrServesAnotherCheckpointFailsInOneLine
   EXPECT_FALSE(pid_exists(qpid));
 }
 
-TEST(PageServer, RefusedCombinationsAndAnAbsentServerLeaveTheTreeIntact) {
+TEST(PageServerGone, RefusedCombinationsAndAnAbsentServerLeaveTheTreeIntact) {
   TempDir dir;
   std::string local = images_dir(dir, "local");
   Program p("bigmem", dir, {"8"});
@@ -231,7 +229,7 @@ TEST(PageServer, RefusedCombinationsAndAnAbsentServerLeaveTheTreeIntact) {
   // Nobody listens on that port (a server that was and is gone).
   int port = 0;
   {
-    PageServer gone(images_dir(dir, "gone"), dir / "gone.log");
+    ServerProcess gone(images_dir(dir, "gone"), dir / "gone.log");
     ASSERT_TRUE(gone.ok());
     port = gone.port();
   }
@@ -255,11 +253,7 @@ TEST(PageServer, RefusedCombinationsAndAnAbsentServerLeaveTheTreeIntact) {
 // Post-copy: restore --lazy --page-server runs the tree at once and fetches
 // each page of its 1 GiB from the server on first touch (and by prefetch);
 // every word comes back.
-TEST(PageServer, LazyRestoreFetchesThePagesFromTheServer) {
-  TempDir dir;
-  std::string served = images_dir(dir, "served"), local = images_dir(dir, "local");
-  PageServer server(served, dir / "server.log");
-  ASSERT_TRUE(server.ok()) << read_text(dir / "server.log");
+TEST_F(PageServer, LazyRestoreFetchesThePagesFromTheServer) {
   Program p("bigmem", dir, {"1024"});
   ASSERT_TRUE(p.wait_ready());
   pid_t pid = p.pid();
@@ -272,11 +266,7 @@ TEST(PageServer, LazyRestoreFetchesThePagesFromTheServer) {
 // metadata (shmem-ID.data, local), the private pages on the server; both
 // come on first touch, and every word of the shared memory of a parent and
 // its child comes back (tests/programs/lazyshm.c).
-TEST(PageServer, LazyRestoreOfSharedMemoryThroughTheServer) {
-  TempDir dir;
-  std::string served = images_dir(dir, "served"), local = images_dir(dir, "local");
-  PageServer server(served, dir / "server.log");
-  ASSERT_TRUE(server.ok()) << read_text(dir / "server.log");
+TEST_F(PageServer, LazyRestoreOfSharedMemoryThroughTheServer) {
   Program p("lazyshm", dir, {"64"});
   ASSERT_TRUE(p.wait_ready(60000));
   pid_t pid = p.pid();
@@ -303,11 +293,7 @@ TEST(PageServer, LazyRestoreOfSharedMemoryThroughTheServer) {
 
 // The server killed while a lazy restore still fetches: the restored tree is
 // killed (never left hanging in a fault) and the restore fails in one line.
-TEST(PageServer, ServerKilledDuringALazyRestoreKillsTheTreeInOneLine) {
-  TempDir dir;
-  std::string served = images_dir(dir, "served"), local = images_dir(dir, "local");
-  PageServer server(served, dir / "server.log");
-  ASSERT_TRUE(server.ok()) << read_text(dir / "server.log");
+TEST_F(PageServer, ServerKilledDuringALazyRestoreKillsTheTreeInOneLine) {
   Program p("bigmem", dir, {"1024"});
   ASSERT_TRUE(p.wait_ready());
   pid_t pid = p.pid();
