@@ -90,6 +90,17 @@ minicriu_external c_external(const minicriu::ExternalObject& obj) {
                            obj.description.c_str()};
 }
 
+// A setter of the C ABI whose only check is opts itself: set(*opts), its
+// exceptions caught as every entry point's are.
+template <typename Opts, typename F>
+int set_on(Opts* opts, F&& set) {
+  return guarded([&]() -> int {
+    if (!opts) return bad_argument("opts");
+    set(*opts);
+    return 0;
+  }, -1);
+}
+
 }  // namespace
 
 extern "C" {
@@ -112,47 +123,23 @@ int minicriu_dump_opts_set_images_dir(minicriu_dump_opts* opts, const char* dir)
   }, -1);
 }
 int minicriu_dump_opts_set_leave_running(minicriu_dump_opts* opts, int leave_running) {
-  return guarded([&]() -> int {
-    if (!opts) return bad_argument("opts");
-    opts->options.leave_running = leave_running != 0;
-    return 0;
-  }, -1);
+  return set_on(opts, [&](auto& o) { o.options.leave_running = leave_running != 0; });
 }
 int minicriu_dump_opts_set_background(minicriu_dump_opts* opts, int background) {
-  return guarded([&]() -> int {
-    if (!opts) return bad_argument("opts");
-    opts->options.background = background != 0;
-    return 0;
-  }, -1);
+  return set_on(opts, [&](auto& o) { o.options.background = background != 0; });
 }
 int minicriu_dump_opts_set_log(minicriu_dump_opts* opts, int level, minicriu_log_fn fn, void* arg) {
-  return guarded([&]() -> int {
-    if (!opts) return bad_argument("opts");
-    set_log(opts->options.log, level, fn, arg);
-    return 0;
-  }, -1);
+  return set_on(opts, [&](auto& o) { set_log(o.options.log, level, fn, arg); });
 }
 int minicriu_dump_opts_set_progress(minicriu_dump_opts* opts, minicriu_progress_fn fn, void* arg,
                                     unsigned after_ms) {
-  return guarded([&]() -> int {
-    if (!opts) return bad_argument("opts");
-    set_progress(opts->options.log, fn, arg, after_ms);
-    return 0;
-  }, -1);
+  return set_on(opts, [&](auto& o) { set_progress(o.options.log, fn, arg, after_ms); });
 }
 int minicriu_dump_opts_set_ghost_limit(minicriu_dump_opts* opts, const char* size) {
-  return guarded([&]() -> int {
-    if (!opts) return bad_argument("opts");
-    opts->options.ghost_limit = size ? size : "";
-    return 0;
-  }, -1);
+  return set_on(opts, [&](auto& o) { o.options.ghost_limit = size ? size : ""; });
 }
 int minicriu_dump_opts_set_page_server(minicriu_dump_opts* opts, const char* host_port) {
-  return guarded([&]() -> int {
-    if (!opts) return bad_argument("opts");
-    opts->options.page_server = host_port ? host_port : "";
-    return 0;
-  }, -1);
+  return set_on(opts, [&](auto& o) { o.options.page_server = host_port ? host_port : ""; });
 }
 int minicriu_dump_opts_add_ghost_policy(minicriu_dump_opts* opts, const char* rule) {
   return guarded([&]() -> int {
@@ -162,25 +149,13 @@ int minicriu_dump_opts_add_ghost_policy(minicriu_dump_opts* opts, const char* ru
   }, -1);
 }
 int minicriu_dump_opts_set_ext_unix_sk(minicriu_dump_opts* opts, int on) {
-  return guarded([&]() -> int {
-    if (!opts) return bad_argument("opts");
-    opts->options.ext_unix_sk = on != 0;
-    return 0;
-  }, -1);
+  return set_on(opts, [&](auto& o) { o.options.ext_unix_sk = on != 0; });
 }
 int minicriu_dump_opts_set_shell_job(minicriu_dump_opts* opts, int on) {
-  return guarded([&]() -> int {
-    if (!opts) return bad_argument("opts");
-    opts->options.shell_job = on != 0;
-    return 0;
-  }, -1);
+  return set_on(opts, [&](auto& o) { o.options.shell_job = on != 0; });
 }
 int minicriu_dump_opts_set_ext_pipes(minicriu_dump_opts* opts, int on) {
-  return guarded([&]() -> int {
-    if (!opts) return bad_argument("opts");
-    opts->options.ext_pipes = on != 0;
-    return 0;
-  }, -1);
+  return set_on(opts, [&](auto& o) { o.options.ext_pipes = on != 0; });
 }
 int minicriu_dump_opts_add_external(minicriu_dump_opts* opts, const char* spec) {
   return guarded([&]() -> int {
@@ -209,39 +184,21 @@ int minicriu_dump_opts_set_network_lock(minicriu_dump_opts* opts, const char* mo
   }, -1);
 }
 int minicriu_dump_opts_set_tcp_established(minicriu_dump_opts* opts, int on) {
-  return guarded([&]() -> int {
-    if (!opts) return bad_argument("opts");
-    opts->options.tcp_established = on != 0;
-    return 0;
-  }, -1);
+  return set_on(opts, [&](auto& o) { o.options.tcp_established = on != 0; });
 }
 int minicriu_dump_opts_set_tcp_drop_pending(minicriu_dump_opts* opts, int on) {
-  return guarded([&]() -> int {
-    if (!opts) return bad_argument("opts");
-    opts->options.tcp_drop_pending = on != 0;
-    return 0;
-  }, -1);
+  return set_on(opts, [&](auto& o) { o.options.tcp_drop_pending = on != 0; });
 }
 int minicriu_dump_opts_set_pre_dump(minicriu_dump_opts* opts, int on) {
-  return guarded([&]() -> int {
-    if (!opts) return bad_argument("opts");
-    opts->options.pre_dump = on != 0;
-    return 0;
-  }, -1);
+  return set_on(opts, [&](auto& o) { o.options.pre_dump = on != 0; });
 }
 int minicriu_dump_opts_set_tracking_timeout(minicriu_dump_opts* opts, unsigned timeout_s) {
-  return guarded([&]() -> int {
-    if (!opts) return bad_argument("opts");
-    opts->options.tracking_timeout_s = timeout_s ? timeout_s : minicriu::DumpOptions{}.tracking_timeout_s;
-    return 0;
-  }, -1);
+  return set_on(opts, [&](auto& o) {
+    o.options.tracking_timeout_s = timeout_s ? timeout_s : minicriu::DumpOptions{}.tracking_timeout_s;
+  });
 }
 int minicriu_dump_opts_set_prev_images_dir(minicriu_dump_opts* opts, const char* dir) {
-  return guarded([&]() -> int {
-    if (!opts) return bad_argument("opts");
-    opts->options.prev_images_dir = dir ? dir : "";
-    return 0;
-  }, -1);
+  return set_on(opts, [&](auto& o) { o.options.prev_images_dir = dir ? dir : ""; });
 }
 int minicriu_dump(const minicriu_dump_opts* opts) {
   return guarded([&]() -> int {
@@ -300,33 +257,17 @@ int minicriu_restore_opts_set_cancel(minicriu_restore_opts* opts, minicriu_cance
 }
 
 int minicriu_restore_opts_set_detach(minicriu_restore_opts* opts, int detach) {
-  return guarded([&]() -> int {
-    if (!opts) return bad_argument("opts");
-    opts->options.detach = detach != 0;
-    return 0;
-  }, -1);
+  return set_on(opts, [&](auto& o) { o.options.detach = detach != 0; });
 }
 int minicriu_restore_opts_set_lazy(minicriu_restore_opts* opts, int lazy) {
-  return guarded([&]() -> int {
-    if (!opts) return bad_argument("opts");
-    opts->options.lazy = lazy != 0;
-    return 0;
-  }, -1);
+  return set_on(opts, [&](auto& o) { o.options.lazy = lazy != 0; });
 }
 int minicriu_restore_opts_set_log(minicriu_restore_opts* opts, int level, minicriu_log_fn fn, void* arg) {
-  return guarded([&]() -> int {
-    if (!opts) return bad_argument("opts");
-    set_log(opts->options.log, level, fn, arg);
-    return 0;
-  }, -1);
+  return set_on(opts, [&](auto& o) { set_log(o.options.log, level, fn, arg); });
 }
 int minicriu_restore_opts_set_progress(minicriu_restore_opts* opts, minicriu_progress_fn fn, void* arg,
                                        unsigned after_ms) {
-  return guarded([&]() -> int {
-    if (!opts) return bad_argument("opts");
-    set_progress(opts->options.log, fn, arg, after_ms);
-    return 0;
-  }, -1);
+  return set_on(opts, [&](auto& o) { set_progress(o.options.log, fn, arg, after_ms); });
 }
 int minicriu_restore_opts_set_ghost_dir(minicriu_restore_opts* opts, const char* dir) {
   return guarded([&]() -> int {
@@ -336,11 +277,7 @@ int minicriu_restore_opts_set_ghost_dir(minicriu_restore_opts* opts, const char*
   }, -1);
 }
 int minicriu_restore_opts_set_page_server(minicriu_restore_opts* opts, const char* host_port) {
-  return guarded([&]() -> int {
-    if (!opts) return bad_argument("opts");
-    opts->options.page_server = host_port ? host_port : "";
-    return 0;
-  }, -1);
+  return set_on(opts, [&](auto& o) { o.options.page_server = host_port ? host_port : ""; });
 }
 int minicriu_restore_opts_add_inherit_fd(minicriu_restore_opts* opts, const char* spec) {
   return guarded([&]() -> int {
