@@ -67,6 +67,15 @@ void restore_and_check(pid_t pid, const std::string& images, const TempDir& dir)
   EXPECT_EQ(wait_pid(pid).value_or(-1), 0) << read_text(dir / "generations.log");
 }
 
+// The final dump against prev (relative to dir), which kills the program:
+// it must succeed and the program be gone by it.
+void final_dump(Program& p, const std::string& dir, const std::string& prev) {
+  auto r = run_minicriu({"dump", "-t", std::to_string(p.pid()), "-D", dir, "--prev-images-dir", prev});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(p.wait_exit().value_or(-1), 128 + SIGKILL);
+  p.forget();
+}
+
 }  // namespace
 
 TEST(PreDump, PreDumpThenFinalDumpSavesOnlyWhatWasWrittenAndRestoresEveryGeneration) {
@@ -122,10 +131,7 @@ TEST(PreDump, AChainOfThreeRestoredTwice) {
   EXPECT_LT(pre_dump_pages(d2), 8192u / 2);
   let_it_write();
   pid_t pid = p.pid();
-  auto r = run_minicriu({"dump", "-t", std::to_string(pid), "-D", d3, "--prev-images-dir", "../2"});
-  ASSERT_EQ(r.status, 0) << r.output;
-  EXPECT_EQ(p.wait_exit().value_or(-1), 128 + SIGKILL);
-  p.forget();
+  ASSERT_NO_FATAL_FAILURE(final_dump(p, d3, "../2"));
   // show tells the chain.
   auto shown = run_minicriu({"show", "-D", d3});
   EXPECT_NE(shown.output.find("parent images: ../2"), std::string::npos) << shown.output;
@@ -300,10 +306,7 @@ TEST(PreDump, AChainOfALargeProcessReadByThreadsRestoresEveryGeneration) {
   ASSERT_NO_FATAL_FAILURE(pre_dump(p, d1));
   let_it_write();
   pid_t pid = p.pid();
-  auto r = run_minicriu({"dump", "-t", std::to_string(pid), "-D", d2, "--prev-images-dir", "../1"});
-  ASSERT_EQ(r.status, 0) << r.output;
-  EXPECT_EQ(p.wait_exit().value_or(-1), 128 + SIGKILL);
-  p.forget();
+  ASSERT_NO_FATAL_FAILURE(final_dump(p, d2, "../1"));
   EXPECT_GT(parent_pages(d2), 32768u);
   EXPECT_GT(own_pages(d2), 0u);
   ASSERT_NO_FATAL_FAILURE(restore_and_check(pid, d2, dir));
