@@ -753,10 +753,10 @@ Status Dumper::pre_arm_background() {
       TRY(parasite.start());
       auto uffd = parasite.make_uffd(uffd_dev(), candidates, ParasiteSession::UffdMode::prearm);
       TRY(parasite.cure());
-      if (!uffd) {
-        log_.info("pid {}: not armed before the freeze ({}): armed frozen", proc.pid, uffd.error().what());
-        continue;
-      }
+      // As when armed frozen (register_background): no userfaultfd, no dump.
+      if (!uffd)
+        return std::unexpected(uffd.error().context(
+            fmt::format("pid {}: write-protecting its memory for a background dump", proc.pid)));
       Made m{proc.pid, std::move(uffd->fd), {}};
       for (size_t i = 0; i < candidates.size(); i++)
         if (uffd->status[i] == 0) m.ranges.push_back(candidates[i]);

@@ -217,21 +217,23 @@ TEST(FaultWalk, MalformedFaultSpecsInjectNothing) {
   expect_intact(p);
 }
 
-TEST(FaultWalk, EveryDumpStepFailsCleanly) {
-  auto t0 = Clock::now();
-  TempDir dir;
-  std::string images = images_dir(dir);
-  Program p("faultwalk", dir);
-  ASSERT_TRUE(p.wait_ready());
+// Every step of a dump of the faultwalk tree with mode (options after -R for
+// the count run and each failed dump: {} a killing dump, {"-R",
+// "--background"} a background one) fails in one line and leaves the tree
+// as it was, every holding of every process, no file, no table.
+void walk_dump_steps(Program& p, const TempDir& dir, const std::string& images, const std::vector<std::string>& mode,
+                     unsigned& round) {
   pid_t root = p.pid();
   std::vector<pid_t> pids = tree_of(root);
   ASSERT_EQ(pids.size(), 2u);
   std::map<pid_t, Holdings> before;
   for (pid_t pid : pids) before[pid] = holdings_of(pid);
-  std::vector<std::string> dump = {"dump", "-t", std::to_string(root), "-D", images};
+  auto t0 = Clock::now();
+  std::vector<std::string> dump = concat({"dump", "-t", std::to_string(root), "-D", images}, mode);
 
   // The count run leaves the tree running and its images, which go.
-  auto counted = run(concat(fault_env("count"), concat(dump, {"-R", "-v"})));
+  auto counted = run(concat(fault_env("count"), concat(dump, mode.empty() ? std::vector<std::string>{"-R", "-v"}
+                                                                          : std::vector<std::string>{"-v"})));
   ASSERT_EQ(counted.status, 0) << counted.output;
   StepCounts counts = parse_counts(counted.output);
   ASSERT_FALSE(counts.empty()) << counted.output;
@@ -240,7 +242,6 @@ TEST(FaultWalk, EveryDumpStepFailsCleanly) {
   // it back.
   for (auto& f : std::filesystem::directory_iterator(dir.path()))
     if (f.path().filename().string().starts_with(".minicriu-link-")) std::filesystem::remove(f.path());
-  unsigned round = 0;
   ASSERT_EQ(self_check(root, dir, round), "") << p.log();
   std::set<std::string> files_before = files_under(dir.path());
 
@@ -269,10 +270,23 @@ TEST(FaultWalk, EveryDumpStepFailsCleanly) {
     }
   }
   double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-  std::printf("[ fault walk ] dump: %zu steps, %llu occurrences, %zu walked, %zu problem(s), %.1f s\n",
-              counts.size(), static_cast<unsigned long long>(occurrences(counts)), plan.size(), problems.count,
+  std::printf("[ fault walk ] dump%s: %zu steps, %llu occurrences, %zu walked, %zu problem(s), %.1f s\n",
+              mode.empty() ? "" : " --background", counts.size(), static_cast<unsigned long long>(occurrences(counts)), plan.size(), problems.count,
               secs);
   EXPECT_EQ(problems.count, 0u) << problems.report;
+
+}
+
+TEST(FaultWalk, EveryDumpStepFailsCleanly) {
+  TempDir dir;
+  std::string images = images_dir(dir);
+  Program p("faultwalk", dir);
+  ASSERT_TRUE(p.wait_ready());
+  pid_t root = p.pid();
+  std::vector<pid_t> pids = tree_of(root);
+  unsigned round = 0;
+  ASSERT_NO_FATAL_FAILURE(walk_dump_steps(p, dir, images, {}, round));
+  std::vector<std::string> dump = {"dump", "-t", std::to_string(root), "-D", images};
 
   // And for real: the tree dies only now, and comes back whole.
   auto r = run_minicriu(dump);
@@ -286,6 +300,17 @@ TEST(FaultWalk, EveryDumpStepFailsCleanly) {
   EXPECT_EQ(self_check(root, dir, round), "") << read_text(dir / "faultwalk.log");
   ::kill(root, SIGUSR1);
   EXPECT_EQ(wait_pid(root).value_or(-1), 0) << read_text(dir / "faultwalk.log");
+}
+
+// The same for a background dump: its short stop before the freeze, its
+// arming with the tree running, the freeze, the copy after the release.
+TEST(FaultWalk, EveryBackgroundDumpStepFailsCleanly) {
+  TempDir dir;
+  std::string images = images_dir(dir);
+  Program p("faultwalk", dir);
+  ASSERT_TRUE(p.wait_ready());
+  unsigned round = 0;
+  ASSERT_NO_FATAL_FAILURE(walk_dump_steps(p, dir, images, {"-R", "--background"}, round));
 }
 
 TEST(FaultWalk, EveryRestoreStepFailsCleanly) {
