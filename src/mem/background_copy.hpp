@@ -11,6 +11,9 @@
 // a page that the application discarded, unmapped or moved after the
 // freeze, before it was copied, fails the dump instead of being saved
 // wrong. Closing the userfaultfd lifts every protection left.
+// Armed before the freeze instead (pre_arm, freeze_point, start_copy), the
+// protection and the page list are made with the tree running, and the
+// freeze only takes again what changed meanwhile.
 #pragma once
 
 #include <linux/userfaultfd.h>
@@ -101,12 +104,14 @@ class BackgroundCopy {
 
  private:
   BackgroundCopy(pid_t pid, UniqueFd uffd, PageMap pagemap, const Logger& log);
-  void set_runs(int pages_fd, std::vector<DeferredRun> runs);  // under mu_
+  void set_runs(int pages_fd, std::vector<DeferredRun> runs);  // under mu_ once the handler runs
   [[nodiscard]] Status start_handler();
   [[nodiscard]] Status write_protect(std::span<const RemoteRange> ranges);
   [[nodiscard]] Status zero_page(uint64_t addr);
   [[nodiscard]] Status dispatch(const uffd_msg& m);
-  // After a failure: the writer (or the first toucher) goes on, unanswered.
+  // The writer goes on with the protection lifted (no copy), the first
+  // toucher of a missing page gets a zero page: while arming, and after a
+  // failure (the writer must not wait for a dump that failed).
   [[nodiscard]] Status let_through(const uffd_msg& m);
   struct Chunk {
     size_t run;
