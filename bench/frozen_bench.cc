@@ -9,11 +9,16 @@
 // child (its peak RSS from wait4), images into DIR. After each dump the
 // target checks that all of its pages still agree with its step counter and
 // reports its longest gap; a target that finds a wrong page fails the
-// benchmark.
+// benchmark. Then the images are restored (`restore -d`, the chain's last
+// for a pre-dump), and the restored copy checks every page the same way.
+// Dump GB/s (a full dump's) and restore GB/s are SIZE over the command's
+// wall time, set against the machine's limits measured before each size's
+// runs: memcpy, write() into DIR, first-touch faults of fresh memory.
 //
 //   frozen_bench [SIZES_MIB=256,1024,4096] [RUNS=3] [DIR=/dev/shm] [MODES=full,predump,background]
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -64,6 +69,7 @@ void sleep_ms(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms
 
 struct Run {
   int status = -1;
+  double secs = 0;  // wall time, fork to exit
   std::string output;
   long max_rss_kb = 0;
 };
@@ -71,6 +77,7 @@ struct Run {
 // The CLI, its stdout and stderr into a file; its peak RSS.
 Run minicriu(const std::vector<std::string>& args, const std::string& log) {
   std::string bin = (kBuild / "minicriu").string();
+  auto t0 = Clock::now();
   pid_t pid = fork();
   if (pid == 0) {
     int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -86,6 +93,7 @@ Run minicriu(const std::vector<std::string>& args, const std::string& log) {
   int status = 0;
   rusage ru{};
   wait4(pid, &status, 0, &ru);
+  r.secs = std::chrono::duration<double>(Clock::now() - t0).count();
   r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   r.output = slurp(log);
   r.max_rss_kb = ru.ru_maxrss;
@@ -150,8 +158,65 @@ double stop_target(Target& t) {
 }
 
 struct Figures {
-  std::vector<double> app_gap_ms, frozen_s, rss_mib;
+  std::vector<double> app_gap_ms, frozen_s, rss_mib, dump_gbs, restore_gbs;
 };
+
+std::string fmt_gbs(double v, double limit) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.2f (%.2f)", v, limit > 0 ? v / limit : 0);
+  return buf;
+}
+
+double gbs(size_t bytes, double secs) { return secs > 0 ? static_cast<double>(bytes) / secs / 1e9 : 0; }
+
+// The machine's limits for bytes, now: memcpy, write() of a file in dir,
+// first touch of fresh anonymous memory (a fault per page), in GB/s.
+struct Limits {
+  double memcpy_gbs = 0, write_gbs = 0, touch_gbs = 0;
+};
+
+Limits measure_limits(size_t bytes, const std::string& dir) {
+  Limits l;
+  std::vector<char> a(bytes, 1), b(bytes);
+  auto t0 = Clock::now();
+  std::memcpy(b.data(), a.data(), bytes);
+  l.memcpy_gbs = gbs(bytes, std::chrono::duration<double>(Clock::now() - t0).count());
+  std::string file = dir + "/frozen_bench.limit";
+  int fd = open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  t0 = Clock::now();
+  for (size_t off = 0; off < bytes;) {
+    ssize_t n = write(fd, a.data() + off, std::min<size_t>(bytes - off, 1 << 20));
+    if (n <= 0) break;
+    off += static_cast<size_t>(n);
+  }
+  l.write_gbs = gbs(bytes, std::chrono::duration<double>(Clock::now() - t0).count());
+  close(fd);
+  fs::remove(file);
+  void* m = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  t0 = Clock::now();
+  for (size_t off = 0; off < bytes; off += 4096) static_cast<volatile char*>(m)[off] = 1;
+  l.touch_gbs = gbs(bytes, std::chrono::duration<double>(Clock::now() - t0).count());
+  munmap(m, bytes);
+  return l;
+}
+
+// The images restored (detached) where the target was; the restored copy
+// checks every page and exits 0. The restore's wall time, or -1.
+double restore_and_check(const std::string& images, const std::string& log, pid_t pid) {
+  Run r = minicriu({"restore", "-d", "-D", images}, log);
+  if (r.status != 0) {
+    std::fprintf(stderr, "restore failed:\n%s\n", r.output.c_str());
+    return -1;
+  }
+  sleep_ms(300);  // at work again
+  kill(pid, SIGUSR1);
+  int status = 0;
+  if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    std::fprintf(stderr, "the restored target failed its check (status %#x)\n", status);
+    return -1;
+  }
+  return r.secs;
+}
 
 }  // namespace
 
@@ -164,8 +229,10 @@ int main(int argc, char** argv) {
   std::string images = dir + "/frozen_bench.images";
   std::string log = dir + "/frozen_bench.log";
   std::map<std::pair<std::string, std::string>, Figures> figures;
+  std::map<std::string, Limits> limits;
   for (auto& size : sizes) {
     size_t mib = std::strtoul(size.c_str(), nullptr, 10);
+    limits[size] = measure_limits(mib << 20, dir);
     for (int r = 0; r < runs; r++) {
       for (auto& mode : modes) {
         fs::remove_all(images);
@@ -204,6 +271,10 @@ int main(int argc, char** argv) {
         f.app_gap_ms.push_back(gap);
         f.frozen_s.push_back(frozen_of(d.output));
         f.rss_mib.push_back(static_cast<double>(d.max_rss_kb) / 1024);
+        if (mode == "full") f.dump_gbs.push_back(gbs(mib << 20, d.secs));
+        double restored = restore_and_check(mode == "predump" ? images + "/2" : images, log, t.pid);
+        if (restored < 0) return 1;
+        f.restore_gbs.push_back(gbs(mib << 20, restored));
         std::fprintf(stderr, "%s MiB %s run %d: the application saw %.1f ms, minicriu says frozen %.3f s, peak RSS %.1f MiB\n",
                      size.c_str(), mode.c_str(), r + 1, gap, frozen_of(d.output), static_cast<double>(d.max_rss_kb) / 1024);
         fs::remove_all(images);
@@ -212,14 +283,24 @@ int main(int argc, char** argv) {
       }
     }
   }
-  std::printf("| memory | mode | longest pause the application saw | minicriu's frozen (last dump) | minicriu peak RSS |\n");
-  std::printf("|---|---|---|---|---|\n");
+  std::printf("| memory | mode | longest pause the application saw | minicriu's frozen (last dump) | dump GB/s "
+              "(/ write) | restore GB/s (/ first touch) | minicriu peak RSS |\n");
+  std::printf("|---|---|---|---|---|---|---|\n");
   for (auto& size : sizes)
     for (auto& mode : modes) {
       auto& f = figures[{size, mode}];
-      std::printf("| %s MiB | %s | %.1f ms | %.3f s | %.1f MiB |\n", size.c_str(), mode.c_str(), median(f.app_gap_ms),
-                  median(f.frozen_s), median(f.rss_mib));
+      auto& l = limits[size];
+      std::string dump = f.dump_gbs.empty()
+                             ? "-"
+                             : fmt_gbs(median(f.dump_gbs), l.write_gbs);
+      std::printf("| %s MiB | %s | %.1f ms | %.3f s | %s | %s | %.1f MiB |\n", size.c_str(), mode.c_str(),
+                  median(f.app_gap_ms), median(f.frozen_s), dump.c_str(),
+                  fmt_gbs(median(f.restore_gbs), l.touch_gbs).c_str(), median(f.rss_mib));
     }
+  std::printf("\n| memory | memcpy | write() into %s | first touch |\n|---|---|---|---|\n", dir.c_str());
+  for (auto& size : sizes)
+    std::printf("| %s MiB | %.2f GB/s | %.2f GB/s | %.2f GB/s |\n", size.c_str(), limits[size].memcpy_gbs,
+                limits[size].write_gbs, limits[size].touch_gbs);
   fs::remove(log);
   fs::remove(dir + "/frozen_bench.ready");
   fs::remove(dir + "/frozen_bench.target.log");
