@@ -112,6 +112,23 @@ AddressRuns coalesced(AddressRuns runs) {
 Result<AddressRuns> BackgroundCopy::freeze_point() {
   AddressRuns touched;
   {
+    // What the kernel queued before the freeze (a MADV_DONTNEED's remove
+    // event lets its thread go on, and stop, once it is read) is answered
+    // as while arming: the handler's batch in hand first, then the rest.
+    std::lock_guard reading(read_mu_);
+    for (uffd_msg m; ::read(uffd_.get(), &m, sizeof(m)) == static_cast<ssize_t>(sizeof(m));) {
+      bool failed;
+      {
+        std::lock_guard lock(error_mu_);
+        failed = !error_;
+      }
+      Status st = failed ? let_through(m) : dispatch(m);
+      if (!st) {
+        if (auto again = let_through(m); !again) log_.warn("{}", again.error().what());
+        std::lock_guard lock(error_mu_);
+        if (error_) error_ = std::move(st);
+      }
+    }
     std::lock_guard lock(mu_);
     mode_ = Mode::frozen;
     touched.swap(touched_);
@@ -324,6 +341,9 @@ void BackgroundCopy::handle_faults() {
       if (fds[0].revents & (POLLERR | POLLHUP)) return;
       continue;
     }
+    // Read and answered under read_mu_: freeze_point finds no message read
+    // and not yet answered.
+    std::lock_guard reading(read_mu_);
     uffd_msg msgs[16];
     ssize_t got = ::read(uffd_.get(), msgs, sizeof(msgs));
     if (got < 0) {

@@ -136,6 +136,7 @@ class BackgroundCopy {
   uint64_t total_pages_ = 0;
   PageMap pagemap_;
   Logger log_;
+  std::mutex read_mu_;  // a read of the userfaultfd and the answers to what it brought
   std::mutex mu_;
   std::vector<bool> copied_;  // per page of runs_, under mu_
   UniqueFd stop_;             // eventfd: the handler ends
