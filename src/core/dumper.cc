@@ -1030,7 +1030,10 @@ Result<DumpStats> Dumper::run() {
   if (options_.commit_gate && !options_.leave_running) TRY(refuse_destructive());
   if (options_.leave_running) TRY(release_running(*tree));
   if (options_.leave_running) TRY(check_early_maps());
-  if (options_.background) TRY(copy_background());
+  if (options_.background) {
+    TRY(fault_point("dump/copy"));
+    TRY(copy_background());
+  }
   TRY(write_images(tree->root()));
   TRY(upload_images());
   // Every image is synced; the tree dies (or its images stay) only on the

@@ -20,6 +20,21 @@ namespace {
 
 constexpr uint64_t kChunkPages = 256;  // 1 MiB: a worker's buffer, one read and one write
 
+// While a remove event (MADV_DONTNEED) waits to be read, the kernel answers
+// UFFDIO_WRITEPROTECT and UFFDIO_ZEROPAGE with EAGAIN (mmap_changing). The
+// thread that reads the userfaultfd must not retry in place, or it never
+// reads the event: there (t_defer), an EAGAIN only marks the message
+// (t_deferred), to be answered again after the next read.
+thread_local bool t_defer = false;
+thread_local bool t_deferred = false;
+
+// An EAGAIN of an answer: retried in place, or left for later by the reader.
+bool answer_again() {
+  if (!t_defer) return true;
+  t_deferred = true;
+  return false;
+}
+
 }  // namespace
 
 BackgroundCopy::BackgroundCopy(pid_t pid, UniqueFd uffd, PageMap pagemap, const Logger& log)
@@ -40,6 +55,7 @@ void BackgroundCopy::set_runs(int pages_fd, std::vector<DeferredRun> runs) {
 Status BackgroundCopy::start_handler() {
   stop_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!stop_) return fail_errno("eventfd for the background copy");
+  copier_ = std::thread([this] { copy_writes(); });
   handler_ = std::thread([this] { handle_faults(); });
   return {};
 }
@@ -116,7 +132,10 @@ Result<AddressRuns> BackgroundCopy::freeze_point() {
     // event lets its thread go on, and stop, once it is read) is answered
     // as while arming: the handler's batch in hand first, then the rest.
     std::lock_guard reading(read_mu_);
-    for (uffd_msg m; ::read(uffd_.get(), &m, sizeof(m)) == static_cast<ssize_t>(sizeof(m));) {
+    std::vector<uffd_msg> queued;
+    for (uffd_msg m; ::read(uffd_.get(), &m, sizeof(m)) == static_cast<ssize_t>(sizeof(m));) queued.push_back(m);
+    // All read first (an answer may wait for an event behind it), then answered.
+    for (auto& m : queued) {
       bool failed;
       {
         std::lock_guard lock(error_mu_);
@@ -202,6 +221,14 @@ void BackgroundCopy::stop_handler() {
     }
     handler_.join();
   }
+  if (copier_.joinable()) {
+    {
+      std::lock_guard lock(queue_mu_);
+      copier_stop_ = true;
+    }
+    queue_cv_.notify_one();
+    copier_.join();
+  }
   // Every protection goes with the last reference; waiting writers wake.
   uffd_.reset();
 }
@@ -259,7 +286,11 @@ Status BackgroundCopy::unprotect(uint64_t start, uint64_t len) {
   wp.mode = 0;  // lift it, and wake who waits on it
   for (;;) {
     if (::ioctl(uffd_.get(), UFFDIO_WRITEPROTECT, &wp) == 0) return {};
-    if (errno == EINTR || errno == EAGAIN) continue;
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN) {
+      if (answer_again()) continue;
+      return {};
+    }
     // Unmapped meanwhile: nothing left to lift there.
     if (errno == ENOENT || errno == ESRCH) return {};
     return failf_errno("pid {}: cannot lift the write protection of {:#x}-{:#x}", pid_, start, start + len);
@@ -317,6 +348,15 @@ Status BackgroundCopy::handle_fault(uint64_t addr) {
       uint64_t i = first_index_[run] + index;
       if (!copied_[i]) {
         TRY(read_remote(addr, page, kPageSize));
+        // Still protected after the read: what was read is the freeze's
+        // (a page discarded meanwhile reads as a zero page).
+        std::vector<std::pair<uint64_t, uint64_t>> changed;
+        TRY(pagemap_.unprotected(addr, addr + kPageSize, changed));
+        if (!changed.empty())
+          return failf("pid {}: its page at {:#x} was discarded, unmapped or moved after the freeze, before the "
+                       "background copy reached it (madvise, munmap, mremap): the checkpoint cannot be "
+                       "consistent; dump again, or without --background",
+                       pid_, addr);
         copied_[i] = true;
         copy = true;
       }
@@ -331,19 +371,39 @@ Status BackgroundCopy::handle_fault(uint64_t addr) {
 }
 
 void BackgroundCopy::handle_faults() {
+  t_defer = true;
   pollfd fds[2] = {{uffd_.get(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};
   bool failed = false;
+  std::vector<uffd_msg> later;  // answers the kernel refused for now (EAGAIN)
+  auto answer = [&](const uffd_msg& m) {
+    t_deferred = false;
+    Status st = failed ? let_through(m) : dispatch(m);
+    if (!st) {
+      // The dump fails; the writer must not wait for it.
+      {
+        std::lock_guard lock(error_mu_);
+        if (error_) error_ = std::move(st);
+      }
+      failed = true;
+      t_deferred = false;
+      if (auto again = let_through(m); !again) log_.warn("{}", again.error().what());
+    }
+    if (t_deferred) later.push_back(m);
+  };
   for (;;) {
-    int n = ::poll(fds, 2, -1);
+    int n = ::poll(fds, 2, later.empty() ? -1 : 1);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 || (fds[1].revents & POLLIN)) return;
+    // Read and answered under read_mu_: freeze_point finds no message read
+    // and not yet answered.
+    std::lock_guard reading(read_mu_);
+    std::vector<uffd_msg> again;
+    again.swap(later);
+    for (auto& m : again) answer(m);
     if (!(fds[0].revents & POLLIN)) {
       if (fds[0].revents & (POLLERR | POLLHUP)) return;
       continue;
     }
-    // Read and answered under read_mu_: freeze_point finds no message read
-    // and not yet answered.
-    std::lock_guard reading(read_mu_);
     uffd_msg msgs[16];
     ssize_t got = ::read(uffd_.get(), msgs, sizeof(msgs));
     if (got < 0) {
@@ -352,18 +412,7 @@ void BackgroundCopy::handle_faults() {
       if (error_) error_ = failf_errno("pid {}: reading its userfaultfd", pid_);
       return;
     }
-    for (size_t i = 0; i < static_cast<size_t>(got) / sizeof(uffd_msg); i++) {
-      Status st = failed ? let_through(msgs[i]) : dispatch(msgs[i]);
-      if (!st) {
-        // The dump fails; the writer must not wait for it.
-        {
-          std::lock_guard lock(error_mu_);
-          if (error_) error_ = std::move(st);
-        }
-        failed = true;
-        if (auto again = let_through(msgs[i]); !again) log_.warn("{}", again.error().what());
-      }
-    }
+    for (size_t i = 0; i < static_cast<size_t>(got) / sizeof(uffd_msg); i++) answer(msgs[i]);
   }
 }
 
@@ -380,7 +429,11 @@ Status BackgroundCopy::zero_page(uint64_t addr) {
   z.range.len = kPageSize;
   for (;;) {
     if (::ioctl(uffd_.get(), UFFDIO_ZEROPAGE, &z) == 0) return {};
-    if (errno == EINTR || errno == EAGAIN) continue;
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN) {
+      if (answer_again()) continue;
+      return {};
+    }
     if (errno == EEXIST) {
       // Filled meanwhile: the waiter only needs waking.
       uffdio_range r{addr, kPageSize};
@@ -398,35 +451,75 @@ Status BackgroundCopy::let_through(const uffd_msg& m) {
 }
 
 Status BackgroundCopy::dispatch(const uffd_msg& m) {
-  std::unique_lock lock(mu_);
-  if (mode_ != Mode::copying) {
-    if (m.event == UFFD_EVENT_REMOVE) {
-      if (mode_ == Mode::arming) touched_.emplace_back(m.arg.remove.start, m.arg.remove.end);
-      return {};
-    }
-    if (m.event != UFFD_EVENT_PAGEFAULT) return {};
-    uint64_t addr = fault_page(m);
-    if (mode_ == Mode::arming) {
+  if (mode_.load() == Mode::arming) {
+    std::lock_guard lock(mu_);
+    if (mode_.load() == Mode::arming) {
       // Noted and let through under the lock: freeze_point sees every page
       // whose protection was lifted, or its fault is still to come.
-      touched_.emplace_back(addr, addr + kPageSize);
+      if (m.event == UFFD_EVENT_REMOVE) {
+        touched_.emplace_back(m.arg.remove.start, m.arg.remove.end);
+        return {};
+      }
+      if (m.event != UFFD_EVENT_PAGEFAULT) return {};
+      touched_.emplace_back(fault_page(m), fault_page(m) + kPageSize);
       return let_through(m);
     }
-    // Frozen, the runs not known yet: only the dump's own work writes now
-    // (rseq, remote syscalls); the page is kept as it was at the freeze.
-    if (is_wp_fault(m) && !frozen_copies_.count(addr)) {
-      std::vector<char> page(kPageSize);
-      TRY(read_remote(addr, page.data(), kPageSize));
-      frozen_copies_.emplace(addr, std::move(page));
-    }
-    return let_through(m);
   }
-  lock.unlock();
   if (m.event != UFFD_EVENT_PAGEFAULT) return {};
-  // A page missing at the freeze (its first touch since): no part of the
-  // checkpoint. A page of the freeze discarded since fails its chunk's check.
+  // A page missing at the freeze (its first touch since: no part of the
+  // checkpoint), or one of the freeze discarded since (its copy's check
+  // refuses it): answered at once, never behind a read, for our own reads of
+  // such a page wait for this answer.
   if (!is_wp_fault(m)) return zero_page(fault_page(m));
-  return handle_fault(fault_page(m));
+  // A write to a page of the freeze: the copier copies it first.
+  {
+    std::lock_guard lock(queue_mu_);
+    queue_.push_back(fault_page(m));
+  }
+  queue_cv_.notify_one();
+  return {};
+}
+
+void BackgroundCopy::copy_writes() {
+  bool failed = false;
+  for (;;) {
+    uint64_t addr;
+    {
+      std::unique_lock lock(queue_mu_);
+      queue_cv_.wait(lock, [&] { return copier_stop_ || !queue_.empty(); });
+      if (queue_.empty()) return;
+      addr = queue_.front();
+      queue_.pop_front();
+    }
+    Status st = failed ? unprotect(addr, kPageSize) : copy_write(addr);
+    if (!st) {
+      // The dump fails; the writer must not wait for it.
+      {
+        std::lock_guard lock(error_mu_);
+        if (error_) error_ = std::move(st);
+      }
+      failed = true;
+      if (auto again = unprotect(addr, kPageSize); !again) log_.warn("{}", again.error().what());
+    }
+  }
+}
+
+Status BackgroundCopy::copy_write(uint64_t addr) {
+  {
+    std::unique_lock lock(mu_);
+    if (mode_.load() == Mode::frozen) {
+      // The runs not known yet: only the dump's own work writes now (rseq,
+      // remote syscalls); the page is kept as it was at the freeze.
+      if (!frozen_copies_.count(addr)) {
+        std::vector<char> page(kPageSize);
+        TRY(read_remote(addr, page.data(), kPageSize));
+        frozen_copies_.emplace(addr, std::move(page));
+      }
+      lock.unlock();
+      return unprotect(addr, kPageSize);
+    }
+  }
+  return handle_fault(addr);
 }
 
 void BackgroundCopy::chunks(std::vector<std::pair<BackgroundCopy*, Chunk>>& out) const {

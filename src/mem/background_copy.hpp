@@ -20,6 +20,8 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <deque>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -109,6 +111,11 @@ class BackgroundCopy {
   [[nodiscard]] Status write_protect(std::span<const RemoteRange> ranges);
   [[nodiscard]] Status zero_page(uint64_t addr);
   [[nodiscard]] Status dispatch(const uffd_msg& m);
+  // The copier thread: each write fault's page copied (or kept, frozen)
+  // before its protection is lifted. Never the handler's work: a read of a
+  // page discarded meanwhile waits for the handler's answer (a zero page).
+  void copy_writes();
+  [[nodiscard]] Status copy_write(uint64_t addr);
   // The writer goes on with the protection lifted (no copy), the first
   // toucher of a missing page gets a zero page: while arming, and after a
   // failure (the writer must not wait for a dump that failed).
@@ -148,7 +155,13 @@ class BackgroundCopy {
   // noted while arming, the pages copied between freeze_point and
   // start_copy, the pages present when armed, the registered ranges.
   enum class Mode { arming, frozen, copying };
-  Mode mode_ = Mode::copying;
+  std::atomic<Mode> mode_{Mode::copying};  // changed under mu_
+  // Write faults for the copier, in order.
+  std::thread copier_;
+  std::mutex queue_mu_;
+  std::condition_variable queue_cv_;
+  std::deque<uint64_t> queue_;
+  bool copier_stop_ = false;
   AddressRuns touched_;
   std::map<uint64_t, std::vector<char>> frozen_copies_;
   AddressRuns present_;
