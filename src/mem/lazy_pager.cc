@@ -1,6 +1,5 @@
 #include "mem/lazy_pager.hpp"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
@@ -14,13 +13,13 @@
 
 #include <algorithm>
 #include <cstring>
-#include <fstream>
 #include <set>
 #include <sstream>
 
 #include "base/fault.hpp"
 #include "base/fd_passing.hpp"
 #include "base/page.hpp"
+#include "proc/proc_parse.hpp"
 
 namespace minicriu {
 
@@ -61,20 +60,6 @@ MissingMap::iterator containing(MissingMap& m, uint64_t addr) {
   if (it == m.begin()) return m.end();
   --it;
   return addr < it->second.end ? it : m.end();
-}
-
-std::vector<pid_t> children_of(pid_t pid) {
-  std::vector<pid_t> out;
-  DIR* d = ::opendir(fmt::format("/proc/{}/task", pid).c_str());
-  if (!d) return out;
-  while (dirent* e = ::readdir(d)) {
-    if (e->d_name[0] == '.') continue;
-    std::ifstream in(fmt::format("/proc/{}/task/{}/children", pid, e->d_name));
-    pid_t c;
-    while (in >> c) out.push_back(c);
-  }
-  ::closedir(d);
-  return out;
 }
 
 enum class Copied { ok, again, gone, no_vma };
@@ -523,7 +508,7 @@ void LazyPager::kill_tree(const Error& why) {
       pid_t p = todo.back();
       todo.pop_back();
       if (!all.insert(p).second) continue;
-      for (pid_t c : children_of(p)) todo.push_back(c);
+      for (pid_t c : proc::children_of(p)) todo.push_back(c);
     }
     for (pid_t p : all) ::kill(p, SIGKILL);
   }

@@ -155,13 +155,7 @@ std::vector<std::string> compared_flags(const proc::MapsEntry& m) {
 void descendants(pid_t pid, std::vector<pid_t>& out, int depth) {
   out.push_back(pid);
   if (depth > 64) return;
-  auto tids = proc::list_numeric_dir(proc::pid_path(pid, "task"));
-  if (!tids) return;
-  for (auto tid : *tids) {
-    auto text = proc::read_file(proc::pid_path(pid, fmt::format("task/{}/children", tid)));
-    if (!text) continue;
-    for (pid_t child : proc::parse_pid_list(*text)) descendants(child, out, depth + 1);
-  }
+  for (pid_t child : proc::children_of(pid)) descendants(child, out, depth + 1);
 }
 
 }  // namespace

@@ -231,6 +231,16 @@ Result<std::vector<int>> list_numeric_dir(const std::string& path) {
   return out;
 }
 
+std::vector<pid_t> children_of(pid_t pid) {
+  std::vector<pid_t> out;
+  auto tids = list_numeric_dir(pid_path(pid, "task"));
+  if (!tids) return out;
+  for (int tid : *tids)
+    if (auto text = read_file(pid_path(pid, fmt::format("task/{}/children", tid))))
+      for (pid_t c : parse_pid_list(*text)) out.push_back(c);
+  return out;
+}
+
 std::string comm_of(pid_t pid) {
   auto comm = read_file(pid_path(pid, "comm"));
   return comm ? comm->substr(0, comm->find('\n')) : "?";

@@ -74,6 +74,9 @@ std::optional<std::string> fdinfo_field(const std::string& fdinfo_text, const st
 std::vector<pid_t> parse_pid_list(const std::string& text);
 // The numeric entries of a /proc directory (task/, fd/), sorted.
 [[nodiscard]] Result<std::vector<int>> list_numeric_dir(const std::string& path);
+// The children of every thread of pid (/proc/PID/task/TID/children), as
+// they are now; none if it is gone.
+std::vector<pid_t> children_of(pid_t pid);
 
 // A process's command name (/proc/PID/comm without its newline), "?" if gone.
 std::string comm_of(pid_t pid);
