@@ -87,29 +87,6 @@ Result<std::unique_ptr<BackgroundCopy>> BackgroundCopy::arm(pid_t pid, UniqueFd 
   return c;
 }
 
-Result<std::unique_ptr<BackgroundCopy>> BackgroundCopy::pre_arm(pid_t pid, UniqueFd uffd,
-                                                                std::span<const RemoteRange> ranges,
-                                                                const Logger& log) {
-  ASSIGN_OR_RETURN(PageMap pagemap, PageMap::open(pid));
-  if (!pagemap.has_scan()) return failf("pid {}: a background dump needs the PAGEMAP_SCAN ioctl (Linux 6.7)", pid);
-  std::unique_ptr<BackgroundCopy> c(new BackgroundCopy(pid, std::move(uffd), std::move(pagemap), log));
-  c->mode_ = Mode::arming;
-  c->ranges_.assign(ranges.begin(), ranges.end());
-  TRY(c->start_handler());
-  TRY(c->write_protect(ranges));
-  // Listed after the protection: a page written meanwhile is noted too.
-  std::vector<PageRegion> regions;
-  for (auto& r : ranges) {
-    regions.clear();
-    TRY(c->pagemap_.scan(r.start.addr(), r.end().addr(), false, regions));
-    for (auto& g : regions) {
-      if (!c->present_.empty() && c->present_.back().second == g.start) c->present_.back().second = g.end;
-      else c->present_.emplace_back(g.start, g.end);
-    }
-  }
-  return c;
-}
-
 namespace {
 
 // Sorted, overlapping and adjacent runs joined.
@@ -125,6 +102,29 @@ AddressRuns coalesced(AddressRuns runs) {
 
 }  // namespace
 
+Result<std::unique_ptr<BackgroundCopy>> BackgroundCopy::pre_arm(pid_t pid, UniqueFd uffd,
+                                                                std::span<const RemoteRange> ranges,
+                                                                const Logger& log) {
+  ASSIGN_OR_RETURN(PageMap pagemap, PageMap::open(pid));
+  if (!pagemap.has_scan()) return failf("pid {}: a background dump needs the PAGEMAP_SCAN ioctl (Linux 6.7)", pid);
+  std::unique_ptr<BackgroundCopy> c(new BackgroundCopy(pid, std::move(uffd), std::move(pagemap), log));
+  c->mode_ = Mode::arming;
+  c->ranges_.assign(ranges.begin(), ranges.end());
+  TRY(c->start_handler());
+  TRY(c->write_protect(ranges));
+  // Listed after the protection: a page written meanwhile is noted too.
+  std::vector<PageRegion> regions;
+  AddressRuns present;
+  for (auto& r : ranges) {
+    regions.clear();
+    TRY(c->pagemap_.scan(r.start.addr(), r.end().addr(), false, regions));
+    for (auto& g : regions) present.emplace_back(g.start, g.end);
+  }
+  c->present_ = coalesced(std::move(present));
+  return c;
+}
+
+
 Result<AddressRuns> BackgroundCopy::freeze_point() {
   AddressRuns touched;
   {
@@ -135,26 +135,15 @@ Result<AddressRuns> BackgroundCopy::freeze_point() {
     std::vector<uffd_msg> queued;
     for (uffd_msg m; ::read(uffd_.get(), &m, sizeof(m)) == static_cast<ssize_t>(sizeof(m));) queued.push_back(m);
     // All read first (an answer may wait for an event behind it), then answered.
-    for (auto& m : queued) {
-      bool failed;
-      {
-        std::lock_guard lock(error_mu_);
-        failed = !error_;
-      }
-      Status st = failed ? let_through(m) : dispatch(m);
-      if (!st) {
-        if (auto again = let_through(m); !again) log_.warn("{}", again.error().what());
-        std::lock_guard lock(error_mu_);
-        if (error_) error_ = std::move(st);
-      }
-    }
+    bool gone_wrong = failed();
+    for (auto& m : queued) answer(m, gone_wrong);
     std::lock_guard lock(mu_);
     mode_ = Mode::frozen;
     touched.swap(touched_);
   }
-  {
+  if (failed()) {
     std::lock_guard lock(error_mu_);
-    if (!error_) return std::unexpected(error_.error());
+    return std::unexpected(error_.error());
   }
   // Only what is ours to protect: the registered ranges.
   AddressRuns clipped;
@@ -297,6 +286,33 @@ Status BackgroundCopy::unprotect(uint64_t start, uint64_t len) {
   }
 }
 
+Status BackgroundCopy::discarded(uint64_t page) const {
+  return failf("pid {}: its page at {:#x} was discarded, unmapped or moved after the freeze, before the "
+               "background copy reached it (madvise, munmap, mremap): the checkpoint cannot be consistent; "
+               "dump again, or without --background",
+               pid_, page);
+}
+
+void BackgroundCopy::note_error(Status st) {
+  std::lock_guard lock(error_mu_);
+  if (error_) error_ = std::move(st);
+}
+
+bool BackgroundCopy::failed() const {
+  std::lock_guard lock(error_mu_);
+  return !error_;
+}
+
+void BackgroundCopy::answer(const uffd_msg& m, bool& failed) {
+  Status st = failed ? let_through(m) : dispatch(m);
+  if (st) return;
+  // The dump fails; the writer must not wait for it.
+  note_error(std::move(st));
+  failed = true;
+  t_deferred = false;
+  if (auto again = let_through(m); !again) log_.warn("{}", again.error().what());
+}
+
 // A worker's chunk: read while protected, then checked still protected
 // (so the read saw the page of the freeze), then claimed page by page
 // against the handler, written, and its protection lifted.
@@ -318,10 +334,7 @@ Status BackgroundCopy::copy_chunk(const Chunk& c, std::vector<char>& buf) {
       if (copied_[base + i]) continue;  // the handler's, copied on a write fault
       uint64_t page = start + i * kPageSize;
       if (!intact(page))
-        return failf("pid {}: its page at {:#x} was discarded, unmapped or moved after the freeze, before the "
-                     "background copy reached it (madvise, munmap, mremap): the checkpoint cannot be "
-                     "consistent; dump again, or without --background",
-                     pid_, page);
+        return discarded(page);
       copied_[base + i] = true;
       if (!mine.empty() && mine.back().second == i) mine.back().second = i + 1;
       else mine.emplace_back(i, i + 1);
@@ -353,10 +366,7 @@ Status BackgroundCopy::handle_fault(uint64_t addr) {
         std::vector<std::pair<uint64_t, uint64_t>> changed;
         TRY(pagemap_.unprotected(addr, addr + kPageSize, changed));
         if (!changed.empty())
-          return failf("pid {}: its page at {:#x} was discarded, unmapped or moved after the freeze, before the "
-                       "background copy reached it (madvise, munmap, mremap): the checkpoint cannot be "
-                       "consistent; dump again, or without --background",
-                       pid_, addr);
+          return discarded(addr);
         copied_[i] = true;
         copy = true;
       }
@@ -375,19 +385,9 @@ void BackgroundCopy::handle_faults() {
   pollfd fds[2] = {{uffd_.get(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};
   bool failed = false;
   std::vector<uffd_msg> later;  // answers the kernel refused for now (EAGAIN)
-  auto answer = [&](const uffd_msg& m) {
+  auto answer_or_later = [&](const uffd_msg& m) {
     t_deferred = false;
-    Status st = failed ? let_through(m) : dispatch(m);
-    if (!st) {
-      // The dump fails; the writer must not wait for it.
-      {
-        std::lock_guard lock(error_mu_);
-        if (error_) error_ = std::move(st);
-      }
-      failed = true;
-      t_deferred = false;
-      if (auto again = let_through(m); !again) log_.warn("{}", again.error().what());
-    }
+    answer(m, failed);
     if (t_deferred) later.push_back(m);
   };
   for (;;) {
@@ -399,7 +399,7 @@ void BackgroundCopy::handle_faults() {
     std::lock_guard reading(read_mu_);
     std::vector<uffd_msg> again;
     again.swap(later);
-    for (auto& m : again) answer(m);
+    for (auto& m : again) answer_or_later(m);
     if (!(fds[0].revents & POLLIN)) {
       if (fds[0].revents & (POLLERR | POLLHUP)) return;
       continue;
@@ -408,11 +408,10 @@ void BackgroundCopy::handle_faults() {
     ssize_t got = ::read(uffd_.get(), msgs, sizeof(msgs));
     if (got < 0) {
       if (errno == EAGAIN || errno == EINTR) continue;
-      std::lock_guard lock(error_mu_);
-      if (error_) error_ = failf_errno("pid {}: reading its userfaultfd", pid_);
+      note_error(failf_errno("pid {}: reading its userfaultfd", pid_));
       return;
     }
-    for (size_t i = 0; i < static_cast<size_t>(got) / sizeof(uffd_msg); i++) answer(msgs[i]);
+    for (size_t i = 0; i < static_cast<size_t>(got) / sizeof(uffd_msg); i++) answer_or_later(msgs[i]);
   }
 }
 
@@ -494,10 +493,7 @@ void BackgroundCopy::copy_writes() {
     Status st = failed ? unprotect(addr, kPageSize) : copy_write(addr);
     if (!st) {
       // The dump fails; the writer must not wait for it.
-      {
-        std::lock_guard lock(error_mu_);
-        if (error_) error_ = std::move(st);
-      }
+      note_error(std::move(st));
       failed = true;
       if (auto again = unprotect(addr, kPageSize); !again) log_.warn("{}", again.error().what());
     }

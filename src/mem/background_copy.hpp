@@ -115,6 +115,12 @@ class BackgroundCopy {
   // before its protection is lifted. Never the handler's work: a read of a
   // page discarded meanwhile waits for the handler's answer (a zero page).
   void copy_writes();
+  // One message answered by dispatch (let_through once failed); a failure
+  // noted (the dump's first error), the writer let go, failed set.
+  void answer(const uffd_msg& m, bool& failed);
+  void note_error(Status st);  // kept if it is the first
+  bool failed() const;
+  [[nodiscard]] Status discarded(uint64_t page) const;  // the refusal of a page lost before its copy
   [[nodiscard]] Status copy_write(uint64_t addr);
   // The writer goes on with the protection lifted (no copy), the first
   // toucher of a missing page gets a zero page: while arming, and after a
@@ -148,7 +154,7 @@ class BackgroundCopy {
   std::vector<bool> copied_;  // per page of runs_, under mu_
   UniqueFd stop_;             // eventfd: the handler ends
   std::thread handler_;
-  std::mutex error_mu_;
+  mutable std::mutex error_mu_;
   Status error_;              // the handler's first failure
   std::atomic<uint64_t> pages_copied_{0}, faults_{0}, faults_copied_{0};
   // pre_arm: what the handler does with a message (under mu_), the pages
