@@ -109,6 +109,11 @@ bool vma_is_kernel_special(const img::Vma& v) {
 
 namespace {
 
+Result<std::vector<proc::MapsEntry>> read_smaps(pid_t pid) {
+  ASSIGN_OR_RETURN(auto text, proc::read_file(proc::pid_path(pid, "smaps")));
+  return proc::parse_smaps(text);
+}
+
 bool same_mapping(const proc::MapsEntry& a, const proc::MapsEntry& b) {
   return a.start == b.start && a.end == b.end && a.offset == b.offset && a.read == b.read && a.write == b.write &&
          a.exec == b.exec && a.shared == b.shared && a.dev_major == b.dev_major && a.dev_minor == b.dev_minor &&
@@ -138,8 +143,7 @@ Result<std::vector<proc::MapsEntry>> smaps_entries(pid_t pid, const std::vector<
                  pid, at);
     }
   }
-  ASSIGN_OR_RETURN(auto text, proc::read_file(proc::pid_path(pid, "smaps")));
-  return proc::parse_smaps(text);
+  return read_smaps(pid);
 }
 
 // The flags a dump compares after the release: not the userfaultfd ones
@@ -165,10 +169,7 @@ EarlyMaps EarlyMaps::read(pid_t root) {
   std::vector<pid_t> pids;
   descendants(root, pids, 0);
   for (pid_t pid : pids) {
-    auto text = proc::read_file(proc::pid_path(pid, "smaps"));
-    if (!text) continue;
-    auto entries = proc::parse_smaps(*text);
-    if (entries) out.smaps.emplace(pid, std::move(*entries));
+    if (auto entries = read_smaps(pid)) out.smaps.emplace(pid, std::move(*entries));
   }
   return out;
 }
