@@ -474,8 +474,8 @@ Status Dumper::check_early_maps() {
   return {};
 }
 
-// Every page is in the page images now (splice copied it into the page
-// cache), so a tree that stays may run again before the images are synced.
+// Every page is in the page images now (copied into the page cache), so a
+// tree that stays may run again before the images are synced.
 Status Dumper::release_running(TaskTree& tree) {
   release_kinds(TreeFate::runs);
   tree.release();
@@ -706,8 +706,8 @@ int Dumper::uffd_dev() {
 // A background dump: the private anonymous VMAs whose pages can wait for the
 // tree to run, registered with a new userfaultfd of the process in
 // synchronous write-protect mode. Not those the remote syscalls or the cure
-// may write to (executable), not unreadable ones (process_vm_readv reads
-// them), not huge TLB pages, not those another userfaultfd has (ours of a
+// may write to (executable), not unreadable ones (copied while frozen, as
+// they always were), not huge TLB pages, not those another userfaultfd has (ours of a
 // pre-dump: their pages written since are few and copied now).
 static std::vector<RemoteRange> background_candidates(const std::vector<VmaInfo>& vmas) {
   std::vector<RemoteRange> candidates;
@@ -933,7 +933,7 @@ Status Dumper::upload_images() {
 
 // A pre-dump, the tree running again: each process's pages scanned, which
 // arms their write tracking (PM_SCAN_WP_MATCHING: a page written after the
-// scan counts as written), then read with process_vm_readv into its image.
+// scan counts as written), then read through /proc/PID/mem into its image.
 // A page written between its scan and its read reaches the image newer and
 // counts as written: the next round takes it again. Not shared with the
 // parent process's image (fork's copy-on-write): with the tree running, a

@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "base/page.hpp"
+#include "mem/page_copy.hpp"
 
 namespace minicriu {
 
@@ -37,8 +38,9 @@ bool answer_again() {
 
 }  // namespace
 
-BackgroundCopy::BackgroundCopy(pid_t pid, UniqueFd uffd, PageMap pagemap, const Logger& log)
-    : pid_(pid), uffd_(std::move(uffd)), pages_fd_(-1), pagemap_(std::move(pagemap)), log_(log) {}
+BackgroundCopy::BackgroundCopy(pid_t pid, UniqueFd uffd, PageMap pagemap, TraceeMemory memory, const Logger& log)
+    : pid_(pid), uffd_(std::move(uffd)), pages_fd_(-1), pagemap_(std::move(pagemap)), memory_(std::move(memory)),
+      log_(log) {}
 
 void BackgroundCopy::set_runs(int pages_fd, std::vector<DeferredRun> runs) {
   pages_fd_ = pages_fd;
@@ -78,7 +80,9 @@ Result<std::unique_ptr<BackgroundCopy>> BackgroundCopy::arm(pid_t pid, UniqueFd 
                                                             std::span<const RemoteRange> ranges, const Logger& log) {
   ASSIGN_OR_RETURN(PageMap pagemap, PageMap::open(pid));
   if (!pagemap.has_scan()) return failf("pid {}: a background dump needs the PAGEMAP_SCAN ioctl (Linux 6.7)", pid);
-  std::unique_ptr<BackgroundCopy> c(new BackgroundCopy(pid, std::move(uffd), std::move(pagemap), log));
+  ASSIGN_OR_RETURN(TraceeMemory memory, TraceeMemory::open(pid));
+  std::unique_ptr<BackgroundCopy> c(
+      new BackgroundCopy(pid, std::move(uffd), std::move(pagemap), std::move(memory), log));
   c->set_runs(pages_fd, std::move(runs));
   // The handler first: from the first protected page on, a write may come
   // (the kernel's own, rseq's, while the cure runs remote syscalls).
@@ -107,7 +111,9 @@ Result<std::unique_ptr<BackgroundCopy>> BackgroundCopy::pre_arm(pid_t pid, Uniqu
                                                                 const Logger& log) {
   ASSIGN_OR_RETURN(PageMap pagemap, PageMap::open(pid));
   if (!pagemap.has_scan()) return failf("pid {}: a background dump needs the PAGEMAP_SCAN ioctl (Linux 6.7)", pid);
-  std::unique_ptr<BackgroundCopy> c(new BackgroundCopy(pid, std::move(uffd), std::move(pagemap), log));
+  ASSIGN_OR_RETURN(TraceeMemory memory, TraceeMemory::open(pid));
+  std::unique_ptr<BackgroundCopy> c(
+      new BackgroundCopy(pid, std::move(uffd), std::move(pagemap), std::move(memory), log));
   c->mode_ = Mode::arming;
   c->ranges_.assign(ranges.begin(), ranges.end());
   TRY(c->start_handler());
@@ -241,31 +247,19 @@ bool BackgroundCopy::locate(uint64_t addr, size_t& run, uint64_t& index) const {
   return true;
 }
 
+// A page of the freeze that cannot be read any more was unmapped or moved
+// since (a discarded one reads, as zeros or the handler's zero page, and the
+// check of its protection after the read finds it).
 Status BackgroundCopy::read_remote(uint64_t addr, char* buf, size_t len) const {
-  size_t done = 0;
-  while (done < len) {
-    iovec local{buf + done, len - done};
-    iovec remote{reinterpret_cast<void*>(addr + done), len - done};
-    ssize_t n = ::process_vm_readv(pid_, &local, 1, &remote, 1, 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0)
-      return failf_errno("pid {}: cannot read its memory at {:#x} ({} bytes) in the background (unmapped since "
-                         "the freeze?)",
-                         pid_, addr + done, len - done);
-    done += static_cast<size_t>(n);
+  if (size_t got = memory_.read_some(RemotePtr<>(addr), buf, len); got < len) {
+    log_.debug("pid {}: {:#x}: unreadable in the background copy: {}", pid_, addr + got, std::strerror(errno));
+    return discarded(page_down(addr + got));
   }
   return {};
 }
 
 Status BackgroundCopy::write_image(uint64_t offset, const char* buf, size_t len) const {
-  size_t done = 0;
-  while (done < len) {
-    ssize_t n = ::pwrite(pages_fd_, buf + done, len - done, static_cast<off_t>(offset + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return failf_errno("pid {}: writing pages to the page image", pid_);
-    done += static_cast<size_t>(n);
-  }
-  return {};
+  return with_context(pwrite_all(pages_fd_, buf, len, offset), fmt::format("pid {}", pid_));
 }
 
 Status BackgroundCopy::unprotect(uint64_t start, uint64_t len) {

@@ -5,7 +5,7 @@
 // write-protect mode and write-protects every page it lists; a handler
 // thread of ours reads the faults: a write to a page not yet copied stops
 // the writer until the page is copied, then the protection is lifted (and
-// the writer woken). Workers copy the rest (process_vm_readv into a bounded
+// the writer woken). Workers copy the rest (a read of /proc/PID/mem into a bounded
 // buffer, pwrite at the page's place in the page image), each chunk
 // checked with PAGEMAP_SCAN to be still write-protected after it was read:
 // a page that the application discarded, unmapped or moved after the
@@ -35,6 +35,7 @@
 #include "base/remote_ptr.hpp"
 #include "base/unique_fd.hpp"
 #include "mem/page_scan.hpp"
+#include "ptrace/tracee_memory.hpp"
 
 namespace minicriu {
 
@@ -105,7 +106,7 @@ class BackgroundCopy {
                                        const Logger& log);
 
  private:
-  BackgroundCopy(pid_t pid, UniqueFd uffd, PageMap pagemap, const Logger& log);
+  BackgroundCopy(pid_t pid, UniqueFd uffd, PageMap pagemap, TraceeMemory memory, const Logger& log);
   void set_runs(int pages_fd, std::vector<DeferredRun> runs);  // under mu_ once the handler runs
   [[nodiscard]] Status start_handler();
   [[nodiscard]] Status write_protect(std::span<const RemoteRange> ranges);
@@ -148,6 +149,7 @@ class BackgroundCopy {
   std::vector<uint64_t> first_index_;  // per run: index of its first page in copied_
   uint64_t total_pages_ = 0;
   PageMap pagemap_;
+  TraceeMemory memory_;  // read through /proc/PID/mem: no pin, no unshare (mem/page_copy.hpp)
   Logger log_;
   std::mutex read_mu_;  // a read of the userfaultfd and the answers to what it brought
   std::mutex mu_;

@@ -10,6 +10,7 @@
 
 #include "base/page.hpp"
 #include "base/unique_fd.hpp"
+#include "mem/page_copy.hpp"
 #include "mem/page_scan.hpp"
 
 namespace minicriu {
@@ -31,46 +32,16 @@ Status write_all(int fd, const char* buf, size_t len) {
   return {};
 }
 
-// A pre-dump once the tree runs again (no parasite): runs read with
-// process_vm_readv, a MiB at a time, into the image. A page unmapped since
-// the scan reads as zeros: its VMA's tracking is gone with it, so no later
-// round takes that page from this image.
-Status read_running(pid_t pid, std::span<const RemoteRange> runs, int out_fd, std::vector<char>& buf,
-                    const Logger& log) {
-  constexpr size_t kPiece = 1 << 20;
-  buf.resize(kPiece);
-  for (auto& r : runs) {
-    for (uint64_t done = 0; done < r.size;) {
-      size_t len = static_cast<size_t>(std::min<uint64_t>(kPiece, r.size - done));
-      size_t got = 0;
-      while (got < len) {
-        iovec local{buf.data() + got, len - got};
-        iovec remote{reinterpret_cast<void*>(r.start.addr() + done + got), len - got};
-        ssize_t n = ::process_vm_readv(pid, &local, 1, &remote, 1, 0);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-          log.debug("pid {}: {:#x}: {} bytes unreadable since the scan ({}): zeros in this pre-dump", pid,
-                    r.start.addr() + done + got, len - got, n < 0 ? std::strerror(errno) : "unmapped");
-          std::memset(buf.data() + got, 0, len - got);
-          break;
-        }
-        got += static_cast<size_t>(n);
-      }
-      TRY(write_all(out_fd, buf.data(), len));
-      done += len;
-    }
-  }
-  return {};
-}
-
-// Collects runs of pages and hands them to the parasite in batches (no
-// parasite: read with the tree running, read_running).
+// Collects runs of pages and writes them in batches: into a local page image
+// by copy_pages (several workers, each at its pages' place; the tree frozen,
+// or running again with no parasite: a pre-dump), or into a page server's
+// connection (before set) by the parasite, vmsplice then splice, in order.
 class PageBatcher {
  public:
-  PageBatcher(pid_t pid, ParasiteSession* session, int out_fd, PageDumpResult& result, ProgressMeter& progress,
-              const BeforePages& before, const Logger& log)
-      : pid_(pid), session_(session), out_fd_(out_fd), result_(result), progress_(progress),
-        before_(before), log_(log) {}
+  PageBatcher(const TraceeMemory& memory, ParasiteSession* session, int out_fd, uint64_t offset, unsigned workers,
+              PageDumpResult& result, ProgressMeter& progress, const BeforePages& before, const Logger& log)
+      : memory_(memory), session_(session), out_fd_(out_fd), offset_(offset), workers_(workers), result_(result),
+        progress_(progress), before_(before), log_(log) {}
 
   [[nodiscard]] Status add(RemotePtr<> at, uint64_t pages) {
     if (!runs_.empty() && runs_.back().end() == at) {
@@ -81,7 +52,7 @@ class PageBatcher {
     }
     pending_bytes_ += pages * kPageSize;
     // Bounded batches keep the progress line moving (64 MiB: a few tens of
-    // milliseconds at the page path's speed, one parasite command each).
+    // milliseconds at the page path's speed).
     if (pending_bytes_ >= (64ull << 20)) TRY(flush());
     return {};
   }
@@ -92,13 +63,38 @@ class PageBatcher {
       std::vector<std::pair<uint64_t, uint64_t>> runs;
       for (auto& r : runs_) runs.emplace_back(r.start.addr(), r.size);
       TRY(before_(runs));
+      TRY(session_->drain_pages(runs_, out_fd_));
+    } else {
+      TRY(copy_pages(PageCopy{.memory = &memory_,
+                              .out_fd = out_fd_,
+                              .offset = offset_,
+                              .workers = workers_,
+                              .vanished = session_ ? Vanished::fail : Vanished::zeros,
+                              .log = &log_},
+                     runs_));
+      offset_ += pending_bytes_;
     }
-    if (!session_) TRY(read_running(pid_, runs_, out_fd_, buf_, log_));
-    else TRY(session_->drain_pages(runs_, out_fd_));
     for (auto& r : runs_) append_entry(r.start, r.size / kPageSize);
     progress_.add(pending_bytes_);
     runs_.clear();
     pending_bytes_ = 0;
+    return {};
+  }
+
+  // Pages written by the caller (buf), after those batched so far.
+  [[nodiscard]] Status write(RemotePtr<> at, uint64_t pages, const char* buf) {
+    TRY(flush());
+    uint64_t len = pages * kPageSize;
+    if (before_) {
+      std::pair<uint64_t, uint64_t> one{at.addr(), len};
+      TRY(before_(std::span(&one, 1)));
+      TRY(write_all(out_fd_, buf, len));
+    } else {
+      TRY(pwrite_all(out_fd_, buf, len, offset_));
+      offset_ += len;
+    }
+    append_entry(at, pages);
+    progress_.add(len);
     return {};
   }
 
@@ -117,26 +113,28 @@ class PageBatcher {
   }
 
  private:
-  pid_t pid_;
+  const TraceeMemory& memory_;
   ParasiteSession* session_;
   int out_fd_;
+  uint64_t offset_;
+  unsigned workers_;
   PageDumpResult& result_;
   ProgressMeter& progress_;
   const BeforePages& before_;
   const Logger& log_;
-  std::vector<char> buf_;
   std::vector<RemoteRange> runs_;
   uint64_t pending_bytes_ = 0;
 };
 
 // Pages the parasite cannot vmsplice (no PROT_READ: get_user_pages refuses
-// them) are read through /proc/PID/mem, which may, and written directly.
-Status copy_unreadable(const TraceeMemory& memory, RemotePtr<> at, uint64_t pages, int out_fd) {
+// them) are read through /proc/PID/mem, which may (as copy_pages does for
+// every page of a local image), then written into the page server's
+// connection.
+Status copy_unreadable(const TraceeMemory& memory, RemotePtr<> at, uint64_t pages, PageBatcher& batcher) {
   std::vector<char> buf(pages * kPageSize);
   TRY(memory.read_bytes(at, buf.data(), buf.size()));
-  return write_all(out_fd, buf.data(), buf.size());
+  return batcher.write(at, pages, buf.data());
 }
-
 
 // The pagemap entries (one u64 per page) of out.size() pages from at on.
 Status read_pagemap(int fd, RemotePtr<> at, std::span<uint64_t> out, pid_t pid) {
@@ -261,7 +259,15 @@ Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas, Parasit
   for (auto& v : vmas)
     if (vma_dumps_pages(v.vma)) total += (v.maps.rss_kb + v.maps.swap_kb) << 10;
   ProgressMeter progress(log, "dump", pid, total);
-  PageBatcher batcher(pid, session, pages_fd, result, progress, before, log);
+  // A local page image is written at explicit offsets (by several workers),
+  // from where it stands now.
+  uint64_t offset = 0;
+  if (!before) {
+    off_t at = ::lseek(pages_fd, 0, SEEK_CUR);
+    if (at < 0) return failf_errno("pid {}: the page image cannot be written at offsets", pid);
+    offset = static_cast<uint64_t>(at);
+  }
+  PageBatcher batcher(memory, session, pages_fd, offset, copy_workers(total), result, progress, before, log);
   std::vector<img::PagemapEntry> in_parent;
   auto add_in_parent = [&](uint64_t start, uint64_t end) {
     uint64_t pages = (end - start) / kPageSize;
@@ -316,17 +322,10 @@ Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas, Parasit
       uint64_t n = (end - start) / kPageSize;
       if (deferred) {
         add_deferred(start, n);
-      } else if (readable) {
+      } else if (readable || !before) {
         TRY(batcher.add(run, n));
       } else {
-        TRY(batcher.flush());
-        if (before) {
-          std::pair<uint64_t, uint64_t> one{run.addr(), n * kPageSize};
-          TRY(before(std::span(&one, 1)));
-        }
-        TRY(copy_unreadable(memory, run, n, pages_fd));
-        batcher.append_entry(run, n);
-        progress.add(n * kPageSize);
+        TRY(copy_unreadable(memory, run, n, batcher));
       }
       vma_pages += n;
       return {};

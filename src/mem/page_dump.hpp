@@ -1,5 +1,6 @@
-// The page path of a dump: pagemap scan, then vmsplice (parasite) + splice into
-// the page image, with no copy through our memory.
+// The page path of a dump: pagemap scan (PAGEMAP_SCAN), then the pages copied
+// into the page image by a worker per CPU (mem/page_copy.hpp), or, into a page
+// server's connection, vmsplice'd by the parasite and spliced in order.
 #pragma once
 
 #include <sys/types.h>
@@ -74,7 +75,9 @@ using BeforePages = std::function<Status(std::span<const std::pair<uint64_t, uin
 // Writes the chosen pages of every VMA to pages_fd in order, marking the VMAs
 // that have some (has_pages), and returns the matching pagemap entries.
 // session null: the tree runs again (a pre-dump, its tracking armed by this
-// scan): the pages are read with process_vm_readv instead of the parasite.
+// scan): a page unmapped since its scan is stored as zeros. session set: the
+// tree is frozen, the parasite in (it drains the pages only into a page
+// server's connection, before set).
 [[nodiscard]] Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas,
                                                 ParasiteSession* session,
                                                 const TraceeMemory& memory, int pages_fd,

@@ -42,8 +42,8 @@ struct ParasiteOptions {
   // no page) before the dump gives up on it and cures the target.
   static constexpr std::chrono::milliseconds kDefaultStallTimeout{30000};
   std::chrono::milliseconds stall_timeout = kDefaultStallTimeout;
-  // Test only (MC_PARASITE_FAULT_STALL): the parasite hangs at its first page
-  // drain, as one stuck in the kernel would.
+  // Test only (MC_PARASITE_FAULT_STALL): the parasite hangs at its first
+  // command, as one stuck in the kernel would.
   bool fault_stall = false;
 
   // The one place that reads the environment:

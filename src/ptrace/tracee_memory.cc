@@ -14,16 +14,21 @@ Result<TraceeMemory> TraceeMemory::open(pid_t pid) {
   return TraceeMemory(pid, std::move(fd));
 }
 
-Status TraceeMemory::read_bytes(RemotePtr<> at, void* buf, size_t size) const {
+size_t TraceeMemory::read_some(RemotePtr<> at, void* buf, size_t size) const {
   char* p = static_cast<char*>(buf);
   size_t done = 0;
   while (done < size) {
     ssize_t n = ::pread(fd_.get(), p + done, size - done, static_cast<off_t>(at.addr() + done));
     if (n < 0 && errno == EINTR) continue;
     if (n == 0) errno = ESRCH;  // mem_rw() reads nothing once the process has no mm left (it exited)
-    if (n <= 0) return failf_errno("pid {}: cannot read {} bytes at {}", pid_, size, at);
+    if (n <= 0) break;
     done += static_cast<size_t>(n);
   }
+  return done;
+}
+
+Status TraceeMemory::read_bytes(RemotePtr<> at, void* buf, size_t size) const {
+  if (read_some(at, buf, size) < size) return failf_errno("pid {}: cannot read {} bytes at {}", pid_, size, at);
   return {};
 }
 

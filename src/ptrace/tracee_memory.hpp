@@ -48,6 +48,11 @@ class TraceeMemory {
 
   // Untyped: size bytes at addr (a failure names the range).
   [[nodiscard]] Status read_bytes(RemotePtr<> at, void* buf, size_t size) const;
+  // Up to size bytes at addr: fewer when the rest cannot be read (unmapped,
+  // or the process gone), errno then set. Unlike process_vm_readv, which
+  // pins the pages it reads, a read here does not unshare a page the process
+  // shares copy-on-write with another (a pin of such a page copies it).
+  size_t read_some(RemotePtr<> at, void* buf, size_t size) const;
   [[nodiscard]] Status write_bytes(RemotePtr<> at, const void* buf, size_t size) const;
 
   pid_t pid() const { return pid_; }

@@ -15,6 +15,7 @@
 #include <system_error>
 #include <thread>
 
+#include "base/cpus.hpp"
 #include "base/mapping.hpp"
 #include "base/page.hpp"
 #include "base/syscalls.hpp"
@@ -27,16 +28,6 @@ namespace {
 constexpr uint64_t kFillHugePage = 2ull << 20;
 constexpr uint64_t kOneReaderUpTo = 64ull << 20;
 constexpr unsigned kMostReaders = 4;
-
-// The CPUs this task may run on (its affinity, which a cpuset may narrow
-// below the machine's), at least 1.
-unsigned cpus_allowed() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (::sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
-    return static_cast<unsigned>(CPU_COUNT(&set));
-  return std::max(1u, std::thread::hardware_concurrency());
-}
 
 // Whether THP is "always" here (every large enough anonymous VMA gets huge
 // pages on its faults): then memory without MADV_NOHUGEPAGE is read, not

@@ -114,11 +114,11 @@ void dump_interrupted(const std::string& fault, const std::string& ready_line, i
   if (!ready_line.empty()) {
     ASSERT_TRUE(m.wait_for(ready_line)) << m.output();
   } else {
-    // The hung parasite holds its socket and the page pipe in the target.
+    // The hung parasite holds its socket in the target.
     auto deadline = Clock::now() + std::chrono::seconds(10);
-    while (holdings_of(p.pid()).fds.size() < before.fds.size() + 2 && Clock::now() < deadline)
+    while (holdings_of(p.pid()).fds.size() < before.fds.size() + 1 && Clock::now() < deadline)
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    ASSERT_EQ(holdings_of(p.pid()).fds.size(), before.fds.size() + 2) << m.output();
+    ASSERT_EQ(holdings_of(p.pid()).fds.size(), before.fds.size() + 1) << m.output();
   }
   auto t0 = Clock::now();
   ::kill(m.pid(), sig);

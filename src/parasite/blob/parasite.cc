@@ -235,6 +235,8 @@ extern "C" __attribute__((used, visibility("hidden"))) long parasite_main(Parasi
     // kill the process; waiting here, the group stop the dumper set up stops
     // this thread, and its guardian puts the registers back.
     if (r <= 0) stall();
+    // The test fault: hung at its first command, in a blocking syscall.
+    if (ctl->fault == MC_PARASITE_FAULT_STALL && msg.cmd != PARASITE_CMD_FINI) stall();
     ParasiteMsg reply{msg.cmd, 0, 0, 0};
     switch (msg.cmd) {
       case PARASITE_CMD_SET_PIPE:
@@ -243,7 +245,6 @@ extern "C" __attribute__((used, visibility("hidden"))) long parasite_main(Parasi
         reply.status = fd >= 0 ? 0 : -22;
         break;
       case PARASITE_CMD_DUMP_PAGES:
-        if (ctl->fault == MC_PARASITE_FAULT_STALL) stall();
         reply.status = ctl->pipe_fd < 0
                            ? -9
                            : (int32_t)dump_pages(ctl->pipe_fd,

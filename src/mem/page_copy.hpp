@@ -1,0 +1,52 @@
+// Pages of a process copied into its page image without the parasite: read
+// through /proc/PID/mem into a bounded buffer, then written at the pages'
+// place in the image, by up to one worker per CPU (mem/page_dump.cc's drain
+// into a local image, frozen or, for a pre-dump, running).
+//
+// Why not the parasite's vmsplice here: splice into a page image copies each
+// page once, but on one thread; two threads each reading a share and
+// writing it at its offsets of the one file move 1.5-1.7 times as many bytes
+// per second here (bench/REPORT.md). Why not process_vm_readv: it pins what
+// it reads, and a pin of a page shared copy-on-write (after fork) copies it,
+// which would double the memory of a tree of forked processes.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "base/error.hpp"
+#include "base/log.hpp"
+#include "base/remote_ptr.hpp"
+#include "ptrace/tracee_memory.hpp"
+
+namespace minicriu {
+
+// All of buf written at offset of fd.
+[[nodiscard]] Status pwrite_all(int fd, const char* buf, size_t len, uint64_t offset);
+
+// What a run becomes when its pages cannot be read.
+enum class Vanished {
+  fail,   // the tree is frozen: a page the scan found present is there still
+  zeros,  // the tree runs (a pre-dump): unmapped since the scan, stored as zeros
+};
+
+struct PageCopy {
+  const TraceeMemory* memory = nullptr;
+  int out_fd = -1;
+  // Where the first run's bytes go in out_fd; the others follow, in order.
+  uint64_t offset = 0;
+  unsigned workers = 1;
+  Vanished vanished = Vanished::fail;
+  const Logger* log = nullptr;
+};
+
+// The runs' bytes, in order, at copy.offset of copy.out_fd, by up to
+// copy.workers threads (the caller's among them), a MiB at a time. The
+// workers run no step (fault plan, cancel): the caller's thread has them.
+[[nodiscard]] Status copy_pages(const PageCopy& copy, std::span<const RemoteRange> runs);
+
+// The width of copy_pages for the pages of one process: the CPUs this
+// task may run on, at most 4, one per 8 MiB of pages.
+unsigned copy_workers(uint64_t bytes);
+
+}  // namespace minicriu
