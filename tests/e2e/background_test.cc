@@ -145,6 +145,36 @@ TEST(Background, MemoryDiscardedBeforeItsCopyFailsTheDumpInOneLineTheTargetIntac
   ASSERT_NO_FATAL_FAILURE(expect_intact(p));
 }
 
+// The same program, dumped in the background again and again with the copy
+// not held: whichever wins each race (its discards or the copy), every dump
+// either completes or fails in one line, none hangs, and the program runs on
+// unharmed. (Discards while the copy runs once hung the application in the
+// kernel, waiting on a remove event the dump's handler never read.) A dump
+// that completes is not restored here: the churn keeps nothing a restored
+// copy could be checked against (the tests above restore theirs).
+TEST(Background, AProgramDiscardingAllTheTimeHangsNoDumpAndIsNotHarmed) {
+  TempDir dir;
+  Program p("background_gens", dir, {"16384", "1000", "1", "churn"});
+  ASSERT_TRUE(p.wait_ready());
+  int completed = 0, refused = 0;
+  for (int i = 0; i < 8; i++) {
+    std::string images = images_dir(dir, "images" + std::to_string(i));
+    auto r = run({"/usr/bin/timeout", "-s", "KILL", "60", minicriu_bin(), "dump", "-t", std::to_string(p.pid()),
+                  "-D", images, "-R", "--background"});
+    ASSERT_NE(r.status, 128 + SIGKILL) << "dump " << i << " hung (killed after 60 s): " << r.output;
+    if (r.status == 0) {
+      completed++;
+      EXPECT_TRUE(std::filesystem::exists(images + "/inventory.img"));
+    } else {
+      refused++;
+      expect_one_line_error(r, "after the freeze, before the background copy reached it");
+      EXPECT_FALSE(std::filesystem::exists(images + "/inventory.img"));
+    }
+  }
+  std::cout << "[ churn   ] " << completed << " dump(s) completed, " << refused << " refused\n";
+  ASSERT_NO_FATAL_FAILURE(expect_intact(p));
+}
+
 // Armed before the freeze: while the dump arms (held there 800 ms by a
 // delay at its step dump/armed), the program rewrites pages, discards pages
 // of a second region (MADV_DONTNEED) and touches them again; the freeze
