@@ -50,6 +50,23 @@ TEST_P(EveryProgram, IsIntactAfterALeaveRunningDump) {
   expect_intact(p);
 }
 
+// The dumps that read pages with the tree running: a pre-dump, then a
+// background dump on top of it. Neither may harm the program (the "cow"
+// program checks that its pages are still shared with its child: a read
+// that pins pages would have copied them).
+TEST_P(EveryProgram, IsIntactAfterAPreDumpThenABackgroundDump) {
+  TempDir dir;
+  Program p(GetParam().program, dir, GetParam().args);
+  ASSERT_TRUE(p.wait_ready());
+  std::string pid = std::to_string(p.pid());
+  auto pre = run_minicriu({"pre-dump", "-t", pid, "-D", images_dir(dir, "pre")});
+  ASSERT_EQ(pre.status, 0) << pre.output;
+  auto bg = run_minicriu({"dump", "-t", pid, "-D", images_dir(dir), "-R", "--background", "--prev-images-dir",
+                          "../pre"});
+  ASSERT_EQ(bg.status, 0) << bg.output;
+  expect_intact(p);
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Programs, EveryProgram,
     testing::Values(Case{"basic", {}}, Case{"threads", {}}, Case{"tree", {"extras"}},
