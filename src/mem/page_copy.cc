@@ -1,6 +1,7 @@
 #include "mem/page_copy.hpp"
 
 #include <pthread.h>
+#include <sys/uio.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 
 #include "base/cpus.hpp"
 #include "base/page.hpp"
+#include "mem/page_scan.hpp"
 
 namespace minicriu {
 
@@ -29,10 +31,54 @@ struct CopyPiece {
   uint64_t addr = 0, len = 0, offset = 0;
 };
 
+// Up to len bytes at addr by process_vm_readv: one copy, the pages pinned.
+size_t read_pinned(pid_t pid, uint64_t addr, char* buf, size_t len) {
+  size_t got = 0;
+  while (got < len) {
+    iovec local{buf + got, len - got};
+    iovec remote{reinterpret_cast<void*>(addr + got), len - got};
+    ssize_t n = ::process_vm_readv(pid, &local, 1, &remote, 1, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      if (n == 0) errno = EFAULT;
+      break;
+    }
+    got += static_cast<size_t>(n);
+  }
+  return got;
+}
+
+// Up to len bytes at addr: what only this process maps (pagemap's exclusive
+// bit; copy.pagemap_fd set) read pinned, the rest through /proc/PID/mem.
+// Fewer bytes: the rest from there on cannot be read (errno says why).
+size_t read_piece(const PageCopy& copy, uint64_t addr, char* buf, size_t len) {
+  constexpr size_t kMost = kCopyPiece / kPageSize;
+  uint64_t e[kMost];
+  size_t pages = len / kPageSize;
+  if (copy.pagemap_fd < 0 || !page_aligned(addr) || !page_aligned(len) || pages > kMost ||
+      ::pread(copy.pagemap_fd, e, pages * 8, static_cast<off_t>(addr / kPageSize * 8)) !=
+          static_cast<ssize_t>(pages * 8))
+    return copy.memory->read_some(RemotePtr<>(addr), buf, len);
+  size_t done = 0;
+  for (size_t i = 0; i < pages;) {
+    bool only_here = e[i] & pagemap_bits::exclusive;
+    size_t j = i + 1;
+    while (j < pages && static_cast<bool>(e[j] & pagemap_bits::exclusive) == only_here) j++;
+    size_t want = (j - i) * kPageSize;
+    size_t got = only_here ? read_pinned(copy.memory->pid(), addr + done, buf + done, want) : 0;
+    // Not pinned, or not readable so (no PROT_READ: /proc/PID/mem may).
+    if (got < want) got += copy.memory->read_some(RemotePtr<>(addr + done + got), buf + done + got, want - got);
+    done += got;
+    if (got < want) return done;
+    i = j;
+  }
+  return done;
+}
+
 Status copy_piece(const PageCopy& copy, const CopyPiece& p, std::vector<char>& buf) {
   pid_t pid = copy.memory->pid();
   for (uint64_t at = 0; at < p.len;) {
-    at += copy.memory->read_some(RemotePtr<>(p.addr + at), buf.data() + at, p.len - at);
+    at += read_piece(copy, p.addr + at, buf.data() + at, p.len - at);
     if (at == p.len) break;
     int err = errno;
     if (copy.vanished == Vanished::fail)

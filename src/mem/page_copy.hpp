@@ -6,9 +6,17 @@
 // Why not the parasite's vmsplice here: splice into a page image copies each
 // page once, but on one thread; two threads each reading a share and
 // writing it at its offsets of the one file move 1.5-1.7 times as many bytes
-// per second here (bench/REPORT.md). Why not process_vm_readv: it pins what
-// it reads, and a pin of a page shared copy-on-write (after fork) copies it,
-// which would double the memory of a tree of forked processes.
+// per second here (bench/REPORT.md).
+//
+// Reads: process_vm_readv copies once but pins what it reads, and a pin of
+// a page shared copy-on-write (after fork, KSM) copies that page into the
+// target, which would double the memory of a tree of forked processes. A
+// read of /proc/PID/mem takes no pin (but copies twice, a page at a time).
+// A frozen dump gives the raw pagemap (pagemap_fd): the pages it says only
+// this process maps are read pinned (a pin of such a page copies nothing, or
+// replaces the page by its copy: the memory stays as it was), the others
+// through /proc/PID/mem. With the tree running, a fork could share a page
+// between the pagemap's word and the read: /proc/PID/mem only.
 #pragma once
 
 #include <cstdint>
@@ -37,6 +45,9 @@ struct PageCopy {
   uint64_t offset = 0;
   unsigned workers = 1;
   Vanished vanished = Vanished::fail;
+  // The process's /proc/PID/pagemap, the tree frozen; -1: every page read
+  // through /proc/PID/mem.
+  int pagemap_fd = -1;
   const Logger* log = nullptr;
 };
 

@@ -38,10 +38,11 @@ Status write_all(int fd, const char* buf, size_t len) {
 // connection (before set) by the parasite, vmsplice then splice, in order.
 class PageBatcher {
  public:
-  PageBatcher(const TraceeMemory& memory, ParasiteSession* session, int out_fd, uint64_t offset, unsigned workers,
-              PageDumpResult& result, ProgressMeter& progress, const BeforePages& before, const Logger& log)
-      : memory_(memory), session_(session), out_fd_(out_fd), offset_(offset), workers_(workers), result_(result),
-        progress_(progress), before_(before), log_(log) {}
+  PageBatcher(const TraceeMemory& memory, int pagemap_fd, ParasiteSession* session, int out_fd, uint64_t offset,
+              unsigned workers, PageDumpResult& result, ProgressMeter& progress, const BeforePages& before,
+              const Logger& log)
+      : memory_(memory), pagemap_fd_(pagemap_fd), session_(session), out_fd_(out_fd), offset_(offset),
+        workers_(workers), result_(result), progress_(progress), before_(before), log_(log) {}
 
   [[nodiscard]] Status add(RemotePtr<> at, uint64_t pages) {
     if (!runs_.empty() && runs_.back().end() == at) {
@@ -70,6 +71,7 @@ class PageBatcher {
                               .offset = offset_,
                               .workers = workers_,
                               .vanished = session_ ? Vanished::fail : Vanished::zeros,
+                              .pagemap_fd = session_ ? pagemap_fd_ : -1,
                               .log = &log_},
                      runs_));
       offset_ += pending_bytes_;
@@ -114,6 +116,7 @@ class PageBatcher {
 
  private:
   const TraceeMemory& memory_;
+  int pagemap_fd_;
   ParasiteSession* session_;
   int out_fd_;
   uint64_t offset_;
@@ -248,9 +251,10 @@ Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas, Parasit
   PageDumpResult result;
   ASSIGN_OR_RETURN(PageMap pagemap, PageMap::open(pid));
   result.scan_ioctl = pagemap.has_scan();
-  // The pfn comparison with the parent process reads the raw pagemap.
+  // The raw pagemap: the pfn comparison with the parent process, and a
+  // frozen copy's choice of read (mem/page_copy.hpp).
   UniqueFd raw_pagemap;
-  if (parent.mm) {
+  if (parent.mm || session) {
     raw_pagemap.reset(::open(fmt::format("/proc/{}/pagemap", pid).c_str(), O_RDONLY | O_CLOEXEC));
     if (!raw_pagemap) return failf_errno("pid {}: cannot open pagemap", pid);
   }
@@ -267,7 +271,7 @@ Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas, Parasit
     if (at < 0) return failf_errno("pid {}: the page image cannot be written at offsets", pid);
     offset = static_cast<uint64_t>(at);
   }
-  PageBatcher batcher(memory, session, pages_fd, offset, copy_workers(total), result, progress, before, log);
+  PageBatcher batcher(memory, raw_pagemap.get(), session, pages_fd, offset, copy_workers(total), result, progress, before, log);
   std::vector<img::PagemapEntry> in_parent;
   auto add_in_parent = [&](uint64_t start, uint64_t end) {
     uint64_t pages = (end - start) / kPageSize;

@@ -33,6 +33,7 @@ namespace pagemap_bits {
 constexpr uint64_t present = 1ull << 63;
 constexpr uint64_t swapped = 1ull << 62;
 constexpr uint64_t file = 1ull << 61;     // file page or shared anonymous
+constexpr uint64_t exclusive = 1ull << 56;  // mapped by this process only (its mapcount is 1)
 constexpr uint64_t pfn_mask = (1ull << 55) - 1;
 }  // namespace pagemap_bits
 

@@ -47,10 +47,17 @@ TEST(PageCopy, RunsLandInOrderAtTheOffsetWhateverTheWorkers) {
   Memory m(3 * 1024);  // 12 MiB: pieces of 1 MiB, runs not on their grid
   ASSERT_NE(m.base, MAP_FAILED);
   std::vector<RemoteRange> runs = {m.pages(1, 700), m.pages(900, 1), m.pages(1000, 2000), m.pages(3050, 20)};
-  for (unsigned workers : {1u, 2u, 4u}) {
+  UniqueFd pagemap(::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(pagemap);
+  for (unsigned workers : {1u, 2u, 4u, 5u}) {
     UniqueFd fd = image();
     ASSERT_TRUE(fd);
-    auto st = copy_pages(PageCopy{.memory = &*self, .out_fd = fd.get(), .offset = kPageSize, .workers = workers},
+    // 5: 4 workers, reading by the pagemap (pinned where only we map).
+    auto st = copy_pages(PageCopy{.memory = &*self,
+                                  .out_fd = fd.get(),
+                                  .offset = kPageSize,
+                                  .workers = std::min(workers, 4u),
+                                  .pagemap_fd = workers == 5 ? pagemap.get() : -1},
                          runs);
     ASSERT_TRUE(st) << st.error().what();
     uint64_t at = kPageSize;
@@ -62,6 +69,25 @@ TEST(PageCopy, RunsLandInOrderAtTheOffsetWhateverTheWorkers) {
     }
     EXPECT_EQ(::lseek(fd.get(), 0, SEEK_END), static_cast<off_t>(at)) << workers << " worker(s)";
   }
+}
+
+// Pages without PROT_READ, present and only ours: a pinning read refuses
+// them, /proc/PID/mem reads them.
+TEST(PageCopy, UnreadablePagesAreReadAlsoWhenChosenByThePagemap) {
+  auto self = TraceeMemory::open(::getpid());
+  ASSERT_TRUE(self) << self.error().what();
+  UniqueFd pagemap(::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC));
+  Memory m(64);
+  ASSERT_NE(m.base, MAP_FAILED);
+  ASSERT_EQ(::mprotect(m.base + 16 * kPageSize, 8 * kPageSize, PROT_NONE), 0);
+  UniqueFd out = image();
+  RemoteRange all = m.pages(0, 64);
+  auto st = copy_pages(PageCopy{.memory = &*self, .out_fd = out.get(), .pagemap_fd = pagemap.get()},
+                       std::span(&all, 1));
+  ASSERT_TRUE(st) << st.error().what();
+  ASSERT_EQ(::mprotect(m.base, m.size, PROT_READ | PROT_WRITE), 0);
+  auto got = file_bytes(out.get(), 0, m.size);
+  EXPECT_EQ(std::memcmp(got.data(), m.base, m.size), 0);
 }
 
 TEST(PageCopy, AnUnmappedRunIsZerosWithTheTreeRunningAndAnErrorWhenFrozen) {
@@ -127,12 +153,15 @@ TEST(PageCopy, PagesSharedCopyOnWriteWithTheParentStayShared) {
   uint64_t addr = reinterpret_cast<uint64_t>(m.base);
   auto before = pfns(child, addr, 2048);
   ASSERT_EQ(before, pfns(::getpid(), addr, 2048)) << "not shared after fork";
-  {
+  UniqueFd child_pagemap(::open(fmt::format("/proc/{}/pagemap", child).c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(child_pagemap);
+  for (int pm : {-1, child_pagemap.get()}) {  // the tree running; frozen, reading by the pagemap
     auto memory = TraceeMemory::open(child);
     ASSERT_TRUE(memory) << memory.error().what();
     UniqueFd out = image();
     RemoteRange all = m.pages(0, 2048);
-    auto st = copy_pages(PageCopy{.memory = &*memory, .out_fd = out.get(), .workers = 2}, std::span(&all, 1));
+    auto st = copy_pages(PageCopy{.memory = &*memory, .out_fd = out.get(), .workers = 2, .pagemap_fd = pm},
+                         std::span(&all, 1));
     ASSERT_TRUE(st) << st.error().what();
     auto got = file_bytes(out.get(), 0, m.size);
     EXPECT_EQ(std::memcmp(got.data(), m.base, m.size), 0);
