@@ -15,6 +15,8 @@
 #include <optional>
 #include <cstring>
 #include <memory>
+#include <future>
+#include <system_error>
 #include <thread>
 
 #include "arch/x86_64/cpu.hpp"
@@ -1029,11 +1031,23 @@ Result<DumpStats> Dumper::run() {
   TRY(check_tree(*tree));
   if (options_.commit_gate && !options_.leave_running) TRY(refuse_destructive());
   if (options_.leave_running) TRY(release_running(*tree));
-  if (options_.leave_running) TRY(check_early_maps());
+  // The check of the early smaps walks every page table again: on a thread
+  // of its own beside the background copy (whose protected pages wait for
+  // it) and the images, joined before they are written (on an early return,
+  // when this goes: before the failure guard).
+  std::future<Status> early_checked;
+  if (options_.leave_running) {
+    try {
+      early_checked = std::async(std::launch::async, [this] { return check_early_maps(); });
+    } catch (const std::system_error&) {
+      TRY(check_early_maps());
+    }
+  }
   if (options_.background) {
     TRY(fault_point("dump/copy"));
     TRY(copy_background());
   }
+  if (early_checked.valid()) TRY(early_checked.get());
   TRY(write_images(tree->root()));
   TRY(upload_images());
   // Every image is synced; the tree dies (or its images stay) only on the
