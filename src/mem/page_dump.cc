@@ -32,6 +32,23 @@ Status write_all(int fd, const char* buf, size_t len) {
   return {};
 }
 
+// A run of pages at the end of entries: the last entry grown when the run
+// follows it (up to the field's limit), else a new one.
+void append_run(std::vector<img::PagemapEntry>& entries, uint64_t start, uint64_t pages, bool in_parent = false) {
+  if (!entries.empty()) {
+    auto& last = entries.back();
+    if (last.vaddr() + uint64_t{last.nr_pages()} * kPageSize == start && last.nr_pages() + pages < (1ull << 31)) {
+      last.set_nr_pages(static_cast<uint32_t>(last.nr_pages() + pages));
+      return;
+    }
+  }
+  img::PagemapEntry e;
+  e.set_vaddr(start);
+  e.set_nr_pages(static_cast<uint32_t>(pages));
+  if (in_parent) e.set_in_parent(true);
+  entries.push_back(e);
+}
+
 // Collects runs of pages and writes them in batches: into a local page image
 // by copy_pages (several workers, each at its pages' place; the tree frozen,
 // or running again with no parasite: a pre-dump), or into a page server's
@@ -101,16 +118,7 @@ class PageBatcher {
   }
 
   void append_entry(RemotePtr<> at, uint64_t pages) {
-    auto& e = result_.entries;
-    if (!e.empty() && e.back().vaddr() + e.back().nr_pages() * kPageSize == at.addr() &&
-        e.back().nr_pages() + pages < (1ull << 31)) {
-      e.back().set_nr_pages(static_cast<uint32_t>(e.back().nr_pages() + pages));
-    } else {
-      img::PagemapEntry entry;
-      entry.set_vaddr(at.addr());
-      entry.set_nr_pages(static_cast<uint32_t>(pages));
-      e.push_back(entry);
-    }
+    append_run(result_.entries, at.addr(), pages);
     result_.pages += pages;
   }
 
@@ -275,31 +283,13 @@ Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas, Parasit
   std::vector<img::PagemapEntry> in_parent;
   auto add_in_parent = [&](uint64_t start, uint64_t end) {
     uint64_t pages = (end - start) / kPageSize;
-    if (!in_parent.empty() && in_parent.back().vaddr() + in_parent.back().nr_pages() * kPageSize == start &&
-        in_parent.back().nr_pages() + pages < (1ull << 31)) {
-      in_parent.back().set_nr_pages(static_cast<uint32_t>(in_parent.back().nr_pages() + pages));
-    } else {
-      img::PagemapEntry e;
-      e.set_vaddr(start);
-      e.set_nr_pages(static_cast<uint32_t>(pages));
-      e.set_in_parent(true);
-      in_parent.push_back(e);
-    }
+    append_run(in_parent, start, pages, true);
     result.pages_in_parent += pages;
   };
 
   std::vector<img::PagemapEntry> deferred_entries;
   auto add_deferred = [&](uint64_t start, uint64_t pages) {
-    auto& e = deferred_entries;
-    if (!e.empty() && e.back().vaddr() + e.back().nr_pages() * kPageSize == start &&
-        e.back().nr_pages() + pages < (1ull << 31)) {
-      e.back().set_nr_pages(static_cast<uint32_t>(e.back().nr_pages() + pages));
-    } else {
-      img::PagemapEntry entry;
-      entry.set_vaddr(start);
-      entry.set_nr_pages(static_cast<uint32_t>(pages));
-      e.push_back(entry);
-    }
+    append_run(deferred_entries, start, pages);
     result.deferred_pages += pages;
   };
 
