@@ -26,73 +26,156 @@ constexpr uint64_t kCopyPiece = 1ull << 20;
 constexpr uint64_t kBytesPerCopier = 8ull << 20;
 constexpr unsigned kMostCopiers = 4;
 
-// A piece of a run: its address, its bytes and its place in the image.
+constexpr size_t kMostSegments = 1024;  // IOV_MAX: one process_vm_readv
+constexpr uint64_t kOnePagemapRead = 1024;  // pages: a piece's whole span in one pagemap read
+
+// A part of a run, and a piece: consecutive segments (bytes that follow each
+// other in the image), 1 MiB at most, one pwrite.
+struct Segment {
+  uint64_t addr = 0, len = 0;
+};
 struct CopyPiece {
-  uint64_t addr = 0, len = 0, offset = 0;
+  size_t first = 0, count = 0;  // in the segments
+  uint64_t len = 0, offset = 0;
 };
 
-// Up to len bytes at addr by process_vm_readv: one copy, the pages pinned.
-size_t read_pinned(pid_t pid, uint64_t addr, char* buf, size_t len) {
-  size_t got = 0;
-  while (got < len) {
-    iovec local{buf + got, len - got};
-    iovec remote{reinterpret_cast<void*>(addr + got), len - got};
-    ssize_t n = ::process_vm_readv(pid, &local, 1, &remote, 1, 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      if (n == 0) errno = EFAULT;
-      break;
+// What a piece reads, in order: runs of pages read pinned or not.
+struct Part {
+  uint64_t addr = 0, len = 0;
+  bool pinned = false;
+};
+
+// One worker's buffers.
+struct CopyBuffers {
+  std::vector<char> bytes = std::vector<char>(kCopyPiece);
+  std::vector<uint64_t> pagemap = std::vector<uint64_t>(kOnePagemapRead);
+  std::vector<Part> parts;
+  std::vector<iovec> remote;
+};
+
+bool read_pagemap_words(int fd, uint64_t addr, uint64_t pages, std::vector<uint64_t>& out) {
+  if (out.size() < pages) out.resize(pages);
+  auto want = static_cast<ssize_t>(pages * 8);
+  return ::pread(fd, out.data(), pages * 8, static_cast<off_t>(addr / kPageSize * 8)) == want;
+}
+
+void add_part(std::vector<Part>& parts, uint64_t addr, uint64_t len, bool pinned) {
+  if (!parts.empty() && parts.back().pinned == pinned && parts.back().addr + parts.back().len == addr)
+    parts.back().len += len;
+  else
+    parts.push_back({addr, len, pinned});
+}
+
+// The parts of segs: with copy.pagemap_fd, the pages only this process maps
+// (pagemap's exclusive bit) are read pinned, the others not; without, none.
+void plan_parts(const PageCopy& copy, std::span<const Segment> segs, CopyBuffers& b) {
+  b.parts.clear();
+  uint64_t span_start = segs.front().addr, span_end = segs.back().addr + segs.back().len;
+  bool by_pagemap = copy.pagemap_fd >= 0;
+  bool one_read = by_pagemap && (span_end - span_start) / kPageSize <= kOnePagemapRead;
+  if (one_read && !read_pagemap_words(copy.pagemap_fd, span_start, (span_end - span_start) / kPageSize, b.pagemap))
+    by_pagemap = false;
+  for (auto& seg : segs) {
+    const uint64_t* e = nullptr;
+    if (by_pagemap && one_read) {
+      e = b.pagemap.data() + (seg.addr - span_start) / kPageSize;
+    } else if (by_pagemap && read_pagemap_words(copy.pagemap_fd, seg.addr, seg.len / kPageSize, b.pagemap)) {
+      e = b.pagemap.data();
     }
-    got += static_cast<size_t>(n);
+    if (!e) {
+      add_part(b.parts, seg.addr, seg.len, false);
+      continue;
+    }
+    for (uint64_t i = 0; i < seg.len / kPageSize; i++)
+      add_part(b.parts, seg.addr + i * kPageSize, kPageSize, (e[i] & pagemap_bits::exclusive) != 0);
   }
-  return got;
 }
 
-// Up to len bytes at addr: what only this process maps (pagemap's exclusive
-// bit; copy.pagemap_fd set) read pinned, the rest through /proc/PID/mem.
-// Fewer bytes: the rest from there on cannot be read (errno says why).
-size_t read_piece(const PageCopy& copy, uint64_t addr, char* buf, size_t len) {
-  constexpr size_t kMost = kCopyPiece / kPageSize;
-  uint64_t e[kMost];
-  size_t pages = len / kPageSize;
-  if (copy.pagemap_fd < 0 || !page_aligned(addr) || !page_aligned(len) || pages > kMost ||
-      ::pread(copy.pagemap_fd, e, pages * 8, static_cast<off_t>(addr / kPageSize * 8)) !=
-          static_cast<ssize_t>(pages * 8))
-    return copy.memory->read_some(RemotePtr<>(addr), buf, len);
-  size_t done = 0;
-  for (size_t i = 0; i < pages;) {
-    bool only_here = e[i] & pagemap_bits::exclusive;
-    size_t j = i + 1;
-    while (j < pages && static_cast<bool>(e[j] & pagemap_bits::exclusive) == only_here) j++;
-    size_t want = (j - i) * kPageSize;
-    size_t got = only_here ? read_pinned(copy.memory->pid(), addr + done, buf + done, want) : 0;
-    // Not pinned, or not readable so (no PROT_READ: /proc/PID/mem may).
-    if (got < want) got += copy.memory->read_some(RemotePtr<>(addr + done + got), buf + done + got, want - got);
-    done += got;
-    if (got < want) return done;
-    i = j;
+// The bytes of segs into buf, in order: the pinned parts by process_vm_readv
+// (up to kMostSegments parts a call), the others, and a pinned part it
+// refuses (no PROT_READ), through /proc/PID/mem. Returns how many bytes were
+// read before the first that cannot be (errno says why).
+size_t read_segments(const PageCopy& copy, std::span<const Segment> segs, char* buf, CopyBuffers& b) {
+  plan_parts(copy, segs, b);
+  size_t pos = 0;
+  auto& parts = b.parts;
+  for (size_t k = 0; k < parts.size();) {
+    if (parts[k].pinned) {
+      b.remote.clear();
+      uint64_t total = 0;
+      for (size_t m = k; m < parts.size() && parts[m].pinned && b.remote.size() < kMostSegments; m++) {
+        b.remote.push_back({reinterpret_cast<void*>(parts[m].addr), parts[m].len});
+        total += parts[m].len;
+      }
+      iovec local{buf + pos, total};
+      ssize_t n;
+      do n = ::process_vm_readv(copy.memory->pid(), &local, 1, b.remote.data(), b.remote.size(), 0);
+      while (n < 0 && errno == EINTR);
+      uint64_t got = n > 0 ? static_cast<uint64_t>(n) : 0;
+      if (got == total) {
+        pos += total;
+        k += b.remote.size();
+        continue;
+      }
+      // Short: the parts read whole, then the rest of the part it stopped in
+      // through /proc/PID/mem; the next parts as a new call.
+      while (got >= parts[k].len) {
+        got -= parts[k].len;
+        pos += parts[k].len;
+        k++;
+      }
+      size_t r = copy.memory->read_some(RemotePtr<>(parts[k].addr + got), buf + pos + got, parts[k].len - got);
+      if (got + r < parts[k].len) return pos + got + r;
+      pos += parts[k].len;
+      k++;
+      continue;
+    }
+    size_t r = copy.memory->read_some(RemotePtr<>(parts[k].addr), buf + pos, parts[k].len);
+    if (r < parts[k].len) return pos + r;
+    pos += parts[k].len;
+    k++;
   }
-  return done;
+  return pos;
 }
 
-Status copy_piece(const PageCopy& copy, const CopyPiece& p, std::vector<char>& buf) {
+// The segments of a piece from byte at of it on.
+std::vector<Segment> segments_from(std::span<const Segment> segs, uint64_t at) {
+  std::vector<Segment> out;
+  for (auto& s : segs) {
+    if (at >= s.len) {
+      at -= s.len;
+      continue;
+    }
+    out.push_back({s.addr + at, s.len - at});
+    at = 0;
+  }
+  return out;
+}
+
+Status copy_piece(const PageCopy& copy, std::span<const Segment> segs, const CopyPiece& p, CopyBuffers& b) {
   pid_t pid = copy.memory->pid();
-  for (uint64_t at = 0; at < p.len;) {
-    at += read_piece(copy, p.addr + at, buf.data() + at, p.len - at);
-    if (at == p.len) break;
+  char* buf = b.bytes.data();
+  uint64_t at = read_segments(copy, segs, buf, b);
+  while (at < p.len) {
     int err = errno;
+    uint64_t addr = segments_from(segs, at).front().addr;
     if (copy.vanished == Vanished::fail)
-      return failf("pid {}: cannot read its memory at {:#x} ({} bytes) although the scan found it present: {}",
-                   pid, p.addr + at, p.len - at, std::strerror(err));
-    // That page is zeros; the read goes on at the next.
+      return failf("pid {}: cannot read its memory at {:#x} although the scan found it present: {}", pid, addr,
+                   std::strerror(err));
+    // That page is zeros; the read goes on at the next (every segment is
+    // whole pages: a page of the buffer is a page of the process).
     uint64_t next = std::min(p.len, page_down(at) + kPageSize);
     if (copy.log)
-      copy.log->debug("pid {}: {:#x}: unreadable since the scan ({}): zeros in this pre-dump", pid, p.addr + at,
+      copy.log->debug("pid {}: {:#x}: unreadable since the scan ({}): zeros in this pre-dump", pid, addr,
                       std::strerror(err));
-    std::memset(buf.data() + at, 0, next - at);
+    std::memset(buf + at, 0, next - at);
     at = next;
+    if (at < p.len) {
+      auto rest = segments_from(segs, at);
+      at += read_segments(copy, rest, buf + at, b);
+    }
   }
-  return pwrite_all(copy.out_fd, buf.data(), p.len, p.offset);
+  return pwrite_all(copy.out_fd, buf, p.len, p.offset);
 }
 
 }  // namespace
@@ -112,12 +195,18 @@ unsigned copy_workers(uint64_t bytes) {
 }
 
 Status copy_pages(const PageCopy& copy, std::span<const RemoteRange> runs) {
+  std::vector<Segment> segs;
   std::vector<CopyPiece> pieces;
   uint64_t offset = copy.offset;
   for (auto& r : runs)
     for (uint64_t done = 0; done < r.size;) {
-      uint64_t len = std::min(kCopyPiece, r.size - done);
-      pieces.push_back({r.start.addr() + done, len, offset});
+      if (pieces.empty() || pieces.back().len == kCopyPiece || pieces.back().count == kMostSegments)
+        pieces.push_back({segs.size(), 0, 0, offset});
+      auto& p = pieces.back();
+      uint64_t len = std::min(kCopyPiece - p.len, r.size - done);
+      segs.push_back({r.start.addr() + done, len});
+      p.count++;
+      p.len += len;
       done += len;
       offset += len;
     }
@@ -128,9 +217,10 @@ Status copy_pages(const PageCopy& copy, std::span<const RemoteRange> runs) {
   std::mutex mu;
   Status first_error;
   auto run = [&] {
-    std::vector<char> buf(kCopyPiece);
+    CopyBuffers b;
     for (size_t i; !stop && (i = next++) < pieces.size();) {
-      if (auto st = copy_piece(copy, pieces[i], buf); !st) {
+      auto& p = pieces[i];
+      if (auto st = copy_piece(copy, std::span(segs).subspan(p.first, p.count), p, b); !st) {
         std::lock_guard lock(mu);
         if (first_error) first_error = std::move(st);
         stop = true;

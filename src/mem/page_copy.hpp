@@ -52,8 +52,10 @@ struct PageCopy {
 };
 
 // The runs' bytes, in order, at copy.offset of copy.out_fd, by up to
-// copy.workers threads (the caller's among them), a MiB at a time. The
-// workers run no step (fault plan, cancel): the caller's thread has them.
+// copy.workers threads (the caller's among them), a MiB of the image at a
+// time: a piece of several runs when they are small (scattered pages: one
+// pagemap read, one process_vm_readv and one pwrite for up to 256 of them).
+// The workers run no step (fault plan, cancel): the caller's thread has them.
 [[nodiscard]] Status copy_pages(const PageCopy& copy, std::span<const RemoteRange> runs);
 
 // The width of copy_pages for the pages of one process: the CPUs this

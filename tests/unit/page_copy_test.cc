@@ -90,6 +90,48 @@ TEST(PageCopy, UnreadablePagesAreReadAlsoWhenChosenByThePagemap) {
   EXPECT_EQ(std::memcmp(got.data(), m.base, m.size), 0);
 }
 
+// Scattered pages (a run each, many to a piece), one of them without
+// PROT_READ and one unmapped after the scan: read by the pagemap, in order;
+// the unmapped one zeros with the tree running, an error when frozen.
+TEST(PageCopy, ScatteredPagesManyToAPieceLandInOrder) {
+  auto self = TraceeMemory::open(::getpid());
+  ASSERT_TRUE(self) << self.error().what();
+  UniqueFd pagemap(::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC));
+  Memory m(2000);
+  ASSERT_NE(m.base, MAP_FAILED);
+  std::vector<RemoteRange> runs;
+  for (size_t i = 0; i < 2000; i += 3) runs.push_back(m.pages(i, 1));
+  ASSERT_EQ(::mprotect(m.base + 300 * kPageSize, kPageSize, PROT_NONE), 0);
+  for (unsigned workers : {1u, 2u}) {
+    UniqueFd out = image();
+    auto st = copy_pages(
+        PageCopy{.memory = &*self, .out_fd = out.get(), .workers = workers, .pagemap_fd = pagemap.get()}, runs);
+    ASSERT_TRUE(st) << st.error().what();
+    for (size_t k = 0; k < runs.size(); k++) {
+      auto got = file_bytes(out.get(), k * kPageSize, kPageSize);
+      char want = static_cast<char>((3 * k) % 251 + 1);
+      ASSERT_EQ(got[0], want) << workers << " worker(s), run " << k;
+      ASSERT_EQ(got[kPageSize - 1], want) << workers << " worker(s), run " << k;
+    }
+  }
+  ASSERT_EQ(::munmap(m.base + 900 * kPageSize, kPageSize), 0);  // run 300
+  UniqueFd running = image();
+  auto st = copy_pages(PageCopy{.memory = &*self, .out_fd = running.get(), .vanished = Vanished::zeros}, runs);
+  ASSERT_TRUE(st) << st.error().what();
+  for (size_t k = 0; k < runs.size(); k++) {
+    auto got = file_bytes(running.get(), k * kPageSize, kPageSize);
+    char want = k == 300 ? 0 : static_cast<char>((3 * k) % 251 + 1);
+    ASSERT_EQ(got[0], want) << "run " << k;
+  }
+  UniqueFd frozen = image();
+  st = copy_pages(PageCopy{.memory = &*self, .out_fd = frozen.get(), .pagemap_fd = pagemap.get()}, runs);
+  ASSERT_FALSE(st);
+  EXPECT_NE(st.error().what().find(fmt::format("cannot read its memory at {:#x}",
+                                               reinterpret_cast<uint64_t>(m.base) + 900 * kPageSize)),
+            std::string::npos)
+      << st.error().what();
+}
+
 TEST(PageCopy, AnUnmappedRunIsZerosWithTheTreeRunningAndAnErrorWhenFrozen) {
   auto self = TraceeMemory::open(::getpid());
   ASSERT_TRUE(self) << self.error().what();
