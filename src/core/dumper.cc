@@ -21,6 +21,7 @@
 
 #include "arch/x86_64/cpu.hpp"
 #include "base/clock.hpp"
+#include "base/cpus.hpp"
 #include "base/page.hpp"
 #include "base/error.hpp"
 #include "base/external.hpp"
@@ -158,6 +159,10 @@ class Dumper {
   FileRegistry files_;
   ImageSet images_;
   std::vector<DumpedProcess> processes_;
+  // The page copies of the frozen tree (into local images), done by its
+  // workers while the next processes are dumped; after processes_, so gone
+  // (joined) before their page images.
+  std::unique_ptr<CopyPool> copies_;
   DumpStats stats_;
   uint32_t xsave_size_ = 0;
   bool released_ = false;
@@ -195,6 +200,7 @@ class Dumper::FailureGuard {
   ~FailureGuard() {
     if (dismissed_) return;
     FaultPause no_second_fault;
+    d_.copies_.reset();  // no worker writes any more
     d_.images_.remove_all();
     d_.processes_.clear();  // drops unfinished page files
     d_.release_kinds(TreeFate::runs);
@@ -297,12 +303,13 @@ Status Dumper::run_parasite(FrozenProcess& proc, const proc::Stat& stat, std::ve
   }
   auto t0 = Clock::now();
   ASSIGN_OR_RETURN(auto result,
-                   with_context(dump_pages(proc.pid, vmas, &parasite, memory, pages_fd, log_, parent, chain, before),
+                   with_context(dump_pages(proc.pid, vmas, &parasite, memory, pages_fd, log_, parent, chain, before,
+                                           copies_.get()),
                                 fmt::format("pid {}: dumping pages {} {}", proc.pid, upload_ ? "to the" : "into",
                                             upload_ ? upload_->describe() : dir_.path())));
   double secs = static_cast<double>(ns_since(t0)) / 1e9;
-  log_.info("pid {}: {} page(s) ({} MiB) in {:.3f} s", proc.pid, result.pages,
-            (result.pages * kPageSize) >> 20, secs);
+  log_.info("pid {}: {} page(s) ({} MiB) in {:.3f} s{}", proc.pid, result.pages,
+            (result.pages * kPageSize) >> 20, secs, copies_ ? " (listed; copied by the workers meanwhile)" : "");
   if (!result.scan_ioctl && (options_.pre_dump || parent_) && !stats_.write_tracked)
     log_.info("pid {}: no PAGEMAP_SCAN ioctl here (Linux 6.7): no write tracking, every page is dumped", proc.pid);
   if (result.pages_in_parent || result.pages_changed)
@@ -410,6 +417,9 @@ Status Dumper::dump_tree(TaskTree& tree) {
   for (auto& p : tree.processes())
     for (auto& t : p.threads) env_.tree_tids.push_back(t.tid());
   processes_.resize(tree.processes().size());
+  // Pages into local images: copied by workers of their own while the next
+  // processes are dumped (the ptrace work stays on this thread).
+  if (!upload_ && !options_.pre_dump) copies_ = std::make_unique<CopyPool>(std::min(cpus_allowed(), 4u), log_);
   for (size_t i = 0; i < processes_.size(); i++) {
     // Parents come first: a child's memory still shared with its parent is
     // found against the parent's, already dumped and still frozen.
@@ -419,6 +429,13 @@ Status Dumper::dump_tree(TaskTree& tree) {
         parent = ParentMemory{tree.processes()[j].pid, &processes_[j].mm};
     TRY(fault_point("dump/process"));
     TRY(dump_process(tree.processes()[i], processes_[i], parent));
+  }
+  if (copies_) {
+    auto t0 = Clock::now();
+    TRY(with_context(copies_->wait(), fmt::format("dumping pages into {}", dir_.path())));
+    log_.info("pages of {} process(es) copied by {} worker(s), {:.3f} s after the last one's scan",
+              processes_.size(), copies_->workers(), static_cast<double>(ns_since(t0)) / 1e9);
+    copies_.reset();
   }
   stats_.processes = static_cast<unsigned>(tree.processes().size());
   stats_.threads = tree.thread_count();

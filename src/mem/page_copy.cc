@@ -1,5 +1,6 @@
 #include "mem/page_copy.hpp"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <sys/uio.h>
 #include <signal.h>
@@ -175,7 +176,42 @@ Status copy_piece(const PageCopy& copy, std::span<const Segment> segs, const Cop
       at += read_segments(copy, rest, buf + at, b);
     }
   }
-  return pwrite_all(copy.out_fd, buf, p.len, p.offset);
+  return with_context(pwrite_all(copy.out_fd, buf, p.len, p.offset), fmt::format("pid {}", pid));
+}
+
+// The runs cut into pieces: segments of them, a MiB of the image a piece.
+void split_into_pieces(std::span<const RemoteRange> runs, uint64_t offset, std::vector<Segment>& segs,
+                       std::vector<CopyPiece>& pieces) {
+  for (auto& r : runs)
+    for (uint64_t done = 0; done < r.size;) {
+      if (pieces.empty() || pieces.back().len == kCopyPiece || pieces.back().count == kMostSegments)
+        pieces.push_back({segs.size(), 0, 0, offset});
+      auto& p = pieces.back();
+      uint64_t len = std::min(kCopyPiece - p.len, r.size - done);
+      segs.push_back({r.start.addr() + done, len});
+      p.count++;
+      p.len += len;
+      done += len;
+      offset += len;
+    }
+}
+
+// Up to n threads running body, with every signal blocked: one meant for
+// the caller's program (the library runs in it) goes to its own threads. A
+// thread that cannot be made is left out.
+template <typename F>
+void start_workers(std::vector<std::thread>& threads, unsigned n, F&& body) {
+  sigset_t all, old;
+  sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &old);
+  for (unsigned w = 0; w < n; w++) {
+    try {
+      threads.emplace_back(body);
+    } catch (const std::system_error&) {
+      break;
+    }
+  }
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
 }
 
 }  // namespace
@@ -197,19 +233,7 @@ unsigned copy_workers(uint64_t bytes) {
 Status copy_pages(const PageCopy& copy, std::span<const RemoteRange> runs) {
   std::vector<Segment> segs;
   std::vector<CopyPiece> pieces;
-  uint64_t offset = copy.offset;
-  for (auto& r : runs)
-    for (uint64_t done = 0; done < r.size;) {
-      if (pieces.empty() || pieces.back().len == kCopyPiece || pieces.back().count == kMostSegments)
-        pieces.push_back({segs.size(), 0, 0, offset});
-      auto& p = pieces.back();
-      uint64_t len = std::min(kCopyPiece - p.len, r.size - done);
-      segs.push_back({r.start.addr() + done, len});
-      p.count++;
-      p.len += len;
-      done += len;
-      offset += len;
-    }
+  split_into_pieces(runs, copy.offset, segs, pieces);
   if (pieces.empty()) return {};
   unsigned workers = std::max(1u, std::min<unsigned>(copy.workers, static_cast<unsigned>(pieces.size())));
   std::atomic<size_t> next{0};
@@ -227,24 +251,103 @@ Status copy_pages(const PageCopy& copy, std::span<const RemoteRange> runs) {
       }
     }
   };
-  // Signals stay blocked in the workers: one meant for the caller's program
-  // (the library runs in it) goes to its own threads. A worker that cannot
-  // be made leaves its share to the others.
+  // The other workers in threads of their own (a worker that cannot be
+  // made leaves its share to the others), this thread one of them.
   std::vector<std::thread> threads;
-  sigset_t all, old;
-  sigfillset(&all);
-  ::pthread_sigmask(SIG_SETMASK, &all, &old);
-  for (unsigned w = 1; w < workers; w++) {
-    try {
-      threads.emplace_back(run);
-    } catch (const std::system_error&) {
-      break;
-    }
-  }
-  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  start_workers(threads, workers - 1, run);
   run();
   for (auto& t : threads) t.join();
   return first_error;
+}
+
+// One batch of a pool: its pieces, copied as copy_pages would.
+struct CopyPool::Batch {
+  std::shared_ptr<const Source> source;
+  PageCopy copy;
+  std::vector<Segment> segs;
+  std::vector<CopyPiece> pieces;
+};
+
+Result<std::shared_ptr<const CopyPool::Source>> CopyPool::source(pid_t pid) {
+  ASSIGN_OR_RETURN(auto memory, TraceeMemory::open(pid));
+  UniqueFd pagemap(::open(fmt::format("/proc/{}/pagemap", pid).c_str(), O_RDONLY | O_CLOEXEC));
+  if (!pagemap) return failf_errno("pid {}: cannot open pagemap", pid);
+  return std::make_shared<const Source>(Source{std::move(memory), std::move(pagemap)});
+}
+
+CopyPool::CopyPool(unsigned workers, const Logger& log) : log_(log) {
+  start_workers(threads_, std::max(1u, workers), [this] { work(); });
+}
+
+CopyPool::~CopyPool() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+    queue_.clear();
+  }
+  work_cv_.notify_all();
+  for (auto& t : threads_) t.join();
+}
+
+void CopyPool::submit(std::shared_ptr<const Source> source, int out_fd, uint64_t offset,
+                      std::span<const RemoteRange> runs) {
+  auto b = std::make_shared<Batch>();
+  b->source = std::move(source);
+  b->copy = PageCopy{.memory = &b->source->memory,
+                     .out_fd = out_fd,
+                     .offset = offset,
+                     .vanished = Vanished::fail,
+                     .pagemap_fd = b->source->pagemap.get(),
+                     .log = &log_};
+  split_into_pieces(runs, offset, b->segs, b->pieces);
+  // Bounded: 256 pieces (256 MiB of pages) queued at most.
+  constexpr size_t kMostQueued = 256;
+  std::unique_lock lock(mu_);
+  for (size_t i = 0; i < b->pieces.size(); i++) {
+    done_cv_.wait(lock, [&] { return queue_.size() < kMostQueued || stop_ || !error_ || threads_.empty(); });
+    if (!error_ || stop_) return;  // failed already: wait() says so
+    if (threads_.empty()) {
+      // No worker could be made: copied here.
+      lock.unlock();
+      CopyBuffers buf;
+      auto& p = b->pieces[i];
+      Status st = copy_piece(b->copy, std::span(b->segs).subspan(p.first, p.count), p, buf);
+      lock.lock();
+      if (!st && error_) error_ = std::move(st);
+      continue;
+    }
+    queue_.emplace_back(b, i);
+    work_cv_.notify_one();
+  }
+}
+
+void CopyPool::work() {
+  CopyBuffers buf;
+  std::unique_lock lock(mu_);
+  for (;;) {
+    work_cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+    if (stop_) return;
+    auto [b, i] = std::move(queue_.front());
+    queue_.pop_front();
+    busy_++;
+    lock.unlock();
+    auto& p = b->pieces[i];
+    Status st = copy_piece(b->copy, std::span(b->segs).subspan(p.first, p.count), p, buf);
+    b.reset();
+    lock.lock();
+    busy_--;
+    if (!st && error_) {
+      error_ = std::move(st);
+      queue_.clear();
+    }
+    done_cv_.notify_all();
+  }
+}
+
+Status CopyPool::wait() {
+  std::unique_lock lock(mu_);
+  done_cv_.wait(lock, [&] { return (queue_.empty() && busy_ == 0) || stop_; });
+  return error_;
 }
 
 }  // namespace minicriu

@@ -19,12 +19,19 @@
 // between the pagemap's word and the read: /proc/PID/mem only.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
 #include <span>
+#include <thread>
+#include <vector>
 
 #include "base/error.hpp"
 #include "base/log.hpp"
 #include "base/remote_ptr.hpp"
+#include "base/unique_fd.hpp"
 #include "ptrace/tracee_memory.hpp"
 
 namespace minicriu {
@@ -61,5 +68,48 @@ struct PageCopy {
 // The width of copy_pages for the pages of one process: the CPUs this
 // task may run on, at most 4, one per 8 MiB of pages.
 unsigned copy_workers(uint64_t bytes);
+
+// The pages of every process of a frozen tree, copied while the dump goes
+// on with the next processes (their ptrace work only the seizing thread
+// can do): the batches of all of them shared out to the pool's workers, in
+// the order they came. A process's memory is read as by copy_pages, frozen
+// (Vanished::fail, pinned where the pagemap says only it maps a page).
+// submit() waits while more than a bounded number of pieces is queued (the
+// queue holds addresses, never pages); the destructor drops what is queued
+// and joins the workers.
+class CopyPool {
+ public:
+  // What the batches of one process read from.
+  struct Source {
+    TraceeMemory memory;
+    UniqueFd pagemap;
+  };
+  [[nodiscard]] static Result<std::shared_ptr<const Source>> source(pid_t pid);
+
+  CopyPool(unsigned workers, const Logger& log);
+  ~CopyPool();
+  CopyPool(const CopyPool&) = delete;
+  CopyPool& operator=(const CopyPool&) = delete;
+
+  // The runs' bytes, in order, at offset of out_fd (open until wait()).
+  void submit(std::shared_ptr<const Source> source, int out_fd, uint64_t offset, std::span<const RemoteRange> runs);
+  // Every batch copied, or the first failure (what was queued after it is
+  // dropped).
+  [[nodiscard]] Status wait();
+  unsigned workers() const { return static_cast<unsigned>(threads_.size()); }
+
+ private:
+  struct Batch;
+  void work();
+
+  const Logger& log_;
+  std::mutex mu_;
+  std::condition_variable work_cv_, done_cv_;
+  std::deque<std::pair<std::shared_ptr<Batch>, size_t>> queue_;  // a batch and one of its pieces
+  size_t busy_ = 0;     // pieces being copied
+  bool stop_ = false;
+  Status error_;
+  std::vector<std::thread> threads_;
+};
 
 }  // namespace minicriu

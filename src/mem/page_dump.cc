@@ -61,6 +61,12 @@ class PageBatcher {
       : memory_(memory), pagemap_fd_(pagemap_fd), session_(session), out_fd_(out_fd), offset_(offset),
         workers_(workers), result_(result), progress_(progress), before_(before), log_(log) {}
 
+  // The copies queued in pool (frozen, a local image), read from source.
+  void use_pool(CopyPool* pool, std::shared_ptr<const CopyPool::Source> source) {
+    pool_ = pool;
+    pool_source_ = std::move(source);
+  }
+
   [[nodiscard]] Status add(RemotePtr<> at, uint64_t pages) {
     if (!runs_.empty() && runs_.back().end() == at) {
       runs_.back().size += pages * kPageSize;
@@ -82,6 +88,9 @@ class PageBatcher {
       for (auto& r : runs_) runs.emplace_back(r.start.addr(), r.size);
       TRY(before_(runs));
       TRY(session_->drain_pages(runs_, out_fd_));
+    } else if (pool_) {
+      pool_->submit(pool_source_, out_fd_, offset_, runs_);
+      offset_ += pending_bytes_;
     } else {
       TRY(copy_pages(PageCopy{.memory = &memory_,
                               .out_fd = out_fd_,
@@ -135,6 +144,8 @@ class PageBatcher {
   const Logger& log_;
   std::vector<RemoteRange> runs_;
   uint64_t pending_bytes_ = 0;
+  CopyPool* pool_ = nullptr;
+  std::shared_ptr<const CopyPool::Source> pool_source_;
 };
 
 // Pages the parasite cannot vmsplice (no PROT_READ: get_user_pages refuses
@@ -255,7 +266,8 @@ void each_covered(const std::vector<std::pair<uint64_t, uint64_t>>& runs, uint64
 
 Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas, ParasiteSession* session,
                                   const TraceeMemory& memory, int pages_fd, const Logger& log,
-                                  const ParentMemory& parent, const PageChain& chain, const BeforePages& before) {
+                                  const ParentMemory& parent, const PageChain& chain, const BeforePages& before,
+                                  CopyPool* pool) {
   PageDumpResult result;
   ASSIGN_OR_RETURN(PageMap pagemap, PageMap::open(pid));
   result.scan_ioctl = pagemap.has_scan();
@@ -279,7 +291,12 @@ Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas, Parasit
     if (at < 0) return failf_errno("pid {}: the page image cannot be written at offsets", pid);
     offset = static_cast<uint64_t>(at);
   }
-  PageBatcher batcher(memory, raw_pagemap.get(), session, pages_fd, offset, copy_workers(total), result, progress, before, log);
+  PageBatcher batcher(memory, raw_pagemap.get(), session, pages_fd, offset, copy_workers(total), result, progress,
+                      before, log);
+  if (pool && session && !before) {
+    ASSIGN_OR_RETURN(auto source, CopyPool::source(pid));
+    batcher.use_pool(pool, std::move(source));
+  }
   std::vector<img::PagemapEntry> in_parent;
   auto add_in_parent = [&](uint64_t start, uint64_t end) {
     uint64_t pages = (end - start) / kPageSize;

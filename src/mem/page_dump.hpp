@@ -12,6 +12,7 @@
 
 #include "base/error.hpp"
 #include "base/log.hpp"
+#include "mem/page_copy.hpp"
 #include "mem/vma.hpp"
 #include "minicriu.pb.h"
 #include "parasite/parasite_session.hpp"
@@ -77,11 +78,14 @@ using BeforePages = std::function<Status(std::span<const std::pair<uint64_t, uin
 // session null: the tree runs again (a pre-dump, its tracking armed by this
 // scan): a page unmapped since its scan is stored as zeros. session set: the
 // tree is frozen, the parasite in (it drains the pages only into a page
-// server's connection, before set).
+// server's connection, before set). pool (frozen, into a local image): the
+// copies are queued there and done by its workers while the dump goes on;
+// they are not finished on return (CopyPool::wait).
 [[nodiscard]] Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas,
                                                 ParasiteSession* session,
                                                 const TraceeMemory& memory, int pages_fd,
                                                 const Logger& log, const ParentMemory& parent = {},
-                                                const PageChain& chain = {}, const BeforePages& before = {});
+                                                const PageChain& chain = {}, const BeforePages& before = {},
+                                                CopyPool* pool = nullptr);
 
 }  // namespace minicriu

@@ -116,6 +116,23 @@ TEST(Background, ATreeOfThreeThroughTheCAbi) {
   ASSERT_NO_FATAL_FAILURE(original_then_restored(p, images, dir, 500));
 }
 
+// Not a background dump: a tree of three with 64 MiB each, the pages of
+// each process copied by the workers while the next ones are dumped (their
+// copies queued in one pool, mem/page_copy.hpp). The restored tree checks
+// every page of each process against its counter.
+TEST(PageCopyPool, ATreeOfThreeCopiedWhileTheNextProcessesAreDumpedComesBackExactly) {
+  TempDir dir;
+  Program p("background_gens", dir, {"16384", "20000", "3"});
+  ASSERT_TRUE(p.wait_ready());
+  sleep_ms(150);
+  std::string images = images_dir(dir);
+  auto r = run_minicriu({"-v", "dump", "-t", std::to_string(p.pid()), "-D", images, "-R"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("pages of 3 process(es) copied by"), std::string::npos) << r.output;
+  EXPECT_EQ(show_json(images).processes_size(), 3);
+  ASSERT_NO_FATAL_FAILURE(original_then_restored(p, images, dir, 900));
+}
+
 TEST(Background, RefusedInOneLineWithoutLeaveRunningTheTargetIntact) {
   TempDir dir;
   Program p("background_gens", dir, {"1024", "10000"});
