@@ -21,6 +21,17 @@
 
 namespace minicriu {
 
+// A part of a run, and a piece (outside the anonymous namespace: a
+// CopyPool::Batch holds them): consecutive segments (bytes that follow each
+// other in the image), 1 MiB at most, one pwrite.
+struct CopySegment {
+  uint64_t addr = 0, len = 0;
+};
+struct CopyPiece {
+  size_t first = 0, count = 0;  // in the segments
+  uint64_t len = 0, offset = 0;
+};
+
 namespace {
 
 constexpr uint64_t kCopyPiece = 1ull << 20;
@@ -30,18 +41,8 @@ constexpr unsigned kMostCopiers = 4;
 constexpr size_t kMostSegments = 1024;  // IOV_MAX: one process_vm_readv
 constexpr uint64_t kOnePagemapRead = 1024;  // pages: a piece's whole span in one pagemap read
 
-// A part of a run, and a piece: consecutive segments (bytes that follow each
-// other in the image), 1 MiB at most, one pwrite.
-struct Segment {
-  uint64_t addr = 0, len = 0;
-};
-struct CopyPiece {
-  size_t first = 0, count = 0;  // in the segments
-  uint64_t len = 0, offset = 0;
-};
-
 // What a piece reads, in order: runs of pages read pinned or not.
-struct Part {
+struct CopyPart {
   uint64_t addr = 0, len = 0;
   bool pinned = false;
 };
@@ -50,7 +51,7 @@ struct Part {
 struct CopyBuffers {
   std::vector<char> bytes = std::vector<char>(kCopyPiece);
   std::vector<uint64_t> pagemap = std::vector<uint64_t>(kOnePagemapRead);
-  std::vector<Part> parts;
+  std::vector<CopyPart> parts;
   std::vector<iovec> remote;
 };
 
@@ -60,7 +61,7 @@ bool read_pagemap_words(int fd, uint64_t addr, uint64_t pages, std::vector<uint6
   return ::pread(fd, out.data(), pages * 8, static_cast<off_t>(addr / kPageSize * 8)) == want;
 }
 
-void add_part(std::vector<Part>& parts, uint64_t addr, uint64_t len, bool pinned) {
+void add_part(std::vector<CopyPart>& parts, uint64_t addr, uint64_t len, bool pinned) {
   if (!parts.empty() && parts.back().pinned == pinned && parts.back().addr + parts.back().len == addr)
     parts.back().len += len;
   else
@@ -69,7 +70,7 @@ void add_part(std::vector<Part>& parts, uint64_t addr, uint64_t len, bool pinned
 
 // The parts of segs: with copy.pagemap_fd, the pages only this process maps
 // (pagemap's exclusive bit) are read pinned, the others not; without, none.
-void plan_parts(const PageCopy& copy, std::span<const Segment> segs, CopyBuffers& b) {
+void plan_parts(const PageCopy& copy, std::span<const CopySegment> segs, CopyBuffers& b) {
   b.parts.clear();
   uint64_t span_start = segs.front().addr, span_end = segs.back().addr + segs.back().len;
   bool by_pagemap = copy.pagemap_fd >= 0;
@@ -96,7 +97,7 @@ void plan_parts(const PageCopy& copy, std::span<const Segment> segs, CopyBuffers
 // (up to kMostSegments parts a call), the others, and a pinned part it
 // refuses (no PROT_READ), through /proc/PID/mem. Returns how many bytes were
 // read before the first that cannot be (errno says why).
-size_t read_segments(const PageCopy& copy, std::span<const Segment> segs, char* buf, CopyBuffers& b) {
+size_t read_segments(const PageCopy& copy, std::span<const CopySegment> segs, char* buf, CopyBuffers& b) {
   plan_parts(copy, segs, b);
   size_t pos = 0;
   auto& parts = b.parts;
@@ -140,8 +141,8 @@ size_t read_segments(const PageCopy& copy, std::span<const Segment> segs, char* 
 }
 
 // The segments of a piece from byte at of it on.
-std::vector<Segment> segments_from(std::span<const Segment> segs, uint64_t at) {
-  std::vector<Segment> out;
+std::vector<CopySegment> segments_from(std::span<const CopySegment> segs, uint64_t at) {
+  std::vector<CopySegment> out;
   for (auto& s : segs) {
     if (at >= s.len) {
       at -= s.len;
@@ -153,7 +154,7 @@ std::vector<Segment> segments_from(std::span<const Segment> segs, uint64_t at) {
   return out;
 }
 
-Status copy_piece(const PageCopy& copy, std::span<const Segment> segs, const CopyPiece& p, CopyBuffers& b) {
+Status copy_piece(const PageCopy& copy, std::span<const CopySegment> segs, const CopyPiece& p, CopyBuffers& b) {
   pid_t pid = copy.memory->pid();
   char* buf = b.bytes.data();
   uint64_t at = read_segments(copy, segs, buf, b);
@@ -180,7 +181,7 @@ Status copy_piece(const PageCopy& copy, std::span<const Segment> segs, const Cop
 }
 
 // The runs cut into pieces: segments of them, a MiB of the image a piece.
-void split_into_pieces(std::span<const RemoteRange> runs, uint64_t offset, std::vector<Segment>& segs,
+void split_into_pieces(std::span<const RemoteRange> runs, uint64_t offset, std::vector<CopySegment>& segs,
                        std::vector<CopyPiece>& pieces) {
   for (auto& r : runs)
     for (uint64_t done = 0; done < r.size;) {
@@ -231,7 +232,7 @@ unsigned copy_workers(uint64_t bytes) {
 }
 
 Status copy_pages(const PageCopy& copy, std::span<const RemoteRange> runs) {
-  std::vector<Segment> segs;
+  std::vector<CopySegment> segs;
   std::vector<CopyPiece> pieces;
   split_into_pieces(runs, copy.offset, segs, pieces);
   if (pieces.empty()) return {};
@@ -264,7 +265,7 @@ Status copy_pages(const PageCopy& copy, std::span<const RemoteRange> runs) {
 struct CopyPool::Batch {
   std::shared_ptr<const Source> source;
   PageCopy copy;
-  std::vector<Segment> segs;
+  std::vector<CopySegment> segs;
   std::vector<CopyPiece> pieces;
 };
 

@@ -109,18 +109,14 @@ class PageBatcher {
     return {};
   }
 
-  // Pages written by the caller (buf), after those batched so far.
-  [[nodiscard]] Status write(RemotePtr<> at, uint64_t pages, const char* buf) {
+  // Pages read by the caller (buf) into the page server's connection, after
+  // those batched so far (a local image reads every page by copy_pages).
+  [[nodiscard]] Status write_to_connection(RemotePtr<> at, uint64_t pages, const char* buf) {
     TRY(flush());
     uint64_t len = pages * kPageSize;
-    if (before_) {
-      std::pair<uint64_t, uint64_t> one{at.addr(), len};
-      TRY(before_(std::span(&one, 1)));
-      TRY(write_all(out_fd_, buf, len));
-    } else {
-      TRY(pwrite_all(out_fd_, buf, len, offset_));
-      offset_ += len;
-    }
+    std::pair<uint64_t, uint64_t> one{at.addr(), len};
+    TRY(before_(std::span(&one, 1)));
+    TRY(write_all(out_fd_, buf, len));
     append_entry(at, pages);
     progress_.add(len);
     return {};
@@ -155,7 +151,7 @@ class PageBatcher {
 Status copy_unreadable(const TraceeMemory& memory, RemotePtr<> at, uint64_t pages, PageBatcher& batcher) {
   std::vector<char> buf(pages * kPageSize);
   TRY(memory.read_bytes(at, buf.data(), buf.size()));
-  return batcher.write(at, pages, buf.data());
+  return batcher.write_to_connection(at, pages, buf.data());
 }
 
 // The pagemap entries (one u64 per page) of out.size() pages from at on.
