@@ -115,8 +115,9 @@ pid_t restored_pid(const CommandResult& r);
 // `minicriu restore -d`: the restored root's pid (-1 on failure).
 pid_t restore_detached(const std::string& images);
 
-// The processes of restored checkpoints: SIGKILLed and reaped at the end of
-// the scope if still there, so a failed test leaves no tree behind.
+// The processes of restored checkpoints, and those a test started by hand
+// (add): SIGKILLed and reaped at the end of the scope if still there, so a
+// failed test leaves no tree behind.
 class RestoredTree {
  public:
   RestoredTree() = default;
@@ -124,6 +125,7 @@ class RestoredTree {
   RestoredTree& operator=(const RestoredTree&) = delete;
   ~RestoredTree();
   void add_from(const std::string& images);
+  void add(pid_t pid) { pids_.push_back(pid); }
 
  private:
   std::vector<pid_t> pids_;

@@ -243,6 +243,8 @@ TEST(InetSocketRestore, AConnectionToAPeerOutsideComesBackWithTcpEstablished) {
     ::execl(program("basic").c_str(), "basic", (dir / "ready").c_str(), dir.path().c_str(), nullptr);
     ::_exit(127);
   }
+  RestoredTree started;  // killed if a check below fails
+  started.add(pid);
   ::close(theirs);
   ASSERT_EQ(::send(ours, "hello", 5, 0), 5);
   for (int i = 0; i < 2000 && !std::filesystem::exists(dir / "ready"); i++) ::usleep(5000);

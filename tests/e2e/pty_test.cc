@@ -176,6 +176,8 @@ TEST(PtyRestore, AnExternalTerminalIsReopenedByPathWhileItsMasterLives) {
   OurPty pty;
   ASSERT_GE(pty.master, 0);
   pid_t pid = start_on_our_pty(dir, pty.slave);
+  RestoredTree started;  // killed if a check below fails
+  started.add(pid);
   ASSERT_TRUE(std::filesystem::exists(dir / "ready"));
   std::string images = images_dir(dir);
   auto d = run_minicriu({"dump", "-t", std::to_string(pid), "-D", images, "--external",
@@ -216,6 +218,8 @@ TEST(PtyRestore, AnExternalTerminalWhoseMasterIsGoneFailsInOneLine) {
   OurPty pty;
   ASSERT_GE(pty.master, 0);
   pid_t pid = start_on_our_pty(dir, pty.slave);
+  RestoredTree started;  // killed if a check below fails
+  started.add(pid);
   ASSERT_TRUE(std::filesystem::exists(dir / "ready"));
   std::string images = images_dir(dir);
   auto d = run_minicriu({"dump", "-t", std::to_string(pid), "-D", images, "--external",
