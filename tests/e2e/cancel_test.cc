@@ -114,11 +114,18 @@ void dump_interrupted(const std::string& fault, const std::string& ready_line, i
   if (!ready_line.empty()) {
     ASSERT_TRUE(m.wait_for(ready_line)) << m.output();
   } else {
-    // The hung parasite holds its socket in the target.
+    // The hung parasite holds its socket in the target (before it, the
+    // infection may hold other fds a moment).
+    auto holds_socket = [&] {
+      Holdings now = holdings_of(p.pid());
+      if (now.fds.size() != before.fds.size() + 1) return false;
+      for (auto& [fd, link] : now.fds)
+        if (!before.fds.count(fd)) return link.starts_with("socket:[");
+      return false;
+    };
     auto deadline = Clock::now() + std::chrono::seconds(10);
-    while (holdings_of(p.pid()).fds.size() < before.fds.size() + 1 && Clock::now() < deadline)
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    ASSERT_EQ(holdings_of(p.pid()).fds.size(), before.fds.size() + 1) << m.output();
+    while (!holds_socket() && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    ASSERT_TRUE(holds_socket()) << m.output();
   }
   auto t0 = Clock::now();
   ::kill(m.pid(), sig);

@@ -54,7 +54,8 @@ std::map<int, std::string> wait_for_parasite_fds(pid_t pid, const Holdings& befo
   auto deadline = Clock::now() + std::chrono::seconds(10);
   while (Clock::now() < deadline) {
     auto added = added_fds(before, holdings_of(pid));
-    if (added.size() == 1) return added;
+    // The socket (before it, the infection may hold other fds a moment).
+    if (added.size() == 1 && added.begin()->second.starts_with("socket:[")) return added;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   return {};
