@@ -1,17 +1,13 @@
 #include "mem/page_copy.hpp"
 
 #include <fcntl.h>
-#include <pthread.h>
 #include <sys/uio.h>
-#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <mutex>
-#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -197,24 +193,6 @@ void split_into_pieces(std::span<const RemoteRange> runs, uint64_t offset, std::
     }
 }
 
-// Up to n threads running body, with every signal blocked: one meant for
-// the caller's program (the library runs in it) goes to its own threads. A
-// thread that cannot be made is left out.
-template <typename F>
-void start_workers(std::vector<std::thread>& threads, unsigned n, F&& body) {
-  sigset_t all, old;
-  sigfillset(&all);
-  ::pthread_sigmask(SIG_SETMASK, &all, &old);
-  for (unsigned w = 0; w < n; w++) {
-    try {
-      threads.emplace_back(body);
-    } catch (const std::system_error&) {
-      break;
-    }
-  }
-  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
-}
-
 }  // namespace
 
 Status pwrite_all(int fd, const char* buf, size_t len, uint64_t offset) {
@@ -232,38 +210,14 @@ unsigned copy_workers(uint64_t bytes) {
 }
 
 Status copy_pages(const PageCopy& copy, std::span<const RemoteRange> runs) {
-  std::vector<CopySegment> segs;
-  std::vector<CopyPiece> pieces;
-  split_into_pieces(runs, copy.offset, segs, pieces);
-  if (pieces.empty()) return {};
-  unsigned workers = std::max(1u, std::min<unsigned>(copy.workers, static_cast<unsigned>(pieces.size())));
-  std::atomic<size_t> next{0};
-  std::atomic<bool> stop{false};
-  std::mutex mu;
-  Status first_error;
-  auto run = [&] {
-    CopyBuffers b;
-    for (size_t i; !stop && (i = next++) < pieces.size();) {
-      auto& p = pieces[i];
-      if (auto st = copy_piece(copy, std::span(segs).subspan(p.first, p.count), p, b); !st) {
-        std::lock_guard lock(mu);
-        if (first_error) first_error = std::move(st);
-        stop = true;
-      }
-    }
-  };
-  // The other workers in threads of their own (a worker that cannot be
-  // made leaves its share to the others), this thread one of them.
-  std::vector<std::thread> threads;
-  start_workers(threads, workers - 1, run);
-  run();
-  for (auto& t : threads) t.join();
-  return first_error;
+  CopyPool pool(copy.workers, copy.log);
+  pool.queue(nullptr, copy, runs);
+  return pool.wait();
 }
 
-// One batch of a pool: its pieces, copied as copy_pages would.
+// One batch of a pool: its pieces, and what they are read from.
 struct CopyPool::Batch {
-  std::shared_ptr<const Source> source;
+  std::shared_ptr<const void> keep;  // what copy points into
   PageCopy copy;
   std::vector<CopySegment> segs;
   std::vector<CopyPiece> pieces;
@@ -276,7 +230,7 @@ Result<std::shared_ptr<const CopyPool::Source>> CopyPool::source(pid_t pid) {
   return std::make_shared<const Source>(Source{std::move(memory), std::move(pagemap)});
 }
 
-CopyPool::CopyPool(unsigned workers, const Logger& log) : log_(log) {
+CopyPool::CopyPool(unsigned workers, const Logger* log) : log_(log) {
   start_workers(threads_, std::max(1u, workers), [this] { work(); });
 }
 
@@ -292,15 +246,20 @@ CopyPool::~CopyPool() {
 
 void CopyPool::submit(std::shared_ptr<const Source> source, int out_fd, uint64_t offset,
                       std::span<const RemoteRange> runs) {
+  PageCopy copy{.memory = &source->memory,
+                .out_fd = out_fd,
+                .offset = offset,
+                .vanished = Vanished::fail,
+                .pagemap_fd = source->pagemap.get(),
+                .log = log_};
+  queue(std::move(source), copy, runs);
+}
+
+void CopyPool::queue(std::shared_ptr<const void> keep, const PageCopy& copy, std::span<const RemoteRange> runs) {
   auto b = std::make_shared<Batch>();
-  b->source = std::move(source);
-  b->copy = PageCopy{.memory = &b->source->memory,
-                     .out_fd = out_fd,
-                     .offset = offset,
-                     .vanished = Vanished::fail,
-                     .pagemap_fd = b->source->pagemap.get(),
-                     .log = &log_};
-  split_into_pieces(runs, offset, b->segs, b->pieces);
+  b->keep = std::move(keep);
+  b->copy = copy;
+  split_into_pieces(runs, copy.offset, b->segs, b->pieces);
   // Bounded: 256 pieces (256 MiB of pages) queued at most.
   constexpr size_t kMostQueued = 256;
   std::unique_lock lock(mu_);

@@ -58,8 +58,8 @@ struct PageCopy {
   const Logger* log = nullptr;
 };
 
-// The runs' bytes, in order, at copy.offset of copy.out_fd, by up to
-// copy.workers threads (the caller's among them), a MiB of the image at a
+// The runs' bytes, in order, at copy.offset of copy.out_fd, by
+// copy.workers threads (a CopyPool of its own), a MiB of the image at a
 // time: a piece of several runs when they are small (scattered pages: one
 // pagemap read, one process_vm_readv and one pwrite for up to 256 of them).
 // The workers run no step (fault plan, cancel): the caller's thread has them.
@@ -86,13 +86,15 @@ class CopyPool {
   };
   [[nodiscard]] static Result<std::shared_ptr<const Source>> source(pid_t pid);
 
-  CopyPool(unsigned workers, const Logger& log);
+  CopyPool(unsigned workers, const Logger* log);
   ~CopyPool();
   CopyPool(const CopyPool&) = delete;
   CopyPool& operator=(const CopyPool&) = delete;
 
   // The runs' bytes, in order, at offset of out_fd (open until wait()).
   void submit(std::shared_ptr<const Source> source, int out_fd, uint64_t offset, std::span<const RemoteRange> runs);
+  // The same for any copy (copy_pages): keep holds what copy points into.
+  void queue(std::shared_ptr<const void> keep, const PageCopy& copy, std::span<const RemoteRange> runs);
   // Every batch copied, or the first failure (what was queued after it is
   // dropped).
   [[nodiscard]] Status wait();
@@ -102,7 +104,7 @@ class CopyPool {
   struct Batch;
   void work();
 
-  const Logger& log_;
+  const Logger* log_;
   std::mutex mu_;
   std::condition_variable work_cv_, done_cv_;
   std::deque<std::pair<std::shared_ptr<Batch>, size_t>> queue_;  // a batch and one of its pieces
