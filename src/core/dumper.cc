@@ -419,7 +419,7 @@ Status Dumper::dump_tree(TaskTree& tree) {
   processes_.resize(tree.processes().size());
   // Pages into local images: copied by workers of their own while the next
   // processes are dumped (the ptrace work stays on this thread).
-  if (!upload_ && !options_.pre_dump) copies_ = std::make_unique<CopyPool>(std::min(cpus_allowed(), 4u), log_);
+  if (!upload_ && !options_.pre_dump) copies_ = std::make_unique<CopyPool>(std::min(cpus_allowed(), 4u), &log_);
   for (size_t i = 0; i < processes_.size(); i++) {
     // Parents come first: a child's memory still shared with its parent is
     // found against the parent's, already dumped and still frozen.
@@ -862,7 +862,7 @@ Status Dumper::copy_background() {
     }
   if (copies.empty()) return {};
   auto t0 = Clock::now();
-  unsigned workers = std::max(1u, std::thread::hardware_concurrency());
+  unsigned workers = cpus_allowed();
   Status st = BackgroundCopy::copy_all(copies, workers, log_);
   for (auto* c : copies) {
     auto s = c->stats();

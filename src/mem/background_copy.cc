@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "base/cpus.hpp"
 #include "base/page.hpp"
 #include "mem/page_copy.hpp"
 
@@ -540,7 +541,7 @@ Status BackgroundCopy::copy_all(std::span<BackgroundCopy* const> copies, unsigne
     }
   };
   std::vector<std::thread> threads;
-  for (unsigned w = 1; w < workers; w++) threads.emplace_back(run);
+  start_workers(threads, workers - 1, run);
   run();
   for (auto& t : threads) t.join();
   for (auto* c : copies) {
