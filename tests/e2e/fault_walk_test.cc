@@ -271,10 +271,9 @@ void walk_dump_steps(Program& p, const TempDir& dir, const std::string& images, 
   }
   double secs = std::chrono::duration<double>(Clock::now() - t0).count();
   std::printf("[ fault walk ] dump%s: %zu steps, %llu occurrences, %zu walked, %zu problem(s), %.1f s\n",
-              mode.empty() ? "" : " --background", counts.size(), static_cast<unsigned long long>(occurrences(counts)), plan.size(), problems.count,
-              secs);
+              mode.empty() ? "" : " --background", counts.size(),
+              static_cast<unsigned long long>(occurrences(counts)), plan.size(), problems.count, secs);
   EXPECT_EQ(problems.count, 0u) << problems.report;
-
 }
 
 TEST(FaultWalk, EveryDumpStepFailsCleanly) {
