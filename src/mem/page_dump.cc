@@ -6,8 +6,10 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <span>
 
+#include "base/cpus.hpp"
 #include "base/page.hpp"
 #include "base/unique_fd.hpp"
 #include "mem/page_copy.hpp"
@@ -16,6 +18,9 @@
 namespace minicriu {
 
 namespace {
+
+// A frozen VMA's page tables walked a chunk at a time (ScanAhead).
+constexpr uint64_t kScanChunk = 64ull << 20;
 
 // One page of the target, for arithmetic by pages on RemotePtr<Page>.
 struct Page {
@@ -356,11 +361,21 @@ Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas, Parasit
     // piece at a time, each piece read before the next is armed: what the
     // next round finds written is what was written since its read, not
     // since the VMA's first page was read.
-    const uint64_t piece = session ? range.size : (64ull << 20);
+    // Frozen, a large VMA's page tables are walked by workers, a chunk
+    // ahead of the copy (ScanAhead).
+    std::optional<ScanAhead> ahead;
+    if (session && !arm && !deferred && range.size >= 2 * kScanChunk)
+      ahead.emplace(pagemap, range.start.addr(), range.end().addr(), kScanChunk, std::min(cpus_allowed(), 4u));
+    const uint64_t piece = ahead ? kScanChunk : session ? range.size : (64ull << 20);
     for (uint64_t at = range.start.addr(); at < range.end().addr(); at += piece) {
       uint64_t to = std::min(range.end().addr(), at + piece);
       regions.clear();
-      if (deferred && chain.deferred_runs) {
+      if (ahead) {
+        uint64_t from = 0, until = 0;
+        ASSIGN_OR_RETURN(bool more, ahead->next(from, until, regions));
+        if (!more || from != at || until != to)
+          return failf("pid {}: the scan of {:#x}-{:#x} came out of order", pid, at, to);
+      } else if (deferred && chain.deferred_runs) {
         auto& runs = *chain.deferred_runs;
         auto it = std::upper_bound(runs.begin(), runs.end(), at, [](uint64_t a, auto& r) { return a < r.second; });
         for (; it != runs.end() && it->first < to; ++it)

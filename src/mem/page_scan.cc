@@ -6,6 +6,7 @@
 
 #include <algorithm>
 
+#include "base/cpus.hpp"
 #include "base/page.hpp"
 
 namespace minicriu {
@@ -48,13 +49,14 @@ Result<PageMap> PageMap::open(pid_t pid) {
   return PageMap(pid, std::move(fd), scan);
 }
 
-Status PageMap::scan(uint64_t start, uint64_t end, bool write_protect, std::vector<PageRegion>& out) {
+Status PageMap::scan(uint64_t start, uint64_t end, bool write_protect, std::vector<PageRegion>& out) const {
   if (scan_) return scan_ioctl(start, end, write_protect, out);
   if (write_protect) return failf("pid {}: write tracking needs the PAGEMAP_SCAN ioctl (Linux 6.7)", pid_);
   return scan_read(start, end, out);
 }
 
-Status PageMap::scan_ioctl(uint64_t start, uint64_t end, bool write_protect, std::vector<PageRegion>& out) {
+Status PageMap::scan_ioctl(uint64_t start, uint64_t end, bool write_protect,
+                           std::vector<PageRegion>& out) const {
   std::vector<PageRegionRaw> vec(16384);
   for (uint64_t at = start; at < end;) {
     PmScanArg a{};
@@ -127,7 +129,7 @@ Status PageMap::unprotected(uint64_t start, uint64_t end, std::vector<std::pair<
   return {};
 }
 
-Status PageMap::scan_read(uint64_t start, uint64_t end, std::vector<PageRegion>& out) {
+Status PageMap::scan_read(uint64_t start, uint64_t end, std::vector<PageRegion>& out) const {
   std::vector<uint64_t> pm(16384);
   for (uint64_t at = start; at < end;) {
     uint64_t n = std::min<uint64_t>(pm.size(), (end - at) / kPageSize);
@@ -147,6 +149,68 @@ Status PageMap::scan_read(uint64_t start, uint64_t end, std::vector<PageRegion>&
     at += n * kPageSize;
   }
   return {};
+}
+
+ScanAhead::ScanAhead(const PageMap& map, uint64_t start, uint64_t end, uint64_t chunk, unsigned workers)
+    : map_(map), start_(start), end_(end), chunk_(chunk), ahead_(2 * std::max(1u, workers)),
+      slots_((end - start + chunk - 1) / chunk) {
+  start_workers(threads_, std::min<unsigned>(workers, static_cast<unsigned>(slots_.size())), [this] { work(); });
+}
+
+ScanAhead::~ScanAhead() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  for (auto& t : threads_) t.join();
+}
+
+void ScanAhead::range_of(size_t i, uint64_t& at, uint64_t& to) const {
+  at = start_ + i * chunk_;
+  to = std::min(end_, at + chunk_);
+}
+
+void ScanAhead::work() {
+  std::unique_lock lock(mu_);
+  for (;;) {
+    cv_.wait(lock, [&] { return stop_ || claimed_ >= slots_.size() || claimed_ < taken_ + ahead_; });
+    if (stop_ || claimed_ >= slots_.size()) return;
+    size_t i = claimed_++;
+    lock.unlock();
+    uint64_t at, to;
+    range_of(i, at, to);
+    std::vector<PageRegion> runs;
+    Status st = map_.scan(at, to, false, runs);
+    lock.lock();
+    slots_[i].status = std::move(st);
+    slots_[i].runs = std::move(runs);
+    slots_[i].done = true;
+    cv_.notify_all();
+  }
+}
+
+Result<bool> ScanAhead::next(uint64_t& at, uint64_t& to, std::vector<PageRegion>& out) {
+  std::unique_lock lock(mu_);
+  if (taken_ >= slots_.size()) return false;
+  size_t i = taken_;
+  range_of(i, at, to);
+  out.clear();
+  if (threads_.empty()) {  // no worker could be made: scanned here
+    taken_++;
+    lock.unlock();
+    TRY(map_.scan(at, to, false, out));
+    return true;
+  }
+  cv_.wait(lock, [&] { return slots_[i].done; });
+  Slot slot = std::move(slots_[i]);
+  slots_[i] = Slot{};
+  taken_++;
+  lock.unlock();
+  cv_.notify_all();
+  if (!slot.status) return std::unexpected(slot.status.error());
+  out = std::move(slot.runs);
+  return true;
 }
 
 }  // namespace minicriu
