@@ -58,8 +58,23 @@ void BackgroundCopy::set_runs(int pages_fd, std::vector<DeferredRun> runs) {
 Status BackgroundCopy::start_handler() {
   stop_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!stop_) return fail_errno("eventfd for the background copy");
-  copier_ = std::thread([this] { copy_writes(); });
-  handler_ = std::thread([this] { handle_faults(); });
+  // Signals blocked in them, as in every worker of the library's (a signal
+  // meant for the caller's program goes to its own threads).
+  sigset_t all, old;
+  sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &old);
+  std::string failed;
+  try {
+    copier_ = std::thread([this] { copy_writes(); });
+    handler_ = std::thread([this] { handle_faults(); });
+  } catch (const std::system_error& e) {
+    failed = e.what();
+  }
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if (!failed.empty()) {
+    stop_handler();  // the one that started, if one did
+    return failf("pid {}: cannot start the background copy's threads: {}", pid_, failed);
+  }
   return {};
 }
 
