@@ -4,7 +4,6 @@
 #include <linux/userfaultfd.h>
 #include <pthread.h>
 #include <sched.h>
-#include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/uio.h>
@@ -12,7 +11,6 @@
 #include <algorithm>
 #include <mutex>
 #include <string_view>
-#include <system_error>
 #include <thread>
 
 #include "base/cpus.hpp"
@@ -363,24 +361,16 @@ Status fill_pages(const ProcessImages& p, const PremapPlan& plan, std::atomic<ui
       stop = true;
     }
   };
-  // The other parts in threads of their own, this thread reading the first.
-  // Signals stay blocked in them (the restoring task blocks all of them
-  // before it premaps; a reader must not take one meant for the task).
+  // The parts taken in turn by this thread and by workers (start_workers:
+  // signals blocked in them, as the restoring task blocks all of them before
+  // it premaps; a worker that cannot be made leaves its parts to the others).
+  std::atomic<size_t> next{0};
+  auto take_parts = [&] {
+    for (size_t k; (k = next++) < parts.size();) run(parts[k]);
+  };
   std::vector<std::thread> threads;
-  std::vector<const std::vector<PageRead>*> left;  // a thread could not be made: read here
-  sigset_t all, old;
-  sigfillset(&all);
-  ::pthread_sigmask(SIG_SETMASK, &all, &old);
-  for (size_t k = 1; k < parts.size(); k++) {
-    try {
-      threads.emplace_back(run, std::cref(parts[k]));
-    } catch (const std::system_error&) {
-      left.push_back(&parts[k]);
-    }
-  }
-  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
-  run(parts[0]);
-  for (auto* part : left) run(*part);
+  start_workers(threads, static_cast<unsigned>(parts.size() - 1), take_parts);
+  take_parts();
   for (auto& t : threads) t.join();
   return first_error;
 }
