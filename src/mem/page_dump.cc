@@ -420,9 +420,11 @@ Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas, Parasit
     if (!inherit.empty())
       log.debug("pid {}: vma {}-{}: {} page(s) still the parent's", pid, range.start, range.end(),
                 std::count(inherit.begin(), inherit.end(), true));
-    log.debug("pid {}: vma {}-{} {}: {} page(s){}{}{}", pid, range.start, range.end(), vma.path(), vma_pages,
+    log.debug("pid {}: vma {}-{} {}: {} page(s){}{}{}{}", pid, range.start, range.end(), vma.path(), vma_pages,
               vma_parent ? fmt::format(", {} unchanged in the parent images", vma_parent) : "",
-              arm ? ", write-tracked" : "", deferred ? ", copied in the background" : "");
+              arm ? ", write-tracked" : "", deferred ? ", copied in the background" : "",
+              ahead ? fmt::format(", walked in {} MiB chunks by {} worker(s)", kScanChunk >> 20, ahead->workers())
+                    : "");
   }
   TRY(batcher.flush());
   progress.finish();

@@ -94,6 +94,8 @@ class ScanAhead {
   // The next chunk's runs (out replaced), its range in at and to; false
   // after the last chunk.
   [[nodiscard]] Result<bool> next(uint64_t& at, uint64_t& to, std::vector<PageRegion>& out);
+  // The threads it could make (none: the reader scans each chunk itself).
+  size_t workers() const { return threads_.size(); }
 
  private:
   struct Slot {

@@ -311,3 +311,32 @@ TEST(PreDump, AChainOfALargeProcessReadByThreadsRestoresEveryGeneration) {
   EXPECT_GT(own_pages(d2), 0u);
   ASSERT_NO_FATAL_FAILURE(restore_and_check(pid, d2, dir));
 }
+
+// A mapping of 160 MiB is walked in 64 MiB chunks by workers (ScanAhead),
+// frozen: by a full dump, and by the final dump of a chain, where a chunk's
+// unwritten pages stay in the parent. Both restore every generation.
+TEST(PreDump, ALargeMappingWalkedInChunksRestoresEveryGenerationFullAndChained) {
+  constexpr const char* kLarge = "40960";  // 160 MiB: two whole chunks and a part
+  TempDir dir;
+  Program p("generations", dir, {kLarge, "20000"});
+  ASSERT_TRUE(p.wait_ready());
+  std::string full = images_dir(dir, "full"), d1 = images_dir(dir, "1"), d2 = images_dir(dir, "2");
+  auto r = run_minicriu({"-vv", "dump", "-t", std::to_string(p.pid()), "-D", full, "-R"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("MiB chunks by"), std::string::npos) << r.output;
+  EXPECT_GE(own_pages(full), 40960u);
+  ASSERT_NO_FATAL_FAILURE(pre_dump(p, d1));
+  let_it_write();
+  r = run_minicriu({"-vv", "dump", "-t", std::to_string(p.pid()), "-D", d2, "--prev-images-dir", "../1"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("MiB chunks by"), std::string::npos) << r.output;
+  pid_t pid = p.pid();
+  EXPECT_EQ(p.wait_exit().value_or(-1), 128 + SIGKILL);
+  p.forget();
+  EXPECT_GT(parent_pages(d2), 40960u / 2);
+  EXPECT_LT(own_pages(d2), 40960u / 2);
+  ASSERT_NO_FATAL_FAILURE(restore_and_check(pid, d2, dir));
+  // The full dump of the same program, taken earlier, restores too.
+  ASSERT_TRUE(wait_gone(pid));
+  ASSERT_NO_FATAL_FAILURE(restore_and_check(pid, full, dir));
+}
