@@ -369,7 +369,7 @@ Status fill_pages(const ProcessImages& p, const PremapPlan& plan, std::atomic<ui
     for (size_t k; (k = next++) < parts.size();) run(parts[k]);
   };
   std::vector<std::thread> threads;
-  start_workers(threads, static_cast<unsigned>(parts.size() - 1), take_parts);
+  start_workers(threads, parts.size() > 1 ? static_cast<unsigned>(parts.size() - 1) : 0u, take_parts);
   take_parts();
   for (auto& t : threads) t.join();
   return first_error;
