@@ -62,6 +62,8 @@ using Clock = std::chrono::steady_clock;
 // while it is being written.
 struct DumpedProcess : ProcessImages {
   std::unique_ptr<RawImageFile> pages;
+  // Its page files of lanes 1.. (PagemapEntry.lane): a worker's each.
+  std::vector<std::unique_ptr<RawImageFile>> lanes;
   // A pre-dump: its VMAs and tracking, for its pages once the tree runs.
   std::vector<VmaInfo> vmas;
   std::optional<PageChain> chain;
@@ -113,6 +115,8 @@ class Dumper {
   [[nodiscard]] Status run_parasite(FrozenProcess& proc, const proc::Stat& stat, std::vector<VmaInfo>& vmas,
                                     const std::vector<FdListing>& fds, DumpedProcess& out,
                                     const ParentMemory& parent);
+  [[nodiscard]] Status make_page_lanes(pid_t pid, const std::vector<VmaInfo>& vmas, bool allowed,
+                                       DumpedProcess& out, std::vector<int>& fds);
   [[nodiscard]] Status take_process_state(FrozenProcess& proc, const proc::Stat& stat, std::vector<VmaInfo>& vmas,
                                           const std::vector<FdListing>& fds, DumpedProcess& out,
                                           ParasiteSession& parasite);
@@ -288,6 +292,7 @@ Status Dumper::run_parasite(FrozenProcess& proc, const proc::Stat& stat, std::ve
     for (auto& r : prearmed_.at(proc.pid)->ranges()) chain.deferred.push_back(r.start.addr());
   }
   int pages_fd = -1;
+  std::vector<int> lane_fds;  // the page files of lanes 1..
   BeforePages before;
   if (upload_) {
     // Into the connection, a header before each batch.
@@ -300,11 +305,12 @@ Status Dumper::run_parasite(FrozenProcess& proc, const proc::Stat& stat, std::ve
     ASSIGN_OR_RETURN(auto pages, RawImageFile::create(dir_.pages(proc.pid)));
     out.pages = std::make_unique<RawImageFile>(std::move(pages));
     pages_fd = out.pages->fd();
+    TRY(make_page_lanes(proc.pid, vmas, !bg_uffd && !prearmed_runs, out, lane_fds));
   }
   auto t0 = Clock::now();
   ASSIGN_OR_RETURN(auto result,
                    with_context(dump_pages(proc.pid, vmas, &parasite, memory, pages_fd, log_, parent, chain, before,
-                                           copies_.get()),
+                                           copies_.get(), lane_fds),
                                 fmt::format("pid {}: dumping pages {} {}", proc.pid, upload_ ? "to the" : "into",
                                             upload_ ? upload_->describe() : dir_.path())));
   double secs = static_cast<double>(ns_since(t0)) / 1e9;
@@ -543,6 +549,13 @@ Status Dumper::write_process_images() {
     TRY(images_.write(dir_.pagemap(pid), ImageKind::pagemap, p.pagemap));
     TRY(images_.write(dir_.fdinfo(pid), ImageKind::fdinfo, p.fds));
     if (p.pages) TRY(images_.commit(*p.pages));  // none: they went to the page server
+    for (auto& lane : p.lanes) {
+      // A lane no piece went to is no file of the checkpoint (its part goes
+      // with it). The lanes used are the first ones: the pieces go round.
+      struct stat st{};
+      if (::fstat(lane->fd(), &st) != 0) return failf_errno("cannot stat the page image {}", lane->path());
+      if (st.st_size > 0) TRY(images_.commit(*lane));
+    }
   }
   return images_.write(dir_.pstree(), ImageKind::pstree, pstree);
 }
@@ -711,6 +724,28 @@ Result<PageChain> Dumper::page_chain(pid_t pid, FrozenProcess&, std::vector<VmaI
   }
   tracking_.uffds[pid].push_back(std::move(made->fd));
   return chain;
+}
+
+// A frozen dump into local images by several workers: a page file for each
+// worker beyond the first (lanes 1..), so that their writes do not take turns
+// on one file's lock (tmpfs takes one writer at a time: bench/REPORT.md).
+// Not for a small process (a few pieces), nor a background dump (its later
+// copy appends to lane 0).
+Status Dumper::make_page_lanes(pid_t pid, const std::vector<VmaInfo>& vmas, bool allowed, DumpedProcess& out,
+                               std::vector<int>& fds) {
+  constexpr uint64_t kLanesFrom = 16ull << 20;
+  if (!allowed || !copies_ || copies_->workers() < 2) return {};
+  uint64_t bytes = 0;
+  for (auto& v : vmas)
+    if (vma_dumps_pages(v.vma)) bytes += (v.maps.rss_kb + v.maps.swap_kb) << 10;
+  if (bytes < kLanesFrom) return {};
+  unsigned lanes = std::min<unsigned>(copies_->workers(), ImageDir::kMaxPageLanes);
+  for (uint32_t lane = 1; lane < lanes; lane++) {
+    ASSIGN_OR_RETURN(auto f, RawImageFile::create(dir_.pages(pid, lane)));
+    out.lanes.push_back(std::make_unique<RawImageFile>(std::move(f)));
+    fds.push_back(out.lanes.back()->fd());
+  }
+  return {};
 }
 
 int Dumper::uffd_dev() {

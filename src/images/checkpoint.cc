@@ -58,6 +58,7 @@ Status load_process(const ImageDir& dir, const img::Inventory& inv, ProcessImage
   if (!S_ISREG(st.st_mode)) return failf("page image {} is not a regular file", p.pages_path);
   p.pages_file_size = static_cast<uint64_t>(st.st_size);
   ASSIGN_OR_RETURN(auto resolved, resolve_pages(dir.path(), inv, pid, p.pagemap));
+  p.pages_file_size = resolved.bytes;  // every lane's file (each checked against its entries)
   p.page_files = std::move(resolved.files);
   p.page_runs = std::move(resolved.runs);
   return {};

@@ -22,8 +22,8 @@ Result<ResolvedPages> resolve(const std::string& dir, const img::Inventory& inv,
   if (depth > kMaxChain) return failf("{}: the chain of parent images is longer than {} (a loop?)", dir, kMaxChain);
   ImageDir d(dir);
   ResolvedPages out;
-  out.files.push_back(d.pages(pid));
-  uint64_t off = 0;
+  // Each lane's file holds its entries' bytes in pagemap order.
+  std::vector<uint64_t> off(1, 0);
   bool any_parent = false;
   for (auto& e : pagemap) {
     uint64_t len = uint64_t{e.nr_pages()} * kPageSize;
@@ -31,14 +31,23 @@ Result<ResolvedPages> resolve(const std::string& dir, const img::Inventory& inv,
       any_parent = true;
       continue;
     }
-    out.runs.push_back({e.vaddr(), e.vaddr() + len, 0, off});
-    off += len;
+    if (e.lane() >= ImageDir::kMaxPageLanes)
+      return failf("{}: pid {}: the pagemap run at {:#x} names page file {} (at most {})", dir, pid, e.vaddr(),
+                   e.lane(), ImageDir::kMaxPageLanes - 1);
+    if (e.lane() >= off.size()) off.resize(e.lane() + 1, 0);
+    out.runs.push_back({e.vaddr(), e.vaddr() + len, e.lane(), off[e.lane()]});
+    off[e.lane()] += len;
   }
-  struct stat st{};
-  if (::stat(out.files[0].c_str(), &st) != 0) return failf_errno("cannot stat the page image {}", out.files[0]);
-  if (static_cast<uint64_t>(st.st_size) != off)
-    return failf("{} holds {} bytes, its pagemap describes {} (truncated or mismatched page image)", out.files[0],
-                 st.st_size, off);
+  for (uint32_t lane = 0; lane < off.size(); lane++) {
+    out.files.push_back(d.pages(pid, lane));
+    struct stat st{};
+    if (::stat(out.files[lane].c_str(), &st) != 0)
+      return failf_errno("cannot stat the page image {}", out.files[lane]);
+    if (static_cast<uint64_t>(st.st_size) != off[lane])
+      return failf("{} holds {} bytes, its pagemap describes {} (truncated or mismatched page image)",
+                   out.files[lane], st.st_size, off[lane]);
+    out.bytes += off[lane];
+  }
   if (any_parent) {
     std::string parent = parent_images_dir(dir, inv);
     if (parent.empty())

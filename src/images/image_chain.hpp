@@ -38,8 +38,9 @@ struct PageRun {
   uint64_t offset = 0;
 };
 struct ResolvedPages {
-  std::vector<std::string> files;  // [0]: the page image of dir itself
+  std::vector<std::string> files;  // dir's own page files by lane (PagemapEntry.lane), then the parents'
   std::vector<PageRun> runs;       // sorted by address, not overlapping
+  uint64_t bytes = 0;              // in dir's own page files (every lane)
 };
 
 // Every page of pid's pagemap in dir, followed up the chain for those in a

@@ -24,6 +24,12 @@ class ImageDir {
   std::string mm(pid_t pid) const { return per_pid("mm", pid); }
   std::string pagemap(pid_t pid) const { return per_pid("pagemap", pid); }
   std::string pages(pid_t pid) const { return per_pid("pages", pid); }
+  // The page file of one lane (PagemapEntry.lane): 0 is pages(pid).
+  std::string pages(pid_t pid, uint32_t lane) const {
+    return lane == 0 ? pages(pid) : path_ + "/pages-" + std::to_string(pid) + "." + std::to_string(lane) + ".img";
+  }
+  // Lanes a page image may have: more workers than that write into shared files.
+  static constexpr uint32_t kMaxPageLanes = 16;
   std::string fdinfo(pid_t pid) const { return per_pid("fdinfo", pid); }
 
   // The directory exists, is a directory, and a file can be created in it.

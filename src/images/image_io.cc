@@ -140,9 +140,9 @@ Result<ImageReader> ImageReader::open(const std::string& path, ImageKind kind) {
   if (head.magic != kImageMagic) return failf("{} is not a minicriu image (bad magic)", path);
   if (head.kind != kind.id)
     return failf("image {} holds kind {} where {} was expected", path, head.kind, kind.name);
-  if (head.version != kImageFormatVersion)
-    return failf("image {} has format version {}, this minicriu reads {}", path, head.version,
-                 kImageFormatVersion);
+  if (head.version < kOldestImageFormatVersion || head.version > kImageFormatVersion)
+    return failf("image {} has format version {}, this minicriu reads {} to {}", path, head.version,
+                 kOldestImageFormatVersion, kImageFormatVersion);
   return r;
 }
 

@@ -16,7 +16,10 @@
 namespace minicriu {
 
 inline constexpr uint32_t kImageMagic = 0x4952434d;  // "MCRI"
-inline constexpr uint32_t kImageFormatVersion = 1;
+inline constexpr uint32_t kImageFormatVersion = 2;
+// 1: before page lanes (PagemapEntry.lane), read as lane 0 throughout. An
+// older minicriu refuses version 2 images rather than misread their pages.
+inline constexpr uint32_t kOldestImageFormatVersion = 1;
 inline constexpr uint32_t kMaxMessageSize = 64u << 20;
 // No stream image minicriu writes comes near this; a larger one is refused
 // before it is read (a hostile image must not make the reader run for ever).

@@ -38,11 +38,15 @@ Status write_all(int fd, const char* buf, size_t len) {
 }
 
 // A run of pages at the end of entries: the last entry grown when the run
-// follows it (up to the field's limit), else a new one.
-void append_run(std::vector<img::PagemapEntry>& entries, uint64_t start, uint64_t pages, bool in_parent = false) {
+// follows it in memory and in its page file (up to the field's limit), else
+// a new one. (Entries of one lane lie in its file in their order: the last
+// entry of a lane ends where the lane's file does.)
+void append_run(std::vector<img::PagemapEntry>& entries, uint64_t start, uint64_t pages, bool in_parent = false,
+                uint32_t lane = 0) {
   if (!entries.empty()) {
     auto& last = entries.back();
-    if (last.vaddr() + uint64_t{last.nr_pages()} * kPageSize == start && last.nr_pages() + pages < (1ull << 31)) {
+    if (last.vaddr() + uint64_t{last.nr_pages()} * kPageSize == start && last.nr_pages() + pages < (1ull << 31) &&
+        last.lane() == lane && last.in_parent() == in_parent) {
       last.set_nr_pages(static_cast<uint32_t>(last.nr_pages() + pages));
       return;
     }
@@ -51,6 +55,7 @@ void append_run(std::vector<img::PagemapEntry>& entries, uint64_t start, uint64_
   e.set_vaddr(start);
   e.set_nr_pages(static_cast<uint32_t>(pages));
   if (in_parent) e.set_in_parent(true);
+  if (lane) e.set_lane(lane);
   entries.push_back(e);
 }
 
@@ -70,6 +75,14 @@ class PageBatcher {
   void use_pool(CopyPool* pool, std::shared_ptr<const CopyPool::Source> source) {
     pool_ = pool;
     pool_source_ = std::move(source);
+  }
+
+  // With the pool: the page files of lanes 1.. beside out_fd (lane 0).
+  void use_lanes(std::span<const int> fds) {
+    lane_fds_.assign(1, out_fd_);
+    lane_fds_.insert(lane_fds_.end(), fds.begin(), fds.end());
+    lane_offsets_.assign(lane_fds_.size(), 0);
+    lane_offsets_[0] = offset_;
   }
 
   [[nodiscard]] Status add(RemotePtr<> at, uint64_t pages) {
@@ -93,6 +106,12 @@ class PageBatcher {
       for (auto& r : runs_) runs.emplace_back(r.start.addr(), r.size);
       TRY(before_(runs));
       TRY(session_->drain_pages(runs_, out_fd_));
+    } else if (pool_ && lane_fds_.size() > 1) {
+      submit_to_lanes();
+      progress_.add(pending_bytes_);
+      runs_.clear();
+      pending_bytes_ = 0;
+      return {};
     } else if (pool_) {
       pool_->submit(pool_source_, out_fd_, offset_, runs_);
       offset_ += pending_bytes_;
@@ -127,8 +146,8 @@ class PageBatcher {
     return {};
   }
 
-  void append_entry(RemotePtr<> at, uint64_t pages) {
-    append_run(result_.entries, at.addr(), pages);
+  void append_entry(RemotePtr<> at, uint64_t pages, uint32_t lane = 0) {
+    append_run(result_.entries, at.addr(), pages, false, lane);
     result_.pages += pages;
   }
 
@@ -147,6 +166,36 @@ class PageBatcher {
   uint64_t pending_bytes_ = 0;
   CopyPool* pool_ = nullptr;
   std::shared_ptr<const CopyPool::Source> pool_source_;
+  std::vector<int> lane_fds_;
+  std::vector<uint64_t> lane_offsets_;
+  size_t next_lane_ = 0;
+
+  // The batch cut into MiB pieces of the image that go round the lanes, each
+  // at the end of its lane's file, and their entries.
+  void submit_to_lanes() {
+    constexpr uint64_t kLanePiece = 1ull << 20;
+    std::vector<RemoteRange> piece;
+    uint64_t piece_bytes = 0;
+    auto submit = [&] {
+      if (piece.empty()) return;
+      size_t lane = next_lane_;
+      next_lane_ = (next_lane_ + 1) % lane_fds_.size();
+      pool_->submit(pool_source_, lane_fds_[lane], lane_offsets_[lane], piece);
+      lane_offsets_[lane] += piece_bytes;
+      for (auto& r : piece) append_entry(r.start, r.size / kPageSize, static_cast<uint32_t>(lane));
+      piece.clear();
+      piece_bytes = 0;
+    };
+    for (auto& r : runs_)
+      for (uint64_t done = 0; done < r.size;) {
+        uint64_t len = std::min(kLanePiece - piece_bytes, r.size - done);
+        piece.push_back({r.start.byte_offset(static_cast<int64_t>(done)), len});
+        piece_bytes += len;
+        done += len;
+        if (piece_bytes == kLanePiece) submit();
+      }
+    submit();
+  }
 };
 
 // Pages the parasite cannot vmsplice (no PROT_READ: get_user_pages refuses
@@ -268,7 +317,7 @@ void each_covered(const std::vector<std::pair<uint64_t, uint64_t>>& runs, uint64
 Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas, ParasiteSession* session,
                                   const TraceeMemory& memory, int pages_fd, const Logger& log,
                                   const ParentMemory& parent, const PageChain& chain, const BeforePages& before,
-                                  CopyPool* pool) {
+                                  CopyPool* pool, std::span<const int> lanes) {
   PageDumpResult result;
   ASSIGN_OR_RETURN(PageMap pagemap, PageMap::open(pid));
   result.scan_ioctl = pagemap.has_scan();
@@ -297,6 +346,7 @@ Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas, Parasit
   if (pool && session && !before) {
     ASSIGN_OR_RETURN(auto source, CopyPool::source(pid));
     batcher.use_pool(pool, std::move(source));
+    if (!lanes.empty()) batcher.use_lanes(lanes);
   }
   std::vector<img::PagemapEntry> in_parent;
   auto add_in_parent = [&](uint64_t start, uint64_t end) {

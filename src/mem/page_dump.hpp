@@ -80,12 +80,14 @@ using BeforePages = std::function<Status(std::span<const std::pair<uint64_t, uin
 // tree is frozen, the parasite in (it drains the pages only into a page
 // server's connection, before set). pool (frozen, into a local image): the
 // copies are queued there and done by its workers while the dump goes on;
-// they are not finished on return (CopyPool::wait).
+// they are not finished on return (CopyPool::wait). lanes (with pool): the
+// page files of lanes 1.. (PagemapEntry.lane); the image's MiB pieces go
+// round pages_fd and them, each file's in pagemap order.
 [[nodiscard]] Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas,
                                                 ParasiteSession* session,
                                                 const TraceeMemory& memory, int pages_fd,
                                                 const Logger& log, const ParentMemory& parent = {},
                                                 const PageChain& chain = {}, const BeforePages& before = {},
-                                                CopyPool* pool = nullptr);
+                                                CopyPool* pool = nullptr, std::span<const int> lanes = {});
 
 }  // namespace minicriu

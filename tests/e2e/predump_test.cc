@@ -4,6 +4,7 @@
 // through pre-dumps and a final dump against them; restored from the end of
 // the chain, every page holds exactly its generation.
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -325,6 +326,28 @@ TEST(PreDump, ALargeMappingWalkedInChunksRestoresEveryGenerationFullAndChained) 
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("MiB chunks by"), std::string::npos) << r.output;
   EXPECT_GE(own_pages(full), 40960u);
+  // With two CPUs or more, its pages went into a file per worker (lanes).
+  std::string lane1 = full + "/pages-" + std::to_string(p.pid()) + ".1.img";
+  cpu_set_t cpus;
+  CPU_ZERO(&cpus);
+  if (::sched_getaffinity(0, sizeof(cpus), &cpus) == 0 && CPU_COUNT(&cpus) >= 2)
+    EXPECT_GT(std::filesystem::file_size(lane1), 40960u * 4096 / 4) << r.output;
+  if (std::filesystem::exists(lane1)) {
+    // A lane file missing or cut short: the restore refuses in one line.
+    std::string broken = images_dir(dir, "broken");
+    std::filesystem::remove_all(broken);
+    std::filesystem::copy(full, broken, std::filesystem::copy_options::recursive);
+    std::string lane1_copy = broken + "/pages-" + std::to_string(p.pid()) + ".1.img";
+    std::filesystem::resize_file(lane1_copy, std::filesystem::file_size(lane1_copy) - 4096);
+    auto refused = run_minicriu({"restore", "-d", "-D", broken});
+    EXPECT_NE(refused.status, 0);
+    EXPECT_NE(refused.output.find("truncated or mismatched page image"), std::string::npos) << refused.output;
+    std::filesystem::remove(lane1_copy);
+    refused = run_minicriu({"restore", "-d", "-D", broken});
+    EXPECT_NE(refused.status, 0);
+    EXPECT_NE(refused.output.find("cannot stat the page image"), std::string::npos) << refused.output;
+    EXPECT_TRUE(p.alive());
+  }
   ASSERT_NO_FATAL_FAILURE(pre_dump(p, d1));
   let_it_write();
   r = run_minicriu({"-vv", "dump", "-t", std::to_string(p.pid()), "-D", d2, "--prev-images-dir", "../1"});
