@@ -18,7 +18,7 @@ namespace {
 // files of that shape beside a previous checkpoint's inventory were its
 // images, and a new dump replaces them.
 bool is_image_name(const std::string& name) {
-  static const std::regex shape("[a-z]+(-[a-z]+)?(-[0-9]+)?\\.(img|data)");
+  static const std::regex shape("[a-z]+(-[a-z]+)?(-[0-9]+)?(\\.[0-9]+)?\\.(img|data)");
   return std::regex_match(name, shape);
 }
 
