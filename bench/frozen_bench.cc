@@ -1,7 +1,8 @@
 // Frozen-time benchmark: how long the application itself sees itself
 // stopped by a checkpoint that leaves it running, for a full dump, a
 // pre-dump + final dump, and a background dump, while it rewrites 1% of
-// its memory a second.
+// its memory a second (PERCENT: another share, "whatever the application
+// writes").
 //
 // The target is tests/programs/background_gens (SIZE of anonymous memory,
 // rewritten page by page in a fixed order, a ticker thread that keeps the
@@ -16,6 +17,7 @@
 // runs: memcpy, write() into DIR, first-touch faults of fresh memory.
 //
 //   frozen_bench [SIZES_MIB=256,1024,4096] [RUNS=3] [DIR=/dev/shm] [MODES=full,predump,background]
+//                [PERCENT=1 of the memory rewritten a second]
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -113,14 +115,14 @@ struct Target {
   std::string log;
 };
 
-Target start_target(size_t mib, const std::string& dir) {
+Target start_target(size_t mib, const std::string& dir, double percent) {
   Target t;
   std::string prog = (kBuild / "tests/programs/background_gens").string();
   std::string ready = dir + "/frozen_bench.ready";
   t.log = dir + "/frozen_bench.target.log";
   fs::remove(ready);
   size_t pages = (mib << 20) / 4096;
-  std::string npages = std::to_string(pages), rate = std::to_string(std::max<size_t>(pages / 100, 1));
+  std::string npages = std::to_string(pages), rate = std::to_string(std::max<size_t>(static_cast<size_t>(static_cast<double>(pages) * percent / 100), 1));
   t.pid = fork();
   if (t.pid == 0) {
     int fd = open(t.log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -227,6 +229,8 @@ int main(int argc, char** argv) {
   int runs = argc > 2 ? std::atoi(argv[2]) : 3;
   std::string dir = argc > 3 ? argv[3] : "/dev/shm";
   auto modes = split(argc > 4 ? argv[4] : "full,predump,background");
+  double percent = argc > 5 ? std::atof(argv[5]) : 1.0;
+  if (percent <= 0) percent = 1.0;
   std::string images = dir + "/frozen_bench.images";
   std::string log = dir + "/frozen_bench.log";
   std::map<std::pair<std::string, std::string>, Figures> figures;
@@ -238,7 +242,7 @@ int main(int argc, char** argv) {
       for (auto& mode : modes) {
         fs::remove_all(images);
         fs::create_directories(images);
-        Target t = start_target(mib, dir);
+        Target t = start_target(mib, dir, percent);
         sleep_ms(1000);  // running, rewriting
         kill(t.pid, SIGUSR2);  // its longest gap counts from here
         sleep_ms(100);

@@ -315,7 +315,11 @@ Status Dumper::run_parasite(FrozenProcess& proc, const proc::Stat& stat, std::ve
                                             upload_ ? upload_->describe() : dir_.path())));
   double secs = static_cast<double>(ns_since(t0)) / 1e9;
   log_.info("pid {}: {} page(s) ({} MiB) in {:.3f} s{}", proc.pid, result.pages,
-            (result.pages * kPageSize) >> 20, secs, copies_ ? " (listed; copied by the workers meanwhile)" : "");
+            (result.pages * kPageSize) >> 20, secs,
+            result.spliced_pages
+                ? fmt::format(" ({} MiB vmsplice'd by the parasite into {} page files)",
+                              (result.spliced_pages * kPageSize) >> 20, lane_fds.size() + 1)
+                : copies_ ? " (listed; copied by the workers meanwhile)" : "");
   if (!result.scan_ioctl && (options_.pre_dump || parent_) && !stats_.write_tracked)
     log_.info("pid {}: no PAGEMAP_SCAN ioctl here (Linux 6.7): no write tracking, every page is dumped", proc.pid);
   if (result.pages_in_parent || result.pages_changed)

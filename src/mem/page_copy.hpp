@@ -3,10 +3,13 @@
 // place in the image, by up to one worker per CPU (mem/page_dump.cc's drain
 // into a local image, frozen or, for a pre-dump, running).
 //
-// Why not the parasite's vmsplice here: splice into a page image copies each
-// page once, but on one thread; two threads each reading a share and
-// writing it at its offsets of the one file move 1.5-1.7 times as many bytes
-// per second here (bench/REPORT.md).
+// A frozen process of 16 MiB or more with a page file per worker (lanes)
+// has its readable pages vmsplice'd by the parasite into a pipe per lane
+// instead (ParasiteSession::drain_pages_to_lanes: one copy, no pin); these
+// workers copy the rest, and the pages of smaller processes, of pre-dumps
+// and of a parasite that cannot vmsplice. Into one file, two threads each
+// reading a share and writing it at its offsets moved 1.5-1.7 times as many
+// bytes per second as one splice (bench/REPORT.md).
 //
 // Reads: process_vm_readv copies once but pins what it reads, and a pin of
 // a page shared copy-on-write (after fork, KSM) copies that page into the

@@ -77,19 +77,30 @@ class PageBatcher {
     pool_source_ = std::move(source);
   }
 
-  // With the pool: the page files of lanes 1.. beside out_fd (lane 0).
+  // With the pool: the page files of lanes 1.. beside out_fd (lane 0). The
+  // readable pages are vmsplice'd by the parasite, a pipe per lane
+  // (ParasiteSession::drain_pages_to_lanes); the others, and all of them if
+  // the parasite cannot, are copied by the pool.
   void use_lanes(std::span<const int> fds) {
     lane_fds_.assign(1, out_fd_);
     lane_fds_.insert(lane_fds_.end(), fds.begin(), fds.end());
     lane_offsets_.assign(lane_fds_.size(), 0);
     lane_offsets_[0] = offset_;
+    splice_lanes_ = session_ && lane_fds_.size() <= ParasiteSession::kMaxLanes;
   }
 
-  [[nodiscard]] Status add(RemotePtr<> at, uint64_t pages) {
+  // spliceable: the parasite may vmsplice the pages (PROT_READ).
+  [[nodiscard]] Status add(RemotePtr<> at, uint64_t pages, bool spliceable = true) {
+    // A batch is spliced or copied whole.
+    if (splice_lanes_ && !runs_.empty() && batch_spliceable_ != spliceable) TRY(flush());
+    batch_spliceable_ = spliceable;
     if (!runs_.empty() && runs_.back().end() == at) {
       runs_.back().size += pages * kPageSize;
     } else {
-      if (runs_.size() == ParasiteSession::kMaxIovs) TRY(flush());
+      // Cut into MiB pieces for lanes, a batch of 64 MiB takes at most 65
+      // ranges more than its runs.
+      size_t limit = lane_fds_.size() > 1 ? ParasiteSession::kMaxLaneIovs - 128 : ParasiteSession::kMaxIovs;
+      if (runs_.size() >= limit) TRY(flush());
       runs_.push_back({at, pages * kPageSize});
     }
     pending_bytes_ += pages * kPageSize;
@@ -107,7 +118,10 @@ class PageBatcher {
       TRY(before_(runs));
       TRY(session_->drain_pages(runs_, out_fd_));
     } else if (pool_ && lane_fds_.size() > 1) {
-      submit_to_lanes();
+      if (splice_lanes_ && batch_spliceable_)
+        TRY(splice_to_lanes());
+      else
+        copy_to_lanes(cut_for_lanes());
       progress_.add(pending_bytes_);
       runs_.clear();
       pending_bytes_ = 0;
@@ -151,6 +165,9 @@ class PageBatcher {
     result_.pages += pages;
   }
 
+  // Pages the parasite vmsplice'd into the lanes' pipes.
+  uint64_t spliced_pages() const { return spliced_pages_; }
+
  private:
   const TraceeMemory& memory_;
   int pagemap_fd_;
@@ -170,31 +187,80 @@ class PageBatcher {
   std::vector<uint64_t> lane_offsets_;
   size_t next_lane_ = 0;
 
-  // The batch cut into MiB pieces of the image that go round the lanes, each
-  // at the end of its lane's file, and their entries.
-  void submit_to_lanes() {
+  bool splice_lanes_ = false;
+  bool batch_spliceable_ = true;
+  uint64_t spliced_pages_ = 0;
+
+  // A MiB piece of a lane's page file and the runs whose pages fill it.
+  struct LanePiece {
+    uint32_t lane = 0;
+    uint64_t offset = 0, bytes = 0;
+    std::vector<RemoteRange> runs;
+  };
+
+  // The batch cut into MiB pieces that go round the lanes, each at the end
+  // of its lane's file (which grows by it).
+  std::vector<LanePiece> cut_for_lanes() {
     constexpr uint64_t kLanePiece = 1ull << 20;
-    std::vector<RemoteRange> piece;
-    uint64_t piece_bytes = 0;
-    auto submit = [&] {
-      if (piece.empty()) return;
-      size_t lane = next_lane_;
+    std::vector<LanePiece> pieces;
+    LanePiece piece;
+    auto close = [&] {
+      if (piece.runs.empty()) return;
+      piece.lane = static_cast<uint32_t>(next_lane_);
       next_lane_ = (next_lane_ + 1) % lane_fds_.size();
-      pool_->submit(pool_source_, lane_fds_[lane], lane_offsets_[lane], piece);
-      lane_offsets_[lane] += piece_bytes;
-      for (auto& r : piece) append_entry(r.start, r.size / kPageSize, static_cast<uint32_t>(lane));
-      piece.clear();
-      piece_bytes = 0;
+      piece.offset = lane_offsets_[piece.lane];
+      lane_offsets_[piece.lane] += piece.bytes;
+      pieces.push_back(std::move(piece));
+      piece = LanePiece{};
     };
     for (auto& r : runs_)
       for (uint64_t done = 0; done < r.size;) {
-        uint64_t len = std::min(kLanePiece - piece_bytes, r.size - done);
-        piece.push_back({r.start.byte_offset(static_cast<int64_t>(done)), len});
-        piece_bytes += len;
+        uint64_t len = std::min(kLanePiece - piece.bytes, r.size - done);
+        piece.runs.push_back({r.start.byte_offset(static_cast<int64_t>(done)), len});
+        piece.bytes += len;
         done += len;
-        if (piece_bytes == kLanePiece) submit();
+        if (piece.bytes == kLanePiece) close();
       }
-    submit();
+    close();
+    return pieces;
+  }
+
+  void add_lane_entries(const std::vector<LanePiece>& pieces) {
+    for (auto& p : pieces)
+      for (auto& r : p.runs) append_entry(r.start, r.size / kPageSize, p.lane);
+  }
+
+  // The pieces copied by the pool's workers.
+  void copy_to_lanes(const std::vector<LanePiece>& pieces) {
+    for (auto& p : pieces) pool_->submit(pool_source_, lane_fds_[p.lane], p.offset, p.runs);
+    add_lane_entries(pieces);
+  }
+
+  // The pieces vmsplice'd by the parasite and spliced into the lanes' files
+  // by a worker each; where the parasite cannot, copied by the pool at the
+  // same places, and so from then on for this process.
+  [[nodiscard]] Status splice_to_lanes() {
+    std::vector<LanePiece> pieces = cut_for_lanes();
+    std::vector<ParasiteSession::LaneRange> ranges;
+    std::vector<ParasiteSession::LaneSink> sinks(lane_fds_.size());
+    for (size_t l = 0; l < sinks.size(); l++) sinks[l].fd = lane_fds_[l];
+    for (auto& p : pieces) {
+      auto& sink = sinks[p.lane];
+      if (!sink.bytes) sink.offset = p.offset;
+      sink.bytes += p.bytes;
+      for (auto& r : p.runs) ranges.push_back({r, p.lane});
+    }
+    ASSIGN_OR_RETURN(int err, session_->drain_pages_to_lanes(ranges, sinks));
+    if (err == 0) {
+      add_lane_entries(pieces);
+      for (auto& p : pieces) spliced_pages_ += p.bytes / kPageSize;
+      return {};
+    }
+    log_.debug("pid {}: the parasite cannot vmsplice these pages ({}); the dumper's workers copy them", memory_.pid(),
+               std::strerror(err));
+    splice_lanes_ = false;
+    copy_to_lanes(pieces);
+    return {};
   }
 };
 
@@ -385,7 +451,7 @@ Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas, Parasit
       if (deferred) {
         add_deferred(start, n);
       } else if (readable || !before) {
-        TRY(batcher.add(run, n));
+        TRY(batcher.add(run, n, readable));
       } else {
         TRY(copy_unreadable(memory, run, n, batcher));
       }
@@ -478,6 +544,7 @@ Result<PageDumpResult> dump_pages(pid_t pid, std::vector<VmaInfo>& vmas, Parasit
   }
   TRY(batcher.flush());
   progress.finish();
+  result.spliced_pages = batcher.spliced_pages();
   result.deferred_offset = result.pages * kPageSize;  // written so far: the frozen part
   result.deferred_first_entry = result.entries.size();
   for (auto& e : deferred_entries) result.entries.push_back(std::move(e));

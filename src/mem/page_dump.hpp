@@ -26,6 +26,7 @@ struct PageDumpResult {
   uint64_t pages_in_parent = 0;  // present, unchanged since the parent images: left there
   uint64_t pages_changed = 0;    // of the tracked VMAs, written since the parent round
   bool scan_ioctl = true;        // the page map came from PAGEMAP_SCAN
+  uint64_t spliced_pages = 0;    // of pages: vmsplice'd by the parasite into the lanes' pipes
   // A background dump: the pages of the deferred VMAs, not yet written. Their
   // entries follow the others in entries, and their bytes follow the others'
   // in the page image (deferred_offset on), in that order.

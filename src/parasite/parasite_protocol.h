@@ -20,10 +20,11 @@
 #define MC_PARASITE_ARGS_SIZE (1u << 20)
 #define MC_PARASITE_STACK_SIZE (64u << 10)
 #define MC_PARASITE_MAX_FDS 16  // fds per SCM_RIGHTS message
+#define MC_PARASITE_MAX_PIPES 16  // page pipes: one per lane of a page image
 
 enum ParasiteCommand : uint32_t {
-  PARASITE_CMD_SET_PIPE = 1,   // take the pipe write end sent with the message
-  PARASITE_CMD_DUMP_PAGES = 2, // vmsplice args.iov[0..arg) into the pipe
+  PARASITE_CMD_SET_PIPE = 1,   // take the pipe write end sent with the message as pipe arg
+  PARASITE_CMD_DUMP_PAGES = 2, // vmsplice args.iov[0..arg) into pipe 0
   PARASITE_CMD_SEND_FDS = 3,   // send fds args.fds[0..arg) back, 16 per message
   PARASITE_CMD_GET_MISC = 4,   // fill args.misc
   PARASITE_CMD_FINI = 5,       // close everything and trap back to the dumper
@@ -43,6 +44,9 @@ enum ParasiteCommand : uint32_t {
   // (MADV_DONTNEED), each range registered for missing pages as well, so
   // that every change to the pages present reaches the dumper's handler.
   PARASITE_CMD_UFFD_PREARM = 9,
+  // vmsplice args.lane_iov[0..arg) in order, each into the pipe it names
+  // (a page image written by several workers, one pipe and file each).
+  PARASITE_CMD_DUMP_PAGES_LANES = 10,
 };
 
 // userfaultfd ABI (linux/userfaultfd.h; the parasite has no headers).
@@ -70,6 +74,13 @@ struct ParasiteIovec {
   uint64_t len;
 };
 MC_STATIC_ASSERT(sizeof(struct ParasiteIovec) == 16, "iovec layout");
+
+struct ParasiteLaneIovec {
+  uint64_t base;
+  uint32_t len;
+  uint32_t pipe;  // < MC_PARASITE_MAX_PIPES
+};
+MC_STATIC_ASSERT(sizeof(struct ParasiteLaneIovec) == 16, "lane iovec layout");
 
 // struct sigaction as the kernel's rt_sigaction takes it on x86_64.
 struct ParasiteSigaction {
@@ -120,6 +131,10 @@ MC_STATIC_ASSERT(sizeof(struct ParasiteTimer) == 48, "ParasiteTimer layout");
 // blocking syscall, holding its socket and the page pipe: what a parasite
 // stuck in the kernel looks like to the dumper.
 #define MC_PARASITE_FAULT_STALL 1u
+// SPLICE: at its second DUMP_PAGES_LANES the parasite vmsplices the first
+// half of the ranges, then fails with EFAULT, as on memory get_user_pages
+// refuses.
+#define MC_PARASITE_FAULT_SPLICE 2u
 
 // The control block at a fixed offset of the shared area.
 struct ParasiteCtl {
@@ -128,7 +143,7 @@ struct ParasiteCtl {
   char sun_path[108];          // abstract: starts with '\0'
   uint32_t fault;              // MC_PARASITE_FAULT_*, 0 outside tests
   uint64_t args;               // remote address of the args area
-  int32_t pipe_fd;             // set by SET_PIPE
+  int32_t pipe_fds[MC_PARASITE_MAX_PIPES];  // set by SET_PIPE; -1: none
   int32_t sock_fd;
   // Set last by a parasite that is done (after FINI, its fds closed) or that
   // could not start (exit_code < 0): it then waits in pause() for the
@@ -136,7 +151,8 @@ struct ParasiteCtl {
   // stopped at a trap of ours when the dumper dies would get the SIGTRAP.
   int32_t exited;
   int32_t exit_code;
+  uint32_t lane_drains;        // DUMP_PAGES_LANES served (MC_PARASITE_FAULT_SPLICE)
 };
-MC_STATIC_ASSERT(sizeof(struct ParasiteCtl) == 144, "ParasiteCtl layout");
+MC_STATIC_ASSERT(sizeof(struct ParasiteCtl) == 208, "ParasiteCtl layout");
 
 #define MC_PARASITE_CTL_MAGIC 0x50415243u  // "PARC"

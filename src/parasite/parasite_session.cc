@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -15,11 +16,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <optional>
 #include <string_view>
+#include <thread>
 
+#include "base/cpus.hpp"
 #include "base/fault.hpp"
 #include "base/journal.hpp"
 #include "base/fd_passing.hpp"
@@ -63,7 +67,10 @@ ParasiteOptions ParasiteOptions::from_environment() {
     unsigned long ms = std::strtoul(t, &end, 10);
     if (*t && end && !*end && ms > 0) o.stall_timeout = std::chrono::milliseconds(ms);
   }
-  if (const char* f = std::getenv("MINICRIU_FAULT")) o.fault_stall = std::string_view(f) == "parasite-stall";
+  if (const char* f = std::getenv("MINICRIU_FAULT")) {
+    o.fault_stall = std::string_view(f) == "parasite-stall";
+    o.fault_splice = std::string_view(f) == "parasite-splice";
+  }
   return o;
 }
 
@@ -210,8 +217,10 @@ Status ParasiteSession::start() {
   ctl->addr_len = len;
   std::memcpy(ctl->sun_path, addr.sun_path, sizeof(ctl->sun_path));
   ctl->args = remote(layout_.args).addr();
-  ctl->fault = options_.fault_stall ? MC_PARASITE_FAULT_STALL : 0;
+  ctl->fault = options_.fault_stall ? MC_PARASITE_FAULT_STALL : options_.fault_splice ? MC_PARASITE_FAULT_SPLICE : 0;
   if (options_.fault_stall) log_.debug("pid {}: fault injected: the parasite hangs at its first page drain", process_.pid);
+  if (options_.fault_splice)
+    log_.debug("pid {}: fault injected: the parasite fails its second vmsplice into the lanes", process_.pid);
 
   // From here on, cure() stops the parasite and gives the leader back.
   daemon_.emplace(process_.leader());
@@ -333,23 +342,24 @@ Result<ParasiteMsg> ParasiteSession::receive_until(Clock::time_point deadline, s
   return msg;
 }
 
-Status ParasiteSession::open_page_pipe() {
-  if (pipe_sent_) return {};
+Status ParasiteSession::open_page_pipe(size_t n) {
+  if (n >= MC_PARASITE_MAX_PIPES) return failf("page pipe {} of at most {}", n, MC_PARASITE_MAX_PIPES);
+  if (pipes_.size() <= n) pipes_.resize(n + 1);
+  if (pipes_[n].rd) return {};
   int p[2];
   if (::pipe2(p, O_CLOEXEC) != 0) return fail_errno("pipe for pages");
-  pipe_rd_.reset(p[0]);
-  pipe_wr_.reset(p[1]);
+  PagePipe pipe{UniqueFd(p[0]), UniqueFd(p[1])};
   // As large as an unprivileged pipe may be (fs.pipe-max-size); fewer wakeups.
   long max = 1 << 20;
   if (auto t = ::fopen("/proc/sys/fs/pipe-max-size", "r")) {
     if (fscanf(t, "%ld", &max) != 1) max = 1 << 20;
     fclose(t);
   }
-  ::fcntl(pipe_wr_.get(), F_SETPIPE_SZ, static_cast<int>(max));
-  TRY(send(PARASITE_CMD_SET_PIPE, 0, pipe_wr_.get()));
+  ::fcntl(pipe.wr.get(), F_SETPIPE_SZ, static_cast<int>(max));
+  TRY(send(PARASITE_CMD_SET_PIPE, n, pipe.wr.get()));
   ASSIGN_OR_RETURN(auto reply, receive());
   if (reply.status < 0) return std::unexpected(Error("parasite: set pipe", -reply.status));
-  pipe_sent_ = true;
+  pipes_[n] = std::move(pipe);
   return {};
 }
 
@@ -374,11 +384,11 @@ Status ParasiteSession::drain_pages(std::span<const RemoteRange> ranges, int out
   UniqueFd devnull;
   auto deadline = stall_deadline();
   while (moved < total) {
-    pollfd pfds[2] = {{pipe_rd_.get(), POLLIN, 0}, {sock_.get(), POLLIN, 0}};
+    pollfd pfds[2] = {{pipes_[0].rd.get(), POLLIN, 0}, {sock_.get(), POLLIN, 0}};
     ASSIGN_OR_RETURN(Wake wake, wait_parasite(pfds, deadline, "moved no page"));
     if (wake == Wake::trapped) return std::unexpected(exited_early());
     if (pfds[0].revents & POLLIN) {
-      ssize_t s = ::splice(pipe_rd_.get(), nullptr, sink_error ? devnull.get() : out_fd, nullptr,
+      ssize_t s = ::splice(pipes_[0].rd.get(), nullptr, sink_error ? devnull.get() : out_fd, nullptr,
                            total - moved, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
       if (s < 0 && errno != EAGAIN && errno != EINTR) {
         if (sink_error) return std::unexpected(*sink_error);
@@ -401,6 +411,141 @@ Status ParasiteSession::drain_pages(std::span<const RemoteRange> ranges, int out
     return std::unexpected(Error("parasite: vmsplice of pages", -reply.status));
   if (moved != total) return failf("page drain moved {} of {} bytes", moved, total);
   return {};
+}
+
+namespace {
+
+// The workers of drain_pages_to_lanes: each empties its lane's pipe into the
+// lane's sink until the lane's bytes are in, the parasite is done and the
+// pipe empty, or the drain is called off.
+struct LaneDrain {
+  std::span<const ParasiteSession::LaneSink> sinks;
+  std::vector<int> pipes;   // read ends, by lane
+  std::vector<size_t> lanes;  // the lanes with bytes, one per worker
+  UniqueFd wake;              // eventfd: written when done or cancel is set
+  UniqueFd progress;          // eventfd: written by a worker that moved bytes
+  std::atomic<size_t> next{0};
+  std::atomic<bool> done{false}, cancel{false};
+  struct Lane {
+    uint64_t moved = 0;
+    std::optional<Error> error;  // the sink's: the rest went to /dev/null
+  };
+  std::vector<Lane> state;  // by lane; each written by its worker only
+
+  void run() {
+    size_t i = next.fetch_add(1);
+    if (i >= lanes.size()) return;
+    size_t lane = lanes[i];
+    const auto& sink = sinks[lane];
+    Lane& st = state[lane];
+    int out = sink.fd;
+    loff_t off = static_cast<loff_t>(sink.offset);
+    UniqueFd devnull;
+    const uint64_t one = 1;
+    while (st.moved < sink.bytes && !cancel.load(std::memory_order_acquire)) {
+      ssize_t s = ::splice(pipes[lane], nullptr, out, devnull ? nullptr : &off, sink.bytes - st.moved,
+                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      if (s > 0) {
+        // The control thread hears of progress every 16 MiB (a wakeup per
+        // splice would take its CPU from the workers).
+        if ((st.moved >> 24) != ((st.moved + static_cast<uint64_t>(s)) >> 24))
+          (void)!::write(progress.get(), &one, sizeof(one));
+        st.moved += static_cast<uint64_t>(s);
+        continue;
+      }
+      if (s < 0 && errno == EINTR) continue;
+      if (s < 0 && errno == EAGAIN) {
+        // Empty: once the parasite is done, nothing more comes.
+        if (done.load(std::memory_order_acquire)) break;
+        pollfd p[2] = {{pipes[lane], POLLIN, 0}, {wake.get(), POLLIN, 0}};
+        ::poll(p, 2, 100);
+        continue;
+      }
+      // The sink took no more (ENOSPC, EIO): the pipe is still emptied, into
+      // nothing, so that the parasite never waits on it.
+      if (!st.error) st.error = Error("splice of pages into the image", s < 0 ? errno : EIO);
+      if (devnull) break;
+      devnull.reset(::open("/dev/null", O_WRONLY | O_CLOEXEC));
+      if (!devnull) break;
+      out = devnull.get();
+    }
+  }
+};
+
+}  // namespace
+
+Result<int> ParasiteSession::drain_pages_to_lanes(std::span<const LaneRange> ranges, std::span<const LaneSink> sinks) {
+  if (ranges.size() > kMaxLaneIovs) return fail("too many ranges for one page drain");
+  if (sinks.size() > kMaxLanes) return failf("{} page lanes, at most {}", sinks.size(), kMaxLanes);
+  std::vector<uint64_t> want(sinks.size());
+  auto* iovs = reinterpret_cast<ParasiteLaneIovec*>(local(layout_.args));
+  for (size_t i = 0; i < ranges.size(); i++) {
+    const auto& r = ranges[i];
+    if (r.lane >= sinks.size() || r.range.size > UINT32_MAX) return fail("a page range of no lane, or too long");
+    iovs[i] = ParasiteLaneIovec{r.range.start.addr(), static_cast<uint32_t>(r.range.size), r.lane};
+    want[r.lane] += r.range.size;
+  }
+  LaneDrain drain;
+  drain.sinks = sinks;
+  drain.pipes.assign(sinks.size(), -1);
+  drain.state.resize(sinks.size());
+  for (size_t l = 0; l < sinks.size(); l++) {
+    if (want[l] != sinks[l].bytes) return failf("page lane {}: {} bytes of ranges for a sink of {}", l, want[l], sinks[l].bytes);
+    if (!want[l]) continue;
+    TRY(open_page_pipe(l));
+    drain.pipes[l] = pipes_[l].rd.get();
+    drain.lanes.push_back(l);
+  }
+  if (drain.lanes.empty()) return 0;
+  drain.wake.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  drain.progress.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!drain.wake || !drain.progress) return fail_errno("eventfd for the page lanes");
+
+  std::vector<std::thread> workers;
+  // Every way out joins the workers first (they use drain).
+  struct Join {
+    LaneDrain& drain;
+    std::vector<std::thread>& workers;
+    void stop(bool cancel) {
+      (cancel ? drain.cancel : drain.done).store(true, std::memory_order_release);
+      const uint64_t one = 1;
+      (void)!::write(drain.wake.get(), &one, sizeof(one));
+      for (auto& t : workers) t.join();
+      workers.clear();
+    }
+    ~Join() {
+      if (!workers.empty()) stop(true);
+    }
+  } join{drain, workers};
+  start_workers(workers, static_cast<unsigned>(drain.lanes.size()), [&drain] { drain.run(); });
+  // A lane without its worker would stop the parasite for good: nothing sent.
+  if (workers.size() < drain.lanes.size()) return EAGAIN;
+
+  TRY(send(PARASITE_CMD_DUMP_PAGES_LANES, ranges.size()));
+  // The reply comes when every range is in its pipe, or early with an error.
+  // Meanwhile the workers move bytes: each move puts the stall deadline off.
+  auto deadline = stall_deadline();
+  for (;;) {
+    pollfd pfds[2] = {{sock_.get(), POLLIN, 0}, {drain.progress.get(), POLLIN, 0}};
+    ASSIGN_OR_RETURN(Wake wake, wait_parasite(pfds, deadline, "moved no page"));
+    if (wake == Wake::trapped) return std::unexpected(exited_early());
+    if (pfds[1].revents & POLLIN) {
+      uint64_t n;
+      (void)!::read(drain.progress.get(), &n, sizeof(n));
+      deadline = stall_deadline();
+    }
+    if (pfds[0].revents) break;
+  }
+  ASSIGN_OR_RETURN(auto reply, receive());
+  // Every byte the parasite put in is in the pipes: the workers empty them.
+  join.stop(false);
+  for (size_t l : drain.lanes)
+    if (drain.state[l].error) return std::unexpected(*drain.state[l].error);
+  if (reply.status < 0) return -reply.status;
+  for (size_t l : drain.lanes)
+    if (drain.state[l].moved != sinks[l].bytes)
+      return failf("page lane {}: the drain moved {} of {} bytes", l, drain.state[l].moved, sinks[l].bytes);
+  return 0;
 }
 
 Result<std::vector<UniqueFd>> ParasiteSession::fetch_fds(std::span<const int32_t> fds) {
@@ -523,9 +668,7 @@ Status ParasiteSession::cure() {
   // Only with the parasite stopped: closing our ends while it could still
   // write into them would raise SIGPIPE in the target.
   sock_.reset();
-  pipe_rd_.reset();
-  pipe_wr_.reset();
-  pipe_sent_ = false;
+  pipes_.clear();
   if (before_) {
     Status cleaned = with_context(clean_target(), fmt::format("pid {}: cure", process_.pid));
     if (cleaned) cleaned = journal_note(fmt::format("parasite-gone {}", process_.pid));

@@ -45,10 +45,14 @@ struct ParasiteOptions {
   // Test only (MC_PARASITE_FAULT_STALL): the parasite hangs at its first
   // command, as one stuck in the kernel would.
   bool fault_stall = false;
+  // Test only (MC_PARASITE_FAULT_SPLICE): the parasite's second drain into
+  // the lanes stops halfway with EFAULT.
+  bool fault_splice = false;
 
   // The one place that reads the environment:
   //   MINICRIU_PARASITE_TIMEOUT_MS=N   stall_timeout of N ms (N > 0)
   //   MINICRIU_FAULT=parasite-stall    fault_stall (for the e2e tests)
+  //   MINICRIU_FAULT=parasite-splice   fault_splice
   static ParasiteOptions from_environment();
 };
 
@@ -75,6 +79,28 @@ class ParasiteSession {
 
   // vmsplice the ranges into our pipe, splicing them into out_fd as they come.
   [[nodiscard]] Status drain_pages(std::span<const RemoteRange> ranges, int out_fd);
+  // A batch of pages for a page image of several files (lanes): each range
+  // vmsplice'd by the parasite into its lane's pipe, in order, while a worker
+  // of ours per lane splices that pipe into the lane's sink. One copy of each
+  // page (the splice into the file), a share per worker; the pages stay
+  // shared where the target shares them (vmsplice takes references, not the
+  // pins of process_vm_readv, which copy a page shared copy-on-write).
+  struct LaneRange {
+    RemoteRange range;  // at most 4 GiB
+    uint32_t lane = 0;
+  };
+  // Where a lane's share of the batch goes: its bytes, in the ranges' order,
+  // from offset on in fd.
+  struct LaneSink {
+    int fd = -1;
+    uint64_t offset = 0;
+    uint64_t bytes = 0;  // the sum of the lane's ranges
+  };
+  // 0: every range in its sink. A positive errno: the parasite could not
+  // vmsplice a range (memory get_user_pages refuses), or no worker could be
+  // started; the pipes are empty again, the sinks hold a part of the batch:
+  // the caller writes it another way, at the same offsets.
+  [[nodiscard]] Result<int> drain_pages_to_lanes(std::span<const LaneRange> ranges, std::span<const LaneSink> sinks);
   // The target's fds, as fds of ours (same open file descriptions).
   [[nodiscard]] Result<std::vector<UniqueFd>> fetch_fds(std::span<const int32_t> fds);
   [[nodiscard]] Result<ParasiteMisc> get_misc();
@@ -98,8 +124,10 @@ class ParasiteSession {
   // to the target, puts registers, signal mask and code back. Idempotent.
   [[nodiscard]] Status cure();
 
-  // The largest number of ranges drain_pages takes at once.
+  // The largest number of ranges drain_pages (drain_pages_to_lanes) takes at once.
   static constexpr size_t kMaxIovs = MC_PARASITE_ARGS_SIZE / sizeof(ParasiteIovec);
+  static constexpr size_t kMaxLaneIovs = MC_PARASITE_ARGS_SIZE / sizeof(ParasiteLaneIovec);
+  static constexpr size_t kMaxLanes = MC_PARASITE_MAX_PIPES;
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -117,7 +145,9 @@ class ParasiteSession {
   bool finished() const;
   [[nodiscard]] Status stop_daemon();
   [[nodiscard]] Status clean_target();
-  [[nodiscard]] Status open_page_pipe();
+  // Page pipe n (0: drain_pages'; 0.. the lanes'), made and given to the
+  // parasite on first use.
+  [[nodiscard]] Status open_page_pipe(size_t n = 0);
   Clock::time_point stall_deadline() const { return Clock::now() + options_.stall_timeout; }
   char* local(size_t offset) const { return local_.get<char>() + offset; }
   RemotePtr<> remote(size_t offset) const { return remote_.byte_offset(static_cast<int64_t>(offset)); }
@@ -145,8 +175,10 @@ class ParasiteSession {
   // crashed): the cure stops it where it is instead of asking it to finish.
   bool lost_ = false;
   UniqueFd sock_;
-  UniqueFd pipe_rd_, pipe_wr_;
-  bool pipe_sent_ = false;
+  struct PagePipe {
+    UniqueFd rd, wr;  // wr also the parasite's (SET_PIPE)
+  };
+  std::vector<PagePipe> pipes_;  // by number; rd empty: not made
 };
 
 }  // namespace minicriu

@@ -341,6 +341,80 @@ TEST(KillWalk, ADumperKilledAnywhereLeavesTheTreeIntact) { kill_walk({}); }
 // with it, which lifts every protection: no write of the tree waits).
 TEST(KillWalk, ADumperKilledAnywhereInABackgroundDumpLeavesTheTreeIntact) { kill_walk({"--background"}); }
 
+// A process of 160 MiB, whose pages the parasite vmsplices into a pipe per
+// page lane while the dumper's workers splice them into the page files,
+// with the dumper SIGKILLed at delays spread over its page phase: its pipes
+// close under a parasite that may be blocked in vmsplice (the group stop the
+// dump set up takes the thread out of the call first, when its tracer dies;
+// a SIGPIPE raised all the same would be taken away by the guardian with the
+// rest). Each time the process holds what it held and runs on; at the end
+// it verifies every page it wrote.
+TEST(KillWalk, ADumperKilledWhileThePagesGoThroughItsPipesLeavesTheProcessIntact) {
+  TempDir dir;
+  std::string journals = dir / "journals";
+  std::filesystem::create_directory(journals);
+  std::string images = images_dir(dir);
+  Program p("generations", dir, {"40960", "20000"});
+  ASSERT_TRUE(p.wait_ready());
+  Holdings before = holdings_of(p.pid());
+  for (auto& [tid, st] : before.threads) ASSERT_EQ(st, "tracer 0 runs") << tid;
+  std::vector<std::string> args{"-vv", "dump", "-t", std::to_string(p.pid()), "-D", images, "-R"};
+  std::string journal = journal_of(journals, p.pid());
+  double dump_ms = 1e9;
+  std::string whole_out;
+  for (int round = 0; round < 2; round++) {
+    auto d0 = Clock::now();
+    Dumper whole(args, journals, dir / "whole.out");
+    ASSERT_EQ(whole.wait(), 0) << read_text(dir / "whole.out");
+    dump_ms = std::min(dump_ms, std::chrono::duration<double, std::milli>(Clock::now() - d0).count());
+    whole_out = read_text(dir / "whole.out");
+    ASSERT_TRUE(journal_done(journal));
+    clean_after(images, dir);
+  }
+  if (whole_out.find("vmsplice'd by the parasite into") == std::string::npos)
+    GTEST_SKIP() << "no page lanes here (one CPU)";
+  constexpr int kKills = 10;
+  unsigned problems = 0, in_pages = 0, sigpipes = 0;
+  std::string report;
+  for (int i = 0; i < kKills; i++) {
+    double delay_ms = dump_ms * (0.25 + 0.7 * i / kKills);
+    std::string out = dir / ("kill" + std::to_string(i) + ".out");
+    Dumper d(args, journals, out);
+    std::this_thread::sleep_for(std::chrono::microseconds(static_cast<long>(delay_ms * 1000)));
+    ::kill(d.pid, SIGKILL);
+    d.wait();
+    bool done = journal_done(journal);
+    std::string text = read_text(out);
+    if (text.find("parasite running") != std::string::npos && text.find(" page(s) (") == std::string::npos)
+      in_pages++;
+    if (text.find("SIGPIPE") != std::string::npos) sigpipes++;
+    std::string bad = done ? death_of(p.pid()) : "the journal is still there after 15 s";
+    if (bad.empty()) {
+      // Its threads and their stacks come and go: its fds must be the same,
+      // nothing of ours mapped, no thread traced or stopped.
+      Holdings now = holdings_of(p.pid());
+      if (now.fds != before.fds) bad += difference(p.pid(), before, now) + " ";
+      if (now.maps.find("minicriu") != std::string::npos) bad += "a mapping of ours is left: " + now.maps;
+      for (auto& [tid, st] : now.threads)
+        if (st != "tracer 0 runs") bad += fmt::format("thread {}: {} ", tid, st);
+    }
+    if (!bad.empty()) {
+      problems++;
+      report += fmt::format("kill {} after {:.0f} ms: {}\n{}\n", i, delay_ms, bad, text);
+      if (!p.alive()) break;
+    }
+    clean_after(images, dir);
+  }
+  std::printf("[ kill walk ] %d kills over a dump of %.0f ms: %u while the pages were copied, %u with a SIGPIPE "
+              "of ours taken away; %u problem(s)\n",
+              kKills, dump_ms, in_pages, sigpipes, problems);
+  EXPECT_EQ(problems, 0u) << report;
+  EXPECT_GT(in_pages, 0u) << "no kill landed while the pages were copied (a dump of " << dump_ms << " ms)";
+  ::kill(p.pid(), SIGUSR1);
+  EXPECT_EQ(p.wait_exit().value_or(-1), 0) << read_text(dir / "generations.log");
+  p.forget();
+}
+
 // The dump held at its first parasite command (parasite in, tree stopped).
 void hold_dump_with_parasite_in(Tree& t, std::unique_ptr<Dumper>& d, pid_t& guardian) {
   std::string journal = journal_of(t.journals, t.root);

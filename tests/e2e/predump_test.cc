@@ -330,8 +330,12 @@ TEST(PreDump, ALargeMappingWalkedInChunksRestoresEveryGenerationFullAndChained) 
   std::string lane1 = full + "/pages-" + std::to_string(p.pid()) + ".1.img";
   cpu_set_t cpus;
   CPU_ZERO(&cpus);
-  if (::sched_getaffinity(0, sizeof(cpus), &cpus) == 0 && CPU_COUNT(&cpus) >= 2)
+  if (::sched_getaffinity(0, sizeof(cpus), &cpus) == 0 && CPU_COUNT(&cpus) >= 2) {
     EXPECT_GT(std::filesystem::file_size(lane1), 40960u * 4096 / 4) << r.output;
+    // vmsplice'd by the parasite, a pipe per lane (the restore below checks
+    // every page).
+    EXPECT_NE(r.output.find("vmsplice'd by the parasite into"), std::string::npos) << r.output;
+  }
   if (std::filesystem::exists(lane1)) {
     // A lane file missing or cut short: the restore refuses in one line.
     std::string broken = images_dir(dir, "broken");
@@ -362,4 +366,33 @@ TEST(PreDump, ALargeMappingWalkedInChunksRestoresEveryGenerationFullAndChained) 
   // The full dump of the same program, taken earlier, restores too.
   ASSERT_TRUE(wait_gone(pid));
   ASSERT_NO_FATAL_FAILURE(restore_and_check(pid, full, dir));
+}
+
+// A parasite that cannot vmsplice a batch into the page lanes (EFAULT
+// halfway through its second batch, injected): that batch is copied by the
+// dumper's workers at the same places in the lane files, and so is the rest
+// of the process; every generation restores.
+TEST(PageLanes, AParasiteThatCannotVmspliceLeavesThePagesToTheWorkers) {
+  cpu_set_t cpus;
+  CPU_ZERO(&cpus);
+  if (::sched_getaffinity(0, sizeof(cpus), &cpus) != 0 || CPU_COUNT(&cpus) < 2)
+    GTEST_SKIP() << "page lanes need two CPUs";
+  TempDir dir;
+  Program p("generations", dir, {"40960", "20000"});
+  ASSERT_TRUE(p.wait_ready());
+  std::string images = images_dir(dir, "d");
+  auto r = run({"/usr/bin/env", "MINICRIU_FAULT=parasite-splice", minicriu_bin(), "-vv", "dump", "-t",
+                std::to_string(p.pid()), "-D", images});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("fault injected: the parasite fails its second vmsplice"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("the parasite cannot vmsplice these pages (Bad address); the dumper's workers copy them"),
+            std::string::npos)
+      << r.output;
+  // The first batch (64 MiB) went through the pipes.
+  EXPECT_NE(r.output.find("MiB vmsplice'd by the parasite into 2 page files"), std::string::npos) << r.output;
+  EXPECT_GE(own_pages(images), 40960u);
+  pid_t pid = p.pid();
+  EXPECT_EQ(p.wait_exit().value_or(-1), 128 + SIGKILL);
+  p.forget();
+  ASSERT_NO_FATAL_FAILURE(restore_and_check(pid, images, dir));
 }

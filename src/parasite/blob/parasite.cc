@@ -106,6 +106,27 @@ long dump_pages(int pipe_fd, ParasiteIovec* iovs, unsigned long n) {
   return 0;
 }
 
+// Each iovec into the pipe it names, in order; a run of iovecs for one pipe
+// goes in one vmsplice (up to kBatch at a time), so that a pipe that is full
+// waits for its own worker while the others drain theirs.
+long dump_pages_lanes(const int32_t* pipes, const ParasiteLaneIovec* iovs, unsigned long n) {
+  constexpr unsigned long kBatch = 64;
+  ParasiteIovec batch[kBatch];
+  unsigned long i = 0;
+  while (i < n) {
+    uint32_t pipe = iovs[i].pipe;
+    if (pipe >= MC_PARASITE_MAX_PIPES || pipes[pipe] < 0) return -9;  // EBADF
+    unsigned long k = 0;
+    while (i < n && k < kBatch && iovs[i].pipe == pipe) {
+      batch[k++] = ParasiteIovec{iovs[i].base, iovs[i].len};
+      i++;
+    }
+    long r = dump_pages(pipes[pipe], batch, k);
+    if (r < 0) return r;
+  }
+  return 0;
+}
+
 // MC_PARASITE_FAULT_STALL: never returns by itself. pause() with every signal
 // blocked sleeps until the dumper's PTRACE_INTERRUPT wakes it into a stop;
 // it sets no restart_block (a nanosleep would, and the restart of a syscall
@@ -224,7 +245,8 @@ extern "C" __attribute__((used, visibility("hidden"))) long parasite_main(Parasi
     finish(ctl, r);
   }
   ctl->sock_fd = (int32_t)sock;
-  ctl->pipe_fd = -1;
+  for (int p = 0; p < MC_PARASITE_MAX_PIPES; p++) ctl->pipe_fds[p] = -1;
+  ctl->lane_drains = 0;
   char* args = reinterpret_cast<char*>(ctl->args);
   for (;;) {
     ParasiteMsg msg{};
@@ -240,14 +262,27 @@ extern "C" __attribute__((used, visibility("hidden"))) long parasite_main(Parasi
     ParasiteMsg reply{msg.cmd, 0, 0, 0};
     switch (msg.cmd) {
       case PARASITE_CMD_SET_PIPE:
-        if (ctl->pipe_fd >= 0) mc_syscall1(MC_NR_close, ctl->pipe_fd);
-        ctl->pipe_fd = fd;
-        reply.status = fd >= 0 ? 0 : -22;
+        if (fd < 0 || msg.arg >= MC_PARASITE_MAX_PIPES) {
+          reply.status = -22;
+          break;
+        }
+        if (ctl->pipe_fds[msg.arg] >= 0) mc_syscall1(MC_NR_close, ctl->pipe_fds[msg.arg]);
+        ctl->pipe_fds[msg.arg] = fd;
+        fd = -1;
+        break;
+      case PARASITE_CMD_DUMP_PAGES_LANES:
+        // The test fault: half the ranges of the second drain, then EFAULT.
+        if (ctl->fault == MC_PARASITE_FAULT_SPLICE && ++ctl->lane_drains == 2) {
+          long r = dump_pages_lanes(ctl->pipe_fds, reinterpret_cast<ParasiteLaneIovec*>(args), msg.arg / 2);
+          reply.status = (int32_t)(r < 0 ? r : -14);
+          break;
+        }
+        reply.status = (int32_t)dump_pages_lanes(ctl->pipe_fds, reinterpret_cast<ParasiteLaneIovec*>(args), msg.arg);
         break;
       case PARASITE_CMD_DUMP_PAGES:
-        reply.status = ctl->pipe_fd < 0
+        reply.status = ctl->pipe_fds[0] < 0
                            ? -9
-                           : (int32_t)dump_pages(ctl->pipe_fd,
+                           : (int32_t)dump_pages(ctl->pipe_fds[0],
                                                  reinterpret_cast<ParasiteIovec*>(args), msg.arg);
         break;
       case PARASITE_CMD_SEND_FDS:
@@ -278,11 +313,12 @@ extern "C" __attribute__((used, visibility("hidden"))) long parasite_main(Parasi
       default:
         reply.status = -22;
     }
-    if (fd >= 0 && msg.cmd != PARASITE_CMD_SET_PIPE) mc_syscall1(MC_NR_close, fd);
+    if (fd >= 0) mc_syscall1(MC_NR_close, fd);
     send_msg((int)sock, &reply, 0, 0);
     if (msg.cmd == PARASITE_CMD_FINI) break;
   }
-  if (ctl->pipe_fd >= 0) mc_syscall1(MC_NR_close, ctl->pipe_fd);
+  for (int p = 0; p < MC_PARASITE_MAX_PIPES; p++)
+    if (ctl->pipe_fds[p] >= 0) mc_syscall1(MC_NR_close, ctl->pipe_fds[p]);
   mc_syscall1(MC_NR_close, sock);
   finish(ctl, 0);
 }
