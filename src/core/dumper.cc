@@ -140,6 +140,7 @@ class Dumper {
                                            PageChain& chain, UniqueFd& uffd, std::vector<RemoteRange>& ranges);
   [[nodiscard]] Status copy_background();
   [[nodiscard]] Status pre_arm_background();
+  [[nodiscard]] Status settle_background();
   [[nodiscard]] Result<bool> take_prearmed(pid_t pid, const std::vector<VmaInfo>& vmas,
                                            std::vector<std::pair<uint64_t, uint64_t>>& runs);
   [[nodiscard]] Status run_pre_dump();
@@ -782,8 +783,10 @@ static std::vector<RemoteRange> background_candidates(const std::vector<VmaInfo>
 // with memory: a short stop of the tree (seized, a parasite in each process
 // makes the userfaultfd and registers its memory, cured), then with the
 // tree running each process's memory write-protected and its pages listed
-// (BackgroundCopy::pre_arm). The freeze takes only what changed meanwhile
-// (take_prearmed). Where this cannot be done, the freeze arms as before.
+// (BackgroundCopy::pre_arm). What was written meanwhile is protected again
+// with the tree running (settle_background), and the freeze takes only what
+// changed after that (take_prearmed). Where this cannot be done, the freeze
+// arms as before.
 Status Dumper::pre_arm_background() {
   if (!options_.background || uffd_dev() < 0) return {};
   struct Made {
@@ -830,6 +833,22 @@ Status Dumper::pre_arm_background() {
   log_.info("background: {} process(es) armed before the freeze (stopped {:.3f} s to register their memory, "
             "{:.3f} s in all)",
             prearmed_.size(), stop, static_cast<double>(ns_since(t0)) / 1e9);
+  return {};
+}
+
+// What was written while arming (a page at a time, at the application's
+// pace for as long as the arming took) protected again right before the
+// freeze, until what is left is small: the freeze takes only the rest.
+Status Dumper::settle_background() {
+  constexpr uint64_t kFewPages = 256;
+  for (int round = 0; round < 3; round++) {
+    uint64_t pages = 0;
+    for (auto& [pid, copy] : prearmed_) {
+      ASSIGN_OR_RETURN(uint64_t n, with_context(copy->settle(), fmt::format("pid {}: background dump", pid)));
+      pages += n;
+    }
+    if (pages <= kFewPages) break;
+  }
   return {};
 }
 
@@ -1078,6 +1097,7 @@ Result<DumpStats> Dumper::run() {
   TRY(fault_point("dump/freeze"));
   TRY(pre_arm_background());
   if (!prearmed_.empty()) TRY(fault_point("dump/armed"));
+  TRY(settle_background());
   ASSIGN_OR_RETURN(auto tree, TaskTree::freeze(options_.pid, log_));
   frozen_at_ = Clock::now();
   FailureGuard guard(*this, *tree);

@@ -167,6 +167,29 @@ Result<AddressRuns> BackgroundCopy::freeze_point() {
     std::lock_guard lock(error_mu_);
     return std::unexpected(error_.error());
   }
+  TRY(take_again(std::move(touched), "at the freeze"));
+  AddressRuns out = std::move(present_);
+  present_.clear();
+  return out;
+}
+
+Result<uint64_t> BackgroundCopy::settle() {
+  AddressRuns touched;
+  {
+    // Under mu_, as the handler notes a page and lifts its protection: a
+    // page is in what we take, or its fault is still to come.
+    std::lock_guard lock(mu_);
+    if (mode_.load() != Mode::arming) return 0;
+    touched.swap(touched_);
+  }
+  if (failed()) {
+    std::lock_guard lock(error_mu_);
+    return std::unexpected(error_.error());
+  }
+  return take_again(std::move(touched), "before the freeze");
+}
+
+Result<uint64_t> BackgroundCopy::take_again(AddressRuns touched, const char* when) {
   // Only what is ours to protect: the registered ranges.
   AddressRuns clipped;
   for (auto& [s, e] : coalesced(std::move(touched)))
@@ -182,9 +205,10 @@ Result<AddressRuns> BackgroundCopy::freeze_point() {
   }
   TRY(write_protect(again));
   log_.info("pid {}: {} range(s), {} page(s), written, first touched or discarded since it was armed: protected "
-            "again at the freeze",
-            pid_, again.size(), bytes / kPageSize);
-  // present_ less what was touched, plus what of it is present now.
+            "again {}",
+            pid_, again.size(), bytes / kPageSize, when);
+  // present_ less what was touched, plus what of it is present now (a page
+  // discarded or first touched after this scan is noted again).
   AddressRuns out;
   auto t = clipped.begin();
   for (auto [s, e] : present_) {
@@ -201,8 +225,8 @@ Result<AddressRuns> BackgroundCopy::freeze_point() {
     TRY(pagemap_.scan(a, b, false, regions));
     for (auto& g : regions) out.emplace_back(g.start, g.end);
   }
-  present_.clear();
-  return coalesced(std::move(out));
+  present_ = coalesced(std::move(out));
+  return bytes / kPageSize;
 }
 
 Status BackgroundCopy::start_copy(int pages_fd, std::vector<DeferredRun> runs) {

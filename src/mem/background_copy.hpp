@@ -76,6 +76,11 @@ class BackgroundCopy {
   // present now, every one of them write-protected, in order. A page written
   // from now on (by the dump's own work) is copied before it is let through.
   [[nodiscard]] Result<AddressRuns> freeze_point();
+  // Before the freeze, the tree running: the pages noted so far are
+  // write-protected again and looked at once more (a page written after
+  // that is noted again), so that the freeze has only those noted since.
+  // How many pages there were.
+  [[nodiscard]] Result<uint64_t> settle();
   // Then, still frozen: runs (sorted, inside the ranges) are the pages to
   // copy into pages_fd; the handler answers as a frozen-time arm()'s does.
   [[nodiscard]] Status start_copy(int pages_fd, std::vector<DeferredRun> runs);
@@ -110,6 +115,9 @@ class BackgroundCopy {
   void set_runs(int pages_fd, std::vector<DeferredRun> runs);  // under mu_ once the handler runs
   [[nodiscard]] Status start_handler();
   [[nodiscard]] Status write_protect(std::span<const RemoteRange> ranges);
+  // The pages noted (touched) protected again, and present_ made what is
+  // present now; when: for the log. How many pages.
+  [[nodiscard]] Result<uint64_t> take_again(AddressRuns touched, const char* when);
   [[nodiscard]] Status zero_page(uint64_t addr);
   [[nodiscard]] Status dispatch(const uffd_msg& m);
   // The copier thread: each write fault's page copied (or kept, frozen)

@@ -57,7 +57,10 @@ Status PageMap::scan(uint64_t start, uint64_t end, bool write_protect, std::vect
 
 Status PageMap::scan_ioctl(uint64_t start, uint64_t end, bool write_protect,
                            std::vector<PageRegion>& out) const {
-  std::vector<PageRegionRaw> vec(16384);
+  // No more runs than pages: a scan of a few pages (a background dump's
+  // freeze scans thousands of them) needs no 384 KiB buffer to be made,
+  // zeroed and unmapped each time.
+  std::vector<PageRegionRaw> vec(std::clamp<uint64_t>((end - start) / kPageSize, 1, 16384));
   for (uint64_t at = start; at < end;) {
     PmScanArg a{};
     a.size = sizeof(a);
