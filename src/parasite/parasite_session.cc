@@ -425,7 +425,9 @@ struct LaneDrain {
   UniqueFd wake;              // eventfd: written when done or cancel is set
   UniqueFd progress;          // eventfd: written by a worker that moved bytes
   std::atomic<size_t> next{0};
-  std::atomic<bool> done{false}, cancel{false};
+  // discard: the rest goes into /dev/null (the drain failed; the parasite is
+  // let finish its command).
+  std::atomic<bool> done{false}, cancel{false}, discard{false};
   struct Lane {
     uint64_t moved = 0;
     std::optional<Error> error;  // the sink's: the rest went to /dev/null
@@ -443,6 +445,11 @@ struct LaneDrain {
     UniqueFd devnull;
     const uint64_t one = 1;
     while (st.moved < sink.bytes && !cancel.load(std::memory_order_acquire)) {
+      if (!devnull && discard.load(std::memory_order_acquire)) {
+        devnull.reset(::open("/dev/null", O_WRONLY | O_CLOEXEC));
+        if (!devnull) break;
+        out = devnull.get();
+      }
       ssize_t s = ::splice(pipes[lane], nullptr, out, devnull ? nullptr : &off, sink.bytes - st.moved,
                            SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
       if (s > 0) {
@@ -527,8 +534,20 @@ Result<int> ParasiteSession::drain_pages_to_lanes(std::span<const LaneRange> ran
   auto deadline = stall_deadline();
   for (;;) {
     pollfd pfds[2] = {{sock_.get(), POLLIN, 0}, {drain.progress.get(), POLLIN, 0}};
-    ASSIGN_OR_RETURN(Wake wake, wait_parasite(pfds, deadline, "moved no page"));
-    if (wake == Wake::trapped) return std::unexpected(exited_early());
+    auto wake = wait_parasite(pfds, deadline, "moved no page");
+    if (!wake) {
+      // Cancelled (SIGTERM) with the parasite at work and answering: its
+      // pipes are emptied into nothing until it answers, so that it is at
+      // its commands again for the cure's FINI, instead of blocked in
+      // vmsplice until the cure gives up waiting for it.
+      if (!lost_) {
+        FaultPause not_cancelled_again;
+        drain.discard.store(true, std::memory_order_release);
+        (void)receive_until(Clock::now() + kFiniTimeout, nullptr);
+      }
+      return std::unexpected(wake.error());
+    }
+    if (*wake == Wake::trapped) return std::unexpected(exited_early());
     if (pfds[1].revents & POLLIN) {
       uint64_t n;
       (void)!::read(drain.progress.get(), &n, sizeof(n));

@@ -14,7 +14,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <thread>
@@ -142,6 +145,75 @@ void dump_interrupted(const std::string& fault, const std::string& ready_line, i
 
 TEST(Cancel, SigtermToADumpWithAHungParasiteLeavesTheTargetAsItWas) {
   dump_interrupted("parasite-stall", "", SIGTERM, "SIGTERM");
+}
+
+// The time of the first -v line holding needle, in seconds from the start
+// of the command's log (-1: none).
+double log_time(const std::string& out, const std::string& needle) {
+  auto at = out.find(needle);
+  if (at == std::string::npos) return -1;
+  auto line = out.rfind("\n", at);
+  line = line == std::string::npos ? 0 : line + 1;
+  return std::atof(out.c_str() + line + 1);  // "( 0.123456) info : ..."
+}
+
+// SIGTERM while the pages of a 160 MiB process go through the page lanes'
+// pipes (the parasite vmsplicing them, the dumper's workers splicing them
+// into the lane files), at delays spread over the dump's page phase: each
+// time the dump stops with the signal's status (or was done already), the
+// process holds the fds it held, nothing of ours mapped, no thread traced
+// or stopped; at the end it verifies every page.
+TEST(Cancel, SigtermWhileThePagesGoThroughThePipesLeavesTheProcessIntact) {
+  TempDir dir;
+  Program p("generations", dir, {"40960", "20000"});
+  ASSERT_TRUE(p.wait_ready());
+  Holdings before = holdings_of(p.pid());
+  std::string pid = std::to_string(p.pid()), images = images_dir(dir);
+  auto whole = run_minicriu({"-v", "dump", "-R", "-t", pid, "-D", images});
+  ASSERT_EQ(whole.status, 0) << whole.output;
+  if (whole.output.find("vmsplice'd by the parasite into") == std::string::npos)
+    GTEST_SKIP() << "no page lanes here (one CPU)";
+  double from = log_time(whole.output, ": parasite running"), to = log_time(whole.output, " page(s) (");
+  ASSERT_GT(from, 0) << whole.output;
+  ASSERT_GT(to, from) << whole.output;
+  std::filesystem::remove_all(images);
+  std::filesystem::create_directories(images);
+  constexpr int kSignals = 6;
+  unsigned in_pages = 0;
+  double slowest_ms = 0;
+  for (int i = 0; i < kSignals; i++) {
+    Minicriu m(dir, "", {"-v", "dump", "-R", "-t", pid, "-D", images});
+    // The command's start (exec, its log's zero) is not counted: a little late.
+    double delay = from + (to - from) * (i + 0.5) / kSignals;
+    std::this_thread::sleep_for(std::chrono::microseconds(static_cast<long>(delay * 1e6)));
+    auto t0 = Clock::now();
+    ::kill(m.pid(), SIGTERM);
+    CommandResult r = m.wait();
+    // The parasite is let finish its batch into nothing and answers the
+    // cure: no wait for one that does not answer.
+    double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    slowest_ms = std::max(slowest_ms, ms);
+    EXPECT_LT(ms, 6000) << r.output;
+    if (r.status != 0) {
+      expect_cancelled(r, SIGTERM, "SIGTERM", false);
+      if (r.output.find(": parasite running") != std::string::npos &&
+          r.output.find(" page(s) (") == std::string::npos)
+        in_pages++;
+    }
+    Holdings now = holdings_of(p.pid());
+    EXPECT_EQ(now.fds, before.fds) << r.output;
+    EXPECT_EQ(now.maps.find("minicriu"), std::string::npos) << now.maps;
+    for (auto& [tid, st] : now.threads) EXPECT_EQ(st, "tracer 0 runs") << tid << "\n" << r.output;
+    std::filesystem::remove_all(images);
+    std::filesystem::create_directories(images);
+  }
+  std::printf("[ cancel  ] %d SIGTERMs over the page phase (%.0f ms): %u while the pages were copied; the slowest "
+              "ended %.0f ms after its signal\n",
+              kSignals, (to - from) * 1000, in_pages, slowest_ms);
+  EXPECT_GT(in_pages, 0u);
+  ::kill(p.pid(), SIGUSR1);
+  EXPECT_EQ(p.wait_exit().value_or(-1), 0) << read_text(dir / "generations.log");
+  p.forget();
 }
 
 TEST(Cancel, SigintToADumpHeldAtARemoteSyscallLeavesTheTargetAsItWas) {
