@@ -343,9 +343,15 @@ Result<ParasiteMsg> ParasiteSession::receive_until(Clock::time_point deadline, s
 }
 
 Status ParasiteSession::open_page_pipe(size_t n) {
+  ASSIGN_OR_RETURN(int refused, offer_page_pipe(n));
+  if (refused) return std::unexpected(Error("parasite: set pipe", refused));
+  return {};
+}
+
+Result<int> ParasiteSession::offer_page_pipe(size_t n) {
   if (n >= MC_PARASITE_MAX_PIPES) return failf("page pipe {} of at most {}", n, MC_PARASITE_MAX_PIPES);
   if (pipes_.size() <= n) pipes_.resize(n + 1);
-  if (pipes_[n].rd) return {};
+  if (pipes_[n].rd) return 0;
   int p[2];
   if (::pipe2(p, O_CLOEXEC) != 0) return fail_errno("pipe for pages");
   PagePipe pipe{UniqueFd(p[0]), UniqueFd(p[1])};
@@ -358,9 +364,11 @@ Status ParasiteSession::open_page_pipe(size_t n) {
   ::fcntl(pipe.wr.get(), F_SETPIPE_SZ, static_cast<int>(max));
   TRY(send(PARASITE_CMD_SET_PIPE, n, pipe.wr.get()));
   ASSIGN_OR_RETURN(auto reply, receive());
-  if (reply.status < 0) return std::unexpected(Error("parasite: set pipe", -reply.status));
+  // Refused: EINVAL when the fd did not come with the message (the target's
+  // fd table at its RLIMIT_NOFILE drops it).
+  if (reply.status < 0) return -reply.status;
   pipes_[n] = std::move(pipe);
-  return {};
+  return 0;
 }
 
 Status ParasiteSession::drain_pages(std::span<const RemoteRange> ranges, int out_fd) {
@@ -499,7 +507,12 @@ Result<int> ParasiteSession::drain_pages_to_lanes(std::span<const LaneRange> ran
   for (size_t l = 0; l < sinks.size(); l++) {
     if (want[l] != sinks[l].bytes) return failf("page lane {}: {} bytes of ranges for a sink of {}", l, want[l], sinks[l].bytes);
     if (!want[l]) continue;
-    TRY(open_page_pipe(l));
+    ASSIGN_OR_RETURN(int refused, offer_page_pipe(l));
+    if (refused) {
+      log_.debug("pid {}: the parasite cannot take page pipe {} ({}; its fd table may be at its RLIMIT_NOFILE)",
+                 process_.pid, l, std::strerror(refused));
+      return refused;
+    }
     drain.pipes[l] = pipes_[l].rd.get();
     drain.lanes.push_back(l);
   }

@@ -97,9 +97,10 @@ class ParasiteSession {
     uint64_t bytes = 0;  // the sum of the lane's ranges
   };
   // 0: every range in its sink. A positive errno: the parasite could not
-  // vmsplice a range (memory get_user_pages refuses), or no worker could be
-  // started; the pipes are empty again, the sinks hold a part of the batch:
-  // the caller writes it another way, at the same offsets.
+  // vmsplice a range (memory get_user_pages refuses) or take a lane's pipe
+  // (its fd table full), or no worker could be started; the pipes are empty
+  // again, the sinks hold a part of the batch: the caller writes it another
+  // way, at the same offsets.
   [[nodiscard]] Result<int> drain_pages_to_lanes(std::span<const LaneRange> ranges, std::span<const LaneSink> sinks);
   // The target's fds, as fds of ours (same open file descriptions).
   [[nodiscard]] Result<std::vector<UniqueFd>> fetch_fds(std::span<const int32_t> fds);
@@ -148,6 +149,8 @@ class ParasiteSession {
   // Page pipe n (0: drain_pages'; 0.. the lanes'), made and given to the
   // parasite on first use.
   [[nodiscard]] Status open_page_pipe(size_t n = 0);
+  // The same; a refusal of the parasite's is its errno (0: taken).
+  [[nodiscard]] Result<int> offer_page_pipe(size_t n);
   Clock::time_point stall_deadline() const { return Clock::now() + options_.stall_timeout; }
   char* local(size_t offset) const { return local_.get<char>() + offset; }
   RemotePtr<> remote(size_t offset) const { return remote_.byte_offset(static_cast<int64_t>(offset)); }

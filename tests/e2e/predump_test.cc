@@ -5,9 +5,11 @@
 // the chain, every page holds exactly its generation.
 #include <gtest/gtest.h>
 #include <sched.h>
+#include <sys/resource.h>
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <thread>
@@ -390,6 +392,39 @@ TEST(PageLanes, AParasiteThatCannotVmspliceLeavesThePagesToTheWorkers) {
       << r.output;
   // The first batch (64 MiB) went through the pipes.
   EXPECT_NE(r.output.find("MiB vmsplice'd by the parasite into 2 page files"), std::string::npos) << r.output;
+  EXPECT_GE(own_pages(images), 40960u);
+  pid_t pid = p.pid();
+  EXPECT_EQ(p.wait_exit().value_or(-1), 128 + SIGKILL);
+  p.forget();
+  ASSERT_NO_FATAL_FAILURE(restore_and_check(pid, images, dir));
+}
+
+// A process at its RLIMIT_NOFILE: the parasite's socket takes its last free
+// fd but one, the first lane's pipe the last, the second's cannot come with
+// its message. Its pages are copied by the dumper's workers instead (the
+// dump does not fail, as it did not before the parasite vmspliced into
+// lanes), and restore every generation.
+TEST(PageLanes, AProcessAtItsFdLimitHasItsPagesCopiedByTheWorkers) {
+  cpu_set_t cpus;
+  CPU_ZERO(&cpus);
+  if (::sched_getaffinity(0, sizeof(cpus), &cpus) != 0 || CPU_COUNT(&cpus) < 2)
+    GTEST_SKIP() << "page lanes need two CPUs";
+  TempDir dir;
+  Program p("generations", dir, {"40960", "20000"});
+  ASSERT_TRUE(p.wait_ready());
+  int open_fds = 0, highest = -1;
+  for (auto& e : std::filesystem::directory_iterator("/proc/" + std::to_string(p.pid()) + "/fd")) {
+    open_fds++;
+    highest = std::max(highest, std::stoi(e.path().filename().string()));
+  }
+  ASSERT_EQ(highest, open_fds - 1) << "its fds are not 0..N-1";
+  rlimit lim{static_cast<rlim_t>(open_fds + 2), static_cast<rlim_t>(open_fds + 2)};
+  ASSERT_EQ(::prlimit(p.pid(), RLIMIT_NOFILE, &lim, nullptr), 0);
+  std::string images = images_dir(dir, "d");
+  auto r = run_minicriu({"-vv", "dump", "-t", std::to_string(p.pid()), "-D", images});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("the parasite cannot take page pipe 1"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("vmsplice'd by the parasite into"), std::string::npos) << r.output;
   EXPECT_GE(own_pages(images), 40960u);
   pid_t pid = p.pid();
   EXPECT_EQ(p.wait_exit().value_or(-1), 128 + SIGKILL);
