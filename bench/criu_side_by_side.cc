@@ -36,55 +36,17 @@
 #include <string>
 #include <vector>
 
-using Clock = std::chrono::steady_clock;
-double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+#include "bench_util.hpp"
+
+using bench::Clock;
+using bench::start_target;
+using bench::wait_exit;
+double since(Clock::time_point t) { return bench::seconds_since(t); }
 
 namespace {
 
-std::string g_target;
 std::string g_logs;
 size_t g_mib;
-
-pid_t start_target(size_t mib) {
-  std::string arg = std::to_string(mib);
-  int p[2];
-  if (pipe(p) != 0) std::exit(1);
-  pid_t pid = fork();
-  if (pid == 0) {
-    close(p[0]);
-    dup2(p[1], 100);
-    close(p[1]);
-    execl(g_target.c_str(), g_target.c_str(), arg.c_str(), nullptr);
-    _exit(127);
-  }
-  close(p[1]);
-  char c;
-  while (read(p[0], &c, 1) > 0) {
-  }
-  close(p[0]);
-  int st;
-  if (waitpid(pid, &st, WNOHANG) != 0) {
-    std::fprintf(stderr, "target did not start\n");
-    std::exit(1);
-  }
-  return pid;
-}
-
-int wait_exit(pid_t pid, double timeout_s) {
-  auto t = Clock::now();
-  int status = 0;
-  for (;;) {
-    pid_t got = waitpid(pid, &status, WNOHANG);
-    if (got == pid) return status;
-    if (got < 0) return -1;
-    if (since(t) > timeout_s) {
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      return -2;
-    }
-    usleep(200);
-  }
-}
 
 // Runs argv with stdout to out, stderr to err; returns the wall time, or -1 on failure.
 double run(const std::vector<std::string>& argv, const std::string& out, const std::string& err) {
@@ -272,7 +234,6 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "criu_side_by_side: MIB and ROUNDS must be positive\n");
     return 2;
   }
-  g_target = (std::filesystem::read_symlink("/proc/self/exe").parent_path() / "page_target").string();
   g_logs = dir + "/criu_side_by_side.logs";
   std::vector<char> tools;
   std::vector<std::string> bins;

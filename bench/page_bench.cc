@@ -33,55 +33,19 @@
 #include <thread>
 #include <vector>
 
+#include "bench_util.hpp"
 #include "minicriu/minicriu.hpp"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
+using bench::Clock;
+using bench::seconds_since;
+using bench::start_target;
+using bench::wait_exit;
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
-}
-
-// bench/page_target.c, built next to us, with `mib` of touched memory; it
-// closes its end of a pipe when ready.
-// With ghost_dir, its memory is an unlinked file of that directory, shared;
-// with huge, anonymous memory with MADV_HUGEPAGE.
-pid_t start_target(size_t mib, const std::string& ghost_dir = "", bool huge = false) {
-  static const std::string target =
-      (std::filesystem::read_symlink("/proc/self/exe").parent_path() / "page_target").string();
-  std::string arg = std::to_string(mib);
-  int p[2];
-  if (pipe(p) != 0) std::exit(1);
-  pid_t pid = fork();
-  if (pid == 0) {
-    close(p[0]);
-    // Out of the way of the fds the target opens itself.
-    dup2(p[1], 100);
-    close(p[1]);
-    if (huge)
-      execl(target.c_str(), target.c_str(), arg.c_str(), "huge", nullptr);
-    else if (ghost_dir.empty())
-      execl(target.c_str(), target.c_str(), arg.c_str(), nullptr);
-    else
-      execl(target.c_str(), target.c_str(), arg.c_str(), "ghost", ghost_dir.c_str(), nullptr);
-    _exit(127);
-  }
-  close(p[1]);
-  char c;
-  while (read(p[0], &c, 1) > 0) {
-  }
-  close(p[0]);
-  int status;
-  if (waitpid(pid, &status, WNOHANG) != 0) {
-    std::fprintf(stderr, "%s did not start\n", target.c_str());
-    std::exit(1);
-  }
-  return pid;
 }
 
 double memcpy_gbps(size_t bytes) {
@@ -156,25 +120,6 @@ uint64_t anon_huge_mib(pid_t pid) {
     if (std::sscanf(line, "AnonHugePages: %llu kB", &kb) == 1) break;
   std::fclose(f);
   return kb >> 10;
-}
-
-// Waits up to `timeout_s` for `pid` to end and returns its wait status; kills
-// it if it does not end. -1 with errno from waitpid if it is not our child.
-int wait_exit(pid_t pid, double timeout_s) {
-  auto t = Clock::now();
-  int status = 0;
-  for (;;) {
-    pid_t got = waitpid(pid, &status, WNOHANG);
-    if (got == pid) return status;
-    if (got < 0) return -1;
-    if (seconds_since(t) > timeout_s) {
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      errno = ETIMEDOUT;
-      return -1;
-    }
-    usleep(1000);
-  }
 }
 
 }  // namespace

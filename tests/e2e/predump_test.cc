@@ -70,6 +70,23 @@ void restore_and_check(pid_t pid, const std::string& images, const TempDir& dir)
   EXPECT_EQ(wait_pid(pid).value_or(-1), 0) << read_text(dir / "generations.log");
 }
 
+// Whether this task may run on two CPUs or more (a dump then has page lanes).
+bool two_cpus() {
+  cpu_set_t cpus;
+  CPU_ZERO(&cpus);
+  return ::sched_getaffinity(0, sizeof(cpus), &cpus) == 0 && CPU_COUNT(&cpus) >= 2;
+}
+
+// After a killing dump of the 40960-page program into images: every page in
+// them, the program gone, and restored with every generation.
+void killed_then_restored(Program& p, const std::string& images, const TempDir& dir) {
+  EXPECT_GE(own_pages(images), 40960u);
+  pid_t pid = p.pid();
+  EXPECT_EQ(p.wait_exit().value_or(-1), 128 + SIGKILL);
+  p.forget();
+  ASSERT_NO_FATAL_FAILURE(restore_and_check(pid, images, dir));
+}
+
 // The final dump against prev (relative to dir), which kills the program:
 // it must succeed and the program be gone by it.
 void final_dump(Program& p, const std::string& dir, const std::string& prev) {
@@ -330,9 +347,7 @@ TEST(PreDump, ALargeMappingWalkedInChunksRestoresEveryGenerationFullAndChained) 
   EXPECT_GE(own_pages(full), 40960u);
   // With two CPUs or more, its pages went into a file per worker (lanes).
   std::string lane1 = full + "/pages-" + std::to_string(p.pid()) + ".1.img";
-  cpu_set_t cpus;
-  CPU_ZERO(&cpus);
-  if (::sched_getaffinity(0, sizeof(cpus), &cpus) == 0 && CPU_COUNT(&cpus) >= 2) {
+  if (two_cpus()) {
     EXPECT_GT(std::filesystem::file_size(lane1), 40960u * 4096 / 4) << r.output;
     // vmsplice'd by the parasite, a pipe per lane (the restore below checks
     // every page).
@@ -375,10 +390,7 @@ TEST(PreDump, ALargeMappingWalkedInChunksRestoresEveryGenerationFullAndChained) 
 // dumper's workers at the same places in the lane files, and so is the rest
 // of the process; every generation restores.
 TEST(PageLanes, AParasiteThatCannotVmspliceLeavesThePagesToTheWorkers) {
-  cpu_set_t cpus;
-  CPU_ZERO(&cpus);
-  if (::sched_getaffinity(0, sizeof(cpus), &cpus) != 0 || CPU_COUNT(&cpus) < 2)
-    GTEST_SKIP() << "page lanes need two CPUs";
+  if (!two_cpus()) GTEST_SKIP() << "page lanes need two CPUs";
   TempDir dir;
   Program p("generations", dir, {"40960", "20000"});
   ASSERT_TRUE(p.wait_ready());
@@ -392,11 +404,7 @@ TEST(PageLanes, AParasiteThatCannotVmspliceLeavesThePagesToTheWorkers) {
       << r.output;
   // The first batch (64 MiB) went through the pipes.
   EXPECT_NE(r.output.find("MiB vmsplice'd by the parasite into 2 page files"), std::string::npos) << r.output;
-  EXPECT_GE(own_pages(images), 40960u);
-  pid_t pid = p.pid();
-  EXPECT_EQ(p.wait_exit().value_or(-1), 128 + SIGKILL);
-  p.forget();
-  ASSERT_NO_FATAL_FAILURE(restore_and_check(pid, images, dir));
+  ASSERT_NO_FATAL_FAILURE(killed_then_restored(p, images, dir));
 }
 
 // A process at its RLIMIT_NOFILE: the parasite's socket takes its last free
@@ -405,10 +413,7 @@ TEST(PageLanes, AParasiteThatCannotVmspliceLeavesThePagesToTheWorkers) {
 // dump does not fail, as it did not before the parasite vmspliced into
 // lanes), and restore every generation.
 TEST(PageLanes, AProcessAtItsFdLimitHasItsPagesCopiedByTheWorkers) {
-  cpu_set_t cpus;
-  CPU_ZERO(&cpus);
-  if (::sched_getaffinity(0, sizeof(cpus), &cpus) != 0 || CPU_COUNT(&cpus) < 2)
-    GTEST_SKIP() << "page lanes need two CPUs";
+  if (!two_cpus()) GTEST_SKIP() << "page lanes need two CPUs";
   TempDir dir;
   Program p("generations", dir, {"40960", "20000"});
   ASSERT_TRUE(p.wait_ready());
@@ -425,9 +430,5 @@ TEST(PageLanes, AProcessAtItsFdLimitHasItsPagesCopiedByTheWorkers) {
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("the parasite cannot take page pipe 1"), std::string::npos) << r.output;
   EXPECT_EQ(r.output.find("vmsplice'd by the parasite into"), std::string::npos) << r.output;
-  EXPECT_GE(own_pages(images), 40960u);
-  pid_t pid = p.pid();
-  EXPECT_EQ(p.wait_exit().value_or(-1), 128 + SIGKILL);
-  p.forget();
-  ASSERT_NO_FATAL_FAILURE(restore_and_check(pid, images, dir));
+  ASSERT_NO_FATAL_FAILURE(killed_then_restored(p, images, dir));
 }
