@@ -39,9 +39,9 @@
 #include "bench_util.hpp"
 
 using bench::Clock;
+using bench::seconds_since;
 using bench::start_target;
 using bench::wait_exit;
-double since(Clock::time_point t) { return bench::seconds_since(t); }
 
 namespace {
 
@@ -68,7 +68,7 @@ double run(const std::vector<std::string>& argv, const std::string& out, const s
   }
   int st;
   waitpid(pid, &st, 0);
-  double s = since(t);
+  double s = seconds_since(t);
   if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
     std::fprintf(stderr, "FAILED (status %x):", st);
     for (auto& x : argv) std::fprintf(stderr, " %s", x.c_str());
@@ -87,7 +87,7 @@ double tmpfs_write(const std::string& path, size_t bytes) {
       std::perror("write into DIR");
       std::exit(1);
     }
-  double s = since(t);
+  double s = seconds_since(t);
   close(fd);
   return s;
 }
@@ -109,7 +109,7 @@ double tmpfs_read(const std::string& path, size_t bytes) {
     }
     done += (size_t)n;
   }
-  double s = since(t);
+  double s = seconds_since(t);
   if (dst[bytes / 2] != 3) {
     std::fprintf(stderr, "the file of DIR read back wrong\n");
     std::exit(1);
@@ -195,7 +195,7 @@ bool one_run(char tool, const std::string& bin, const std::string& dir, Run& r, 
   auto t0 = Clock::now();
   r.dump_k = run(dk, logs + "/dump.out", logs + "/dump.err");
   int st = wait_exit(target, 30);
-  r.dump_k_reaped = since(t0);
+  r.dump_k_reaped = seconds_since(t0);
   if (r.dump_k < 0) return false;
   if (!(st >= 0 && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL)) {
     std::fprintf(stderr, "%c: target not killed by the dump (%d)\n", tool, st);

@@ -451,13 +451,15 @@ struct LaneDrain {
     int out = sink.fd;
     loff_t off = static_cast<loff_t>(sink.offset);
     UniqueFd devnull;
+    // From now on into nothing (no offsets there); false: /dev/null cannot be opened.
+    auto into_nothing = [&] {
+      devnull.reset(::open("/dev/null", O_WRONLY | O_CLOEXEC));
+      out = devnull.get();
+      return static_cast<bool>(devnull);
+    };
     const uint64_t one = 1;
     while (st.moved < sink.bytes && !cancel.load(std::memory_order_acquire)) {
-      if (!devnull && discard.load(std::memory_order_acquire)) {
-        devnull.reset(::open("/dev/null", O_WRONLY | O_CLOEXEC));
-        if (!devnull) break;
-        out = devnull.get();
-      }
+      if (!devnull && discard.load(std::memory_order_acquire) && !into_nothing()) break;
       ssize_t s = ::splice(pipes[lane], nullptr, out, devnull ? nullptr : &off, sink.bytes - st.moved,
                            SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
       if (s > 0) {
@@ -479,10 +481,7 @@ struct LaneDrain {
       // The sink took no more (ENOSPC, EIO): the pipe is still emptied, into
       // nothing, so that the parasite never waits on it.
       if (!st.error) st.error = Error("splice of pages into the image", s < 0 ? errno : EIO);
-      if (devnull) break;
-      devnull.reset(::open("/dev/null", O_WRONLY | O_CLOEXEC));
-      if (!devnull) break;
-      out = devnull.get();
+      if (devnull || !into_nothing()) break;
     }
   }
 };
